@@ -1,0 +1,325 @@
+"""``gatectl``: the venue tech's tool for keys, manifests, tickets and decisions.
+
+Exit status: 0 success (and ``allow`` for ``decide``), 1 an error (printed as one line
+``ErrorName: message``), 2 a usage error; ``decide`` exits 3 deny, 4 already_used,
+5 too_early.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+from gate_daemon.core.decision import Checkpoint, Outcome, evaluate
+from gate_daemon.core.keys import PublicKey
+from gate_daemon.core.manifest import (
+    DELTA,
+    Header,
+    Manifest,
+    check_fresh,
+    check_successor,
+    open_manifest,
+    peek_header,
+)
+from gate_daemon.core.times import TimeFormatError, format_instant, parse_instant
+from gate_daemon.core.tokens import MAX_LABEL, REENTRY, TicketClaims, encode_signed, event_tag
+from gate_daemon.errors import GateError, ManifestRefused
+from gate_daemon.provision.build import build_manifest
+from gate_daemon.provision.event import load_event
+from gate_daemon.provision.keyfiles import read_public, read_secret, write_keypair
+from gate_daemon.provision.qrimage import write_qr
+from gate_daemon.provision.tickets import load_tickets
+from gate_daemon.store.manifest_file import apply_delta_file, read_manifest
+
+EXIT_ERROR = 1
+EXIT_CODES = {Outcome.ALLOW: 0, Outcome.DENY: 3, Outcome.ALREADY_USED: 4, Outcome.TOO_EARLY: 5}
+#: Payloads up to this length fit a version-7 QR at error level M, which phones and the
+#: Pi camera read comfortably; longer ones still work but print larger.
+COMFORTABLE_PAYLOAD = 160
+
+
+def _instant(text: str) -> int:
+    try:
+        return parse_instant(text)
+    except TimeFormatError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+
+
+def _entries(text: str) -> int:
+    if text.lower() == "reentry":
+        return REENTRY
+    if text.isdigit() and 1 <= int(text) <= 255:
+        return int(text)
+    raise argparse.ArgumentTypeError(f"{text!r} must be 1..255 or 'reentry'")
+
+
+def _publics(paths: Sequence[Path]) -> list[PublicKey]:
+    return [read_public(p) for p in paths]
+
+
+# ------------------------------------------------------------------- commands
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    """Write NAME.key (0600) and NAME.pub and print the key id."""
+    stem = Path(args.dir) / args.name
+    secret, public, key = write_keypair(stem, overwrite=args.force)
+    print(f"key id {key.public.kid}")
+    print(f"secret {secret} (mode 0600: keep it off the gates unless it signs there)")
+    print(f"public {public}")
+    return 0
+
+
+def cmd_manifest_build(args: argparse.Namespace) -> int:
+    """Build a signed manifest, or a delta from --base."""
+    key = read_secret(args.key)
+    event = load_event(args.event)
+    tickets = load_tickets(args.tickets, event)
+    base = None
+    if args.base is not None:
+        trusted = _publics(args.base_pub) if args.base_pub else [key.public]
+        base = read_manifest(args.base, trusted)
+    issued = int(time.time())
+    data = build_manifest(event, tickets, key, version=args.version, issued_at=issued,
+                          expires_at=args.expires, base=base)
+    _write_atomic(args.output, data)
+    kind = f"delta {base.version} -> {args.version}" if base else f"version {args.version}"
+    print(f"wrote {args.output}: {event.event_id} {kind}, {len(tickets)} tickets, {len(data)} bytes, "
+          f"signed by {key.public.kid}")
+    return 0
+
+
+def _write_atomic(path: Path, data: bytes) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    try:
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    except OSError as exc:
+        raise GateError(f"cannot write {path}: {exc.strerror}") from None
+
+
+def _load_verified(path: Path, trusted: list[PublicKey], base_path: Path | None) -> Manifest:
+    """A full manifest, or with ``base_path`` a delta applied to it; verified either way."""
+    if base_path is None:
+        return read_manifest(path, trusted)
+    base = read_manifest(base_path, trusted)
+    return open_manifest(apply_delta_file(base, path, trusted), trusted)
+
+
+def cmd_manifest_verify(args: argparse.Namespace) -> int:
+    """Exit 0 only for a valid, unexpired manifest signed by a given key."""
+    trusted = _publics(args.pub)
+    manifest = _load_verified(args.file, trusted, args.base)
+    now = args.at if args.at is not None else time.time()
+    check_fresh(manifest, now)
+    if args.min_version is not None:
+        check_successor(manifest, args.min_version)
+    h = manifest.header
+    print(f"ok: {h.event_id} version {h.version}, {h.tickets} tickets, signed by {h.signer}, "
+          f"expires {format_instant(h.expires_at)}")
+    return 0
+
+
+def cmd_manifest_show(args: argparse.Namespace) -> int:
+    """Describe a manifest; verified when --pub is given."""
+    if args.pub:
+        header = _load_verified(args.file, _publics(args.pub), args.base).header
+        verdict = "good (verified with the given key)"
+        kind = b"F"
+    else:
+        try:
+            data = args.file.read_bytes()
+        except OSError as exc:
+            raise ManifestRefused("unreadable", f"cannot read {args.file}: {exc.strerror}") from None
+        kind, header = peek_header(data)
+        verdict = "NOT CHECKED (pass --pub KEY to verify)"
+    if args.json:
+        print(json.dumps(header.raw, indent=2, sort_keys=True))
+        return 0
+    _print_header(header, kind, verdict)
+    return 0
+
+
+def _print_header(h: Header, kind: bytes, verdict: str) -> None:
+    lines = [
+        f"event      {h.event_id} ({h.event_name})",
+        f"version    {h.version}" + (f" (delta from version {h.base_version})" if kind == DELTA else ""),
+        f"issued     {format_instant(h.issued_at)}",
+        f"expires    {format_instant(h.expires_at)}",
+        f"signer     {h.signer}",
+        f"signature  {verdict}",
+        "sessions   " + (", ".join(
+            f"{s.id} ({s.name}) opens {format_instant(s.opens_at)}, {format_instant(s.starts_at)} to "
+            f"{format_instant(s.ends_at)}" for s in h.sessions) or "none (always open)"),
+        "zones      " + (", ".join(f"{z.id} ({z.name})" for z in h.zones) or "none"),
+        "ticket keys " + (", ".join(k.kid for k in h.ticket_keys) or "none (no signed tickets)"),
+        "gates      " + (", ".join(f"{g.id} ({g.key.kid})" for g in h.gates) or "none"),
+        f"revoked    {len(h.revoked)}",
+        f"tickets    {h.tickets}: " + ", ".join(f"{n} {s}" for s, n in h.by_status.items()),
+        f"codes      {h.codes} reference, {h.legacy} order-seat",
+    ]
+    print("\n".join(lines))
+
+
+def cmd_manifest_apply(args: argparse.Namespace) -> int:
+    """Apply a delta to its base and write the full manifest it produces."""
+    trusted = _publics(args.pub)
+    base = read_manifest(args.base, trusted)
+    data = apply_delta_file(base, args.delta, trusted)
+    _write_atomic(args.output, data)
+    print(f"wrote {args.output}: version {peek_header(data)[1].version}")
+    return 0
+
+
+def cmd_ticket_issue(args: argparse.Namespace) -> int:
+    """Sign a ticket, print its payload and write its QR image."""
+    key = read_secret(args.key)
+    for label, value in (("--session", args.session), ("--zone", args.zone)):
+        if value and len(value.encode()) > MAX_LABEL:
+            raise GateError(f"{label} {value!r} is longer than {MAX_LABEL} bytes")
+    claims = TicketClaims(
+        ticket_id=args.ticket_id,
+        event_tag=event_tag(args.event),
+        entries=args.entries,
+        session=args.session or "",
+        zone=args.zone or "",
+        valid_from=args.valid_from,
+        valid_until=args.valid_until,
+    )
+    try:
+        payload = encode_signed(claims, key)
+    except ValueError as exc:
+        raise GateError(str(exc)) from None
+    print(payload)
+    if len(payload) > COMFORTABLE_PAYLOAD:
+        print(f"note: payload is {len(payload)} characters; shorter ids keep the QR small", file=sys.stderr)
+    for path in (args.png, args.svg):
+        if path is not None:
+            mode = write_qr(payload, path)
+            print(f"wrote {path} (QR {mode} mode)", file=sys.stderr)
+    return 0
+
+
+def cmd_decide(args: argparse.Namespace) -> int:
+    """Print the decision a gate would make for a payload; records nothing."""
+    payload = sys.stdin.readline().rstrip("\r\n") if args.payload == "-" else args.payload
+    manifest = _load_verified(args.manifest, _publics(args.pub), args.base)
+    now = args.at if args.at is not None else time.time()
+    decision = evaluate(payload, manifest, Checkpoint(zone=args.zone, session=args.session), now)
+    print(json.dumps(decision.as_dict(), ensure_ascii=False))
+    return EXIT_CODES[decision.outcome]
+
+
+def cmd_bench(args: argparse.Namespace) -> int:
+    """Run a benchmark and print its figures."""
+    from gate_daemon.bench.core import run
+
+    return run(args)
+
+
+# ------------------------------------------------------------------- parser
+
+
+def parser() -> argparse.ArgumentParser:
+    """The full command line."""
+    top = argparse.ArgumentParser(prog="gatectl", description="The venue tech's tool for keys, manifests, tickets and decisions.")
+    sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    p = sub.add_parser("keygen", help="make an Ed25519 key pair NAME.key / NAME.pub")
+    p.add_argument("name", metavar="NAME")
+    p.add_argument("--dir", default=".", help="folder for the key files (default: here)")
+    p.add_argument("--force", action="store_true", help="overwrite existing key files")
+    p.set_defaults(func=cmd_keygen)
+
+    man = sub.add_parser("manifest", help="build, verify, show or apply signed manifests")
+    msub = man.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = msub.add_parser("build", help="build a signed manifest (or a delta with --base)")
+    p.add_argument("--event", type=Path, required=True, help="event.toml")
+    p.add_argument("--tickets", type=Path, required=True, help="tickets.csv")
+    p.add_argument("--key", type=Path, required=True, help="signing key (.key)")
+    p.add_argument("--version", type=int, required=True, help="manifest version (only ever grows)")
+    p.add_argument("--expires", type=_instant, help="expiry, RFC 3339 (default: a day after the last session)")
+    p.add_argument("--base", type=Path, help="older manifest: write a delta from it")
+    p.add_argument("--base-pub", type=Path, action="append", default=[],
+                   help="key that signed --base, if not --key's own")
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.set_defaults(func=cmd_manifest_build)
+
+    def manifest_inputs(p: argparse.ArgumentParser, *, pub_required: bool) -> None:
+        p.add_argument("--pub", type=Path, action="append", required=pub_required, default=[],
+                       help="trusted signer public key (repeatable)")
+        p.add_argument("--base", type=Path, help="for a delta: the manifest it applies to")
+
+    p = msub.add_parser("verify", help="exit 0 only for a valid, unexpired manifest from a trusted key")
+    p.add_argument("file", type=Path)
+    manifest_inputs(p, pub_required=True)
+    p.add_argument("--min-version", type=int, help="refuse versions below this (the last one accepted)")
+    p.add_argument("--at", type=_instant, help="check expiry at this time instead of now")
+    p.set_defaults(func=cmd_manifest_verify)
+
+    p = msub.add_parser("show", help="print a manifest's header and counts")
+    p.add_argument("file", type=Path)
+    manifest_inputs(p, pub_required=False)
+    p.add_argument("--json", action="store_true", help="print the header as JSON")
+    p.set_defaults(func=cmd_manifest_show)
+
+    p = msub.add_parser("apply", help="apply a delta to its base, writing the full manifest")
+    p.add_argument("delta", type=Path)
+    p.add_argument("--base", type=Path, required=True)
+    p.add_argument("--pub", type=Path, action="append", required=True)
+    p.add_argument("-o", "--output", type=Path, required=True)
+    p.set_defaults(func=cmd_manifest_apply)
+
+    tick = sub.add_parser("ticket", help="issue signed tickets")
+    tsub = tick.add_subparsers(dest="action", required=True, metavar="ACTION")
+    p = tsub.add_parser("issue", help="sign a ticket: print the payload, write a QR image")
+    p.add_argument("--key", type=Path, required=True, help="ticket signing key (.key)")
+    p.add_argument("--event", required=True, help="event id")
+    p.add_argument("--ticket-id", required=True)
+    p.add_argument("--session")
+    p.add_argument("--zone")
+    p.add_argument("--entries", type=_entries, default=1, help="1..255 or 'reentry' (default 1)")
+    p.add_argument("--valid-from", type=_instant)
+    p.add_argument("--valid-until", type=_instant)
+    image = p.add_mutually_exclusive_group()
+    image.add_argument("--png", type=Path)
+    image.add_argument("--svg", type=Path)
+    p.set_defaults(func=cmd_ticket_issue)
+
+    p = sub.add_parser("decide", help="what would a gate decide for PAYLOAD? (records nothing)")
+    p.add_argument("payload", metavar="PAYLOAD", help="the QR payload, or - to read one line from stdin")
+    p.add_argument("--manifest", type=Path, required=True)
+    manifest_inputs(p, pub_required=True)
+    p.add_argument("--at", type=_instant, help="decide as at this time (default: now)")
+    p.add_argument("--zone", help="the gate's zone")
+    p.add_argument("--session", help="pin the gate to one session")
+    p.set_defaults(func=cmd_decide)
+
+    p = sub.add_parser("bench", help="measure the gate's budgets")
+    p.add_argument("suite", choices=["core"])
+    p.add_argument("--sizes", default="100000,1000000", help="manifest sizes to measure (comma separated)")
+    p.add_argument("--rounds", type=int, default=20000, help="decisions and lookups to time")
+    p.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp dir)")
+    p.set_defaults(func=cmd_bench)
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run gatectl; errors become one line on stderr and a non-zero exit."""
+    args = parser().parse_args(argv)
+    try:
+        code: int = args.func(args)
+    except GateError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+    return code
+
+
+if __name__ == "__main__":
+    sys.exit(main())

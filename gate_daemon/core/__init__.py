@@ -1,0 +1,1 @@
+"""Pure logic: ticket payloads, manifests, the decision. No I/O, no asyncio."""

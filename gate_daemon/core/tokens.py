@@ -1,0 +1,209 @@
+"""QR payload formats: signed tickets, reference codes and legacy ``ORDER-SEAT`` codes.
+
+A payload is one of:
+
+* **signed ticket** ``GD1:<base32>``: a compact binary body and its Ed25519 signature.
+  It validates offline, even when the ticket is not in the manifest (sold after the last
+  sync). Base32 (RFC 4648, upper case, no padding) keeps every character in QR
+  alphanumeric mode and free of spaces, so keyboard-wedge scanners, stdin and copy-paste
+  carry it unchanged.
+* **opaque code**: anything else made of printable ASCII. The gate looks it up in the
+  manifest first as a reference code (the manifest holds only a keyed hash of it), then
+  as a legacy ``ORDERID-SEATID`` text.
+
+Binary body of a v1 signed ticket (integers little-endian)::
+
+    u8    flags     bit0 valid_from, bit1 valid_until, bit2 session, bit3 zone
+    4     key id    first 4 bytes of SHA-256 over the signing public key
+    4     event tag first 4 bytes of SHA-256 over "gate-daemon/event\\0" + event id
+    u8    entries   1..255 entries, 0 = unlimited re-entry after an exit scan
+    [u32  valid_from]  [u32 valid_until]          (present when flagged)
+    u8 n, n bytes      ticket id (UTF-8, 1..64 bytes)
+    [u8 n, n bytes session]  [u8 n, n bytes zone]  (present when flagged)
+    64    Ed25519 signature over "gate-daemon/ticket/v1\\0" + everything above
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import struct
+from dataclasses import dataclass
+
+from gate_daemon.core.keys import SIGNATURE_SIZE, PublicKey, SecretKey
+
+SIGNED_PREFIX = "GD1:"
+#: Every prefix of the family, so ``GD2:`` is named as an unsupported version, not a code.
+SIGNED_FAMILY = "GD"
+TICKET_DOMAIN = b"gate-daemon/ticket/v1\x00"
+MAX_PAYLOAD = 512
+MAX_TICKET_ID = 64
+MAX_LABEL = 16
+REENTRY = 0
+
+_F_FROM, _F_UNTIL, _F_SESSION, _F_ZONE = 1, 2, 4, 8
+_KNOWN_FLAGS = _F_FROM | _F_UNTIL | _F_SESSION | _F_ZONE
+_HEAD = struct.Struct("<B4s4sB")
+_U32 = struct.Struct("<I")
+
+
+class PayloadError(ValueError):
+    """A payload cannot be read; ``detail`` says why, without echoing the payload."""
+
+    def __init__(self, detail: str) -> None:
+        self.detail = detail
+        super().__init__(detail)
+
+
+def event_tag(event_id: str) -> bytes:
+    """The 4-byte tag a signed ticket carries for its event."""
+    return hashlib.sha256(b"gate-daemon/event\x00" + event_id.encode()).digest()[:4]
+
+
+def code_hash(event_id: str, code: str) -> bytes:
+    """The 16-byte keyed hash under which the manifest stores a reference code.
+
+    Keyed per event so that hashes cannot be precomputed across events; 128 bits so that
+    a stolen manifest gives no practical way to find a code matching any of its hashes.
+    """
+    key = hashlib.sha256(b"gate-daemon/code-key\x00" + event_id.encode()).digest()
+    return hashlib.blake2b(code.encode(), digest_size=16, key=key).digest()
+
+
+@dataclass(frozen=True, slots=True)
+class TicketClaims:
+    """What a signed ticket asserts."""
+
+    ticket_id: str
+    event_tag: bytes
+    entries: int = 1
+    session: str = ""
+    zone: str = ""
+    valid_from: int | None = None
+    valid_until: int | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTicket:
+    """A parsed (not yet verified) signed ticket."""
+
+    claims: TicketClaims
+    kid: bytes
+    signed: bytes
+    signature: bytes
+
+    def verify(self, key: PublicKey) -> bool:
+        """Whether the signature is good under ``key``."""
+        return key.verify(TICKET_DOMAIN, self.signed, self.signature)
+
+
+@dataclass(frozen=True, slots=True)
+class OpaqueCode:
+    """A payload that is not a signed ticket: a reference or legacy code to look up."""
+
+    text: str
+
+
+Payload = SignedTicket | OpaqueCode
+
+
+def _label(value: str, what: str, limit: int) -> bytes:
+    raw = value.encode()
+    if not 0 < len(raw) <= limit:
+        raise ValueError(f"{what} must be 1 to {limit} bytes of UTF-8, got {len(raw)}")
+    return raw
+
+
+def encode_signed(claims: TicketClaims, key: SecretKey) -> str:
+    """Sign ``claims`` and return the QR payload text."""
+    if not 0 <= claims.entries <= 255:
+        raise ValueError(f"entries must be 0 (re-entry) to 255, got {claims.entries}")
+    flags = 0
+    tail = b""
+    for flag, moment, name in (
+        (_F_FROM, claims.valid_from, "valid_from"),
+        (_F_UNTIL, claims.valid_until, "valid_until"),
+    ):
+        if moment is not None:
+            if not 0 <= moment < 2**32:
+                raise ValueError(f"{name} is outside 1970..2106")
+            flags |= flag
+            tail += _U32.pack(moment)
+    tid = _label(claims.ticket_id, "ticket id", MAX_TICKET_ID)
+    tail += bytes([len(tid)]) + tid
+    for flag, label, name in ((_F_SESSION, claims.session, "session"), (_F_ZONE, claims.zone, "zone")):
+        if label:
+            raw = _label(label, name, MAX_LABEL)
+            flags |= flag
+            tail += bytes([len(raw)]) + raw
+    body = _HEAD.pack(flags, key.public.kid_bytes, claims.event_tag, claims.entries) + tail
+    signature = key.sign(TICKET_DOMAIN, body)
+    return SIGNED_PREFIX + base64.b32encode(body + signature).decode().rstrip("=")
+
+
+def parse_payload(text: str) -> Payload:
+    """Classify and read a payload, or raise ``PayloadError``."""
+    if not text:
+        raise PayloadError("empty payload")
+    if len(text) > MAX_PAYLOAD:
+        raise PayloadError(f"payload is {len(text)} characters, more than {MAX_PAYLOAD}")
+    if not text.isascii() or not text.isprintable():
+        raise PayloadError("payload has characters outside printable ASCII")
+    if text.upper().startswith(SIGNED_FAMILY) and text[2:3].isdigit() and ":" in text[:6]:
+        if not text.upper().startswith(SIGNED_PREFIX):
+            raise PayloadError(f"unsupported signed ticket version {text[: text.index(':')]!r}")
+        return _parse_signed(text[len(SIGNED_PREFIX) :])
+    return OpaqueCode(text)
+
+
+def _parse_signed(body32: str) -> SignedTicket:
+    try:
+        raw = base64.b32decode(body32 + "=" * (-len(body32) % 8), casefold=True)
+    except (binascii.Error, ValueError):
+        raise PayloadError("signed ticket is not valid base32") from None
+    if len(raw) < _HEAD.size + 1 + SIGNATURE_SIZE:
+        raise PayloadError("signed ticket is too short")
+    signed, signature = raw[:-SIGNATURE_SIZE], raw[-SIGNATURE_SIZE:]
+    flags, kid, tag, entries = _HEAD.unpack_from(signed)
+    if flags & ~_KNOWN_FLAGS:
+        raise PayloadError(f"signed ticket has unknown flags 0x{flags:02x}")
+    pos = _HEAD.size
+    moments: list[int | None] = []
+    for flag in (_F_FROM, _F_UNTIL):
+        if flags & flag:
+            if pos + 4 > len(signed):
+                raise PayloadError("signed ticket is truncated")
+            moments.append(_U32.unpack_from(signed, pos)[0])
+            pos += 4
+        else:
+            moments.append(None)
+    labels: list[str] = []
+    for flag, limit in ((-1, MAX_TICKET_ID), (_F_SESSION, MAX_LABEL), (_F_ZONE, MAX_LABEL)):
+        if flag != -1 and not flags & flag:
+            labels.append("")
+            continue
+        if pos >= len(signed):
+            raise PayloadError("signed ticket is truncated")
+        size = signed[pos]
+        chunk = signed[pos + 1 : pos + 1 + size]
+        if not 0 < size <= limit or len(chunk) != size:
+            raise PayloadError("signed ticket has a malformed field")
+        try:
+            labels.append(chunk.decode())
+        except UnicodeDecodeError:
+            raise PayloadError("signed ticket has a field that is not UTF-8") from None
+        pos += 1 + size
+    if pos != len(signed):
+        raise PayloadError("signed ticket has trailing bytes")
+    claims = TicketClaims(
+        ticket_id=labels[0],
+        event_tag=tag,
+        entries=entries,
+        session=labels[1],
+        zone=labels[2],
+        valid_from=moments[0],
+        valid_until=moments[1],
+    )
+    return SignedTicket(claims=claims, kid=kid, signed=signed, signature=signature)
+

@@ -1,0 +1,66 @@
+"""The exceptions gate-daemon raises to its callers.
+
+Every error a person can cause (a bad file, a wrong key, a refused manifest) is one of
+these, carries enough to say *where*, and is printed by the CLI as one line
+``ErrorName: message`` with a non-zero exit. Bad QR payloads are not exceptions at all:
+they are decisions with a reason code (see ``gate_daemon.core.decision``).
+
+    GateError
+    ├── KeyFileError        a key file is missing, unreadable, malformed or too open
+    ├── SourceError         an input file (event.toml, tickets.csv, config) has problems;
+    │                       carries every problem with its file, line and key or column
+    └── ManifestRefused     a manifest failed verification; ``reason`` names the attack
+                            or defect (bad_signature, unknown_key, tampered, expired,
+                            rollback, wrong_base, malformed)
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+
+class GateError(Exception):
+    """Base of every error gate-daemon reports to a person."""
+
+
+class KeyFileError(GateError):
+    """A key file could not be used."""
+
+
+@dataclass(frozen=True, slots=True)
+class Problem:
+    """One thing wrong in an input file, and where it is."""
+
+    where: str
+    message: str
+    line: int | None = None
+
+    def render(self, file: str) -> str:
+        """Format as ``file:line: where: message`` (line omitted when unknown)."""
+        loc = f"{file}:{self.line}" if self.line is not None else file
+        return f"{loc}: {self.where}: {self.message}" if self.where else f"{loc}: {self.message}"
+
+
+class SourceError(GateError):
+    """An input file has one or more problems; nothing was produced from it."""
+
+    #: How many problems ``str()`` shows before summarising the rest.
+    shown = 20
+
+    def __init__(self, file: str, problems: list[Problem]) -> None:
+        self.file = file
+        self.problems = problems
+        lines = [p.render(file) for p in problems[: self.shown]]
+        if len(problems) > self.shown:
+            lines.append(f"... and {len(problems) - self.shown} more problems in {file}")
+        noun = "problem" if len(problems) == 1 else "problems"
+        super().__init__(f"{len(problems)} {noun} in {file}\n" + "\n".join(lines))
+
+
+class ManifestRefused(GateError):
+    """A manifest failed verification and must not be used."""
+
+    def __init__(self, reason: str, detail: str) -> None:
+        self.reason = reason
+        self.detail = detail
+        super().__init__(f"{reason}: {detail}")

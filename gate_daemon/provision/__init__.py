@@ -1,0 +1,1 @@
+"""Provisioning: key files, event and ticket sources, and building signed manifests."""

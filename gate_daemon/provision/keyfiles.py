@@ -1,0 +1,71 @@
+"""Key files on disk: ``NAME.key`` (secret, mode 0600) and ``NAME.pub``."""
+
+from __future__ import annotations
+
+import os
+import stat
+from pathlib import Path
+
+from gate_daemon.core.keys import KeyFormatError, PublicKey, SecretKey
+from gate_daemon.errors import KeyFileError
+
+
+def write_keypair(stem: Path, *, overwrite: bool = False) -> tuple[Path, Path, SecretKey]:
+    """Create ``stem.key`` (0600) and ``stem.pub`` for a fresh key; never clobber by default."""
+    secret_path = stem.with_name(stem.name + ".key")
+    public_path = stem.with_name(stem.name + ".pub")
+    for path in (secret_path, public_path):
+        if path.exists() and not overwrite:
+            raise KeyFileError(f"{path} already exists; refusing to overwrite a key")
+    key = SecretKey.generate()
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
+    try:
+        fd = os.open(secret_path, flags, 0o600)
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(out.fileno(), 0o600)
+            out.write(key.text() + "\n")
+        public_path.write_text(key.public.text() + "\n")
+    except OSError as exc:
+        raise KeyFileError(f"cannot write key files at {stem}: {exc.strerror}") from None
+    return secret_path, public_path, key
+
+
+def read_secret(path: Path) -> SecretKey:
+    """Load a secret key, refusing one that group or others can read (as ssh does)."""
+    try:
+        mode = path.stat().st_mode
+        text = path.read_text()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read secret key {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise KeyFileError(f"{path} is not a gate-daemon key file") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"secret key {path} has mode {stat.S_IMODE(mode):04o}; run: chmod 600 {path}")
+    try:
+        return SecretKey.parse(text)
+    except KeyFormatError as exc:
+        raise KeyFileError(f"{path}: {exc}") from None
+
+
+def read_public(path: Path) -> PublicKey:
+    """Load a public key file (or take a secret key file's public half)."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise KeyFileError(f"cannot read public key {path}: {exc.strerror}") from None
+    except UnicodeDecodeError:
+        raise KeyFileError(f"{path} is not a gate-daemon key file") from None
+    try:
+        return PublicKey.parse(text)
+    except KeyFormatError as exc:
+        raise KeyFileError(f"{path}: {exc}") from None
+
+
+def public_key_ref(ref: str, base: Path) -> PublicKey:
+    """A public key given inline (``ed25519:...``) or as a path relative to ``base``."""
+    if ref.startswith("ed25519:"):
+        try:
+            return PublicKey.parse(ref)
+        except KeyFormatError as exc:
+            raise KeyFileError(str(exc)) from None
+    return read_public(base / ref)

@@ -1,0 +1,183 @@
+"""``tickets.csv``: one row per ticket, checked completely before anything is built.
+
+Columns (header row required, any order, unknown columns rejected; only ``ticket_id``
+and ``status`` are required)::
+
+    ticket_id  1..64 bytes, unique
+    order_id   the order it belongs to (with seat, forms the legacy ORDER-SEAT payload)
+    seat       seat or item label
+    status     completed | pending | canceled | refunded | blocked
+    session    a session id from event.toml, or empty for any session
+    zone       a zone id from event.toml, or empty for any zone
+    entries    1..255 (default 1), or "reentry" for unlimited re-entry after an exit scan
+    code       an optional reference code (>= 12 printable ASCII characters; make them
+               random with >= 96 bits); only its keyed hash enters the manifest
+"""
+
+from __future__ import annotations
+
+import csv
+import io
+from pathlib import Path
+
+from gate_daemon.core.manifest import Status, TicketEntry
+from gate_daemon.core.tokens import MAX_PAYLOAD, MAX_TICKET_ID, OpaqueCode, PayloadError, code_hash, parse_payload
+from gate_daemon.errors import Problem, SourceError
+from gate_daemon.provision.event import EventSpec
+
+COLUMNS = ("ticket_id", "order_id", "seat", "status", "session", "zone", "entries", "code")
+REQUIRED = ("ticket_id", "status")
+MIN_CODE = 12
+MAX_TEXT = 64
+#: Reading stops once this many problems are known: the file needs fixing either way.
+MAX_PROBLEMS = 1000
+_STATUSES = {s.value: s for s in Status}
+
+
+def load_tickets(path: Path, event: EventSpec) -> list[TicketEntry]:
+    """Read every row; raise ``SourceError`` listing bad rows by line and column."""
+    name = str(path)
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise SourceError(name, [Problem("", f"cannot read: {exc.strerror}")]) from None
+    try:
+        text = data.decode("utf-8-sig")
+    except UnicodeDecodeError as exc:
+        line = data.count(b"\n", 0, exc.start) + 1
+        raise SourceError(name, [Problem("", f"not UTF-8 text (byte {exc.start})", line)]) from None
+    reader = csv.reader(io.StringIO(text, newline=""), strict=True)
+    problems: list[Problem] = []
+    try:
+        header = next(reader, None)
+        if header is None:
+            raise SourceError(name, [Problem("", "empty file: a header row is required", 1)])
+        columns = _header([h.strip() for h in header], name)
+        return _rows(reader, columns, event, problems, name)
+    except csv.Error as exc:
+        problems.append(Problem("", f"not valid CSV: {exc}", reader.line_num))
+        raise SourceError(name, problems) from None
+
+
+def _header(header: list[str], name: str) -> dict[str, int]:
+    problems = []
+    columns: dict[str, int] = {}
+    for i, column in enumerate(header):
+        if column not in COLUMNS:
+            problems.append(Problem(f"column {column!r}", f"unknown column (allowed: {', '.join(COLUMNS)})", 1))
+        elif column in columns:
+            problems.append(Problem(f"column {column!r}", "appears twice", 1))
+        columns[column] = i
+    for column in REQUIRED:
+        if column not in columns:
+            problems.append(Problem(f"column {column!r}", "missing (required)", 1))
+    if problems:
+        raise SourceError(name, problems)
+    return columns
+
+
+def _rows(
+    reader: csv.Reader,  # type: ignore[name-defined]
+    columns: dict[str, int],
+    event: EventSpec,
+    problems: list[Problem],
+    name: str,
+) -> list[TicketEntry]:
+    sessions = {s.id for s in event.sessions}
+    zones = {z.id for z in event.zones}
+    width = len(columns)
+    entries: list[TicketEntry] = []
+    first_line: dict[str, int] = {}
+    codes: dict[str, int] = {}
+    legacy: dict[str, int] = {}
+    get = {c: columns.get(c) for c in COLUMNS}
+
+    def bad(line: int, column: str, message: str) -> None:
+        problems.append(Problem(f"column {column!r}" if column else "", message, line))
+        if len(problems) >= MAX_PROBLEMS:
+            problems.append(Problem("", f"stopped reading after {MAX_PROBLEMS} problems", line))
+            raise SourceError(name, problems)
+
+    for row in reader:
+        line = reader.line_num
+        if not any(cell.strip() for cell in row):
+            continue
+        if len(row) != width:
+            bad(line, "", f"expected {width} fields, found {len(row)}")
+            continue
+        cell = {c: (row[i].strip() if i is not None else "") for c, i in get.items()}
+        before = len(problems)
+        tid = cell["ticket_id"]
+        if not tid:
+            bad(line, "ticket_id", "empty")
+        elif len(tid.encode()) > MAX_TICKET_ID or not tid.isprintable():
+            bad(line, "ticket_id", f"must be 1 to {MAX_TICKET_ID} bytes of printable text")
+        elif tid in first_line:
+            bad(line, "ticket_id", f"duplicate of line {first_line[tid]}")
+        for column in ("order_id", "seat"):
+            if len(cell[column].encode()) > MAX_TEXT or not cell[column].isprintable():
+                bad(line, column, f"must be at most {MAX_TEXT} bytes of printable text")
+        status = _STATUSES.get(cell["status"].lower())
+        if status is None:
+            bad(line, "status", f"{cell['status']!r} is not one of {', '.join(_STATUSES)}")
+        if cell["session"] and cell["session"] not in sessions:
+            bad(line, "session", f"{cell['session']!r} is not a session in the event file")
+        if cell["zone"] and cell["zone"] not in zones:
+            bad(line, "zone", f"{cell['zone']!r} is not a zone in the event file")
+        allowed = _entries(cell["entries"])
+        if allowed is None:
+            bad(line, "entries", f"{cell['entries']!r} must be 1..255 or 'reentry'")
+        code = cell["code"]
+        if code:
+            reason = _code_problem(code)
+            if reason:
+                bad(line, "code", reason)
+            elif code in codes:
+                bad(line, "code", f"duplicate of line {codes[code]}")
+            codes.setdefault(code, line)
+        entry = TicketEntry(
+            ticket_id=tid,
+            status=status or Status.COMPLETED,
+            order_id=cell["order_id"],
+            seat=cell["seat"],
+            session=cell["session"],
+            zone=cell["zone"],
+            entries=allowed if allowed is not None else 1,
+            code_hash=code_hash(event.event_id, code) if code else None,
+        )
+        text = entry.legacy_text
+        if text is not None:
+            if text in legacy:
+                bad(line, "seat", f"order {entry.order_id} seat {entry.seat} duplicates line {legacy[text]}")
+            legacy.setdefault(text, line)
+        first_line.setdefault(tid, line)
+        if len(problems) == before:
+            entries.append(entry)
+    for text, line in legacy.items():
+        if text in codes:
+            bad(codes[text], "code", f"equals the order-seat code of line {line}")
+    if problems:
+        raise SourceError(name, problems)
+    return entries
+
+
+def _entries(value: str) -> int | None:
+    if not value:
+        return 1
+    if value.lower() == "reentry":
+        return 0
+    if value.isdigit() and 1 <= int(value) <= 255:
+        return int(value)
+    return None
+
+
+def _code_problem(code: str) -> str | None:
+    if not MIN_CODE <= len(code) <= MAX_PAYLOAD:
+        return f"must be {MIN_CODE} to {MAX_PAYLOAD} characters"
+    try:
+        parsed = parse_payload(code)
+    except PayloadError as exc:
+        return exc.detail
+    if not isinstance(parsed, OpaqueCode):
+        return "looks like a signed ticket payload"
+    return None

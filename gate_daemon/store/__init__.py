@@ -1,0 +1,1 @@
+"""What the gate keeps on disk."""

@@ -1,0 +1,41 @@
+"""Opening a manifest file from disk: mapped, verified, then searched in place."""
+
+from __future__ import annotations
+
+import mmap
+from collections.abc import Sequence
+from pathlib import Path
+
+from gate_daemon.core.keys import PublicKey
+from gate_daemon.core.manifest import Manifest, apply_delta, open_manifest
+from gate_daemon.errors import ManifestRefused
+
+
+def read_manifest(path: Path, trusted: Sequence[PublicKey]) -> Manifest:
+    """Map ``path`` read-only and verify it.
+
+    Verification hashes every page once; afterwards the mapping is advised away so the
+    resident set holds only the pages that lookups touch. Keep the verified file private
+    to the gate (the daemon copies it into its state directory): the mapping reads the
+    file as it is, so only the gate should be able to write it.
+    """
+    try:
+        with path.open("rb") as handle:
+            if not path.stat().st_size:
+                raise ManifestRefused("malformed", f"{path} is empty")
+            mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
+    except OSError as exc:
+        raise ManifestRefused("unreadable", f"cannot read {path}: {exc.strerror}") from None
+    manifest = open_manifest(mapped, trusted)
+    if hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
+    return manifest
+
+
+def apply_delta_file(base: Manifest, path: Path, trusted: Sequence[PublicKey]) -> bytes:
+    """Read a delta file and return the full manifest it produces from ``base``."""
+    try:
+        data = path.read_bytes()
+    except OSError as exc:
+        raise ManifestRefused("unreadable", f"cannot read {path}: {exc.strerror}") from None
+    return apply_delta(base, data, trusted)
