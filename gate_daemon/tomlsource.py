@@ -68,9 +68,9 @@ def line_of(text: str, path: KeyPath) -> int | None:
             table = tuple(resolved)
             consider(table, number)
             continue
-        key = _KEY.match(raw)
-        if key:
-            consider((*table, *_parts(key.group(1))), number)
+        assignment = _KEY.match(raw)
+        if assignment:
+            consider((*table, *_parts(assignment.group(1))), number)
     if best is None:
         return None
     return best[1]
@@ -103,8 +103,13 @@ class Checker:
         """Record a problem at ``path``."""
         self.problems.append(Problem(render_path(path), message, line_of(self.text, path)))
 
-    def table(self, value: object, path: KeyPath, allowed: set[str], required: set[str] = frozenset()) -> dict[
-            str, Any]:
+    def table(
+        self,
+        value: object,
+        path: KeyPath,
+        allowed: set[str],
+        required: frozenset[str] | set[str] = frozenset(),
+    ) -> dict[str, Any]:
         """A table with only ``allowed`` keys and all ``required`` ones."""
         if not isinstance(value, dict):
             self.problem(path, f"expected a table, got {_kind(value)}")
@@ -149,7 +154,9 @@ class Checker:
             self.problem((*path, key), f"{value!r} must match {pattern.pattern}")
         return value
 
-    def integer(self, tbl: dict[str, Any], path: KeyPath, key: str, *, low: int, high: int, default: int) -> int:
+    def integer(
+        self, tbl: dict[str, Any], path: KeyPath, key: str, *, low: int, high: int, default: int
+    ) -> int:
         """An integer within ``low..high``."""
         value = tbl.get(key, _MISSING)
         if value is _MISSING:
@@ -183,5 +190,11 @@ class Checker:
 
 
 def _kind(value: object) -> str:
-    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean", int: "an integer",
-            float: "a number"}.get(type(value), type(value).__name__)
+    return {
+        dict: "a table",
+        list: "an array",
+        str: "a string",
+        bool: "a boolean",
+        int: "an integer",
+        float: "a number",
+    }.get(type(value), type(value).__name__)

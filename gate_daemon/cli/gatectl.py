@@ -84,12 +84,15 @@ def cmd_manifest_build(args: argparse.Namespace) -> int:
         trusted = _publics(args.base_pub) if args.base_pub else [key.public]
         base = read_manifest(args.base, trusted)
     issued = int(time.time())
-    data = build_manifest(event, tickets, key, version=args.version, issued_at=issued,
-                          expires_at=args.expires, base=base)
+    data = build_manifest(
+        event, tickets, key, version=args.version, issued_at=issued, expires_at=args.expires, base=base
+    )
     _write_atomic(args.output, data)
     kind = f"delta {base.version} -> {args.version}" if base else f"version {args.version}"
-    print(f"wrote {args.output}: {event.event_id} {kind}, {len(tickets)} tickets, {len(data)} bytes, "
-          f"signed by {key.public.kid}")
+    print(
+        f"wrote {args.output}: {event.event_id} {kind}, {len(tickets)} tickets, {len(data)} bytes, "
+        f"signed by {key.public.kid}"
+    )
     return 0
 
 
@@ -119,8 +122,10 @@ def cmd_manifest_verify(args: argparse.Namespace) -> int:
     if args.min_version is not None:
         check_successor(manifest, args.min_version)
     h = manifest.header
-    print(f"ok: {h.event_id} version {h.version}, {h.tickets} tickets, signed by {h.signer}, "
-          f"expires {format_instant(h.expires_at)}")
+    print(
+        f"ok: {h.event_id} version {h.version}, {h.tickets} tickets, signed by {h.signer}, "
+        f"expires {format_instant(h.expires_at)}"
+    )
     return 0
 
 
@@ -152,9 +157,15 @@ def _print_header(h: Header, kind: bytes, verdict: str) -> None:
         f"expires    {format_instant(h.expires_at)}",
         f"signer     {h.signer}",
         f"signature  {verdict}",
-        "sessions   " + (", ".join(
-            f"{s.id} ({s.name}) opens {format_instant(s.opens_at)}, {format_instant(s.starts_at)} to "
-            f"{format_instant(s.ends_at)}" for s in h.sessions) or "none (always open)"),
+        "sessions   "
+        + (
+            ", ".join(
+                f"{s.id} ({s.name}) opens {format_instant(s.opens_at)}, {format_instant(s.starts_at)} to "
+                f"{format_instant(s.ends_at)}"
+                for s in h.sessions
+            )
+            or "none (always open)"
+        ),
         "zones      " + (", ".join(f"{z.id} ({z.name})" for z in h.zones) or "none"),
         "ticket keys " + (", ".join(k.kid for k in h.ticket_keys) or "none (no signed tickets)"),
         "gates      " + (", ".join(f"{g.id} ({g.key.kid})" for g in h.gates) or "none"),
@@ -226,7 +237,9 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def parser() -> argparse.ArgumentParser:
     """The full command line."""
-    top = argparse.ArgumentParser(prog="gatectl", description="The venue tech's tool for keys, manifests, tickets and decisions.")
+    top = argparse.ArgumentParser(
+        prog="gatectl", description="The venue tech's tool for keys, manifests, tickets and decisions."
+    )
     sub = top.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     p = sub.add_parser("keygen", help="make an Ed25519 key pair NAME.key / NAME.pub")
@@ -242,16 +255,29 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--tickets", type=Path, required=True, help="tickets.csv")
     p.add_argument("--key", type=Path, required=True, help="signing key (.key)")
     p.add_argument("--version", type=int, required=True, help="manifest version (only ever grows)")
-    p.add_argument("--expires", type=_instant, help="expiry, RFC 3339 (default: a day after the last session)")
+    p.add_argument(
+        "--expires", type=_instant, help="expiry, RFC 3339 (default: a day after the last session)"
+    )
     p.add_argument("--base", type=Path, help="older manifest: write a delta from it")
-    p.add_argument("--base-pub", type=Path, action="append", default=[],
-                   help="key that signed --base, if not --key's own")
+    p.add_argument(
+        "--base-pub",
+        type=Path,
+        action="append",
+        default=[],
+        help="key that signed --base, if not --key's own",
+    )
     p.add_argument("-o", "--output", type=Path, required=True)
     p.set_defaults(func=cmd_manifest_build)
 
     def manifest_inputs(p: argparse.ArgumentParser, *, pub_required: bool) -> None:
-        p.add_argument("--pub", type=Path, action="append", required=pub_required, default=[],
-                       help="trusted signer public key (repeatable)")
+        p.add_argument(
+            "--pub",
+            type=Path,
+            action="append",
+            required=pub_required,
+            default=[],
+            help="trusted signer public key (repeatable)",
+        )
         p.add_argument("--base", type=Path, help="for a delta: the manifest it applies to")
 
     p = msub.add_parser("verify", help="exit 0 only for a valid, unexpired manifest from a trusted key")

@@ -139,7 +139,11 @@ class Decision:
 
     def as_dict(self) -> dict[str, Any]:
         """The decision as a JSON-ready object; absent details are left out."""
-        out: dict[str, Any] = {"outcome": self.outcome.value, "reason": self.reason.value, "message": self.message}
+        out: dict[str, Any] = {
+            "outcome": self.outcome.value,
+            "reason": self.reason.value,
+            "message": self.message,
+        }
         for name in (
             "ticket_id",
             "format",
@@ -195,14 +199,18 @@ def identify(payload: str, manifest: Manifest | None, now: float) -> Ticket | De
             format="signed",
         )
     if not any(token.verify(k) for k in keys):
-        return _deny(Reason.BAD_SIGNATURE, "Ticket signature is not valid (forged or damaged code)", format="signed")
+        return _deny(
+            Reason.BAD_SIGNATURE, "Ticket signature is not valid (forged or damaged code)", format="signed"
+        )
     if claims.event_tag != manifest.event_tag:
-        return _deny(Reason.WRONG_EVENT, "Ticket is for another event", ticket_id=claims.ticket_id, format="signed")
-    entry = manifest.find_ticket(claims.ticket_id)
-    if entry is not None:
+        return _deny(
+            Reason.WRONG_EVENT, "Ticket is for another event", ticket_id=claims.ticket_id, format="signed"
+        )
+    listed_entry = manifest.find_ticket(claims.ticket_id)
+    if listed_entry is not None:
         # The manifest is the fresher word on a ticket it lists (a cancellation, a zone
         # upgrade); the signed validity window always applies.
-        listed = _from_entry(entry, "signed")
+        listed = _from_entry(listed_entry, "signed")
         return Ticket(
             ticket_id=listed.ticket_id,
             format="signed",
@@ -264,7 +272,9 @@ _STATUS_MESSAGE = {
 }
 
 
-def _session_check(ticket: Ticket, manifest: Manifest, where: Checkpoint, now: float) -> Session | None | Decision:
+def _session_check(
+    ticket: Ticket, manifest: Manifest, where: Checkpoint, now: float
+) -> Session | Decision | None:
     """The session whose window applies to this ticket here, or a wrong_session denial.
 
     An unpinned gate serves whichever session is open; a ticket for another session is
@@ -276,8 +286,11 @@ def _session_check(ticket: Ticket, manifest: Manifest, where: Checkpoint, now: f
         return pinned
     own = manifest.sessions.get(ticket.session)
     if own is None:
-        return _deny(Reason.WRONG_SESSION, f"Ticket is for session {ticket.session}, which this event does not have",
-                     ticket)
+        return _deny(
+            Reason.WRONG_SESSION,
+            f"Ticket is for session {ticket.session}, which this event does not have",
+            ticket,
+        )
     if where.session and ticket.session != where.session:
         return _wrong_session(ticket, own, now)
     if not own.is_open(now) and any(s.is_open(now) for s in manifest.sessions.values()):
@@ -314,8 +327,11 @@ def _time_check(ticket: Ticket, session: Session | None, manifest: Manifest, now
         if now < session.opens_at:
             return _too_early(ticket, session.opens_at, now)
         if now > session.ends_at:
-            return _deny(Reason.TOO_LATE, f"{session.name or session.id} ended {format_instant(session.ends_at)}",
-                         ticket)
+            return _deny(
+                Reason.TOO_LATE,
+                f"{session.name or session.id} ended {format_instant(session.ends_at)}",
+                ticket,
+            )
         return None
     sessions = manifest.sessions.values()
     if not sessions or any(s.is_open(now) for s in sessions):
@@ -337,11 +353,12 @@ def _entry_policy(ticket: Ticket, facts: LedgerFacts) -> Decision:
     }
     where = f" at gate {facts.last_entry_gate}" if facts.last_entry_gate else ""
     when = f" {format_instant(facts.last_entry_at)}" if facts.last_entry_at is not None else ""
-    last = {"last_entry_at": facts.last_entry_at, "last_entry_gate": facts.last_entry_gate}
+    last: dict[str, Any] = {"last_entry_at": facts.last_entry_at, "last_entry_gate": facts.last_entry_gate}
     if ticket.entries == REENTRY:
         if facts.inside:
-            return Decision(Reason.ALREADY_USED, f"Already inside: entered{when}{where}; scan out first",
-                            **common, **last)
+            return Decision(
+                Reason.ALREADY_USED, f"Already inside: entered{when}{where}; scan out first", **common, **last
+            )
         return Decision(Reason.OK, "Entry allowed (re-entry ticket)", **common)
     common["entries_allowed"] = ticket.entries
     if facts.entries >= ticket.entries:

@@ -18,7 +18,7 @@ from nacl.exceptions import BadSignatureError
 from nacl.signing import SigningKey, VerifyKey
 
 PUBLIC_PREFIX = "ed25519:"
-SECRET_PREFIX = "ed25519-secret:"
+SECRET_PREFIX = "ed25519-secret:"  # noqa: S105 - a format marker, not a secret
 SIGNATURE_SIZE = 64
 
 

@@ -376,7 +376,9 @@ def open_envelope(data: bytes | memoryview | Any, trusted: Sequence[PublicKey]) 
             raise ManifestRefused("malformed", "delta file whose header describes no delta")
         want_size, want_digest, what = header.changes_size, header.changes_sha256, "changes"
     if len(payload) != want_size:
-        raise ManifestRefused("tampered", f"{what} is {len(payload)} bytes, the signed header says {want_size}")
+        raise ManifestRefused(
+            "tampered", f"{what} is {len(payload)} bytes, the signed header says {want_size}"
+        )
     if hashlib.sha256(payload).hexdigest() != want_digest:
         raise ManifestRefused("tampered", f"{what} does not match the signed digest")
     return Envelope(kind, header, header_bytes, signature, kid, payload)
@@ -398,7 +400,9 @@ def parse_header(raw: bytes) -> Header:
 
 def _header(doc: dict[str, Any]) -> Header:
     if doc["format"] != FORMAT:
-        raise ManifestRefused("malformed", f"manifest format {doc['format']} is not supported (want {FORMAT})")
+        raise ManifestRefused(
+            "malformed", f"manifest format {doc['format']} is not supported (want {FORMAT})"
+        )
     body = doc["body"]
     delta = doc.get("delta")
     ticket_keys = tuple(PublicKey.parse(t) for t in doc["ticket_keys"])
@@ -466,8 +470,8 @@ class Manifest:
         self._session_ids = [s.id for s in h.sessions]
         self._zone_ids = [z.id for z in h.zones]
         keys: dict[bytes, list[PublicKey]] = {}
-        for k in h.ticket_keys:
-            keys.setdefault(k.kid_bytes, []).append(k)
+        for ticket_key_ in h.ticket_keys:
+            keys.setdefault(ticket_key_.kid_bytes, []).append(ticket_key_)
         self.ticket_keys = keys
         view = envelope.payload
         n, m, k = h.tickets, h.codes, h.legacy
@@ -507,7 +511,7 @@ class Manifest:
 
     def _search(self, index: tuple[memoryview, memoryview], key: int) -> Iterator[TicketEntry]:
         keys, vals = index
-        i = bisect.bisect_left(keys, key)  # type: ignore[call-overload]
+        i = bisect.bisect_left(keys, key)
         while i < len(keys) and keys[i] == key:
             yield self._record(vals[i])
             i += 1
@@ -586,7 +590,9 @@ def check_successor(candidate: Manifest | Header, version: int, body_sha256: str
     """
     header = candidate.header if isinstance(candidate, Manifest) else candidate
     if header.version < version:
-        raise ManifestRefused("rollback", f"version {header.version} is older than accepted version {version}")
+        raise ManifestRefused(
+            "rollback", f"version {header.version} is older than accepted version {version}"
+        )
     if header.version == version and body_sha256 is not None and header.body_sha256 != body_sha256:
         raise ManifestRefused("rollback", f"version {version} reused for different content")
 
@@ -623,7 +629,8 @@ def apply_delta(base: Manifest, data: bytes | memoryview | Any, trusted: Sequenc
         raise ManifestRefused("wrong_base", f"delta is for event {h.event_id}, base is {base.event_id}")
     if h.base_version != base.version or h.base_sha256 != base.body_sha256:
         raise ManifestRefused(
-            "wrong_base", f"delta applies to version {h.base_version}, the current one is version {base.version}"
+            "wrong_base",
+            f"delta applies to version {h.base_version}, the current one is version {base.version}",
         )
     check_successor(h, base.version + 1)
     tickets = {e.ticket_id: e for e in base.entries()}

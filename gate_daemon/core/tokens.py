@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import base64
 import binascii
+import functools
 import hashlib
 import struct
 from dataclasses import dataclass
@@ -67,8 +68,12 @@ def code_hash(event_id: str, code: str) -> bytes:
     Keyed per event so that hashes cannot be precomputed across events; 128 bits so that
     a stolen manifest gives no practical way to find a code matching any of its hashes.
     """
-    key = hashlib.sha256(b"gate-daemon/code-key\x00" + event_id.encode()).digest()
-    return hashlib.blake2b(code.encode(), digest_size=16, key=key).digest()
+    return hashlib.blake2b(code.encode(), digest_size=16, key=_code_key(event_id)).digest()
+
+
+@functools.lru_cache(maxsize=8)
+def _code_key(event_id: str) -> bytes:
+    return hashlib.sha256(b"gate-daemon/code-key\x00" + event_id.encode()).digest()
 
 
 @dataclass(frozen=True, slots=True)
@@ -162,6 +167,10 @@ def _parse_signed(body32: str) -> SignedTicket:
         raw = base64.b32decode(body32 + "=" * (-len(body32) % 8), casefold=True)
     except (binascii.Error, ValueError):
         raise PayloadError("signed ticket is not valid base32") from None
+    # b32decode ignores the spare bits of the last character and accepts padding, so
+    # several texts would carry one signature; accept only the one canonical spelling.
+    if base64.b32encode(raw).decode().rstrip("=") != body32.upper():
+        raise PayloadError("signed ticket is not canonical base32")
     if len(raw) < _HEAD.size + 1 + SIGNATURE_SIZE:
         raise PayloadError("signed ticket is too short")
     signed, signature = raw[:-SIGNATURE_SIZE], raw[-SIGNATURE_SIZE:]
@@ -206,4 +215,3 @@ def _parse_signed(body32: str) -> SignedTicket:
         valid_until=moments[1],
     )
     return SignedTicket(claims=claims, kid=kid, signed=signed, signature=signature)
-

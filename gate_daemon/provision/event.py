@@ -1,26 +1,26 @@
 """``event.toml``: the event, its sessions and zones, accepted ticket keys and the gate roster.
 
-    [event]
-    id = "demo-2026"                 # letters, digits, . _ - (at most 64)
-    name = "Demo Night"
+[event]
+id = "demo-2026"                 # letters, digits, . _ - (at most 64)
+name = "Demo Night"
 
-    [[sessions]]                     # optional; without sessions the event is always open
-    id = "sat"                       # at most 16 bytes (it travels inside signed tickets)
-    name = "Saturday"
-    starts_at = 2026-11-21T19:00:00Z # RFC 3339 with an offset, quoted or not
-    ends_at = 2026-11-21T23:30:00Z
-    entry_opens_minutes = 60         # default 60, at most 10080 (a week)
+[[sessions]]                     # optional; without sessions the event is always open
+id = "sat"                       # at most 16 bytes (it travels inside signed tickets)
+name = "Saturday"
+starts_at = 2026-11-21T19:00:00Z # RFC 3339 with an offset, quoted or not
+ends_at = 2026-11-21T23:30:00Z
+entry_opens_minutes = 60         # default 60, at most 10080 (a week)
 
-    [[zones]]
-    id = "floor"
-    name = "Floor"
+[[zones]]
+id = "floor"
+name = "Floor"
 
-    revoked = ["T-0042"]             # ticket ids refused whatever else they say
-    ticket_keys = ["issuer.pub"]     # keys whose signed tickets this event accepts
-                                     # (paths relative to this file, or "ed25519:...")
-    [[gates]]                        # the roster peers authenticate against
-    id = "north-1"
-    pub = "north-1.pub"
+revoked = ["T-0042"]             # ticket ids refused whatever else they say
+ticket_keys = ["issuer.pub"]     # keys whose signed tickets this event accepts
+                                 # (paths relative to this file, or "ed25519:...")
+[[gates]]                        # the roster peers authenticate against
+id = "north-1"
+pub = "north-1.pub"
 """
 
 from __future__ import annotations
@@ -66,8 +66,12 @@ def load_event(path: Path) -> EventSpec:
     sessions: list[Session] = []
     for i, raw in enumerate(check.tables(check.raw(doc, "sessions"), ("sessions",))):
         where: KeyPath = ("sessions", i)
-        tbl = check.table(raw, where, {"id", "name", "starts_at", "ends_at", "entry_opens_minutes"},
-                          {"id", "starts_at", "ends_at"})
+        tbl = check.table(
+            raw,
+            where,
+            {"id", "name", "starts_at", "ends_at", "entry_opens_minutes"},
+            {"id", "starts_at", "ends_at"},
+        )
         sid = check.string(tbl, where, "id", pattern=IDENT, max_bytes=MAX_LABEL)
         starts = _instant(check, tbl, where, "starts_at")
         ends = _instant(check, tbl, where, "ends_at")
@@ -81,8 +85,12 @@ def load_event(path: Path) -> EventSpec:
     for i, raw in enumerate(check.tables(check.raw(doc, "zones"), ("zones",))):
         where = ("zones", i)
         tbl = check.table(raw, where, {"id", "name"}, {"id"})
-        zones.append(Zone(check.string(tbl, where, "id", pattern=IDENT, max_bytes=MAX_LABEL),
-                          check.string(tbl, where, "name")))
+        zones.append(
+            Zone(
+                check.string(tbl, where, "id", pattern=IDENT, max_bytes=MAX_LABEL),
+                check.string(tbl, where, "name"),
+            )
+        )
     _unique(check, "zones", [z.id for z in zones])
 
     revoked = check.strings(doc, (), "revoked")
@@ -109,8 +117,9 @@ def load_event(path: Path) -> EventSpec:
     _unique(check, "gates", [g.id for g in gates])
 
     check.finish()
-    return EventSpec(event_id, name, tuple(sessions), tuple(zones), tuple(revoked), tuple(ticket_keys),
-                     tuple(gates))
+    return EventSpec(
+        event_id, name, tuple(sessions), tuple(zones), tuple(revoked), tuple(ticket_keys), tuple(gates)
+    )
 
 
 def _instant(check: Checker, tbl: dict[str, object], where: KeyPath, key: str) -> int | None:

@@ -21,7 +21,14 @@ import io
 from pathlib import Path
 
 from gate_daemon.core.manifest import Status, TicketEntry
-from gate_daemon.core.tokens import MAX_PAYLOAD, MAX_TICKET_ID, OpaqueCode, PayloadError, code_hash, parse_payload
+from gate_daemon.core.tokens import (
+    MAX_PAYLOAD,
+    MAX_TICKET_ID,
+    OpaqueCode,
+    PayloadError,
+    code_hash,
+    parse_payload,
+)
 from gate_daemon.errors import Problem, SourceError
 from gate_daemon.provision.event import EventSpec
 
@@ -64,7 +71,9 @@ def _header(header: list[str], name: str) -> dict[str, int]:
     columns: dict[str, int] = {}
     for i, column in enumerate(header):
         if column not in COLUMNS:
-            problems.append(Problem(f"column {column!r}", f"unknown column (allowed: {', '.join(COLUMNS)})", 1))
+            problems.append(
+                Problem(f"column {column!r}", f"unknown column (allowed: {', '.join(COLUMNS)})", 1)
+            )
         elif column in columns:
             problems.append(Problem(f"column {column!r}", "appears twice", 1))
         columns[column] = i

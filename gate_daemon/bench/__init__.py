@@ -1,0 +1,1 @@
+"""Benchmarks behind ``gatectl bench``: budgets are measured here, never asserted in tests."""
