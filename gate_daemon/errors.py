@@ -11,7 +11,7 @@ they are decisions with a reason code (see ``gate_daemon.core.decision``).
     │                       carries every problem with its file, line and key or column
     └── ManifestRefused     a manifest failed verification; ``reason`` names the attack
                             or defect (bad_signature, unknown_key, tampered, expired,
-                            rollback, wrong_base, malformed)
+                            rollback, wrong_base, malformed, unreadable)
 """
 
 from __future__ import annotations

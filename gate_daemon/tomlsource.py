@@ -34,6 +34,9 @@ def load(path: Path) -> tuple[dict[str, Any], str]:
         match = re.search(r"line (\d+)", str(exc))
         line = int(match.group(1)) if match else None
         raise SourceError(str(path), [Problem("", f"not valid TOML: {exc}", line)]) from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively.
+        raise SourceError(str(path), [Problem("", "not valid TOML: values nested too deeply")]) from None
 
 
 def _parts(dotted: str) -> list[str]:
@@ -94,9 +97,10 @@ class Checker:
     single pass reports all mistakes; ``finish()`` raises them together.
     """
 
-    def __init__(self, path: Path, text: str) -> None:
+    def __init__(self, path: Path, text: str, top_level: frozenset[str] | set[str] = frozenset()) -> None:
         self.file = str(path)
         self.text = text
+        self.top_level = top_level
         self.problems: list[Problem] = []
 
     def problem(self, path: KeyPath, message: str) -> None:
@@ -115,9 +119,13 @@ class Checker:
             self.problem(path, f"expected a table, got {_kind(value)}")
             return {}
         for key in value:
-            if key not in allowed:
-                hint = ", ".join(sorted(allowed))
-                self.problem((*path, key), f"unknown key (allowed here: {hint})")
+            if key in allowed:
+                continue
+            if path and key in self.top_level:
+                # TOML puts a key written after a [table] header into that table.
+                self.problem((*path, key), "belongs at the top of the file, before the first [table]")
+            else:
+                self.problem((*path, key), f"unknown key (allowed here: {', '.join(sorted(allowed))})")
         for key in sorted(required - value.keys()):
             self.problem((*path, key), "missing (required)")
         return value

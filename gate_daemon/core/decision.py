@@ -365,7 +365,10 @@ def _entry_policy(ticket: Ticket, facts: LedgerFacts) -> Decision:
         uses = "Already used" if ticket.entries == 1 else f"All {ticket.entries} entries used; last"
         return Decision(Reason.ALREADY_USED, f"{uses}{when}{where}", **common, **last)
     left = ticket.entries - facts.entries - 1
-    suffix = f" ({left} more entries left)" if ticket.entries > 1 else ""
+    suffix = ""
+    if ticket.entries > 1:
+        noun = "entry" if left == 1 else "entries"
+        suffix = " (last entry)" if left == 0 else f" ({left} more {noun} left)"
     return Decision(Reason.OK, f"Entry allowed{suffix}", **common)
 
 

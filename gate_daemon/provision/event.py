@@ -1,5 +1,11 @@
 """``event.toml``: the event, its sessions and zones, accepted ticket keys and the gate roster.
 
+Top-level keys come first: in TOML, a key written after ``[[zones]]`` belongs to that zone.
+
+revoked = ["T-0042"]             # ticket ids refused whatever else they say
+ticket_keys = ["issuer.pub"]     # keys whose signed tickets this event accepts
+                                 # (paths relative to this file, or "ed25519:...")
+
 [event]
 id = "demo-2026"                 # letters, digits, . _ - (at most 64)
 name = "Demo Night"
@@ -15,9 +21,6 @@ entry_opens_minutes = 60         # default 60, at most 10080 (a week)
 id = "floor"
 name = "Floor"
 
-revoked = ["T-0042"]             # ticket ids refused whatever else they say
-ticket_keys = ["issuer.pub"]     # keys whose signed tickets this event accepts
-                                 # (paths relative to this file, or "ed25519:...")
 [[gates]]                        # the roster peers authenticate against
 id = "north-1"
 pub = "north-1.pub"
@@ -57,7 +60,7 @@ class EventSpec:
 def load_event(path: Path) -> EventSpec:
     """Read and check an event.toml; every problem is reported with its key and line."""
     doc, text = load(path)
-    check = Checker(path, text)
+    check = Checker(path, text, TOP_KEYS)
     check.table(doc, (), TOP_KEYS, {"event"})
     event = check.table(doc.get("event", {}), ("event",), {"id", "name"}, {"id", "name"})
     event_id = check.string(event, ("event",), "id", pattern=IDENT, max_bytes=64)

@@ -39,6 +39,8 @@ def read_secret(path: Path) -> SecretKey:
         raise KeyFileError(f"cannot read secret key {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise KeyFileError(f"{path} is not a gate-daemon key file") from None
+    except ValueError as exc:  # a path with a NUL byte
+        raise KeyFileError(f"cannot read secret key {path!r}: {exc}") from None
     if mode & (stat.S_IRWXG | stat.S_IRWXO):
         raise KeyFileError(f"secret key {path} has mode {stat.S_IMODE(mode):04o}; run: chmod 600 {path}")
     try:
@@ -55,6 +57,8 @@ def read_public(path: Path) -> PublicKey:
         raise KeyFileError(f"cannot read public key {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise KeyFileError(f"{path} is not a gate-daemon key file") from None
+    except ValueError as exc:  # a path with a NUL byte (it can come from a TOML string)
+        raise KeyFileError(f"cannot read public key {path!r}: {exc}") from None
     try:
         return PublicKey.parse(text)
     except KeyFormatError as exc:

@@ -92,8 +92,9 @@ def _rows(
     problems: list[Problem],
     name: str,
 ) -> list[TicketEntry]:
-    sessions = {s.id for s in event.sessions}
-    zones = {z.id for z in event.zones}
+    # Mapping each id to itself lets every row share one string object per session/zone.
+    sessions = {s.id: s.id for s in event.sessions}
+    zones = {z.id: z.id for z in event.zones}
     width = len(columns)
     entries: list[TicketEntry] = []
     first_line: dict[str, int] = {}
@@ -149,8 +150,8 @@ def _rows(
             status=status or Status.COMPLETED,
             order_id=cell["order_id"],
             seat=cell["seat"],
-            session=cell["session"],
-            zone=cell["zone"],
+            session=sessions.get(cell["session"], ""),
+            zone=zones.get(cell["zone"], ""),
             entries=allowed if allowed is not None else 1,
             code_hash=code_hash(event.event_id, code) if code else None,
         )
@@ -158,6 +159,8 @@ def _rows(
         if text is not None:
             if text in legacy:
                 bad(line, "seat", f"order {entry.order_id} seat {entry.seat} duplicates line {legacy[text]}")
+            elif (unreadable := _payload_problem(text)) is not None:
+                bad(line, "order_id", f"order-seat text {text!r} cannot be scanned: {unreadable}")
             legacy.setdefault(text, line)
         first_line.setdefault(tid, line)
         if len(problems) == before:
@@ -175,7 +178,8 @@ def _entries(value: str) -> int | None:
         return 1
     if value.lower() == "reentry":
         return 0
-    if value.isdigit() and 1 <= int(value) <= 255:
+    # isdigit() alone also accepts digits int() refuses, such as "\u00b2".
+    if value.isascii() and value.isdigit() and 1 <= int(value) <= 255:
         return int(value)
     return None
 
@@ -183,8 +187,13 @@ def _entries(value: str) -> int | None:
 def _code_problem(code: str) -> str | None:
     if not MIN_CODE <= len(code) <= MAX_PAYLOAD:
         return f"must be {MIN_CODE} to {MAX_PAYLOAD} characters"
+    return _payload_problem(code)
+
+
+def _payload_problem(text: str) -> str | None:
+    """Why a gate could not read ``text`` as a code to look up, if it could not."""
     try:
-        parsed = parse_payload(code)
+        parsed = parse_payload(text)
     except PayloadError as exc:
         return exc.detail
     if not isinstance(parsed, OpaqueCode):

@@ -1,0 +1,28 @@
+"""Fixtures: a demo event's keys, event.toml, tickets.csv and signed manifest, as real files."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+from hypothesis import settings
+
+from tests.support import World, make_world
+
+# Property tests: 300 examples each keeps the suite fast; HYPOTHESIS_PROFILE=deep for a long hunt.
+settings.register_profile("default", max_examples=300, deadline=None)
+settings.register_profile("deep", max_examples=5000, deadline=None)
+settings.load_profile(os.environ.get("HYPOTHESIS_PROFILE", "default"))
+
+
+@pytest.fixture
+def world(tmp_path: Path) -> World:
+    """Everything for one event in this test's own tmp_path (safe to modify)."""
+    return make_world(tmp_path)
+
+
+@pytest.fixture(scope="session")
+def shared_world(tmp_path_factory: pytest.TempPathFactory) -> World:
+    """The same, built once per run: for read-only use (decision tables, hypothesis)."""
+    return make_world(tmp_path_factory.mktemp("shared"))

@@ -1,0 +1,270 @@
+"""Manifests: full builds, lookups by id / reference code / ORDER-SEAT, and deltas."""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+
+import pytest
+
+from gate_daemon.core.manifest import (
+    DELTA,
+    FULL,
+    Status,
+    TicketEntry,
+    apply_delta,
+    open_envelope,
+    open_manifest,
+    peek_header,
+)
+from gate_daemon.provision.build import BuildError
+from gate_daemon.provision.event import load_event
+from gate_daemon.provision.tickets import load_tickets
+from gate_daemon.store.manifest_file import apply_delta_file, read_manifest
+from tests.support import (
+    BY_STATUS,
+    EVENT_TOML,
+    EXPIRES,
+    ISSUED,
+    SAT_END,
+    SAT_START,
+    SUN_START,
+    TICKET_COUNT,
+    World,
+    entry,
+)
+
+
+def test_header_describes_the_event(world: World) -> None:
+    h = world.manifest.header
+    assert (h.event_id, h.event_name, h.version) == ("demo-2026", "Demo Night", 1)
+    assert (h.issued_at, h.expires_at) == (ISSUED, EXPIRES)
+    assert h.signer == world.signer.public.kid
+    assert [(s.id, s.starts_at, s.ends_at) for s in h.sessions] == [
+        ("sat", SAT_START, SAT_END),
+        ("sun", SUN_START, h.sessions[1].ends_at),
+    ]
+    assert [s.entry_opens_minutes for s in h.sessions] == [60, 30]
+    assert [z.id for z in h.zones] == ["floor", "balcony"]
+    assert h.ticket_keys == (world.issuer.public,)
+    assert [(g.id, g.key) for g in h.gates] == [("north-1", world.gate.public)]
+    assert h.revoked == frozenset({"T-REV"})
+    assert h.by_status == BY_STATUS
+    assert (h.tickets, h.codes, h.legacy) == (TICKET_COUNT, 3, 9)
+    assert len(world.manifest) == TICKET_COUNT
+
+
+def test_every_ticket_is_found_by_id(world: World) -> None:
+    for ticket in world.tickets:
+        assert world.manifest.find_ticket(ticket.ticket_id) == ticket
+    assert world.manifest.find_ticket("T-9999") is None
+    assert world.manifest.find_ticket("t-0001") is None
+    assert world.manifest.find_ticket("T" * 300) is None
+
+
+def test_entries_returns_every_ticket_in_id_order(world: World) -> None:
+    listed = list(world.manifest.entries())
+    assert listed == sorted(world.tickets, key=lambda t: t.ticket_id.encode())
+    assert len(listed) == TICKET_COUNT
+
+
+def test_reference_code_is_found_by_its_raw_text(world: World) -> None:
+    found = world.manifest.find_code("REF-SAT-FLOOR-0001")
+    assert found == (entry(world, "T-0001"), "reference")
+    assert world.manifest.find_code("REF-SUNDAY-FLOOR-77") == (entry(world, "T-SUN"), "reference")
+    assert world.manifest.find_code("ref-sat-floor-0001") is None
+    assert world.manifest.find_code("REF-SAT-FLOOR-0002") is None
+
+
+def test_legacy_order_seat_text_is_found(world: World) -> None:
+    assert world.manifest.find_code("O-100-A2") == (entry(world, "T-0002"), "legacy")
+    assert world.manifest.find_code("O-105-C2") == (entry(world, "T-0007"), "legacy")
+    assert world.manifest.find_code("O-100-A3") is None
+    assert world.manifest.find_code("O-103-") is None  # T-0005 has no seat: no legacy text
+    assert world.manifest.find_code("T-0001") is None  # a ticket id is not a code
+
+
+def test_the_manifest_holds_no_reference_code_in_clear(world: World) -> None:
+    for code in (b"REF-SAT-FLOOR-0001", b"REF-REFUNDED-0005", b"REF-SUNDAY-FLOOR-77"):
+        assert code not in world.manifest_bytes
+    stored = entry(world, "T-0001").code_hash
+    assert stored is not None and len(stored) == 16
+    assert stored in world.manifest_bytes
+
+
+def test_bytes_and_mapped_file_read_alike(world: World) -> None:
+    from_bytes = open_manifest(world.manifest_bytes, world.trusted)
+    from_file = read_manifest(world.manifest_path, world.trusted)
+    assert list(from_bytes.entries()) == list(from_file.entries())
+    assert from_bytes.body_sha256 == from_file.body_sha256
+
+
+def test_build_is_deterministic(world: World) -> None:
+    again = load_tickets(world.tickets_path, world.event)
+    assert world.build(list(reversed(again))) == world.build(again) == world.manifest_bytes
+
+
+def test_peek_header_reads_without_keys(world: World) -> None:
+    kind, header = peek_header(world.manifest_bytes)
+    assert kind == FULL
+    assert header.version == 1 and header.event_id == "demo-2026"
+
+
+def test_a_larger_manifest_finds_everything(world: World) -> None:
+    tickets = [
+        TicketEntry(
+            ticket_id=f"T-{i:06d}",
+            order_id=f"O-{i // 4}",
+            seat=f"S{i % 4}",
+            status=list(Status)[i % 5],
+            session=("sat", "sun", "")[i % 3],
+            zone=("floor", "balcony", "")[i % 3],
+            entries=1 + i % 5,
+        )
+        for i in range(3000)
+    ]
+    manifest = open_manifest(world.build(tickets), world.trusted)
+    assert len(manifest) == 3000
+    for ticket in tickets[::37]:
+        assert manifest.find_ticket(ticket.ticket_id) == ticket
+        assert manifest.find_code(f"{ticket.order_id}-{ticket.seat}") == (ticket, "legacy")
+    assert list(manifest.entries()) == tickets
+
+
+def test_build_refuses_bad_versions_and_lifetimes(world: World) -> None:
+    with pytest.raises(BuildError, match="at least 1"):
+        world.build(version=0)
+    with pytest.raises(BuildError, match="expired"):
+        world.build(expires_at=ISSUED)
+    with pytest.raises(BuildError, match="greater than the base"):
+        world.build(version=1, base=world.manifest)
+
+
+# ------------------------------------------------------------------------- deltas
+
+EVENT_V2 = (
+    EVENT_TOML.replace('name = "Sunday"', 'name = "Sunday (late show)"')
+    .replace("ends_at = 2026-11-22T23:30:00Z", "ends_at = 2026-11-23T00:30:00Z")
+    .replace(
+        '[[sessions]]\nid = "sat"',
+        '[[sessions]]\nid = "fri"\nname = "Friday"\nstarts_at = 2026-11-20T19:00:00Z\n'
+        'ends_at = 2026-11-20T23:00:00Z\n\n[[sessions]]\nid = "sat"',
+        1,
+    )
+)
+
+
+@pytest.fixture
+def v2(world: World) -> tuple:
+    """Version 2 inputs: a new first session, a changed one, and added/removed/changed tickets."""
+    path = world.dir / "event-v2.toml"
+    path.write_text(EVENT_V2)
+    event = load_event(path)
+    assert [s.id for s in event.sessions] == ["fri", "sat", "sun"]
+    tickets = [t for t in world.tickets if t.ticket_id != "T-0009"]  # removed
+    tickets = [
+        dataclasses.replace(t, status=Status.COMPLETED) if t.ticket_id == "T-0003" else t for t in tickets
+    ]  # paid now
+    tickets = [dataclasses.replace(t, zone="floor") if t.ticket_id == "T-0002" else t for t in tickets]
+    tickets.append(TicketEntry("T-0100", order_id="O-200", seat="F1", session="fri", zone="floor"))
+    return event, tickets
+
+
+def test_delta_carries_only_the_changes(world: World, v2: tuple) -> None:
+    event, tickets = v2
+    delta = world.build(tickets, event=event, version=2, base=world.manifest)
+    full = world.build(tickets, event=event, version=2)
+    assert delta[8:9] == DELTA
+    kind, header = peek_header(delta)
+    assert kind == DELTA
+    assert header.raw["delta"]["removed"] == 1
+    assert header.raw["delta"]["changed"] == 3
+    assert header.base_version == 1
+    assert header.base_sha256 == world.manifest.body_sha256
+    assert len(delta) < len(full)
+
+
+def test_applied_delta_equals_a_full_build(world: World, v2: tuple) -> None:
+    event, tickets = v2
+    delta = world.build(tickets, event=event, version=2, base=world.manifest)
+    full = open_manifest(world.build(tickets, event=event, version=2), world.trusted)
+
+    produced = apply_delta(world.manifest, delta, world.trusted)
+    applied = open_manifest(produced, world.trusted)  # verifies on its own
+
+    assert applied.version == 2
+    assert applied.body_sha256 == full.body_sha256
+    assert bytes(applied.envelope.payload) == bytes(full.envelope.payload)
+    assert list(applied.entries()) == list(full.entries())
+    header = dict(applied.header.raw)
+    assert header.pop("delta")["base_version"] == 1
+    assert header == full.header.raw
+    assert [s.name for s in applied.header.sessions] == ["Friday", "Saturday", "Sunday (late show)"]
+
+    assert applied.find_ticket("T-0009") is None
+    assert applied.find_ticket("T-0003").status is Status.COMPLETED
+    assert applied.find_code("O-100-A2") == (full.find_ticket("T-0002"), "legacy")
+    assert applied.find_ticket("T-0002").zone == "floor"
+    assert applied.find_ticket("T-0100").session == "fri"
+    # Unchanged tickets keep their session although its index moved.
+    assert applied.find_ticket("T-0001").session == "sat"
+    assert applied.find_ticket("T-SUN").session == "sun"
+    assert applied.find_code("REF-SAT-FLOOR-0001") == (full.find_ticket("T-0001"), "reference")
+
+
+def test_delta_from_a_file_through_the_store(world: World, v2: tuple) -> None:
+    event, tickets = v2
+    path = world.dir / "v1-to-v2.gdm"
+    path.write_bytes(world.build(tickets, event=event, version=2, base=world.manifest))
+    produced = apply_delta_file(world.manifest, path, world.trusted)
+    out = world.dir / "v2.gdm"
+    out.write_bytes(produced)
+    applied = read_manifest(out, world.trusted)
+    assert applied.version == 2 and len(applied) == TICKET_COUNT
+
+
+def test_empty_delta_moves_the_version_only(world: World) -> None:
+    delta = world.build(version=2, base=world.manifest)
+    assert peek_header(delta)[1].raw["delta"] == {
+        "base_version": 1,
+        "base_sha256": world.manifest.body_sha256,
+        "changes_sha256": peek_header(delta)[1].changes_sha256,
+        "changes_size": 8,
+        "removed": 0,
+        "changed": 0,
+    }
+    applied = open_manifest(apply_delta(world.manifest, delta, world.trusted), world.trusted)
+    assert applied.version == 2
+    assert applied.body_sha256 == world.manifest.body_sha256
+
+
+def test_chained_deltas(world: World, v2: tuple) -> None:
+    event, tickets = v2
+    v2_file = apply_delta(
+        world.manifest, world.build(tickets, event=event, version=2, base=world.manifest), world.trusted
+    )
+    m2 = open_manifest(v2_file, world.trusted)
+    tickets3 = [*tickets, TicketEntry("T-0101", status=Status.PENDING)]
+    m3 = open_manifest(
+        apply_delta(m2, world.build(tickets3, event=event, version=3, base=m2), world.trusted), world.trusted
+    )
+    assert m3.version == 3
+    assert m3.find_ticket("T-0101").status is Status.PENDING
+    assert (
+        m3.body_sha256
+        == open_manifest(world.build(tickets3, event=event, version=3), world.trusted).body_sha256
+    )
+
+
+def test_delta_envelope_verifies_before_application(world: World) -> None:
+    delta = world.build(version=2, base=world.manifest)
+    envelope = open_envelope(delta, world.trusted)
+    assert envelope.kind == DELTA
+    assert envelope.header.changes_size == len(envelope.payload)
+
+
+def test_build_refuses_a_base_from_another_event(world: World, tmp_path: Path) -> None:
+    other = tmp_path / "other.toml"
+    other.write_text(EVENT_TOML.replace('id = "demo-2026"', 'id = "other-2026"'))
+    with pytest.raises(BuildError, match="base manifest is for event demo-2026"):
+        world.build(event=load_event(other), version=2, base=world.manifest)
