@@ -25,13 +25,12 @@ Binary body of a v1 signed ticket (integers little-endian)::
 
 from __future__ import annotations
 
-import base64
-import binascii
 import functools
 import hashlib
 import struct
 from dataclasses import dataclass
 
+from gate_daemon.core import base32
 from gate_daemon.core.keys import SIGNATURE_SIZE, PublicKey, SecretKey
 
 SIGNED_PREFIX = "GD1:"
@@ -144,7 +143,7 @@ def encode_signed(claims: TicketClaims, key: SecretKey) -> str:
             tail += bytes([len(raw)]) + raw
     body = _HEAD.pack(flags, key.public.kid_bytes, claims.event_tag, claims.entries) + tail
     signature = key.sign(TICKET_DOMAIN, body)
-    return SIGNED_PREFIX + base64.b32encode(body + signature).decode().rstrip("=")
+    return SIGNED_PREFIX + base32.encode(body + signature)
 
 
 def parse_payload(text: str) -> Payload:
@@ -164,13 +163,9 @@ def parse_payload(text: str) -> Payload:
 
 def _parse_signed(body32: str) -> SignedTicket:
     try:
-        raw = base64.b32decode(body32 + "=" * (-len(body32) % 8), casefold=True)
-    except (binascii.Error, ValueError):
-        raise PayloadError("signed ticket is not valid base32") from None
-    # b32decode ignores the spare bits of the last character and accepts padding, so
-    # several texts would carry one signature; accept only the one canonical spelling.
-    if base64.b32encode(raw).decode().rstrip("=") != body32.upper():
-        raise PayloadError("signed ticket is not canonical base32")
+        raw = base32.decode(body32)
+    except base32.Base32Error as exc:
+        raise PayloadError(f"signed ticket is not canonical base32: {exc}") from None
     if len(raw) < _HEAD.size + 1 + SIGNATURE_SIZE:
         raise PayloadError("signed ticket is too short")
     signed, signature = raw[:-SIGNATURE_SIZE], raw[-SIGNATURE_SIZE:]
