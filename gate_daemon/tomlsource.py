@@ -177,6 +177,16 @@ class Checker:
             return default
         return value
 
+    def boolean(self, tbl: dict[str, Any], path: KeyPath, key: str, *, default: bool) -> bool:
+        """true or false."""
+        value = tbl.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, bool):
+            self.problem((*path, key), f"expected true or false, got {_kind(value)}")
+            return default
+        return value
+
     def strings(self, tbl: dict[str, Any], path: KeyPath, key: str) -> list[str]:
         """An array of strings; absent means empty."""
         value = tbl.get(key, _MISSING)

@@ -3,12 +3,15 @@
 from __future__ import annotations
 
 import base64
+import dataclasses
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
 import pytest
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from gate_daemon.core.decision import (
     Checkpoint,
@@ -23,6 +26,7 @@ from gate_daemon.core.decision import (
 )
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Status, TicketEntry, open_manifest
+from gate_daemon.core.tokens import PayloadFormat
 from gate_daemon.provision.event import load_event
 from tests.support import (
     EXPIRES,
@@ -67,15 +71,20 @@ CASES: dict[str, Case] = {
         Reason.OK,
         "REF-SAT-FLOOR-0001",
         where=Checkpoint(zone="floor"),
-        expect={"ticket_id": "T-0001", "format": "reference", "entries_allowed": 1, "entries_used": 0},
+        expect={
+            "ticket_id": "T-0001",
+            "format": PayloadFormat.REFERENCE,
+            "entries_allowed": 1,
+            "entries_used": 0,
+        },
         message=("Entry allowed",),
     ),
-    "ok-legacy": Case(Reason.OK, "O-100-A2", expect={"ticket_id": "T-0002", "format": "legacy"}),
+    "ok-legacy": Case(Reason.OK, "O-100-A2", expect={"ticket_id": "T-0002", "format": PayloadFormat.LEGACY}),
     "ok-signed-unlisted": Case(
         Reason.OK,
         lambda w: w.sign("T-9000", session="sat", zone="floor"),
         where=Checkpoint(zone="floor", session="sat"),
-        expect={"ticket_id": "T-9000", "format": "signed", "session": "sat", "zone": "floor"},
+        expect={"ticket_id": "T-9000", "format": PayloadFormat.SIGNED, "session": "sat", "zone": "floor"},
     ),
     "invalid_payload": Case(Reason.INVALID_PAYLOAD, "GD1:!!!!", message=("Not a ticket code",)),
     "invalid_payload-empty": Case(Reason.INVALID_PAYLOAD, ""),
@@ -90,11 +99,19 @@ CASES: dict[str, Case] = {
         Reason.WRONG_EVENT, lambda w: w.sign("T-0001", event="elsewhere"), expect={"ticket_id": "T-0001"}
     ),
     "unknown_ticket": Case(Reason.UNKNOWN_TICKET, "NO-SUCH-CODE-1234"),
+    # T-0001 is order O-100 seat A1 but has a reference code: its guessable text opens nothing.
+    "unknown_ticket-order-seat-of-a-coded-ticket": Case(
+        Reason.UNKNOWN_TICKET, "O-100-A1", where=Checkpoint(zone="floor"), expect={"ticket_id": None}
+    ),
+    "unknown_ticket-order-seat-of-a-coded-ticket-sun": Case(Reason.UNKNOWN_TICKET, "O-108-D2", now=SUN_START),
     "revoked": Case(Reason.REVOKED, "O-107-D1", expect={"ticket_id": "T-REV"}),
     "revoked-signed": Case(Reason.REVOKED, lambda w: w.sign("T-REV")),
     "blocked": Case(Reason.BLOCKED, "O-104-C1", expect={"ticket_id": "T-0006"}),
     "unpaid": Case(Reason.UNPAID, "O-101-B1", expect={"ticket_id": "T-0003"}, message=("not paid",)),
     "canceled": Case(Reason.CANCELED, "O-102-B2", expect={"ticket_id": "T-0004"}),
+    "canceled-signed-pinned": Case(
+        Reason.CANCELED, lambda w: w.sign("T-0004", session="sat"), where=Checkpoint(session="sat")
+    ),
     "refunded": Case(Reason.REFUNDED, "REF-REFUNDED-0005", expect={"ticket_id": "T-0005"}),
     "wrong_zone": Case(Reason.WRONG_ZONE, "O-100-A2", where=Checkpoint(zone="floor"), message=("Balcony",)),
     "wrong_zone-signed": Case(
@@ -115,6 +132,42 @@ CASES: dict[str, Case] = {
         message=("Sunday", "entry opens 2026-11-22T17:30:00Z"),
     ),
     "wrong_session-not-in-event": Case(Reason.WRONG_SESSION, lambda w: w.sign("T-9002", session="mon")),
+    "wrong_session-pinned-while-own-open": Case(
+        Reason.WRONG_SESSION,
+        "REF-SAT-FLOOR-0001",
+        now=SAT_START,  # Saturday is open, but this gate serves Sunday only
+        where=Checkpoint(session="sun"),
+    ),
+    # A gate pinned to a session answers that session's tickets by their own window, even
+    # while another session is open: never wrong_session.
+    "too_early-pinned-own-session-while-another-open": Case(
+        Reason.TOO_EARLY,
+        "REF-SUNDAY-FLOOR-77",
+        now=SAT_START,
+        where=Checkpoint(session="sun"),
+        expect={"session": "sun", "opens_at": SUN_OPENS, "opens_in": SUN_OPENS - SAT_START},
+    ),
+    "too_late-pinned-own-session-while-another-open": Case(
+        Reason.TOO_LATE,
+        "REF-SAT-FLOOR-0001",
+        now=SUN_START,
+        where=Checkpoint(session="sat"),
+        message=("Saturday ended",),
+    ),
+    "ok-pinned-own-session": Case(
+        Reason.OK,
+        lambda w: w.sign("T-9005", session="sun"),
+        now=SUN_OPENS,
+        where=Checkpoint(session="sun"),
+        expect={"format": PayloadFormat.SIGNED, "session": "sun"},
+    ),
+    "too_early-pinned-signed-own-session": Case(
+        Reason.TOO_EARLY,
+        lambda w: w.sign("T-9006", session="sun"),
+        now=SAT_END - 60,
+        where=Checkpoint(session="sun"),
+        expect={"opens_at": SUN_OPENS},
+    ),
     "too_early-session": Case(
         Reason.TOO_EARLY,
         "REF-SAT-FLOOR-0001",
@@ -126,7 +179,11 @@ CASES: dict[str, Case] = {
         Reason.TOO_EARLY,
         lambda w: w.sign("T-9003", valid_from=SAT_START),
         now=SAT_OPENS + 60,
-        expect={"opens_at": SAT_START, "opens_in": SAT_START - SAT_OPENS - 60, "format": "signed"},
+        expect={
+            "opens_at": SAT_START,
+            "opens_in": SAT_START - SAT_OPENS - 60,
+            "format": PayloadFormat.SIGNED,
+        },
         message=("2026-11-21T19:00:00Z", "59 min"),
     ),
     "too_early-any-session": Case(
@@ -183,7 +240,7 @@ CASES: dict[str, Case] = {
         message=("re-entry",),
     ),
     "listed-signed-takes-manifest-status": Case(
-        Reason.CANCELED, lambda w: w.sign("T-0004", session="sat"), expect={"format": "signed"}
+        Reason.CANCELED, lambda w: w.sign("T-0004", session="sat"), expect={"format": PayloadFormat.SIGNED}
     ),
     "listed-signed-takes-manifest-zone": Case(
         Reason.WRONG_ZONE,
@@ -208,6 +265,8 @@ def test_decision_table(shared_world: World, name: str) -> None:
     assert decision.outcome is case.reason.outcome
     for key, value in case.expect.items():
         assert getattr(decision, key) == value, (key, decision)
+        if isinstance(value, PayloadFormat):
+            assert getattr(decision, key) is value, (key, decision)
     for words in case.message:
         assert words in decision.message, decision.message
     shown = json.dumps(decision.as_dict())
@@ -290,3 +349,145 @@ def test_event_without_sessions_is_always_open(world: World) -> None:
     assert evaluate(payload, manifest, Checkpoint(), SAT_START - 1).reason is Reason.TOO_EARLY
     assert evaluate(payload, manifest, Checkpoint(), SAT_START).reason is Reason.OK
     assert evaluate(payload, manifest, Checkpoint(), SAT_END + 1).reason is Reason.TOO_LATE
+
+
+# ------------------------------------------------------------------ checkpoints the event does not have
+
+
+def test_checkpoint_problems_name_an_unknown_zone_or_session(shared_world: World) -> None:
+    manifest = shared_world.manifest
+    assert Checkpoint().problems(manifest) == []
+    assert Checkpoint(zone="floor", session="sun").problems(manifest) == []
+    assert Checkpoint(zone="flor").problems(manifest) == [
+        "zone 'flor' is not a zone of event demo-2026 (zones: floor, balcony)"
+    ]
+    assert Checkpoint(session="nope").problems(manifest) == [
+        "session 'nope' is not a session of event demo-2026 (sessions: sat, sun)"
+    ]
+    both = Checkpoint(zone="Floor", session="SAT").problems(manifest)  # ids are case-sensitive
+    assert [p.split(" is not ")[0] for p in both] == ["zone 'Floor'", "session 'SAT'"]
+
+
+def test_checkpoint_problems_of_an_event_without_zones_or_sessions(world: World) -> None:
+    path = world.dir / "bare.toml"
+    path.write_text('[event]\nid = "demo-2026"\nname = "Bare"\n')
+    data = world.build([TicketEntry("T-1")], event=load_event(path), expires_at=2**32 - 1)
+    manifest = open_manifest(data, world.trusted)
+    assert Checkpoint(zone="floor", session="sat").problems(manifest) == [
+        "zone 'floor' is not a zone of event demo-2026 (zones: none)",
+        "session 'sat' is not a session of event demo-2026 (sessions: none)",
+    ]
+
+
+# ------------------------------------------------------------------ payload formats
+
+
+@pytest.mark.parametrize(
+    ("payload", "fmt"),
+    [
+        ("REF-SAT-FLOOR-0001", PayloadFormat.REFERENCE),
+        ("O-105-C2", PayloadFormat.LEGACY),
+        ("signed", PayloadFormat.SIGNED),
+    ],
+)
+def test_format_is_a_payload_format(shared_world: World, payload: str, fmt: PayloadFormat) -> None:
+    text = shared_world.sign("T-9100") if payload == "signed" else payload
+    found = identify(text, shared_world.manifest, SAT_START)
+    assert isinstance(found, Ticket)
+    assert found.format is fmt
+    decision = evaluate(text, shared_world.manifest, Checkpoint(), SAT_START)
+    assert decision.format is fmt
+    assert decision.as_dict()["format"] == fmt.value
+    assert json.loads(json.dumps(decision.as_dict()))["format"] == fmt.value
+
+
+def test_denials_before_lookup_carry_the_format_they_know(shared_world: World) -> None:
+    unknown_key = evaluate(shared_world.sign("T-1", key=STRANGER), shared_world.manifest, ANYWHERE, SAT_START)
+    assert unknown_key.format is PayloadFormat.SIGNED
+    assert evaluate("NO-SUCH-CODE-1234", shared_world.manifest, ANYWHERE, SAT_START).format is None
+    assert evaluate("GD1:!!!!", shared_world.manifest, ANYWHERE, SAT_START).format is None
+
+
+# ------------------------------------------------------------------ legacy codes off
+
+
+def test_event_without_legacy_codes_opens_by_code_and_signature_only(world: World) -> None:
+    event = dataclasses.replace(world.event, legacy_codes=False)
+    manifest = open_manifest(world.build(event=event), world.trusted)
+    for text in ("O-100-A2", "O-105-C2", "O-106-C3", "O-102-B2", "O-107-D1", "O-100-A1"):
+        decision = evaluate(text, manifest, ANYWHERE, SAT_START)
+        assert decision.reason is Reason.UNKNOWN_TICKET, (text, decision)
+    assert evaluate("REF-SAT-FLOOR-0001", manifest, ANYWHERE, SAT_START).reason is Reason.OK
+    assert evaluate(world.sign("T-0007"), manifest, ANYWHERE, SAT_START).reason is Reason.OK
+    assert evaluate(world.sign("T-0004"), manifest, ANYWHERE, SAT_START).reason is Reason.CANCELED
+
+
+# ------------------------------------------------------------------ a gate pinned to a session
+
+# Every way a ticket of session S reaches a gate: listed by code or order-seat, or signed
+# (listed or not, with or without a window of its own).
+LISTED = {
+    "sat": ["REF-SAT-FLOOR-0001", "O-100-A2", "O-101-B1", "O-102-B2"],
+    "sun": ["REF-SUNDAY-FLOOR-77", "O-106-C3"],
+}
+LISTED_IDS = {"sat": ["T-0001", "T-0002", "T-0003", "T-0004"], "sun": ["T-0008", "T-SUN"]}
+_SIGNED: dict[tuple[object, ...], str] = {}
+
+
+def _signed(
+    world: World, ticket_id: str, session: str, zone: str, window: tuple[int | None, int | None]
+) -> str:
+    key = (ticket_id, session, zone, window)
+    if key not in _SIGNED:
+        _SIGNED[key] = world.sign(
+            ticket_id, session=session, zone=zone, valid_from=window[0], valid_until=window[1]
+        )
+    return _SIGNED[key]
+
+
+@settings(suppress_health_check=[HealthCheck.too_slow])
+@given(
+    session=st.sampled_from(["sat", "sun"]),
+    data=st.data(),
+    now=st.one_of(
+        st.integers(0, 2**32 - 1),
+        st.integers(SAT_OPENS - 7200, SUN_END + 7200),
+        st.sampled_from([SAT_OPENS, SAT_START, SAT_END, SUN_OPENS, SUN_START, SUN_END]),
+    ),
+    zone=st.sampled_from([None, "floor", "balcony"]),
+    facts=st.builds(LedgerFacts, entries=st.integers(0, 5), inside=st.booleans()),
+)
+def test_pinned_gate_never_says_wrong_session_to_its_own_sessions_tickets(
+    shared_world: World, session: str, data: st.DataObject, now: int, zone: str | None, facts: LedgerFacts
+) -> None:
+    kind = data.draw(st.sampled_from(["listed", "signed-listed", "signed-new"]))
+    if kind == "listed":
+        payload = data.draw(st.sampled_from(LISTED[session]))
+    else:
+        ticket_id = data.draw(
+            st.sampled_from(LISTED_IDS[session])
+            if kind == "signed-listed"
+            else st.sampled_from(["T-N1", "T-N2"])
+        )
+        window = data.draw(
+            st.sampled_from([(None, None), (SAT_START, None), (None, SAT_END), (SUN_OPENS, SUN_END)])
+        )
+        payload = _signed(shared_world, ticket_id, session, data.draw(st.sampled_from(["", "floor"])), window)
+    decision = evaluate(payload, shared_world.manifest, Checkpoint(zone=zone, session=session), now, facts)
+    assert decision.reason is not Reason.WRONG_SESSION, decision
+    if decision.ticket_id is not None and decision.session is not None:
+        assert decision.session == session
+    # The same ticket at a gate pinned to the other session is never let in.
+    other = "sun" if session == "sat" else "sat"
+    elsewhere = evaluate(payload, shared_world.manifest, Checkpoint(zone=zone, session=other), now, facts)
+    assert elsewhere.reason is not Reason.OK, elsewhere
+
+
+def test_the_pinned_property_is_not_vacuous(shared_world: World) -> None:
+    """At the pinned gate, its tickets get every time-window answer, not just one."""
+    manifest, sun_gate = shared_world.manifest, Checkpoint(session="sun")
+    reasons = {
+        evaluate("REF-SUNDAY-FLOOR-77", manifest, sun_gate, now).reason
+        for now in (SAT_START, SUN_OPENS, SUN_END + 1)
+    }
+    assert reasons == {Reason.TOO_EARLY, Reason.OK, Reason.TOO_LATE}

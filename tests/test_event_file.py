@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -9,7 +10,7 @@ import pytest
 import gate_daemon.provision.event as event_module
 from gate_daemon.core.times import parse_instant
 from gate_daemon.errors import Problem, SourceError
-from gate_daemon.provision.event import load_event
+from gate_daemon.provision.event import EventSpec, load_event
 from gate_daemon.provision.keyfiles import write_keypair
 from tests.support import EVENT_TOML, SAT_START, SUN_START, World
 
@@ -73,6 +74,7 @@ def test_the_documented_example_is_a_valid_file(tmp_path: Path) -> None:
     path.write_text(example)
     event = load_event(path)
     assert event.revoked == ("T-0042",)
+    assert "legacy_codes = true" in example and event.legacy_codes is True
     assert len(event.ticket_keys) == 1 and [g.id for g in event.gates] == ["north-1"]
 
 
@@ -211,3 +213,46 @@ def test_key_path_that_is_a_folder(world: World) -> None:
     [problem] = problems_of(write(world, text))
     assert problem.where == "ticket_keys[0]"
     assert "cannot read public key" in problem.message
+
+
+# ------------------------------------------------------------------ legacy_codes
+
+
+def test_legacy_codes_default_to_on(world: World) -> None:
+    assert "legacy_codes" not in EVENT_TOML
+    assert world.event.legacy_codes is True
+
+
+@pytest.mark.parametrize(("value", "expected"), [("true", True), ("false", False)])
+def test_legacy_codes_can_be_set(world: World, value: str, expected: bool) -> None:
+    text = EVENT_TOML.replace('name = "Demo Night"', f'name = "Demo Night"\nlegacy_codes = {value}')
+    assert load_event(write(world, text)).legacy_codes is expected
+
+
+@pytest.mark.parametrize("value", ['"false"', '"no"', "0", "1", "[]"])
+def test_legacy_codes_must_be_a_boolean(world: World, value: str) -> None:
+    text = EVENT_TOML.replace('name = "Demo Night"', f'name = "Demo Night"\nlegacy_codes = {value}')
+    [problem] = problems_of(write(world, text))
+    assert problem.where == "event.legacy_codes"
+    assert problem.line == line_no(text, "legacy_codes")
+    assert "expected true or false" in problem.message
+
+
+def test_legacy_codes_belongs_in_the_event_table(world: World) -> None:
+    [problem] = problems_of(write(world, "legacy_codes = false\n" + EVENT_TOML))
+    assert problem.where == "legacy_codes" and "unknown key" in problem.message
+
+
+def test_event_spec_field_order() -> None:
+    """EventSpec is built positionally: legacy_codes comes right after revoked."""
+    names = [f.name for f in dataclasses.fields(EventSpec)]
+    assert names == [
+        "event_id",
+        "name",
+        "sessions",
+        "zones",
+        "revoked",
+        "legacy_codes",
+        "ticket_keys",
+        "gates",
+    ]

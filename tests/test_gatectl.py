@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import stat
 import subprocess
 import sys
@@ -65,6 +66,11 @@ def build(gatectl: Run, world: World, out: Path, *extra: str | Path, version: in
     )
 
 
+def hidden(folder: Path) -> list[str]:
+    """Dot files in ``folder``: the atomic writer's temp files (the fixtures make none)."""
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith("."))
+
+
 def _refused(result: Result, reason: str) -> None:
     assert result.code == 1
     assert result.err.startswith(f"ManifestRefused: {reason}: "), result.err
@@ -78,14 +84,17 @@ def v1(gatectl: Run, world: World) -> Path:
     out = world.dir / "cli-v1.gdm"
     result = build(gatectl, world, out)
     assert result.code == 0, result.err
-    assert f"wrote {out}: demo-2026 version 1, 11 tickets" in result.out
-    assert world.signer.public.kid in result.out
+    assert result.out == (
+        f"wrote {out}: demo-2026 version 1, 11 tickets, {out.stat().st_size} bytes, "
+        f"signed by {world.signer.public.kid}, expires {CLI_EXPIRES}\n"
+    )
+    assert result.err == ""
     return out
 
 
 @pytest.fixture
 def delta(gatectl: Run, world: World, v1: Path) -> Path:
-    """A delta from v1 to v2 built by gatectl: T-0009 gone, T-0003 paid, T-0300 new."""
+    """A delta from v1 to v2 built by gatectl: T-0009's row gone (kept, canceled), T-0003 paid, T-0300 new."""
     world.tickets_path.write_text(
         TICKETS_CSV.replace("T-0009,,,completed,,,1,\n", "")
         .replace("T-0003,O-101,B1,pending", "T-0003,O-101,B1,completed")
@@ -94,7 +103,13 @@ def delta(gatectl: Run, world: World, v1: Path) -> Path:
     out = world.dir / "cli-v1-v2.gdm"
     result = build(gatectl, world, out, "--base", v1, version=2)
     assert result.code == 0, result.err
-    assert "delta 1 -> 2" in result.out
+    # 10 rows left, one new, and T-0009 kept as canceled.
+    assert f"wrote {out}: demo-2026 delta 1 -> 2, 12 tickets, " in result.out
+    assert result.out.rstrip().endswith(f"expires {CLI_EXPIRES}")
+    assert result.err == (
+        f"note: 1 tickets of version 1 are not in {world.tickets_path}; "
+        "they stay in the manifest as canceled\n"
+    )
     return out
 
 
@@ -123,6 +138,81 @@ def test_keygen_refuses_to_overwrite_without_force(gatectl: Run, tmp_path: Path)
     assert forced.code == 0
     assert forced.out.splitlines()[0] != first.out.splitlines()[0]
     assert (tmp_path / "gate-7.key").read_text() != before
+
+
+@pytest.mark.parametrize("name", ["", ".", "..", "a/b", "../escape", ".hidden", "tab\there"])
+def test_keygen_refuses_names_that_are_not_plain_file_names(gatectl: Run, tmp_path: Path, name: str) -> None:
+    keys = tmp_path / "keys"
+    keys.mkdir()
+    result = gatectl("keygen", name, "--dir", keys)
+    assert result.code == 1
+    assert result.err.startswith(f"GateError: key name {name!r} must be a plain file name")
+    assert result.err.count("\n") == 1
+    assert result.out == ""
+    assert list(tmp_path.rglob("*")) == [keys]  # nothing written anywhere, no folder made
+
+
+def test_keygen_force_does_not_write_through_a_symlinked_pub(gatectl: Run, tmp_path: Path) -> None:
+    """Someone swapped gate-7.pub for a link to a file they want overwritten."""
+    assert gatectl("keygen", "gate-7", "--dir", tmp_path).code == 0
+    victim = tmp_path / "elsewhere" / "authorized_keys"
+    victim.parent.mkdir()
+    victim.write_text("precious\n")
+    pub = tmp_path / "gate-7.pub"
+    pub.unlink()
+    pub.symlink_to(victim)
+    secret_before = (tmp_path / "gate-7.key").read_text()
+    result = gatectl("keygen", "gate-7", "--dir", tmp_path, "--force")
+    assert result.code == 1
+    assert result.err == f"KeyFileError: {pub} is a symbolic link; refusing to write a key through it\n"
+    assert result.out == ""  # no key id printed
+    assert victim.read_text() == "precious\n"
+    assert pub.is_symlink()
+    # Nothing was written: the old secret key is still there, not replaced by a key
+    # whose public half never reached the disk.
+    assert (tmp_path / "gate-7.key").read_text() == secret_before
+
+
+def test_keygen_force_does_not_write_through_a_symlinked_secret(gatectl: Run, tmp_path: Path) -> None:
+    assert gatectl("keygen", "gate-7", "--dir", tmp_path).code == 0
+    public_before = (tmp_path / "gate-7.pub").read_text()
+    victim = tmp_path / "victim.txt"
+    victim.write_text("precious\n")
+    secret = tmp_path / "gate-7.key"
+    secret.unlink()
+    secret.symlink_to(victim)
+    result = gatectl("keygen", "gate-7", "--dir", tmp_path, "--force")
+    assert result.code == 1
+    assert result.err == f"KeyFileError: {secret} is a symbolic link; refusing to write a key through it\n"
+    assert victim.read_text() == "precious\n"
+    assert secret.is_symlink()
+    assert (tmp_path / "gate-7.pub").read_text() == public_before
+
+
+@pytest.mark.parametrize("which", ["key", "pub"])
+def test_keygen_without_force_refuses_an_existing_link_even_a_dangling_one(
+    gatectl: Run, tmp_path: Path, which: str
+) -> None:
+    target = tmp_path / "not-yet-there"
+    (tmp_path / f"gate-7.{which}").symlink_to(target)
+    result = gatectl("keygen", "gate-7", "--dir", tmp_path)
+    assert result.code == 1
+    assert result.err.startswith("KeyFileError: ") and "is a symbolic link" in result.err
+    assert not target.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [f"gate-7.{which}"]
+
+
+def test_build_with_a_public_key_as_signing_key_says_so(gatectl: Run, world: World) -> None:
+    """The .pub is world-readable: the complaint is that it is no secret key, not its mode."""
+    out = world.dir / "never.gdm"
+    result = gatectl(
+        "manifest", "build", "--event", world.event_path, "--tickets", world.tickets_path,
+        "--key", world.signer_pub, "--version", "1", "--expires", CLI_EXPIRES, "-o", out,
+    )  # fmt: skip
+    assert result.code == 1
+    assert result.err.startswith(f"KeyFileError: {world.signer_pub}: expected a secret key")
+    assert "chmod" not in result.err
+    assert not out.exists()
 
 
 def test_build_refuses_an_open_signing_key(gatectl: Run, world: World) -> None:
@@ -169,6 +259,88 @@ def test_delta_signed_by_a_new_key_from_a_base_signed_by_the_old(
     _refused(without_base_key, "unknown_key")
 
 
+def test_build_writes_a_public_file_atomically(gatectl: Run, world: World) -> None:
+    """Temp file beside the output, fsync, rename: mode 0644 whatever the umask, no leftovers."""
+    out = world.dir / "out.gdm"
+    out.write_bytes(b"the previous manifest")
+    old_umask = os.umask(0o077)
+    try:
+        result = build(gatectl, world, out)
+    finally:
+        os.umask(old_umask)
+    assert result.code == 0, result.err
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert read_manifest(out, world.trusted).version == 1
+    assert hidden(world.dir) == []
+
+
+def test_build_into_a_missing_folder(gatectl: Run, world: World) -> None:
+    out = world.dir / "no-such-dir" / "out.gdm"
+    result = build(gatectl, world, out)
+    assert result.code == 1
+    assert result.err == f"GateError: cannot write in {out.parent}: No such file or directory\n"
+    assert result.out == ""
+    assert not out.parent.exists()
+
+
+def test_failed_write_leaves_no_temp_file(gatectl: Run, world: World, v1: Path) -> None:
+    """The rename fails (the output is a folder): the temp file is removed, the folder kept."""
+    out = world.dir / "taken.gdm"
+    out.mkdir()
+    (out / "inside").write_text("keep me")
+    result = build(gatectl, world, out, version=2)
+    assert result.code == 1
+    assert result.err.startswith(f"GateError: cannot write {out}: ")
+    assert result.err.count("\n") == 1 and result.out == ""
+    assert hidden(world.dir) == []
+    assert [p.name for p in out.iterdir()] == ["inside"]
+    applied = gatectl("manifest", "apply", v1, "--base", v1, "--pub", world.signer_pub, "-o", out)
+    assert applied.code == 1  # refused before writing (a full manifest is no delta)
+    assert hidden(world.dir) == []
+
+
+def test_apply_writes_atomically_too(gatectl: Run, world: World, v1: Path, delta: Path) -> None:
+    out = world.dir / "applied" / "v2.gdm"
+    out.parent.mkdir()
+    out.parent.joinpath("v2.gdm").mkdir()  # in the way: the rename must fail
+    failed = gatectl("manifest", "apply", delta, "--base", v1, "--pub", world.signer_pub, "-o", out)
+    assert failed.code == 1
+    assert failed.err.startswith(f"GateError: cannot write {out}: ")
+    assert failed.out == ""
+    assert hidden(out.parent) == []
+    out.rmdir()
+    ok = gatectl("manifest", "apply", delta, "--base", v1, "--pub", world.signer_pub, "-o", out)
+    assert ok.code == 0, ok.err
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert sorted(p.name for p in out.parent.iterdir()) == ["v2.gdm"]
+
+
+def test_build_accepts_the_largest_version(gatectl: Run, world: World) -> None:
+    out = world.dir / "max.gdm"
+    largest = 2**63 - 1
+    result = build(gatectl, world, out, version=largest)
+    assert result.code == 0, result.err
+    assert f"version {largest}," in result.out
+    assert read_manifest(out, world.trusted).version == largest
+
+
+@pytest.mark.parametrize("version", ["0", "-1", "1.5", "abc", "", "\u0663", str(2**63), "9" * 40])
+def test_build_refuses_versions_out_of_range_as_usage_errors(
+    world: World, capsys: pytest.CaptureFixture[str], version: str
+) -> None:
+    out = world.dir / "never.gdm"
+    args = [
+        "manifest", "build", "--event", str(world.event_path), "--tickets", str(world.tickets_path),
+        "--key", str(world.signer_key), "--version", version, "--expires", CLI_EXPIRES, "-o", str(out),
+    ]  # fmt: skip
+    with pytest.raises(SystemExit) as caught:
+        main(args)
+    assert caught.value.code == 2
+    assert "--version" in capsys.readouterr().err
+    assert not out.exists()
+    assert hidden(world.dir) == []
+
+
 # ------------------------------------------------------------------ verify
 
 
@@ -210,7 +382,7 @@ def test_verify_a_delta_needs_its_base(gatectl: Run, world: World, v1: Path, del
     _refused(gatectl("manifest", "verify", delta, "--pub", world.signer_pub), "malformed")
     result = gatectl("manifest", "verify", delta, "--pub", world.signer_pub, "--base", v1)
     assert result.code == 0, result.err
-    assert result.out.startswith("ok: demo-2026 version 2, 11 tickets")
+    assert result.out.startswith("ok: demo-2026 version 2, 12 tickets")
 
 
 def test_verify_missing_file(gatectl: Run, world: World) -> None:
@@ -237,17 +409,26 @@ def test_show(gatectl: Run, world: World, v1: Path) -> None:
     assert f"north-1 ({world.gate.public.kid})" in lines["gates"]
     assert lines["revoked"] == "revoked    1"
     assert lines["tickets"] == ("tickets    11: 1 blocked, 1 canceled, 7 completed, 1 pending, 1 refunded")
-    assert lines["codes"] == "codes      3 reference, 9 order-seat"
+    # T-0001 and T-SUN have codes, so their order and seat open nothing.
+    assert lines["codes"] == "codes      3 reference, 7 order-seat"
 
 
 def test_show_verified_and_json(gatectl: Run, world: World, v1: Path) -> None:
     verified = gatectl("manifest", "show", v1, "--pub", world.signer_pub)
     assert verified.code == 0 and "good (verified with the given key)" in verified.out
     as_json = gatectl("manifest", "show", v1, "--json")
-    header = json.loads(as_json.out)
+    assert as_json.code == 0
+    shown = json.loads(as_json.out)
+    assert set(shown) == {"verified", "header"}
+    assert shown["verified"] is False  # read without a key: say so, in the JSON too
+    header = shown["header"]
     assert header["event"] == {"id": "demo-2026", "name": "Demo Night"}
     assert header["version"] == 1
     assert header["by_status"]["completed"] == 7
+    assert header["legacy_codes"] is True
+    checked = gatectl("manifest", "show", v1, "--json", "--pub", world.signer_pub)
+    assert checked.code == 0
+    assert json.loads(checked.out) == {"verified": True, "header": header}
     _refused(gatectl("manifest", "show", v1, "--pub", world.issuer_pub), "unknown_key")
 
 
@@ -270,14 +451,15 @@ def test_apply_a_delta(gatectl: Run, world: World, v1: Path, delta: Path) -> Non
     out = world.dir / "cli-v2.gdm"
     result = gatectl("manifest", "apply", delta, "--base", v1, "--pub", world.signer_pub, "-o", out)
     assert result.code == 0, result.err
-    assert result.out.strip() == f"wrote {out}: version 2"
+    assert result.out == f"wrote {out}: version 2, expires {CLI_EXPIRES}\n"
     applied = read_manifest(out, world.trusted)
     assert applied.version == 2
-    assert applied.find_ticket("T-0009") is None
+    assert applied.find_ticket("T-0009").status.value == "canceled"
     assert applied.find_ticket("T-0300") is not None
     assert applied.find_ticket("T-0003").status.value == "completed"
     assert gatectl("manifest", "verify", out, "--pub", world.signer_pub).code == 0
-    assert not list(world.dir.glob(".*.tmp"))
+    assert stat.S_IMODE(out.stat().st_mode) == 0o644
+    assert hidden(world.dir) == []
 
 
 def test_apply_to_the_wrong_base(gatectl: Run, world: World, v1: Path, delta: Path) -> None:
@@ -356,6 +538,71 @@ def test_decide_with_a_delta_and_its_base(gatectl: Run, world: World, v1: Path, 
     assert code == 3 and shown["reason"] == "unpaid"
 
 
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--zone", "flor", "zone 'flor' is not a zone of event demo-2026 (zones: floor, balcony)"),
+        ("--session", "nope", "session 'nope' is not a session of event demo-2026 (sessions: sat, sun)"),
+    ],
+)
+def test_decide_refuses_a_checkpoint_the_event_does_not_have(
+    gatectl: Run, world: World, v1: Path, option: str, value: str, words: str
+) -> None:
+    """A typo would otherwise quietly turn tickets away as wrong_zone or wrong_session."""
+    result = gatectl(
+        "decide", "REF-SAT-FLOOR-0001", "--manifest", v1, "--pub", world.signer_pub, "--at", AT_SAT,
+        option, value,
+    )  # fmt: skip
+    assert result.code == 1
+    assert result.err == f"GateError: {words}\n"
+    assert result.out == ""
+
+
+def test_decide_names_both_unknown_zone_and_session(gatectl: Run, world: World, v1: Path) -> None:
+    result = gatectl(
+        "decide", "REF-SAT-FLOOR-0001", "--manifest", v1, "--pub", world.signer_pub,
+        "--zone", "flor", "--session", "nope",
+    )  # fmt: skip
+    assert result.code == 1
+    assert result.err.startswith("GateError: zone 'flor' is not a zone of event demo-2026")
+    assert "; session 'nope' is not a session of event demo-2026" in result.err
+    assert result.err.count("\n") == 1
+
+
+def test_dropped_rows_stay_canceled_through_gatectl(gatectl: Run, world: World, v1: Path) -> None:
+    """T-0004 (canceled) and T-0001 (sold) leave tickets.csv: their signed tickets stay refused."""
+    world.tickets_path.write_text(
+        "".join(
+            line
+            for line in TICKETS_CSV.splitlines(keepends=True)
+            if not line.startswith(("T-0001,", "T-0004,"))
+        )
+    )
+    delta_path = world.dir / "drop.gdm"
+    built = build(gatectl, world, delta_path, "--base", v1, version=2)
+    assert built.code == 0, built.err
+    assert ", 11 tickets, " in built.out
+    assert built.err == (
+        f"note: 2 tickets of version 1 are not in {world.tickets_path}; "
+        "they stay in the manifest as canceled\n"
+    )
+    full = world.dir / "v2-applied.gdm"
+    assert (
+        gatectl("manifest", "apply", delta_path, "--base", v1, "--pub", world.signer_pub, "-o", full).code
+        == 0
+    )
+    for ticket_id in ("T-0001", "T-0004"):
+        payload = world.sign(ticket_id, session="sat")
+        for manifest, extra in ((delta_path, ("--base", str(v1))), (full, ())):
+            code, shown = decide(gatectl, world, manifest, payload, "--at", AT_SAT, *extra)
+            assert (code, shown["reason"], shown["ticket_id"]) == (3, "canceled", ticket_id)
+    code, shown = decide(gatectl, world, full, "REF-SAT-FLOOR-0001", "--at", AT_SAT)
+    assert (code, shown["reason"]) == (3, "canceled")
+    # A ticket sold after the last sync (never listed) still opens: the check is not "listed or out".
+    code, shown = decide(gatectl, world, full, world.sign("T-NEW-9", session="sat"), "--at", AT_SAT)
+    assert (code, shown["reason"]) == (0, "ok")
+
+
 def test_decide_refuses_a_tampered_manifest(gatectl: Run, world: World, v1: Path) -> None:
     data = v1.read_bytes()
     v1.write_bytes(flip(data, 40))
@@ -415,6 +662,20 @@ def test_full_flow_in_real_processes(world: World) -> None:
 
 
 # ------------------------------------------------------------------ usage
+
+
+@pytest.mark.parametrize("rounds", ["0", "-5", "many", "1e3"])
+def test_bench_refuses_rounds_below_one(capsys: pytest.CaptureFixture[str], rounds: str) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["bench", "core", "--rounds", rounds, "--sizes", "10"])
+    assert caught.value.code == 2
+    assert "--rounds" in capsys.readouterr().err
+
+
+def test_verify_min_version_out_of_range_is_a_usage_error(world: World, v1: Path) -> None:
+    with pytest.raises(SystemExit) as caught:
+        main(["manifest", "verify", str(v1), "--pub", str(world.signer_pub), "--min-version", str(2**63)])
+    assert caught.value.code == 2
 
 
 def test_usage_errors_exit_2(gatectl: Run, capsys: pytest.CaptureFixture[str]) -> None:

@@ -83,6 +83,56 @@ def test_read_secret_refuses_what_is_not_a_secret_key(tmp_path: Path, content: b
         read_secret(path)
 
 
+def test_read_secret_of_a_public_key_file_says_it_is_not_a_secret_key(tmp_path: Path) -> None:
+    """The format is checked before the mode: a .pub is 0644, and chmod would be the wrong advice."""
+    _, public_path, _ = write_keypair(tmp_path / "gate-a")
+    assert mode(public_path) & 0o044  # readable by others, as a public key should be
+    with pytest.raises(KeyFileError) as caught:
+        read_secret(public_path)
+    assert str(caught.value).startswith(f"{public_path}: expected a secret key")
+    assert "chmod" not in str(caught.value)
+
+
+def test_read_secret_checks_the_mode_of_a_real_secret_key(tmp_path: Path) -> None:
+    secret_path, _, _ = write_keypair(tmp_path / "gate-a")
+    secret_path.chmod(0o644)
+    with pytest.raises(KeyFileError, match="chmod 600"):
+        read_secret(secret_path)
+
+
+def test_read_secret_of_a_folder(tmp_path: Path) -> None:
+    with pytest.raises(KeyFileError, match="cannot read secret key"):
+        read_secret(tmp_path)
+
+
+def test_public_file_mode(tmp_path: Path) -> None:
+    _, public_path, _ = write_keypair(tmp_path / "gate-a")
+    assert mode(public_path) == 0o644
+
+
+@pytest.mark.parametrize("half", ["key", "pub"])
+def test_overwrite_never_follows_a_symlink(tmp_path: Path, half: str) -> None:
+    write_keypair(tmp_path / "gate-a")
+    victim = tmp_path / "victim"
+    victim.write_text("precious\n")
+    link = tmp_path / f"gate-a.{half}"
+    link.unlink()
+    link.symlink_to(victim)
+    with pytest.raises(KeyFileError, match=f"{link} is a symbolic link"):
+        write_keypair(tmp_path / "gate-a", overwrite=True)
+    assert victim.read_text() == "precious\n"
+    assert link.is_symlink()
+
+
+@pytest.mark.parametrize("half", ["key", "pub"])
+def test_no_overwrite_refuses_a_dangling_symlink(tmp_path: Path, half: str) -> None:
+    target = tmp_path / "would-be-created"
+    (tmp_path / f"gate-a.{half}").symlink_to(target)
+    with pytest.raises(KeyFileError, match=rf"gate-a\.{half} is a symbolic link"):
+        write_keypair(tmp_path / "gate-a")
+    assert not target.exists()
+
+
 def test_read_public_of_a_secret_key_file_says_so(tmp_path: Path) -> None:
     secret_path, _, _ = write_keypair(tmp_path / "gate-a")
     with pytest.raises(KeyFileError, match="found a secret key"):

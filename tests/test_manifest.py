@@ -7,17 +7,19 @@ from pathlib import Path
 
 import pytest
 
+from gate_daemon.core.delta import apply_delta
 from gate_daemon.core.manifest import (
     DELTA,
     FULL,
     Status,
     TicketEntry,
-    apply_delta,
+    encode_body,
     open_envelope,
     open_manifest,
     peek_header,
 )
-from gate_daemon.provision.build import BuildError
+from gate_daemon.core.tokens import PayloadFormat
+from gate_daemon.provision.build import MAX_VERSION, BuildError
 from gate_daemon.provision.event import load_event
 from gate_daemon.provision.tickets import load_tickets
 from gate_daemon.store.manifest_file import apply_delta_file, read_manifest
@@ -50,7 +52,12 @@ def test_header_describes_the_event(world: World) -> None:
     assert [(g.id, g.key) for g in h.gates] == [("north-1", world.gate.public)]
     assert h.revoked == frozenset({"T-REV"})
     assert h.by_status == BY_STATUS
-    assert (h.tickets, h.codes, h.legacy) == (TICKET_COUNT, 3, 9)
+    # 11 tickets; T-0001, T-0005 and T-SUN have reference codes. T-0001 and T-SUN also
+    # have an order and seat, but a ticket with a code does not open by its ORDER-SEAT
+    # text; T-0005 has no seat and T-0009 no order: 7 order-seat texts are left.
+    assert (h.tickets, h.codes, h.legacy) == (TICKET_COUNT, 3, 7)
+    assert h.legacy_codes is True
+    assert h.raw["legacy_codes"] is True
     assert len(world.manifest) == TICKET_COUNT
 
 
@@ -80,6 +87,10 @@ def test_legacy_order_seat_text_is_found(world: World) -> None:
     assert world.manifest.find_code("O-100-A2") == (entry(world, "T-0002"), "legacy")
     assert world.manifest.find_code("O-105-C2") == (entry(world, "T-0007"), "legacy")
     assert world.manifest.find_code("O-100-A3") is None
+    # T-0001 (O-100, A1) and T-SUN (O-108, D2) have reference codes: their guessable
+    # ORDER-SEAT texts name nothing.
+    assert world.manifest.find_code("O-100-A1") is None
+    assert world.manifest.find_code("O-108-D2") is None
     assert world.manifest.find_code("O-103-") is None  # T-0005 has no seat: no legacy text
     assert world.manifest.find_code("T-0001") is None  # a ticket id is not a code
 
@@ -132,8 +143,10 @@ def test_a_larger_manifest_finds_everything(world: World) -> None:
 
 
 def test_build_refuses_bad_versions_and_lifetimes(world: World) -> None:
-    with pytest.raises(BuildError, match="at least 1"):
-        world.build(version=0)
+    for version in (0, -1, MAX_VERSION + 1):
+        with pytest.raises(BuildError, match=f"version must be 1 to {MAX_VERSION}, got {version}"):
+            world.build(version=version)
+    assert open_manifest(world.build(version=MAX_VERSION), world.trusted).version == MAX_VERSION
     with pytest.raises(BuildError, match="expired"):
         world.build(expires_at=ISSUED)
     with pytest.raises(BuildError, match="greater than the base"):
@@ -154,9 +167,17 @@ EVENT_V2 = (
 )
 
 
+def canceled(world: World, *ticket_ids: str) -> list[TicketEntry]:
+    """The tombstones a delta keeps for these v1 tickets missing from a later tickets.csv."""
+    return [dataclasses.replace(entry(world, tid), status=Status.CANCELED) for tid in ticket_ids]
+
+
 @pytest.fixture
 def v2(world: World) -> tuple:
-    """Version 2 inputs: a new first session, a changed one, and added/removed/changed tickets."""
+    """Version 2 inputs: a new first session, a changed one, and added/dropped/changed tickets.
+
+    T-0009's row is dropped: built with the v1 base, version 2 keeps it as canceled.
+    """
     path = world.dir / "event-v2.toml"
     path.write_text(EVENT_V2)
     event = load_event(path)
@@ -177,8 +198,16 @@ def test_delta_carries_only_the_changes(world: World, v2: tuple) -> None:
     assert delta[8:9] == DELTA
     kind, header = peek_header(delta)
     assert kind == DELTA
-    assert header.raw["delta"]["removed"] == 1
-    assert header.raw["delta"]["changed"] == 3
+    # T-0002 moved, T-0003 paid, T-0100 new, and T-0009 (dropped) now canceled.
+    assert header.raw["delta"] == {
+        "base_version": 1,
+        "base_sha256": world.manifest.body_sha256,
+        "changes_sha256": header.changes_sha256,
+        "changes_size": header.changes_size,
+        "changed": 4,
+        "kept_canceled": 1,
+    }
+    assert header.tickets == TICKET_COUNT + 1  # nothing is removed
     assert header.base_version == 1
     assert header.base_sha256 == world.manifest.body_sha256
     assert len(delta) < len(full)
@@ -187,7 +216,9 @@ def test_delta_carries_only_the_changes(world: World, v2: tuple) -> None:
 def test_applied_delta_equals_a_full_build(world: World, v2: tuple) -> None:
     event, tickets = v2
     delta = world.build(tickets, event=event, version=2, base=world.manifest)
-    full = open_manifest(world.build(tickets, event=event, version=2), world.trusted)
+    # The full build of what version 2 holds: the listed tickets and T-0009's tombstone.
+    full_tickets = [*tickets, *canceled(world, "T-0009")]
+    full = open_manifest(world.build(full_tickets, event=event, version=2), world.trusted)
 
     produced = apply_delta(world.manifest, delta, world.trusted)
     applied = open_manifest(produced, world.trusted)  # verifies on its own
@@ -201,7 +232,8 @@ def test_applied_delta_equals_a_full_build(world: World, v2: tuple) -> None:
     assert header == full.header.raw
     assert [s.name for s in applied.header.sessions] == ["Friday", "Saturday", "Sunday (late show)"]
 
-    assert applied.find_ticket("T-0009") is None
+    assert applied.find_ticket("T-0009") == TicketEntry("T-0009", Status.CANCELED)
+    assert applied.header.by_status["canceled"] == BY_STATUS["canceled"] + 1
     assert applied.find_ticket("T-0003").status is Status.COMPLETED
     assert applied.find_code("O-100-A2") == (full.find_ticket("T-0002"), "legacy")
     assert applied.find_ticket("T-0002").zone == "floor"
@@ -220,7 +252,8 @@ def test_delta_from_a_file_through_the_store(world: World, v2: tuple) -> None:
     out = world.dir / "v2.gdm"
     out.write_bytes(produced)
     applied = read_manifest(out, world.trusted)
-    assert applied.version == 2 and len(applied) == TICKET_COUNT
+    assert applied.version == 2 and len(applied) == TICKET_COUNT + 1
+    assert applied.find_ticket("T-0009").status is Status.CANCELED
 
 
 def test_empty_delta_moves_the_version_only(world: World) -> None:
@@ -229,10 +262,11 @@ def test_empty_delta_moves_the_version_only(world: World) -> None:
         "base_version": 1,
         "base_sha256": world.manifest.body_sha256,
         "changes_sha256": peek_header(delta)[1].changes_sha256,
-        "changes_size": 8,
-        "removed": 0,
+        "changes_size": 4,  # u32 count 0, no records
         "changed": 0,
+        "kept_canceled": 0,
     }
+    assert bytes(open_envelope(delta, world.trusted).payload) == b"\x00\x00\x00\x00"
     applied = open_manifest(apply_delta(world.manifest, delta, world.trusted), world.trusted)
     assert applied.version == 2
     assert applied.body_sha256 == world.manifest.body_sha256
@@ -250,9 +284,15 @@ def test_chained_deltas(world: World, v2: tuple) -> None:
     )
     assert m3.version == 3
     assert m3.find_ticket("T-0101").status is Status.PENDING
+    # T-0009 is still missing from the list: still canceled, and not a change any more.
+    assert m3.find_ticket("T-0009").status is Status.CANCELED
     assert (
-        m3.body_sha256
-        == open_manifest(world.build(tickets3, event=event, version=3), world.trusted).body_sha256
+        peek_header(world.build(tickets3, event=event, version=3, base=m2))[1].raw["delta"]["kept_canceled"]
+        == 1
+    )
+    full3 = [*tickets3, *canceled(world, "T-0009")]
+    assert (
+        m3.body_sha256 == open_manifest(world.build(full3, event=event, version=3), world.trusted).body_sha256
     )
 
 
@@ -268,3 +308,45 @@ def test_build_refuses_a_base_from_another_event(world: World, tmp_path: Path) -
     other.write_text(EVENT_TOML.replace('id = "demo-2026"', 'id = "other-2026"'))
     with pytest.raises(BuildError, match="base manifest is for event demo-2026"):
         world.build(event=load_event(other), version=2, base=world.manifest)
+
+
+# ------------------------------------------------------------------ legacy ORDER-SEAT codes
+
+
+def test_without_legacy_codes_no_order_seat_text_opens_anything(world: World) -> None:
+    event = dataclasses.replace(world.event, legacy_codes=False)
+    manifest = open_manifest(world.build(event=event), world.trusted)
+    h = manifest.header
+    assert (h.legacy_codes, h.raw["legacy_codes"], h.legacy) == (False, False, 0)
+    assert (h.tickets, h.codes) == (TICKET_COUNT, 3)
+    for ticket in world.tickets:
+        text = f"{ticket.order_id}-{ticket.seat}"
+        assert manifest.find_code(text) is None, text
+        assert manifest.find_ticket(ticket.ticket_id) == ticket  # the tickets are all there
+    assert manifest.find_code("REF-SAT-FLOOR-0001") == (entry(world, "T-0001"), PayloadFormat.REFERENCE)
+    # The same tickets and the index alone differ.
+    assert list(manifest.entries()) == list(world.manifest.entries())
+    assert manifest.body_sha256 != world.manifest.body_sha256
+
+
+def test_encode_body_takes_legacy_codes_by_keyword_only(world: World) -> None:
+    sessions, zones = ["sat", "sun"], ["floor", "balcony"]
+    with pytest.raises(TypeError):
+        encode_body(world.tickets, sessions, zones)  # type: ignore[call-arg]
+    with pytest.raises(TypeError):
+        encode_body(world.tickets, sessions, zones, True)  # type: ignore[misc]
+    on = encode_body(world.tickets, sessions, zones, legacy_codes=True)
+    off = encode_body(world.tickets, sessions, zones, legacy_codes=False)
+    assert (on.tickets, on.codes, on.legacy) == (TICKET_COUNT, 3, 7)
+    assert (off.tickets, off.codes, off.legacy) == (TICKET_COUNT, 3, 0)
+    assert on.sha256 == world.manifest.body_sha256
+    assert len(off.data) < len(on.data)
+
+
+def test_find_code_names_the_format_that_matched(world: World) -> None:
+    reference = world.manifest.find_code("REF-SAT-FLOOR-0001")
+    legacy = world.manifest.find_code("O-100-A2")
+    assert reference is not None and legacy is not None
+    assert reference[1] is PayloadFormat.REFERENCE
+    assert legacy[1] is PayloadFormat.LEGACY
+    assert isinstance(reference[1], str) and reference[1] == "reference"  # a StrEnum

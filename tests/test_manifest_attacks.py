@@ -7,6 +7,7 @@ also checks that nothing but ``ManifestRefused`` escapes.
 from __future__ import annotations
 
 import copy
+import dataclasses
 import hashlib
 import struct
 from collections.abc import Callable
@@ -14,16 +15,18 @@ from typing import Any
 
 import pytest
 
+from gate_daemon.core.delta import apply_delta, encode_changes
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import (
     DELTA,
     FULL,
     MAX_HEADER,
+    Status,
     TicketEntry,
-    apply_delta,
+    accept_manifest,
     check_fresh,
     check_successor,
-    encode_changes,
+    encode_body,
     open_manifest,
     peek_header,
     seal,
@@ -31,7 +34,7 @@ from gate_daemon.core.manifest import (
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.provision.event import load_event
 from gate_daemon.store.manifest_file import read_manifest
-from tests.support import EVENT_TOML, EXPIRES, World, flip
+from tests.support import EVENT_TOML, EXPIRES, ISSUED, World, flip
 
 PREAMBLE = 17  # magic 8, kind 1, key id 4, header length 4
 
@@ -188,6 +191,10 @@ def test_signer_named_in_header_must_match_the_file(world: World) -> None:
         lambda h: h["sessions"][0].pop("starts_at"),
         lambda h: h["body"].update(tickets=h["body"]["tickets"] + 1),
         lambda h: h["body"].update(blob=h["body"]["blob"] - 8),
+        lambda h: h.pop("legacy_codes"),  # required: no default that could turn them back on
+        lambda h: h.update(legacy_codes=1),
+        lambda h: h.update(legacy_codes="false"),
+        lambda h: h.update(legacy_codes=None),
     ],
 )
 def test_signed_but_malformed_header(world: World, breakage: Callable[[dict[str, Any]], object]) -> None:
@@ -226,12 +233,131 @@ def test_same_version_same_content_and_newer_versions_pass(world: World) -> None
     check_successor(newer, 1, world.manifest.body_sha256)
 
 
+# ------------------------------------------------------------------ accept_manifest: all of it in one call
+
+
+def test_accept_manifest_returns_the_verified_manifest(world: World) -> None:
+    accepted = accept_manifest(world.manifest_bytes, world.trusted, now=ISSUED)
+    assert accepted.version == 1
+    assert accepted.body_sha256 == world.manifest.body_sha256
+    assert accepted.find_ticket("T-0001") == world.manifest.find_ticket("T-0001")
+    # The very same manifest again (a restart), and a newer one.
+    again = accept_manifest(
+        world.manifest_bytes,
+        world.trusted,
+        now=EXPIRES,
+        last_version=1,
+        last_sha256=world.manifest.body_sha256,
+    )
+    assert again.version == 1
+    newer = accept_manifest(
+        world.build(version=3),
+        world.trusted,
+        now=ISSUED,
+        last_version=1,
+        last_sha256=world.manifest.body_sha256,
+    )
+    assert newer.version == 3
+
+
+def test_accept_manifest_refuses_an_expired_one(world: World) -> None:
+    err = refused("expired", lambda: accept_manifest(world.manifest_bytes, world.trusted, now=EXPIRES + 1))
+    assert "2026-11-23T23:30:00Z" in str(err)
+
+
+def test_accept_manifest_refuses_a_rollback(world: World) -> None:
+    err = refused(
+        "rollback", lambda: accept_manifest(world.manifest_bytes, world.trusted, now=ISSUED, last_version=2)
+    )
+    assert "older than accepted version 2" in str(err)
+
+
+def test_accept_manifest_refuses_the_same_version_with_other_content(world: World) -> None:
+    other = world.build(world.tickets[:-1])
+    err = refused(
+        "rollback",
+        lambda: accept_manifest(
+            other, world.trusted, now=ISSUED, last_version=1, last_sha256=world.manifest.body_sha256
+        ),
+    )
+    assert "reused" in str(err)
+
+
+def test_accept_manifest_verifies_before_anything_else(world: World) -> None:
+    tampered = flip(world.manifest_bytes, len(world.manifest_bytes) - 3)
+    refused("tampered", lambda: accept_manifest(tampered, world.trusted, now=ISSUED))
+    refused("unknown_key", lambda: accept_manifest(world.manifest_bytes, [world.issuer.public], now=ISSUED))
+    # A forged file is refused as forged, even when it would also be stale or old.
+    refused(
+        "bad_signature",
+        lambda: accept_manifest(
+            flip(world.manifest_bytes, PREAMBLE + 3), world.trusted, now=EXPIRES + 1, last_version=9
+        ),
+    )
+    delta = world.build(version=2, base=world.manifest)
+    refused("malformed", lambda: accept_manifest(delta, world.trusted, now=ISSUED))
+
+
+# ------------------------------------------------------------------ a corrupt record from a trusted signer
+
+
+def _corrupt_body(world: World, ticket_id: str, at: int, value: bytes) -> bytes:
+    """The world's manifest with bytes of one record replaced, re-signed by the trusted signer.
+
+    Only a faulty builder with the real key can make this: the signature and digests are good.
+    """
+    tickets = sorted(world.tickets, key=lambda t: t.ticket_id.encode())
+    number = [t.ticket_id for t in tickets].index(ticket_id)
+    body = encode_body(tickets, ["sat", "sun"], ["floor", "balcony"], legacy_codes=True)
+    n = body.tickets
+    (offset,) = struct.unpack_from("<I", body.data, 4 * number)
+    record = 4 * n + (-4 * n) % 8 + offset
+    data = bytearray(body.data)
+    data[record + at : record + at + len(value)] = value
+    _, header, _ = parts(world.manifest_bytes)
+    assert header["body"]["sha256"] == body.sha256
+    header["body"]["sha256"] = hashlib.sha256(data).hexdigest()
+    return seal(header, FULL, bytes(data), world.signer)
+
+
+SESSION_INDEX = 3  # record: u8 status, u8 entries, u8 flags, u16 session index, u16 zone index
+STATUS = 0
+
+
+@pytest.mark.parametrize(
+    ("at", "value"),
+    [
+        (SESSION_INDEX, struct.pack("<H", 7)),
+        (SESSION_INDEX + 2, struct.pack("<H", 0x1234)),
+        (STATUS, b"\x09"),
+    ],
+    ids=["session-index", "zone-index", "status"],
+)
+def test_corrupt_record_is_refused_as_malformed_on_lookup(world: World, at: int, value: bytes) -> None:
+    manifest = open_manifest(_corrupt_body(world, "T-0002", at, value), world.trusted)  # verifies
+    err = refused("malformed", manifest.find_ticket, "T-0002")
+    assert "corrupt" in str(err)
+    refused("malformed", manifest.find_code, "O-100-A2")  # T-0002's order-seat text
+    with pytest.raises(ManifestRefused) as caught:
+        list(manifest.entries())
+    assert caught.value.reason == "malformed"
+    # The other records still read.
+    assert manifest.find_ticket("T-0001") == world.manifest.find_ticket("T-0001")
+    assert manifest.find_code("REF-SAT-FLOOR-0001") is not None
+
+
+def test_corrupt_record_of_a_reference_code(world: World) -> None:
+    manifest = open_manifest(_corrupt_body(world, "T-0001", SESSION_INDEX, b"\xfe\xff"), world.trusted)
+    refused("malformed", manifest.find_code, "REF-SAT-FLOOR-0001")
+    refused("malformed", manifest.find_ticket, "T-0001")
+
+
 # ------------------------------------------------------------------ deltas
 
 
 @pytest.fixture
 def delta(world: World) -> bytes:
-    """A real delta from version 1 to 2: one ticket removed, one added."""
+    """A real delta from version 1 to 2: one ticket's row dropped (kept, canceled), one added."""
     tickets = [*world.tickets[1:], TicketEntry("T-0200", order_id="O-300", seat="X1")]
     return world.build(tickets, version=2, base=world.manifest)
 
@@ -257,7 +383,8 @@ def test_delta_applied_to_another_event(world: World, delta: bytes) -> None:
 
 def test_delta_whose_changes_do_not_produce_the_signed_result(world: World, delta: bytes) -> None:
     _, header, _ = parts(delta)
-    wrong = encode_changes(["T-0002"], [], header)  # a different change than the signed body needs
+    # A well-formed change, but not the one the signed body needs.
+    wrong = encode_changes([dataclasses.replace(world.tickets[1], status=Status.CANCELED)], header)
     header["delta"]["changes_sha256"] = hashlib.sha256(wrong).hexdigest()
     header["delta"]["changes_size"] = len(wrong)
     forged = seal(header, DELTA, wrong, world.signer)

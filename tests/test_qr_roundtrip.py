@@ -15,7 +15,7 @@ from pyzbar import pyzbar
 
 from gate_daemon.cli.gatectl import main as gatectl
 from gate_daemon.core.decision import Checkpoint, Reason, evaluate
-from gate_daemon.core.tokens import SignedTicket, parse_payload
+from gate_daemon.core.tokens import PayloadFormat, SignedTicket, parse_payload
 from gate_daemon.errors import GateError
 from gate_daemon.provision.qrimage import write_qr
 from tests.support import EVENT_ID, SAT_START, World
@@ -74,7 +74,8 @@ def test_issue_png_decodes_with_both_readers_and_is_allowed(
     assert parsed.claims.ticket_id == "T-QR-0001"
     decision = evaluate(scanned, world.manifest, Checkpoint(zone="floor", session="sat"), SAT_START)
     assert decision.reason is Reason.OK
-    assert (decision.ticket_id, decision.format) == ("T-QR-0001", "signed")
+    assert (decision.ticket_id, decision.format) == ("T-QR-0001", PayloadFormat.SIGNED)
+    assert decision.format is PayloadFormat.SIGNED
 
 
 def test_issue_svg(world: World, capsys: pytest.CaptureFixture[str]) -> None:
@@ -124,15 +125,28 @@ def test_installed_console_script(world: World) -> None:
 
 @pytest.mark.parametrize(
     ("code", "ticket_id", "fmt"),
-    [("REF-SAT-FLOOR-0001", "T-0001", "reference"), ("O-100-A1", "T-0001", "legacy")],
+    [
+        ("REF-SAT-FLOOR-0001", "T-0001", PayloadFormat.REFERENCE),
+        ("O-105-C2", "T-0007", PayloadFormat.LEGACY),
+    ],
 )
-def test_reference_and_legacy_codes_round_trip(world: World, code: str, ticket_id: str, fmt: str) -> None:
+def test_reference_and_legacy_codes_round_trip(
+    world: World, code: str, ticket_id: str, fmt: PayloadFormat
+) -> None:
     png = world.dir / "code.png"
     assert write_qr(code, png) == "alphanumeric"
     scanned = read_both(png)
     assert scanned == code
     decision = evaluate(scanned, world.manifest, Checkpoint(zone="floor"), SAT_START)
     assert (decision.reason, decision.ticket_id, decision.format) == (Reason.OK, ticket_id, fmt)
+
+
+def test_order_seat_of_a_ticket_with_a_code_does_not_open(world: World) -> None:
+    """T-0001 is order O-100 seat A1, and has a reference code: only the code opens it."""
+    png = world.dir / "guess.png"
+    write_qr("O-100-A1", png)
+    decision = evaluate(read_both(png), world.manifest, Checkpoint(zone="floor"), SAT_START)
+    assert (decision.reason, decision.ticket_id) == (Reason.UNKNOWN_TICKET, None)
 
 
 def test_longest_payload_survives_a_rough_camera_copy(world: World) -> None:
@@ -161,13 +175,82 @@ def test_write_qr_only_writes_png_or_svg(tmp_path: Path) -> None:
         write_qr("REF-SAT-FLOOR-0001", tmp_path / "no-such-dir" / "ticket.png")
 
 
-def test_issue_refuses_labels_that_do_not_fit(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+@pytest.mark.parametrize(
+    ("option", "value", "words"),
+    [
+        ("--zone", "a-zone-name-that-is-too-long", "zone must be 1 to 16 bytes of UTF-8, got 28"),
+        ("--session", "s" * 17, "session must be 1 to 16 bytes of UTF-8, got 17"),
+        ("--session", "\u00e9" * 9, "session must be 1 to 16 bytes of UTF-8, got 18"),  # 9 chars, 18 bytes
+        ("--ticket-id", "T" * 65, "ticket id must be 1 to 64 bytes of UTF-8, got 65"),
+    ],
+)
+def test_issue_refuses_labels_that_do_not_fit(
+    world: World, capsys: pytest.CaptureFixture[str], option: str, value: str, words: str
+) -> None:
     args = issue_args(world, "--png", str(world.dir / "x.png"))
-    args[args.index("--zone") + 1] = "a-zone-name-that-is-too-long"
+    args[args.index(option) + 1] = value
     assert gatectl(args) == 1
-    err = capsys.readouterr().err
-    assert err.startswith("GateError: --zone") and err.count("\n") == 1
+    captured = capsys.readouterr()
+    assert captured.err == f"GateError: {words}\n"
+    assert captured.out == ""
     assert not (world.dir / "x.png").exists()
+
+
+def test_issue_refuses_a_window_that_is_never_open(world: World, capsys: pytest.CaptureFixture[str]) -> None:
+    png = world.dir / "never.png"
+    args = issue_args(
+        world,
+        "--valid-from",
+        "2026-11-21T20:00:00Z",
+        "--valid-until",
+        "2026-11-21T19:00:00Z",
+        "--png",
+        str(png),
+    )
+    assert gatectl(args) == 1
+    captured = capsys.readouterr()
+    assert captured.err.startswith("GateError: --valid-from is later than --valid-until")
+    assert captured.err.count("\n") == 1
+    assert captured.out == ""
+    assert not png.exists()
+    # A window of a single second is still a window.
+    same = issue_args(world, "--valid-from", "2026-11-21T19:00:00Z", "--valid-until", "2026-11-21T19:00:00Z")
+    assert gatectl(same) == 0
+    payload = capsys.readouterr().out.strip()
+    assert evaluate(payload, world.manifest, Checkpoint(zone="floor"), SAT_START).reason is Reason.OK
+    assert (
+        evaluate(payload, world.manifest, Checkpoint(zone="floor"), SAT_START + 1).reason is Reason.TOO_LATE
+    )
+
+
+def test_issue_prints_no_payload_when_the_image_cannot_be_written(
+    world: World, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """A script that pipes stdout must not get a payload whose QR image was never made."""
+    target = world.dir / "no-such-dir" / "x.png"
+    assert gatectl(issue_args(world, "--png", str(target))) == 1
+    captured = capsys.readouterr()
+    assert captured.out == ""
+    assert captured.err.startswith(f"GateError: cannot write {target}")
+    assert captured.err.count("\n") == 1
+    assert not target.parent.exists()
+    # The same in a real process, with an absolute path whose folder does not exist.
+    assert not Path("/nonexistent-dir").exists()
+    done = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "gate_daemon.cli.gatectl",
+            *issue_args(world, "--png", "/nonexistent-dir/x.png"),
+        ],
+        capture_output=True,
+        text=True,
+        check=False,
+        timeout=60,
+    )
+    assert done.returncode == 1
+    assert done.stdout == ""
+    assert done.stderr.startswith("GateError: cannot write /nonexistent-dir/x.png")
 
 
 def test_issue_warns_about_long_payloads(world: World, capsys: pytest.CaptureFixture[str]) -> None:

@@ -9,13 +9,16 @@ import pytest
 from gate_daemon.core.decision import Checkpoint, Reason, evaluate
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.tokens import (
+    REENTRY,
     SIGNED_PREFIX,
     OpaqueCode,
     PayloadError,
+    PayloadFormat,
     SignedTicket,
     TicketClaims,
     encode_signed,
     event_tag,
+    parse_entries,
     parse_payload,
 )
 from tests.support import EVENT_ID, QR_ALPHANUMERIC, SAT_END, SAT_OPENS, SAT_START, World
@@ -215,7 +218,7 @@ def test_ticket_from_a_key_the_event_does_not_list(shared_world: World) -> None:
     payload = shared_world.sign("T-0001", key=stranger)
     decision = evaluate(payload, shared_world.manifest, Checkpoint(), SAT_START)
     assert decision.reason is Reason.UNKNOWN_KEY
-    assert decision.format == "signed"
+    assert decision.format is PayloadFormat.SIGNED
 
 
 def test_ticket_for_another_event(shared_world: World) -> None:
@@ -247,3 +250,43 @@ def test_only_the_canonical_base32_spelling_is_accepted(shared_world: World) -> 
     assert padded != payload
     with pytest.raises(PayloadError):
         parse_payload(padded)
+
+
+# ------------------------------------------------------------------ entry policies and formats
+
+
+@pytest.mark.parametrize(
+    ("text", "value"),
+    [
+        ("1", 1),
+        ("3", 3),
+        ("255", 255),
+        ("007", 7),
+        (" 3 ", 3),
+        ("reentry", REENTRY),
+        ("REENTRY", REENTRY),
+        ("ReEntry", REENTRY),
+        ("", 1),  # the default
+        ("  ", 1),
+        ("0", None),
+        ("256", None),
+        ("-1", None),
+        ("+1", None),
+        ("1.0", None),
+        ("many", None),
+        ("re-entry", None),
+        ("\u00b2", None),  # isdigit() but not a digit int() reads
+        ("\u0663", None),  # an Arabic-Indic three: int() reads it, the policy does not
+        ("1 0", None),
+    ],
+)
+def test_parse_entries(text: str, value: int | None) -> None:
+    assert parse_entries(text) == value
+    assert REENTRY == 0
+
+
+def test_payload_format_is_a_str_enum() -> None:
+    assert [f.value for f in PayloadFormat] == ["signed", "reference", "legacy"]
+    assert isinstance(PayloadFormat.SIGNED, str)
+    assert PayloadFormat("legacy") is PayloadFormat.LEGACY
+    assert f"{PayloadFormat.REFERENCE}" == "reference"

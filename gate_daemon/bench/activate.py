@@ -1,7 +1,7 @@
 """Verify, activate and search one manifest in a fresh process, so its peak RSS is its own.
 
-Run by ``gatectl bench core`` as ``python -m gate_daemon.bench.activate FILE PUB COUNT ROUNDS``;
-prints one JSON object.
+Run by ``gatectl bench core`` as ``python -m gate_daemon.bench.activate FILE PUB COUNT ROUNDS``,
+or ``... activate apply BASE DELTA PUB`` to time applying a delta; prints one JSON object.
 """
 
 from __future__ import annotations
@@ -15,8 +15,9 @@ from pathlib import Path
 
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.stats import summary_us
+from gate_daemon.core.manifest import open_manifest
 from gate_daemon.provision.keyfiles import read_public
-from gate_daemon.store.manifest_file import read_manifest
+from gate_daemon.store.manifest_file import apply_delta_file, read_manifest
 
 
 def _peak_rss_mb() -> float:
@@ -34,8 +35,29 @@ def _peak_rss_mb() -> float:
     return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
 
 
+def apply(argv: list[str]) -> int:
+    """Verify the base, apply the delta to it and verify the result: what a gate does."""
+    base_path, delta_path, pub = Path(argv[0]), Path(argv[1]), Path(argv[2])
+    key = read_public(pub)
+    started = time.perf_counter()
+    base = read_manifest(base_path, [key])
+    result = open_manifest(apply_delta_file(base, delta_path, [key]), [key])
+    print(
+        json.dumps(
+            {
+                "apply_s": round(time.perf_counter() - started, 3),
+                "rss_peak_mb": _peak_rss_mb(),
+                "version": result.version,
+            }
+        )
+    )
+    return 0
+
+
 def main(argv: list[str]) -> int:
     """Measure and print."""
+    if argv[:1] == ["apply"]:
+        return apply(argv[1:])
     path, pub, count, rounds = Path(argv[0]), Path(argv[1]), int(argv[2]), int(argv[3])
     key = read_public(pub)
     baseline_mb = _peak_rss_mb()
@@ -46,13 +68,13 @@ def main(argv: list[str]) -> int:
     results: dict[str, object] = {"activate_s": round(activate_s, 3)}
     for name, find in (
         ("ticket_id", lambda i: manifest.find_ticket(fixtures.ticket_id(i))),
-        ("reference", lambda i: manifest.find_code(fixtures.code(i))),
-        ("legacy", lambda i: manifest.find_code(fixtures.legacy(i))),
+        ("reference", lambda i: manifest.find_code(fixtures.code(i - i % 2))),
+        ("legacy", lambda i: manifest.find_code(fixtures.legacy(i | 1))),
         ("miss", lambda i: manifest.find_code(f"NOPE{i:020d}")),
     ):
         samples = []
         for _ in range(rounds):
-            i = picks.randrange(count)
+            i = picks.randrange(count - 1)
             t0 = time.perf_counter_ns()
             found = find(i)
             samples.append(time.perf_counter_ns() - t0)

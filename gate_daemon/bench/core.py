@@ -7,6 +7,7 @@ docs/PERFORMANCE.md. Activation runs in a fresh process so its peak RSS is its o
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import platform
@@ -15,12 +16,13 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.stats import summary_us
 from gate_daemon.core.decision import Checkpoint, Outcome, evaluate
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import open_manifest
+from gate_daemon.core.manifest import Status, open_manifest
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.errors import GateError
 from gate_daemon.provision.build import build_manifest
@@ -40,9 +42,14 @@ def run(args: argparse.Namespace) -> int:
     try:
         sizes = [int(s) for s in args.sizes.split(",") if s]
     except ValueError:
-        raise GateError(f"--sizes takes comma-separated ticket counts, got {args.sizes!r}") from None
+        sizes = []
+    if not sizes or min(sizes) < 100 or max(sizes) > 10_000_000:
+        raise GateError(f"--sizes takes comma-separated ticket counts of 100 to 10000000, got {args.sizes!r}")
     if args.workdir is not None:
-        args.workdir.mkdir(parents=True, exist_ok=True)
+        try:
+            args.workdir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GateError(f"--workdir {args.workdir}: {exc.strerror}") from None
         return _run(args.workdir, sizes, args.rounds)
     with tempfile.TemporaryDirectory(prefix="gate-bench-") as tmp:
         return _run(Path(tmp), sizes, args.rounds)
@@ -72,24 +79,19 @@ def _run(work: Path, sizes: list[int], rounds: int) -> int:
         out = work / f"manifest-{size}.gdm"
         out.write_bytes(data)
         build_s = time.perf_counter() - started
-        del tickets, data
-        proc = subprocess.run(
-            [
-                sys.executable,
-                "-m",
-                "gate_daemon.bench.activate",
-                str(out),
-                str(work / "signer.pub"),
-                str(size),
-                str(rounds),
-            ],
-            capture_output=True,
-            text=True,
-            check=False,
-        )
-        if proc.returncode != 0:
-            raise GateError(f"activation run failed: {proc.stderr.strip()[-500:]}")
-        got = json.loads(proc.stdout)
+        # Version 2 cancels 1% of the tickets: the delta a gate would download.
+        changed = [
+            dataclasses.replace(t, status=Status.CANCELED) if n % 100 == 0 else t
+            for n, t in enumerate(tickets)
+        ]
+        base = open_manifest(data, [signer.public])
+        delta_path = work / f"delta-{size}.gdm"
+        delta_path.write_bytes(build_manifest(event, changed, signer, version=2, issued_at=now, base=base))
+        base.release()
+        del tickets, changed, data, base
+        pub = str(work / "signer.pub")
+        got = _child([str(out), pub, str(size), str(rounds)])
+        applied = _child(["apply", str(out), str(delta_path), pub])
         label = f"{size:,} tickets"
         mb = out.stat().st_size / 2**20
         rows.append(
@@ -109,6 +111,14 @@ def _run(work: Path, sizes: list[int], rounds: int) -> int:
                 f"<= {BUDGETS['rss_peak_mb']:.0f} MB",
             )
         )
+        delta_mb = delta_path.stat().st_size / 2**20
+        rows.append(
+            (
+                f"{label}: apply a 1% delta ({delta_mb:.1f} MB), verify the result",
+                f"{applied['apply_s']:.2f} s, peak RSS {applied['rss_peak_mb']} MB",
+                "",
+            )
+        )
         for kind in ("ticket_id", "reference", "legacy", "miss"):
             rows.append(
                 (
@@ -126,6 +136,21 @@ def _run(work: Path, sizes: list[int], rounds: int) -> int:
     for measure, result, budget in rows:
         print(f"| {measure} | {result} | {budget} |")
     return 0
+
+
+def _child(argv: list[str]) -> dict[str, Any]:
+    """Run the measuring process, so that its peak RSS is its own."""
+    proc = subprocess.run(
+        [sys.executable, "-m", "gate_daemon.bench.activate", *argv],
+        capture_output=True,
+        text=True,
+        check=False,
+    )
+    if proc.returncode != 0:
+        last = (proc.stderr.strip().splitlines() or ["no output"])[-1]
+        raise GateError(f"benchmark process failed: {last}")
+    result: dict[str, Any] = json.loads(proc.stdout)
+    return result
 
 
 def _us(figures: dict[str, float]) -> str:
@@ -149,9 +174,9 @@ def _bench_decide(
         )
         for i in range(min(rounds, 2000))
     ]
-    # Tickets 1, 4, 7, ... are in the open session ("sat") and completed or a status
-    # that denies; either way the full path runs. Keep the allowed ones to time.
-    codes = [fixtures.code(i) for i in range(1, 10_000, 3) if i % 20 < 16][:2000]
+    # Tickets 4, 10, 16, ... have a code and are in the open session ("sat"); of those,
+    # keep the completed ones so that every timed decision runs the full path to allow.
+    codes = [fixtures.code(i) for i in range(4, 10_000, 6) if i % 20 < 16][:2000]
     where = Checkpoint(zone="floor")
     results: dict[str, dict[str, float]] = {}
     per_second = 0.0

@@ -19,6 +19,11 @@ def ticket_id(i: int) -> str:
     return f"T-{i:08d}"
 
 
+def has_code(i: int) -> bool:
+    """Even tickets carry a reference code; odd ones open by their order-seat text."""
+    return i % 2 == 0
+
+
 def code(i: int) -> str:
     """The reference code of synthetic ticket ``i`` (128 bits, upper-case hex)."""
     return hashlib.sha256(f"bench-code-{i}".encode()).hexdigest()[:32].upper()
@@ -62,5 +67,5 @@ def write_tickets(path: Path, count: int) -> None:
             order, seat = legacy(i).split("-")
             out.write(
                 f"{ticket_id(i)},{order},{seat},{STATUSES[i % len(STATUSES)]},{SESSIONS[i % 3]},"
-                f"{ZONES[i % 3]},{1 + (i % 7 == 0)},{code(i)}\n"
+                f"{ZONES[i % 3]},{1 + (i % 7 == 0)},{code(i) if has_code(i) else ''}\n"
             )

@@ -8,8 +8,11 @@ Exit status: 0 success (and ``allow`` for ``decide``), 1 an error (printed as on
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
+import os
 import sys
+import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -26,9 +29,9 @@ from gate_daemon.core.manifest import (
     peek_header,
 )
 from gate_daemon.core.times import TimeFormatError, format_instant, parse_instant
-from gate_daemon.core.tokens import MAX_LABEL, REENTRY, TicketClaims, encode_signed, event_tag
+from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag, parse_entries
 from gate_daemon.errors import GateError, ManifestRefused
-from gate_daemon.provision.build import build_manifest
+from gate_daemon.provision.build import MAX_VERSION, build_manifest
 from gate_daemon.provision.event import load_event
 from gate_daemon.provision.keyfiles import read_public, read_secret, write_keypair
 from gate_daemon.provision.qrimage import write_qr
@@ -50,11 +53,27 @@ def _instant(text: str) -> int:
 
 
 def _entries(text: str) -> int:
-    if text.lower() == "reentry":
-        return REENTRY
-    if text.isdigit() and 1 <= int(text) <= 255:
-        return int(text)
-    raise argparse.ArgumentTypeError(f"{text!r} must be 1..255 or 'reentry'")
+    value = parse_entries(text)
+    if value is None:
+        raise argparse.ArgumentTypeError(f"{text!r} must be 1..255 or 'reentry'")
+    return value
+
+
+def _positive(text: str) -> int:
+    if not text.isascii() or not text.isdigit() or int(text) < 1:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number of at least 1")
+    return int(text)
+
+
+def _min_version(text: str) -> int:
+    return 0 if text == "0" else _version(text)
+
+
+def _version(text: str) -> int:
+    value = _positive(text)
+    if value > MAX_VERSION:
+        raise argparse.ArgumentTypeError(f"{text} is larger than {MAX_VERSION}")
+    return value
 
 
 def _publics(paths: Sequence[Path]) -> list[PublicKey]:
@@ -66,6 +85,8 @@ def _publics(paths: Sequence[Path]) -> list[PublicKey]:
 
 def cmd_keygen(args: argparse.Namespace) -> int:
     """Write NAME.key (0600) and NAME.pub and print the key id."""
+    if not args.name or "/" in args.name or args.name.startswith(".") or not args.name.isprintable():
+        raise GateError(f"key name {args.name!r} must be a plain file name (no '/', not starting with '.')")
     stem = Path(args.dir) / args.name
     secret, public, key = write_keypair(stem, overwrite=args.force)
     print(f"key id {key.public.kid}")
@@ -88,21 +109,46 @@ def cmd_manifest_build(args: argparse.Namespace) -> int:
         event, tickets, key, version=args.version, issued_at=issued, expires_at=args.expires, base=base
     )
     _write_atomic(args.output, data)
+    _, header = peek_header(data)
     kind = f"delta {base.version} -> {args.version}" if base else f"version {args.version}"
     print(
-        f"wrote {args.output}: {event.event_id} {kind}, {len(tickets)} tickets, {len(data)} bytes, "
-        f"signed by {key.public.kid}"
+        f"wrote {args.output}: {event.event_id} {kind}, {header.tickets} tickets, {len(data)} bytes, "
+        f"signed by {key.public.kid}, expires {format_instant(header.expires_at)}"
     )
+    kept = header.raw.get("delta", {}).get("kept_canceled", 0)
+    if kept:
+        print(
+            f"note: {kept} tickets of version {base.version if base else '?'} are not in {args.tickets}; "
+            "they stay in the manifest as canceled",
+            file=sys.stderr,
+        )
     return 0
 
 
 def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
+    """Write beside ``path``, flush to disk, then rename over it: readers see old or new, whole."""
+    folder = path.parent
     try:
-        tmp.write_bytes(data)
-        tmp.replace(path)
+        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
     except OSError as exc:
+        raise GateError(f"cannot write in {folder}: {exc.strerror}") from None
+    try:
+        with os.fdopen(fd, "wb") as out:
+            out.write(data)
+            os.fchmod(out.fileno(), 0o644)  # mkstemp makes 0600; manifests are public
+            out.flush()
+            os.fsync(out.fileno())
+        Path(tmp).replace(path)
+    except OSError as exc:
+        Path(tmp).unlink(missing_ok=True)
         raise GateError(f"cannot write {path}: {exc.strerror}") from None
+    # Make the rename itself durable; the file is already in place if this fails.
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(folder, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
 
 
 def _load_verified(path: Path, trusted: list[PublicKey], base_path: Path | None) -> Manifest:
@@ -119,8 +165,7 @@ def cmd_manifest_verify(args: argparse.Namespace) -> int:
     manifest = _load_verified(args.file, trusted, args.base)
     now = args.at if args.at is not None else time.time()
     check_fresh(manifest, now)
-    if args.min_version is not None:
-        check_successor(manifest, args.min_version)
+    check_successor(manifest, args.min_version)
     h = manifest.header
     print(
         f"ok: {h.event_id} version {h.version}, {h.tickets} tickets, signed by {h.signer}, "
@@ -143,7 +188,7 @@ def cmd_manifest_show(args: argparse.Namespace) -> int:
         kind, header = peek_header(data)
         verdict = "NOT CHECKED (pass --pub KEY to verify)"
     if args.json:
-        print(json.dumps(header.raw, indent=2, sort_keys=True))
+        print(json.dumps({"verified": bool(args.pub), "header": header.raw}, indent=2, sort_keys=True))
         return 0
     _print_header(header, kind, verdict)
     return 0
@@ -182,16 +227,16 @@ def cmd_manifest_apply(args: argparse.Namespace) -> int:
     base = read_manifest(args.base, trusted)
     data = apply_delta_file(base, args.delta, trusted)
     _write_atomic(args.output, data)
-    print(f"wrote {args.output}: version {peek_header(data)[1].version}")
+    header = peek_header(data)[1]
+    print(f"wrote {args.output}: version {header.version}, expires {format_instant(header.expires_at)}")
     return 0
 
 
 def cmd_ticket_issue(args: argparse.Namespace) -> int:
     """Sign a ticket, print its payload and write its QR image."""
     key = read_secret(args.key)
-    for label, value in (("--session", args.session), ("--zone", args.zone)):
-        if value and len(value.encode()) > MAX_LABEL:
-            raise GateError(f"{label} {value!r} is longer than {MAX_LABEL} bytes")
+    if args.valid_from is not None and args.valid_until is not None and args.valid_from > args.valid_until:
+        raise GateError("--valid-from is later than --valid-until: the ticket would never be valid")
     claims = TicketClaims(
         ticket_id=args.ticket_id,
         event_tag=event_tag(args.event),
@@ -205,13 +250,14 @@ def cmd_ticket_issue(args: argparse.Namespace) -> int:
         payload = encode_signed(claims, key)
     except ValueError as exc:
         raise GateError(str(exc)) from None
-    print(payload)
-    if len(payload) > COMFORTABLE_PAYLOAD:
-        print(f"note: payload is {len(payload)} characters; shorter ids keep the QR small", file=sys.stderr)
+    # The image first: a failed write must not leave a payload on stdout.
     for path in (args.png, args.svg):
         if path is not None:
             mode = write_qr(payload, path)
             print(f"wrote {path} (QR {mode} mode)", file=sys.stderr)
+    if len(payload) > COMFORTABLE_PAYLOAD:
+        print(f"note: payload is {len(payload)} characters; shorter ids keep the QR small", file=sys.stderr)
+    print(payload)
     return 0
 
 
@@ -219,8 +265,12 @@ def cmd_decide(args: argparse.Namespace) -> int:
     """Print the decision a gate would make for a payload; records nothing."""
     payload = sys.stdin.readline().rstrip("\r\n") if args.payload == "-" else args.payload
     manifest = _load_verified(args.manifest, _publics(args.pub), args.base)
+    where = Checkpoint(zone=args.zone, session=args.session)
+    problems = where.problems(manifest)
+    if problems:
+        raise GateError("; ".join(problems))
     now = args.at if args.at is not None else time.time()
-    decision = evaluate(payload, manifest, Checkpoint(zone=args.zone, session=args.session), now)
+    decision = evaluate(payload, manifest, where, now)
     print(json.dumps(decision.as_dict(), ensure_ascii=False))
     return EXIT_CODES[decision.outcome]
 
@@ -254,7 +304,7 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--event", type=Path, required=True, help="event.toml")
     p.add_argument("--tickets", type=Path, required=True, help="tickets.csv")
     p.add_argument("--key", type=Path, required=True, help="signing key (.key)")
-    p.add_argument("--version", type=int, required=True, help="manifest version (only ever grows)")
+    p.add_argument("--version", type=_version, required=True, help="manifest version (only ever grows)")
     p.add_argument(
         "--expires", type=_instant, help="expiry, RFC 3339 (default: a day after the last session)"
     )
@@ -283,7 +333,12 @@ def parser() -> argparse.ArgumentParser:
     p = msub.add_parser("verify", help="exit 0 only for a valid, unexpired manifest from a trusted key")
     p.add_argument("file", type=Path)
     manifest_inputs(p, pub_required=True)
-    p.add_argument("--min-version", type=int, help="refuse versions below this (the last one accepted)")
+    p.add_argument(
+        "--min-version",
+        type=_min_version,
+        default=0,
+        help="refuse versions below this (the last one accepted)",
+    )
     p.add_argument("--at", type=_instant, help="check expiry at this time instead of now")
     p.set_defaults(func=cmd_manifest_verify)
 
@@ -328,7 +383,7 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure the gate's budgets")
     p.add_argument("suite", choices=["core"])
     p.add_argument("--sizes", default="100000,1000000", help="manifest sizes to measure (comma separated)")
-    p.add_argument("--rounds", type=int, default=20000, help="decisions and lookups to time")
+    p.add_argument("--rounds", type=_positive, default=20000, help="decisions and lookups to time")
     p.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp dir)")
     p.set_defaults(func=cmd_bench)
     return top

@@ -29,7 +29,7 @@ from typing import Any
 
 from gate_daemon.core.manifest import Manifest, Session, Status, TicketEntry
 from gate_daemon.core.times import format_instant, format_span
-from gate_daemon.core.tokens import REENTRY, OpaqueCode, PayloadError, parse_payload
+from gate_daemon.core.tokens import REENTRY, OpaqueCode, PayloadError, PayloadFormat, parse_payload
 
 
 class Outcome(StrEnum):
@@ -90,6 +90,19 @@ class Checkpoint:
     zone: str | None = None
     session: str | None = None
 
+    def problems(self, manifest: Manifest) -> list[str]:
+        """What about this checkpoint the manifest does not know (a typo'd zone or session)."""
+        out = []
+        if self.zone and self.zone not in manifest.zones:
+            known = ", ".join(manifest.zones) or "none"
+            out.append(f"zone {self.zone!r} is not a zone of event {manifest.event_id} (zones: {known})")
+        if self.session and self.session not in manifest.sessions:
+            known = ", ".join(manifest.sessions) or "none"
+            out.append(
+                f"session {self.session!r} is not a session of event {manifest.event_id} (sessions: {known})"
+            )
+        return out
+
 
 @dataclass(frozen=True, slots=True)
 class LedgerFacts:
@@ -106,7 +119,7 @@ class Ticket:
     """A ticket identified from a payload: the facts the decision weighs."""
 
     ticket_id: str
-    format: str
+    format: PayloadFormat
     status: Status
     session: str
     zone: str
@@ -122,7 +135,7 @@ class Decision:
     reason: Reason
     message: str
     ticket_id: str | None = None
-    format: str | None = None
+    format: PayloadFormat | None = None
     session: str | None = None
     zone: str | None = None
     opens_at: int | None = None
@@ -196,24 +209,29 @@ def identify(payload: str, manifest: Manifest | None, now: float) -> Ticket | De
         return _deny(
             Reason.UNKNOWN_KEY,
             "Ticket is signed by a key this event does not accept",
-            format="signed",
+            format=PayloadFormat.SIGNED,
         )
     if not any(token.verify(k) for k in keys):
         return _deny(
-            Reason.BAD_SIGNATURE, "Ticket signature is not valid (forged or damaged code)", format="signed"
+            Reason.BAD_SIGNATURE,
+            "Ticket signature is not valid (forged or damaged code)",
+            format=PayloadFormat.SIGNED,
         )
     if claims.event_tag != manifest.event_tag:
         return _deny(
-            Reason.WRONG_EVENT, "Ticket is for another event", ticket_id=claims.ticket_id, format="signed"
+            Reason.WRONG_EVENT,
+            "Ticket is for another event",
+            ticket_id=claims.ticket_id,
+            format=PayloadFormat.SIGNED,
         )
     listed_entry = manifest.find_ticket(claims.ticket_id)
     if listed_entry is not None:
         # The manifest is the fresher word on a ticket it lists (a cancellation, a zone
         # upgrade); the signed validity window always applies.
-        listed = _from_entry(listed_entry, "signed")
+        listed = _from_entry(listed_entry, PayloadFormat.SIGNED)
         return Ticket(
             ticket_id=listed.ticket_id,
-            format="signed",
+            format=PayloadFormat.SIGNED,
             status=listed.status,
             session=listed.session,
             zone=listed.zone,
@@ -223,7 +241,7 @@ def identify(payload: str, manifest: Manifest | None, now: float) -> Ticket | De
         )
     return Ticket(
         ticket_id=claims.ticket_id,
-        format="signed",
+        format=PayloadFormat.SIGNED,
         status=Status.COMPLETED,
         session=claims.session,
         zone=claims.zone,
@@ -233,7 +251,7 @@ def identify(payload: str, manifest: Manifest | None, now: float) -> Ticket | De
     )
 
 
-def _from_entry(entry: TicketEntry, fmt: str) -> Ticket:
+def _from_entry(entry: TicketEntry, fmt: PayloadFormat) -> Ticket:
     return Ticket(
         ticket_id=entry.ticket_id,
         format=fmt,
@@ -291,8 +309,10 @@ def _session_check(
             f"Ticket is for session {ticket.session}, which this event does not have",
             ticket,
         )
-    if where.session and ticket.session != where.session:
-        return _wrong_session(ticket, own, now)
+    if where.session:
+        # A pinned gate serves its own session's tickets, open or not (then the time
+        # window says too early or too late), and no other session's.
+        return own if ticket.session == where.session else _wrong_session(ticket, own, now)
     if not own.is_open(now) and any(s.is_open(now) for s in manifest.sessions.values()):
         return _wrong_session(ticket, own, now)
     return own
@@ -379,7 +399,12 @@ def evaluate(
     now: float,
     facts: LedgerFacts | None = None,
 ) -> Decision:
-    """Identify and decide in one call, with the ledger facts already known."""
+    """Identify and decide in one call, with the ledger facts already known.
+
+    Raises nothing for any payload. Only a manifest whose signed body is itself corrupt
+    (a faulty signer) raises ``ManifestRefused('malformed')``: the gate treats that as
+    having no valid manifest.
+    """
     found = identify(payload, manifest, now)
     if isinstance(found, Decision):
         return found

@@ -47,7 +47,7 @@ from typing import Any
 
 from gate_daemon.core.keys import SIGNATURE_SIZE, PublicKey, SecretKey
 from gate_daemon.core.times import format_instant
-from gate_daemon.core.tokens import MAX_TICKET_ID, code_hash, event_tag
+from gate_daemon.core.tokens import MAX_TICKET_ID, PayloadFormat, code_hash, event_tag
 from gate_daemon.errors import ManifestRefused
 
 MAGIC = b"GDMANIF1"
@@ -128,8 +128,14 @@ class TicketEntry:
 
     @property
     def legacy_text(self) -> str | None:
-        """The ``ORDER-SEAT`` payload that names this ticket, if it has both parts."""
-        return f"{self.order_id}-{self.seat}" if self.order_id and self.seat else None
+        """The ``ORDER-SEAT`` payload that names this ticket, if it has one.
+
+        A ticket with a reference code has none: its guessable order and seat must not
+        open a gate that its secret code would.
+        """
+        if self.code_hash is None and self.order_id and self.seat:
+            return f"{self.order_id}-{self.seat}"
+        return None
 
 
 @dataclass(frozen=True, slots=True)
@@ -148,6 +154,7 @@ class Header:
     ticket_keys: tuple[PublicKey, ...]
     gates: tuple[RosterGate, ...]
     revoked: frozenset[str]
+    legacy_codes: bool
     body_sha256: str
     body_size: int
     tickets: int
@@ -277,9 +284,21 @@ class Body:
         }
 
 
-def encode_body(entries: Iterable[TicketEntry], sessions: Sequence[str], zones: Sequence[str]) -> Body:
-    """Encode tickets (any order, unique ids) as a searchable body; deterministic."""
-    ordered = sorted(entries, key=lambda e: e.ticket_id.encode())
+def encode_body(
+    entries: Iterable[TicketEntry],
+    sessions: Sequence[str],
+    zones: Sequence[str],
+    *,
+    legacy_codes: bool,
+    presorted: bool = False,
+) -> Body:
+    """Encode tickets (unique ids) as a searchable body; deterministic.
+
+    ``legacy_codes`` off leaves the ``ORDER-SEAT`` index empty: no ticket opens by it.
+    ``presorted`` streams ``entries`` as given (they must come in ticket-id byte order,
+    else ``ValueError``) instead of holding them all to sort them first.
+    """
+    ordered = entries if presorted else sorted(entries, key=lambda e: e.ticket_id.encode())
     session_index = {s: i for i, s in enumerate(sessions)}
     zone_index = {z: i for i, z in enumerate(zones)}
     offsets = bytearray()
@@ -287,21 +306,32 @@ def encode_body(entries: Iterable[TicketEntry], sessions: Sequence[str], zones: 
     by_ticket: list[int] = []
     by_code: list[int] = []
     by_legacy: list[int] = []
+    previous = b""
+    number = -1
     for number, entry in enumerate(ordered):
+        tid = entry.ticket_id.encode()
+        if tid <= previous and number:
+            raise ValueError(f"ticket {entry.ticket_id!r} is out of order or repeated")
+        previous = tid
         offsets += _U32.pack(len(blob))
         blob += encode_record(entry, session_index, zone_index)
         by_ticket.append(ticket_key(entry.ticket_id) << 32 | number)
         if entry.code_hash is not None:
             by_code.append(_code_key(entry.code_hash) << 32 | number)
-        legacy = entry.legacy_text
+        legacy = entry.legacy_text if legacy_codes else None
         if legacy is not None:
             by_legacy.append(legacy_key(legacy) << 32 | number)
     if len(blob) >= 2**32:
         raise ValueError("manifest body exceeds 4 GiB")
-    head = bytes(offsets) + b"\0" * _pad8(len(offsets))
+    offsets += b"\0" * _pad8(len(offsets))
     blob += b"\0" * _pad8(len(blob))
-    data = head + bytes(blob) + _index(by_ticket) + _index(by_code) + _index(by_legacy)
-    return Body(data, len(ordered), len(by_code), len(by_legacy), len(blob))
+    counts = (number + 1, len(by_code), len(by_legacy), len(blob))
+    offsets += blob
+    del blob
+    for index in (by_ticket, by_code, by_legacy):
+        offsets += _index(index)
+        index.clear()
+    return Body(bytes(offsets), *counts)
 
 
 # ---------------------------------------------------------------- container
@@ -433,6 +463,7 @@ def _header(doc: dict[str, Any]) -> Header:
         ticket_keys=ticket_keys,
         gates=tuple(RosterGate(str(g["id"]), PublicKey.parse(g["pub"])) for g in doc["gates"]),
         revoked=frozenset(str(r) for r in doc["revoked"]),
+        legacy_codes=_bool(doc["legacy_codes"]),
         body_sha256=str(body["sha256"]),
         body_size=_int(body["size"]),
         tickets=_int(body["tickets"]),
@@ -445,6 +476,12 @@ def _header(doc: dict[str, Any]) -> Header:
         changes_sha256=str(delta["changes_sha256"]) if delta else None,
         changes_size=_int(delta["changes_size"]) if delta else None,
     )
+
+
+def _bool(value: object) -> bool:
+    if not isinstance(value, bool):
+        raise ValueError(f"expected true or false, got {value!r}")
+    return value
 
 
 def _int(value: object) -> int:
@@ -511,7 +548,11 @@ class Manifest:
         return self.header.tickets
 
     def _record(self, number: int) -> TicketEntry:
-        entry, _ = decode_record(self._blob, self._offsets[number], self._session_ids, self._zone_ids)
+        try:
+            entry, _ = decode_record(self._blob, self._offsets[number], self._session_ids, self._zone_ids)
+        except (IndexError, struct.error, UnicodeDecodeError, ValueError):
+            # Only a faulty (but trusted) signer can produce this; name it, never crash.
+            raise ManifestRefused("malformed", f"record {number} of the signed body is corrupt") from None
         return entry
 
     def _search(self, index: tuple[memoryview, memoryview], key: int) -> Iterator[TicketEntry]:
@@ -530,7 +571,7 @@ class Manifest:
                 return entry
         return None
 
-    def find_code(self, text: str) -> tuple[TicketEntry, str] | None:
+    def find_code(self, text: str) -> tuple[TicketEntry, PayloadFormat] | None:
         """Resolve an opaque payload as a reference code, then as a legacy ``ORDER-SEAT`` text.
 
         Returns the entry and the format that matched (``reference`` or ``legacy``).
@@ -538,18 +579,16 @@ class Manifest:
         digest = code_hash(self.event_id, text)
         for entry in self._search(self._codes, _code_key(digest)):
             if entry.code_hash == digest:
-                return entry, "reference"
+                return entry, PayloadFormat.REFERENCE
         for entry in self._search(self._legacy, legacy_key(text)):
             if entry.legacy_text == text:
-                return entry, "legacy"
+                return entry, PayloadFormat.LEGACY
         return None
 
     def entries(self) -> Iterator[TicketEntry]:
         """Every ticket, in ticket-id order."""
-        pos = 0
-        for _ in range(self.header.tickets):
-            entry, pos = decode_record(self._blob, pos, self._session_ids, self._zone_ids)
-            yield entry
+        for number in range(self.header.tickets):
+            yield self._record(number)
 
     def release(self) -> None:
         """Let go of the views into the underlying buffer (so an mmap can be closed)."""
@@ -602,64 +641,20 @@ def check_successor(candidate: Manifest | Header, version: int, body_sha256: str
         raise ManifestRefused("rollback", f"version {version} reused for different content")
 
 
-# ---------------------------------------------------------------- deltas
+def accept_manifest(
+    data: bytes | memoryview | Any,
+    trusted: Sequence[PublicKey],
+    *,
+    now: float,
+    last_version: int = 0,
+    last_sha256: str | None = None,
+) -> Manifest:
+    """Everything a gate checks before it activates a manifest, in one call.
 
-
-def encode_changes(removed: Iterable[str], upserts: Iterable[TicketEntry], header: dict[str, Any]) -> bytes:
-    """The payload of a delta: removed ticket ids, then new or changed records."""
-    session_index = {s["id"]: i for i, s in enumerate(header["sessions"])}
-    zone_index = {z["id"]: i for i, z in enumerate(header["zones"])}
-    gone = sorted(removed)
-    new = sorted(upserts, key=lambda e: e.ticket_id)
-    out = bytearray(_U32.pack(len(gone)))
-    for tid in gone:
-        out += _short(tid)
-    out += _U32.pack(len(new))
-    for entry in new:
-        out += encode_record(entry, session_index, zone_index)
-    return bytes(out)
-
-
-def apply_delta(base: Manifest, data: bytes | memoryview | Any, trusted: Sequence[PublicKey]) -> bytes:
-    """Verify a delta against ``base`` and return the full manifest file it produces.
-
-    The result's body digest is checked against the delta's signed header, so the
-    returned file verifies on its own with ``open_manifest``.
+    Signature and digests (``open_manifest``), expiry at ``now``, and succession: the
+    version must not be older than ``last_version``, nor the same with other content.
     """
-    delta = open_envelope(data, trusted)
-    h = delta.header
-    if delta.kind != DELTA:
-        raise ManifestRefused("malformed", "this is a full manifest, not a delta")
-    if h.event_id != base.event_id:
-        raise ManifestRefused("wrong_base", f"delta is for event {h.event_id}, base is {base.event_id}")
-    if h.base_version != base.version or h.base_sha256 != base.body_sha256:
-        raise ManifestRefused(
-            "wrong_base",
-            f"delta applies to version {h.base_version}, the current one is version {base.version}",
-        )
-    check_successor(h, base.version + 1)
-    tickets = {e.ticket_id: e for e in base.entries()}
-    sessions = [s.id for s in h.sessions]
-    zones = [z.id for z in h.zones]
-    view = delta.payload
-    try:
-        pos = 0
-        (gone,) = _U32.unpack_from(view, pos)
-        pos += 4
-        for _ in range(gone):
-            size = view[pos]
-            tickets.pop(bytes(view[pos + 1 : pos + 1 + size]).decode(), None)
-            pos += 1 + size
-        (new,) = _U32.unpack_from(view, pos)
-        pos += 4
-        for _ in range(new):
-            entry, pos = decode_record(view, pos, sessions, zones)
-            tickets[entry.ticket_id] = entry
-    except (struct.error, IndexError, UnicodeDecodeError, ValueError) as exc:
-        raise ManifestRefused("malformed", f"delta changes cannot be read: {exc}") from None
-    if pos != len(view):
-        raise ManifestRefused("malformed", "delta changes have trailing bytes")
-    body = encode_body(tickets.values(), sessions, zones)
-    if body.sha256 != h.body_sha256:
-        raise ManifestRefused("wrong_base", "applying the delta does not produce the signed result")
-    return delta.full_file(body.data)
+    manifest = open_manifest(data, trusted)
+    check_fresh(manifest, now)
+    check_successor(manifest, last_version, last_sha256)
+    return manifest

@@ -29,6 +29,7 @@ import functools
 import hashlib
 import struct
 from dataclasses import dataclass
+from enum import StrEnum
 
 from gate_daemon.core import base32
 from gate_daemon.core.keys import SIGNATURE_SIZE, PublicKey, SecretKey
@@ -46,6 +47,30 @@ _F_FROM, _F_UNTIL, _F_SESSION, _F_ZONE = 1, 2, 4, 8
 _KNOWN_FLAGS = _F_FROM | _F_UNTIL | _F_SESSION | _F_ZONE
 _HEAD = struct.Struct("<B4s4sB")
 _U32 = struct.Struct("<I")
+
+
+class PayloadFormat(StrEnum):
+    """Which of the three payload formats identified a ticket."""
+
+    SIGNED = "signed"
+    REFERENCE = "reference"
+    LEGACY = "legacy"
+
+
+def parse_entries(text: str) -> int | None:
+    """Read an entry policy as written in files and on the command line.
+
+    ``1``..``255`` entries, or ``reentry`` (0) for unlimited re-entry after an exit scan;
+    None when the text is neither. Empty means the default, 1.
+    """
+    value = text.strip().lower()
+    if not value:
+        return 1
+    if value == "reentry":
+        return REENTRY
+    if value.isascii() and value.isdigit() and 1 <= int(value) <= 255:
+        return int(value)
+    return None
 
 
 class PayloadError(ValueError):

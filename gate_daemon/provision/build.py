@@ -2,26 +2,18 @@
 
 from __future__ import annotations
 
-import hashlib
 from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from gate_daemon.core.delta import changes_member, encode_changes, plan_delta
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import (
-    DELTA,
-    FORMAT,
-    FULL,
-    Manifest,
-    Status,
-    TicketEntry,
-    encode_body,
-    encode_changes,
-    seal,
-)
+from gate_daemon.core.manifest import DELTA, FORMAT, FULL, Manifest, Status, TicketEntry, encode_body, seal
 from gate_daemon.errors import GateError
 from gate_daemon.provision.event import EventSpec
 
+#: Versions fit a signed 64-bit integer, so every store can keep them.
+MAX_VERSION = 2**63 - 1
 #: A manifest without sessions is valid this long by default.
 DEFAULT_LIFETIME = 7 * 86400
 #: After the last session ends, a manifest stays valid this long by default.
@@ -49,13 +41,27 @@ def build_manifest(
     expires_at: int | None = None,
     base: Manifest | None = None,
 ) -> bytes:
-    """A signed manifest file: full, or with ``base`` a delta from it."""
+    """A signed manifest file: full, or with ``base`` a delta from it.
+
+    With a base, tickets it has that ``tickets`` lacks stay in, canceled (see core.delta).
+    """
     expires = expires_at if expires_at is not None else default_expiry(event, issued_at)
-    if version < 1:
-        raise BuildError(f"version must be at least 1, got {version}")
+    if not 1 <= version <= MAX_VERSION:
+        raise BuildError(f"version must be 1 to {MAX_VERSION}, got {version}")
     if expires <= issued_at:
         raise BuildError("the manifest would already be expired (--expires is not after now)")
-    body = encode_body(tickets, [s.id for s in event.sessions], [z.id for z in event.zones])
+    plan = None
+    if base is not None:
+        if base.event_id != event.event_id:
+            raise BuildError(f"base manifest is for event {base.event_id}, not {event.event_id}")
+        if version <= base.version:
+            raise BuildError(f"version {version} must be greater than the base's version {base.version}")
+        sessions, zones = {s.id for s in event.sessions}, {z.id for z in event.zones}
+        plan = plan_delta(base.entries(), tickets, sessions, zones)
+        tickets = plan.entries
+    body = encode_body(
+        tickets, [s.id for s in event.sessions], [z.id for z in event.zones], legacy_codes=event.legacy_codes
+    )
     header: dict[str, Any] = {
         "format": FORMAT,
         "event": {"id": event.event_id, "name": event.name},
@@ -77,28 +83,14 @@ def build_manifest(
         "ticket_keys": [k.text() for k in event.ticket_keys],
         "gates": [{"id": g.id, "pub": g.key.text()} for g in event.gates],
         "revoked": sorted(set(event.revoked)),
+        "legacy_codes": event.legacy_codes,
         "by_status": _by_status(tickets),
         "body": body.layout(),
     }
-    if base is None:
+    if base is None or plan is None:
         return seal(header, FULL, body.data, key)
-    if base.event_id != event.event_id:
-        raise BuildError(f"base manifest is for event {base.event_id}, not {event.event_id}")
-    if version <= base.version:
-        raise BuildError(f"version {version} must be greater than the base's version {base.version}")
-    old = {e.ticket_id: e for e in base.entries()}
-    new = {e.ticket_id: e for e in tickets}
-    removed = [tid for tid in old if tid not in new]
-    changed = [e for tid, e in new.items() if old.get(tid) != e]
-    changes = encode_changes(removed, changed, header)
-    header["delta"] = {
-        "base_version": base.version,
-        "base_sha256": base.body_sha256,
-        "changes_sha256": hashlib.sha256(changes).hexdigest(),
-        "changes_size": len(changes),
-        "removed": len(removed),
-        "changed": len(changed),
-    }
+    changes = encode_changes(plan.changed, header)
+    header["delta"] = changes_member(base, changes, plan)
     return seal(header, DELTA, changes, key)
 
 

@@ -9,6 +9,7 @@ ticket_keys = ["issuer.pub"]     # keys whose signed tickets this event accepts
 [event]
 id = "demo-2026"                 # letters, digits, . _ - (at most 64)
 name = "Demo Night"
+legacy_codes = true              # ORDER-SEAT payloads open the gate (default true)
 
 [[sessions]]                     # optional; without sessions the event is always open
 id = "sat"                       # at most 16 bytes (it travels inside signed tickets)
@@ -53,6 +54,7 @@ class EventSpec:
     sessions: tuple[Session, ...]
     zones: tuple[Zone, ...]
     revoked: tuple[str, ...]
+    legacy_codes: bool
     ticket_keys: tuple[PublicKey, ...]
     gates: tuple[RosterGate, ...]
 
@@ -62,9 +64,10 @@ def load_event(path: Path) -> EventSpec:
     doc, text = load(path)
     check = Checker(path, text, TOP_KEYS)
     check.table(doc, (), TOP_KEYS, {"event"})
-    event = check.table(doc.get("event", {}), ("event",), {"id", "name"}, {"id", "name"})
+    event = check.table(doc.get("event", {}), ("event",), {"id", "name", "legacy_codes"}, {"id", "name"})
     event_id = check.string(event, ("event",), "id", pattern=IDENT, max_bytes=64)
     name = check.string(event, ("event",), "name")
+    legacy_codes = check.boolean(event, ("event",), "legacy_codes", default=True)
 
     sessions: list[Session] = []
     for i, raw in enumerate(check.tables(check.raw(doc, "sessions"), ("sessions",))):
@@ -121,7 +124,14 @@ def load_event(path: Path) -> EventSpec:
 
     check.finish()
     return EventSpec(
-        event_id, name, tuple(sessions), tuple(zones), tuple(revoked), tuple(ticket_keys), tuple(gates)
+        event_id,
+        name,
+        tuple(sessions),
+        tuple(zones),
+        tuple(revoked),
+        legacy_codes,
+        tuple(ticket_keys),
+        tuple(gates),
     )
 
 

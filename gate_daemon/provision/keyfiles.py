@@ -11,46 +11,58 @@ from gate_daemon.errors import KeyFileError
 
 
 def write_keypair(stem: Path, *, overwrite: bool = False) -> tuple[Path, Path, SecretKey]:
-    """Create ``stem.key`` (0600) and ``stem.pub`` for a fresh key; never clobber by default."""
+    """Create ``stem.key`` (0600) and ``stem.pub`` for a fresh key; never clobber by default.
+
+    Neither file is written through a symbolic link, and without ``overwrite`` an existing
+    file (even one that appears between the check and the write) is never touched.
+    """
     secret_path = stem.with_name(stem.name + ".key")
     public_path = stem.with_name(stem.name + ".pub")
     for path in (secret_path, public_path):
+        if path.is_symlink():
+            raise KeyFileError(f"{path} is a symbolic link; refusing to write a key through it")
         if path.exists() and not overwrite:
-            raise KeyFileError(f"{path} already exists; refusing to overwrite a key")
+            raise KeyFileError(f"{path} already exists; refusing to overwrite a key (use --force)")
     key = SecretKey.generate()
-    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0)
-    try:
-        fd = os.open(secret_path, flags, 0o600)
-        with os.fdopen(fd, "w") as out:
-            os.fchmod(out.fileno(), 0o600)
-            out.write(key.text() + "\n")
-        public_path.write_text(key.public.text() + "\n")
-    except OSError as exc:
-        raise KeyFileError(f"cannot write key files at {stem}: {exc.strerror}") from None
+    _write_key_file(secret_path, key.text(), 0o600, overwrite=overwrite)
+    _write_key_file(public_path, key.public.text(), 0o644, overwrite=overwrite)
     return secret_path, public_path, key
+
+
+def _write_key_file(path: Path, text: str, mode: int, *, overwrite: bool) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | getattr(os, "O_NOFOLLOW", 0) | (os.O_TRUNC if overwrite else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, mode)
+        with os.fdopen(fd, "w") as out:
+            os.fchmod(out.fileno(), mode)
+            out.write(text + "\n")
+    except OSError as exc:
+        raise KeyFileError(f"cannot write key file {path}: {exc.strerror}") from None
 
 
 def read_secret(path: Path) -> SecretKey:
     """Load a secret key, refusing one that group or others can read (as ssh does)."""
     try:
-        mode = path.stat().st_mode
-        text = path.read_text()
+        with path.open("rb") as handle:
+            mode = os.fstat(handle.fileno()).st_mode
+            text = handle.read(4096).decode()
     except OSError as exc:
         raise KeyFileError(f"cannot read secret key {path}: {exc.strerror}") from None
     except UnicodeDecodeError:
         raise KeyFileError(f"{path} is not a gate-daemon key file") from None
     except ValueError as exc:  # a path with a NUL byte
         raise KeyFileError(f"cannot read secret key {path!r}: {exc}") from None
-    if mode & (stat.S_IRWXG | stat.S_IRWXO):
-        raise KeyFileError(f"secret key {path} has mode {stat.S_IMODE(mode):04o}; run: chmod 600 {path}")
     try:
-        return SecretKey.parse(text)
+        key = SecretKey.parse(text)
     except KeyFormatError as exc:
         raise KeyFileError(f"{path}: {exc}") from None
+    if mode & (stat.S_IRWXG | stat.S_IRWXO):
+        raise KeyFileError(f"secret key {path} has mode {stat.S_IMODE(mode):04o}; run: chmod 600 {path}")
+    return key
 
 
 def read_public(path: Path) -> PublicKey:
-    """Load a public key file (or take a secret key file's public half)."""
+    """Load a public key file."""
     try:
         text = path.read_text()
     except OSError as exc:

@@ -10,14 +10,18 @@ and ``status`` are required)::
     session    a session id from event.toml, or empty for any session
     zone       a zone id from event.toml, or empty for any zone
     entries    1..255 (default 1), or "reentry" for unlimited re-entry after an exit scan
-    code       an optional reference code (>= 12 printable ASCII characters; make them
-               random with >= 96 bits); only its keyed hash enters the manifest
+    code       an optional reference code: printable ASCII, at least 12 characters and
+               64 bits by the estimate below (make them random with >= 96 bits); only
+               its salted hash enters the manifest, and a ticket with a code does not
+               open by its ORDER-SEAT text
 """
 
 from __future__ import annotations
 
 import csv
 import io
+import math
+import string
 from pathlib import Path
 
 from gate_daemon.core.manifest import Status, TicketEntry
@@ -27,6 +31,7 @@ from gate_daemon.core.tokens import (
     OpaqueCode,
     PayloadError,
     code_hash,
+    parse_entries,
     parse_payload,
 )
 from gate_daemon.errors import Problem, SourceError
@@ -35,10 +40,24 @@ from gate_daemon.provision.event import EventSpec
 COLUMNS = ("ticket_id", "order_id", "seat", "status", "session", "zone", "entries", "code")
 REQUIRED = ("ticket_id", "status")
 MIN_CODE = 12
+#: Codes under this many bits (estimated from their length and alphabet) are refused:
+#: a stolen gate could try them all offline against the manifest's hashes.
+MIN_CODE_BITS = 64
 MAX_TEXT = 64
 #: Reading stops once this many problems are known: the file needs fixing either way.
 MAX_PROBLEMS = 1000
 _STATUSES = {s.value: s for s in Status}
+_ALPHABETS = [
+    set(a)
+    for a in (
+        string.digits,
+        string.digits + "ABCDEF",
+        string.digits + "abcdef",
+        string.digits + string.ascii_uppercase,
+        string.digits + string.ascii_lowercase,
+        string.digits + string.ascii_letters,
+    )
+]
 
 
 def load_tickets(path: Path, event: EventSpec) -> list[TicketEntry]:
@@ -134,7 +153,7 @@ def _rows(
             bad(line, "session", f"{cell['session']!r} is not a session in the event file")
         if cell["zone"] and cell["zone"] not in zones:
             bad(line, "zone", f"{cell['zone']!r} is not a zone in the event file")
-        allowed = _entries(cell["entries"])
+        allowed = parse_entries(cell["entries"])
         if allowed is None:
             bad(line, "entries", f"{cell['entries']!r} must be 1..255 or 'reentry'")
         code = cell["code"]
@@ -155,7 +174,7 @@ def _rows(
             entries=allowed if allowed is not None else 1,
             code_hash=code_hash(event.event_id, code) if code else None,
         )
-        text = entry.legacy_text
+        text = entry.legacy_text if event.legacy_codes else None
         if text is not None:
             if text in legacy:
                 bad(line, "seat", f"order {entry.order_id} seat {entry.seat} duplicates line {legacy[text]}")
@@ -173,21 +192,28 @@ def _rows(
     return entries
 
 
-def _entries(value: str) -> int | None:
-    if not value:
-        return 1
-    if value.lower() == "reentry":
-        return 0
-    # isdigit() alone also accepts digits int() refuses, such as "\u00b2".
-    if value.isascii() and value.isdigit() and 1 <= int(value) <= 255:
-        return int(value)
-    return None
-
-
 def _code_problem(code: str) -> str | None:
     if not MIN_CODE <= len(code) <= MAX_PAYLOAD:
         return f"must be {MIN_CODE} to {MAX_PAYLOAD} characters"
-    return _payload_problem(code)
+    unreadable = _payload_problem(code)
+    if unreadable is not None:
+        return unreadable
+    advice = "use >= 96 random bits, e.g. 26 base32 characters"
+    bits = code_bits(code)
+    if bits < MIN_CODE_BITS:
+        return f"too easy to guess (about {bits:.0f} bits; {advice})"
+    if len(set(code)) < 4:
+        return f"too easy to guess (fewer than 4 different characters; {advice})"
+    return None
+
+
+def code_bits(code: str) -> float:
+    """At most how many bits of randomness ``code`` can hold, given its length and alphabet."""
+    chars = set(code)
+    for alphabet in _ALPHABETS:
+        if chars <= alphabet:
+            return len(code) * math.log2(len(alphabet))
+    return len(code) * math.log2(95)
 
 
 def _payload_problem(text: str) -> str | None:

@@ -6,8 +6,9 @@ import mmap
 from collections.abc import Sequence
 from pathlib import Path
 
+from gate_daemon.core.delta import apply_delta
 from gate_daemon.core.keys import PublicKey
-from gate_daemon.core.manifest import Manifest, apply_delta, open_manifest
+from gate_daemon.core.manifest import Manifest, open_manifest
 from gate_daemon.errors import ManifestRefused
 
 
