@@ -12,7 +12,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import Manifest, TicketEntry
+from gate_daemon.core.manifest import Manifest
+from gate_daemon.core.ticket_table import TicketEntry
 from gate_daemon.core.times import parse_instant
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.provision.build import build_manifest

@@ -25,7 +25,8 @@ from gate_daemon.core.decision import (
     identify,
 )
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import Status, TicketEntry, open_manifest
+from gate_daemon.core.manifest import open_manifest
+from gate_daemon.core.ticket_table import Status, TicketEntry
 from gate_daemon.core.tokens import PayloadFormat
 from gate_daemon.provision.event import load_event
 from tests.support import (

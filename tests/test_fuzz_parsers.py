@@ -16,7 +16,8 @@ from hypothesis import strategies as st
 from gate_daemon.core.decision import Checkpoint, Decision, LedgerFacts, Reason, evaluate
 from gate_daemon.core.delta import apply_delta
 from gate_daemon.core.keys import KeyFormatError, PublicKey, SecretKey
-from gate_daemon.core.manifest import Manifest, TicketEntry, open_manifest, peek_header
+from gate_daemon.core.manifest import Manifest, open_manifest, peek_header
+from gate_daemon.core.ticket_table import TicketEntry
 from gate_daemon.core.times import TimeFormatError, parse_instant
 from gate_daemon.core.tokens import OpaqueCode, PayloadError, SignedTicket, parse_payload
 from gate_daemon.errors import ManifestRefused, SourceError

@@ -21,16 +21,14 @@ from gate_daemon.core.manifest import (
     DELTA,
     FULL,
     MAX_HEADER,
-    Status,
-    TicketEntry,
     accept_manifest,
     check_fresh,
     check_successor,
-    encode_body,
     open_manifest,
     peek_header,
     seal,
 )
+from gate_daemon.core.ticket_table import Status, TicketEntry, encode_body
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.provision.event import load_event
 from gate_daemon.store.manifest_file import read_manifest

@@ -27,7 +27,8 @@ from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
 
-from gate_daemon.core.manifest import Manifest, Session, Status, TicketEntry
+from gate_daemon.core.manifest import Manifest, Session
+from gate_daemon.core.ticket_table import Status, TicketEntry
 from gate_daemon.core.times import format_instant, format_span
 from gate_daemon.core.tokens import REENTRY, OpaqueCode, PayloadError, PayloadFormat, parse_payload
 

@@ -22,17 +22,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gate_daemon.core.keys import PublicKey
-from gate_daemon.core.manifest import (
-    DELTA,
-    Manifest,
-    Status,
-    TicketEntry,
-    check_successor,
-    decode_record,
-    encode_body,
-    encode_record,
-    open_envelope,
-)
+from gate_daemon.core.manifest import DELTA, Manifest, check_successor, open_envelope
+from gate_daemon.core.ticket_table import Status, TicketEntry, decode_record, encode_body, encode_record
 from gate_daemon.errors import ManifestRefused
 
 _U32 = struct.Struct("<I")

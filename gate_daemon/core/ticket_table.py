@@ -1,0 +1,331 @@
+"""The ticket table: a manifest's body, encoded to be searched in place.
+
+A million tickets need no parse and little memory: lookups read bytes or an mmap
+directly. Integers are little-endian; ``n`` tickets, ``m`` codes, ``k`` legacy texts;
+tickets sorted by the bytes of their id::
+
+    u32[n]              offset of each record in the record blob
+    blob                records: u8 status, u8 entries, u8 flags, u16 session index,
+                        u16 zone index, [16-byte code hash], then u8-length-prefixed
+                        ticket id, order id and seat; padded to 8 bytes
+    u64[n], u32[n]      ticket-id index: sorted 64-bit keys, record numbers (padded to 8)
+    u64[m], u32[m]      reference-code index, keyed by the code hash (padded to 8)
+    u64[k], u32[k]      legacy ORDER-SEAT index (padded to 8)
+
+Every index hit is confirmed against the record itself, so key collisions cost a step,
+never a wrong answer.
+"""
+
+from __future__ import annotations
+
+import bisect
+import hashlib
+import struct
+import sys
+from array import array
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+from gate_daemon.core.tokens import MAX_TICKET_ID, PayloadFormat, code_hash
+from gate_daemon.errors import ManifestRefused
+
+_RECORD = struct.Struct("<BBBHH")
+_NONE = 0xFFFF
+_HAS_CODE = 1
+_U32 = struct.Struct("<I")
+if sys.byteorder != "little":  # pragma: no cover - every Raspberry Pi is little-endian
+    raise ImportError("gate_daemon.core.ticket_table reads indexes in place and needs a little-endian CPU")
+
+
+class Status(StrEnum):
+    """An order's status as the ticketing system reports it."""
+
+    COMPLETED = "completed"
+    PENDING = "pending"
+    CANCELED = "canceled"
+    REFUNDED = "refunded"
+    BLOCKED = "blocked"
+
+
+_STATUS_CODES = list(Status)
+
+
+@dataclass(frozen=True, slots=True)
+class TicketEntry:
+    """One ticket as the manifest knows it. ``entries`` 0 means re-entry after exit."""
+
+    ticket_id: str
+    status: Status = Status.COMPLETED
+    order_id: str = ""
+    seat: str = ""
+    session: str = ""
+    zone: str = ""
+    entries: int = 1
+    code_hash: bytes | None = None
+
+    @property
+    def legacy_text(self) -> str | None:
+        """The ``ORDER-SEAT`` payload that names this ticket, if it has one.
+
+        A ticket with a reference code has none: its guessable order and seat must not
+        open a gate that its secret code would.
+        """
+        if self.code_hash is None and self.order_id and self.seat:
+            return f"{self.order_id}-{self.seat}"
+        return None
+
+
+def _key64(person: bytes, text: str) -> int:
+    digest = hashlib.blake2b(text.encode(), digest_size=8, person=person).digest()
+    return int.from_bytes(digest, "little")
+
+
+def ticket_key(ticket_id: str) -> int:
+    """The index key of a ticket id."""
+    return _key64(b"gd/ticket", ticket_id)
+
+
+def legacy_key(text: str) -> int:
+    """The index key of a legacy ``ORDER-SEAT`` text."""
+    return _key64(b"gd/legacy", text)
+
+
+def _code_key(digest: bytes) -> int:
+    return int.from_bytes(digest[:8], "little")
+
+
+def _pad8(size: int) -> int:
+    return -size % 8
+
+
+def _short(text: str) -> bytes:
+    raw = text.encode()
+    if len(raw) > 255:
+        raise ValueError(f"{text[:20]!r}... is longer than 255 bytes")
+    return bytes([len(raw)]) + raw
+
+
+def encode_record(entry: TicketEntry, session_index: dict[str, int], zone_index: dict[str, int]) -> bytes:
+    """One ticket in the body's record encoding."""
+    flags = _HAS_CODE if entry.code_hash is not None else 0
+    head = _RECORD.pack(
+        _STATUS_CODES.index(entry.status),
+        entry.entries,
+        flags,
+        session_index[entry.session] if entry.session else _NONE,
+        zone_index[entry.zone] if entry.zone else _NONE,
+    )
+    code = entry.code_hash or b""
+    return head + code + _short(entry.ticket_id) + _short(entry.order_id) + _short(entry.seat)
+
+
+def decode_record(
+    buf: memoryview | bytes, pos: int, sessions: Sequence[str], zones: Sequence[str]
+) -> tuple[TicketEntry, int]:
+    """Read the record at ``pos``; return it and the position after it."""
+    status, entries, flags, s_idx, z_idx = _RECORD.unpack_from(buf, pos)
+    pos += _RECORD.size
+    digest = None
+    if flags & _HAS_CODE:
+        digest = bytes(buf[pos : pos + 16])
+        pos += 16
+    texts = []
+    for _ in range(3):
+        size = buf[pos]
+        texts.append(bytes(buf[pos + 1 : pos + 1 + size]).decode())
+        pos += 1 + size
+    entry = TicketEntry(
+        ticket_id=texts[0],
+        status=_STATUS_CODES[status],
+        order_id=texts[1],
+        seat=texts[2],
+        session=sessions[s_idx] if s_idx != _NONE else "",
+        zone=zones[z_idx] if z_idx != _NONE else "",
+        entries=entries,
+        code_hash=digest,
+    )
+    return entry, pos
+
+
+def _index(packed: list[int]) -> bytes:
+    """Sorted keys then record numbers, from items packed as ``key << 32 | record``.
+
+    One int per item instead of a tuple of two keeps a million-ticket build smaller.
+    """
+    packed.sort()
+    keys = array("Q", (v >> 32 for v in packed)).tobytes()
+    vals = array("I", (v & 0xFFFFFFFF for v in packed)).tobytes()
+    return keys + vals + b"\0" * _pad8(len(vals))
+
+
+@dataclass(frozen=True, slots=True)
+class Body:
+    """An encoded body and the counts that describe its layout."""
+
+    data: bytes
+    tickets: int
+    codes: int
+    legacy: int
+    blob_size: int
+
+    @property
+    def sha256(self) -> str:
+        """The digest the header commits to."""
+        return hashlib.sha256(self.data).hexdigest()
+
+    def layout(self) -> dict[str, Any]:
+        """The header's ``body`` member."""
+        return {
+            "sha256": self.sha256,
+            "size": len(self.data),
+            "tickets": self.tickets,
+            "codes": self.codes,
+            "legacy": self.legacy,
+            "blob": self.blob_size,
+        }
+
+
+def encode_body(
+    entries: Iterable[TicketEntry],
+    sessions: Sequence[str],
+    zones: Sequence[str],
+    *,
+    legacy_codes: bool,
+    presorted: bool = False,
+) -> Body:
+    """Encode tickets (unique ids) as a searchable body; deterministic.
+
+    ``legacy_codes`` off leaves the ``ORDER-SEAT`` index empty: no ticket opens by it.
+    ``presorted`` streams ``entries`` as given (they must come in ticket-id byte order,
+    else ``ValueError``) instead of holding them all to sort them first.
+    """
+    ordered = entries if presorted else sorted(entries, key=lambda e: e.ticket_id.encode())
+    session_index = {s: i for i, s in enumerate(sessions)}
+    zone_index = {z: i for i, z in enumerate(zones)}
+    offsets = bytearray()
+    blob = bytearray()
+    by_ticket: list[int] = []
+    by_code: list[int] = []
+    by_legacy: list[int] = []
+    previous = b""
+    number = -1
+    for number, entry in enumerate(ordered):
+        tid = entry.ticket_id.encode()
+        if tid <= previous and number:
+            raise ValueError(f"ticket {entry.ticket_id!r} is out of order or repeated")
+        previous = tid
+        offsets += _U32.pack(len(blob))
+        blob += encode_record(entry, session_index, zone_index)
+        by_ticket.append(ticket_key(entry.ticket_id) << 32 | number)
+        if entry.code_hash is not None:
+            by_code.append(_code_key(entry.code_hash) << 32 | number)
+        legacy = entry.legacy_text if legacy_codes else None
+        if legacy is not None:
+            by_legacy.append(legacy_key(legacy) << 32 | number)
+    if len(blob) >= 2**32:
+        raise ValueError("manifest body exceeds 4 GiB")
+    offsets += b"\0" * _pad8(len(offsets))
+    blob += b"\0" * _pad8(len(blob))
+    counts = (number + 1, len(by_code), len(by_legacy), len(blob))
+    offsets += blob
+    del blob
+    for index in (by_ticket, by_code, by_legacy):
+        offsets += _index(index)
+        index.clear()
+    return Body(bytes(offsets), *counts)
+
+
+class TicketTable:
+    """A body's tickets, searched in place through views of its buffer."""
+
+    def __init__(
+        self,
+        view: memoryview,
+        *,
+        tickets: int,
+        codes: int,
+        legacy: int,
+        blob_size: int,
+        sessions: Sequence[str],
+        zones: Sequence[str],
+        event_id: str,
+    ) -> None:
+        need = _body_size(tickets, codes, legacy, blob_size)
+        if need != len(view):
+            raise ManifestRefused("malformed", f"body layout needs {need} bytes, body has {len(view)}")
+        self._count = tickets
+        self._sessions = list(sessions)
+        self._zones = list(zones)
+        self._event_id = event_id
+        self._offsets = view[: 4 * tickets].cast("I")
+        pos = 4 * tickets + _pad8(4 * tickets)
+        self._blob = view[pos : pos + blob_size]
+        pos += blob_size
+        self._tickets, pos = _index_views(view, pos, tickets)
+        self._codes, pos = _index_views(view, pos, codes)
+        self._legacy, pos = _index_views(view, pos, legacy)
+
+    def __len__(self) -> int:
+        return self._count
+
+    def _record(self, number: int) -> TicketEntry:
+        try:
+            entry, _ = decode_record(self._blob, self._offsets[number], self._sessions, self._zones)
+        except (IndexError, struct.error, UnicodeDecodeError, ValueError):
+            # Only a faulty (but trusted) signer can produce this; name it, never crash.
+            raise ManifestRefused("malformed", f"record {number} of the signed body is corrupt") from None
+        return entry
+
+    def _search(self, index: tuple[memoryview, memoryview], key: int) -> Iterator[TicketEntry]:
+        keys, vals = index
+        i = bisect.bisect_left(keys, key)
+        while i < len(keys) and keys[i] == key:
+            yield self._record(vals[i])
+            i += 1
+
+    def find_ticket(self, ticket_id: str) -> TicketEntry | None:
+        """The entry for a ticket id, if there is one."""
+        if len(ticket_id.encode()) > MAX_TICKET_ID:
+            return None
+        for entry in self._search(self._tickets, ticket_key(ticket_id)):
+            if entry.ticket_id == ticket_id:
+                return entry
+        return None
+
+    def find_code(self, text: str) -> tuple[TicketEntry, PayloadFormat] | None:
+        """Resolve an opaque payload as a reference code, then as a legacy ``ORDER-SEAT`` text."""
+        digest = code_hash(self._event_id, text)
+        for entry in self._search(self._codes, _code_key(digest)):
+            if entry.code_hash == digest:
+                return entry, PayloadFormat.REFERENCE
+        for entry in self._search(self._legacy, legacy_key(text)):
+            if entry.legacy_text == text:
+                return entry, PayloadFormat.LEGACY
+        return None
+
+    def entries(self) -> Iterator[TicketEntry]:
+        """Every ticket, in ticket-id order."""
+        for number in range(self._count):
+            yield self._record(number)
+
+    def release(self) -> None:
+        """Let go of the views into the buffer (so an mmap can be closed)."""
+        for view in (self._offsets, self._blob, *self._tickets, *self._codes, *self._legacy):
+            view.release()
+
+
+def _body_size(n: int, m: int, k: int, blob: int) -> int:
+    size = 4 * n + _pad8(4 * n) + blob
+    for count in (n, m, k):
+        size += 12 * count + _pad8(4 * count)
+    return size
+
+
+def _index_views(view: memoryview, pos: int, count: int) -> tuple[tuple[memoryview, memoryview], int]:
+    keys = view[pos : pos + 8 * count].cast("Q")
+    pos += 8 * count
+    vals = view[pos : pos + 4 * count].cast("I")
+    pos += 4 * count + _pad8(4 * count)
+    return (keys, vals), pos
