@@ -15,9 +15,8 @@ from pathlib import Path
 
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.stats import summary_us
-from gate_daemon.core.manifest import open_manifest
 from gate_daemon.provision.keyfiles import read_public
-from gate_daemon.store.manifest_file import apply_delta_file, read_manifest
+from gate_daemon.store.manifest_file import read_manifest, write_delta_result
 
 
 def _peak_rss_mb() -> float:
@@ -41,7 +40,9 @@ def apply(argv: list[str]) -> int:
     key = read_public(pub)
     started = time.perf_counter()
     base = read_manifest(base_path, [key])
-    result = open_manifest(apply_delta_file(base, delta_path, [key]), [key])
+    out = delta_path.with_name(delta_path.name + ".applied")
+    write_delta_result(base, delta_path, out, [key])
+    result = read_manifest(out, [key])
     print(
         json.dumps(
             {

@@ -8,11 +8,8 @@ Exit status: 0 success (and ``allow`` for ``decide``), 1 an error (printed as on
 from __future__ import annotations
 
 import argparse
-import contextlib
 import json
-import os
 import sys
-import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -36,7 +33,8 @@ from gate_daemon.provision.event import load_event
 from gate_daemon.provision.keyfiles import read_public, read_secret, write_keypair
 from gate_daemon.provision.qrimage import write_qr
 from gate_daemon.provision.tickets import load_tickets
-from gate_daemon.store.manifest_file import apply_delta_file, read_manifest
+from gate_daemon.store.files import write_atomic
+from gate_daemon.store.manifest_file import apply_delta_file, read_manifest, write_delta_result
 
 EXIT_ERROR = 1
 EXIT_CODES = {Outcome.ALLOW: 0, Outcome.DENY: 3, Outcome.ALREADY_USED: 4, Outcome.TOO_EARLY: 5}
@@ -108,7 +106,7 @@ def cmd_manifest_build(args: argparse.Namespace) -> int:
     data = build_manifest(
         event, tickets, key, version=args.version, issued_at=issued, expires_at=args.expires, base=base
     )
-    _write_atomic(args.output, data)
+    write_atomic(args.output, data)
     _, header = peek_header(data)
     kind = f"delta {base.version} -> {args.version}" if base else f"version {args.version}"
     print(
@@ -123,32 +121,6 @@ def cmd_manifest_build(args: argparse.Namespace) -> int:
             file=sys.stderr,
         )
     return 0
-
-
-def _write_atomic(path: Path, data: bytes) -> None:
-    """Write beside ``path``, flush to disk, then rename over it: readers see old or new, whole."""
-    folder = path.parent
-    try:
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=folder)
-    except OSError as exc:
-        raise GateError(f"cannot write in {folder}: {exc.strerror}") from None
-    try:
-        with os.fdopen(fd, "wb") as out:
-            out.write(data)
-            os.fchmod(out.fileno(), 0o644)  # mkstemp makes 0600; manifests are public
-            out.flush()
-            os.fsync(out.fileno())
-        Path(tmp).replace(path)
-    except OSError as exc:
-        Path(tmp).unlink(missing_ok=True)
-        raise GateError(f"cannot write {path}: {exc.strerror}") from None
-    # Make the rename itself durable; the file is already in place if this fails.
-    with contextlib.suppress(OSError):
-        dir_fd = os.open(folder, os.O_RDONLY)
-        try:
-            os.fsync(dir_fd)
-        finally:
-            os.close(dir_fd)
 
 
 def _load_verified(path: Path, trusted: list[PublicKey], base_path: Path | None) -> Manifest:
@@ -225,9 +197,8 @@ def cmd_manifest_apply(args: argparse.Namespace) -> int:
     """Apply a delta to its base and write the full manifest it produces."""
     trusted = _publics(args.pub)
     base = read_manifest(args.base, trusted)
-    data = apply_delta_file(base, args.delta, trusted)
-    _write_atomic(args.output, data)
-    header = peek_header(data)[1]
+    write_delta_result(base, args.delta, args.output, trusted)
+    header = read_manifest(args.output, trusted).header
     print(f"wrote {args.output}: version {header.version}, expires {format_instant(header.expires_at)}")
     return 0
 

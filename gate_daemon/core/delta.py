@@ -23,7 +23,15 @@ from typing import Any
 
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import DELTA, Manifest, check_successor, open_envelope
-from gate_daemon.core.ticket_table import Status, TicketEntry, decode_record, encode_body, encode_record
+from gate_daemon.core.ticket_table import (
+    Body,
+    Status,
+    TicketEntry,
+    decode_record,
+    encode_body,
+    encode_record,
+    splice,
+)
 from gate_daemon.errors import ManifestRefused
 
 _U32 = struct.Struct("<I")
@@ -126,6 +134,14 @@ def apply_delta(base: Manifest, data: bytes | memoryview | Any, trusted: Sequenc
     The result's body digest is checked against the delta's signed header, so the
     returned file verifies on its own with ``open_manifest``.
     """
+    prefix, body = rebuild(base, data, trusted)
+    return prefix + body.data
+
+
+def rebuild(
+    base: Manifest, data: bytes | memoryview | Any, trusted: Sequence[PublicKey]
+) -> tuple[bytes, Body]:
+    """``apply_delta`` in two parts, the file's prefix and its verified body, to write in turn."""
     delta = open_envelope(data, trusted)
     h = delta.header
     if delta.kind != DELTA:
@@ -153,10 +169,19 @@ def apply_delta(base: Manifest, data: bytes | memoryview | Any, trusted: Sequenc
     if pos != len(view):
         raise ManifestRefused("malformed", "delta changes have trailing bytes")
     upserts.sort(key=lambda e: e.ticket_id.encode())
+    same_shape = (
+        sessions == [s.id for s in base.header.sessions]
+        and zones == [z.id for z in base.header.zones]
+        and h.legacy_codes == base.header.legacy_codes
+    )
     try:
-        # Streamed: the base's records are read one at a time, never all held at once.
-        merged = _merge(base.entries(), upserts)
-        body = encode_body(merged, sessions, zones, legacy_codes=h.legacy_codes, presorted=True)
+        if same_shape:
+            # Unchanged records and index entries are carried over as bytes.
+            body = splice(base.table, upserts, legacy_codes=h.legacy_codes)
+        else:
+            # Sessions or zones renumbered: re-encode every record, streamed one at a time.
+            merged = _merge(base.entries(), upserts)
+            body = encode_body(merged, sessions, zones, legacy_codes=h.legacy_codes, presorted=True)
     except ValueError as exc:
         raise ManifestRefused("malformed", f"delta changes repeat a ticket: {exc}") from None
     except KeyError as exc:
@@ -165,4 +190,4 @@ def apply_delta(base: Manifest, data: bytes | memoryview | Any, trusted: Sequenc
         ) from None
     if body.sha256 != h.body_sha256:
         raise ManifestRefused("wrong_base", "applying the delta does not produce the signed result")
-    return delta.full_file(body.data)
+    return delta.full_prefix(), body

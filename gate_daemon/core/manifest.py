@@ -116,7 +116,7 @@ def canonical_json(value: Any) -> bytes:
     return json.dumps(value, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode()
 
 
-def seal(header: dict[str, Any], kind: bytes, payload: bytes, key: SecretKey) -> bytes:
+def seal(header: dict[str, Any], kind: bytes, payload: bytes | bytearray, key: SecretKey) -> bytes:
     """Sign ``header`` and assemble a manifest file around ``payload``."""
     raw = canonical_json(header)
     signature = key.sign(DOMAIN, raw)
@@ -134,10 +134,14 @@ class Envelope:
     kid: bytes
     payload: memoryview
 
-    def full_file(self, body: bytes) -> bytes:
-        """The full manifest file with this (signed) header and ``body``."""
+    def full_prefix(self) -> bytes:
+        """What precedes the body in a full manifest file with this (signed) header."""
         pre = _PREAMBLE.pack(MAGIC, FULL, self.kid, len(self.header_bytes))
-        return pre + self.header_bytes + self.signature + body
+        return pre + self.header_bytes + self.signature
+
+    def full_file(self, body: bytes | bytearray) -> bytes:
+        """The full manifest file with this (signed) header and ``body``."""
+        return self.full_prefix() + body
 
 
 def _split(view: memoryview) -> tuple[bytes, bytes, bytes, bytes, int]:

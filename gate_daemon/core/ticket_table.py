@@ -23,7 +23,7 @@ import hashlib
 import struct
 import sys
 from array import array
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from typing import Any
@@ -35,6 +35,8 @@ _RECORD = struct.Struct("<BBBHH")
 _NONE = 0xFFFF
 _HAS_CODE = 1
 _U32 = struct.Struct("<I")
+#: A piece of an encoded body: built bytes, or a view of a base table being spliced.
+Chunk = bytes | bytearray | memoryview
 if sys.byteorder != "little":  # pragma: no cover - every Raspberry Pi is little-endian
     raise ImportError("gate_daemon.core.ticket_table reads indexes in place and needs a little-endian CPU")
 
@@ -162,24 +164,42 @@ def _index(packed: list[int]) -> bytes:
 
 @dataclass(frozen=True, slots=True)
 class Body:
-    """An encoded body and the counts that describe its layout."""
+    """An encoded body, as the parts it was built in, and the counts of its layout.
 
-    data: bytes
+    Kept in parts so that a writer can write them in turn: joining a million-ticket body
+    into one buffer would cost another 60 MB. Parts may be views of the table a body was
+    spliced from, so use a body while that table's manifest is alive.
+    """
+
+    parts: tuple[Chunk, ...]
     tickets: int
     codes: int
     legacy: int
     blob_size: int
 
     @property
+    def data(self) -> bytes:
+        """The body as one byte string."""
+        return b"".join(self.parts)
+
+    @property
+    def size(self) -> int:
+        """Length in bytes."""
+        return sum(len(p) for p in self.parts)
+
+    @property
     def sha256(self) -> str:
         """The digest the header commits to."""
-        return hashlib.sha256(self.data).hexdigest()
+        digest = hashlib.sha256()
+        for part in self.parts:
+            digest.update(part)
+        return digest.hexdigest()
 
     def layout(self) -> dict[str, Any]:
         """The header's ``body`` member."""
         return {
             "sha256": self.sha256,
-            "size": len(self.data),
+            "size": self.size,
             "tickets": self.tickets,
             "codes": self.codes,
             "legacy": self.legacy,
@@ -229,12 +249,11 @@ def encode_body(
     offsets += b"\0" * _pad8(len(offsets))
     blob += b"\0" * _pad8(len(blob))
     counts = (number + 1, len(by_code), len(by_legacy), len(blob))
-    offsets += blob
-    del blob
+    parts: list[Chunk] = [offsets, blob]
     for index in (by_ticket, by_code, by_legacy):
-        offsets += _index(index)
+        parts.append(_index(index))
         index.clear()
-    return Body(bytes(offsets), *counts)
+    return Body(tuple(parts), *counts)
 
 
 class TicketTable:
@@ -310,6 +329,43 @@ class TicketTable:
         for number in range(self._count):
             yield self._record(number)
 
+    def _tid(self, number: int) -> bytes:
+        """The ticket id of record ``number``, as bytes, without decoding the rest."""
+        pos = self._offsets[number]
+        pos += _RECORD.size + (16 if self._blob[pos + 2] & _HAS_CODE else 0)
+        return bytes(self._blob[pos + 1 : pos + 1 + self._blob[pos]])
+
+    def _end(self, number: int) -> int:
+        """Where record ``number`` ends in the blob."""
+        pos = self._offsets[number]
+        pos += _RECORD.size + (16 if self._blob[pos + 2] & _HAS_CODE else 0)
+        for _ in range(3):
+            pos += 1 + self._blob[pos]
+        return pos
+
+    def _lower_bound(self, tid: bytes) -> int:
+        """The first record whose ticket id is not below ``tid`` (records are sorted)."""
+        low, high = 0, self._count
+        while low < high:
+            mid = (low + high) // 2
+            if self._tid(mid) < tid:
+                low = mid + 1
+            else:
+                high = mid
+        return low
+
+    def _copy_records(self, start: int, stop: int, offsets: array[int], blob: _Blob) -> None:
+        """Append records ``start..stop`` to a new table's ``offsets`` and ``blob``.
+
+        The blob gets a view of this table's bytes, not a copy.
+        """
+        if start >= stop:
+            return
+        first = self._offsets[start]
+        shift = blob.size - first
+        offsets.extend(o + shift for o in self._offsets[start:stop])
+        blob.add(self._blob[first : self._end(stop - 1)])
+
     def release(self) -> None:
         """Let go of the views into the buffer (so an mmap can be closed)."""
         for view in (self._offsets, self._blob, *self._tickets, *self._codes, *self._legacy):
@@ -329,3 +385,114 @@ def _index_views(view: memoryview, pos: int, count: int) -> tuple[tuple[memoryvi
     vals = view[pos : pos + 4 * count].cast("I")
     pos += 4 * count + _pad8(4 * count)
     return (keys, vals), pos
+
+
+def splice(table: TicketTable, upserts: Sequence[TicketEntry], *, legacy_codes: bool) -> Body:
+    """The body of ``table`` with ``upserts`` added or replacing tickets of the same id.
+
+    Produces exactly the bytes ``encode_body`` would for the merged tickets, without
+    decoding the unchanged ones: their records are copied as byte ranges and their index
+    entries are carried over with shifted record numbers. Valid only when the new
+    version has the same sessions, zones and ``legacy_codes`` as the table was built
+    with (the caller checks); ``ValueError`` for repeated ticket ids.
+    """
+    n = len(table)
+    sessions = {s: i for i, s in enumerate(table._sessions)}
+    zones = {z: i for i, z in enumerate(table._zones)}
+    ordered = sorted(upserts, key=lambda e: e.ticket_id.encode())
+    offsets = array("I")
+    blob = _Blob()
+    inserted: list[int] = []  # base positions before which a new ticket goes
+    replaced: set[int] = set()
+    added: list[tuple[int, TicketEntry]] = []  # (new record number, ticket)
+    cursor = 0
+    previous = b""
+    for entry in ordered:
+        tid = entry.ticket_id.encode()
+        if tid <= previous and added:
+            raise ValueError(f"ticket {entry.ticket_id!r} is repeated")
+        previous = tid
+        pos = table._lower_bound(tid)
+        table._copy_records(cursor, pos, offsets, blob)
+        added.append((len(offsets), entry))
+        offsets.append(blob.size)
+        blob.add(encode_record(entry, sessions, zones))
+        if pos < n and table._tid(pos) == tid:
+            replaced.add(pos)
+            cursor = pos + 1
+        else:
+            inserted.append(pos)
+            cursor = pos
+    table._copy_records(cursor, n, offsets, blob)
+
+    def renumber(number: int) -> int:
+        return number + bisect.bisect_right(inserted, number)
+
+    new_keys: list[list[int]] = [[], [], []]
+    for number, entry in added:
+        new_keys[0].append(ticket_key(entry.ticket_id) << 32 | number)
+        if entry.code_hash is not None:
+            new_keys[1].append(_code_key(entry.code_hash) << 32 | number)
+        legacy = entry.legacy_text if legacy_codes else None
+        if legacy is not None:
+            new_keys[2].append(legacy_key(legacy) << 32 | number)
+    indexes = [
+        _merge_index(index, sorted(extra), replaced, renumber)
+        for index, extra in zip((table._tickets, table._codes, table._legacy), new_keys, strict=True)
+    ]
+    counts = (len(offsets), len(indexes[1][0]), len(indexes[2][0]))
+    # Arrays go in as byte views of themselves: no copy of the new indexes either.
+    blob.add(b"\0" * _pad8(blob.size))
+    parts: list[Chunk] = [_bytes_of(offsets), b"\0" * _pad8(4 * len(offsets)), *blob.parts]
+    for keys, vals in indexes:
+        parts += [_bytes_of(keys), _bytes_of(vals), b"\0" * _pad8(4 * len(vals))]
+    return Body(tuple(parts), counts[0], counts[1], counts[2], blob.size)
+
+
+def _bytes_of(values: array[int]) -> memoryview:
+    return memoryview(values).cast("B")
+
+
+class _Blob:
+    """A record blob kept as the pieces it is made of (views of the base, new records)."""
+
+    def __init__(self) -> None:
+        self.parts: list[Chunk] = []
+        self.size = 0
+
+    def add(self, part: Chunk) -> None:
+        self.parts.append(part)
+        self.size += len(part)
+
+
+def _merge_index(
+    index: tuple[memoryview, memoryview],
+    extra: list[int],
+    dropped: set[int],
+    renumber: Callable[[int], int],
+) -> tuple[array[int], array[int]]:
+    """A base index without ``dropped`` records, renumbered, merged with ``extra``.
+
+    ``extra`` holds packed ``key << 32 | number`` items, sorted; the result is sorted by
+    key then number, as ``encode_body`` sorts.
+    """
+    keys, vals = index
+    out_keys: array[int] = array("Q")
+    out_vals: array[int] = array("I")
+    pending = iter(extra)
+    nxt = next(pending, None)
+    for key, number in zip(keys, vals, strict=True):
+        if number in dropped:
+            continue
+        number = renumber(number)
+        while nxt is not None and nxt < (key << 32 | number):
+            out_keys.append(nxt >> 32)
+            out_vals.append(nxt & 0xFFFFFFFF)
+            nxt = next(pending, None)
+        out_keys.append(key)
+        out_vals.append(number)
+    while nxt is not None:
+        out_keys.append(nxt >> 32)
+        out_vals.append(nxt & 0xFFFFFFFF)
+        nxt = next(pending, None)
+    return out_keys, out_vals

@@ -6,10 +6,11 @@ import mmap
 from collections.abc import Sequence
 from pathlib import Path
 
-from gate_daemon.core.delta import apply_delta
+from gate_daemon.core.delta import apply_delta, rebuild
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import Manifest, open_manifest
 from gate_daemon.errors import ManifestRefused
+from gate_daemon.store.files import write_atomic
 
 
 def read_manifest(path: Path, trusted: Sequence[PublicKey]) -> Manifest:
@@ -28,9 +29,18 @@ def read_manifest(path: Path, trusted: Sequence[PublicKey]) -> Manifest:
     except OSError as exc:
         raise ManifestRefused("unreadable", f"cannot read {path}: {exc.strerror}") from None
     manifest = open_manifest(mapped, trusted)
-    if hasattr(mmap, "MADV_DONTNEED"):
-        mapped.madvise(mmap.MADV_DONTNEED)
+    settle(manifest)
     return manifest
+
+
+def settle(manifest: Manifest) -> None:
+    """Drop a mapped manifest's pages from the resident set after a pass over all of them.
+
+    Clean file pages come back from the page cache on the next lookup that needs them.
+    """
+    mapped = manifest.envelope.payload.obj
+    if isinstance(mapped, mmap.mmap) and hasattr(mmap, "MADV_DONTNEED"):
+        mapped.madvise(mmap.MADV_DONTNEED)
 
 
 def apply_delta_file(base: Manifest, path: Path, trusted: Sequence[PublicKey]) -> bytes:
@@ -40,3 +50,20 @@ def apply_delta_file(base: Manifest, path: Path, trusted: Sequence[PublicKey]) -
     except OSError as exc:
         raise ManifestRefused("unreadable", f"cannot read {path}: {exc.strerror}") from None
     return apply_delta(base, data, trusted)
+
+
+def write_delta_result(
+    base: Manifest, delta_path: Path, out_path: Path, trusted: Sequence[PublicKey]
+) -> None:
+    """Apply a delta file to ``base`` and write the full manifest it produces, atomically.
+
+    The result is written in two parts rather than assembled in memory once more.
+    """
+    try:
+        data = delta_path.read_bytes()
+    except OSError as exc:
+        raise ManifestRefused("unreadable", f"cannot read {delta_path}: {exc.strerror}") from None
+    prefix, body = rebuild(base, data, trusted)
+    write_atomic(out_path, prefix, *body.parts)
+    del body  # it holds views of the base's pages
+    settle(base)
