@@ -13,8 +13,11 @@ from pathlib import Path
 from typing import Any
 
 from gate_daemon.errors import Problem, SourceError
+from gate_daemon.files import read_regular
 
 KeyPath = tuple[str | int, ...]
+#: A configuration or event file larger than this is not one.
+MAX_TOML = 16 << 20
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_.-]+)\s*=""")
@@ -23,7 +26,7 @@ _KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_.-]+)\s*=""")
 def load(path: Path) -> tuple[dict[str, Any], str]:
     """Parse a TOML file; any failure is a ``SourceError`` naming the file (and line)."""
     try:
-        text = path.read_text(encoding="utf-8")
+        text = read_regular(path, MAX_TOML).decode("utf-8")
     except OSError as exc:
         raise SourceError(str(path), [Problem("", f"cannot read: {exc.strerror}")]) from None
     except UnicodeDecodeError as exc:

@@ -39,7 +39,9 @@ def step(world: World, base: Manifest, tickets: list[TicketEntry], **build) -> t
 
 
 def test_plan_keeps_a_dropped_ticket_as_canceled(world: World) -> None:
-    plan = plan_delta(world.manifest.entries(), without(world, "T-0001"), SESSIONS, ZONES)
+    plan = plan_delta(
+        world.manifest.event_id, world.manifest.entries(), without(world, "T-0001"), SESSIONS, ZONES
+    )
     assert isinstance(plan, DeltaPlan)
     tomb = dataclasses.replace(entry(world, "T-0001"), status=Status.CANCELED)
     assert plan.changed == [tomb]
@@ -65,7 +67,9 @@ def test_plan_keeps_a_refusing_status_and_cancels_any_other(
     world: World, ticket_id: str, was: Status, becomes: Status
 ) -> None:
     assert entry(world, ticket_id).status is was
-    plan = plan_delta(world.manifest.entries(), without(world, ticket_id), SESSIONS, ZONES)
+    plan = plan_delta(
+        world.manifest.event_id, world.manifest.entries(), without(world, ticket_id), SESSIONS, ZONES
+    )
     [kept] = [e for e in plan.entries if e.ticket_id == ticket_id]
     assert kept.status is becomes
     assert plan.kept_canceled == 1
@@ -74,7 +78,13 @@ def test_plan_keeps_a_refusing_status_and_cancels_any_other(
 
 
 def test_plan_clears_a_session_or_zone_the_new_event_lacks(world: World) -> None:
-    plan = plan_delta(world.manifest.entries(), without(world, "T-SUN", "T-0002"), {"sat"}, {"floor"})
+    plan = plan_delta(
+        world.manifest.event_id,
+        world.manifest.entries(),
+        without(world, "T-SUN", "T-0002"),
+        {"sat"},
+        {"floor"},
+    )
     kept = {e.ticket_id: e for e in plan.entries if e.ticket_id in ("T-SUN", "T-0002")}
     assert (kept["T-SUN"].session, kept["T-SUN"].zone) == ("", "floor")  # sun is gone, floor stays
     assert (kept["T-0002"].session, kept["T-0002"].zone) == ("sat", "")  # balcony is gone
@@ -86,11 +96,11 @@ def test_plan_of_listed_tickets_changes_only_what_differs(world: World) -> None:
     paid = dataclasses.replace(entry(world, "T-0003"), status=Status.COMPLETED)
     new = TicketEntry("T-0400", order_id="O-400", seat="N1")
     tickets = [paid if t.ticket_id == "T-0003" else t for t in world.tickets] + [new]
-    plan = plan_delta(world.manifest.entries(), tickets, SESSIONS, ZONES)
+    plan = plan_delta(world.manifest.event_id, world.manifest.entries(), tickets, SESSIONS, ZONES)
     assert plan.changed == [paid, new]
     assert plan.kept_canceled == 0
     assert plan.entries == tickets
-    unchanged = plan_delta(world.manifest.entries(), world.tickets, SESSIONS, ZONES)
+    unchanged = plan_delta(world.manifest.event_id, world.manifest.entries(), world.tickets, SESSIONS, ZONES)
     assert (unchanged.changed, unchanged.kept_canceled) == ([], 0)
 
 
@@ -198,7 +208,9 @@ def test_delta_payload_is_a_count_and_records_sorted_by_ticket_id(world: World) 
 
 
 def test_changes_member_describes_the_changes(world: World) -> None:
-    plan = plan_delta(world.manifest.entries(), without(world, "T-0009"), SESSIONS, ZONES)
+    plan = plan_delta(
+        world.manifest.event_id, world.manifest.entries(), without(world, "T-0009"), SESSIONS, ZONES
+    )
     _, header = peek_header(world.manifest_bytes)
     changes = encode_changes(plan.changed, header.raw)
     assert changes_member(world.manifest, changes, plan) == {

@@ -284,14 +284,14 @@ def test_build_into_a_missing_folder(gatectl: Run, world: World) -> None:
 
 
 def test_failed_write_leaves_no_temp_file(gatectl: Run, world: World, v1: Path) -> None:
-    """The rename fails (the output is a folder): the temp file is removed, the folder kept."""
+    """The output is a folder: refused before anything is written, the folder kept."""
     out = world.dir / "taken.gdm"
     out.mkdir()
     (out / "inside").write_text("keep me")
     result = build(gatectl, world, out, version=2)
     assert result.code == 1
-    assert result.err.startswith(f"GateError: cannot write {out}: ")
-    assert result.err.count("\n") == 1 and result.out == ""
+    assert result.err == f"GateError: {out} exists and is not a regular file; refusing to replace it\n"
+    assert result.out == ""
     assert hidden(world.dir) == []
     assert [p.name for p in out.iterdir()] == ["inside"]
     applied = gatectl("manifest", "apply", v1, "--base", v1, "--pub", world.signer_pub, "-o", out)
@@ -302,10 +302,10 @@ def test_failed_write_leaves_no_temp_file(gatectl: Run, world: World, v1: Path) 
 def test_apply_writes_atomically_too(gatectl: Run, world: World, v1: Path, delta: Path) -> None:
     out = world.dir / "applied" / "v2.gdm"
     out.parent.mkdir()
-    out.parent.joinpath("v2.gdm").mkdir()  # in the way: the rename must fail
+    out.parent.joinpath("v2.gdm").mkdir()  # in the way: a folder is never replaced
     failed = gatectl("manifest", "apply", delta, "--base", v1, "--pub", world.signer_pub, "-o", out)
     assert failed.code == 1
-    assert failed.err.startswith(f"GateError: cannot write {out}: ")
+    assert failed.err == f"GateError: {out} exists and is not a regular file; refusing to replace it\n"
     assert failed.out == ""
     assert hidden(out.parent) == []
     out.rmdir()

@@ -25,17 +25,26 @@ def table_of(body_data: bytes, body: object, legacy_codes: bool) -> TicketTable:
     )
 
 
-ids = st.text(alphabet="ABCab019-é", min_size=1, max_size=6)
+ids = st.one_of(
+    st.text(alphabet="ABCab019-é😀", min_size=1, max_size=6),
+    st.text(alphabet="AB", min_size=60, max_size=64),  # the longest ids
+)
+# Code hashes sharing their first 8 bytes share an index key: the tie-break must hold.
+code_hashes = st.one_of(
+    st.none(),
+    st.binary(min_size=16, max_size=16),
+    st.binary(min_size=8, max_size=8).map(lambda tail: b"\x01" * 8 + tail),
+)
 tickets = st.builds(
     TicketEntry,
     ticket_id=ids,
     status=st.sampled_from(list(Status)),
-    order_id=st.sampled_from(["", "O1", "O2", "O3"]),
-    seat=st.sampled_from(["", "1", "2"]),
+    order_id=st.sampled_from(["", "O1", "O2", "O" * 255]),
+    seat=st.sampled_from(["", "1", "2", "S" * 255]),
     session=st.sampled_from(["", *SESSIONS]),
     zone=st.sampled_from(["", *ZONES]),
     entries=st.integers(0, 255),
-    code_hash=st.one_of(st.none(), st.binary(min_size=16, max_size=16)),
+    code_hash=code_hashes,
 )
 
 

@@ -51,9 +51,16 @@ def run(args: argparse.Namespace) -> int:
             args.workdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise GateError(f"--workdir {args.workdir}: {exc.strerror}") from None
-        return _run(args.workdir, sizes, args.rounds)
+        return _guarded(args.workdir, sizes, args.rounds)
     with tempfile.TemporaryDirectory(prefix="gate-bench-") as tmp:
-        return _run(Path(tmp), sizes, args.rounds)
+        return _guarded(Path(tmp), sizes, args.rounds)
+
+
+def _guarded(work: Path, sizes: list[int], rounds: int) -> int:
+    try:
+        return _run(work, sizes, rounds)
+    except OSError as exc:
+        raise GateError(f"benchmark cannot use {work}: {exc.strerror or exc}") from None
 
 
 def _run(work: Path, sizes: list[int], rounds: int) -> int:

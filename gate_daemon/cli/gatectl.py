@@ -18,6 +18,7 @@ from gate_daemon.core.decision import Checkpoint, Outcome, evaluate
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import (
     DELTA,
+    MAX_HEADER,
     Header,
     Manifest,
     check_fresh,
@@ -28,12 +29,12 @@ from gate_daemon.core.manifest import (
 from gate_daemon.core.times import TimeFormatError, format_instant, parse_instant
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag, parse_entries
 from gate_daemon.errors import GateError, ManifestRefused
+from gate_daemon.files import open_regular, write_atomic
 from gate_daemon.provision.build import MAX_VERSION, build_manifest
 from gate_daemon.provision.event import load_event
 from gate_daemon.provision.keyfiles import read_public, read_secret, write_keypair
 from gate_daemon.provision.qrimage import write_qr
 from gate_daemon.provision.tickets import load_tickets
-from gate_daemon.store.files import write_atomic
 from gate_daemon.store.manifest_file import apply_delta_file, read_manifest, write_delta_result
 
 EXIT_ERROR = 1
@@ -154,10 +155,11 @@ def cmd_manifest_show(args: argparse.Namespace) -> int:
         kind = b"F"
     else:
         try:
-            data = args.file.read_bytes()
+            with open_regular(args.file) as handle:
+                head = handle.read(MAX_HEADER + 1024)  # the header is all that is shown
         except OSError as exc:
             raise ManifestRefused("unreadable", f"cannot read {args.file}: {exc.strerror}") from None
-        kind, header = peek_header(data)
+        kind, header = peek_header(head)
         verdict = "NOT CHECKED (pass --pub KEY to verify)"
     if args.json:
         print(json.dumps({"verified": bool(args.pub), "header": header.raw}, indent=2, sort_keys=True))
@@ -234,7 +236,12 @@ def cmd_ticket_issue(args: argparse.Namespace) -> int:
 
 def cmd_decide(args: argparse.Namespace) -> int:
     """Print the decision a gate would make for a payload; records nothing."""
-    payload = sys.stdin.readline().rstrip("\r\n") if args.payload == "-" else args.payload
+    if args.payload == "-":
+        if sys.stdin is None:
+            raise GateError("PAYLOAD is '-' but there is no standard input to read it from")
+        payload = sys.stdin.readline().rstrip("\r\n")
+    else:
+        payload = args.payload
     manifest = _load_verified(args.manifest, _publics(args.pub), args.base)
     where = Checkpoint(zone=args.zone, session=args.session)
     problems = where.problems(manifest)
@@ -360,10 +367,25 @@ def parser() -> argparse.ArgumentParser:
     return top
 
 
+def _check_text(args: argparse.Namespace) -> None:
+    """Refuse argument text that is not valid Unicode (bytes the locale could not decode).
+
+    A payload is exempt: the decision names it ``invalid_payload``, as a gate would.
+    """
+    for name, value in vars(args).items():
+        if isinstance(value, str) and name != "payload":
+            try:
+                value.encode()
+            except UnicodeEncodeError:
+                flag = "--" + name.replace("_", "-")
+                raise GateError(f"{flag} {value!r} is not valid text") from None
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     """Run gatectl; errors become one line on stderr and a non-zero exit."""
     args = parser().parse_args(argv)
     try:
+        _check_text(args)
         code: int = args.func(args)
     except GateError as exc:
         print(f"{type(exc).__name__}: {exc}", file=sys.stderr)

@@ -25,6 +25,7 @@ from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import DELTA, Manifest, check_successor, open_envelope
 from gate_daemon.core.ticket_table import (
     Body,
+    RepeatedTicket,
     Status,
     TicketEntry,
     decode_record,
@@ -32,6 +33,7 @@ from gate_daemon.core.ticket_table import (
     encode_record,
     splice,
 )
+from gate_daemon.core.tokens import code_hash
 from gate_daemon.errors import ManifestRefused
 
 _U32 = struct.Struct("<I")
@@ -49,17 +51,24 @@ class DeltaPlan:
 
 
 def plan_delta(
-    base: Iterable[TicketEntry], tickets: Sequence[TicketEntry], sessions: set[str], zones: set[str]
+    event_id: str,
+    base: Iterable[TicketEntry],
+    tickets: Sequence[TicketEntry],
+    sessions: set[str],
+    zones: set[str],
 ) -> DeltaPlan:
     """The new version's tickets: ``tickets`` plus every base ticket they lack, canceled.
 
     A tombstone keeps its reference code and order-seat text (so scanning them says
-    "canceled"), unless a listed ticket now uses the same code or text, as when a seat is
-    reissued under a new ticket id: then the tombstone is found by its ticket id alone.
+    "canceled"), unless a listed ticket now answers to the same text, by code or by
+    order-seat, as when a seat is reissued under a new ticket id: then the tombstone is
+    found by its ticket id alone. (Codes are looked up first, so a tombstone's code equal
+    to a listed ticket's order-seat text would otherwise shadow that ticket.)
     """
     listed = {t.ticket_id: t for t in tickets}
-    codes = {t.code_hash for t in tickets if t.code_hash is not None}
     texts = {t.legacy_text for t in tickets if t.legacy_text is not None}
+    codes = {t.code_hash for t in tickets if t.code_hash is not None}
+    codes.update(code_hash(event_id, text) for text in texts)
     entries = list(tickets)
     changed: list[TicketEntry] = []
     kept = 0
@@ -182,8 +191,11 @@ def rebuild(
             # Sessions or zones renumbered: re-encode every record, streamed one at a time.
             merged = _merge(base.entries(), upserts)
             body = encode_body(merged, sessions, zones, legacy_codes=h.legacy_codes, presorted=True)
-    except ValueError as exc:
+    except RepeatedTicket as exc:
         raise ManifestRefused("malformed", f"delta changes repeat a ticket: {exc}") from None
+    except (IndexError, struct.error, ValueError, OverflowError) as exc:
+        # Only a base whose signed body is itself corrupt gets here.
+        raise ManifestRefused("malformed", f"the base manifest cannot be spliced: {exc}") from None
     except KeyError as exc:
         raise ManifestRefused(
             "wrong_base", f"base tickets refer to {exc} which the new version lacks"

@@ -30,7 +30,7 @@ from typing import Any
 
 from gate_daemon.core.keys import SIGNATURE_SIZE, PublicKey, SecretKey
 from gate_daemon.core.ticket_table import TicketEntry, TicketTable
-from gate_daemon.core.times import format_instant
+from gate_daemon.core.times import MAX_INSTANT, format_instant
 from gate_daemon.core.tokens import PayloadFormat, event_tag
 from gate_daemon.errors import ManifestRefused
 
@@ -201,12 +201,20 @@ def open_envelope(data: bytes | memoryview | Any, trusted: Sequence[PublicKey]) 
 
 
 def parse_header(raw: bytes) -> Header:
-    """Read a signed header; a malformed one is refused (it can only come from a faulty builder)."""
+    """Read a header; a malformed one is refused.
+
+    Signed headers come only from our builder, but ``peek_header`` reads unverified ones
+    too, so anything at all must end as ``ManifestRefused``.
+    """
     try:
         doc = json.loads(raw)
+        # Lone surrogates (from "\ud800" escapes) cannot be printed or encoded again.
+        json.dumps(doc, ensure_ascii=False).encode()
         return _header(doc)
     except ManifestRefused:
         raise
+    except RecursionError:
+        raise ManifestRefused("malformed", "header: nested too deeply") from None
     except (ValueError, KeyError, TypeError, AttributeError) as exc:
         raise ManifestRefused("malformed", f"header: {exc.__class__.__name__}: {exc}") from None
 
@@ -224,15 +232,15 @@ def _header(doc: dict[str, Any]) -> Header:
         event_id=str(doc["event"]["id"]),
         event_name=str(doc["event"]["name"]),
         version=_int(doc["version"]),
-        issued_at=_int(doc["issued_at"]),
-        expires_at=_int(doc["expires_at"]),
+        issued_at=_instant(doc["issued_at"]),
+        expires_at=_instant(doc["expires_at"]),
         signer=str(doc["signer"]),
         sessions=tuple(
             Session(
                 str(s["id"]),
                 str(s["name"]),
-                _int(s["starts_at"]),
-                _int(s["ends_at"]),
+                _instant(s["starts_at"]),
+                _instant(s["ends_at"]),
                 _int(s["entry_opens_minutes"]),
             )
             for s in doc["sessions"]
@@ -260,6 +268,13 @@ def _bool(value: object) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"expected true or false, got {value!r}")
     return value
+
+
+def _instant(value: object) -> int:
+    seconds = _int(value)
+    if seconds > MAX_INSTANT:
+        raise ValueError(f"time {seconds} is after 2106")
+    return seconds
 
 
 def _int(value: object) -> int:

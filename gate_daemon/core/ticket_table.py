@@ -41,6 +41,10 @@ if sys.byteorder != "little":  # pragma: no cover - every Raspberry Pi is little
     raise ImportError("gate_daemon.core.ticket_table reads indexes in place and needs a little-endian CPU")
 
 
+class RepeatedTicket(ValueError):
+    """Tickets given in order were out of order, or one id came twice."""
+
+
 class Status(StrEnum):
     """An order's status as the ticketing system reports it."""
 
@@ -168,7 +172,8 @@ class Body:
 
     Kept in parts so that a writer can write them in turn: joining a million-ticket body
     into one buffer would cost another 60 MB. Parts may be views of the table a body was
-    spliced from, so use a body while that table's manifest is alive.
+    spliced from: use such a body only before that table is released, and drop it before
+    closing the table's buffer.
     """
 
     parts: tuple[Chunk, ...]
@@ -234,7 +239,7 @@ def encode_body(
     for number, entry in enumerate(ordered):
         tid = entry.ticket_id.encode()
         if tid <= previous and number:
-            raise ValueError(f"ticket {entry.ticket_id!r} is out of order or repeated")
+            raise RepeatedTicket(f"ticket {entry.ticket_id!r} is out of order or repeated")
         previous = tid
         offsets += _U32.pack(len(blob))
         blob += encode_record(entry, session_index, zone_index)
@@ -410,7 +415,7 @@ def splice(table: TicketTable, upserts: Sequence[TicketEntry], *, legacy_codes: 
     for entry in ordered:
         tid = entry.ticket_id.encode()
         if tid <= previous and added:
-            raise ValueError(f"ticket {entry.ticket_id!r} is repeated")
+            raise RepeatedTicket(f"ticket {entry.ticket_id!r} is repeated")
         previous = tid
         pos = table._lower_bound(tid)
         table._copy_records(cursor, pos, offsets, blob)

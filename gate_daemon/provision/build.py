@@ -58,7 +58,7 @@ def build_manifest(
         if version <= base.version:
             raise BuildError(f"version {version} must be greater than the base's version {base.version}")
         sessions, zones = {s.id for s in event.sessions}, {z.id for z in event.zones}
-        plan = plan_delta(base.entries(), tickets, sessions, zones)
+        plan = plan_delta(event.event_id, base.entries(), tickets, sessions, zones)
         tickets = plan.entries
     body = encode_body(
         tickets, [s.id for s in event.sessions], [z.id for z in event.zones], legacy_codes=event.legacy_codes

@@ -8,6 +8,7 @@ from pathlib import Path
 
 from gate_daemon.core.keys import KeyFormatError, PublicKey, SecretKey
 from gate_daemon.errors import KeyFileError
+from gate_daemon.files import open_regular, read_regular
 
 
 def write_keypair(stem: Path, *, overwrite: bool = False) -> tuple[Path, Path, SecretKey]:
@@ -43,7 +44,7 @@ def _write_key_file(path: Path, text: str, mode: int, *, overwrite: bool) -> Non
 def read_secret(path: Path) -> SecretKey:
     """Load a secret key, refusing one that group or others can read (as ssh does)."""
     try:
-        with path.open("rb") as handle:
+        with open_regular(path) as handle:
             mode = os.fstat(handle.fileno()).st_mode
             text = handle.read(4096).decode()
     except OSError as exc:
@@ -64,7 +65,7 @@ def read_secret(path: Path) -> SecretKey:
 def read_public(path: Path) -> PublicKey:
     """Load a public key file."""
     try:
-        text = path.read_text()
+        text = read_regular(path, 4096).decode()
     except OSError as exc:
         raise KeyFileError(f"cannot read public key {path}: {exc.strerror}") from None
     except UnicodeDecodeError:

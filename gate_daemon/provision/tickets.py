@@ -35,10 +35,13 @@ from gate_daemon.core.tokens import (
     parse_payload,
 )
 from gate_daemon.errors import Problem, SourceError
+from gate_daemon.files import read_regular
 from gate_daemon.provision.event import EventSpec
 
 COLUMNS = ("ticket_id", "order_id", "seat", "status", "session", "zone", "entries", "code")
 REQUIRED = ("ticket_id", "status")
+#: tickets.csv is read whole: a million rows are about 80 MB.
+MAX_FILE = 1 << 30
 MIN_CODE = 12
 #: Codes under this many bits (estimated from their length and alphabet) are refused:
 #: a stolen gate could try them all offline against the manifest's hashes.
@@ -64,7 +67,7 @@ def load_tickets(path: Path, event: EventSpec) -> list[TicketEntry]:
     """Read every row; raise ``SourceError`` listing bad rows by line and column."""
     name = str(path)
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MAX_FILE)
     except OSError as exc:
         raise SourceError(name, [Problem("", f"cannot read: {exc.strerror}")]) from None
     try:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import mmap
+import os
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -10,7 +11,10 @@ from gate_daemon.core.delta import apply_delta, rebuild
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import Manifest, open_manifest
 from gate_daemon.errors import ManifestRefused
-from gate_daemon.store.files import write_atomic
+from gate_daemon.files import open_regular, read_regular, write_atomic
+
+#: Deltas are read whole; one larger than this is not a delta worth applying.
+MAX_DELTA = 1 << 30
 
 
 def read_manifest(path: Path, trusted: Sequence[PublicKey]) -> Manifest:
@@ -22,8 +26,8 @@ def read_manifest(path: Path, trusted: Sequence[PublicKey]) -> Manifest:
     file as it is, so only the gate should be able to write it.
     """
     try:
-        with path.open("rb") as handle:
-            if not path.stat().st_size:
+        with open_regular(path) as handle:
+            if not os.fstat(handle.fileno()).st_size:
                 raise ManifestRefused("malformed", f"{path} is empty")
             mapped = mmap.mmap(handle.fileno(), 0, access=mmap.ACCESS_READ)
     except OSError as exc:
@@ -46,7 +50,7 @@ def settle(manifest: Manifest) -> None:
 def apply_delta_file(base: Manifest, path: Path, trusted: Sequence[PublicKey]) -> bytes:
     """Read a delta file and return the full manifest it produces from ``base``."""
     try:
-        data = path.read_bytes()
+        data = read_regular(path, MAX_DELTA)
     except OSError as exc:
         raise ManifestRefused("unreadable", f"cannot read {path}: {exc.strerror}") from None
     return apply_delta(base, data, trusted)
@@ -60,7 +64,7 @@ def write_delta_result(
     The result is written in two parts rather than assembled in memory once more.
     """
     try:
-        data = delta_path.read_bytes()
+        data = read_regular(delta_path, MAX_DELTA)
     except OSError as exc:
         raise ManifestRefused("unreadable", f"cannot read {delta_path}: {exc.strerror}") from None
     prefix, body = rebuild(base, data, trusted)
