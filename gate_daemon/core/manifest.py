@@ -139,10 +139,6 @@ class Envelope:
         pre = _PREAMBLE.pack(MAGIC, FULL, self.kid, len(self.header_bytes))
         return pre + self.header_bytes + self.signature
 
-    def full_file(self, body: bytes | bytearray) -> bytes:
-        """The full manifest file with this (signed) header and ``body``."""
-        return self.full_prefix() + body
-
 
 def _split(view: memoryview) -> tuple[bytes, bytes, bytes, bytes, int]:
     """Kind, signer id, header bytes, signature and payload offset, all unverified."""
