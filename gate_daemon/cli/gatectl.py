@@ -9,11 +9,14 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
+from gate_daemon.control import DEFAULT_SOCKET, ask
 from gate_daemon.core.decision import Checkpoint, Outcome, evaluate
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import (
@@ -26,7 +29,7 @@ from gate_daemon.core.manifest import (
     open_manifest,
     peek_header,
 )
-from gate_daemon.core.times import TimeFormatError, format_instant, parse_instant
+from gate_daemon.core.times import TimeFormatError, format_instant, format_span, parse_instant
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag, parse_entries
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.files import open_regular, write_atomic
@@ -234,14 +237,17 @@ def cmd_ticket_issue(args: argparse.Namespace) -> int:
     return 0
 
 
+def _read_payload(text: str) -> str:
+    if text != "-":
+        return text
+    if sys.stdin is None:
+        raise GateError("PAYLOAD is '-' but there is no standard input to read it from")
+    return sys.stdin.readline().rstrip("\r\n")
+
+
 def cmd_decide(args: argparse.Namespace) -> int:
     """Print the decision a gate would make for a payload; records nothing."""
-    if args.payload == "-":
-        if sys.stdin is None:
-            raise GateError("PAYLOAD is '-' but there is no standard input to read it from")
-        payload = sys.stdin.readline().rstrip("\r\n")
-    else:
-        payload = args.payload
+    payload = _read_payload(args.payload)
     manifest = _load_verified(args.manifest, _publics(args.pub), args.base)
     where = Checkpoint(zone=args.zone, session=args.session)
     problems = where.problems(manifest)
@@ -251,6 +257,65 @@ def cmd_decide(args: argparse.Namespace) -> int:
     decision = evaluate(payload, manifest, where, now)
     print(json.dumps(decision.as_dict(), ensure_ascii=False))
     return EXIT_CODES[decision.outcome]
+
+
+def _socket(args: argparse.Namespace) -> Path:
+    return Path(args.socket) if args.socket else Path(os.environ.get("GATE_SOCKET") or DEFAULT_SOCKET)
+
+
+def cmd_scan(args: argparse.Namespace) -> int:
+    """Scan PAYLOAD through the running gate: recorded, signalled, printed as JSON."""
+    payload = _read_payload(args.payload)
+    request: dict[str, Any] = {"op": "scan", "payload": payload, "kind": args.kind}
+    if args.operator:
+        request["operator"] = args.operator
+    if args.scan_id:
+        request["scan_id"] = args.scan_id
+    answer = ask(_socket(args), request)
+    decision = answer["decision"]
+    print(json.dumps(decision, ensure_ascii=False))
+    return EXIT_CODES[Outcome(decision["outcome"])]
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    """Print the running gate's identity, manifest and counters."""
+    status = ask(_socket(args), {"op": "status"})["status"]
+    if args.json:
+        print(json.dumps(status, indent=2, ensure_ascii=False))
+        return 0
+    where = "".join(f", {k} {status[k]}" for k in ("zone", "session") if status.get(k))
+    up = format_span(status["uptime_seconds"])
+    print(f"gate      {status['gate']} ({status['mode']}{where}), event {status['event']}")
+    print(f"input     {status['input']}, signals {status['signals']}, up {up}")
+    m = status["manifest"]
+    if m["active"]:
+        state = "EXPIRED" if m["expired"] else f"expires {m['expires_at']}"
+        print(
+            f"manifest  version {m['version']}, {m['tickets']} tickets, issued {m['issued_at']} "
+            f"({format_span(m['age_seconds'])} ago), {state}"
+        )
+    else:
+        print("manifest  NONE: out of service, every scan is denied (manifest_missing)")
+    if "last_refusal" in m:
+        r = m["last_refusal"]
+        print(f"refused   {r['at']}: {r['reason']}: {r['detail']}")
+    counters = status["counters"]
+    outcomes = ", ".join(
+        f"{name.split(':', 1)[1]} {value}" for name, value in counters.items() if name.startswith("outcome:")
+    )
+    print(f"scans     {counters.get('scans', 0)} ({outcomes or 'none yet'})")
+    return 0
+
+
+def cmd_counters(args: argparse.Namespace) -> int:
+    """Print the running gate's persisted counters."""
+    counters = ask(_socket(args), {"op": "counters"})["counters"]
+    if args.json:
+        print(json.dumps(counters, indent=2, sort_keys=True))
+    else:
+        for name, value in sorted(counters.items()):
+            print(f"{name:<32} {value}")
+    return 0
 
 
 def cmd_bench(args: argparse.Namespace) -> int:
@@ -357,6 +422,37 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--zone", help="the gate's zone")
     p.add_argument("--session", help="pin the gate to one session")
     p.set_defaults(func=cmd_decide)
+
+    def socket_option(p: argparse.ArgumentParser) -> None:
+        p.add_argument(
+            "--socket",
+            help=f"the gate's control socket (default: $GATE_SOCKET or {DEFAULT_SOCKET})",
+        )
+
+    p = sub.add_parser("scan", help="scan PAYLOAD through the running gate (recorded and signalled)")
+    p.add_argument("payload", metavar="PAYLOAD", help="the QR payload, or - to read one line from stdin")
+    socket_option(p)
+    p.add_argument("--operator", help="who scans (default: your user name)")
+    p.add_argument(
+        "--exit",
+        dest="kind",
+        action="store_const",
+        const="exit",
+        default=None,
+        help="record an exit (re-entry tickets) instead of the gate's own mode",
+    )
+    p.add_argument("--scan-id", help="a UUID that makes a retried scan idempotent")
+    p.set_defaults(func=cmd_scan)
+
+    p = sub.add_parser("status", help="the running gate's identity, manifest and counters")
+    socket_option(p)
+    p.add_argument("--json", action="store_true", help="print the full status as JSON")
+    p.set_defaults(func=cmd_status)
+
+    p = sub.add_parser("counters", help="the running gate's persisted counters")
+    socket_option(p)
+    p.add_argument("--json", action="store_true", help="print them as one JSON object")
+    p.set_defaults(func=cmd_counters)
 
     p = sub.add_parser("bench", help="measure the gate's budgets")
     p.add_argument("suite", choices=["core"])

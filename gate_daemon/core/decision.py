@@ -19,6 +19,10 @@ Checks run in this order, and the first that fails names the reason:
  9. session            wrong_session
 10. time window        too_early, too_late
 11. entry policy       already_used
+
+An exit scan (an exit-mode gate, an exit button) runs steps 1-5 and then only asks
+whether the ticket is inside: ``not_inside`` when no entry is open to close. Leaving is
+never refused for revocation, order status, zone or time.
 """
 
 from __future__ import annotations
@@ -29,7 +33,7 @@ from typing import Any
 
 from gate_daemon.core.manifest import Manifest, Session
 from gate_daemon.core.ticket_table import Status, TicketEntry
-from gate_daemon.core.times import format_instant, format_span
+from gate_daemon.core.times import format_instant, format_span, parse_instant
 from gate_daemon.core.tokens import REENTRY, OpaqueCode, PayloadError, PayloadFormat, parse_payload
 
 
@@ -63,6 +67,8 @@ class Reason(StrEnum):
     TOO_EARLY = "too_early"
     TOO_LATE = "too_late"
     ALREADY_USED = "already_used"
+    NOT_INSIDE = "not_inside"
+    LEDGER_UNAVAILABLE = "ledger_unavailable"
 
     @property
     def outcome(self) -> Outcome:
@@ -76,12 +82,22 @@ class Reason(StrEnum):
         return Outcome.DENY
 
 
+#: Details that ``as_dict`` writes as they are.
+_DETAILS = ("ticket_id", "session", "zone", "entries_allowed", "entries_used", "opens_in", "last_entry_gate")
+
 _STATUS_REASON = {
     Status.BLOCKED: Reason.BLOCKED,
     Status.PENDING: Reason.UNPAID,
     Status.CANCELED: Reason.CANCELED,
     Status.REFUNDED: Reason.REFUNDED,
 }
+
+
+class ScanKind(StrEnum):
+    """Whether a scan lets someone in or records that they left."""
+
+    ENTRY = "entry"
+    EXIT = "exit"
 
 
 @dataclass(frozen=True, slots=True)
@@ -110,6 +126,7 @@ class LedgerFacts:
     """What the ledger knows of a ticket's use so far."""
 
     entries: int = 0
+    exits: int = 0
     inside: bool = False
     last_entry_at: float | None = None
     last_entry_gate: str | None = None
@@ -158,16 +175,7 @@ class Decision:
             "reason": self.reason.value,
             "message": self.message,
         }
-        for name in (
-            "ticket_id",
-            "format",
-            "session",
-            "zone",
-            "entries_allowed",
-            "entries_used",
-            "opens_in",
-            "last_entry_gate",
-        ):
+        for name in ("format", *_DETAILS):
             value = getattr(self, name)
             if value is not None:
                 out[name] = value
@@ -177,8 +185,19 @@ class Decision:
             out["last_entry_at"] = format_instant(self.last_entry_at)
         return out
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> Decision:
+        """The decision ``as_dict`` wrote (times to the second)."""
+        details: dict[str, Any] = {k: data[k] for k in _DETAILS if k in data}
+        if "format" in data:
+            details["format"] = PayloadFormat(data["format"])
+        for name in ("opens_at", "last_entry_at"):
+            if name in data:
+                details[name] = parse_instant(data[name])
+        return cls(Reason(data["reason"]), str(data["message"]), **details)
 
-def _deny(reason: Reason, message: str, ticket: Ticket | None = None, **details: Any) -> Decision:
+
+def _answer(reason: Reason, message: str, ticket: Ticket | None = None, **details: Any) -> Decision:
     if ticket is not None:
         details.setdefault("ticket_id", ticket.ticket_id)
         details.setdefault("format", ticket.format)
@@ -192,34 +211,34 @@ def identify(payload: str, manifest: Manifest | None, now: float) -> Ticket | De
     try:
         token = parse_payload(payload)
     except PayloadError as exc:
-        return _deny(Reason.INVALID_PAYLOAD, f"Not a ticket code: {exc.detail}")
+        return _answer(Reason.INVALID_PAYLOAD, f"Not a ticket code: {exc.detail}")
     if manifest is None:
-        return _deny(Reason.MANIFEST_MISSING, "Out of service: this gate has no valid ticket list")
+        return _answer(Reason.MANIFEST_MISSING, "Out of service: this gate has no valid ticket list")
     if now > manifest.header.expires_at:
         when = format_instant(manifest.header.expires_at)
-        return _deny(Reason.MANIFEST_EXPIRED, f"Out of service: the ticket list expired at {when}")
+        return _answer(Reason.MANIFEST_EXPIRED, f"Out of service: the ticket list expired at {when}")
     if isinstance(token, OpaqueCode):
         found = manifest.find_code(token.text)
         if found is None:
-            return _deny(Reason.UNKNOWN_TICKET, "Ticket not found for this event")
+            return _answer(Reason.UNKNOWN_TICKET, "Ticket not found for this event")
         entry, fmt = found
         return _from_entry(entry, fmt)
     claims = token.claims
     keys = manifest.ticket_keys.get(token.kid)
     if not keys:
-        return _deny(
+        return _answer(
             Reason.UNKNOWN_KEY,
             "Ticket is signed by a key this event does not accept",
             format=PayloadFormat.SIGNED,
         )
     if not any(token.verify(k) for k in keys):
-        return _deny(
+        return _answer(
             Reason.BAD_SIGNATURE,
             "Ticket signature is not valid (forged or damaged code)",
             format=PayloadFormat.SIGNED,
         )
     if claims.event_tag != manifest.event_tag:
-        return _deny(
+        return _answer(
             Reason.WRONG_EVENT,
             "Ticket is for another event",
             ticket_id=claims.ticket_id,
@@ -263,17 +282,26 @@ def _from_entry(entry: TicketEntry, fmt: PayloadFormat) -> Ticket:
     )
 
 
-def decide(ticket: Ticket, manifest: Manifest, where: Checkpoint, facts: LedgerFacts, now: float) -> Decision:
+def decide(
+    ticket: Ticket,
+    manifest: Manifest,
+    where: Checkpoint,
+    facts: LedgerFacts,
+    now: float,
+    kind: ScanKind = ScanKind.ENTRY,
+) -> Decision:
     """Steps 6-11: weigh an identified ticket against the gate, the clock and the ledger."""
+    if kind is ScanKind.EXIT:
+        return _exit(ticket, facts)
     if ticket.ticket_id in manifest.header.revoked:
-        return _deny(Reason.REVOKED, "Ticket has been revoked", ticket)
+        return _answer(Reason.REVOKED, "Ticket has been revoked", ticket)
     status_reason = _STATUS_REASON.get(ticket.status)
     if status_reason is not None:
-        return _deny(status_reason, _STATUS_MESSAGE[status_reason], ticket)
+        return _answer(status_reason, _STATUS_MESSAGE[status_reason], ticket)
     if where.zone and ticket.zone and ticket.zone != where.zone:
         zone = manifest.zones.get(ticket.zone)
         name = zone.name if zone else ticket.zone
-        return _deny(Reason.WRONG_ZONE, f"Ticket is for {name}, not this entrance", ticket)
+        return _answer(Reason.WRONG_ZONE, f"Ticket is for {name}, not this entrance", ticket)
     window = _session_check(ticket, manifest, where, now)
     if isinstance(window, Decision):
         return window
@@ -305,7 +333,7 @@ def _session_check(
         return pinned
     own = manifest.sessions.get(ticket.session)
     if own is None:
-        return _deny(
+        return _answer(
             Reason.WRONG_SESSION,
             f"Ticket is for session {ticket.session}, which this event does not have",
             ticket,
@@ -321,7 +349,7 @@ def _session_check(
 
 def _wrong_session(ticket: Ticket, own: Session, now: float) -> Decision:
     opens = f"; entry opens {format_instant(own.opens_at)}" if own.opens_at > now else ""
-    return _deny(
+    return _answer(
         Reason.WRONG_SESSION,
         f"Ticket is for {own.name or own.id}{opens}",
         ticket,
@@ -330,7 +358,7 @@ def _wrong_session(ticket: Ticket, own: Session, now: float) -> Decision:
 
 
 def _too_early(ticket: Ticket, opens_at: int, now: float) -> Decision:
-    return _deny(
+    return _answer(
         Reason.TOO_EARLY,
         f"Too early: entry opens {format_instant(opens_at)} (in {format_span(opens_at - now)})",
         ticket,
@@ -343,12 +371,12 @@ def _time_check(ticket: Ticket, session: Session | None, manifest: Manifest, now
     if ticket.valid_from is not None and now < ticket.valid_from:
         return _too_early(ticket, ticket.valid_from, now)
     if ticket.valid_until is not None and now > ticket.valid_until:
-        return _deny(Reason.TOO_LATE, f"Ticket expired {format_instant(ticket.valid_until)}", ticket)
+        return _answer(Reason.TOO_LATE, f"Ticket expired {format_instant(ticket.valid_until)}", ticket)
     if session is not None:
         if now < session.opens_at:
             return _too_early(ticket, session.opens_at, now)
         if now > session.ends_at:
-            return _deny(
+            return _answer(
                 Reason.TOO_LATE,
                 f"{session.name or session.id} ended {format_instant(session.ends_at)}",
                 ticket,
@@ -361,7 +389,7 @@ def _time_check(ticket: Ticket, session: Session | None, manifest: Manifest, now
     if upcoming:
         return _too_early(ticket, min(upcoming), now)
     last = max(s.ends_at for s in sessions)
-    return _deny(Reason.TOO_LATE, f"The event ended {format_instant(last)}", ticket)
+    return _answer(Reason.TOO_LATE, f"The event ended {format_instant(last)}", ticket)
 
 
 def _entry_policy(ticket: Ticket, facts: LedgerFacts) -> Decision:
@@ -393,12 +421,20 @@ def _entry_policy(ticket: Ticket, facts: LedgerFacts) -> Decision:
     return Decision(Reason.OK, f"Entry allowed{suffix}", **common)
 
 
+def _exit(ticket: Ticket, facts: LedgerFacts) -> Decision:
+    details: dict[str, Any] = {"entries_used": facts.entries}
+    if not facts.inside:
+        return _answer(Reason.NOT_INSIDE, "Not checked in: there is no entry to scan out", ticket, **details)
+    return _answer(Reason.OK, "Exit recorded", ticket, **details)
+
+
 def evaluate(
     payload: str,
     manifest: Manifest | None,
     where: Checkpoint,
     now: float,
     facts: LedgerFacts | None = None,
+    kind: ScanKind = ScanKind.ENTRY,
 ) -> Decision:
     """Identify and decide in one call, with the ledger facts already known.
 
@@ -410,4 +446,4 @@ def evaluate(
     if isinstance(found, Decision):
         return found
     assert manifest is not None  # identify() denies with manifest_missing otherwise
-    return decide(found, manifest, where, facts or LedgerFacts(), now)
+    return decide(found, manifest, where, facts or LedgerFacts(), now, kind)

@@ -95,6 +95,17 @@ def code_hash(event_id: str, code: str) -> bytes:
     return hashlib.blake2b(code.encode(), digest_size=16, key=_code_key(event_id)).digest()
 
 
+def payload_fingerprint(event_id: str, payload: str) -> str:
+    """What the evidence log keeps of a scanned payload: a keyed hash, never the text.
+
+    Anyone who holds a code and knows the event can compute it to find that code's scans
+    (a dispute the next morning); the log alone gives no code back.
+    """
+    data = payload.encode("utf-8", "surrogateescape")
+    key = hashlib.sha256(b"gate-daemon/scan-fingerprint\x00" + event_id.encode()).digest()
+    return hashlib.blake2b(data, digest_size=16, key=key).hexdigest()
+
+
 @functools.lru_cache(maxsize=8)
 def _code_key(event_id: str) -> bytes:
     return hashlib.sha256(b"gate-daemon/code-key\x00" + event_id.encode()).digest()

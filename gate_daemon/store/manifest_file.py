@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import contextlib
 import mmap
 import os
+import shutil
+import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 from gate_daemon.core.delta import apply_delta, rebuild
 from gate_daemon.core.keys import PublicKey
-from gate_daemon.core.manifest import Manifest, open_manifest
+from gate_daemon.core.manifest import Manifest, accept_manifest, open_manifest
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.files import open_regular, read_regular, write_atomic
 
@@ -33,6 +36,55 @@ def read_manifest(path: Path, trusted: Sequence[PublicKey]) -> Manifest:
     except OSError as exc:
         raise ManifestRefused("unreadable", f"cannot read {path}: {exc.strerror}") from None
     manifest = open_manifest(mapped, trusted)
+    settle(manifest)
+    return manifest
+
+
+def install_manifest(
+    source: Path,
+    dest: Path,
+    trusted: Sequence[PublicKey],
+    *,
+    now: float,
+    last_version: int = 0,
+    last_sha256: str | None = None,
+) -> Manifest:
+    """Copy ``source`` beside ``dest``, verify the copy, and only then rename it over ``dest``.
+
+    The bytes verified are the bytes used afterwards: the copy is private to the gate, so
+    whoever may write ``source`` cannot change a manifest after it was checked. A refused
+    manifest leaves ``dest`` as it was.
+    """
+    try:
+        fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
+    except OSError as exc:
+        raise ManifestRefused("unreadable", f"cannot write in {dest.parent}: {exc.strerror}") from None
+    tmp = Path(tmp_name)
+    try:
+        with os.fdopen(fd, "w+b") as out:
+            try:
+                with open_regular(source) as handle:
+                    shutil.copyfileobj(handle, out, 1 << 20)
+            except OSError as exc:
+                raise ManifestRefused("unreadable", f"cannot read {source}: {exc.strerror}") from None
+            out.flush()
+            os.fsync(out.fileno())
+            if not out.tell():
+                raise ManifestRefused("malformed", f"{source} is empty")
+            mapped = mmap.mmap(out.fileno(), 0, access=mmap.ACCESS_READ)
+        manifest = accept_manifest(
+            mapped, trusted, now=now, last_version=last_version, last_sha256=last_sha256
+        )
+        tmp.replace(dest)
+    except BaseException:
+        tmp.unlink(missing_ok=True)
+        raise
+    with contextlib.suppress(OSError):
+        dir_fd = os.open(dest.parent, os.O_RDONLY)
+        try:
+            os.fsync(dir_fd)
+        finally:
+            os.close(dir_fd)
     settle(manifest)
     return manifest
 

@@ -1,0 +1,307 @@
+"""Wiring and lifecycle of a running gate.
+
+Start: state directory, trusted keys, ledger, manifest, signals, gate, input, control
+socket; then ``READY=1``. Run: the input loop, the manifest watch, the watchdog and the
+status line, as tasks of one ``TaskGroup``. Stop (SIGTERM, SIGINT): ``STOPPING=1``, stop
+taking scans, let scans in flight commit, close the ledger.
+
+The watchdog ping is tied to the scan path: ``WATCHDOG=1`` is sent only after a probe
+has gone through the ledger's lock and its database thread, the same road every scan
+takes, and only while the input loop runs. A hung commit or a dead input stops the
+pings and systemd restarts the gate.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import signal
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any, BinaryIO
+
+from gate_daemon.config import GateConfig, InputKind, SignalsKind
+from gate_daemon.control import ControlServer
+from gate_daemon.core.decision import Checkpoint, Decision
+from gate_daemon.core.keys import PublicKey
+from gate_daemon.core.times import format_instant, format_span
+from gate_daemon.errors import GateError
+from gate_daemon.gate import Gate
+from gate_daemon.hardware.ports import ScanInput, Signals
+from gate_daemon.manifest_watch import ManifestWatch
+from gate_daemon.provision.keyfiles import read_public
+from gate_daemon.store.ledger import Ledger
+from gate_daemon.systemd import Notifier
+
+log = logging.getLogger(__name__)
+
+#: How often the one-line status sent to systemd is refreshed.
+STATUS_INTERVAL = 15.0
+
+
+class QuietSignals:
+    """Signals for ``kind = "none"``: decisions are recorded and returned, not shown."""
+
+    def show(self, decision: Decision) -> None:
+        """Show nothing."""
+
+    async def aclose(self) -> None:
+        """Nothing to release."""
+
+
+def trusted_keys(config: GateConfig) -> list[PublicKey]:
+    """The manifest signing keys the config names (``KeyFileError`` if one is unusable)."""
+    return [read_public(path) for path in config.manifest.trusted_keys]
+
+
+def make_signals(config: GateConfig, pin_factory: Any = None) -> Signals:
+    """The signals adapter the config asks for."""
+    kind = config.signals.kind
+    if kind is SignalsKind.CONSOLE:
+        from gate_daemon.hardware.console_signals import ConsoleSignals
+
+        return ConsoleSignals(color=config.signals.color)
+    if kind is SignalsKind.GPIO:
+        from gate_daemon.hardware.gpio_signals import GpioSignals
+
+        try:
+            return GpioSignals(config.signals.pins, config.signals.hold_ms / 1000, pin_factory=pin_factory)
+        except Exception as exc:  # gpiozero raises its own tree for missing or busy pins
+            raise GateError(
+                f"cannot drive GPIO pins {config.signals.pins}: {type(exc).__name__}: {exc}"
+            ) from None
+    return QuietSignals()
+
+
+def make_input(config: GateConfig, stdin: BinaryIO | None = None) -> ScanInput | None:
+    """The scan input the config asks for (None for ``kind = "none"``)."""
+    kind = config.input.kind
+    if kind is InputKind.STDIN:
+        from gate_daemon.hardware.stdin_input import StdinInput
+
+        return StdinInput(stdin)
+    if kind is InputKind.IMAGES:
+        from gate_daemon.hardware.image_folder import ImageFolderInput
+
+        assert config.input.path is not None  # the config requires it for this kind
+        if not config.input.path.is_dir():
+            raise GateError(f"input.path {config.input.path} is not a folder")
+        return ImageFolderInput(config.input.path, config.input.poll_ms / 1000)
+    return None
+
+
+@dataclass
+class GateStatus:
+    """What ``gatectl status`` and ``systemctl status`` show of a running gate."""
+
+    config: GateConfig
+    ledger: Ledger
+    manifests: ManifestWatch
+    gate: Gate
+    started_at: float = field(default_factory=time.time)
+
+    async def snapshot(self) -> dict[str, Any]:
+        """The full status as a JSON-ready object."""
+        cfg = self.config
+        manifest = self.manifests.current
+        now = time.time()
+        info: dict[str, Any] = {"active": manifest is not None}
+        if manifest is not None:
+            header = manifest.header
+            info.update(
+                version=manifest.version,
+                event=manifest.event_id,
+                tickets=len(manifest),
+                issued_at=format_instant(header.issued_at),
+                age_seconds=int(now - header.issued_at),
+                expires_at=format_instant(header.expires_at),
+                expired=now > header.expires_at,
+            )
+        if self.manifests.refusal is not None:
+            refusal = self.manifests.refusal
+            info["last_refusal"] = {
+                "reason": refusal.reason,
+                "detail": refusal.detail,
+                "at": format_instant(refusal.at),
+            }
+        return {
+            "gate": cfg.gate.id,
+            "event": cfg.gate.event,
+            "zone": cfg.gate.zone,
+            "session": cfg.gate.session,
+            "mode": cfg.gate.mode.value,
+            "decision": "local",
+            "input": cfg.input.kind.value,
+            "signals": cfg.signals.kind.value,
+            "uptime_seconds": int(now - self.started_at),
+            "manifest": info,
+            "ledger": {"path": str(self.ledger.path), "epoch": self.ledger.epoch},
+            "counters": await self.ledger.counters(),
+            "since_start": dict(self.gate.volatile),
+        }
+
+    def line(self) -> str:
+        """One line for ``systemctl status``."""
+        manifest = self.manifests.current
+        gate = self.config.gate
+        if manifest is None:
+            return f"gate {gate.id}: OUT OF SERVICE, no valid manifest"
+        age = format_span(max(0.0, time.time() - manifest.header.issued_at))
+        return f"gate {gate.id} ({gate.mode.value}): manifest v{manifest.version}, {age} old"
+
+
+@dataclass
+class RunningGate:
+    """Everything a started gate holds, for serving and shutdown."""
+
+    config: GateConfig
+    ledger: Ledger
+    manifests: ManifestWatch
+    gate: Gate
+    signals: Signals
+    source: ScanInput | None
+    control: ControlServer
+    status: GateStatus
+    in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factory: Any = None) -> RunningGate:
+    """Open everything the gate needs, in order; raise ``GateError`` naming what failed."""
+    state = config.gate.state_dir
+    try:
+        state.mkdir(mode=0o750, parents=True, exist_ok=True)
+    except OSError as exc:
+        raise GateError(f"cannot create state_dir {state}: {exc.strerror}") from None
+    keys = trusted_keys(config)
+    ledger = await Ledger.open(config.ledger_path, config.gate.id)
+    signals: Signals | None = None
+    try:
+        checkpoint = Checkpoint(config.gate.zone, config.gate.session)
+        manifests = ManifestWatch(
+            drop_path=config.manifest.path,
+            private_path=config.active_manifest_path,
+            trusted=keys,
+            ledger=ledger,
+            event_id=config.gate.event,
+            checkpoint=checkpoint,
+        )
+        await manifests.start()
+        signals = make_signals(config, pin_factory)
+        gate = Gate(
+            gate_id=config.gate.id,
+            event_id=config.gate.event,
+            checkpoint=checkpoint,
+            mode=config.gate.mode,
+            ledger=ledger,
+            manifests=manifests,
+            signals=signals,
+            repeat_window=config.gate.repeat_window_ms / 1000,
+        )
+        source = make_input(config, stdin)
+        status = GateStatus(config, ledger, manifests, gate)
+        control = ControlServer(config.control.socket, gate, status.snapshot)
+        await control.start()
+    except BaseException:
+        if signals is not None:
+            await signals.aclose()
+        await ledger.close()
+        raise
+    return RunningGate(config, ledger, manifests, gate, signals, source, control, status)
+
+
+async def _input_loop(running: RunningGate) -> None:
+    source = running.source
+    if source is None:
+        return
+    async for payload in source.payloads():
+        # Shielded: a shutdown lets the scan commit and show rather than cut it off.
+        task = asyncio.ensure_future(running.gate.frame(payload, device=source.name))
+        running.in_flight.add(task)
+        task.add_done_callback(running.in_flight.discard)
+        await asyncio.shield(task)
+    log.info("input %s ended; the gate keeps serving its control socket", source.name)
+
+
+async def _watchdog(running: RunningGate, notifier: Notifier, input_task: asyncio.Task[None]) -> None:
+    interval = notifier.watchdog_interval
+    if interval is None:
+        return
+    period = interval / 3
+    while True:
+        input_ok = not input_task.done() or (not input_task.cancelled() and input_task.exception() is None)
+        try:
+            await asyncio.wait_for(running.ledger.ping(), timeout=period)
+        except TimeoutError:
+            log.error("watchdog: the ledger did not answer within %.1f s; withholding WATCHDOG=1", period)
+        else:
+            if input_ok:
+                notifier.watchdog()
+            else:
+                log.error("watchdog: the input loop has failed; withholding WATCHDOG=1")
+        await asyncio.sleep(period)
+
+
+async def _status_loop(running: RunningGate, notifier: Notifier) -> None:
+    while True:
+        await asyncio.sleep(STATUS_INTERVAL)
+        notifier.status(running.status.line())
+
+
+async def serve(
+    running: RunningGate, notifier: Notifier, stop: asyncio.Event, signals: Sequence[int] = ()
+) -> int:
+    """Run a started gate until ``stop`` is set (or a listed POSIX signal arrives), then close it."""
+    loop = asyncio.get_running_loop()
+    for signum in signals:
+        loop.add_signal_handler(signum, stop.set)
+    failure: BaseException | None = None
+    try:
+        async with asyncio.TaskGroup() as group:
+            input_task = group.create_task(_input_loop(running), name="input")
+            group.create_task(running.manifests.run(running.config.manifest.poll_ms / 1000), name="manifest")
+            group.create_task(_watchdog(running, notifier, input_task), name="watchdog")
+            group.create_task(_status_loop(running, notifier), name="status")
+            notifier.ready(running.status.line())
+            log.info("gate %s ready: %s", running.config.gate.id, running.status.line())
+            stopper = group.create_task(stop.wait(), name="stop")
+            done, _ = await asyncio.wait({stopper, input_task}, return_when=asyncio.FIRST_COMPLETED)
+            if input_task in done and input_task.exception() is None:
+                await stopper
+            raise _Stop
+    except* _Stop:
+        pass
+    except* Exception as group_error:
+        failure = group_error.exceptions[0]
+        log.critical("gate stopped by an internal error: %r", failure)
+    finally:
+        notifier.stopping()
+        for signum in signals:
+            loop.remove_signal_handler(signum)
+        await shutdown(running)
+    return 0 if failure is None else 1
+
+
+class _Stop(Exception):
+    """Raised inside the task group to end it on request."""
+
+
+async def shutdown(running: RunningGate) -> None:
+    """Stop taking scans, let those in flight commit, then close everything."""
+    await running.control.aclose()
+    if running.in_flight:
+        await asyncio.wait(running.in_flight, timeout=10)
+    if running.source is not None:
+        await running.source.aclose()
+    with contextlib.suppress(Exception):
+        await running.signals.aclose()
+    await running.ledger.close()
+    log.info("gate %s stopped", running.config.gate.id)
+
+
+async def run(config: GateConfig, notifier: Notifier | None = None) -> int:
+    """Start the gate and serve until SIGTERM or SIGINT; the process's exit status."""
+    notifier = notifier or Notifier()
+    running = await start(config)
+    return await serve(running, notifier, asyncio.Event(), (signal.SIGTERM, signal.SIGINT))

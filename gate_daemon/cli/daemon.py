@@ -1,0 +1,135 @@
+"""``gate-daemon``: run a gate in the foreground, or check a config file.
+
+    gate-daemon --config /etc/gate-daemon/gate.toml
+    gate-daemon check-config /etc/gate-daemon/gate.toml
+
+Exit status: 0 after a clean stop (SIGTERM) or a valid config, 1 when the gate cannot
+start or the config has problems (each printed as ``file:line: key: problem``), 2 for
+a usage error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from gate_daemon.config import GateConfig, load_config
+from gate_daemon.core.decision import Checkpoint
+from gate_daemon.errors import GateError, KeyFileError, ManifestRefused, Problem, SourceError
+from gate_daemon.store.manifest_file import read_manifest
+from gate_daemon.systemd import setup_logging
+from gate_daemon.tomlsource import line_of, load
+
+EXIT_ERROR = 1
+
+
+def check_deployment(config: GateConfig) -> tuple[list[Problem], list[str]]:
+    """Problems (fatal) and warnings beyond the file's own syntax: keys, manifest, folders."""
+    from gate_daemon.provision.keyfiles import read_public
+
+    _doc, text = load(config.source)
+    problems: list[Problem] = []
+    warnings: list[str] = []
+    trusted = []
+    for index, path in enumerate(config.manifest.trusted_keys):
+        where = ("manifest", "trusted_keys", index)
+        try:
+            trusted.append(read_public(path))
+        except KeyFileError as exc:
+            problems.append(Problem(f"manifest.trusted_keys[{index}]", str(exc), line_of(text, where)))
+    if config.input.path is not None and not config.input.path.is_dir():
+        problems.append(
+            Problem("input.path", f"{config.input.path} is not a folder", line_of(text, ("input", "path")))
+        )
+    for candidate in (config.active_manifest_path, config.manifest.path):
+        if not candidate.exists():
+            continue
+        if not trusted:
+            break
+        try:
+            manifest = read_manifest(candidate, trusted)
+        except ManifestRefused as exc:
+            warnings.append(f"manifest {candidate} would be refused ({exc.reason}): {exc.detail}")
+            continue
+        if manifest.event_id != config.gate.event:
+            problems.append(
+                Problem(
+                    "gate.event",
+                    f"{config.gate.event!r}, but manifest {candidate} is for {manifest.event_id!r}",
+                    line_of(text, ("gate", "event")),
+                )
+            )
+        for issue in Checkpoint(config.gate.zone, config.gate.session).problems(manifest):
+            key = "zone" if issue.startswith("zone") else "session"
+            problems.append(Problem(f"gate.{key}", issue, line_of(text, ("gate", key))))
+        break
+    else:
+        warnings.append(
+            f"no manifest at {config.manifest.path} yet: the gate will deny every scan "
+            "(manifest_missing) until one is dropped there"
+        )
+    return problems, warnings
+
+
+def cmd_check(path: Path) -> int:
+    """Validate a config file and what it points at."""
+    config = load_config(path)
+    problems, warnings = check_deployment(config)
+    for warning in warnings:
+        print(f"warning: {warning}", file=sys.stderr)
+    if problems:
+        raise SourceError(str(path), problems)
+    gate = config.gate
+    where = ", ".join(f"{k} {v}" for k, v in (("zone", gate.zone), ("session", gate.session)) if v)
+    print(
+        f"{path}: OK: gate {gate.id} for event {gate.event} ({gate.mode.value}"
+        f"{', ' + where if where else ''}), input {config.input.kind.value}, "
+        f"signals {config.signals.kind.value}, control socket {config.control.socket}"
+    )
+    return 0
+
+
+def cmd_run(path: Path) -> int:
+    """Run the gate until SIGTERM."""
+    from gate_daemon.app import run
+
+    setup_logging()
+    config = load_config(path)
+    return asyncio.run(run(config))
+
+
+def parser() -> argparse.ArgumentParser:
+    """The command line."""
+    top = argparse.ArgumentParser(
+        prog="gate-daemon",
+        description="Run a venue gate: scan, decide locally, record durably, signal.",
+    )
+    top.add_argument("--config", type=Path, metavar="FILE", help="run the gate configured in FILE")
+    sub = top.add_subparsers(dest="command", metavar="COMMAND")
+    check = sub.add_parser("check-config", help="validate a config file and what it points at, then exit")
+    check.add_argument("file", type=Path, metavar="FILE")
+    return top
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Run or check; errors become lines on stderr and a non-zero exit."""
+    p = parser()
+    args = p.parse_args(argv)
+    try:
+        if args.command == "check-config":
+            return cmd_check(args.file)
+        if args.config is None:
+            p.error("--config FILE is required (or: gate-daemon check-config FILE)")
+        return cmd_run(args.config)
+    except GateError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,224 @@
+"""The local control socket: manual scans, status and counters for ``gatectl``.
+
+A unix socket only (never the LAN), mode 0660: whoever may open it may scan. The
+protocol is one JSON object per line each way:
+
+    {"op": "scan", "payload": "...", "operator": "anna", "kind": "entry", "scan_id": "<uuid>"}
+    {"op": "status"}
+    {"op": "counters"}
+
+Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": NAME, "message": ...}`` with
+``error`` one of ``not_json``, ``too_large``, ``bad_request``, ``unknown_op``. A scan
+goes through the same path as a camera scan (recorded, then signalled); ``scan_id``
+makes a retried request idempotent. Without ``operator`` the scan is recorded under the
+name of the user on the other end of the socket.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import os
+import pwd
+import socket
+import stat
+import struct
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from gate_daemon.core.decision import ScanKind
+from gate_daemon.errors import GateError
+from gate_daemon.gate import Gate
+
+log = logging.getLogger(__name__)
+
+#: The longest request line accepted.
+MAX_REQUEST = 64 * 1024
+#: A connection idle this long is closed.
+IDLE_TIMEOUT = 60.0
+MAX_PAYLOAD = 4096
+
+
+class BadRequest(Exception):
+    """A control request that cannot be served; ``name`` is the error code sent back."""
+
+    def __init__(self, name: str, message: str) -> None:
+        super().__init__(message)
+        self.name = name
+        self.message = message
+
+
+def peer_user(sock: socket.socket | None) -> str | None:
+    """The user name of the process on the other end of a unix socket."""
+    if sock is None or not hasattr(socket, "SO_PEERCRED"):
+        return None
+    try:
+        creds = sock.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, struct.calcsize("3i"))
+    except OSError:
+        return None
+    _pid, uid, _gid = struct.unpack("3i", creds)
+    try:
+        return pwd.getpwuid(uid).pw_name
+    except KeyError:
+        return f"uid:{uid}"
+
+
+class ControlServer:
+    """Serves control requests for one gate on a unix socket."""
+
+    def __init__(self, path: Path, gate: Gate, status: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+        self.path = path
+        self.gate = gate
+        self._status = status
+        self._server: asyncio.AbstractServer | None = None
+
+    async def start(self) -> None:
+        """Bind the socket (replacing a stale one, refusing a live one) and listen."""
+        await asyncio.to_thread(_clear_stale, self.path)
+        old_umask = os.umask(0o117)  # the socket file is made 0660
+        try:
+            self._server = await asyncio.start_unix_server(self._serve, path=self.path, limit=MAX_REQUEST)
+        except OSError as exc:
+            raise GateError(f"cannot listen on control socket {self.path}: {exc.strerror}") from None
+        finally:
+            os.umask(old_umask)
+
+    async def aclose(self) -> None:
+        """Stop listening and remove the socket file."""
+        if self._server is not None:
+            self._server.close()
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(self._server.wait_closed(), 5)
+            self._server = None
+        with contextlib.suppress(OSError):
+            self.path.unlink()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        user = peer_user(writer.get_extra_info("socket"))
+        try:
+            while True:
+                try:
+                    line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT)
+                except (ValueError, asyncio.LimitOverrunError):
+                    await _send(writer, _error("too_large", f"a request is at most {MAX_REQUEST} bytes"))
+                    return
+                if not line:
+                    return
+                if not line.strip():
+                    continue
+                try:
+                    answer = await self.handle(line, user)
+                except BadRequest as exc:
+                    answer = _error(exc.name, exc.message)
+                await _send(writer, answer)
+        except (TimeoutError, ConnectionError):
+            return
+        finally:
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+
+    async def handle(self, line: bytes, user: str | None) -> dict[str, Any]:
+        """Answer one request line."""
+        try:
+            request = json.loads(line)
+        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+            raise BadRequest("not_json", f"the request is not a JSON object: {exc}") from None
+        if not isinstance(request, dict):
+            raise BadRequest("not_json", "the request must be a JSON object")
+        op = request.get("op")
+        if op == "scan":
+            return await self._scan(request, user)
+        if op == "status":
+            return {"ok": True, "status": await self._status()}
+        if op == "counters":
+            return {"ok": True, "counters": await self.gate.ledger.counters()}
+        raise BadRequest("unknown_op", f"op must be scan, status or counters, not {op!r}")
+
+    async def _scan(self, request: dict[str, Any], user: str | None) -> dict[str, Any]:
+        unknown = set(request) - {"op", "payload", "operator", "kind", "scan_id"}
+        if unknown:
+            raise BadRequest("bad_request", f"unknown fields: {', '.join(sorted(unknown))}")
+        payload = request.get("payload")
+        if not isinstance(payload, str) or not payload or len(payload) > MAX_PAYLOAD:
+            raise BadRequest("bad_request", f"payload must be a string of 1 to {MAX_PAYLOAD} characters")
+        operator = request.get("operator", user)
+        if operator is not None and (not isinstance(operator, str) or not 0 < len(operator) <= 64):
+            raise BadRequest("bad_request", "operator must be a string of 1 to 64 characters")
+        kind_text = request.get("kind")
+        try:
+            kind = ScanKind(kind_text) if kind_text is not None else None
+        except ValueError:
+            raise BadRequest("bad_request", 'kind must be "entry" or "exit"') from None
+        scan_id = request.get("scan_id")
+        if scan_id is not None:
+            try:
+                scan_id = str(uuid.UUID(str(scan_id)))
+            except ValueError:
+                raise BadRequest("bad_request", "scan_id must be a UUID") from None
+        result = await self.gate.scan(
+            payload, device="control", operator=operator, kind=kind, scan_id=scan_id
+        )
+        return {"ok": True, "decision": result.as_dict()}
+
+
+def _error(name: str, message: str) -> dict[str, Any]:
+    return {"ok": False, "error": name, "message": message}
+
+
+async def _send(writer: asyncio.StreamWriter, answer: dict[str, Any]) -> None:
+    writer.write(json.dumps(answer, separators=(",", ":")).encode() + b"\n")
+    await writer.drain()
+
+
+def _clear_stale(path: Path) -> None:
+    """Remove a socket file left by a dead daemon; refuse if a daemon still answers on it."""
+    try:
+        st = path.lstat()
+    except FileNotFoundError:
+        return
+    if not stat.S_ISSOCK(st.st_mode):
+        raise GateError(f"control socket path {path} exists and is not a socket; refusing to replace it")
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as probe:
+        try:
+            probe.connect(str(path))
+        except OSError:
+            path.unlink(missing_ok=True)
+            return
+    raise GateError(f"another gate-daemon is already listening on {path}")
+
+
+#: Where the systemd unit puts the socket (RuntimeDirectory=gate-daemon).
+DEFAULT_SOCKET = Path("/run/gate-daemon/control.sock")
+
+
+def ask(path: Path, request: dict[str, Any], timeout: float = 15.0) -> dict[str, Any]:
+    """Send one request to a running gate and return its answer (``GateError`` if unreachable)."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as sock:
+            sock.settimeout(timeout)
+            sock.connect(str(path))
+            sock.sendall(json.dumps(request).encode() + b"\n")
+            with sock.makefile("rb") as answers:
+                line = answers.readline(16 << 20)
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise GateError(f"no gate-daemon is listening on {path} (is it running? see --socket)") from None
+    except PermissionError:
+        raise GateError(f"not allowed to use {path}: join the gate-daemon group or use sudo") from None
+    except TimeoutError:
+        raise GateError(f"the gate on {path} did not answer within {timeout:.0f} s") from None
+    except OSError as exc:
+        raise GateError(f"cannot talk to the gate on {path}: {exc.strerror or exc}") from None
+    try:
+        answer = json.loads(line)
+    except (UnicodeDecodeError, json.JSONDecodeError):
+        raise GateError(f"the gate on {path} sent an unreadable answer") from None
+    if not isinstance(answer, dict):
+        raise GateError(f"the gate on {path} sent an unreadable answer")
+    if not answer.get("ok"):
+        raise GateError(f"the gate refused the request ({answer.get('error')}): {answer.get('message')}")
+    return answer

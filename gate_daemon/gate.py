@@ -1,0 +1,238 @@
+"""The gate service: payload -> decide -> commit -> signal.
+
+Every scan, from an input or from the control socket, goes through ``Gate.scan``. The
+decision is computed against the active manifest and the ledger's facts inside one
+ledger transaction, committed with its evidence row and counters, and only then shown.
+A scan that cannot be committed is refused with ``ledger_unavailable``: the gate never
+shows a decision that a power cut could take back.
+
+Inputs call ``Gate.frame`` instead: a camera sees one QR code in many frames, so the same
+payload again within ``repeat_window`` of its last sighting is the same scan and is
+dropped (counted in memory as a repeat).
+"""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from gate_daemon.core.decision import (
+    Checkpoint,
+    Decision,
+    LedgerFacts,
+    Outcome,
+    Reason,
+    ScanKind,
+    Ticket,
+    decide,
+    identify,
+)
+from gate_daemon.core.manifest import Manifest
+from gate_daemon.core.tokens import payload_fingerprint
+from gate_daemon.errors import ManifestRefused
+from gate_daemon.hardware.ports import Signals
+from gate_daemon.store.ledger import Ledger, PolicyConflict, ScanEvidence, Transaction, new_scan_id
+
+log = logging.getLogger(__name__)
+
+#: How often a scan is re-decided when its redemption lost a race on stale facts.
+_RETRIES = 3
+#: Distinct payloads remembered for repeat suppression.
+_REPEAT_MEMORY = 1024
+
+
+class ManifestSource(Protocol):
+    """Whatever holds the active manifest (it may be swapped between scans)."""
+
+    @property
+    def current(self) -> Manifest | None:
+        """The manifest to decide against now, or None when the gate has no valid one."""
+
+
+@dataclass(frozen=True, slots=True)
+class ScanResult:
+    """A scan's decision, as committed, and its id."""
+
+    scan_id: str
+    decision: Decision
+    recorded: bool = True
+    duplicate: bool = False
+
+    def as_dict(self) -> dict[str, Any]:
+        """The JSON answer the control socket returns."""
+        out = self.decision.as_dict()
+        out["scan_id"] = self.scan_id
+        out["recorded"] = self.recorded
+        if self.duplicate:
+            out["duplicate"] = True
+        return out
+
+
+class Gate:
+    """One gate: its identity, its ledger, its manifest and its signals."""
+
+    def __init__(
+        self,
+        *,
+        gate_id: str,
+        event_id: str,
+        checkpoint: Checkpoint,
+        mode: ScanKind,
+        ledger: Ledger,
+        manifests: ManifestSource,
+        signals: Signals,
+        repeat_window: float = 3.0,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.gate_id = gate_id
+        self.event_id = event_id
+        self.checkpoint = checkpoint
+        self.mode = mode
+        self.ledger = ledger
+        self.manifests = manifests
+        self.signals = signals
+        self.repeat_window = repeat_window
+        self._clock = clock
+        self._monotonic = monotonic
+        self._seen: dict[str, float] = {}
+        #: Counts kept in memory only: events too frequent or too broken to persist.
+        self.volatile: dict[str, int] = {"repeats": 0, "unrecorded": 0}
+
+    async def frame(self, payload: str, *, device: str) -> ScanResult | None:
+        """A payload seen by an input; None when it repeats one seen within the window."""
+        now = self._monotonic()
+        key = payload_fingerprint(self.event_id, payload)
+        last = self._seen.get(key)
+        self._seen[key] = now
+        if last is not None and now - last < self.repeat_window:
+            self.volatile["repeats"] += 1
+            return None
+        if len(self._seen) > _REPEAT_MEMORY:
+            self._forget(now)
+        return await self.scan(payload, device=device)
+
+    def _forget(self, now: float) -> None:
+        stale = [k for k, seen in self._seen.items() if now - seen >= self.repeat_window]
+        for key in stale:
+            del self._seen[key]
+        while len(self._seen) > _REPEAT_MEMORY:
+            del self._seen[next(iter(self._seen))]
+
+    async def scan(
+        self,
+        payload: str,
+        *,
+        device: str,
+        operator: str | None = None,
+        kind: ScanKind | None = None,
+        scan_id: str | None = None,
+    ) -> ScanResult:
+        """Decide, commit and show one scan. Never raises for any payload."""
+        if scan_id is not None:
+            prior = await self._prior(scan_id)
+            if prior is not None:
+                return prior
+        result = await self._commit(payload, device, operator, kind or self.mode, scan_id or new_scan_id())
+        self._show(result.decision)
+        return result
+
+    async def _prior(self, scan_id: str) -> ScanResult | None:
+        try:
+            recorded = await self.ledger.find_scan(scan_id)
+        except sqlite3.Error:
+            return None
+        if recorded is None:
+            return None
+        return ScanResult(scan_id, Decision.from_dict(recorded), duplicate=True)
+
+    async def _commit(
+        self, payload: str, device: str, operator: str | None, kind: ScanKind, scan_id: str
+    ) -> ScanResult:
+        manifest = self.manifests.current
+        wall = self._clock()
+        fingerprint = payload_fingerprint(self.event_id, payload)
+        for _attempt in range(_RETRIES):
+            try:
+                async with self.ledger.transaction() as tx:
+                    hlc = self.ledger.clock.tick(int(wall * 1000))
+                    decision, facts = await self._decide(tx, payload, manifest, wall, kind)
+                    resolution = "refused"
+                    if decision.outcome is Outcome.ALLOW and decision.ticket_id is not None:
+                        await tx.redeem(
+                            scan_id=scan_id,
+                            ticket_id=decision.ticket_id,
+                            kind=kind,
+                            facts=facts,
+                            hlc=hlc,
+                            wall=wall,
+                            operator=operator,
+                            mode="offline",
+                        )
+                        resolution = "admitted" if kind is ScanKind.ENTRY else "exited"
+                    await tx.log_scan(
+                        ScanEvidence(
+                            uuid=scan_id,
+                            hlc=hlc,
+                            wall=wall,
+                            gate=self.gate_id,
+                            device=device,
+                            operator=operator,
+                            fingerprint=fingerprint,
+                            ticket_id=decision.ticket_id,
+                            kind=kind,
+                            outcome=decision.outcome.value,
+                            reason=decision.reason.value,
+                            resolution=resolution,
+                            mode="offline",
+                            manifest_version=manifest.version if manifest is not None else None,
+                            decision=decision.as_dict(),
+                        )
+                    )
+                    names = [
+                        "scans",
+                        "offline_scans",
+                        f"outcome:{decision.outcome.value}",
+                        f"reason:{decision.reason.value}",
+                        f"kind:{kind.value}",
+                    ]
+                    await tx.count(names)
+                return ScanResult(scan_id, decision)
+            except PolicyConflict:
+                log.warning("scan %s lost a race for its ticket's entry; deciding again", scan_id)
+            except sqlite3.Error as exc:
+                return self._unrecorded(scan_id, f"ledger error: {exc}")
+        return self._unrecorded(scan_id, "the ticket's entries kept changing under the scan")
+
+    async def _decide(
+        self, tx: Transaction, payload: str, manifest: Manifest | None, wall: float, kind: ScanKind
+    ) -> tuple[Decision, LedgerFacts]:
+        try:
+            found = identify(payload, manifest, wall)
+            if not isinstance(found, Ticket):
+                return found, LedgerFacts()
+            assert manifest is not None
+            facts = await tx.facts(found.ticket_id)
+            return decide(found, manifest, self.checkpoint, facts, wall, kind), facts
+        except ManifestRefused as exc:
+            # Only a manifest whose signed body is corrupt gets here: treat as none.
+            log.error("the active manifest is unusable (%s); denying scans as manifest_missing", exc)
+            return Decision(
+                Reason.MANIFEST_MISSING, "Out of service: the ticket list is unusable"
+            ), LedgerFacts()
+
+    def _unrecorded(self, scan_id: str, why: str) -> ScanResult:
+        self.volatile["unrecorded"] += 1
+        log.error("scan %s could not be recorded (%s); refusing it", scan_id, why)
+        decision = Decision(Reason.LEDGER_UNAVAILABLE, "Out of service: this gate cannot record scans")
+        return ScanResult(scan_id, decision, recorded=False)
+
+    def _show(self, decision: Decision) -> None:
+        try:
+            self.signals.show(decision)
+        except Exception:  # a broken light must not lose the scan, which is already recorded
+            log.exception("signals failed to show a decision")

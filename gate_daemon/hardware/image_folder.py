@@ -1,0 +1,105 @@
+"""Simulated camera: every new image file in a folder is one frame, decoded for real.
+
+Drop (or better, rename into place) a PNG or JPEG of a ticket's QR code into the folder
+and the gate scans it. Files present when the gate starts are old frames and are
+skipped. A file that changes (same name, new content) is a new frame. A file that is
+not a readable image is logged and counted once, never fatal.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+IMAGE_SUFFIXES = frozenset(
+    {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".pgm", ".ppm", ".tif", ".tiff"}
+)
+#: An image file larger than this is not a camera frame.
+MAX_IMAGE = 32 << 20
+
+
+class UnreadableImage(Exception):
+    """A file in the frame folder is not an image the decoder can read."""
+
+
+def decode_qr_file(path: Path) -> list[str]:
+    """Every QR code's text in the image at ``path`` (zxing-cpp on the grey image)."""
+    # Imported here: a gate without this input never loads the image libraries.
+    import zxingcpp
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        if path.stat().st_size > MAX_IMAGE:
+            raise UnreadableImage(f"larger than {MAX_IMAGE >> 20} MiB")
+        with Image.open(path) as image:
+            image.load()
+            grey = image.convert("L")
+    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+        raise UnreadableImage(str(exc) or type(exc).__name__) from None
+    found = zxingcpp.read_barcodes(grey, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode))
+    return [result.text for result in found if result.valid]
+
+
+class ImageFolderInput:
+    """Watches ``folder`` every ``interval`` seconds for new image files."""
+
+    name = "images"
+
+    def __init__(
+        self,
+        folder: Path,
+        interval: float = 0.1,
+        decode: Callable[[Path], list[str]] = decode_qr_file,
+    ) -> None:
+        self.folder = folder
+        self.interval = interval
+        self._decode = decode
+        self._seen: dict[str, tuple[int, int]] = {}
+        self.unreadable = 0
+
+    def _scan_folder(self) -> dict[str, tuple[int, int]]:
+        found = {}
+        try:
+            entries = list(os.scandir(self.folder))
+        except OSError as exc:
+            log.warning("cannot list frame folder %s: %s", self.folder, exc.strerror)
+            return dict(self._seen)
+        for entry in entries:
+            if Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES or entry.name.startswith("."):
+                continue
+            try:
+                st = entry.stat(follow_symlinks=False)
+            except OSError:
+                continue
+            if entry.is_file(follow_symlinks=False):
+                found[entry.name] = (st.st_size, st.st_mtime_ns)
+        return found
+
+    async def payloads(self) -> AsyncIterator[str]:
+        """Codes from each new frame, in file-name order within one look at the folder."""
+        self._seen = await asyncio.to_thread(self._scan_folder)
+        while True:
+            await asyncio.sleep(self.interval)
+            now = await asyncio.to_thread(self._scan_folder)
+            fresh = sorted(name for name, ident in now.items() if self._seen.get(name) != ident)
+            self._seen = now
+            for name in fresh:
+                path = self.folder / name
+                try:
+                    codes = await asyncio.to_thread(self._decode, path)
+                except UnreadableImage as exc:
+                    self.unreadable += 1
+                    log.warning("frame %s is not a readable image (unreadable_image): %s", path, exc)
+                    continue
+                if not codes:
+                    log.info("frame %s: no QR code found", path)
+                for code in codes:
+                    yield code
+
+    async def aclose(self) -> None:
+        """Nothing held between looks at the folder."""

@@ -1,0 +1,59 @@
+"""Simulated scanner: one payload per line of standard input (or any byte stream)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import sys
+import threading
+from collections.abc import AsyncIterator
+from typing import BinaryIO
+
+#: A line longer than this is cut (no ticket payload is near it; the cut one is invalid).
+MAX_LINE = 4096
+
+
+class StdinInput:
+    """Reads lines on a thread (stdin may be a pipe, a terminal or a regular file).
+
+    Blank lines are skipped; bytes that are not UTF-8 are kept as escapes, so such a line
+    is decided as ``invalid_payload`` like any other garbage.
+    """
+
+    name = "stdin"
+
+    def __init__(self, stream: BinaryIO | None = None) -> None:
+        self._stream = stream if stream is not None else sys.stdin.buffer
+        self._queue: asyncio.Queue[str | None] = asyncio.Queue()
+        self._thread: threading.Thread | None = None
+
+    def _read(self, loop: asyncio.AbstractEventLoop) -> None:
+        try:
+            while True:
+                line = self._stream.readline(MAX_LINE)
+                if not line:
+                    break
+                if not line.endswith(b"\n") and len(line) == MAX_LINE:
+                    while (rest := self._stream.readline(MAX_LINE)) and not rest.endswith(b"\n"):
+                        pass
+                text = line.rstrip(b"\r\n").decode("utf-8", "surrogateescape").strip()
+                if text:
+                    loop.call_soon_threadsafe(self._queue.put_nowait, text)
+        except (OSError, ValueError):
+            pass  # stdin closed under us: the input simply ends
+        finally:
+            with contextlib.suppress(RuntimeError):  # a closed loop: nobody is waiting
+                loop.call_soon_threadsafe(self._queue.put_nowait, None)
+
+    async def payloads(self) -> AsyncIterator[str]:
+        """Lines as they arrive, until end of input."""
+        if self._thread is None:
+            self._thread = threading.Thread(
+                target=self._read, args=(asyncio.get_running_loop(),), name="stdin-input", daemon=True
+            )
+            self._thread.start()
+        while (text := await self._queue.get()) is not None:
+            yield text
+
+    async def aclose(self) -> None:
+        """Nothing to release: a blocked read on stdin ends with the process."""

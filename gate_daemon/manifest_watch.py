@@ -1,0 +1,178 @@
+"""The active manifest: loaded at start, hot-swapped when a new file is dropped in place.
+
+The tech (or the sync) drops a manifest at ``[manifest] path``. The gate notices a
+changed file by polling its identity (inode, size, modification time), copies it into
+its state directory, verifies the copy (signature, digests, expiry, no rollback against
+the version the ledger remembers, this gate's event, zone and session) and only then
+swaps it in. Scans in flight finish on the manifest they started with; the next scan
+sees the new one. A refused file changes nothing but a counter and a loud log line.
+
+At start the gate's private copy (``state_dir/manifest.active``) is opened first, so a
+gate restarts with what it last activated even if the drop file is gone or bad.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+
+from gate_daemon.core.decision import Checkpoint
+from gate_daemon.core.keys import PublicKey
+from gate_daemon.core.manifest import Manifest, check_successor
+from gate_daemon.core.times import format_instant
+from gate_daemon.errors import ManifestRefused
+from gate_daemon.store.ledger import Ledger, ManifestState
+from gate_daemon.store.manifest_file import install_manifest, read_manifest
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True, slots=True)
+class Refusal:
+    """The last manifest file refused, and why."""
+
+    reason: str
+    detail: str
+    at: float
+
+
+class ManifestWatch:
+    """Holds the active manifest and replaces it when a valid newer one is dropped."""
+
+    def __init__(
+        self,
+        *,
+        drop_path: Path,
+        private_path: Path,
+        trusted: Sequence[PublicKey],
+        ledger: Ledger,
+        event_id: str,
+        checkpoint: Checkpoint,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.drop_path = drop_path
+        self.private_path = private_path
+        self.trusted = tuple(trusted)
+        self.ledger = ledger
+        self.event_id = event_id
+        self.checkpoint = checkpoint
+        self._clock = clock
+        self._current: Manifest | None = None
+        self._seen: tuple[int, int, int] | None = None
+        self.refusal: Refusal | None = None
+        self.activated_at: float | None = None
+
+    @property
+    def current(self) -> Manifest | None:
+        """The manifest scans are decided against, or None."""
+        return self._current
+
+    async def start(self) -> None:
+        """Open the private copy, then take the drop file if it is newer."""
+        state = await self.ledger.manifest_state()
+        if self.private_path.exists():
+            try:
+                manifest = await asyncio.to_thread(read_manifest, self.private_path, self.trusted)
+                check_successor(manifest, state.version, state.body_sha256)
+                self._check_gate(manifest)
+            except ManifestRefused as exc:
+                log.error("the gate's own manifest copy %s is refused: %s", self.private_path, exc)
+            else:
+                self._current = manifest
+                self.activated_at = state.activated_at
+                log.info(
+                    "manifest version %d of %s active (%d tickets)",
+                    manifest.version,
+                    manifest.event_id,
+                    len(manifest),
+                )
+        await self.check()
+        if self._current is None:
+            log.critical(
+                "OUT OF SERVICE: no valid manifest (drop one at %s); every scan is denied "
+                "with manifest_missing",
+                self.drop_path,
+            )
+
+    async def check(self) -> bool:
+        """Look at the drop file once; True when a new manifest was activated."""
+        try:
+            st = self.drop_path.stat()
+        except FileNotFoundError:
+            self._seen = None
+            return False
+        except OSError as exc:
+            return await self._refuse(
+                ManifestRefused("unreadable", f"cannot stat {self.drop_path}: {exc.strerror}")
+            )
+        identity = (st.st_ino, st.st_size, st.st_mtime_ns)
+        if identity == self._seen:
+            return False
+        self._seen = identity
+        current = self._current
+        state = await self.ledger.manifest_state()
+        try:
+            manifest = await asyncio.to_thread(
+                install_manifest,
+                self.drop_path,
+                self.private_path,
+                self.trusted,
+                now=self._clock(),
+                last_version=max(state.version, current.version if current else 0),
+                last_sha256=_same_version_sha(state, current),
+            )
+            self._check_gate(manifest)
+        except ManifestRefused as exc:
+            return await self._refuse(exc)
+        if current is not None and manifest.version == current.version:
+            return False  # the very manifest already active, dropped again
+        now = self._clock()
+        await self.ledger.record_manifest(
+            ManifestState(manifest.version, manifest.body_sha256, manifest.header.issued_at, now)
+        )
+        self._current = manifest
+        self.activated_at = now
+        self.refusal = None
+        old = f"version {current.version}" if current else "no manifest"
+        log.warning(
+            "manifest version %d of %s activated (%d tickets, expires %s), replacing %s",
+            manifest.version,
+            manifest.event_id,
+            len(manifest),
+            format_instant(manifest.header.expires_at),
+            old,
+        )
+        return True
+
+    def _check_gate(self, manifest: Manifest) -> None:
+        if manifest.event_id != self.event_id:
+            raise ManifestRefused(
+                "wrong_event", f"manifest is for event {manifest.event_id!r}, this gate is {self.event_id!r}"
+            )
+        problems = self.checkpoint.problems(manifest)
+        if problems:
+            raise ManifestRefused("wrong_checkpoint", "; ".join(problems))
+
+    async def _refuse(self, exc: ManifestRefused) -> bool:
+        self.refusal = Refusal(exc.reason, exc.detail, self._clock())
+        kept = f"keeping version {self._current.version}" if self._current else "the gate has NO manifest"
+        log.error("manifest %s refused (%s): %s; %s", self.drop_path, exc.reason, exc.detail, kept)
+        await self.ledger.bump([f"manifest_refused:{exc.reason}"])
+        return False
+
+    async def run(self, interval: float) -> None:
+        """Check the drop file every ``interval`` seconds until cancelled."""
+        while True:
+            await asyncio.sleep(interval)
+            await self.check()
+
+
+def _same_version_sha(state: ManifestState, current: Manifest | None) -> str | None:
+    """The digest a manifest of the remembered version must have."""
+    if current is not None and current.version >= state.version:
+        return current.body_sha256
+    return state.body_sha256

@@ -1,0 +1,382 @@
+"""The gate's durable ledger: redemptions, the scan evidence log, cursors and counters.
+
+One SQLite file in WAL mode with ``synchronous=FULL``: a transaction that returned from
+``COMMIT`` is on disk, so a decision shown after its commit survives a kill -9 or a power
+cut. The ledger is the arbiter of double entry: a scan reads the ticket's facts and
+writes its redemption inside one ``BEGIN IMMEDIATE`` transaction, and the unique index
+on ``(ticket_id, kind, slot, origin)`` refuses a second admission made on the same facts
+(see ``gate_daemon.store.schema``).
+
+All access goes through one aiosqlite connection (its own thread) and one asyncio lock,
+so transactions never interleave on it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+import time
+import uuid as uuidlib
+from collections.abc import AsyncIterator, Iterable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from gate_daemon.core.decision import LedgerFacts, ScanKind
+from gate_daemon.core.hlc import HybridClock
+from gate_daemon.errors import GateError
+from gate_daemon.store.schema import MIGRATIONS
+
+
+class LedgerError(GateError):
+    """The ledger file cannot be used (unreadable, corrupt, another gate's, too new)."""
+
+
+class PolicyConflict(Exception):
+    """A redemption's slot is already taken: the facts it was decided on are stale."""
+
+
+@dataclass(frozen=True, slots=True)
+class Redemption:
+    """An entry or exit that happened."""
+
+    uuid: str
+    ticket_id: str
+    kind: ScanKind
+    slot: int | None
+    origin: str
+    epoch: str
+    seq: int
+    hlc: int
+    wall: float
+    operator: str | None
+    mode: str
+    forced: bool = False
+
+
+@dataclass(frozen=True, slots=True)
+class ScanEvidence:
+    """One row of the evidence log: what was scanned, where, by whom, and the answer."""
+
+    uuid: str
+    hlc: int
+    wall: float
+    gate: str
+    device: str
+    operator: str | None
+    fingerprint: str
+    ticket_id: str | None
+    kind: ScanKind
+    outcome: str
+    reason: str
+    resolution: str
+    mode: str
+    manifest_version: int | None
+    decision: dict[str, Any]
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestState:
+    """What the ledger remembers of the last manifest activated."""
+
+    version: int = 0
+    body_sha256: str | None = None
+    issued_at: int | None = None
+    activated_at: float | None = None
+
+
+def new_scan_id() -> str:
+    """A scan UUID, made when the scan happens."""
+    return str(uuidlib.uuid4())
+
+
+class Ledger:
+    """The ledger of one gate. Open with ``await Ledger.open(path, gate_id)``."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, gate_id: str, epoch: str) -> None:
+        self._db = db
+        self.path = path
+        self.gate_id = gate_id
+        self.epoch = epoch
+        self.clock = HybridClock()
+        self._seq = 0
+        self._lock = asyncio.Lock()
+
+    @classmethod
+    async def open(cls, path: Path, gate_id: str) -> Ledger:
+        """Open (or create) the ledger at ``path`` for ``gate_id``, migrating its schema."""
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise LedgerError(f"cannot open ledger {path}: {exc}") from None
+        try:
+            ledger = await cls._prepare(db, path, gate_id)
+        except sqlite3.DatabaseError as exc:
+            await db.close()
+            raise LedgerError(f"ledger {path} is not usable: {exc}") from None
+        except BaseException:
+            await db.close()
+            raise
+        return ledger
+
+    @classmethod
+    async def _prepare(cls, db: aiosqlite.Connection, path: Path, gate_id: str) -> Ledger:
+        await db.execute("PRAGMA busy_timeout = 5000")
+        mode = await _scalar(db, "PRAGMA journal_mode = WAL")
+        if str(mode).lower() != "wal":
+            raise LedgerError(
+                f"ledger {path}: cannot use WAL mode (got {mode}); is it on a network filesystem?"
+            )
+        await db.execute("PRAGMA synchronous = FULL")
+        version = int(await _scalar(db, "PRAGMA user_version") or 0)
+        if version > len(MIGRATIONS):
+            raise LedgerError(
+                f"ledger {path} has schema version {version}, newer than this gate-daemon "
+                f"understands ({len(MIGRATIONS)}); upgrade gate-daemon or move the file away"
+            )
+        for number in range(version, len(MIGRATIONS)):
+            await db.execute("BEGIN IMMEDIATE")
+            try:
+                for statement in _statements(MIGRATIONS[number]):
+                    await db.execute(statement)
+                await db.execute(f"PRAGMA user_version = {number + 1}")
+                await db.execute("COMMIT")
+            except BaseException:
+                await db.execute("ROLLBACK")
+                raise
+        meta = {str(k): str(v) for k, v in await db.execute_fetchall("SELECT key, value FROM meta")}
+        owner = meta.get("gate_id")
+        if owner is not None and owner != gate_id:
+            raise LedgerError(
+                f"ledger {path} belongs to gate {owner!r}, not {gate_id!r}; give each gate its own state_dir"
+            )
+        epoch = meta.get("epoch")
+        if epoch is None or owner is None:
+            epoch = epoch or str(uuidlib.uuid4())
+            await db.execute("BEGIN IMMEDIATE")
+            await db.executemany(
+                "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)",
+                [("epoch", epoch), ("gate_id", gate_id), ("created_at", repr(time.time()))],
+            )
+            await db.execute("COMMIT")
+        ledger = cls(db, path, gate_id, epoch)
+        ledger._seq = int(
+            await _scalar(
+                db,
+                "SELECT COALESCE(MAX(seq), 0) FROM redemptions WHERE origin = ? AND epoch = ?",
+                (gate_id, epoch),
+            )
+            or 0
+        )
+        last = await _scalar(
+            db,
+            "SELECT MAX(h) FROM (SELECT MAX(hlc) AS h FROM redemptions UNION ALL SELECT MAX(hlc) FROM scans)",
+        )
+        ledger.clock = HybridClock(int(last or 0))
+        return ledger
+
+    async def close(self) -> None:
+        """Checkpoint the WAL and close the file."""
+        async with self._lock:
+            with contextlib.suppress(sqlite3.Error):  # the WAL is replayed at the next open
+                await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
+            await self._db.close()
+
+    @asynccontextmanager
+    async def transaction(self) -> AsyncIterator[Transaction]:
+        """One write transaction; committed (durably) when the block ends without error."""
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            tx = Transaction(self)
+            try:
+                yield tx
+            except BaseException:
+                await asyncio.shield(self._db.execute("ROLLBACK"))
+                self._seq = tx.first_seq
+                raise
+            await asyncio.shield(self._db.execute("COMMIT"))
+
+    async def ping(self) -> None:
+        """A round trip through the lock and the database thread (the watchdog's probe)."""
+        async with self._lock:
+            await _scalar(self._db, "SELECT 1")
+
+    async def counters(self) -> dict[str, int]:
+        """Every persisted counter."""
+        async with self._lock:
+            rows = await self._db.execute_fetchall("SELECT name, value FROM counters ORDER BY name")
+        return {str(name): int(value) for name, value in rows}
+
+    async def manifest_state(self) -> ManifestState:
+        """The last manifest activated, as recorded."""
+        async with self._lock:
+            rows = await self._db.execute_fetchall("SELECT key, value FROM meta WHERE key LIKE 'manifest_%'")
+        meta = {str(k): str(v) for k, v in rows}
+        if "manifest_version" not in meta:
+            return ManifestState()
+        return ManifestState(
+            version=int(meta["manifest_version"]),
+            body_sha256=meta.get("manifest_sha256"),
+            issued_at=int(meta["manifest_issued_at"]) if "manifest_issued_at" in meta else None,
+            activated_at=float(meta["manifest_activated_at"]) if "manifest_activated_at" in meta else None,
+        )
+
+    async def record_manifest(self, state: ManifestState) -> None:
+        """Remember the manifest just activated, so an older one is refused after restarts."""
+        values = [
+            ("manifest_version", str(state.version)),
+            ("manifest_sha256", state.body_sha256 or ""),
+            ("manifest_issued_at", str(state.issued_at or 0)),
+            ("manifest_activated_at", repr(state.activated_at or time.time())),
+        ]
+        async with self.transaction() as tx:
+            await tx.execute_many("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values)
+            await tx.count(["manifest_activations"])
+
+    async def find_scan(self, scan_id: str) -> dict[str, Any] | None:
+        """The decision recorded for scan ``scan_id``, if it was recorded."""
+        async with self._lock:
+            rows = list(
+                await self._db.execute_fetchall("SELECT decision FROM scans WHERE uuid = ?", (scan_id,))
+            )
+        return json.loads(rows[0][0]) if rows else None
+
+    async def bump(self, names: Iterable[str]) -> None:
+        """Add one to counters outside a scan (a refused manifest, an unreadable image)."""
+        async with self.transaction() as tx:
+            await tx.count(names)
+
+
+class Transaction:
+    """The operations a scan performs inside its one transaction."""
+
+    def __init__(self, ledger: Ledger) -> None:
+        self._ledger = ledger
+        self._db = ledger._db
+        self.first_seq = ledger._seq
+
+    async def facts(self, ticket_id: str) -> LedgerFacts:
+        """What the ledger knows of ``ticket_id``'s entries and exits."""
+        rows = await self._db.execute_fetchall(
+            "SELECT kind, wall, origin FROM redemptions WHERE ticket_id = ? ORDER BY hlc", (ticket_id,)
+        )
+        entries = exits = 0
+        last_at: float | None = None
+        last_gate: str | None = None
+        for kind, wall, origin in rows:
+            if kind == "entry":
+                entries += 1
+                last_at, last_gate = float(wall), str(origin)
+            else:
+                exits += 1
+        return LedgerFacts(
+            entries=entries,
+            exits=exits,
+            inside=entries > exits,
+            last_entry_at=last_at,
+            last_entry_gate=last_gate,
+        )
+
+    async def redeem(
+        self,
+        *,
+        scan_id: str,
+        ticket_id: str,
+        kind: ScanKind,
+        facts: LedgerFacts,
+        hlc: int,
+        wall: float,
+        operator: str | None,
+        mode: str,
+    ) -> Redemption:
+        """Record an entry or exit decided on ``facts``; ``PolicyConflict`` if they are stale."""
+        ledger = self._ledger
+        slot = (facts.entries if kind is ScanKind.ENTRY else facts.exits) + 1
+        record = Redemption(
+            uuid=scan_id,
+            ticket_id=ticket_id,
+            kind=kind,
+            slot=slot,
+            origin=ledger.gate_id,
+            epoch=ledger.epoch,
+            seq=ledger._seq + 1,
+            hlc=hlc,
+            wall=wall,
+            operator=operator,
+            mode=mode,
+        )
+        try:
+            await self._db.execute(
+                "INSERT INTO redemptions (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall,"
+                " operator, mode, forced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                (
+                    record.uuid,
+                    record.ticket_id,
+                    record.kind.value,
+                    record.slot,
+                    record.origin,
+                    record.epoch,
+                    record.seq,
+                    record.hlc,
+                    record.wall,
+                    record.operator,
+                    record.mode,
+                    int(record.forced),
+                ),
+            )
+        except sqlite3.IntegrityError as exc:
+            raise PolicyConflict(str(exc)) from None
+        ledger._seq = record.seq
+        return record
+
+    async def log_scan(self, scan: ScanEvidence) -> None:
+        """Append the scan to the evidence log."""
+        await self._db.execute(
+            "INSERT INTO scans (uuid, hlc, wall, gate, device, operator, fingerprint, ticket_id, kind,"
+            " outcome, reason, resolution, mode, manifest_version, decision)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                scan.uuid,
+                scan.hlc,
+                scan.wall,
+                scan.gate,
+                scan.device,
+                scan.operator,
+                scan.fingerprint,
+                scan.ticket_id,
+                scan.kind.value,
+                scan.outcome,
+                scan.reason,
+                scan.resolution,
+                scan.mode,
+                scan.manifest_version,
+                json.dumps(scan.decision, separators=(",", ":")),
+            ),
+        )
+
+    async def count(self, names: Iterable[str]) -> None:
+        """Add one to each named counter."""
+        await self._db.executemany(
+            "INSERT INTO counters (name, value) VALUES (?, 1)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + 1",
+            [(name,) for name in names],
+        )
+
+    async def execute_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
+        """Run ``sql`` once per row inside this transaction."""
+        await self._db.executemany(sql, rows)
+
+
+async def _scalar(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
+    rows = list(await db.execute_fetchall(sql, params))
+    return rows[0][0] if rows else None
+
+
+def _statements(script: str) -> list[str]:
+    """Split a migration into statements (the schema has no semicolons inside them)."""
+    return [part.strip() for part in script.split(";") if part.strip()]

@@ -1,0 +1,86 @@
+"""The ledger's schema, as numbered migrations applied in order.
+
+``PRAGMA user_version`` holds the number of migrations applied. Each migration runs in
+one transaction with the version bump, so a crash leaves the database at a whole
+version. A database newer than this code is refused, never downgraded.
+
+Tables:
+
+- ``meta``: one value per key: the database's ``epoch`` (a random id made when the file
+  is created; a reset database gets a new one, so peers re-read it from the start), the
+  ``gate_id`` it belongs to, the active manifest's version, digest and issue time.
+- ``redemptions``: every entry and exit that happened, here or (later) learned from
+  peers and the server. ``uuid`` is made at scan time and makes records idempotent;
+  ``(origin, epoch, seq)`` orders each origin's records; ``hlc`` orders everything.
+  ``slot`` numbers a ticket's entries (and exits) per origin: the unique index on
+  ``(ticket_id, kind, slot, origin)`` is what refuses a second admission on the same
+  facts, whatever race or retry produced it. Forced entries carry no slot.
+- ``scans``: the evidence log. One row per scan, denials included: when, where, who,
+  a fingerprint of the payload (never the payload), the outcome and reason, how it was
+  resolved and the decision as shown.
+- ``cursors``: how far this gate has read each peer's or the server's records
+  (that side's epoch and sequence, or the server's own cursor). Filled by replication.
+- ``counters``: named totals that survive restarts.
+"""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE meta (
+        key   TEXT PRIMARY KEY,
+        value TEXT NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE redemptions (
+        uuid      TEXT PRIMARY KEY,
+        ticket_id TEXT NOT NULL,
+        kind      TEXT NOT NULL CHECK (kind IN ('entry', 'exit')),
+        slot      INTEGER CHECK (slot IS NULL OR slot >= 1),
+        origin    TEXT NOT NULL,
+        epoch     TEXT NOT NULL,
+        seq       INTEGER NOT NULL CHECK (seq >= 1),
+        hlc       INTEGER NOT NULL,
+        wall      REAL NOT NULL,
+        operator  TEXT,
+        mode      TEXT NOT NULL CHECK (mode IN ('offline', 'online')),
+        forced    INTEGER NOT NULL DEFAULT 0 CHECK (forced IN (0, 1)),
+        UNIQUE (origin, epoch, seq)
+    );
+    CREATE UNIQUE INDEX redemptions_policy ON redemptions (ticket_id, kind, slot, origin);
+    CREATE INDEX redemptions_ticket ON redemptions (ticket_id, hlc);
+
+    CREATE TABLE scans (
+        uuid             TEXT PRIMARY KEY,
+        hlc              INTEGER NOT NULL,
+        wall             REAL NOT NULL,
+        gate             TEXT NOT NULL,
+        device           TEXT NOT NULL,
+        operator         TEXT,
+        fingerprint      TEXT NOT NULL,
+        ticket_id        TEXT,
+        kind             TEXT NOT NULL CHECK (kind IN ('entry', 'exit')),
+        outcome          TEXT NOT NULL,
+        reason           TEXT NOT NULL,
+        resolution       TEXT NOT NULL,
+        mode             TEXT NOT NULL CHECK (mode IN ('offline', 'online')),
+        manifest_version INTEGER,
+        decision         TEXT NOT NULL
+    );
+    CREATE INDEX scans_hlc ON scans (hlc);
+    CREATE INDEX scans_ticket ON scans (ticket_id);
+    CREATE INDEX scans_fingerprint ON scans (fingerprint);
+
+    CREATE TABLE cursors (
+        source     TEXT PRIMARY KEY,
+        epoch      TEXT NOT NULL,
+        position   INTEGER NOT NULL,
+        updated_at REAL NOT NULL
+    ) WITHOUT ROWID;
+
+    CREATE TABLE counters (
+        name  TEXT PRIMARY KEY,
+        value INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    """,
+)

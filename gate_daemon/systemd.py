@@ -1,0 +1,110 @@
+"""Talking to systemd: readiness, watchdog and status notifications, and journald logs.
+
+The notify protocol is one datagram per message to the unix socket named in
+``$NOTIFY_SOCKET`` (``@`` starts an abstract socket name). Without that variable, as
+when run by hand, every call does nothing. ``$WATCHDOG_USEC`` (set when the unit has
+``WatchdogSec=``) says how often systemd wants ``WATCHDOG=1``.
+
+Logs go to stderr. Under systemd (``$JOURNAL_STREAM`` names stderr's device and inode)
+each line starts with its syslog priority (``<3>`` error, ``<4>`` warning, ...) so the
+journal records the right level; on a terminal lines carry a readable level instead.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import socket
+import sys
+from collections.abc import Mapping
+
+_PRIORITY = {
+    logging.CRITICAL: 2,
+    logging.ERROR: 3,
+    logging.WARNING: 4,
+    logging.INFO: 6,
+    logging.DEBUG: 7,
+}
+
+
+class Notifier:
+    """Sends ``sd_notify`` messages; silent when not started by systemd."""
+
+    def __init__(self, environ: Mapping[str, str] | None = None) -> None:
+        env = os.environ if environ is None else environ
+        address = env.get("NOTIFY_SOCKET", "")
+        self._address = "\0" + address[1:] if address.startswith("@") else address
+        usec = env.get("WATCHDOG_USEC", "")
+        pid = env.get("WATCHDOG_PID", "")
+        wanted = usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid()))
+        #: Seconds between the watchdog pings systemd expects, or None without a watchdog.
+        self.watchdog_interval = int(usec) / 1e6 if wanted else None
+
+    @property
+    def enabled(self) -> bool:
+        """Whether systemd is listening."""
+        return bool(self._address)
+
+    def send(self, *fields: str) -> None:
+        """Send ``KEY=value`` fields in one datagram; errors are logged, never raised."""
+        if not self._address:
+            return
+        try:
+            with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.connect(self._address)
+                sock.sendall("\n".join(fields).encode())
+        except OSError as exc:
+            logging.getLogger(__name__).warning("cannot notify systemd: %s", exc)
+
+    def ready(self, status: str) -> None:
+        """The gate is up: manifest, ledger and inputs."""
+        self.send("READY=1", f"STATUS={status}", f"MAINPID={os.getpid()}")
+
+    def status(self, status: str) -> None:
+        """A one-line status for ``systemctl status``."""
+        self.send(f"STATUS={status}")
+
+    def watchdog(self) -> None:
+        """The scan loop is alive."""
+        self.send("WATCHDOG=1")
+
+    def stopping(self) -> None:
+        """Shutdown has begun."""
+        self.send("STOPPING=1", "STATUS=stopping")
+
+
+class JournalFormatter(logging.Formatter):
+    """``<4>manifest refused ...``: the priority prefix journald reads."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        """The record's message with its priority in front."""
+        priority = _PRIORITY.get(record.levelno, 6)
+        text = super().format(record)
+        return "\n".join(f"<{priority}>{line}" for line in text.splitlines() or [""])
+
+
+def under_journal(environ: Mapping[str, str] | None = None) -> bool:
+    """Whether stderr is connected to the journal (``$JOURNAL_STREAM`` matches it)."""
+    env = os.environ if environ is None else environ
+    device, _, inode = env.get("JOURNAL_STREAM", "").partition(":")
+    if not device or not inode:
+        return False
+    try:
+        st = os.fstat(sys.stderr.fileno())
+    except (OSError, ValueError):
+        return False
+    return f"{st.st_dev}:{st.st_ino}" == f"{device}:{inode}"
+
+
+def setup_logging(level: int = logging.INFO, environ: Mapping[str, str] | None = None) -> None:
+    """Log to stderr, for the journal or for a person."""
+    handler = logging.StreamHandler(sys.stderr)
+    if under_journal(environ):
+        handler.setFormatter(JournalFormatter("%(name)s: %(message)s"))
+    else:
+        handler.setFormatter(
+            logging.Formatter("%(asctime)s %(levelname)-7s %(name)s: %(message)s", "%H:%M:%S")
+        )
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(level)
