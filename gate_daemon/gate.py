@@ -35,7 +35,7 @@ from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.tokens import payload_fingerprint
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.hardware.ports import Signals
-from gate_daemon.store.ledger import Ledger, PolicyConflict, ScanEvidence, Transaction, new_scan_id
+from gate_daemon.store.ledger import Ledger, PolicyConflict, ScanEvidence, new_scan_id
 
 log = logging.getLogger(__name__)
 
@@ -158,12 +158,13 @@ class Gate:
         fingerprint = payload_fingerprint(self.event_id, payload)
         for _attempt in range(_RETRIES):
             try:
-                async with self.ledger.transaction() as tx:
+                async with self.ledger.serial:
                     hlc = self.ledger.clock.tick(int(wall * 1000))
-                    decision, facts = await self._decide(tx, payload, manifest, wall, kind)
+                    decision, facts = await self._decide(payload, manifest, wall, kind)
+                    redemption = None
                     resolution = "refused"
                     if decision.outcome is Outcome.ALLOW and decision.ticket_id is not None:
-                        await tx.redeem(
+                        redemption = self.ledger.redemption(
                             scan_id=scan_id,
                             ticket_id=decision.ticket_id,
                             kind=kind,
@@ -174,33 +175,31 @@ class Gate:
                             mode="offline",
                         )
                         resolution = "admitted" if kind is ScanKind.ENTRY else "exited"
-                    await tx.log_scan(
-                        ScanEvidence(
-                            uuid=scan_id,
-                            hlc=hlc,
-                            wall=wall,
-                            gate=self.gate_id,
-                            device=device,
-                            operator=operator,
-                            fingerprint=fingerprint,
-                            ticket_id=decision.ticket_id,
-                            kind=kind,
-                            outcome=decision.outcome.value,
-                            reason=decision.reason.value,
-                            resolution=resolution,
-                            mode="offline",
-                            manifest_version=manifest.version if manifest is not None else None,
-                            decision=decision.as_dict(),
-                        )
+                    evidence = ScanEvidence(
+                        uuid=scan_id,
+                        hlc=hlc,
+                        wall=wall,
+                        gate=self.gate_id,
+                        device=device,
+                        operator=operator,
+                        fingerprint=fingerprint,
+                        ticket_id=decision.ticket_id,
+                        kind=kind,
+                        outcome=decision.outcome.value,
+                        reason=decision.reason.value,
+                        resolution=resolution,
+                        mode="offline",
+                        manifest_version=manifest.version if manifest is not None else None,
+                        decision=decision.as_dict(),
                     )
-                    names = [
+                    counters = (
                         "scans",
                         "offline_scans",
                         f"outcome:{decision.outcome.value}",
                         f"reason:{decision.reason.value}",
                         f"kind:{kind.value}",
-                    ]
-                    await tx.count(names)
+                    )
+                    await self.ledger.commit_scan(evidence, redemption, counters)
                 return ScanResult(scan_id, decision)
             except PolicyConflict:
                 log.warning("scan %s lost a race for its ticket's entry; deciding again", scan_id)
@@ -209,14 +208,14 @@ class Gate:
         return self._unrecorded(scan_id, "the ticket's entries kept changing under the scan")
 
     async def _decide(
-        self, tx: Transaction, payload: str, manifest: Manifest | None, wall: float, kind: ScanKind
+        self, payload: str, manifest: Manifest | None, wall: float, kind: ScanKind
     ) -> tuple[Decision, LedgerFacts]:
         try:
             found = identify(payload, manifest, wall)
             if not isinstance(found, Ticket):
                 return found, LedgerFacts()
             assert manifest is not None
-            facts = await tx.facts(found.ticket_id)
+            facts = await self.ledger.facts(found.ticket_id)
             return decide(found, manifest, self.checkpoint, facts, wall, kind), facts
         except ManifestRefused as exc:
             # Only a manifest whose signed body is corrupt gets here: treat as none.

@@ -51,9 +51,9 @@ def run(args: argparse.Namespace) -> int:
             args.workdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise GateError(f"--workdir {args.workdir}: {exc.strerror}") from None
-        return _guarded(args.workdir, sizes, args.rounds)
+        return _guarded(args.workdir, sizes, args.rounds or 20000)
     with tempfile.TemporaryDirectory(prefix="gate-bench-") as tmp:
-        return _guarded(Path(tmp), sizes, args.rounds)
+        return _guarded(Path(tmp), sizes, args.rounds or 20000)
 
 
 def _guarded(work: Path, sizes: list[int], rounds: int) -> int:

@@ -320,9 +320,13 @@ def cmd_counters(args: argparse.Namespace) -> int:
 
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run a benchmark and print its figures."""
-    from gate_daemon.bench.core import run
+    if args.suite == "gate":
+        from gate_daemon.bench import gate
 
-    return run(args)
+        return gate.run(args)
+    from gate_daemon.bench import core
+
+    return core.run(args)
 
 
 # ------------------------------------------------------------------- parser
@@ -455,9 +459,13 @@ def parser() -> argparse.ArgumentParser:
     p.set_defaults(func=cmd_counters)
 
     p = sub.add_parser("bench", help="measure the gate's budgets")
-    p.add_argument("suite", choices=["core"])
-    p.add_argument("--sizes", default="100000,1000000", help="manifest sizes to measure (comma separated)")
-    p.add_argument("--rounds", type=_positive, default=20000, help="decisions and lookups to time")
+    p.add_argument(
+        "suite", choices=["core", "gate"], help="core: decision and manifests; gate: committed scans"
+    )
+    p.add_argument("--sizes", default="100000,1000000", help="core: manifest sizes (comma separated)")
+    p.add_argument(
+        "--rounds", type=_positive, help="decisions and lookups to time (default: core 20000, gate 2000)"
+    )
     p.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp dir)")
     p.set_defaults(func=cmd_bench)
     return top

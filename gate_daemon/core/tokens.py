@@ -102,8 +102,12 @@ def payload_fingerprint(event_id: str, payload: str) -> str:
     (a dispute the next morning); the log alone gives no code back.
     """
     data = payload.encode("utf-8", "surrogateescape")
-    key = hashlib.sha256(b"gate-daemon/scan-fingerprint\x00" + event_id.encode()).digest()
-    return hashlib.blake2b(data, digest_size=16, key=key).hexdigest()
+    return hashlib.blake2b(data, digest_size=16, key=_fingerprint_key(event_id)).hexdigest()
+
+
+@functools.lru_cache(maxsize=8)
+def _fingerprint_key(event_id: str) -> bytes:
+    return hashlib.sha256(b"gate-daemon/scan-fingerprint\x00" + event_id.encode()).digest()
 
 
 @functools.lru_cache(maxsize=8)

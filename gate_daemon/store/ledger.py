@@ -1,14 +1,15 @@
 """The gate's durable ledger: redemptions, the scan evidence log, cursors and counters.
 
 One SQLite file in WAL mode with ``synchronous=FULL``: a transaction that returned from
-``COMMIT`` is on disk, so a decision shown after its commit survives a kill -9 or a power
-cut. The ledger is the arbiter of double entry: a scan reads the ticket's facts and
-writes its redemption inside one ``BEGIN IMMEDIATE`` transaction, and the unique index
-on ``(ticket_id, kind, slot, origin)`` refuses a second admission made on the same facts
-(see ``gate_daemon.store.schema``).
+its commit is on disk, so a decision shown after its commit survives a kill -9 or a power
+cut. The ledger is the arbiter of double entry: a scan reads its ticket's facts, and the
+redemption it then commits takes the next slot of that ticket; the unique index on
+``(ticket_id, kind, slot, origin)`` refuses a second admission made on the same facts,
+whatever race or retry produced it (see ``gate_daemon.store.schema``).
 
-All access goes through one aiosqlite connection (its own thread) and one asyncio lock,
-so transactions never interleave on it.
+All access goes through one aiosqlite connection (its own thread) and one asyncio lock
+(``serial``): a scan holds it from reading facts to committing, so scans never
+interleave. A scan's commit is one statement: one trip to the database thread.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ import json
 import sqlite3
 import time
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -90,6 +91,13 @@ class ManifestState:
     activated_at: float | None = None
 
 
+_COMMIT_SCAN = (
+    "INSERT INTO scan_commits (uuid, hlc, wall, gate, device, operator, fingerprint, ticket_id, kind,"
+    " outcome, reason, resolution, mode, manifest_version, decision, redeem, slot, origin, epoch, seq,"
+    " forced, counters) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+
+
 def new_scan_id() -> str:
     """A scan UUID, made when the scan happens."""
     return str(uuidlib.uuid4())
@@ -106,6 +114,7 @@ class Ledger:
         self.clock = HybridClock()
         self._seq = 0
         self._lock = asyncio.Lock()
+        self._redeemed: set[str] = set()
 
     @classmethod
     async def open(cls, path: Path, gate_id: str) -> Ledger:
@@ -178,6 +187,9 @@ class Ledger:
             "SELECT MAX(h) FROM (SELECT MAX(hlc) AS h FROM redemptions UNION ALL SELECT MAX(hlc) FROM scans)",
         )
         ledger.clock = HybridClock(int(last or 0))
+        ledger._redeemed = {str(row[0]) for row in await db.execute_fetchall(
+            "SELECT DISTINCT ticket_id FROM redemptions"
+        )}  # fmt: skip
         return ledger
 
     async def close(self) -> None:
@@ -192,14 +204,103 @@ class Ledger:
         """One write transaction; committed (durably) when the block ends without error."""
         async with self._lock:
             await self._db.execute("BEGIN IMMEDIATE")
-            tx = Transaction(self)
             try:
-                yield tx
+                yield Transaction(self)
             except BaseException:
                 await asyncio.shield(self._db.execute("ROLLBACK"))
-                self._seq = tx.first_seq
                 raise
             await asyncio.shield(self._db.execute("COMMIT"))
+
+    @property
+    def serial(self) -> asyncio.Lock:
+        """Held by a scan from reading its ticket's facts to committing: scans never interleave."""
+        return self._lock
+
+    async def facts(self, ticket_id: str) -> LedgerFacts:
+        """What the ledger knows of ``ticket_id``'s entries and exits. Call under ``serial``.
+
+        A ticket with no redemption at all (most scans are a ticket's first) is answered
+        from memory without a trip to the database. That is a shortcut, not the arbiter:
+        were the memory ever wrong, the redemption's slot would collide in the unique
+        index and the scan would be decided again on facts read from the file.
+        """
+        if ticket_id not in self._redeemed:
+            return LedgerFacts()
+        rows = await self._db.execute_fetchall(
+            "SELECT kind, wall, origin FROM redemptions WHERE ticket_id = ? ORDER BY hlc", (ticket_id,)
+        )
+        entries = exits = 0
+        last_at: float | None = None
+        last_gate: str | None = None
+        for kind, wall, origin in rows:
+            if kind == "entry":
+                entries += 1
+                last_at, last_gate = float(wall), str(origin)
+            else:
+                exits += 1
+        return LedgerFacts(
+            entries=entries,
+            exits=exits,
+            inside=entries > exits,
+            last_entry_at=last_at,
+            last_entry_gate=last_gate,
+        )
+
+    def redemption(
+        self,
+        *,
+        scan_id: str,
+        ticket_id: str,
+        kind: ScanKind,
+        facts: LedgerFacts,
+        hlc: int,
+        wall: float,
+        operator: str | None,
+        mode: str,
+    ) -> Redemption:
+        """The record of an entry or exit decided on ``facts``, numbered next for this gate."""
+        return Redemption(
+            uuid=scan_id,
+            ticket_id=ticket_id,
+            kind=kind,
+            slot=(facts.entries if kind is ScanKind.ENTRY else facts.exits) + 1,
+            origin=self.gate_id,
+            epoch=self.epoch,
+            seq=self._seq + 1,
+            hlc=hlc,
+            wall=wall,
+            operator=operator,
+            mode=mode,
+        )
+
+    async def commit_scan(
+        self, scan: ScanEvidence, redemption: Redemption | None, counters: Sequence[str]
+    ) -> None:
+        """Commit a scan's evidence, its redemption if any, and its counters: all or nothing.
+
+        One statement through the ``scan_commits`` view, durable when this returns. Raises
+        ``PolicyConflict`` when the redemption's slot is taken (its facts were stale);
+        nothing is written then. Call under ``serial``.
+        """
+        r = redemption
+        try:
+            await self._db.execute(_COMMIT_SCAN, (
+                scan.uuid, scan.hlc, scan.wall, scan.gate, scan.device, scan.operator, scan.fingerprint,
+                scan.ticket_id, scan.kind.value, scan.outcome, scan.reason, scan.resolution, scan.mode,
+                scan.manifest_version, json.dumps(scan.decision, separators=(",", ":")),
+                r is not None,
+                r.slot if r else None,
+                r.origin if r else None,
+                r.epoch if r else None,
+                r.seq if r else None,
+                int(r.forced) if r else 0,
+                json.dumps(list(counters)),
+            ))  # fmt: skip
+        except sqlite3.IntegrityError as exc:
+            raise PolicyConflict(str(exc)) from None
+        if r is not None:
+            self._seq = r.seq
+            self._redeemed.add(r.ticket_id)
 
     async def ping(self) -> None:
         """A round trip through the lock and the database thread (the watchdog's probe)."""
@@ -253,111 +354,10 @@ class Ledger:
 
 
 class Transaction:
-    """The operations a scan performs inside its one transaction."""
+    """Writes outside the scan path (manifest activations, counters) in one transaction."""
 
     def __init__(self, ledger: Ledger) -> None:
-        self._ledger = ledger
         self._db = ledger._db
-        self.first_seq = ledger._seq
-
-    async def facts(self, ticket_id: str) -> LedgerFacts:
-        """What the ledger knows of ``ticket_id``'s entries and exits."""
-        rows = await self._db.execute_fetchall(
-            "SELECT kind, wall, origin FROM redemptions WHERE ticket_id = ? ORDER BY hlc", (ticket_id,)
-        )
-        entries = exits = 0
-        last_at: float | None = None
-        last_gate: str | None = None
-        for kind, wall, origin in rows:
-            if kind == "entry":
-                entries += 1
-                last_at, last_gate = float(wall), str(origin)
-            else:
-                exits += 1
-        return LedgerFacts(
-            entries=entries,
-            exits=exits,
-            inside=entries > exits,
-            last_entry_at=last_at,
-            last_entry_gate=last_gate,
-        )
-
-    async def redeem(
-        self,
-        *,
-        scan_id: str,
-        ticket_id: str,
-        kind: ScanKind,
-        facts: LedgerFacts,
-        hlc: int,
-        wall: float,
-        operator: str | None,
-        mode: str,
-    ) -> Redemption:
-        """Record an entry or exit decided on ``facts``; ``PolicyConflict`` if they are stale."""
-        ledger = self._ledger
-        slot = (facts.entries if kind is ScanKind.ENTRY else facts.exits) + 1
-        record = Redemption(
-            uuid=scan_id,
-            ticket_id=ticket_id,
-            kind=kind,
-            slot=slot,
-            origin=ledger.gate_id,
-            epoch=ledger.epoch,
-            seq=ledger._seq + 1,
-            hlc=hlc,
-            wall=wall,
-            operator=operator,
-            mode=mode,
-        )
-        try:
-            await self._db.execute(
-                "INSERT INTO redemptions (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall,"
-                " operator, mode, forced) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                (
-                    record.uuid,
-                    record.ticket_id,
-                    record.kind.value,
-                    record.slot,
-                    record.origin,
-                    record.epoch,
-                    record.seq,
-                    record.hlc,
-                    record.wall,
-                    record.operator,
-                    record.mode,
-                    int(record.forced),
-                ),
-            )
-        except sqlite3.IntegrityError as exc:
-            raise PolicyConflict(str(exc)) from None
-        ledger._seq = record.seq
-        return record
-
-    async def log_scan(self, scan: ScanEvidence) -> None:
-        """Append the scan to the evidence log."""
-        await self._db.execute(
-            "INSERT INTO scans (uuid, hlc, wall, gate, device, operator, fingerprint, ticket_id, kind,"
-            " outcome, reason, resolution, mode, manifest_version, decision)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                scan.uuid,
-                scan.hlc,
-                scan.wall,
-                scan.gate,
-                scan.device,
-                scan.operator,
-                scan.fingerprint,
-                scan.ticket_id,
-                scan.kind.value,
-                scan.outcome,
-                scan.reason,
-                scan.resolution,
-                scan.mode,
-                scan.manifest_version,
-                json.dumps(scan.decision, separators=(",", ":")),
-            ),
-        )
 
     async def count(self, names: Iterable[str]) -> None:
         """Add one to each named counter."""
@@ -378,5 +378,14 @@ async def _scalar(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = 
 
 
 def _statements(script: str) -> list[str]:
-    """Split a migration into statements (the schema has no semicolons inside them)."""
-    return [part.strip() for part in script.split(";") if part.strip()]
+    """Split a migration into whole statements (a trigger's body holds semicolons)."""
+    out: list[str] = []
+    pending = ""
+    for line in script.splitlines(keepends=True):
+        pending += line
+        if sqlite3.complete_statement(pending):
+            out.append(pending.strip())
+            pending = ""
+    if pending.strip():
+        out.append(pending.strip())
+    return out

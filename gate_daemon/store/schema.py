@@ -17,10 +17,17 @@ Tables:
   facts, whatever race or retry produced it. Forced entries carry no slot.
 - ``scans``: the evidence log. One row per scan, denials included: when, where, who,
   a fingerprint of the payload (never the payload), the outcome and reason, how it was
-  resolved and the decision as shown.
+  resolved and the decision as shown. Rows are in commit order; it has no secondary
+  index, because every index is one more page written (and fsynced) per scan, and the
+  log is searched the morning after, not during the rush.
 - ``cursors``: how far this gate has read each peer's or the server's records
   (that side's epoch and sequence, or the server's own cursor). Filled by replication.
 - ``counters``: named totals that survive restarts.
+- ``scan_commits``: not a table but the one statement a scan commits through. Inserting a
+  row into this view runs a trigger that writes the redemption (when the row says so),
+  the evidence row and the counters: one statement, so one atomic, fsynced transaction
+  and one trip to the database thread. A redemption refused by the unique index aborts
+  the whole statement, evidence and counters included.
 """
 
 from __future__ import annotations
@@ -48,7 +55,6 @@ MIGRATIONS: tuple[str, ...] = (
         UNIQUE (origin, epoch, seq)
     );
     CREATE UNIQUE INDEX redemptions_policy ON redemptions (ticket_id, kind, slot, origin);
-    CREATE INDEX redemptions_ticket ON redemptions (ticket_id, hlc);
 
     CREATE TABLE scans (
         uuid             TEXT PRIMARY KEY,
@@ -67,9 +73,6 @@ MIGRATIONS: tuple[str, ...] = (
         manifest_version INTEGER,
         decision         TEXT NOT NULL
     );
-    CREATE INDEX scans_hlc ON scans (hlc);
-    CREATE INDEX scans_ticket ON scans (ticket_id);
-    CREATE INDEX scans_fingerprint ON scans (fingerprint);
 
     CREATE TABLE cursors (
         source     TEXT PRIMARY KEY,
@@ -82,5 +85,29 @@ MIGRATIONS: tuple[str, ...] = (
         name  TEXT PRIMARY KEY,
         value INTEGER NOT NULL
     ) WITHOUT ROWID;
+
+    CREATE VIEW scan_commits AS SELECT
+        NULL AS uuid, NULL AS hlc, NULL AS wall, NULL AS gate, NULL AS device, NULL AS operator,
+        NULL AS fingerprint, NULL AS ticket_id, NULL AS kind, NULL AS outcome, NULL AS reason,
+        NULL AS resolution, NULL AS mode, NULL AS manifest_version, NULL AS decision,
+        NULL AS redeem, NULL AS slot, NULL AS origin, NULL AS epoch, NULL AS seq, NULL AS forced,
+        NULL AS counters;
+
+    CREATE TRIGGER scan_commits_insert INSTEAD OF INSERT ON scan_commits
+    BEGIN
+        INSERT INTO redemptions (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, operator,
+                                 mode, forced)
+            SELECT NEW.uuid, NEW.ticket_id, NEW.kind, NEW.slot, NEW.origin, NEW.epoch, NEW.seq, NEW.hlc,
+                   NEW.wall, NEW.operator, NEW.mode, NEW.forced
+            WHERE NEW.redeem;
+        INSERT INTO scans (uuid, hlc, wall, gate, device, operator, fingerprint, ticket_id, kind, outcome,
+                           reason, resolution, mode, manifest_version, decision)
+            VALUES (NEW.uuid, NEW.hlc, NEW.wall, NEW.gate, NEW.device, NEW.operator, NEW.fingerprint,
+                    NEW.ticket_id, NEW.kind, NEW.outcome, NEW.reason, NEW.resolution, NEW.mode,
+                    NEW.manifest_version, NEW.decision);
+        INSERT INTO counters (name, value)
+            SELECT value, 1 FROM json_each(NEW.counters) WHERE true
+            ON CONFLICT (name) DO UPDATE SET value = value + 1;
+    END;
     """,
 )
