@@ -101,7 +101,10 @@ def payload_fingerprint(event_id: str, payload: str) -> str:
     Anyone who holds a code and knows the event can compute it to find that code's scans
     (a dispute the next morning); the log alone gives no code back.
     """
-    data = payload.encode("utf-8", "surrogateescape")
+    try:
+        data = payload.encode("utf-8", "surrogateescape")
+    except UnicodeEncodeError:  # a lone surrogate that is no escaped byte (a JSON "\\ud800")
+        data = payload.encode("utf-8", "surrogatepass")
     return hashlib.blake2b(data, digest_size=16, key=_fingerprint_key(event_id)).hexdigest()
 
 

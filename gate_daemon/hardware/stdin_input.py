@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import io
 import sys
 import threading
 from collections.abc import AsyncIterator
@@ -23,7 +24,9 @@ class StdinInput:
     name = "stdin"
 
     def __init__(self, stream: BinaryIO | None = None) -> None:
-        self._stream = stream if stream is not None else sys.stdin.buffer
+        # Not sys.stdin.buffer: the reading thread blocks inside it holding its lock, and at
+        # exit (SIGTERM) the interpreter then aborts flushing stdin ("could not acquire lock").
+        self._stream = stream if stream is not None else io.FileIO(sys.stdin.fileno(), "rb", closefd=False)
         self._queue: asyncio.Queue[str | None] = asyncio.Queue()
         self._thread: threading.Thread | None = None
 

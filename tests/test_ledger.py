@@ -1,0 +1,433 @@
+"""The ledger on a real SQLite file: schema, durability settings, ownership and the unique constraint."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from gate_daemon.core.decision import LedgerFacts, ScanKind
+from gate_daemon.core.hlc import Stamp
+from gate_daemon.core.tokens import payload_fingerprint
+from gate_daemon.store.ledger import (
+    Ledger,
+    LedgerError,
+    ManifestState,
+    PolicyConflict,
+    Redemption,
+    ScanEvidence,
+    new_scan_id,
+)
+from gate_daemon.store.schema import MIGRATIONS
+from tests.gate_fixtures import gate_rig, query, scalar
+from tests.support import EVENT_ID, SAT_START, World
+
+GATE = "north-1"
+WALL = float(SAT_START)
+
+
+@pytest.fixture
+def db(tmp_path: Path) -> Path:
+    return tmp_path / "state" / "ledger.sqlite"
+
+
+@pytest.fixture(autouse=True)
+def _state_dir(tmp_path: Path) -> None:
+    (tmp_path / "state").mkdir()
+
+
+@contextlib.contextmanager
+def raw(db: Path) -> Iterator[sqlite3.Connection]:
+    """A plain sqlite3 connection in autocommit mode, closed afterwards."""
+    conn = sqlite3.connect(db, isolation_level=None)
+    try:
+        yield conn
+    finally:
+        conn.close()
+
+
+async def redeem(
+    ledger: Ledger,
+    ticket_id: str,
+    kind: ScanKind = ScanKind.ENTRY,
+    *,
+    wall: float = WALL,
+    facts: LedgerFacts | None = None,
+) -> Redemption:
+    """One redemption in its own transaction, decided on the ledger's facts (or on ``facts``)."""
+    async with ledger.transaction() as tx:
+        known = facts if facts is not None else await tx.facts(ticket_id)
+        return await tx.redeem(
+            scan_id=new_scan_id(),
+            ticket_id=ticket_id,
+            kind=kind,
+            facts=known,
+            hlc=ledger.clock.tick(int(wall * 1000)),
+            wall=wall,
+            operator="anna",
+            mode="offline",
+        )
+
+
+def evidence(uuid: str, *, hlc: int, ticket_id: str | None = "T-0001", reason: str = "ok") -> ScanEvidence:
+    decision = {"outcome": "allow" if reason == "ok" else "deny", "reason": reason, "message": "Entry allowed"}
+    if ticket_id:
+        decision["ticket_id"] = ticket_id
+    return ScanEvidence(
+        uuid=uuid,
+        hlc=hlc,
+        wall=WALL,
+        gate=GATE,
+        device="test",
+        operator=None,
+        fingerprint="00" * 16,
+        ticket_id=ticket_id,
+        kind=ScanKind.ENTRY,
+        outcome=decision["outcome"],
+        reason=reason,
+        resolution="admitted" if reason == "ok" else "refused",
+        mode="offline",
+        manifest_version=1,
+        decision=decision,
+    )
+
+
+# ------------------------------------------------------------------ opening
+
+
+async def test_a_new_ledger_has_the_whole_schema(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    await ledger.close()
+    tables = {name for (name,) in query(db, "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    assert {"meta", "redemptions", "scans", "cursors", "counters"} <= tables
+    indexes = {name for (name,) in query(db, "SELECT name FROM sqlite_master WHERE type = 'index'")}
+    assert "redemptions_policy" in indexes
+    assert scalar(db, "PRAGMA user_version") == len(MIGRATIONS)
+    meta = dict(query(db, "SELECT key, value FROM meta"))
+    assert meta["gate_id"] == GATE
+    assert meta["epoch"] == ledger.epoch
+
+
+async def test_wal_and_synchronous_full(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    try:
+        # The journal mode is a property of the file: a second connection sees it.
+        assert scalar(db, "PRAGMA journal_mode") == "wal"
+        # synchronous is per connection: ask the ledger's own.
+        rows = list(await ledger._db.execute_fetchall("PRAGMA synchronous"))
+        assert rows[0][0] == 2  # FULL
+        rows = list(await ledger._db.execute_fetchall("PRAGMA journal_mode"))
+        assert rows[0][0] == "wal"
+    finally:
+        await ledger.close()
+
+
+async def test_reopening_keeps_the_epoch_and_a_new_file_gets_a_new_one(db: Path) -> None:
+    first = await Ledger.open(db, GATE)
+    epoch = first.epoch
+    await first.close()
+    again = await Ledger.open(db, GATE)
+    assert again.epoch == epoch
+    await again.close()
+    for path in db.parent.glob("ledger.sqlite*"):
+        path.unlink()
+    fresh = await Ledger.open(db, GATE)
+    assert fresh.epoch != epoch
+    await fresh.close()
+
+
+async def test_another_gates_ledger_is_refused(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    await ledger.close()
+    with pytest.raises(LedgerError) as caught:
+        await Ledger.open(db, "south-2")
+    assert "'north-1'" in str(caught.value)
+    assert "'south-2'" in str(caught.value)
+    assert str(db) in str(caught.value)
+    # Refusing changed nothing: the owner still opens it.
+    ledger = await Ledger.open(db, GATE)
+    assert ledger.gate_id == GATE
+    await ledger.close()
+
+
+async def test_a_newer_schema_is_refused_not_downgraded(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    await ledger.close()
+    with raw(db) as conn:
+        conn.execute(f"PRAGMA user_version = {len(MIGRATIONS) + 1}")
+    with pytest.raises(LedgerError, match="newer than this gate-daemon understands"):
+        await Ledger.open(db, GATE)
+    assert scalar(db, "PRAGMA user_version") == len(MIGRATIONS) + 1
+
+
+@pytest.mark.parametrize(
+    "content",
+    [
+        b"this is not a database, it is a note a tech saved by mistake\n" * 100,
+        b"SQLite format 3\x00" + b"\xff" * 4080,  # the right magic, then garbage
+    ],
+    ids=["text", "corrupt-header"],
+)
+async def test_a_file_that_is_not_a_database_is_a_ledger_error(db: Path, content: bytes) -> None:
+    db.write_bytes(content)
+    with pytest.raises(LedgerError, match=str(db)):
+        await Ledger.open(db, GATE)
+    assert db.read_bytes() == content  # left for a person to look at
+
+
+async def test_a_path_that_cannot_be_opened_is_a_ledger_error(tmp_path: Path) -> None:
+    with pytest.raises(LedgerError, match="cannot open ledger|not usable"):
+        await Ledger.open(tmp_path / "missing-folder" / "ledger.sqlite", GATE)
+
+
+# ------------------------------------------------------------------ order and sequence
+
+
+async def test_sequence_numbers_continue_after_reopen(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    seqs = [(await redeem(ledger, f"T-{n}")).seq for n in range(3)]
+    assert seqs == [1, 2, 3]
+    epoch = ledger.epoch
+    await ledger.close()
+    ledger = await Ledger.open(db, GATE)
+    nxt = await redeem(ledger, "T-9")
+    assert (nxt.seq, nxt.epoch, nxt.origin) == (4, epoch, GATE)
+    await ledger.close()
+    assert query(db, "SELECT seq FROM redemptions ORDER BY seq") == [(1,), (2,), (3,), (4,)]
+
+
+async def test_the_clock_resumes_above_the_last_stamp_after_reopen(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    entry = await redeem(ledger, "T-1", wall=WALL + 3600)  # recorded while the clock ran an hour fast
+    async with ledger.transaction() as tx:
+        # An evidence row stamped later still: the clock must resume above the scans too.
+        await tx.log_scan(evidence(new_scan_id(), hlc=entry.hlc + 10))
+    await ledger.close()
+
+    ledger = await Ledger.open(db, GATE)
+    try:
+        assert ledger.clock.last == entry.hlc + 10
+        # The wall clock is now back to the right time, an hour "earlier".
+        after = await redeem(ledger, "T-2", wall=WALL)
+        assert after.hlc > entry.hlc + 10
+        assert Stamp.unpack(after.hlc).millis == Stamp.unpack(entry.hlc).millis
+    finally:
+        await ledger.close()
+
+
+# ------------------------------------------------------------------ the constraint
+
+
+def _insert(
+    conn: sqlite3.Connection,
+    *,
+    seq: int,
+    ticket_id: str = "T-0001",
+    kind: str = "entry",
+    slot: int | None = 1,
+    origin: str = GATE,
+    forced: int = 0,
+) -> None:
+    conn.execute(
+        "INSERT INTO redemptions (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, operator,"
+        " mode, forced) VALUES (?, ?, ?, ?, ?, 'e', ?, ?, ?, NULL, 'offline', ?)",
+        (new_scan_id(), ticket_id, kind, slot, origin, seq, seq, WALL, forced),
+    )
+
+
+async def test_the_database_refuses_a_second_admission_on_the_same_facts(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    await ledger.close()
+    with raw(db) as conn:
+        _insert(conn, seq=1)
+        with pytest.raises(sqlite3.IntegrityError) as caught:
+            _insert(conn, seq=2)  # another uuid and sequence, the same (ticket, kind, slot, origin)
+        assert "redemptions.ticket_id, redemptions.kind, redemptions.slot, redemptions.origin" in str(
+            caught.value
+        )
+        # Forced entries carry no slot, so any number of them go in.
+        _insert(conn, seq=3, slot=None, forced=1)
+        _insert(conn, seq=4, slot=None, forced=1)
+        # The same slot at another gate is that gate's own record (merged by replication).
+        _insert(conn, seq=5, origin="south-2")
+        # The first exit is a slot of its own kind.
+        _insert(conn, seq=6, kind="exit")
+        # The next entry slot is free.
+        _insert(conn, seq=7, slot=2)
+        with pytest.raises(sqlite3.IntegrityError):
+            _insert(conn, seq=8, slot=2)
+        rows = conn.execute("SELECT seq FROM redemptions ORDER BY seq").fetchall()
+    assert rows == [(1,), (3,), (4,), (5,), (6,), (7,)]
+
+
+async def test_the_schema_checks_kinds_slots_and_sequences(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    await ledger.close()
+    with raw(db) as conn:
+        for bad in ({"kind": "wander"}, {"slot": 0}, {"seq": 0}):
+            with pytest.raises(sqlite3.IntegrityError):
+                _insert(conn, **{"seq": 1, **bad})  # type: ignore[arg-type]
+        _insert(conn, seq=1)
+        with pytest.raises(sqlite3.IntegrityError):  # (origin, epoch, seq) is unique too
+            _insert(conn, seq=1, ticket_id="T-0002")
+
+
+async def test_redeeming_on_stale_facts_conflicts_and_rolls_the_whole_transaction_back(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    try:
+        first = await redeem(ledger, "T-0001")
+        assert (first.slot, first.seq) == (1, 1)
+        lost_scan = new_scan_id()
+        with pytest.raises(PolicyConflict):
+            async with ledger.transaction() as tx:
+                await tx.count(["scans", "should_not_persist"])
+                await tx.log_scan(evidence(lost_scan, hlc=first.hlc + 1))
+                other = await tx.redeem(
+                    scan_id=new_scan_id(),
+                    ticket_id="T-0002",
+                    kind=ScanKind.ENTRY,
+                    facts=await tx.facts("T-0002"),
+                    hlc=first.hlc + 2,
+                    wall=WALL,
+                    operator=None,
+                    mode="offline",
+                )
+                assert other.seq == 2
+                # Decided as if T-0001 had never entered: its slot 1 is taken.
+                await tx.redeem(
+                    scan_id=new_scan_id(),
+                    ticket_id="T-0001",
+                    kind=ScanKind.ENTRY,
+                    facts=LedgerFacts(),
+                    hlc=first.hlc + 3,
+                    wall=WALL,
+                    operator=None,
+                    mode="offline",
+                )
+        # Nothing from the failed transaction is there, seen from the ledger or from outside.
+        assert await ledger.counters() == {}
+        assert await ledger.find_scan(lost_scan) is None
+        assert query(db, "SELECT ticket_id, seq FROM redemptions") == [("T-0001", 1)]
+        assert query(db, "SELECT COUNT(*) FROM scans") == [(0,)]
+        # The sequence did not advance: the next record takes number 2, with no gap.
+        nxt = await redeem(ledger, "T-0002")
+        assert nxt.seq == 2
+        # And the ledger is usable: a fresh decision on fresh facts gets the next slot.
+        second = await redeem(ledger, "T-0001")
+        assert (second.slot, second.seq) == (2, 3)
+    finally:
+        await ledger.close()
+
+
+async def test_facts_count_entries_exits_and_the_last_entry(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    try:
+        await redeem(ledger, "T-0008", wall=WALL)
+        await redeem(ledger, "T-0008", ScanKind.EXIT, wall=WALL + 60)
+        await redeem(ledger, "T-0008", wall=WALL + 120)
+        async with ledger.transaction() as tx:
+            facts = await tx.facts("T-0008")
+            nothing = await tx.facts("T-0001")
+        assert facts == LedgerFacts(
+            entries=2, exits=1, inside=True, last_entry_at=WALL + 120, last_entry_gate=GATE
+        )
+        assert nothing == LedgerFacts()
+        slots = query(db, "SELECT kind, slot FROM redemptions ORDER BY seq")
+        assert slots == [("entry", 1), ("exit", 1), ("entry", 2)]
+    finally:
+        await ledger.close()
+
+
+# ------------------------------------------------------------------ what survives
+
+
+async def test_counters_and_manifest_state_persist_across_reopen(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    await ledger.bump(["scans", "reason:ok"])
+    await ledger.bump(["scans"])
+    await ledger.record_manifest(ManifestState(7, "ab" * 32, 1_790_000_000, 1_790_000_100.5))
+    await ledger.close()
+    ledger = await Ledger.open(db, GATE)
+    try:
+        assert await ledger.counters() == {"scans": 2, "reason:ok": 1, "manifest_activations": 1}
+        assert await ledger.manifest_state() == ManifestState(7, "ab" * 32, 1_790_000_000, 1_790_000_100.5)
+        await ledger.bump(["scans"])
+        assert (await ledger.counters())["scans"] == 3
+    finally:
+        await ledger.close()
+
+
+async def test_a_new_ledger_remembers_no_manifest(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    try:
+        assert await ledger.manifest_state() == ManifestState()
+    finally:
+        await ledger.close()
+
+
+async def test_find_scan_returns_the_decision_recorded(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    scan_id = new_scan_id()
+    async with ledger.transaction() as tx:
+        await tx.log_scan(evidence(scan_id, hlc=ledger.clock.tick(int(WALL * 1000)), reason="canceled"))
+    try:
+        assert await ledger.find_scan(scan_id) == {
+            "outcome": "deny",
+            "reason": "canceled",
+            "message": "Entry allowed",
+            "ticket_id": "T-0001",
+        }
+        assert await ledger.find_scan(new_scan_id()) is None
+    finally:
+        await ledger.close()
+    ledger = await Ledger.open(db, GATE)
+    try:
+        found = await ledger.find_scan(scan_id)
+        assert found is not None
+        assert found["reason"] == "canceled"
+    finally:
+        await ledger.close()
+
+
+async def test_ping_goes_through_the_database(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    await ledger.ping()
+    await ledger.close()
+    with pytest.raises(ValueError):  # aiosqlite: no active connection
+        await ledger.ping()
+
+
+async def test_the_evidence_log_never_holds_a_payload(world: World, tmp_path: Path) -> None:
+    payloads = [
+        "REF-SAT-FLOOR-0001",  # reference code
+        "O-100-A2",  # legacy order-seat
+        world.sign("T-4000", session="sat", zone="floor"),  # signed
+        "NOBODY-KNOWS-THIS-CODE-42",  # unknown
+        "GD1:NOT*BASE32",  # garbage in the signed family
+    ]
+    async with gate_rig(world, tmp_path / "gate") as rig:
+        for payload in payloads:
+            await rig.gate.scan(payload, device="test")
+        await rig.gate.scan(payloads[0], device="test")  # already used, recorded too
+        db_path = rig.db
+        files = [db_path, db_path.with_name(db_path.name + "-wal")]
+        while_open = {path.name: path.read_bytes() for path in files if path.exists()}
+        assert any(while_open.values())
+        rows = rig.rows("SELECT fingerprint, reason FROM scans ORDER BY hlc")
+    after_close = {path.name: path.read_bytes() for path in files if path.exists()}
+    assert [reason for _, reason in rows] == [
+        "ok",
+        "wrong_zone",
+        "ok",
+        "unknown_ticket",
+        "invalid_payload",
+        "already_used",
+    ]
+    assert [fp for fp, _ in rows[:5]] == [payload_fingerprint(EVENT_ID, p) for p in payloads]
+    for payload in payloads:
+        needle = payload.encode()
+        for name, data in [*while_open.items(), *after_close.items()]:
+            assert needle not in data, f"{payload!r} found in {name}"
