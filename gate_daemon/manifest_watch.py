@@ -138,7 +138,7 @@ class ManifestWatch:
         self.activated_at = now
         self.refusal = None
         old = f"version {current.version}" if current else "no manifest"
-        log.warning(
+        log.info(
             "manifest version %d of %s activated (%d tickets, expires %s), replacing %s",
             manifest.version,
             manifest.event_id,
