@@ -202,6 +202,10 @@ class Gate:
                     await self.ledger.commit_scan(evidence, redemption, counters)
                 return ScanResult(scan_id, decision)
             except PolicyConflict:
+                # The same scan id committed meanwhile (a retried request): that is its answer.
+                prior = await self._prior(scan_id)
+                if prior is not None:
+                    return prior
                 log.warning("scan %s lost a race for its ticket's entry; deciding again", scan_id)
             except sqlite3.Error as exc:
                 return self._unrecorded(scan_id, f"ledger error: {exc}")
