@@ -138,7 +138,8 @@ class Gate:
             if prior is not None:
                 return prior
         result = await self._commit(payload, device, operator, kind or self.mode, scan_id or new_scan_id())
-        self._show(result.decision)
+        if not result.duplicate:
+            self._show(result.decision)
         return result
 
     async def _prior(self, scan_id: str) -> ScanResult | None:
