@@ -38,6 +38,7 @@ from gate_daemon.provision.event import load_event
 from gate_daemon.provision.keyfiles import read_public, read_secret, write_keypair
 from gate_daemon.provision.qrimage import write_qr
 from gate_daemon.provision.tickets import load_tickets
+from gate_daemon.store.ledger import read_counters
 from gate_daemon.store.manifest_file import apply_delta_file, read_manifest, write_delta_result
 
 EXIT_ERROR = 1
@@ -308,8 +309,11 @@ def cmd_status(args: argparse.Namespace) -> int:
 
 
 def cmd_counters(args: argparse.Namespace) -> int:
-    """Print the running gate's persisted counters."""
-    counters = ask(_socket(args), {"op": "counters"})["counters"]
+    """Print a gate's persisted counters: from the running gate, or from its ledger file."""
+    if args.ledger is not None:
+        counters = read_counters(args.ledger)
+    else:
+        counters = ask(_socket(args), {"op": "counters"})["counters"]
     if args.json:
         print(json.dumps(counters, indent=2, sort_keys=True))
     else:
@@ -453,8 +457,11 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--json", action="store_true", help="print the full status as JSON")
     p.set_defaults(func=cmd_status)
 
-    p = sub.add_parser("counters", help="the running gate's persisted counters")
+    p = sub.add_parser("counters", help="a gate's persisted counters")
     socket_option(p)
+    p.add_argument(
+        "--ledger", type=Path, help="read them from this ledger file instead (works with the gate stopped)"
+    )
     p.add_argument("--json", action="store_true", help="print them as one JSON object")
     p.set_defaults(func=cmd_counters)
 
