@@ -183,7 +183,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
     at = ("manifest",)
     keys: list[Path] = []
     raw_keys = check.strings(m, at, "trusted_keys")
-    if "trusted_keys" in m and not raw_keys and isinstance(m["trusted_keys"], list):
+    if m.get("trusted_keys") == []:
         check.problem((*at, "trusted_keys"), "list at least one .pub file")
     for index, raw in enumerate(raw_keys):
         expanded = _expand(raw, env)

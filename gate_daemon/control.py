@@ -75,6 +75,9 @@ class ControlServer:
         self.gate = gate
         self._status = status
         self._server: asyncio.AbstractServer | None = None
+        self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
+        self._busy: set[asyncio.Task[Any]] = set()
+        self._closing = False
 
     async def start(self) -> None:
         """Bind the socket (replacing a stale one, refusing a live one) and listen."""
@@ -88,9 +91,17 @@ class ControlServer:
             os.umask(old_umask)
 
     async def aclose(self) -> None:
-        """Stop listening and remove the socket file."""
+        """Stop listening, let requests being answered finish, close the rest, remove the socket file."""
+        self._closing = True
         if self._server is not None:
             self._server.close()
+            # A scan in flight commits and is answered before the ledger closes; idle connections
+            # are closed (their handlers see the end of input and return).
+            for task, writer in self._connections.items():
+                if task not in self._busy:
+                    writer.close()
+            if self._connections:
+                await asyncio.wait(set(self._connections), timeout=10)
             with contextlib.suppress(asyncio.TimeoutError):
                 await asyncio.wait_for(self._server.wait_closed(), 5)
             self._server = None
@@ -99,8 +110,11 @@ class ControlServer:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         user = peer_user(writer.get_extra_info("socket"))
+        task = asyncio.current_task()
+        assert task is not None
+        self._connections[task] = writer
         try:
-            while True:
+            while not self._closing:
                 try:
                     line = await asyncio.wait_for(reader.readline(), IDLE_TIMEOUT)
                 except (ValueError, asyncio.LimitOverrunError):
@@ -110,14 +124,19 @@ class ControlServer:
                     return
                 if not line.strip():
                     continue
+                self._busy.add(task)
                 try:
-                    answer = await self.handle(line, user)
-                except BadRequest as exc:
-                    answer = _error(exc.name, exc.message)
-                await _send(writer, answer)
+                    try:
+                        answer = await self.handle(line, user)
+                    except BadRequest as exc:
+                        answer = _error(exc.name, exc.message)
+                    await _send(writer, answer)
+                finally:
+                    self._busy.discard(task)
         except (TimeoutError, ConnectionError):
             return
         finally:
+            self._connections.pop(task, None)
             writer.close()
             with contextlib.suppress(ConnectionError, OSError):
                 await writer.wait_closed()

@@ -162,19 +162,9 @@ class Gate:
                 async with self.ledger.serial:
                     hlc = self.ledger.clock.tick(int(wall * 1000))
                     decision, facts = await self._decide(payload, manifest, wall, kind)
-                    redemption = None
+                    admitted = decision.outcome is Outcome.ALLOW and decision.ticket_id is not None
                     resolution = "refused"
-                    if decision.outcome is Outcome.ALLOW and decision.ticket_id is not None:
-                        redemption = self.ledger.redemption(
-                            scan_id=scan_id,
-                            ticket_id=decision.ticket_id,
-                            kind=kind,
-                            facts=facts,
-                            hlc=hlc,
-                            wall=wall,
-                            operator=operator,
-                            mode="offline",
-                        )
+                    if admitted:
                         resolution = "admitted" if kind is ScanKind.ENTRY else "exited"
                     evidence = ScanEvidence(
                         uuid=scan_id,
@@ -200,7 +190,7 @@ class Gate:
                         f"reason:{decision.reason.value}",
                         f"kind:{kind.value}",
                     )
-                    await self.ledger.commit_scan(evidence, redemption, counters)
+                    await self.ledger.commit_scan(evidence, counters, facts if admitted else None)
                 return ScanResult(scan_id, decision)
             except PolicyConflict:
                 # The same scan id committed meanwhile (a retried request): that is its answer.

@@ -81,6 +81,9 @@ class ManifestWatch:
                 self._check_gate(manifest)
             except ManifestRefused as exc:
                 log.error("the gate's own manifest copy %s is refused: %s", self.private_path, exc)
+                detail = f"the gate's own copy {self.private_path}: {exc.detail}"
+                self.refusal = Refusal(exc.reason, detail, self._clock())
+                await self.ledger.bump([f"manifest_refused:{exc.reason}"])
             else:
                 self._current = manifest
                 self.activated_at = state.activated_at
@@ -124,8 +127,8 @@ class ManifestWatch:
                 now=self._clock(),
                 last_version=max(state.version, current.version if current else 0),
                 last_sha256=_same_version_sha(state, current),
+                check=self._check_gate,  # before it replaces the gate's own copy
             )
-            self._check_gate(manifest)
         except ManifestRefused as exc:
             return await self._refuse(exc)
         if current is not None and manifest.version == current.version:

@@ -12,7 +12,7 @@ import os
 import sqlite3
 from collections.abc import AsyncIterator, Callable
 from contextlib import asynccontextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -93,7 +93,6 @@ class Rig:
     signals: RecordingSignals
     clock: Clock
     mono: Clock
-    closed: bool = field(default=False)
 
     @property
     def db(self) -> Path:

@@ -135,7 +135,9 @@ _steps = st.one_of(
 
 
 @given(start=st.one_of(st.just(0), _remotes), steps=st.lists(_steps, min_size=1, max_size=60))
-def test_any_sequence_of_ticks_and_observes_strictly_grows(start: int, steps: list[tuple[str, int, int]]) -> None:
+def test_any_sequence_of_ticks_and_observes_strictly_grows(
+    start: int, steps: list[tuple[str, int, int]]
+) -> None:
     clock = HybridClock(start)
     last = start
     for op, wall, remote in steps:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import re
 import sqlite3
+import threading
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -56,36 +59,44 @@ async def redeem(
     *,
     wall: float = WALL,
     facts: LedgerFacts | None = None,
+    scan_id: str | None = None,
 ) -> Redemption:
-    """One redemption in its own transaction, decided on the ledger's facts (or on ``facts``)."""
-    async with ledger.transaction() as tx:
-        known = facts if facts is not None else await tx.facts(ticket_id)
-        return await tx.redeem(
-            scan_id=new_scan_id(),
-            ticket_id=ticket_id,
-            kind=kind,
-            facts=known,
-            hlc=ledger.clock.tick(int(wall * 1000)),
-            wall=wall,
-            operator="anna",
-            mode="offline",
-        )
+    """Commit one admitted scan the way the gate does, on the ledger's facts (or on ``facts``)."""
+    async with ledger.serial:
+        known = facts if facts is not None else await ledger.facts(ticket_id)
+        hlc = ledger.clock.tick(int(wall * 1000))
+        scan = evidence(scan_id or new_scan_id(), hlc=hlc, ticket_id=ticket_id, kind=kind, wall=wall)
+        record = await ledger.commit_scan(scan, ("scans", f"kind:{kind.value}"), known)
+    assert record is not None
+    return record
 
 
-def evidence(uuid: str, *, hlc: int, ticket_id: str | None = "T-0001", reason: str = "ok") -> ScanEvidence:
-    decision = {"outcome": "allow" if reason == "ok" else "deny", "reason": reason, "message": "Entry allowed"}
+def evidence(
+    uuid: str,
+    *,
+    hlc: int,
+    ticket_id: str | None = "T-0001",
+    reason: str = "ok",
+    kind: ScanKind = ScanKind.ENTRY,
+    wall: float = WALL,
+) -> ScanEvidence:
+    decision = {
+        "outcome": "allow" if reason == "ok" else "deny",
+        "reason": reason,
+        "message": "Entry allowed",
+    }
     if ticket_id:
         decision["ticket_id"] = ticket_id
     return ScanEvidence(
         uuid=uuid,
         hlc=hlc,
-        wall=WALL,
+        wall=wall,
         gate=GATE,
         device="test",
-        operator=None,
+        operator="anna",
         fingerprint="00" * 16,
         ticket_id=ticket_id,
-        kind=ScanKind.ENTRY,
+        kind=kind,
         outcome=decision["outcome"],
         reason=reason,
         resolution="admitted" if reason == "ok" else "refused",
@@ -173,14 +184,21 @@ async def test_a_newer_schema_is_refused_not_downgraded(db: Path) -> None:
 )
 async def test_a_file_that_is_not_a_database_is_a_ledger_error(db: Path, content: bytes) -> None:
     db.write_bytes(content)
-    with pytest.raises(LedgerError, match=str(db)):
+    with pytest.raises(LedgerError, match=re.escape(f"ledger {db} is not usable")):
         await Ledger.open(db, GATE)
     assert db.read_bytes() == content  # left for a person to look at
 
 
 async def test_a_path_that_cannot_be_opened_is_a_ledger_error(tmp_path: Path) -> None:
-    with pytest.raises(LedgerError, match="cannot open ledger|not usable"):
-        await Ledger.open(tmp_path / "missing-folder" / "ledger.sqlite", GATE)
+    path = tmp_path / "missing-folder" / "ledger.sqlite"
+    before = set(threading.enumerate())
+    with pytest.raises(LedgerError, match=re.escape(f"cannot open ledger {path}: unable to open")):
+        await Ledger.open(path, GATE)
+    # aiosqlite stops its worker thread after a failed connect and reports back to this
+    # loop: let it finish while the loop still runs.
+    for thread in set(threading.enumerate()) - before:
+        await asyncio.to_thread(thread.join, 10)
+        assert not thread.is_alive()
 
 
 # ------------------------------------------------------------------ order and sequence
@@ -202,9 +220,9 @@ async def test_sequence_numbers_continue_after_reopen(db: Path) -> None:
 async def test_the_clock_resumes_above_the_last_stamp_after_reopen(db: Path) -> None:
     ledger = await Ledger.open(db, GATE)
     entry = await redeem(ledger, "T-1", wall=WALL + 3600)  # recorded while the clock ran an hour fast
-    async with ledger.transaction() as tx:
-        # An evidence row stamped later still: the clock must resume above the scans too.
-        await tx.log_scan(evidence(new_scan_id(), hlc=entry.hlc + 10))
+    # A denial stamped later still: the clock must resume above the evidence log too.
+    async with ledger.serial:
+        await ledger.commit_scan(evidence(new_scan_id(), hlc=entry.hlc + 10, reason="canceled"), ())
     await ledger.close()
 
     ledger = await Ledger.open(db, GATE)
@@ -275,51 +293,78 @@ async def test_the_schema_checks_kinds_slots_and_sequences(db: Path) -> None:
             _insert(conn, seq=1, ticket_id="T-0002")
 
 
-async def test_redeeming_on_stale_facts_conflicts_and_rolls_the_whole_transaction_back(db: Path) -> None:
+async def test_a_scan_on_stale_facts_conflicts_and_writes_nothing(db: Path) -> None:
     ledger = await Ledger.open(db, GATE)
     try:
         first = await redeem(ledger, "T-0001")
         assert (first.slot, first.seq) == (1, 1)
         lost_scan = new_scan_id()
         with pytest.raises(PolicyConflict):
-            async with ledger.transaction() as tx:
-                await tx.count(["scans", "should_not_persist"])
-                await tx.log_scan(evidence(lost_scan, hlc=first.hlc + 1))
-                other = await tx.redeem(
-                    scan_id=new_scan_id(),
-                    ticket_id="T-0002",
-                    kind=ScanKind.ENTRY,
-                    facts=await tx.facts("T-0002"),
-                    hlc=first.hlc + 2,
-                    wall=WALL,
-                    operator=None,
-                    mode="offline",
-                )
-                assert other.seq == 2
-                # Decided as if T-0001 had never entered: its slot 1 is taken.
-                await tx.redeem(
-                    scan_id=new_scan_id(),
-                    ticket_id="T-0001",
-                    kind=ScanKind.ENTRY,
-                    facts=LedgerFacts(),
-                    hlc=first.hlc + 3,
-                    wall=WALL,
-                    operator=None,
-                    mode="offline",
-                )
-        # Nothing from the failed transaction is there, seen from the ledger or from outside.
-        assert await ledger.counters() == {}
+            # Decided as if T-0001 had never entered: its slot 1 is taken.
+            await redeem(ledger, "T-0001", facts=LedgerFacts(), scan_id=lost_scan)
+        # Nothing of the refused scan is there: no redemption, no evidence, no counter.
+        assert await ledger.counters() == {"scans": 1, "kind:entry": 1}
         assert await ledger.find_scan(lost_scan) is None
-        assert query(db, "SELECT ticket_id, seq FROM redemptions") == [("T-0001", 1)]
-        assert query(db, "SELECT COUNT(*) FROM scans") == [(0,)]
+        assert query(db, "SELECT ticket_id, slot, seq FROM redemptions") == [("T-0001", 1, 1)]
+        assert query(db, "SELECT COUNT(*) FROM scans") == [(1,)]
         # The sequence did not advance: the next record takes number 2, with no gap.
         nxt = await redeem(ledger, "T-0002")
         assert nxt.seq == 2
-        # And the ledger is usable: a fresh decision on fresh facts gets the next slot.
+        # On fresh facts the ticket's next slot is free.
         second = await redeem(ledger, "T-0001")
         assert (second.slot, second.seq) == (2, 3)
     finally:
         await ledger.close()
+
+
+async def test_a_second_record_with_the_same_scan_id_conflicts(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    try:
+        scan_id = new_scan_id()
+        await redeem(ledger, "T-0001", scan_id=scan_id)
+        with pytest.raises(PolicyConflict):
+            await redeem(ledger, "T-0002", scan_id=scan_id)
+        assert query(db, "SELECT ticket_id FROM redemptions") == [("T-0001",)]
+        assert (await ledger.counters())["scans"] == 1
+    finally:
+        await ledger.close()
+
+
+async def test_a_failed_transaction_rolls_back_everything_in_it(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    try:
+        with pytest.raises(RuntimeError, match="power"):
+            async with ledger.transaction() as tx:
+                await tx.count(["should_not_persist"])
+                await tx.execute_many("INSERT INTO meta (key, value) VALUES (?, ?)", [("x", "1")])
+                raise RuntimeError("power cut, as far as this transaction knows")
+        assert await ledger.counters() == {}
+        assert query(db, "SELECT value FROM meta WHERE key = 'x'") == []
+        # The connection is not left inside the dead transaction.
+        await ledger.bump(["after"])
+        assert await ledger.counters() == {"after": 1}
+    finally:
+        await ledger.close()
+
+
+async def test_a_redemption_written_behind_the_ledgers_back_is_found_on_the_retry(
+    world: World, tmp_path: Path
+) -> None:
+    """The never-redeemed shortcut is not the arbiter: a colliding slot sends the scan to the file."""
+    async with gate_rig(world, tmp_path / "gate") as rig:
+        # Another writer on the same file (a second process started by mistake on this
+        # state_dir) admits T-0001 as this gate.
+        with raw(rig.db) as conn:
+            conn.execute(
+                "INSERT INTO redemptions (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall,"
+                " operator, mode, forced) VALUES (?, 'T-0001', 'entry', 1, ?, ?, 1000, 1, ?, NULL,"
+                " 'offline', 0)",
+                (new_scan_id(), GATE, rig.ledger.epoch, WALL - 60),
+            )
+        result = await rig.gate.scan("REF-SAT-FLOOR-0001", device="test")
+        assert result.recorded
+        assert result.decision.reason == "already_used", result.decision
+        assert rig.scalar("SELECT COUNT(*) FROM redemptions WHERE ticket_id = 'T-0001'") == 1
 
 
 async def test_facts_count_entries_exits_and_the_last_entry(db: Path) -> None:
@@ -328,9 +373,9 @@ async def test_facts_count_entries_exits_and_the_last_entry(db: Path) -> None:
         await redeem(ledger, "T-0008", wall=WALL)
         await redeem(ledger, "T-0008", ScanKind.EXIT, wall=WALL + 60)
         await redeem(ledger, "T-0008", wall=WALL + 120)
-        async with ledger.transaction() as tx:
-            facts = await tx.facts("T-0008")
-            nothing = await tx.facts("T-0001")
+        async with ledger.serial:
+            facts = await ledger.facts("T-0008")
+            nothing = await ledger.facts("T-0001")
         assert facts == LedgerFacts(
             entries=2, exits=1, inside=True, last_entry_at=WALL + 120, last_entry_gate=GATE
         )
@@ -371,8 +416,9 @@ async def test_a_new_ledger_remembers_no_manifest(db: Path) -> None:
 async def test_find_scan_returns_the_decision_recorded(db: Path) -> None:
     ledger = await Ledger.open(db, GATE)
     scan_id = new_scan_id()
-    async with ledger.transaction() as tx:
-        await tx.log_scan(evidence(scan_id, hlc=ledger.clock.tick(int(WALL * 1000)), reason="canceled"))
+    async with ledger.serial:
+        scan = evidence(scan_id, hlc=ledger.clock.tick(int(WALL * 1000)), reason="canceled")
+        await ledger.commit_scan(scan, ("scans",))
     try:
         assert await ledger.find_scan(scan_id) == {
             "outcome": "deny",

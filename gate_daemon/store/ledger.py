@@ -206,10 +206,11 @@ class Ledger:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
                 yield Transaction(self)
+                await asyncio.shield(self._db.execute("COMMIT"))
             except BaseException:
-                await asyncio.shield(self._db.execute("ROLLBACK"))
+                with contextlib.suppress(sqlite3.Error):  # nothing to roll back if COMMIT went through
+                    await asyncio.shield(self._db.execute("ROLLBACK"))
                 raise
-            await asyncio.shield(self._db.execute("COMMIT"))
 
     @property
     def serial(self) -> asyncio.Lock:
@@ -246,61 +247,58 @@ class Ledger:
             last_entry_gate=last_gate,
         )
 
-    def redemption(
-        self,
-        *,
-        scan_id: str,
-        ticket_id: str,
-        kind: ScanKind,
-        facts: LedgerFacts,
-        hlc: int,
-        wall: float,
-        operator: str | None,
-        mode: str,
-    ) -> Redemption:
-        """The record of an entry or exit decided on ``facts``, numbered next for this gate."""
-        return Redemption(
-            uuid=scan_id,
-            ticket_id=ticket_id,
-            kind=kind,
-            slot=(facts.entries if kind is ScanKind.ENTRY else facts.exits) + 1,
-            origin=self.gate_id,
-            epoch=self.epoch,
-            seq=self._seq + 1,
-            hlc=hlc,
-            wall=wall,
-            operator=operator,
-            mode=mode,
-        )
-
     async def commit_scan(
-        self, scan: ScanEvidence, redemption: Redemption | None, counters: Sequence[str]
-    ) -> None:
-        """Commit a scan's evidence, its redemption if any, and its counters: all or nothing.
+        self, scan: ScanEvidence, counters: Sequence[str], redeem: LedgerFacts | None = None
+    ) -> Redemption | None:
+        """Commit a scan's evidence and counters and, with ``redeem``, its entry or exit: all or nothing.
 
-        One statement through the ``scan_commits`` view, durable when this returns. Raises
-        ``PolicyConflict`` when the redemption's slot is taken (its facts were stale);
-        nothing is written then. Call under ``serial``.
+        ``redeem`` is the facts the admission was decided on: the redemption takes the
+        ticket's next slot after them and this gate's next sequence number; its time,
+        operator and mode are the scan's. One statement through the ``scan_commits``
+        view, durable when this returns. Raises ``PolicyConflict`` when the slot is taken
+        (the facts were stale); nothing is written then. Call under ``serial``.
         """
-        r = redemption
+        record = None
+        if redeem is not None:
+            if scan.ticket_id is None:
+                raise ValueError("a redemption needs the scan's ticket id")
+            taken = redeem.entries if scan.kind is ScanKind.ENTRY else redeem.exits
+            record = Redemption(
+                uuid=scan.uuid,
+                ticket_id=scan.ticket_id,
+                kind=scan.kind,
+                slot=taken + 1,
+                origin=self.gate_id,
+                epoch=self.epoch,
+                seq=self._seq + 1,
+                hlc=scan.hlc,
+                wall=scan.wall,
+                operator=scan.operator,
+                mode=scan.mode,
+            )
         try:
             await self._db.execute(_COMMIT_SCAN, (
                 scan.uuid, scan.hlc, scan.wall, scan.gate, scan.device, scan.operator, scan.fingerprint,
                 scan.ticket_id, scan.kind.value, scan.outcome, scan.reason, scan.resolution, scan.mode,
                 scan.manifest_version, json.dumps(scan.decision, separators=(",", ":")),
-                r is not None,
-                r.slot if r else None,
-                r.origin if r else None,
-                r.epoch if r else None,
-                r.seq if r else None,
-                int(r.forced) if r else 0,
+                record is not None,
+                record.slot if record else None,
+                record.origin if record else None,
+                record.epoch if record else None,
+                record.seq if record else None,
+                int(record.forced) if record else 0,
                 json.dumps(list(counters)),
             ))  # fmt: skip
         except sqlite3.IntegrityError as exc:
+            if record is not None:
+                # The slot is taken, so the ticket has redemptions the memory did not know of:
+                # the retry must read its facts from the file.
+                self._redeemed.add(record.ticket_id)
             raise PolicyConflict(str(exc)) from None
-        if r is not None:
-            self._seq = r.seq
-            self._redeemed.add(r.ticket_id)
+        if record is not None:
+            self._seq = record.seq
+            self._redeemed.add(record.ticket_id)
+        return record
 
     async def ping(self) -> None:
         """A round trip through the lock and the database thread (the watchdog's probe)."""
@@ -389,3 +387,18 @@ def _statements(script: str) -> list[str]:
     if pending.strip():
         out.append(pending.strip())
     return out
+
+
+def read_counters(path: Path) -> dict[str, int]:
+    """The counters of a ledger file, read without the daemon (it may be stopped or dead)."""
+    if not path.is_file():
+        raise LedgerError(f"no ledger at {path}")
+    try:
+        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        try:
+            rows = db.execute("SELECT name, value FROM counters ORDER BY name").fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+    return {str(name): int(value) for name, value in rows}

@@ -7,7 +7,7 @@ import mmap
 import os
 import shutil
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 from gate_daemon.core.delta import apply_delta, rebuild
@@ -48,12 +48,14 @@ def install_manifest(
     now: float,
     last_version: int = 0,
     last_sha256: str | None = None,
+    check: Callable[[Manifest], None] | None = None,
 ) -> Manifest:
     """Copy ``source`` beside ``dest``, verify the copy, and only then rename it over ``dest``.
 
     The bytes verified are the bytes used afterwards: the copy is private to the gate, so
-    whoever may write ``source`` cannot change a manifest after it was checked. A refused
-    manifest leaves ``dest`` as it was.
+    whoever may write ``source`` cannot change a manifest after it was checked. ``check``
+    may refuse it further (another event, another zone) by raising ``ManifestRefused``.
+    A refused manifest leaves ``dest`` as it was.
     """
     try:
         fd, tmp_name = tempfile.mkstemp(prefix=f".{dest.name}.", dir=dest.parent)
@@ -75,6 +77,8 @@ def install_manifest(
         manifest = accept_manifest(
             mapped, trusted, now=now, last_version=last_version, last_sha256=last_sha256
         )
+        if check is not None:
+            check(manifest)
         tmp.replace(dest)
     except BaseException:
         tmp.unlink(missing_ok=True)
