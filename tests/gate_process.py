@@ -363,7 +363,9 @@ class Launcher:
         self.workdir = workdir
         self.started: list[GateProcess] = []
 
-    def __call__(self, config: Path, *, ready: bool = True, name: str | None = None, **options: Any) -> GateProcess:
+    def __call__(
+        self, config: Path, *, ready: bool = True, name: str | None = None, **options: Any
+    ) -> GateProcess:
         """Start a daemon for ``config`` (named ``gate``, ``gate-2``... for its files); wait for READY."""
         name = name or ("gate" if not self.started else f"gate-{len(self.started) + 1}")
         gate = GateProcess(config, self.workdir, name=name, **options).start()
@@ -395,7 +397,9 @@ def launcher(workdir: Path) -> Iterator[Launcher]:
         yield launch
 
 
-def gatectl(*args: str | Path, timeout: float = 30.0, stdin: bytes | None = None) -> subprocess.CompletedProcess[str]:
+def gatectl(
+    *args: str | Path, timeout: float = 30.0, stdin: bytes | None = None
+) -> subprocess.CompletedProcess[str]:
     """Run the real ``gatectl`` console script."""
     env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARIABLES and k != "GATE_SOCKET"}
     return subprocess.run(

@@ -7,6 +7,7 @@ or through the real ``gatectl``.
 
 from __future__ import annotations
 
+import itertools
 import json
 import re
 import signal
@@ -15,6 +16,7 @@ import time
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -50,8 +52,8 @@ def live(tmp_path: Path) -> LiveWorld:
     return world
 
 
-def config(tmp_path: Path, world: LiveWorld, name: str = "gate.toml", **options: object) -> Path:
-    return write_gate_config(tmp_path / name, world, **options)  # type: ignore[arg-type]
+def config(tmp_path: Path, world: LiveWorld, name: str = "gate.toml", **options: Any) -> Path:
+    return write_gate_config(tmp_path / name, world, **options)
 
 
 # ------------------------------------------------------------------ readiness and watchdog
@@ -91,7 +93,7 @@ def test_watchdog_pings_keep_arriving_within_the_interval(
     assert names.index("READY=1") < names.index("WATCHDOG=1"), "a ping before READY=1"
     pings = [at for at, f in fields if f == "WATCHDOG=1"]
     assert len(pings) >= 5, pings
-    gaps = [b - a for a, b in zip(pings, pings[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(pings)]
     gaps.append(time.monotonic() - pings[-1])
     assert max(gaps) < usec / 1e6, f"a gap of {max(gaps):.3f} s between pings"
 
@@ -124,8 +126,12 @@ def test_a_stop_signal_stops_cleanly(tmp_path: Path, live: LiveWorld, launch: La
     assert allowed["outcome"] == "allow"
     gate.write(b"A102-1\n")
     gate.wait_output(r"DENY\s+canceled")
-    gate.send_signal(signum)
-    assert gate.wait() == 0, gate.stderr()
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as idle:  # a gatectl left open
+        idle.settimeout(10)
+        idle.connect(str(sock))
+        gate.send_signal(signum)
+        assert gate.wait() == 0, gate.stderr()
+        assert idle.recv(100) == b"", "the idle connection was not closed"
     fields = gate.fields()
     assert "STOPPING=1" in fields
     assert fields.index("READY=1") < fields.index("STOPPING=1")
@@ -158,6 +164,7 @@ def test_stop_while_scans_arrive_exits_zero_and_loses_nothing_answered(
         except GateError:  # refused, reset or unreachable: nothing was shown
             break
     assert gate.wait() == 0, gate.stderr()
+    assert "Traceback" not in gate.stderr()
     recorded = dict(query(gate.ledger_path, "SELECT uuid, outcome FROM scans"))
     for decision in answered:
         if decision["recorded"]:
@@ -179,7 +186,7 @@ def test_logs_under_the_journal_carry_priorities(tmp_path: Path, live: LiveWorld
     assert lines
     for line in lines:
         assert re.match(r"<[0-7]>\S", line), f"no priority prefix: {line!r}"
-    assert any(line.startswith("<4>") and "activated" in line for line in lines)
+    assert any(line.startswith("<6>") and "activated" in line for line in lines)
     assert any(line.startswith("<6>") and "ready" in line for line in lines)
 
 
@@ -242,7 +249,8 @@ def test_a_gate_without_manifest_is_out_of_service_but_serves(tmp_path: Path, la
     assert "OUT OF SERVICE" in ready
     assert "OUT OF SERVICE" in gate.stderr()
     sock = gate.socket_path
-    for payload in ("A100-2", "REF-LIVE-FLOOR-000001", world.sign("W-1", session="now"), "junk\x01"):
+    # Anything that parses as a ticket code is denied for want of a manifest (parsing comes first).
+    for payload in ("A100-2", "REF-LIVE-FLOOR-000001", world.sign("W-1", session="now"), "junk"):
         result = gatectl("scan", payload, "--socket", sock)
         assert result.returncode == 3, result
         decision = json.loads(result.stdout)
@@ -303,7 +311,9 @@ def test_a_stale_socket_is_replaced_but_another_file_is_not(
 # ------------------------------------------------------------------ inputs and gatectl
 
 
-def test_stdin_lines_are_scanned_shown_and_recorded(tmp_path: Path, live: LiveWorld, launch: Launcher) -> None:
+def test_stdin_lines_are_scanned_shown_and_recorded(
+    tmp_path: Path, live: LiveWorld, launch: Launcher
+) -> None:
     gate = launch(config(tmp_path, live, input_kind="stdin"), watchdog_usec=400_000)
     gate.write(b"A100-2\nA100-2\nA102-1\n\n   \nA103-1\r\n")
     gate.wait_output(r"DENY\s+wrong_zone\s+L-0005")
@@ -312,7 +322,9 @@ def test_stdin_lines_are_scanned_shown_and_recorded(tmp_path: Path, live: LiveWo
     assert re.search(r"ALLOW\s+ok\s+L-0002\s+Entry allowed", out[0])
     assert re.search(r"DENY\s+canceled\s+L-0004", out[1])
     assert re.search(r"DENY\s+wrong_zone\s+L-0005", out[2])
-    rows = query(gate.ledger_path, "SELECT device, operator, ticket_id, outcome, reason FROM scans ORDER BY rowid")
+    rows = query(
+        gate.ledger_path, "SELECT device, operator, ticket_id, outcome, reason FROM scans ORDER BY rowid"
+    )
     assert rows == [
         ("stdin", None, "L-0002", "allow", "ok"),
         ("stdin", None, "L-0004", "deny", "canceled"),
@@ -328,7 +340,9 @@ def test_stdin_lines_are_scanned_shown_and_recorded(tmp_path: Path, live: LiveWo
     assert gate.alive
 
 
-def test_gatectl_scan_status_and_counters_end_to_end(tmp_path: Path, live: LiveWorld, launch: Launcher) -> None:
+def test_gatectl_scan_status_and_counters_end_to_end(
+    tmp_path: Path, live: LiveWorld, launch: Launcher
+) -> None:
     gate = launch(config(tmp_path, live, signals="none"))
     sock = str(gate.socket_path)
 
@@ -376,7 +390,7 @@ def test_gatectl_scan_status_and_counters_end_to_end(tmp_path: Path, live: LiveW
 
     ledger = gate.ledger_path
     rows = query(ledger, "SELECT uuid, operator, kind FROM scans")
-    assert len(rows) == 17
+    assert len(rows) == 16  # 17 scans, one of them a retry
     by_id = {r[0]: r for r in rows}
     assert by_id[str(first["scan_id"])][1] == "anna"
     assert by_id[str(out["scan_id"])][2] == "exit"
@@ -384,24 +398,24 @@ def test_gatectl_scan_status_and_counters_end_to_end(tmp_path: Path, live: LiveW
     assert query(ledger, "SELECT COUNT(*) FROM redemptions WHERE ticket_id = 'L-0008'") == [(3,)]
 
     counters = json.loads(gatectl("counters", "--json", "--socket", sock).stdout)
-    assert counters["scans"] == 17
+    assert counters["scans"] == 16
     assert counters["outcome:allow"] == 7
     assert counters["outcome:already_used"] == 2
     assert counters["outcome:too_early"] == 1
-    assert counters["outcome:deny"] == 7
+    assert counters["outcome:deny"] == 6
     assert counters["kind:exit"] == 1
     plain = gatectl("counters", "--socket", sock)
-    assert plain.returncode == 0 and re.search(r"^scans\s+17$", plain.stdout, re.M)
+    assert plain.returncode == 0 and re.search(r"^scans\s+16$", plain.stdout, re.M)
 
     status = json.loads(gatectl("status", "--json", "--socket", sock).stdout)
     assert status["gate"] == "north-1" and status["zone"] == "floor"
     assert status["manifest"]["version"] == 1 and status["manifest"]["tickets"] == 10
-    assert status["counters"]["scans"] == 17
+    assert status["counters"]["scans"] == 16
     assert status["ledger"]["path"] == str(ledger)
     text = gatectl("status", "--socket", sock)
     assert text.returncode == 0
     assert "manifest  version 1, 10 tickets" in text.stdout
-    assert "scans     17 (" in text.stdout
+    assert "scans     16 (allow 7, already_used 2, deny 6, too_early 1)" in text.stdout
 
     gone = tmp_path / "nobody.sock"
     for args in (("scan", "A100-1"), ("status",), ("counters",)):
