@@ -18,7 +18,7 @@ import contextlib
 import logging
 import signal
 import time
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, BinaryIO
 
@@ -75,7 +75,12 @@ def make_signals(config: GateConfig, pin_factory: Any = None) -> Signals:
     return QuietSignals()
 
 
-def make_input(config: GateConfig, stdin: BinaryIO | None = None) -> ScanInput | None:
+def make_input(
+    config: GateConfig,
+    stdin: BinaryIO | None = None,
+    *,
+    on_unreadable: Callable[[], Awaitable[None]] | None = None,
+) -> ScanInput | None:
     """The scan input the config asks for (None for ``kind = "none"``)."""
     kind = config.input.kind
     if kind is InputKind.STDIN:
@@ -88,7 +93,11 @@ def make_input(config: GateConfig, stdin: BinaryIO | None = None) -> ScanInput |
         assert config.input.path is not None  # the config requires it for this kind
         if not config.input.path.is_dir():
             raise GateError(f"input.path {config.input.path} is not a folder")
-        return ImageFolderInput(config.input.path, config.input.poll_ms / 1000)
+        return ImageFolderInput(
+            config.input.path,
+            config.input.poll_ms / 1000,
+            on_unreadable=on_unreadable,
+        )
     return None
 
 
@@ -199,7 +208,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             signals=signals,
             repeat_window=config.gate.repeat_window_ms / 1000,
         )
-        source = make_input(config, stdin)
+        source = make_input(config, stdin, on_unreadable=lambda: ledger.bump(["unreadable_images"]))
         status = GateStatus(config, ledger, manifests, gate)
         control = ControlServer(config.control.socket, gate, status.snapshot)
         await control.start()
@@ -249,13 +258,8 @@ async def _status_loop(running: RunningGate, notifier: Notifier) -> None:
         notifier.status(running.status.line())
 
 
-async def serve(
-    running: RunningGate, notifier: Notifier, stop: asyncio.Event, signals: Sequence[int] = ()
-) -> int:
-    """Run a started gate until ``stop`` is set (or a listed POSIX signal arrives), then close it."""
-    loop = asyncio.get_running_loop()
-    for signum in signals:
-        loop.add_signal_handler(signum, stop.set)
+async def serve(running: RunningGate, notifier: Notifier, stop: asyncio.Event) -> int:
+    """Run a started gate until ``stop`` is set, then close it; the process's exit status."""
     failure: BaseException | None = None
     try:
         async with asyncio.TaskGroup() as group:
@@ -277,8 +281,6 @@ async def serve(
         log.critical("gate stopped by an internal error: %r", failure)
     finally:
         notifier.stopping()
-        for signum in signals:
-            loop.remove_signal_handler(signum)
         await shutdown(running)
     return 0 if failure is None else 1
 
@@ -301,7 +303,24 @@ async def shutdown(running: RunningGate) -> None:
 
 
 async def run(config: GateConfig, notifier: Notifier | None = None) -> int:
-    """Start the gate and serve until SIGTERM or SIGINT; the process's exit status."""
+    """Start the gate and serve until SIGTERM or SIGINT; the process's exit status.
+
+    The signal handlers are in place before anything is opened: a stop asked for during
+    a slow start (a large manifest to verify) ends the gate cleanly once it is up.
+    """
     notifier = notifier or Notifier()
-    running = await start(config)
-    return await serve(running, notifier, asyncio.Event(), (signal.SIGTERM, signal.SIGINT))
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    stops = (signal.SIGTERM, signal.SIGINT)
+    for signum in stops:
+        loop.add_signal_handler(signum, stop.set)
+    try:
+        running = await start(config)
+        if stop.is_set():
+            notifier.stopping()
+            await shutdown(running)
+            return 0
+        return await serve(running, notifier, stop)
+    finally:
+        for signum in stops:
+            loop.remove_signal_handler(signum)

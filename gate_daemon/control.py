@@ -8,7 +8,8 @@ protocol is one JSON object per line each way:
     {"op": "counters"}
 
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": NAME, "message": ...}`` with
-``error`` one of ``not_json``, ``too_large``, ``bad_request``, ``unknown_op``. A scan
+``error`` one of ``not_json``, ``too_large``, ``bad_request``, ``unknown_op``, ``busy``
+(more than ``MAX_CONNECTIONS`` connections at once). A scan
 goes through the same path as a camera scan (recorded, then signalled); ``scan_id``
 makes a retried request idempotent. Without ``operator`` the scan is recorded under the
 name of the user on the other end of the socket.
@@ -38,6 +39,8 @@ log = logging.getLogger(__name__)
 
 #: The longest request line accepted.
 MAX_REQUEST = 64 * 1024
+#: Connections served at once; more are answered ``busy`` and closed.
+MAX_CONNECTIONS = 32
 #: A connection idle this long is closed.
 IDLE_TIMEOUT = 60.0
 MAX_PAYLOAD = 4096
@@ -109,6 +112,13 @@ class ControlServer:
             self.path.unlink()
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(self._connections) >= MAX_CONNECTIONS:
+            with contextlib.suppress(ConnectionError, OSError):
+                await _send(writer, _error("busy", f"the gate serves at most {MAX_CONNECTIONS} connections"))
+            writer.close()
+            with contextlib.suppress(ConnectionError, OSError):
+                await writer.wait_closed()
+            return
         user = peer_user(writer.get_extra_info("socket"))
         task = asyncio.current_task()
         assert task is not None

@@ -145,7 +145,7 @@ class Gate:
     async def _prior(self, scan_id: str) -> ScanResult | None:
         try:
             recorded = await self.ledger.find_scan(scan_id)
-        except sqlite3.Error:
+        except (sqlite3.Error, ValueError):
             return None
         if recorded is None:
             return None
@@ -198,7 +198,9 @@ class Gate:
                 if prior is not None:
                     return prior
                 log.warning("scan %s lost a race for its ticket's entry; deciding again", scan_id)
-            except sqlite3.Error as exc:
+            except (sqlite3.Error, ValueError) as exc:
+                # ValueError: aiosqlite's answer once the connection is closed (a scan that
+                # outlived shutdown's wait).
                 return self._unrecorded(scan_id, f"ledger error: {exc}")
         return self._unrecorded(scan_id, "the ticket's entries kept changing under the scan")
 

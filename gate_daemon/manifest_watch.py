@@ -87,6 +87,18 @@ class ManifestWatch:
             else:
                 self._current = manifest
                 self.activated_at = state.activated_at
+                if manifest.version > state.version:
+                    # Killed between installing the copy and recording it: record it now, so
+                    # the version floor holds even if this copy is lost later.
+                    self.activated_at = self._clock()
+                    await self.ledger.record_manifest(
+                        ManifestState(
+                            manifest.version,
+                            manifest.body_sha256,
+                            manifest.header.issued_at,
+                            self.activated_at,
+                        )
+                    )
                 log.info(
                     "manifest version %d of %s active (%d tickets)",
                     manifest.version,

@@ -328,3 +328,22 @@ async def test_a_socket_path_that_is_not_a_socket_is_left_alone(tmp_path: Path, 
 async def test_ask_names_an_absent_gate(short_dir: Path) -> None:
     with pytest.raises(GateError, match="no gate-daemon is listening"):
         await asyncio.to_thread(ask, short_dir / "nothing.sock", {"op": "status"})
+
+
+async def test_connections_beyond_the_limit_are_answered_busy(gate: Served) -> None:
+    from gate_daemon.control import MAX_CONNECTIONS
+
+    held = [await connect(gate.socket) for _ in range(MAX_CONNECTIONS)]
+    # Each held connection is being served (it answers), so all of them count.
+    for conn in held[:2]:
+        assert (await conn.send(b'{"op": "counters"}\n'))["ok"] is True
+    await asyncio.sleep(0.05)
+    extra = await connect(gate.socket)
+    assert error(await extra.answer()) == "busy"
+    assert await extra.reader.read() == b""  # and closed
+    await extra.close()
+    for conn in held:
+        await conn.close()
+    await asyncio.sleep(0.05)
+    # Once they are gone, the gate serves new connections again.
+    assert (await gate.ask({"op": "status"}))["ok"] is True

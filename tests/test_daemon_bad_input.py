@@ -123,6 +123,10 @@ def test_unreadable_images_are_logged_and_the_next_frame_still_scans(
     assert gate.alive
     assert gate.stop() == 0
     no_traceback(gate.stderr())
+    # The unreadable files are counted in the ledger, for fleet ops.
+    assert query(gate.ledger_path, "SELECT value FROM counters WHERE name = 'unreadable_images'") == [
+        (len(bad),)
+    ]
 
 
 # ------------------------------------------------------------------ manifests

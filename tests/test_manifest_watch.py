@@ -296,3 +296,23 @@ def test_install_manifest_leaves_the_destination_alone_when_refused(world: World
     # The copy is what is used: changing the dropped file afterwards changes nothing.
     source.write_bytes(b"x" * len(world.manifest_bytes))
     assert manifest.find_code(REF_T0001) is not None
+
+
+async def test_a_copy_installed_but_not_yet_recorded_is_recorded_at_start(
+    world: World, tmp_path: Path
+) -> None:
+    async with watching(world, tmp_path) as w:
+        w.drop(world.manifest_bytes)
+        assert await w.watch.check()
+    (tmp_path / "drop.gdm").unlink()
+    # A kill between the rename of the copy and the ledger's record of it leaves this state.
+    (tmp_path / "manifest.active").write_bytes(world.build(version=2))
+    async with watching(world, tmp_path) as w:
+        assert w.watch.current is not None and w.watch.current.version == 2
+        assert (await w.ledger.manifest_state()).version == 2
+    # So losing the copy later cannot bring version 1 back.
+    (tmp_path / "manifest.active").unlink()
+    async with watching(world, tmp_path) as w:
+        w.drop(world.manifest_bytes)
+        assert not await w.watch.check()
+        assert w.watch.refusal is not None and w.watch.refusal.reason == "rollback"

@@ -11,7 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
 log = logging.getLogger(__name__)
@@ -55,10 +55,12 @@ class ImageFolderInput:
         folder: Path,
         interval: float = 0.1,
         decode: Callable[[Path], list[str]] = decode_qr_file,
+        on_unreadable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.folder = folder
         self.interval = interval
         self._decode = decode
+        self._on_unreadable = on_unreadable
         self._seen: dict[str, tuple[int, int]] = {}
         self.unreadable = 0
 
@@ -95,6 +97,8 @@ class ImageFolderInput:
                 except UnreadableImage as exc:
                     self.unreadable += 1
                     log.warning("frame %s is not a readable image (unreadable_image): %s", path, exc)
+                    if self._on_unreadable is not None:
+                        await self._on_unreadable()
                     continue
                 if not codes:
                     log.info("frame %s: no QR code found", path)
