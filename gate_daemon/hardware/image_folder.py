@@ -39,8 +39,12 @@ def decode_qr_file(path: Path) -> list[str]:
         with Image.open(path) as image:
             image.load()
             grey = image.convert("L")
-    except (OSError, UnidentifiedImageError, ValueError, Image.DecompressionBombError) as exc:
+    except UnreadableImage:
+        raise
+    except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise UnreadableImage(str(exc) or type(exc).__name__) from None
+    except Exception as exc:  # Pillow decoders also raise SyntaxError, struct.error, EOFError
+        raise UnreadableImage(f"{type(exc).__name__}: {exc}") from None
     found = zxingcpp.read_barcodes(grey, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode))
     return [result.text for result in found if result.valid]
 
@@ -62,15 +66,20 @@ class ImageFolderInput:
         self._decode = decode
         self._on_unreadable = on_unreadable
         self._seen: dict[str, tuple[int, int]] = {}
-        self.unreadable = 0
+        self._folder_error: str | None = None
 
     def _scan_folder(self) -> dict[str, tuple[int, int]]:
         found = {}
         try:
             entries = list(os.scandir(self.folder))
         except OSError as exc:
-            log.warning("cannot list frame folder %s: %s", self.folder, exc.strerror)
+            if exc.strerror != self._folder_error:  # once per change, not ten times a second
+                log.error("cannot list frame folder %s: %s", self.folder, exc.strerror)
+            self._folder_error = exc.strerror
             return dict(self._seen)
+        if self._folder_error is not None:
+            log.warning("frame folder %s is readable again", self.folder)
+            self._folder_error = None
         for entry in entries:
             if Path(entry.name).suffix.lower() not in IMAGE_SUFFIXES or entry.name.startswith("."):
                 continue
@@ -94,8 +103,7 @@ class ImageFolderInput:
                 path = self.folder / name
                 try:
                     codes = await asyncio.to_thread(self._decode, path)
-                except UnreadableImage as exc:
-                    self.unreadable += 1
+                except Exception as exc:  # no frame may stop the input
                     log.warning("frame %s is not a readable image (unreadable_image): %s", path, exc)
                     if self._on_unreadable is not None:
                         await self._on_unreadable()

@@ -31,6 +31,7 @@ import aiosqlite
 from gate_daemon.core.decision import LedgerFacts, ScanKind
 from gate_daemon.core.hlc import HybridClock
 from gate_daemon.errors import GateError
+from gate_daemon.store.redeemed import RedeemedFilter
 from gate_daemon.store.schema import MIGRATIONS
 
 
@@ -52,7 +53,6 @@ class Redemption:
     slot: int | None
     origin: str
     epoch: str
-    seq: int
     hlc: int
     wall: float
     operator: str | None
@@ -93,8 +93,8 @@ class ManifestState:
 
 _COMMIT_SCAN = (
     "INSERT INTO scan_commits (uuid, hlc, wall, gate, device, operator, fingerprint, ticket_id, kind,"
-    " outcome, reason, resolution, mode, manifest_version, decision, redeem, slot, origin, epoch, seq,"
-    " forced, counters) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " outcome, reason, resolution, mode, manifest_version, decision, redeem, slot, origin, epoch,"
+    " forced, counters) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
 
 
@@ -112,9 +112,8 @@ class Ledger:
         self.gate_id = gate_id
         self.epoch = epoch
         self.clock = HybridClock()
-        self._seq = 0
         self._lock = asyncio.Lock()
-        self._redeemed: set[str] = set()
+        self._redeemed = RedeemedFilter()
 
     @classmethod
     async def open(cls, path: Path, gate_id: str) -> Ledger:
@@ -174,22 +173,14 @@ class Ledger:
             )
             await db.execute("COMMIT")
         ledger = cls(db, path, gate_id, epoch)
-        ledger._seq = int(
-            await _scalar(
-                db,
-                "SELECT COALESCE(MAX(seq), 0) FROM redemptions WHERE origin = ? AND epoch = ?",
-                (gate_id, epoch),
-            )
-            or 0
-        )
         last = await _scalar(
             db,
             "SELECT MAX(h) FROM (SELECT MAX(hlc) AS h FROM redemptions UNION ALL SELECT MAX(hlc) FROM scans)",
         )
         ledger.clock = HybridClock(int(last or 0))
-        ledger._redeemed = {str(row[0]) for row in await db.execute_fetchall(
-            "SELECT DISTINCT ticket_id FROM redemptions"
-        )}  # fmt: skip
+        async with db.execute("SELECT DISTINCT ticket_id FROM redemptions") as cursor:
+            async for row in cursor:
+                ledger._redeemed.add(str(row[0]))
         return ledger
 
     async def close(self) -> None:
@@ -203,13 +194,20 @@ class Ledger:
     async def transaction(self) -> AsyncIterator[Transaction]:
         """One write transaction; committed (durably) when the block ends without error."""
         async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
+            begin = asyncio.ensure_future(self._db.execute("BEGIN IMMEDIATE"))
             try:
+                await asyncio.shield(begin)
                 yield Transaction(self)
                 await asyncio.shield(self._db.execute("COMMIT"))
             except BaseException:
-                with contextlib.suppress(sqlite3.Error):  # nothing to roll back if COMMIT went through
-                    await asyncio.shield(self._db.execute("ROLLBACK"))
+                # A BEGIN whose waiter was cancelled still runs in the database thread, and
+                # a transaction left open would swallow every later scan's commit: wait for
+                # it, then close whatever is open, before the lock is let go.
+                with contextlib.suppress(BaseException):
+                    await begin
+                if self._db.in_transaction:
+                    with contextlib.suppress(sqlite3.Error, ValueError):
+                        await asyncio.shield(self._db.execute("ROLLBACK"))
                 raise
 
     @property
@@ -221,9 +219,12 @@ class Ledger:
         """What the ledger knows of ``ticket_id``'s entries and exits. Call under ``serial``.
 
         A ticket with no redemption at all (most scans are a ticket's first) is answered
-        from memory without a trip to the database. That is a shortcut, not the arbiter:
-        were the memory ever wrong, the redemption's slot would collide in the unique
-        index and the scan would be decided again on facts read from the file.
+        from memory (``RedeemedFilter``) without a trip to the database. Every redemption
+        written through this ledger, and every one in the file at start, is added to the
+        filter, so it never answers "none" for a ticket that has one; whatever writes
+        redemptions (replication included) must go through the ledger for that reason.
+        And were it ever wrong about this gate's own admissions, the slot would collide in
+        the unique index and the scan would be decided again on facts read from the file.
         """
         if ticket_id not in self._redeemed:
             return LedgerFacts()
@@ -253,8 +254,8 @@ class Ledger:
         """Commit a scan's evidence and counters and, with ``redeem``, its entry or exit: all or nothing.
 
         ``redeem`` is the facts the admission was decided on: the redemption takes the
-        ticket's next slot after them and this gate's next sequence number; its time,
-        operator and mode are the scan's. One statement through the ``scan_commits``
+        ticket's next slot after them; the file numbers it next in this gate's sequence;
+        its time, operator and mode are the scan's. One statement through the ``scan_commits``
         view, durable when this returns. Raises ``PolicyConflict`` when the slot is taken
         (the facts were stale); nothing is written then. Call under ``serial``.
         """
@@ -270,12 +271,14 @@ class Ledger:
                 slot=taken + 1,
                 origin=self.gate_id,
                 epoch=self.epoch,
-                seq=self._seq + 1,
                 hlc=scan.hlc,
                 wall=scan.wall,
                 operator=scan.operator,
                 mode=scan.mode,
             )
+        if self._db.in_transaction:
+            # Never commit into a transaction someone left open: it might never be committed.
+            raise sqlite3.OperationalError("the ledger connection is inside an unfinished transaction")
         try:
             await self._db.execute(_COMMIT_SCAN, (
                 scan.uuid, scan.hlc, scan.wall, scan.gate, scan.device, scan.operator, scan.fingerprint,
@@ -285,7 +288,6 @@ class Ledger:
                 record.slot if record else None,
                 record.origin if record else None,
                 record.epoch if record else None,
-                record.seq if record else None,
                 int(record.forced) if record else 0,
                 json.dumps(list(counters)),
             ))  # fmt: skip
@@ -296,7 +298,6 @@ class Ledger:
                 self._redeemed.add(record.ticket_id)
             raise PolicyConflict(str(exc)) from None
         if record is not None:
-            self._seq = record.seq
             self._redeemed.add(record.ticket_id)
         return record
 
@@ -334,7 +335,7 @@ class Ledger:
             ("manifest_activated_at", repr(state.activated_at or time.time())),
         ]
         async with self.transaction() as tx:
-            await tx.execute_many("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values)
+            await tx.set_meta(values)
             await tx.count(["manifest_activations"])
 
     async def find_scan(self, scan_id: str) -> dict[str, Any] | None:
@@ -365,9 +366,9 @@ class Transaction:
             [(name,) for name in names],
         )
 
-    async def execute_many(self, sql: str, rows: Iterable[tuple[Any, ...]]) -> None:
-        """Run ``sql`` once per row inside this transaction."""
-        await self._db.executemany(sql, rows)
+    async def set_meta(self, values: Iterable[tuple[str, str]]) -> None:
+        """Set ``meta`` keys."""
+        await self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values)
 
 
 async def _scalar(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:

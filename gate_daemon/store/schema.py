@@ -24,9 +24,10 @@ Tables:
   (that side's epoch and sequence, or the server's own cursor). Filled by replication.
 - ``counters``: named totals that survive restarts.
 - ``scan_commits``: not a table but the one statement a scan commits through. Inserting a
-  row into this view runs a trigger that writes the redemption (when the row says so),
-  the evidence row and the counters: one statement, so one atomic, fsynced transaction
-  and one trip to the database thread. A redemption refused by the unique index aborts
+  row into this view runs a trigger that writes the redemption (when the row says so,
+  numbered next in this gate's sequence by the file itself, so no process can reuse a
+  number), the evidence row and the counters: one statement, so one atomic, fsynced
+  transaction and one trip to the database thread. A redemption refused by the unique index aborts
   the whole statement, evidence and counters included.
 """
 
@@ -90,15 +91,16 @@ MIGRATIONS: tuple[str, ...] = (
         NULL AS uuid, NULL AS hlc, NULL AS wall, NULL AS gate, NULL AS device, NULL AS operator,
         NULL AS fingerprint, NULL AS ticket_id, NULL AS kind, NULL AS outcome, NULL AS reason,
         NULL AS resolution, NULL AS mode, NULL AS manifest_version, NULL AS decision,
-        NULL AS redeem, NULL AS slot, NULL AS origin, NULL AS epoch, NULL AS seq, NULL AS forced,
-        NULL AS counters;
+        NULL AS redeem, NULL AS slot, NULL AS origin, NULL AS epoch, NULL AS forced, NULL AS counters;
 
     CREATE TRIGGER scan_commits_insert INSTEAD OF INSERT ON scan_commits
     BEGIN
         INSERT INTO redemptions (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, operator,
                                  mode, forced)
-            SELECT NEW.uuid, NEW.ticket_id, NEW.kind, NEW.slot, NEW.origin, NEW.epoch, NEW.seq, NEW.hlc,
-                   NEW.wall, NEW.operator, NEW.mode, NEW.forced
+            SELECT NEW.uuid, NEW.ticket_id, NEW.kind, NEW.slot, NEW.origin, NEW.epoch,
+                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM redemptions
+                     WHERE origin = NEW.origin AND epoch = NEW.epoch),
+                   NEW.hlc, NEW.wall, NEW.operator, NEW.mode, NEW.forced
             WHERE NEW.redeem;
         INSERT INTO scans (uuid, hlc, wall, gate, device, operator, fingerprint, ticket_id, kind, outcome,
                            reason, resolution, mode, manifest_version, decision)
