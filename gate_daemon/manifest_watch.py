@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import sqlite3
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -26,7 +27,7 @@ from gate_daemon.core.manifest import Manifest, check_successor
 from gate_daemon.core.times import format_instant
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.store.ledger import Ledger, ManifestState
-from gate_daemon.store.manifest_file import install_manifest, read_manifest
+from gate_daemon.store.manifest_file import install_manifest, read_manifest, sweep_partial_installs
 
 log = logging.getLogger(__name__)
 
@@ -73,6 +74,7 @@ class ManifestWatch:
 
     async def start(self) -> None:
         """Open the private copy, then take the drop file if it is newer."""
+        sweep_partial_installs(self.private_path)
         state = await self.ledger.manifest_state()
         if self.private_path.exists():
             try:
@@ -83,7 +85,7 @@ class ManifestWatch:
                 log.error("the gate's own manifest copy %s is refused: %s", self.private_path, exc)
                 detail = f"the gate's own copy {self.private_path}: {exc.detail}"
                 self.refusal = Refusal(exc.reason, detail, self._clock())
-                await self.ledger.bump([f"manifest_refused:{exc.reason}"])
+                await self._count(f"manifest_refused:{exc.reason}")
             else:
                 self._current = manifest
                 self.activated_at = state.activated_at
@@ -127,9 +129,12 @@ class ManifestWatch:
         identity = (st.st_ino, st.st_size, st.st_mtime_ns)
         if identity == self._seen:
             return False
-        self._seen = identity
         current = self._current
-        state = await self.ledger.manifest_state()
+        try:
+            state = await self.ledger.manifest_state()
+        except (sqlite3.Error, ValueError) as exc:
+            log.error("cannot read the manifest state from the ledger (%s); will look again", exc)
+            return False
         try:
             manifest = await asyncio.to_thread(
                 install_manifest,
@@ -142,13 +147,21 @@ class ManifestWatch:
                 check=self._check_gate,  # before it replaces the gate's own copy
             )
         except ManifestRefused as exc:
+            if exc.reason != "unreadable":
+                self._seen = identity  # its content is refused: look again only when it changes
             return await self._refuse(exc)
+        self._seen = identity
         if current is not None and manifest.version == current.version:
             return False  # the very manifest already active, dropped again
         now = self._clock()
-        await self.ledger.record_manifest(
-            ManifestState(manifest.version, manifest.body_sha256, manifest.header.issued_at, now)
-        )
+        try:
+            await self.ledger.record_manifest(
+                ManifestState(manifest.version, manifest.body_sha256, manifest.header.issued_at, now)
+            )
+        except (sqlite3.Error, ValueError) as exc:
+            # Verified and installed: use it. Its version is recorded at the next start,
+            # which opens the installed copy.
+            log.error("manifest version %d could not be recorded in the ledger: %s", manifest.version, exc)
         self._current = manifest
         self.activated_at = now
         self.refusal = None
@@ -173,17 +186,32 @@ class ManifestWatch:
             raise ManifestRefused("wrong_checkpoint", "; ".join(problems))
 
     async def _refuse(self, exc: ManifestRefused) -> bool:
+        again = self.refusal is not None and (self.refusal.reason, self.refusal.detail) == (
+            exc.reason,
+            exc.detail,
+        )
         self.refusal = Refusal(exc.reason, exc.detail, self._clock())
+        if again:
+            return False  # an unreadable file looked at again: said and counted once
         kept = f"keeping version {self._current.version}" if self._current else "the gate has NO manifest"
         log.error("manifest %s refused (%s): %s; %s", self.drop_path, exc.reason, exc.detail, kept)
-        await self.ledger.bump([f"manifest_refused:{exc.reason}"])
+        await self._count(f"manifest_refused:{exc.reason}")
         return False
 
+    async def _count(self, name: str) -> None:
+        try:
+            await self.ledger.bump([name])
+        except (sqlite3.Error, ValueError) as exc:
+            log.error("cannot count %s in the ledger: %s", name, exc)
+
     async def run(self, interval: float) -> None:
-        """Check the drop file every ``interval`` seconds until cancelled."""
+        """Check the drop file every ``interval`` seconds until cancelled; nothing stops it."""
         while True:
             await asyncio.sleep(interval)
-            await self.check()
+            try:
+                await self.check()
+            except Exception:
+                log.exception("unexpected error while looking at the manifest drop file; will look again")
 
 
 def _same_version_sha(state: ManifestState, current: Manifest | None) -> str | None:

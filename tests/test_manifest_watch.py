@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import os
+import sqlite3
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
@@ -195,6 +196,43 @@ async def test_a_drop_path_that_is_not_a_regular_file_is_refused_without_hanging
         os.mkfifo(w.watch.drop_path)  # a FIFO would block a plain open() forever
         assert await asyncio.wait_for(w.watch.check(), 5) is False
         assert w.watch.refusal is not None and w.watch.refusal.reason == "unreadable"
+        # Unreadable is looked at again at every poll (it may be fixed in place), but said
+        # and counted once.
+        assert await asyncio.wait_for(w.watch.check(), 5) is False
+        assert (await w.ledger.counters())["manifest_refused:unreadable"] == 1
+        # Once it is a real manifest, it is taken.
+        w.watch.drop_path.unlink()
+        w.drop(world.manifest_bytes)
+        assert await w.watch.check()
+
+
+async def test_a_manifest_is_used_even_when_the_ledger_cannot_record_it(world: World, tmp_path: Path) -> None:
+    async with watching(world, tmp_path) as w:
+        w.drop(world.manifest_bytes)
+        assert await w.watch.check()
+        await w.ledger._db.execute("PRAGMA busy_timeout = 50")
+        other = sqlite3.connect(tmp_path / "ledger.sqlite", isolation_level=None)
+        other.execute("BEGIN IMMEDIATE")  # another writer holds the file: recording fails
+        try:
+            w.drop(world.build(version=2))
+            assert await w.watch.check()
+            assert w.watch.current is not None and w.watch.current.version == 2
+        finally:
+            other.execute("ROLLBACK")
+            other.close()
+        assert (await w.ledger.manifest_state()).version == 1
+    # The next start opens the installed copy and records its version then.
+    async with watching(world, tmp_path) as w:
+        assert w.watch.current is not None and w.watch.current.version == 2
+        assert (await w.ledger.manifest_state()).version == 2
+
+
+async def test_copies_left_by_a_crash_mid_install_are_swept_at_start(world: World, tmp_path: Path) -> None:
+    stray = tmp_path / ".manifest.active.k3j2h1"
+    stray.write_bytes(b"half a manifest")
+    async with watching(world, tmp_path) as w:
+        assert not stray.exists()
+        assert w.watch.private_path.parent == tmp_path
 
 
 async def test_a_restart_loads_the_private_copy(world: World, tmp_path: Path) -> None:

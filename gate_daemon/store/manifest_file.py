@@ -5,7 +5,6 @@ from __future__ import annotations
 import contextlib
 import mmap
 import os
-import shutil
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
@@ -18,6 +17,8 @@ from gate_daemon.files import open_regular, read_regular, write_atomic
 
 #: Deltas are read whole; one larger than this is not a delta worth applying.
 MAX_DELTA = 1 << 30
+#: A dropped manifest larger than this is refused before it can fill the state directory.
+MAX_MANIFEST = 1 << 30
 
 
 def read_manifest(path: Path, trusted: Sequence[PublicKey]) -> Manifest:
@@ -66,9 +67,18 @@ def install_manifest(
         with os.fdopen(fd, "w+b") as out:
             try:
                 with open_regular(source) as handle:
-                    shutil.copyfileobj(handle, out, 1 << 20)
+                    if os.fstat(handle.fileno()).st_size > MAX_MANIFEST:
+                        raise ManifestRefused(
+                            "malformed", f"{source} is larger than {MAX_MANIFEST >> 20} MiB"
+                        )
+                    copied = 0
+                    while chunk := handle.read(1 << 20):
+                        copied += len(chunk)
+                        if copied > MAX_MANIFEST:
+                            raise ManifestRefused("malformed", f"{source} grew past {MAX_MANIFEST >> 20} MiB")
+                        out.write(chunk)
             except OSError as exc:
-                raise ManifestRefused("unreadable", f"cannot read {source}: {exc.strerror}") from None
+                raise ManifestRefused("unreadable", f"cannot copy {source}: {exc.strerror}") from None
             out.flush()
             os.fsync(out.fileno())
             if not out.tell():
@@ -91,6 +101,14 @@ def install_manifest(
             os.close(dir_fd)
     settle(manifest)
     return manifest
+
+
+def sweep_partial_installs(dest: Path) -> None:
+    """Remove copies that a crash left beside ``dest`` while installing (``.NAME.*``)."""
+    with contextlib.suppress(OSError):
+        for stray in dest.parent.glob(f".{dest.name}.*"):
+            with contextlib.suppress(OSError):
+                stray.unlink()
 
 
 def settle(manifest: Manifest) -> None:
