@@ -33,7 +33,7 @@ from typing import Any
 
 from gate_daemon.core.decision import ScanKind
 from gate_daemon.errors import GateError
-from gate_daemon.gate import Gate
+from gate_daemon.gate import Gate, ScanIdReused
 
 log = logging.getLogger(__name__)
 
@@ -155,7 +155,7 @@ class ControlServer:
         """Answer one request line."""
         try:
             request = json.loads(line)
-        except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        except (ValueError, RecursionError) as exc:  # ValueError: also digits past int's limit
             raise BadRequest("not_json", f"the request is not a JSON object: {exc}") from None
         if not isinstance(request, dict):
             raise BadRequest("not_json", "the request must be a JSON object")
@@ -176,8 +176,8 @@ class ControlServer:
         if not isinstance(payload, str) or not payload or len(payload) > MAX_PAYLOAD:
             raise BadRequest("bad_request", f"payload must be a string of 1 to {MAX_PAYLOAD} characters")
         operator = request.get("operator", user)
-        if operator is not None and (not isinstance(operator, str) or not 0 < len(operator) <= 64):
-            raise BadRequest("bad_request", "operator must be a string of 1 to 64 characters")
+        if operator is not None and not _printable(operator, 64):
+            raise BadRequest("bad_request", "operator must be printable text of 1 to 64 characters")
         kind_text = request.get("kind")
         try:
             kind = ScanKind(kind_text) if kind_text is not None else None
@@ -189,10 +189,26 @@ class ControlServer:
                 scan_id = str(uuid.UUID(str(scan_id)))
             except ValueError:
                 raise BadRequest("bad_request", "scan_id must be a UUID") from None
-        result = await self.gate.scan(
-            payload, device="control", operator=operator, kind=kind, scan_id=scan_id
-        )
+        # The device names who is on the other end of the socket, whatever operator they give.
+        device = f"control:{user}" if user else "control"
+        try:
+            result = await self.gate.scan(
+                payload, device=device, operator=operator, kind=kind, scan_id=scan_id
+            )
+        except ScanIdReused as exc:
+            raise BadRequest("bad_request", str(exc)) from None
         return {"ok": True, "decision": result.as_dict()}
+
+
+def _printable(value: object, limit: int) -> bool:
+    """A string of 1 to ``limit`` printable characters that UTF-8 can encode."""
+    if not isinstance(value, str) or not 0 < len(value) <= limit or not value.isprintable():
+        return False
+    try:
+        value.encode()
+    except UnicodeEncodeError:
+        return False
+    return True
 
 
 def _error(name: str, message: str) -> dict[str, Any]:

@@ -33,7 +33,7 @@ from gate_daemon.core.decision import (
 )
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.tokens import payload_fingerprint
-from gate_daemon.errors import ManifestRefused
+from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.hardware.ports import Signals
 from gate_daemon.store.ledger import Ledger, PolicyConflict, ScanEvidence, new_scan_id
 
@@ -43,6 +43,10 @@ log = logging.getLogger(__name__)
 _RETRIES = 3
 #: Distinct payloads remembered for repeat suppression.
 _REPEAT_MEMORY = 1024
+
+
+class ScanIdReused(GateError):
+    """A scan id given with a payload other than the one it was recorded for."""
 
 
 class ManifestSource(Protocol):
@@ -132,9 +136,13 @@ class Gate:
         kind: ScanKind | None = None,
         scan_id: str | None = None,
     ) -> ScanResult:
-        """Decide, commit and show one scan. Never raises for any payload."""
+        """Decide, commit and show one scan. Never raises for any payload.
+
+        A ``scan_id`` already recorded is answered with its recorded decision (a retried
+        request); ``ScanIdReused`` if it was recorded for another payload.
+        """
         if scan_id is not None:
-            prior = await self._prior(scan_id)
+            prior = await self._prior(scan_id, payload)
             if prior is not None:
                 return prior
         result = await self._commit(payload, device, operator, kind or self.mode, scan_id or new_scan_id())
@@ -142,14 +150,16 @@ class Gate:
             self._show(result.decision)
         return result
 
-    async def _prior(self, scan_id: str) -> ScanResult | None:
+    async def _prior(self, scan_id: str, payload: str) -> ScanResult | None:
         try:
             recorded = await self.ledger.find_scan(scan_id)
         except (sqlite3.Error, ValueError):
             return None
         if recorded is None:
             return None
-        return ScanResult(scan_id, Decision.from_dict(recorded), duplicate=True)
+        if recorded.fingerprint != payload_fingerprint(self.event_id, payload):
+            raise ScanIdReused(f"scan id {scan_id} was recorded for another payload")
+        return ScanResult(scan_id, Decision.from_dict(recorded.decision), duplicate=True)
 
     async def _commit(
         self, payload: str, device: str, operator: str | None, kind: ScanKind, scan_id: str
@@ -194,7 +204,7 @@ class Gate:
                 return ScanResult(scan_id, decision)
             except PolicyConflict:
                 # The same scan id committed meanwhile (a retried request): that is its answer.
-                prior = await self._prior(scan_id)
+                prior = await self._prior(scan_id, payload)
                 if prior is not None:
                     return prior
                 log.warning("scan %s lost a race for its ticket's entry; deciding again", scan_id)

@@ -126,8 +126,8 @@ async def test_scans_through_the_socket_are_decided_and_recorded(gate: Served) -
     assert "at gate north-1" in second["decision"]["message"]
     rows = gate.rows("SELECT uuid, device, reason FROM scans ORDER BY hlc")
     assert rows == [
-        (first["decision"]["scan_id"], "control", "ok"),
-        (second["decision"]["scan_id"], "control", "already_used"),
+        (first["decision"]["scan_id"], f"control:{ME}", "ok"),
+        (second["decision"]["scan_id"], f"control:{ME}", "already_used"),
     ]
 
 
@@ -204,6 +204,7 @@ async def test_malformed_requests_get_named_errors_and_the_connection_keeps_work
         assert error(await conn.send(b'"scan"\n')) == "not_json"
         assert error(await conn.send(b"\xff\xfe\xfd\n")) == "not_json"
         assert error(await conn.send(b"[" * 60_000 + b"\n")) == "not_json"  # nested too deep to parse
+        assert error(await conn.send(b'{"op": ' + b"9" * 5000 + b"}\n")) == "not_json"  # past int's limit
         assert (await conn.send(b'{"op": "counters"}\n'))["ok"] is True
     finally:
         await conn.close()
@@ -223,8 +224,10 @@ async def test_malformed_requests_get_named_errors_and_the_connection_keeps_work
         ({"op": "scan", "payload": REF, "scan_id": 7}, "bad_request", "scan_id must be a UUID"),
         ({"op": "scan", "payload": REF, "kind": "sideways"}, "bad_request", 'kind must be "entry" or "exit"'),
         ({"op": "scan", "payload": REF, "kind": ["entry"]}, "bad_request", "kind must be"),
-        ({"op": "scan", "payload": REF, "operator": ""}, "bad_request", "operator must be a string"),
-        ({"op": "scan", "payload": REF, "operator": 5}, "bad_request", "operator must be a string"),
+        ({"op": "scan", "payload": REF, "operator": ""}, "bad_request", "operator must be printable"),
+        ({"op": "scan", "payload": REF, "operator": 5}, "bad_request", "operator must be printable"),
+        ({"op": "scan", "payload": REF, "operator": "\ud800"}, "bad_request", "operator must be printable"),
+        ({"op": "scan", "payload": REF, "operator": "a\nb"}, "bad_request", "operator must be printable"),
         ({"op": "scan", "payload": REF, "operator": "o" * 65}, "bad_request", "operator must be"),
     ],
 )
@@ -347,3 +350,17 @@ async def test_connections_beyond_the_limit_are_answered_busy(gate: Served) -> N
     await asyncio.sleep(0.05)
     # Once they are gone, the gate serves new connections again.
     assert (await gate.ask({"op": "status"}))["ok"] is True
+
+
+async def test_a_scan_id_sent_again_with_another_payload_is_refused(gate: Served) -> None:
+    scan_id = str(uuid.uuid4())
+    first = await gate.ask({"op": "scan", "payload": REF, "scan_id": scan_id})
+    assert first["decision"]["outcome"] == "allow"
+    conn = await connect(gate.socket)
+    try:
+        request = {"op": "scan", "payload": "A100-2", "scan_id": scan_id}
+        answer = await conn.send(json.dumps(request).encode() + b"\n")
+        assert error(answer) == "bad_request" and "another payload" in answer["message"]
+    finally:
+        await conn.close()
+    assert gate.rows("SELECT COUNT(*) FROM scans") == [(1,)]

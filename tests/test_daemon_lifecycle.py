@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import os
+import pwd
 import re
 import signal
 import socket
@@ -138,7 +140,7 @@ def test_a_stop_signal_stops_cleanly(tmp_path: Path, live: LiveWorld, launch: La
     assert not sock.exists(), "the control socket file was left behind"
     assert integrity(ledger) == "ok"
     rows = query(ledger, "SELECT uuid, outcome, reason, device FROM scans ORDER BY rowid")
-    assert rows[0] == (allowed["scan_id"], "allow", "ok", "control")
+    assert rows[0] == (allowed["scan_id"], "allow", "ok", f"control:{pwd.getpwuid(os.getuid()).pw_name}")
     assert [r[1:] for r in rows[1:]] == [("deny", "canceled", "stdin")]
     wal = ledger.with_name(ledger.name + "-wal")
     assert not wal.exists() or wal.stat().st_size == 0, "the WAL was not checkpointed at close"

@@ -10,10 +10,12 @@ import tempfile
 from collections.abc import Iterator
 from pathlib import Path
 
+import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gate_daemon.core.decision import Decision, Outcome, Reason, ScanKind
+from gate_daemon.gate import ScanIdReused
 from gate_daemon.store.ledger import new_scan_id
 from tests.gate_fixtures import GATE_ID, RecordingSignals, Rig, gate_rig, query
 from tests.support import SAT_START, SUN_START, World
@@ -267,9 +269,10 @@ async def test_a_scan_id_makes_a_retry_a_duplicate(world: World, tmp_path: Path)
         assert rig.scalar("SELECT COUNT(*) FROM scans") == 1
         assert rig.scalar("SELECT COUNT(*) FROM redemptions") == 1
         assert len(rig.signals.shown) == 1  # a retry is answered, not shown again
-        # Even a retry carrying another payload gets the recorded answer, not a new decision.
-        odd = await rig.gate.scan("O-100-A2", device="control", scan_id=scan_id)
-        assert odd.duplicate and odd.decision.ticket_id == "T-0001"
+        # A scan id sent again with another payload is a mistake, not a retry: refused.
+        with pytest.raises(ScanIdReused):
+            await rig.gate.scan("O-100-A2", device="control", scan_id=scan_id)
+        assert rig.scalar("SELECT COUNT(*) FROM scans") == 1
 
 
 async def test_concurrent_retries_of_one_scan_id_commit_once(world: World, tmp_path: Path) -> None:

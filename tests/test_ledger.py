@@ -472,7 +472,9 @@ async def test_find_scan_returns_the_decision_recorded(db: Path) -> None:
         scan = evidence(scan_id, hlc=ledger.clock.tick(int(WALL * 1000)), reason="canceled")
         await ledger.commit_scan(scan, ("scans",))
     try:
-        assert await ledger.find_scan(scan_id) == {
+        found = await ledger.find_scan(scan_id)
+        assert found is not None and found.fingerprint == "00" * 16
+        assert found.decision == {
             "outcome": "deny",
             "reason": "canceled",
             "message": "Entry allowed",
@@ -485,7 +487,7 @@ async def test_find_scan_returns_the_decision_recorded(db: Path) -> None:
     try:
         found = await ledger.find_scan(scan_id)
         assert found is not None
-        assert found["reason"] == "canceled"
+        assert found.decision["reason"] == "canceled"
     finally:
         await ledger.close()
 

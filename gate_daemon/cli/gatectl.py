@@ -12,6 +12,7 @@ import json
 import os
 import sys
 import time
+import uuid
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -270,9 +271,15 @@ def cmd_scan(args: argparse.Namespace) -> int:
     request: dict[str, Any] = {"op": "scan", "payload": payload, "kind": args.kind}
     if args.operator:
         request["operator"] = args.operator
-    if args.scan_id:
-        request["scan_id"] = args.scan_id
-    answer = ask(_socket(args), request)
+    # Made here, so that a scan whose answer was lost can be retried without a second entry.
+    request["scan_id"] = args.scan_id or str(uuid.uuid4())
+    try:
+        answer = ask(_socket(args), request)
+    except GateError as exc:
+        if "did not answer" not in str(exc) and "unreadable answer" not in str(exc):
+            raise
+        # The request went out: the scan may have been recorded.
+        raise GateError(f"{exc}; retry with --scan-id {request['scan_id']} to get its answer") from None
     decision = answer["decision"]
     print(json.dumps(decision, ensure_ascii=False))
     return EXIT_CODES[Outcome(decision["outcome"])]

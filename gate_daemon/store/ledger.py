@@ -82,6 +82,14 @@ class ScanEvidence:
 
 
 @dataclass(frozen=True, slots=True)
+class RecordedScan:
+    """A scan as the evidence log has it: the decision shown and the payload's fingerprint."""
+
+    decision: dict[str, Any]
+    fingerprint: str
+
+
+@dataclass(frozen=True, slots=True)
 class ManifestState:
     """What the ledger remembers of the last manifest activated."""
 
@@ -338,13 +346,15 @@ class Ledger:
             await tx.set_meta(values)
             await tx.count(["manifest_activations"])
 
-    async def find_scan(self, scan_id: str) -> dict[str, Any] | None:
-        """The decision recorded for scan ``scan_id``, if it was recorded."""
+    async def find_scan(self, scan_id: str) -> RecordedScan | None:
+        """The decision and payload fingerprint recorded for scan ``scan_id``, if it was recorded."""
         async with self._lock:
             rows = list(
-                await self._db.execute_fetchall("SELECT decision FROM scans WHERE uuid = ?", (scan_id,))
+                await self._db.execute_fetchall(
+                    "SELECT decision, fingerprint FROM scans WHERE uuid = ?", (scan_id,)
+                )
             )
-        return json.loads(rows[0][0]) if rows else None
+        return RecordedScan(json.loads(rows[0][0]), str(rows[0][1])) if rows else None
 
     async def bump(self, names: Iterable[str]) -> None:
         """Add one to counters outside a scan (a refused manifest, an unreadable image)."""
