@@ -7,19 +7,24 @@ taking scans, let scans in flight commit, close the ledger.
 
 The watchdog ping is tied to the scan path: ``WATCHDOG=1`` is sent only after a probe
 has gone through the ledger's lock and its database thread, the same road every scan
-takes, and only while the input loop runs. A hung commit or a dead input stops the
-pings and systemd restarts the gate.
+takes, and only while the input shows life (an input that polls, like the image folder,
+reports each round; one that may wait silently for a person, like stdin, does not). A
+hung commit or a stuck input stops the pings and systemd restarts the gate.
 """
 
 from __future__ import annotations
 
 import asyncio
 import contextlib
+import fcntl
 import logging
+import os
 import signal
+import sqlite3
 import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, BinaryIO
 
 from gate_daemon.config import GateConfig, InputKind, SignalsKind
@@ -173,7 +178,23 @@ class RunningGate:
     source: ScanInput | None
     control: ControlServer
     status: GateStatus
+    lock: int
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
+
+
+def claim_state_dir(state: Path) -> int:
+    """Hold ``state/lock`` for this process: two gates on one ledger would number alike."""
+    path = state / "lock"
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_CLOEXEC | os.O_NOFOLLOW, 0o640)
+    except OSError as exc:
+        raise GateError(f"cannot open {path}: {exc.strerror}") from None
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except OSError:
+        os.close(fd)
+        raise GateError(f"another gate-daemon is using state_dir {state}") from None
+    return fd
 
 
 async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factory: Any = None) -> RunningGate:
@@ -184,7 +205,12 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
     except OSError as exc:
         raise GateError(f"cannot create state_dir {state}: {exc.strerror}") from None
     keys = trusted_keys(config)
-    ledger = await Ledger.open(config.ledger_path, config.gate.id)
+    lock = claim_state_dir(state)
+    try:
+        ledger = await Ledger.open(config.ledger_path, config.gate.id)
+    except BaseException:
+        os.close(lock)
+        raise
     signals: Signals | None = None
     try:
         checkpoint = Checkpoint(config.gate.zone, config.gate.session)
@@ -216,8 +242,9 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         if signals is not None:
             await signals.aclose()
         await ledger.close()
+        os.close(lock)
         raise
-    return RunningGate(config, ledger, manifests, gate, signals, source, control, status)
+    return RunningGate(config, ledger, manifests, gate, signals, source, control, status, lock)
 
 
 async def _input_loop(running: RunningGate) -> None:
@@ -233,22 +260,27 @@ async def _input_loop(running: RunningGate) -> None:
     log.info("input %s ended; the gate keeps serving its control socket", source.name)
 
 
-async def _watchdog(running: RunningGate, notifier: Notifier, input_task: asyncio.Task[None]) -> None:
+async def _watchdog(running: RunningGate, notifier: Notifier) -> None:
     interval = notifier.watchdog_interval
     if interval is None:
         return
     period = interval / 3
     while True:
-        input_ok = not input_task.done() or (not input_task.cancelled() and input_task.exception() is None)
+        source = running.source
+        alive = source.last_alive if source is not None else None
         try:
             await asyncio.wait_for(running.ledger.ping(), timeout=period)
-        except TimeoutError:
-            log.error("watchdog: the ledger did not answer within %.1f s; withholding WATCHDOG=1", period)
+        except (TimeoutError, sqlite3.Error, ValueError) as exc:
+            log.error("watchdog: the ledger did not answer (%r); withholding WATCHDOG=1", exc)
         else:
-            if input_ok:
-                notifier.watchdog()
+            if alive is not None and time.monotonic() - alive > interval / 2:
+                log.error(
+                    "watchdog: input %s has shown no life for %.1f s; withholding WATCHDOG=1",
+                    source.name if source else "?",
+                    time.monotonic() - alive,
+                )
             else:
-                log.error("watchdog: the input loop has failed; withholding WATCHDOG=1")
+                notifier.watchdog()
         await asyncio.sleep(period)
 
 
@@ -265,7 +297,7 @@ async def serve(running: RunningGate, notifier: Notifier, stop: asyncio.Event) -
         async with asyncio.TaskGroup() as group:
             input_task = group.create_task(_input_loop(running), name="input")
             group.create_task(running.manifests.run(running.config.manifest.poll_ms / 1000), name="manifest")
-            group.create_task(_watchdog(running, notifier, input_task), name="watchdog")
+            group.create_task(_watchdog(running, notifier), name="watchdog")
             group.create_task(_status_loop(running, notifier), name="status")
             notifier.ready(running.status.line())
             log.info("gate %s ready: %s", running.config.gate.id, running.status.line())
@@ -299,6 +331,7 @@ async def shutdown(running: RunningGate) -> None:
     with contextlib.suppress(Exception):
         await running.signals.aclose()
     await running.ledger.close()
+    os.close(running.lock)
     log.info("gate %s stopped", running.config.gate.id)
 
 

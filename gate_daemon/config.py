@@ -142,16 +142,26 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
     check.table(doc, (), TOP_KEYS, required={"gate", "manifest"})
     base = path.parent
 
-    def path_value(tbl: dict[str, Any], at: KeyPath, key: str, *, default: str | None = None) -> Path:
-        raw = check.string(tbl, at, key, default=default, max_bytes=1024)
-        if not raw:
+    def resolve(raw: str, where: KeyPath) -> Path:
+        if not raw or "\0" in raw:
+            check.problem(where, "a path must not be empty or hold a NUL character")
             return Path()
         expanded = _expand(raw, env)
         if expanded is None:
             names = ", ".join(f"${{{n}}}" for n in _SYSTEMD_DIRS)
-            check.problem((*at, key), f"{raw!r}: only {names} may be used, and only when set")
+            check.problem(where, f"{raw!r}: only {names} may be used, and only when set")
             return Path()
         return base / expanded
+
+    def path_value(tbl: dict[str, Any], at: KeyPath, key: str) -> Path:
+        raw = tbl.get(key, "")
+        if not isinstance(raw, str):
+            check.string(tbl, at, key)  # names the wrong type
+            return Path()
+        if len(raw.encode("utf-8", "surrogatepass")) > 1024:
+            check.problem((*at, key), "longer than 1024 bytes")
+            return Path()
+        return resolve(raw, (*at, key))
 
     g = check.table(
         doc.get("gate", {}),
@@ -186,11 +196,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
     if m.get("trusted_keys") == []:
         check.problem((*at, "trusted_keys"), "list at least one .pub file")
     for index, raw in enumerate(raw_keys):
-        expanded = _expand(raw, env)
-        if expanded is None:
-            check.problem((*at, "trusted_keys", index), f"{raw!r}: unknown or unset ${{...}} variable")
-        else:
-            keys.append(base / expanded)
+        keys.append(resolve(raw, (*at, "trusted_keys", index)))
     manifest = ManifestSection(
         path=path_value(m, at, "path"),
         trusted_keys=tuple(keys),

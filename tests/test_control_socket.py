@@ -364,3 +364,16 @@ async def test_a_scan_id_sent_again_with_another_payload_is_refused(gate: Served
     finally:
         await conn.close()
     assert gate.rows("SELECT COUNT(*) FROM scans") == [(1,)]
+
+
+async def test_a_second_gate_on_the_same_state_dir_is_refused(
+    gate: Served, tmp_path: Path, short_dir: Path
+) -> None:
+    # Another socket, the same ledger: two processes would number their records alike.
+    other = write_gate_config(
+        tmp_path / "other.toml", gate.live, socket=short_dir / "other.sock", signals="none"
+    )
+    with pytest.raises(GateError, match="another gate-daemon is using state_dir"):
+        await app.start(load_config(other, {}))
+    assert not (short_dir / "other.sock").exists()
+    assert (await gate.ask({"op": "status"}))["ok"] is True

@@ -27,7 +27,12 @@ EXIT_ERROR = 1
 
 
 def check_deployment(config: GateConfig) -> tuple[list[Problem], list[str]]:
-    """Problems (fatal) and warnings beyond the file's own syntax: keys, manifest, folders."""
+    """Problems (fatal) and warnings beyond the file's own syntax: keys, manifest, folders.
+
+    A manifest that does not fit the gate is a warning, not a problem: the gate starts
+    anyway, refuses that manifest and says why, and a better one can be dropped while it
+    runs (the unit runs this check before every start).
+    """
     from gate_daemon.provision.keyfiles import read_public
 
     _doc, text = load(config.source)
@@ -54,17 +59,18 @@ def check_deployment(config: GateConfig) -> tuple[list[Problem], list[str]]:
         except ManifestRefused as exc:
             warnings.append(f"manifest {candidate} would be refused ({exc.reason}): {exc.detail}")
             continue
+        event_at = f"{config.source}:{line_of(text, ('gate', 'event'))}: gate.event"
         if manifest.event_id != config.gate.event:
-            problems.append(
-                Problem(
-                    "gate.event",
-                    f"{config.gate.event!r}, but manifest {candidate} is for {manifest.event_id!r}",
-                    line_of(text, ("gate", "event")),
-                )
+            warnings.append(
+                f"{event_at}: {config.gate.event!r}, but manifest {candidate} is for {manifest.event_id!r}: "
+                "the gate will refuse it (wrong_event)"
             )
         for issue in Checkpoint(config.gate.zone, config.gate.session).problems(manifest):
             key = "zone" if issue.startswith("zone") else "session"
-            problems.append(Problem(f"gate.{key}", issue, line_of(text, ("gate", key))))
+            warnings.append(
+                f"{config.source}:{line_of(text, ('gate', key))}: gate.{key}: {issue}: "
+                "the gate will refuse this manifest (wrong_checkpoint)"
+            )
         break
     else:
         warnings.append(

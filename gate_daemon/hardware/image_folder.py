@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
@@ -67,6 +68,7 @@ class ImageFolderInput:
         self._on_unreadable = on_unreadable
         self._seen: dict[str, tuple[int, int]] = {}
         self._folder_error: str | None = None
+        self.last_alive: float | None = time.monotonic()
 
     def _scan_folder(self) -> dict[str, tuple[int, int]]:
         found = {}
@@ -95,6 +97,7 @@ class ImageFolderInput:
         """Codes from each new frame, in file-name order within one look at the folder."""
         self._seen = await asyncio.to_thread(self._scan_folder)
         while True:
+            self.last_alive = time.monotonic()
             await asyncio.sleep(self.interval)
             now = await asyncio.to_thread(self._scan_folder)
             fresh = sorted(name for name, ident in now.items() if self._seen.get(name) != ident)
@@ -108,6 +111,7 @@ class ImageFolderInput:
                     if self._on_unreadable is not None:
                         await self._on_unreadable()
                     continue
+                self.last_alive = time.monotonic()
                 if not codes:
                     log.info("frame %s: no QR code found", path)
                 for code in codes:

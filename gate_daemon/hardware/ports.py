@@ -12,6 +12,9 @@ class ScanInput(Protocol):
     """Something that produces scanned payloads (a camera, a scanner, a test's stdin)."""
 
     name: str
+    #: ``time.monotonic()`` of the input's last sign of life (the watchdog withholds its ping
+    #: when it goes stale), or None for an input that may rightly wait in silence.
+    last_alive: float | None
 
     def payloads(self) -> AsyncIterator[str]:
         """Payloads as they are read; ends when the input is exhausted or closed."""
