@@ -310,7 +310,7 @@ async def serve(running: RunningGate, notifier: Notifier, stop: asyncio.Event) -
         pass
     except* Exception as group_error:
         failure = group_error.exceptions[0]
-        log.critical("gate stopped by an internal error: %r", failure)
+        log.critical("gate stopped by an internal error: %r", failure, exc_info=failure)
     finally:
         notifier.stopping()
         await shutdown(running)

@@ -9,9 +9,12 @@ they are decisions with a reason code (see ``gate_daemon.core.decision``).
     ├── KeyFileError        a key file is missing, unreadable, malformed or too open
     ├── SourceError         an input file (event.toml, tickets.csv, config) has problems;
     │                       carries every problem with its file, line and key or column
-    └── ManifestRefused     a manifest failed verification; ``reason`` names the attack
-                            or defect (bad_signature, unknown_key, tampered, expired,
-                            rollback, wrong_base, malformed, unreadable)
+    ├── ManifestRefused     a manifest failed verification; ``reason`` names the attack
+    │                       or defect (bad_signature, unknown_key, tampered, expired,
+    │                       rollback, wrong_base, malformed, unreadable; at a gate also
+    │                       wrong_event, wrong_checkpoint)
+    ├── LedgerError         the ledger file cannot be used (store.ledger)
+    └── ScanIdReused        a scan id sent again with another payload (gate)
 """
 
 from __future__ import annotations

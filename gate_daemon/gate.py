@@ -199,6 +199,7 @@ class Gate:
                         f"outcome:{decision.outcome.value}",
                         f"reason:{decision.reason.value}",
                         f"kind:{kind.value}",
+                        f"resolution:{resolution}",
                     )
                     await self.ledger.commit_scan(evidence, counters, facts if admitted else None)
                 return ScanResult(scan_id, decision)

@@ -108,3 +108,6 @@ def setup_logging(level: int = logging.INFO, environ: Mapping[str, str] | None =
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # Libraries warn through ``warnings`` (gpiozero's pin factory fallbacks): log them, so
+    # they reach the journal at warning priority.
+    logging.captureWarnings(True)

@@ -312,6 +312,10 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"{name.split(':', 1)[1]} {value}" for name, value in counters.items() if name.startswith("outcome:")
     )
     print(f"scans     {counters.get('scans', 0)} ({outcomes or 'none yet'})")
+    print(
+        f"people    {counters.get('resolution:admitted', 0)} admitted, "
+        f"{counters.get('resolution:exited', 0)} exits recorded"
+    )
     return 0
 
 
