@@ -74,7 +74,7 @@ def test_garbage_lines_on_stdin_are_invalid_payloads(
     lines = [garbage[0], blank[0], *garbage[1:4], blank[1], *garbage[4:], blank[2], blank[3]]
     gate.write(b"\n".join(lines) + b"\nA100-2\n")
     gate.wait_output(r"ALLOW\s+ok\s+L-0002")
-    rows = query(gate.ledger_path, "SELECT device, outcome, reason FROM scans ORDER BY rowid")
+    rows = query(gate.ledger_path, "SELECT device, outcome, reason FROM scans ORDER BY hlc")
     assert rows == [("stdin", "deny", "invalid_payload")] * len(garbage) + [("stdin", "allow", "ok")]
     out = gate.stdout().splitlines()
     assert len([line for line in out if re.search(r"DENY\s+invalid_payload", line)]) == len(garbage)
@@ -255,7 +255,7 @@ def test_bad_control_requests_get_named_errors(tmp_path: Path, live: LiveWorld, 
     time.sleep(0.2)
     assert gate.alive
     assert gate.scan("A100-2")["outcome"] == "already_used"
-    scans = query(gate.ledger_path, "SELECT reason FROM scans ORDER BY rowid")
+    scans = query(gate.ledger_path, "SELECT reason FROM scans ORDER BY hlc")
     # The surrogate, the first A100-2, maybe the hung-up A107-1 (recorded, never read), the last A100-2.
     assert scans[:2] == [("invalid_payload",), ("ok",)] and scans[-1] == ("already_used",)
     assert gate.counters()["scans"] == len(scans)

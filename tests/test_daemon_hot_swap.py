@@ -102,7 +102,7 @@ def test_a_new_version_activates_under_load_and_no_scan_is_lost(
     after = [s for s in sent if s.sent_at > active_at]
     assert len(before) >= 10 and len(after) >= 10, (len(before), len(after))
 
-    rows = query(gate.ledger_path, "SELECT uuid, outcome, reason, manifest_version FROM scans ORDER BY rowid")
+    rows = query(gate.ledger_path, "SELECT uuid, outcome, reason, manifest_version FROM scans ORDER BY hlc")
     recorded = {str(u): (o, r, v) for u, o, r, v in rows}
     for s in sent:
         assert s.decision is not None

@@ -139,7 +139,7 @@ def test_a_stop_signal_stops_cleanly(tmp_path: Path, live: LiveWorld, launch: La
     assert fields.index("READY=1") < fields.index("STOPPING=1")
     assert not sock.exists(), "the control socket file was left behind"
     assert integrity(ledger) == "ok"
-    rows = query(ledger, "SELECT uuid, outcome, reason, device FROM scans ORDER BY rowid")
+    rows = query(ledger, "SELECT uuid, outcome, reason, device FROM scans ORDER BY hlc")
     assert rows[0] == (allowed["scan_id"], "allow", "ok", f"control:{pwd.getpwuid(os.getuid()).pw_name}")
     assert [r[1:] for r in rows[1:]] == [("deny", "canceled", "stdin")]
     wal = ledger.with_name(ledger.name + "-wal")
@@ -325,7 +325,7 @@ def test_stdin_lines_are_scanned_shown_and_recorded(
     assert re.search(r"DENY\s+canceled\s+L-0004", out[1])
     assert re.search(r"DENY\s+wrong_zone\s+L-0005", out[2])
     rows = query(
-        gate.ledger_path, "SELECT device, operator, ticket_id, outcome, reason FROM scans ORDER BY rowid"
+        gate.ledger_path, "SELECT device, operator, ticket_id, outcome, reason FROM scans ORDER BY hlc"
     )
     assert rows == [
         ("stdin", None, "L-0002", "allow", "ok"),

@@ -105,24 +105,32 @@ async def _run(work: Path, rounds: int) -> int:
     ]
     bare = _BareCommit(work / "bare.sqlite")
     gate_ns: list[int] = []
+    again_ns: list[int] = []
     bare_ns: list[int] = []
-    allowed = 0
+    outcomes: dict[Outcome, int] = {}
     try:
         for start in range(0, rounds, BATCH):
-            for payload in payloads[start : start + BATCH]:
+            batch = payloads[start : start + BATCH]
+            for payload in batch:
                 t0 = time.perf_counter_ns()
                 result = await gate.scan(payload, device="bench")
                 gate_ns.append(time.perf_counter_ns() - t0)
-                allowed += result.decision.outcome is Outcome.ALLOW
-            for _ in range(min(BATCH, rounds - start)):
+                outcomes[result.decision.outcome] = outcomes.get(result.decision.outcome, 0) + 1
+            # The same tickets again: their facts are read from the file (already used).
+            for payload in batch[: BATCH // 5]:
+                t0 = time.perf_counter_ns()
+                result = await gate.scan(payload, device="bench")
+                again_ns.append(time.perf_counter_ns() - t0)
+                outcomes[result.decision.outcome] = outcomes.get(result.decision.outcome, 0) + 1
+            for _ in range(len(batch)):
                 bare_ns.append(bare.commit_one())
     finally:
         bare.close()
         await ledger.close()
-    if allowed != rounds:
-        raise GateError(f"benchmark expected {rounds} admissions, got {allowed}")
+    if outcomes != {Outcome.ALLOW: rounds, Outcome.ALREADY_USED: len(again_ns)}:
+        raise GateError(f"benchmark expected {rounds} admissions and {len(again_ns)} repeats, got {outcomes}")
 
-    g, b = summary_us(gate_ns), summary_us(bare_ns)
+    g, a, b = summary_us(gate_ns), summary_us(again_ns), summary_us(bare_ns)
     print(f"# gatectl bench gate --rounds {rounds}")
     print(f"# {platform.machine()}, Python {sys.version.split()[0]}, work dir {work} ({_fs(work)})")
     print()
@@ -133,13 +141,21 @@ async def _run(work: Path, rounds: int) -> int:
         f"p99 {g['p99_us']:.0f} us | p99 <= {BUDGET_P99_US:.0f} us |"
     )
     print(
-        f"| bare SQLite insert + commit, same disk | p50 {b['p50_us']:.0f} us, p99 {b['p99_us']:.0f} us |  |"
+        f"| scan of a used ticket (facts read from the file, already_used) | p50 {a['p50_us']:.0f} us, "
+        f"p99 {a['p99_us']:.0f} us | p99 <= {BUDGET_P99_US:.0f} us |"
     )
     print(
-        f"| ratio gate / bare | p50 {g['p50_us'] / b['p50_us']:.2f}x, p99 {g['p99_us'] / b['p99_us']:.2f}x "
-        f"| <= {BUDGET_RATIO:.0f}x |"
+        f"| bare SQLite insert + commit, same disk | p50 {b['p50_us']:.0f} us, p99 {b['p99_us']:.0f} us |  |"
     )
-    met = g["p99_us"] <= BUDGET_P99_US and g["p99_us"] / b["p99_us"] <= BUDGET_RATIO
+    for label, s in (("first scan", g), ("used ticket", a)):
+        print(
+            f"| ratio gate / bare, {label} | p50 {s['p50_us'] / b['p50_us']:.2f}x, "
+            f"p99 {s['p99_us'] / b['p99_us']:.2f}x | <= {BUDGET_RATIO:.0f}x |"
+        )
+    met = (
+        max(g["p99_us"], a["p99_us"]) <= BUDGET_P99_US
+        and max(g["p99_us"], a["p99_us"]) / b["p99_us"] <= BUDGET_RATIO
+    )
     print()
     print("budgets met" if met else "BUDGET MISSED")
     return 0

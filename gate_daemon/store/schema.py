@@ -10,16 +10,18 @@ Tables:
   is created; a reset database gets a new one, so peers re-read it from the start), the
   ``gate_id`` it belongs to, the active manifest's version, digest and issue time.
 - ``redemptions``: every entry and exit that happened, here or (later) learned from
-  peers and the server. ``uuid`` is made at scan time and makes records idempotent;
-  ``(origin, epoch, seq)`` orders each origin's records; ``hlc`` orders everything.
+  peers and the server. ``(origin, epoch, seq)`` is the key and orders each origin's
+  records; ``uuid`` is made at scan time and makes records idempotent; ``hlc`` orders
+  everything.
   ``slot`` numbers a ticket's entries (and exits) per origin: the unique index on
   ``(ticket_id, kind, slot, origin)`` is what refuses a second admission on the same
   facts, whatever race or retry produced it. Forced entries carry no slot.
 - ``scans``: the evidence log. One row per scan, denials included: when, where, who,
   a fingerprint of the payload (never the payload), the outcome and reason, how it was
-  resolved and the decision as shown. Rows are in commit order; it has no secondary
-  index, because every index is one more page written (and fsynced) per scan, and the
-  log is searched the morning after, not during the rush.
+  resolved and the decision as shown. Keyed by the scan's uuid (``WITHOUT ROWID``: the
+  key is the table), with no secondary index, because every index is one more page
+  written and fsynced per scan, and the log is searched the morning after, not during
+  the rush. ``ORDER BY hlc`` gives the order of events.
 - ``cursors``: how far this gate has read each peer's or the server's records
   (that side's epoch and sequence, or the server's own cursor). Filled by replication.
 - ``counters``: named totals that survive restarts.
@@ -41,7 +43,7 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
 
     CREATE TABLE redemptions (
-        uuid      TEXT PRIMARY KEY,
+        uuid      TEXT NOT NULL UNIQUE,
         ticket_id TEXT NOT NULL,
         kind      TEXT NOT NULL CHECK (kind IN ('entry', 'exit')),
         slot      INTEGER CHECK (slot IS NULL OR slot >= 1),
@@ -53,8 +55,8 @@ MIGRATIONS: tuple[str, ...] = (
         operator  TEXT,
         mode      TEXT NOT NULL CHECK (mode IN ('offline', 'online')),
         forced    INTEGER NOT NULL DEFAULT 0 CHECK (forced IN (0, 1)),
-        UNIQUE (origin, epoch, seq)
-    );
+        PRIMARY KEY (origin, epoch, seq)
+    ) WITHOUT ROWID;
     CREATE UNIQUE INDEX redemptions_policy ON redemptions (ticket_id, kind, slot, origin);
 
     CREATE TABLE scans (
@@ -73,7 +75,7 @@ MIGRATIONS: tuple[str, ...] = (
         mode             TEXT NOT NULL CHECK (mode IN ('offline', 'online')),
         manifest_version INTEGER,
         decision         TEXT NOT NULL
-    );
+    ) WITHOUT ROWID;
 
     CREATE TABLE cursors (
         source     TEXT PRIMARY KEY,
