@@ -58,26 +58,35 @@ async def test_a_stuck_input_withholds_the_watchdog_until_it_recovers(
     notifier = Notifier({"NOTIFY_SOCKET": str(short_dir / "notify"), "WATCHDOG_USEC": "300000"})
 
     running = await app.start(config)
-    release = threading.Event()
+    entered, release = threading.Event(), threading.Event()
 
     def stuck_decode(path: Path) -> list[str]:
-        release.wait(10)  # a decoder hung on a frame
+        entered.set()
+        release.wait(20)  # a decoder hung on a frame
         return []
+
+    async def eventually_pinged(count: int) -> None:
+        seen, deadline = 0, asyncio.get_running_loop().time() + 10
+        while seen < count:
+            assert asyncio.get_running_loop().time() < deadline, f"only {seen} pings"
+            await asyncio.sleep(0.05)
+            seen += pings(notify)
 
     running.source = ImageFolderInput(frames, interval=0.01, decode=stuck_decode)
     stop = asyncio.Event()
     task = asyncio.create_task(app.serve(running, notifier, stop))
     try:
-        await asyncio.sleep(0.5)
-        assert pings(notify) >= 2  # alive: pings every 0.1 s
+        await eventually_pinged(2)  # alive: a ping every 0.1 s
         write_qr("A100-2", frames / "frame.png")
-        await asyncio.sleep(0.4)  # the decode hangs; after 0.15 s of silence the pings stop
+        assert await asyncio.to_thread(entered.wait, 10)
+        # The decode hangs; once the input has been silent for half the watchdog interval
+        # (0.15 s) and a probe period has passed, no more pings are sent.
+        await asyncio.sleep(0.4)
         pings(notify)
-        await asyncio.sleep(0.5)
+        await asyncio.sleep(0.6)
         assert pings(notify) == 0
         release.set()
-        await asyncio.sleep(0.5)
-        assert pings(notify) >= 2  # recovered
+        await eventually_pinged(2)  # recovered
     finally:
         release.set()
         stop.set()
