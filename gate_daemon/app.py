@@ -182,6 +182,14 @@ class RunningGate:
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
+async def count_softly(ledger: Ledger, name: str) -> None:
+    """Add one to a counter; a ledger that cannot take it is logged, never fatal."""
+    try:
+        await ledger.bump([name])
+    except (sqlite3.Error, ValueError) as exc:
+        log.error("cannot count %s in the ledger: %s", name, exc)
+
+
 def claim_state_dir(state: Path) -> int:
     """Hold ``state/lock`` for this process: two gates on one ledger would number alike."""
     path = state / "lock"
@@ -234,7 +242,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             signals=signals,
             repeat_window=config.gate.repeat_window_ms / 1000,
         )
-        source = make_input(config, stdin, on_unreadable=lambda: ledger.bump(["unreadable_images"]))
+        source = make_input(config, stdin, on_unreadable=lambda: count_softly(ledger, "unreadable_images"))
         status = GateStatus(config, ledger, manifests, gate)
         control = ControlServer(config.control.socket, gate, status.snapshot)
         await control.start()
@@ -328,9 +336,10 @@ async def shutdown(running: RunningGate) -> None:
         await asyncio.wait(running.in_flight, timeout=10)
     if running.source is not None:
         await running.source.aclose()
+    # The ledger first: a scan still running commits (or not) before the lights go dark.
+    await running.ledger.close()
     with contextlib.suppress(Exception):
         await running.signals.aclose()
-    await running.ledger.close()
     os.close(running.lock)
     log.info("gate %s stopped", running.config.gate.id)
 

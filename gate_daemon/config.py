@@ -154,7 +154,9 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
         return base / expanded
 
     def path_value(tbl: dict[str, Any], at: KeyPath, key: str) -> Path:
-        raw = tbl.get(key, "")
+        if key not in tbl:
+            return Path()  # a required key's absence is reported by check.table
+        raw = tbl[key]
         if not isinstance(raw, str):
             check.string(tbl, at, key)  # names the wrong type
             return Path()

@@ -9,7 +9,8 @@ protocol is one JSON object per line each way:
 
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": NAME, "message": ...}`` with
 ``error`` one of ``not_json``, ``too_large``, ``bad_request``, ``unknown_op``, ``busy``
-(more than ``MAX_CONNECTIONS`` connections at once). A scan
+(more than ``MAX_CONNECTIONS`` connections at once), ``unavailable`` (the ledger could
+not answer a status or counters request). A scan
 goes through the same path as a camera scan (recorded, then signalled); ``scan_id``
 makes a retried request idempotent. Without ``operator`` the scan is recorded under the
 name of the user on the other end of the socket.
@@ -24,6 +25,7 @@ import logging
 import os
 import pwd
 import socket
+import sqlite3
 import stat
 import struct
 import uuid
@@ -162,10 +164,13 @@ class ControlServer:
         op = request.get("op")
         if op == "scan":
             return await self._scan(request, user)
-        if op == "status":
-            return {"ok": True, "status": await self._status()}
-        if op == "counters":
-            return {"ok": True, "counters": await self.gate.ledger.counters()}
+        try:
+            if op == "status":
+                return {"ok": True, "status": await self._status()}
+            if op == "counters":
+                return {"ok": True, "counters": await self.gate.ledger.counters()}
+        except (sqlite3.Error, ValueError) as exc:
+            raise BadRequest("unavailable", f"the ledger cannot answer: {exc}") from None
         raise BadRequest("unknown_op", f"op must be scan, status or counters, not {op!r}")
 
     async def _scan(self, request: dict[str, Any], user: str | None) -> dict[str, Any]:

@@ -26,7 +26,7 @@ from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import Manifest, check_successor
 from gate_daemon.core.times import format_instant
 from gate_daemon.errors import ManifestRefused
-from gate_daemon.store.ledger import Ledger, ManifestState
+from gate_daemon.store.ledger import Ledger, LedgerError, ManifestState
 from gate_daemon.store.manifest_file import install_manifest, read_manifest, sweep_partial_installs
 
 log = logging.getLogger(__name__)
@@ -75,7 +75,10 @@ class ManifestWatch:
     async def start(self) -> None:
         """Open the private copy, then take the drop file if it is newer."""
         sweep_partial_installs(self.private_path)
-        state = await self.ledger.manifest_state()
+        try:
+            state = await self.ledger.manifest_state()
+        except (sqlite3.Error, ValueError) as exc:
+            raise LedgerError(f"cannot read the active manifest's record from the ledger: {exc}") from None
         if self.private_path.exists():
             try:
                 manifest = await asyncio.to_thread(read_manifest, self.private_path, self.trusted)
@@ -93,14 +96,17 @@ class ManifestWatch:
                     # Killed between installing the copy and recording it: record it now, so
                     # the version floor holds even if this copy is lost later.
                     self.activated_at = self._clock()
-                    await self.ledger.record_manifest(
-                        ManifestState(
-                            manifest.version,
-                            manifest.body_sha256,
-                            manifest.header.issued_at,
-                            self.activated_at,
+                    try:
+                        await self.ledger.record_manifest(
+                            ManifestState(
+                                manifest.version,
+                                manifest.body_sha256,
+                                manifest.header.issued_at,
+                                self.activated_at,
+                            )
                         )
-                    )
+                    except (sqlite3.Error, ValueError) as exc:
+                        log.error("manifest version %d could not be recorded: %s", manifest.version, exc)
                 log.info(
                     "manifest version %d of %s active (%d tickets)",
                     manifest.version,
@@ -186,13 +192,14 @@ class ManifestWatch:
             raise ManifestRefused("wrong_checkpoint", "; ".join(problems))
 
     async def _refuse(self, exc: ManifestRefused) -> bool:
-        again = self.refusal is not None and (self.refusal.reason, self.refusal.detail) == (
-            exc.reason,
-            exc.detail,
+        again = (
+            exc.reason == "unreadable"
+            and self.refusal is not None
+            and (self.refusal.reason, self.refusal.detail) == (exc.reason, exc.detail)
         )
         self.refusal = Refusal(exc.reason, exc.detail, self._clock())
         if again:
-            return False  # an unreadable file looked at again: said and counted once
+            return False  # an unreadable file looked at again at each poll: said and counted once
         kept = f"keeping version {self._current.version}" if self._current else "the gate has NO manifest"
         log.error("manifest %s refused (%s): %s; %s", self.drop_path, exc.reason, exc.detail, kept)
         await self._count(f"manifest_refused:{exc.reason}")

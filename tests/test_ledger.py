@@ -389,10 +389,16 @@ async def test_a_transaction_cancelled_while_it_begins_leaves_no_transaction_ope
             task = asyncio.create_task(bump())
             await asyncio.sleep(0.2)
             task.cancel()
+            await asyncio.sleep(0.1)
+            task.cancel()  # cancelled again while it waits for its BEGIN to be over
+            await asyncio.sleep(0.1)
+            assert not task.done()  # it may not let the lock go while the BEGIN is queued
+            other.execute("COMMIT")
             with pytest.raises(asyncio.CancelledError):
                 await task
-            other.execute("COMMIT")
         # Scans committed afterwards are on disk, not inside a forgotten transaction.
+        assert not ledger._db.in_transaction
+        await ledger.ping()
         await redeem(ledger, "T-0001")
         assert query(db, "SELECT ticket_id FROM redemptions") == [("T-0001",)]
     finally:

@@ -49,9 +49,8 @@ def check_deployment(config: GateConfig) -> tuple[list[Problem], list[str]]:
         problems.append(
             Problem("input.path", f"{config.input.path} is not a folder", line_of(text, ("input", "path")))
         )
-    for candidate in (config.active_manifest_path, config.manifest.path):
-        if not candidate.exists():
-            continue
+    present = [p for p in (config.active_manifest_path, config.manifest.path) if p.exists()]
+    for candidate in present:
         if not trusted:
             break
         try:
@@ -73,10 +72,11 @@ def check_deployment(config: GateConfig) -> tuple[list[Problem], list[str]]:
             )
         break
     else:
-        warnings.append(
-            f"no manifest at {config.manifest.path} yet: the gate will deny every scan "
-            "(manifest_missing) until one is dropped there"
-        )
+        if not present:
+            warnings.append(
+                f"no manifest at {config.manifest.path} yet: the gate will deny every scan "
+                "(manifest_missing) until one is dropped there"
+            )
     return problems, warnings
 
 

@@ -97,8 +97,7 @@ class ImageFolderInput:
         """Codes from each new frame, in file-name order within one look at the folder."""
         self._seen = await asyncio.to_thread(self._scan_folder)
         while True:
-            self.last_alive = time.monotonic()
-            await asyncio.sleep(self.interval)
+            await self._idle(self.interval)
             now = await asyncio.to_thread(self._scan_folder)
             fresh = sorted(name for name, ident in now.items() if self._seen.get(name) != ident)
             self._seen = now
@@ -116,6 +115,14 @@ class ImageFolderInput:
                     log.info("frame %s: no QR code found", path)
                 for code in codes:
                     yield code
+
+    async def _idle(self, seconds: float) -> None:
+        """Sleep between looks at the folder; waiting is a sign of life, in steps of a second."""
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            self.last_alive = time.monotonic()
+            await asyncio.sleep(min(left, 1.0))
+        self.last_alive = time.monotonic()
 
     async def aclose(self) -> None:
         """Nothing held between looks at the folder."""

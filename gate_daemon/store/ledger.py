@@ -19,6 +19,7 @@ import contextlib
 import json
 import sqlite3
 import time
+import urllib.parse
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
@@ -127,7 +128,8 @@ class Ledger:
     async def open(cls, path: Path, gate_id: str) -> Ledger:
         """Open (or create) the ledger at ``path`` for ``gate_id``, migrating its schema."""
         try:
-            db = await aiosqlite.connect(path, isolation_level=None)
+            # Large chunks: the start reads every redeemed ticket id once.
+            db = await aiosqlite.connect(path, isolation_level=None, iter_chunk_size=4096)
         except sqlite3.Error as exc:
             raise LedgerError(f"cannot open ledger {path}: {exc}") from None
         try:
@@ -210,12 +212,13 @@ class Ledger:
             except BaseException:
                 # A BEGIN whose waiter was cancelled still runs in the database thread, and
                 # a transaction left open would swallow every later scan's commit: wait for
-                # it, then close whatever is open, before the lock is let go.
-                with contextlib.suppress(BaseException):
-                    await begin
+                # it (through any further cancellation), then close whatever is open,
+                # before the lock is let go.
+                cancelled = await _finish(begin)
                 if self._db.in_transaction:
-                    with contextlib.suppress(sqlite3.Error, ValueError):
-                        await asyncio.shield(self._db.execute("ROLLBACK"))
+                    cancelled |= await _finish(asyncio.ensure_future(self._db.execute("ROLLBACK")))
+                if cancelled:
+                    raise asyncio.CancelledError from None
                 raise
 
     @property
@@ -288,6 +291,23 @@ class Ledger:
             # Never commit into a transaction someone left open: it might never be committed.
             raise sqlite3.OperationalError("the ledger connection is inside an unfinished transaction")
         try:
+            await self._commit_statement(scan, record, counters)
+        except sqlite3.IntegrityError as exc:
+            if record is not None:
+                # The slot is taken, so the ticket has redemptions the memory did not know of:
+                # the retry must read its facts from the file.
+                self._redeemed.add(record.ticket_id)
+            if any(key in str(exc) for key in ("redemptions.ticket_id", "redemptions.uuid", "scans.uuid")):
+                raise PolicyConflict(str(exc)) from None
+            raise
+        if record is not None:
+            self._redeemed.add(record.ticket_id)
+        return record
+
+    async def _commit_statement(
+        self, scan: ScanEvidence, record: Redemption | None, counters: Sequence[str]
+    ) -> None:
+        try:
             await self._db.execute(_COMMIT_SCAN, (
                 scan.uuid, scan.hlc, scan.wall, scan.gate, scan.device, scan.operator, scan.fingerprint,
                 scan.ticket_id, scan.kind.value, scan.outcome, scan.reason, scan.resolution, scan.mode,
@@ -299,20 +319,21 @@ class Ledger:
                 int(record.forced) if record else 0,
                 json.dumps(list(counters)),
             ))  # fmt: skip
-        except sqlite3.IntegrityError as exc:
-            if record is not None:
-                # The slot is taken, so the ticket has redemptions the memory did not know of:
-                # the retry must read its facts from the file.
-                self._redeemed.add(record.ticket_id)
-            raise PolicyConflict(str(exc)) from None
-        if record is not None:
-            self._redeemed.add(record.ticket_id)
-        return record
+        finally:
+            # The statement ran in autocommit, so no transaction may be open after it. If
+            # one is (someone's BEGIN slipped in), the scan is not durable: undo, refuse.
+            if self._db.in_transaction:
+                cancelled = await _finish(asyncio.ensure_future(self._db.execute("ROLLBACK")))
+                if cancelled:
+                    raise asyncio.CancelledError from None
+                raise sqlite3.OperationalError("a transaction was left open around a scan; scan refused")
 
     async def ping(self) -> None:
         """A round trip through the lock and the database thread (the watchdog's probe)."""
         async with self._lock:
             await _scalar(self._db, "SELECT 1")
+            if self._db.in_transaction:
+                raise sqlite3.OperationalError("the ledger connection is inside an unfinished transaction")
 
     async def counters(self) -> dict[str, int]:
         """Every persisted counter."""
@@ -381,6 +402,25 @@ class Transaction:
         await self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values)
 
 
+async def _finish(step: asyncio.Future[Any]) -> bool:
+    """Wait until a queued database step is done, whatever cancellations arrive meanwhile.
+
+    Its outcome is ignored (the caller is already failing). Returns whether a
+    cancellation arrived while waiting, for the caller to raise once it has cleaned up.
+    """
+    cancelled = False
+    while not step.done():
+        try:
+            await asyncio.shield(step)
+        except asyncio.CancelledError:
+            cancelled = cancelled or not step.done()
+        except BaseException:
+            break
+    if not step.cancelled():
+        step.exception()  # retrieved: never "exception was never retrieved"
+    return cancelled
+
+
 async def _scalar(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:
     rows = list(await db.execute_fetchall(sql, params))
     return rows[0][0] if rows else None
@@ -404,8 +444,13 @@ def read_counters(path: Path) -> dict[str, int]:
     """The counters of a ledger file, read without the daemon (it may be stopped or dead)."""
     if not path.is_file():
         raise LedgerError(f"no ledger at {path}")
+    # A cleanly closed ledger has no WAL: open it immutable, which needs no -shm file (a
+    # reader outside the gate's group may not create one). After a crash the WAL holds
+    # committed scans, so it must be read: read-only then.
+    wal = Path(f"{path}-wal")
+    flags = "mode=ro" if wal.exists() else "immutable=1"
     try:
-        db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+        db = sqlite3.connect(f"file:{urllib.parse.quote(str(path.absolute()))}?{flags}", uri=True)
         try:
             rows = db.execute("SELECT name, value FROM counters ORDER BY name").fetchall()
         finally:

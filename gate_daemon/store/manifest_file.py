@@ -79,17 +79,27 @@ def install_manifest(
                         out.write(chunk)
             except OSError as exc:
                 raise ManifestRefused("unreadable", f"cannot copy {source}: {exc.strerror}") from None
-            out.flush()
-            os.fsync(out.fileno())
-            if not out.tell():
-                raise ManifestRefused("malformed", f"{source} is empty")
-            mapped = mmap.mmap(out.fileno(), 0, access=mmap.ACCESS_READ)
+            try:
+                out.flush()
+                os.fsync(out.fileno())
+                if not out.tell():
+                    raise ManifestRefused("malformed", f"{source} is empty")
+                mapped = mmap.mmap(out.fileno(), 0, access=mmap.ACCESS_READ)
+            except OSError as exc:  # the state directory's disk (full, failing)
+                raise ManifestRefused(
+                    "unreadable", f"cannot write the copy of {source}: {exc.strerror}"
+                ) from None
         manifest = accept_manifest(
             mapped, trusted, now=now, last_version=last_version, last_sha256=last_sha256
         )
         if check is not None:
             check(manifest)
-        tmp.replace(dest)
+        try:
+            tmp.replace(dest)
+        except OSError as exc:
+            raise ManifestRefused(
+                "unreadable", f"cannot install {source} as {dest}: {exc.strerror}"
+            ) from None
     except BaseException:
         tmp.unlink(missing_ok=True)
         raise
