@@ -12,7 +12,6 @@ import os
 import re
 import socket
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,25 +24,10 @@ from tests.gate_process import (
     drop_file,
     gate_daemon,
     gatectl,
-    launcher,
     query,
     wait_until,
 )
-from tests.live import LiveWorld, make_live_world, write_gate_config
-
-
-@pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Launcher]:
-    """Start daemons; whatever still runs at the end of the test is killed."""
-    yield from launcher(tmp_path)
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> LiveWorld:
-    """The live event, with manifest version 1 dropped where the gate looks for it."""
-    world = make_live_world(tmp_path / "world")
-    (tmp_path / "drop.gdm").write_bytes(world.manifest(1))
-    return world
+from tests.live import LiveWorld, write_gate_config
 
 
 def no_traceback(text: str) -> None:

@@ -17,7 +17,6 @@ import threading
 import time
 import uuid
 from collections import Counter
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -25,7 +24,7 @@ import pytest
 
 from gate_daemon.control import ask
 from gate_daemon.errors import GateError
-from tests.gate_process import GateProcess, Launcher, integrity, launcher, query, wait_until
+from tests.gate_process import GateProcess, Launcher, integrity, query, wait_until
 from tests.live import make_live_world, write_gate_config
 
 #: Kill/restart rounds.
@@ -126,12 +125,6 @@ class Traffic:
         for thread in self._threads:
             thread.join(timeout=20)
         assert not any(t.is_alive() for t in self._threads), "a client thread hung"
-
-
-@pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Launcher]:
-    """Start daemons; whatever still runs at the end of the test is killed."""
-    yield from launcher(tmp_path)
 
 
 def check_ledger(db: Path, answers: list[Answer], counters: dict[str, int], where: str) -> None:

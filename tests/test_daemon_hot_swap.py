@@ -6,16 +6,13 @@ import json
 import threading
 import time
 import uuid
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-import pytest
-
 from gate_daemon.control import ask
 from gate_daemon.errors import GateError
-from tests.gate_process import GateProcess, Launcher, drop_file, gatectl, launcher, query, wait_until
-from tests.live import TICKETS_CSV, LiveWorld, make_live_world, write_gate_config
+from tests.gate_process import GateProcess, Launcher, drop_file, gatectl, query, wait_until
+from tests.live import TICKETS_CSV, LiveWorld, write_gate_config
 
 POLL_MS = 100
 #: Version 2: L-0010 (A108-1) canceled, L-0011 (A109-1) sold.
@@ -36,20 +33,6 @@ class Sent:
     sent_at: float
     decision: dict[str, object] | None
     error: str | None
-
-
-@pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Launcher]:
-    """Start daemons; whatever still runs at the end of the test is killed."""
-    yield from launcher(tmp_path)
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> LiveWorld:
-    """The live event, with manifest version 1 dropped where the gate looks for it."""
-    world = make_live_world(tmp_path / "world")
-    (tmp_path / "drop.gdm").write_bytes(world.manifest(1))
-    return world
 
 
 def wait_version(gate: GateProcess, version: int, timeout: float = 10.0) -> float:

@@ -16,7 +16,6 @@ import signal
 import socket
 import time
 import uuid
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -31,27 +30,12 @@ from tests.gate_process import (
     gate_daemon,
     gatectl,
     integrity,
-    launcher,
     query,
     wait_until,
 )
 from tests.live import LiveWorld, make_live_world, write_gate_config
 
 EXIT_CODES = {"allow": 0, "deny": 3, "already_used": 4, "too_early": 5}
-
-
-@pytest.fixture
-def launch(tmp_path: Path) -> Iterator[Launcher]:
-    """Start daemons; whatever still runs at the end of the test is killed."""
-    yield from launcher(tmp_path)
-
-
-@pytest.fixture
-def live(tmp_path: Path) -> LiveWorld:
-    """The live event, with manifest version 1 dropped where the gate looks for it."""
-    world = make_live_world(tmp_path / "world")
-    (tmp_path / "drop.gdm").write_bytes(world.manifest(1))
-    return world
 
 
 def config(tmp_path: Path, world: LiveWorld, name: str = "gate.toml", **options: Any) -> Path:
