@@ -24,7 +24,7 @@ IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PIN = re.compile(r"(GPIO|BCM|BOARD|J8:|WPI)?[0-9]{1,2}")
 _SYSTEMD_DIRS = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "RUNTIME_DIRECTORY")
 _VARIABLE = re.compile(r"\$\{([A-Z_]+)\}")
-TOP_KEYS = {"gate", "manifest", "input", "signals", "control"}
+TOP_KEYS = {"gate", "manifest", "input", "signals", "turnstile", "control"}
 GATE_KEYS = {"id", "event", "zone", "session", "state_dir", "mode", "repeat_window_ms"}
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -36,7 +36,30 @@ class InputKind(StrEnum):
     IMAGES = "images"
     PICAMERA = "picamera"
     HID = "hid"
+    SERIAL = "serial"
     NONE = "none"
+
+
+class DecoderKind(StrEnum):
+    """Which QR decoder reads camera frames and image files."""
+
+    AUTO = "auto"
+    ZXING = "zxing"
+    ZBAR = "zbar"
+
+
+class BuzzerKind(StrEnum):
+    """A plain (on/off) buzzer or a tonal one driven with PWM."""
+
+    PLAIN = "plain"
+    TONAL = "tonal"
+
+
+class ButtonAction(StrEnum):
+    """What the gate's push button does."""
+
+    RELEASE = "release"
+    EXIT = "exit"
 
 
 class SignalsKind(StrEnum):
@@ -45,10 +68,6 @@ class SignalsKind(StrEnum):
     CONSOLE = "console"
     GPIO = "gpio"
     NONE = "none"
-
-
-#: Input kinds whose adapters this version of gate-daemon carries.
-AVAILABLE_INPUTS = frozenset({InputKind.STDIN, InputKind.IMAGES, InputKind.NONE})
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,12 +93,44 @@ class ManifestSection:
 
 
 @dataclass(frozen=True, slots=True)
+class CameraSettings:
+    """The Pi camera: the low-resolution stream that is decoded, its rate, focus and exposure."""
+
+    width: int = 640
+    height: int = 480
+    fps: int = 15
+    #: ``continuous`` autofocus, or ``fixed`` at ``focus_cm`` (Camera Module 3; ignored by
+    #: fixed-focus cameras).
+    focus: str = "continuous"
+    focus_cm: int = 25
+    #: 0 for automatic exposure, else the exposure time in microseconds.
+    exposure_us: int = 0
+    #: 0 for automatic gain, else the analogue gain (1.0 to 16.0).
+    gain: float = 0.0
+    #: Which camera, for a Pi with two.
+    index: int = 0
+
+    @property
+    def lens_position(self) -> float:
+        """The libcamera lens position for ``focus_cm``, in dioptres (1 / metres)."""
+        return 100.0 / self.focus_cm
+
+
+@dataclass(frozen=True, slots=True)
 class InputSection:
     """The scan input."""
 
     kind: InputKind
     path: Path | None
     poll_ms: int
+    decoder: DecoderKind = DecoderKind.AUTO
+    #: The scanner's device node, for kinds ``hid`` and ``serial``.
+    device: Path | None = None
+    #: Serial line speed, for kind ``serial``.
+    baud: int = 9600
+    #: Take the HID scanner for the gate alone (no keystrokes reach a console or a desktop).
+    grab: bool = True
+    camera: CameraSettings = CameraSettings()
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,6 +151,28 @@ class SignalsSection:
     color: str
     hold_ms: int
     pins: GpioPins
+    buzzer: BuzzerKind = BuzzerKind.PLAIN
+
+
+@dataclass(frozen=True, slots=True)
+class TurnstileSection:
+    """The turnstile's relay, its passage sensor and the steward's button (all optional)."""
+
+    relay: str | None = None
+    relay_active_low: bool = False
+    pulse_ms: int = 1000
+    passage: str | None = None
+    passage_active_low: bool = True
+    pass_timeout_ms: int = 8000
+    button: str | None = None
+    button_action: ButtonAction = ButtonAction.RELEASE
+    button_operator: str = "button"
+    exit_arm_ms: int = 10_000
+
+    @property
+    def present(self) -> bool:
+        """Whether any turnstile device is wired."""
+        return any(pin is not None for pin in (self.relay, self.passage, self.button))
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +192,7 @@ class GateConfig:
     input: InputSection
     signals: SignalsSection
     control: ControlSection
+    turnstile: TurnstileSection = TurnstileSection()
 
     @property
     def ledger_path(self) -> Path:
@@ -205,25 +279,33 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
         poll_ms=check.integer(m, at, "poll_ms", low=100, high=3_600_000, default=2000),
     )
 
-    i = check.table(doc.get("input", {}), ("input",), {"kind", "path", "poll_ms"})
+    i = check.table(
+        doc.get("input", {}),
+        ("input",),
+        {"kind", "path", "poll_ms", "decoder", "device", "baud", "grab", "camera"},
+    )
     at = ("input",)
     kind = _choice(check, i, at, "kind", InputKind, InputKind.NONE)
-    if kind not in AVAILABLE_INPUTS:
-        check.problem(
-            (*at, "kind"),
-            f"{kind.value!r} needs the hardware adapters, which this version lacks "
-            f"(available: {', '.join(sorted(k.value for k in AVAILABLE_INPUTS))})",
-        )
     images = path_value(i, at, "path") if "path" in i else None
     if kind is InputKind.IMAGES and images is None:
         check.problem((*at, "path"), 'missing (required for kind = "images": the folder to watch)')
+    device = path_value(i, at, "device") if "device" in i else None
+    if kind in {InputKind.HID, InputKind.SERIAL} and device is None:
+        check.problem(
+            (*at, "device"), f'missing (required for kind = "{kind.value}": the scanner\'s device node)'
+        )
     inputs = InputSection(
         kind=kind,
         path=images,
         poll_ms=check.integer(i, at, "poll_ms", low=10, high=60_000, default=100),
+        decoder=_choice(check, i, at, "decoder", DecoderKind, DecoderKind.AUTO),
+        device=device,
+        baud=_baud(check, i, at),
+        grab=check.boolean(i, at, "grab", default=True),
+        camera=_camera(check, i.get("camera", {}), (*at, "camera")),
     )
 
-    s = check.table(doc.get("signals", {}), ("signals",), {"kind", "color", "hold_ms", "pins"})
+    s = check.table(doc.get("signals", {}), ("signals",), {"kind", "color", "hold_ms", "pins", "buzzer"})
     at = ("signals",)
     color = check.string(s, at, "color", default="auto")
     if color not in {"auto", "always", "never"}:
@@ -233,7 +315,9 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
         color=color,
         hold_ms=check.integer(s, at, "hold_ms", low=100, high=60_000, default=1500),
         pins=_pins(check, s.get("pins", {}), (*at, "pins")),
+        buzzer=_choice(check, s, at, "buzzer", BuzzerKind, BuzzerKind.PLAIN),
     )
+    turnstile = _turnstile(check, doc.get("turnstile", {}), ("turnstile",))
 
     c = check.table(doc.get("control", {}), ("control",), {"socket"})
     socket = path_value(c, ("control",), "socket") if "socket" in c else gate.state_dir / "control.sock"
@@ -249,6 +333,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
         input=inputs,
         signals=signals,
         control=ControlSection(socket=socket),
+        turnstile=turnstile,
     )
 
 
@@ -262,19 +347,90 @@ def _choice(check: Checker, tbl: dict[str, Any], at: KeyPath, key: str, enum: ty
         return default
 
 
+#: Line speeds a serial scanner is set to.
+BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
+
+
+def _baud(check: Checker, tbl: dict[str, Any], at: KeyPath) -> int:
+    baud = check.integer(tbl, at, "baud", low=1, high=4_000_000, default=9600)
+    if baud not in BAUDS:
+        check.problem((*at, "baud"), f"{baud} is not a serial speed ({', '.join(map(str, BAUDS))})")
+        return 9600
+    return baud
+
+
+def _camera(check: Checker, value: object, at: KeyPath) -> CameraSettings:
+    tbl = check.table(
+        value, at, {"width", "height", "fps", "focus", "focus_cm", "exposure_us", "gain", "index"}
+    )
+    focus = check.string(tbl, at, "focus", default="continuous")
+    if focus not in {"continuous", "fixed"}:
+        check.problem((*at, "focus"), f'{focus!r} must be "continuous" or "fixed"')
+        focus = "continuous"
+    gain = check.number(tbl, at, "gain", low=0.0, high=16.0, default=0.0)
+    if 0 < gain < 1:
+        check.problem((*at, "gain"), f"{gain} must be 0 (automatic) or 1.0..16.0")
+        gain = 0.0
+    exposure = check.integer(tbl, at, "exposure_us", low=0, high=1_000_000, default=0)
+    return CameraSettings(
+        width=check.integer(tbl, at, "width", low=160, high=2304, default=640),
+        height=check.integer(tbl, at, "height", low=120, high=1296, default=480),
+        fps=check.integer(tbl, at, "fps", low=1, high=120, default=15),
+        focus=focus,
+        focus_cm=check.integer(tbl, at, "focus_cm", low=5, high=1000, default=25),
+        exposure_us=exposure,
+        gain=gain,
+        index=check.integer(tbl, at, "index", low=0, high=7, default=0),
+    )
+
+
+def _turnstile(check: Checker, value: object, at: KeyPath) -> TurnstileSection:
+    tbl = check.table(
+        value,
+        at,
+        {
+            "relay", "relay_active_low", "pulse_ms", "passage", "passage_active_low", "pass_timeout_ms",
+            "button", "button_action", "button_operator", "exit_arm_ms",
+        },
+    )  # fmt: skip
+    section = TurnstileSection(
+        relay=_pin(check, tbl, at, "relay", None),
+        relay_active_low=check.boolean(tbl, at, "relay_active_low", default=False),
+        pulse_ms=check.integer(tbl, at, "pulse_ms", low=50, high=30_000, default=1000),
+        passage=_pin(check, tbl, at, "passage", None),
+        passage_active_low=check.boolean(tbl, at, "passage_active_low", default=True),
+        pass_timeout_ms=check.integer(tbl, at, "pass_timeout_ms", low=500, high=120_000, default=8000),
+        button=_pin(check, tbl, at, "button", None),
+        button_action=_choice(check, tbl, at, "button_action", ButtonAction, ButtonAction.RELEASE),
+        button_operator=check.string(
+            tbl, at, "button_operator", default="button", pattern=IDENT, max_bytes=64
+        ),
+        exit_arm_ms=check.integer(tbl, at, "exit_arm_ms", low=1000, high=120_000, default=10_000),
+    )
+    if section.passage is not None and section.relay is None:
+        check.problem((*at, "passage"), "a passage sensor needs a relay: nothing is released to pass through")
+    if section.button is not None and section.button_action is ButtonAction.RELEASE and section.relay is None:
+        check.problem((*at, "button"), 'button_action = "release" needs a relay to release')
+    return section
+
+
+def _pin(check: Checker, tbl: dict[str, Any], at: KeyPath, key: str, default: str | None) -> str | None:
+    raw = tbl.get(key)
+    if raw is None:
+        return default
+    if isinstance(raw, int) and not isinstance(raw, bool):
+        raw = f"GPIO{raw}"
+    if not isinstance(raw, str) or not PIN.fullmatch(raw):
+        check.problem((*at, key), f"{raw!r} is not a pin (write GPIO17, BOARD11 or 17)")
+        return default
+    return raw
+
+
 def _pins(check: Checker, value: object, at: KeyPath) -> GpioPins:
     tbl = check.table(value, at, {"green", "red", "yellow", "buzzer"})
 
     def pin(key: str, default: str | None) -> str | None:
-        raw = tbl.get(key)
-        if raw is None:
-            return default
-        if isinstance(raw, int) and not isinstance(raw, bool):
-            raw = f"GPIO{raw}"
-        if not isinstance(raw, str) or not PIN.fullmatch(raw):
-            check.problem((*at, key), f"{raw!r} is not a pin (write GPIO17, BOARD11 or 17)")
-            return default
-        return raw
+        return _pin(check, tbl, at, key, default)
 
     return GpioPins(
         green=pin("green", DEFAULT_PINS.green) or DEFAULT_PINS.green,

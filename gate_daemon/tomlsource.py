@@ -180,6 +180,21 @@ class Checker:
             return default
         return value
 
+    def number(
+        self, tbl: dict[str, Any], path: KeyPath, key: str, *, low: float, high: float, default: float
+    ) -> float:
+        """A number (integer or float) within ``low..high``."""
+        value = tbl.get(key, _MISSING)
+        if value is _MISSING:
+            return default
+        if not isinstance(value, int | float) or isinstance(value, bool) or value != value:
+            self.problem((*path, key), f"expected a number, got {_kind(value)}")
+            return default
+        if not low <= value <= high:
+            self.problem((*path, key), f"{value} is outside {low:g}..{high:g}")
+            return default
+        return float(value)
+
     def boolean(self, tbl: dict[str, Any], path: KeyPath, key: str, *, default: bool) -> bool:
         """true or false."""
         value = tbl.get(key, _MISSING)
