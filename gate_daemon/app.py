@@ -27,18 +27,19 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
 
-from gate_daemon.config import GateConfig, InputKind, SignalsKind
+from gate_daemon.config import ButtonAction, GateConfig, InputKind, SignalsKind
 from gate_daemon.control import ControlServer
 from gate_daemon.core.decision import Checkpoint, Decision
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.times import format_instant, format_span
 from gate_daemon.errors import GateError
 from gate_daemon.gate import Gate
-from gate_daemon.hardware.ports import ScanInput, Signals
+from gate_daemon.hardware.ports import Contact, Decoder, ScanInput, Signals
 from gate_daemon.manifest_watch import ManifestWatch
 from gate_daemon.provision.keyfiles import read_public
 from gate_daemon.store.ledger import Ledger
 from gate_daemon.systemd import Notifier
+from gate_daemon.turnstile import Turnstile
 
 log = logging.getLogger(__name__)
 
@@ -50,6 +51,9 @@ class QuietSignals:
     """Signals for ``kind = "none"``: decisions are recorded and returned, not shown."""
 
     def show(self, decision: Decision) -> None:
+        """Show nothing."""
+
+    def service(self, problem: str | None) -> None:
         """Show nothing."""
 
     async def aclose(self) -> None:
@@ -72,12 +76,57 @@ def make_signals(config: GateConfig, pin_factory: Any = None) -> Signals:
         from gate_daemon.hardware.gpio_signals import GpioSignals
 
         try:
-            return GpioSignals(config.signals.pins, config.signals.hold_ms / 1000, pin_factory=pin_factory)
+            return GpioSignals(
+                config.signals.pins,
+                config.signals.hold_ms / 1000,
+                buzzer=config.signals.buzzer,
+                pin_factory=pin_factory,
+            )
         except Exception as exc:  # gpiozero raises its own tree for missing or busy pins
             raise GateError(
                 f"cannot drive GPIO pins {config.signals.pins}: {type(exc).__name__}: {exc}"
             ) from None
     return QuietSignals()
+
+
+def make_turnstile(config: GateConfig, ledger: Ledger, pin_factory: Any = None) -> Turnstile | None:
+    """The turnstile's relay and passage sensor, when the config wires them."""
+    section = config.turnstile
+    if section.relay is None:
+        return None
+    from gate_daemon.hardware.turnstile_pins import GpioContact, GpioRelay
+
+    relay: GpioRelay | None = None
+    try:
+        relay = GpioRelay(section.relay, section.pulse_ms / 1000, section.relay_active_low, pin_factory)
+        passage = None
+        if section.passage is not None:
+            passage = GpioContact(section.passage, section.passage_active_low, pin_factory)
+    except Exception as exc:  # gpiozero raises its own tree for missing or busy pins
+        if relay is not None:
+            relay.device.close()
+        raise GateError(f"cannot drive the turnstile's pins: {type(exc).__name__}: {exc}") from None
+    return Turnstile(ledger, relay, passage, pass_timeout=section.pass_timeout_ms / 1000)
+
+
+def make_button(config: GateConfig, pin_factory: Any = None) -> Contact | None:
+    """The steward's button, when the config wires one."""
+    pin = config.turnstile.button
+    if pin is None:
+        return None
+    from gate_daemon.hardware.turnstile_pins import GpioContact
+
+    try:
+        return GpioContact(pin, active_low=True, pin_factory=pin_factory)
+    except Exception as exc:  # gpiozero raises its own tree for missing or busy pins
+        raise GateError(f"cannot read the button on {pin}: {type(exc).__name__}: {exc}") from None
+
+
+def make_decoder(config: GateConfig) -> Decoder:
+    """The QR decoder the config asks for (``GateError`` when its library is missing)."""
+    from gate_daemon.hardware.decoders import make_decoder as choose
+
+    return choose(config.input.decoder)
 
 
 def make_input(
@@ -101,8 +150,23 @@ def make_input(
         return ImageFolderInput(
             config.input.path,
             config.input.poll_ms / 1000,
+            decoder=make_decoder(config),
             on_unreadable=on_unreadable,
         )
+    if kind is InputKind.PICAMERA:
+        from gate_daemon.hardware.picamera_input import PicameraInput
+
+        return PicameraInput(config.input.camera, make_decoder(config))
+    if kind is InputKind.HID:
+        from gate_daemon.hardware.hid_scanner import HidScannerInput
+
+        assert config.input.device is not None  # the config requires it for this kind
+        return HidScannerInput(config.input.device, grab=config.input.grab)
+    if kind is InputKind.SERIAL:
+        from gate_daemon.hardware.serial_scanner import SerialScannerInput
+
+        assert config.input.device is not None  # the config requires it for this kind
+        return SerialScannerInput(config.input.device, config.input.baud)
     return None
 
 
@@ -115,6 +179,8 @@ class GateStatus:
     manifests: ManifestWatch
     gate: Gate
     started_at: float = field(default_factory=time.time)
+    #: Why the gate is out of service (kept by the service loop), or None.
+    problem: str | None = None
 
     async def snapshot(self) -> dict[str, Any]:
         """The full status as a JSON-ready object."""
@@ -150,11 +216,20 @@ class GateStatus:
             "input": cfg.input.kind.value,
             "signals": cfg.signals.kind.value,
             "uptime_seconds": int(now - self.started_at),
+            "in_service": self.problem is None,
+            "problem": self.problem,
+            "turnstile": self._turnstile(),
             "manifest": info,
             "ledger": {"path": str(self.ledger.path), "epoch": self.ledger.epoch},
             "counters": await self.ledger.counters(),
             "since_start": dict(self.gate.volatile),
         }
+
+    def _turnstile(self) -> dict[str, Any] | None:
+        turnstile = self.gate.turnstile
+        if turnstile is None:
+            return None
+        return {"relay": True, "passage_sensor": turnstile.passage is not None, "pending": turnstile.pending}
 
     def line(self) -> str:
         """One line for ``systemctl status``."""
@@ -162,6 +237,8 @@ class GateStatus:
         gate = self.config.gate
         if manifest is None:
             return f"gate {gate.id}: OUT OF SERVICE, no valid manifest"
+        if self.problem is not None:
+            return f"gate {gate.id}: OUT OF SERVICE, {self.problem}"
         age = format_span(max(0.0, time.time() - manifest.header.issued_at))
         return f"gate {gate.id} ({gate.mode.value}): manifest v{manifest.version}, {age} old"
 
@@ -179,6 +256,8 @@ class RunningGate:
     control: ControlServer
     status: GateStatus
     lock: int
+    turnstile: Turnstile | None = None
+    button: Contact | None = None
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
@@ -220,6 +299,8 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         os.close(lock)
         raise
     signals: Signals | None = None
+    turnstile: Turnstile | None = None
+    button: Contact | None = None
     try:
         checkpoint = Checkpoint(config.gate.zone, config.gate.session)
         manifests = ManifestWatch(
@@ -232,6 +313,8 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         )
         await manifests.start()
         signals = make_signals(config, pin_factory)
+        turnstile = make_turnstile(config, ledger, pin_factory)
+        button = make_button(config, pin_factory)
         gate = Gate(
             gate_id=config.gate.id,
             event_id=config.gate.event,
@@ -241,18 +324,23 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             manifests=manifests,
             signals=signals,
             repeat_window=config.gate.repeat_window_ms / 1000,
+            turnstile=turnstile,
         )
         source = make_input(config, stdin, on_unreadable=lambda: count_softly(ledger, "unreadable_images"))
         status = GateStatus(config, ledger, manifests, gate)
         control = ControlServer(config.control.socket, gate, status.snapshot)
         await control.start()
     except BaseException:
-        if signals is not None:
-            await signals.aclose()
+        for device in (button, turnstile, signals):
+            if device is not None:
+                with contextlib.suppress(Exception):
+                    await device.aclose()
         await ledger.close()
         os.close(lock)
         raise
-    return RunningGate(config, ledger, manifests, gate, signals, source, control, status, lock)
+    return RunningGate(
+        config, ledger, manifests, gate, signals, source, control, status, lock, turnstile, button
+    )
 
 
 async def _input_loop(running: RunningGate) -> None:
@@ -298,6 +386,49 @@ async def _status_loop(running: RunningGate, notifier: Notifier) -> None:
         notifier.status(running.status.line())
 
 
+#: How often the lights are told whether the gate is in service.
+SERVICE_INTERVAL = 1.0
+
+
+def service_problem(running: RunningGate, ledger_ok: bool) -> str | None:
+    """Why the gate is out of service now, or None when it can admit people."""
+    manifest = running.manifests.current
+    if manifest is None:
+        return "no valid manifest"
+    if time.time() > manifest.header.expires_at:
+        return "the manifest has expired"
+    if not ledger_ok:
+        return "the ledger does not answer"
+    return None
+
+
+async def _service_loop(running: RunningGate) -> None:
+    while True:
+        try:
+            await asyncio.wait_for(running.ledger.ping(), timeout=SERVICE_INTERVAL)
+            ledger_ok = True
+        except (TimeoutError, sqlite3.Error, ValueError):
+            ledger_ok = False
+        problem = service_problem(running, ledger_ok)
+        running.status.problem = problem
+        try:
+            running.signals.service(problem)
+        except Exception:  # a broken light must not stop the gate
+            log.exception("signals failed to show the service state")
+        await asyncio.sleep(SERVICE_INTERVAL)
+
+
+def _button_pressed(running: RunningGate) -> None:
+    section = running.config.turnstile
+    if section.button_action is ButtonAction.EXIT:
+        running.gate.arm_exit(section.button_operator, section.exit_arm_ms / 1000)
+        log.info("button: the next scan within %d s is an exit", section.exit_arm_ms // 1000)
+        return
+    task = asyncio.ensure_future(running.gate.release(device="button", operator=section.button_operator))
+    running.in_flight.add(task)
+    task.add_done_callback(running.in_flight.discard)
+
+
 async def serve(running: RunningGate, notifier: Notifier, stop: asyncio.Event) -> int:
     """Run a started gate until ``stop`` is set, then close it; the process's exit status."""
     failure: BaseException | None = None
@@ -307,6 +438,12 @@ async def serve(running: RunningGate, notifier: Notifier, stop: asyncio.Event) -
             group.create_task(running.manifests.run(running.config.manifest.poll_ms / 1000), name="manifest")
             group.create_task(_watchdog(running, notifier), name="watchdog")
             group.create_task(_status_loop(running, notifier), name="status")
+            group.create_task(_service_loop(running), name="service")
+            if running.turnstile is not None:
+                running.turnstile.start()
+                group.create_task(running.turnstile.run(), name="turnstile")
+            if running.button is not None:
+                running.button.listen(lambda: _button_pressed(running))
             notifier.ready(running.status.line())
             log.info("gate %s ready: %s", running.config.gate.id, running.status.line())
             stopper = group.create_task(stop.wait(), name="stop")
@@ -336,7 +473,13 @@ async def shutdown(running: RunningGate) -> None:
         await asyncio.wait(running.in_flight, timeout=10)
     if running.source is not None:
         await running.source.aclose()
-    # The ledger first: a scan still running commits (or not) before the lights go dark.
+    # The relay locks before the ledger closes: its last counters are written, and no
+    # release can follow a scan that could no longer be recorded.
+    for device in (running.button, running.turnstile):
+        if device is not None:
+            with contextlib.suppress(Exception):
+                await device.aclose()
+    # The ledger before the lights: a scan still running commits (or not) before they go dark.
     await running.ledger.close()
     with contextlib.suppress(Exception):
         await running.signals.aclose()

@@ -22,7 +22,7 @@ from gate_daemon.tomlsource import Checker, KeyPath, load
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PIN = re.compile(r"(GPIO|BCM|BOARD|J8:|WPI)?[0-9]{1,2}")
-_SYSTEMD_DIRS = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "RUNTIME_DIRECTORY")
+SYSTEMD_DIRS = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "RUNTIME_DIRECTORY")
 _VARIABLE = re.compile(r"\$\{([A-Z_]+)\}")
 TOP_KEYS = {"gate", "manifest", "input", "signals", "turnstile", "control"}
 GATE_KEYS = {"id", "event", "zone", "session", "state_dir", "mode", "repeat_window_ms"}
@@ -222,7 +222,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
             return Path()
         expanded = _expand(raw, env)
         if expanded is None:
-            names = ", ".join(f"${{{n}}}" for n in _SYSTEMD_DIRS)
+            names = ", ".join(f"${{{n}}}" for n in SYSTEMD_DIRS)
             check.problem(where, f"{raw!r}: only {names} may be used, and only when set")
             return Path()
         return base / expanded
@@ -318,6 +318,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
         buzzer=_choice(check, s, at, "buzzer", BuzzerKind, BuzzerKind.PLAIN),
     )
     turnstile = _turnstile(check, doc.get("turnstile", {}), ("turnstile",))
+    _no_shared_pins(check, signals, turnstile)
 
     c = check.table(doc.get("control", {}), ("control",), {"socket"})
     socket = path_value(c, ("control",), "socket") if "socket" in c else gate.state_dir / "control.sock"
@@ -414,6 +415,54 @@ def _turnstile(check: Checker, value: object, at: KeyPath) -> TurnstileSection:
     return section
 
 
+#: Physical pin of the 40-pin header -> BCM GPIO number (the same on every 40-pin Pi).
+BOARD_TO_BCM = {
+    3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 23, 18: 24, 19: 10, 21: 9,
+    22: 25, 23: 11, 24: 8, 26: 7, 27: 0, 28: 1, 29: 5, 31: 6, 32: 12, 33: 13, 35: 19, 36: 16, 37: 26,
+    38: 20, 40: 21,
+}  # fmt: skip
+
+
+def bcm_number(pin: str) -> int | None:
+    """The BCM GPIO number a pin name means, None for a header pin that is not a GPIO."""
+    match = re.fullmatch(r"(GPIO|BCM|BOARD|J8:|WPI)?([0-9]{1,2})", pin)
+    if match is None:
+        return None
+    prefix, number = match.group(1), int(match.group(2))
+    if prefix in ("BOARD", "J8:"):
+        return BOARD_TO_BCM.get(number)
+    return number if number <= 27 else None
+
+
+def _no_shared_pins(check: Checker, signals: SignalsSection, turnstile: TurnstileSection) -> None:
+    used: dict[int, str] = {}
+    wired: list[tuple[KeyPath, str | None]] = [
+        (("turnstile", "relay"), turnstile.relay),
+        (("turnstile", "passage"), turnstile.passage),
+        (("turnstile", "button"), turnstile.button),
+    ]
+    if signals.kind is SignalsKind.GPIO:
+        pins = signals.pins
+        wired = [
+            (("signals", "pins", "green"), pins.green),
+            (("signals", "pins", "red"), pins.red),
+            (("signals", "pins", "yellow"), pins.yellow),
+            (("signals", "pins", "buzzer"), pins.buzzer),
+            *wired,
+        ]
+    for where, pin in wired:
+        if pin is None or pin.startswith("WPI"):
+            continue
+        number = bcm_number(pin)
+        if number is None:
+            check.problem(where, f"{pin} is not a GPIO pin of the 40-pin header (see hw/README.md)")
+            continue
+        if number in used:
+            check.problem(where, f"{pin} is GPIO{number}, already used by {used[number]}")
+            continue
+        used[number] = ".".join(str(part) for part in where)
+
+
 def _pin(check: Checker, tbl: dict[str, Any], at: KeyPath, key: str, default: str | None) -> str | None:
     raw = tbl.get(key)
     if raw is None:
@@ -447,7 +496,7 @@ def _expand(raw: str, env: dict[str, str]) -> str | None:
     def substitute(match: re.Match[str]) -> str:
         nonlocal failed
         name = match.group(1)
-        if name not in _SYSTEMD_DIRS or not env.get(name):
+        if name not in SYSTEMD_DIRS or not env.get(name):
             failed = True
             return ""
         # systemd may list several directories separated by ':'; the first is ours.

@@ -9,6 +9,10 @@ shows a decision that a power cut could take back.
 Inputs call ``Gate.frame`` instead: a camera sees one QR code in many frames, so the same
 payload again within ``repeat_window`` of its last sighting is the same scan and is
 dropped (counted in memory as a repeat).
+
+With a turnstile, an ``allow`` pulses its relay once committed and shown; a steward's
+button can release it by hand (``Gate.release``, recorded like a scan) or make the next
+input scan an exit (``Gate.arm_exit``).
 """
 
 from __future__ import annotations
@@ -36,6 +40,7 @@ from gate_daemon.core.tokens import payload_fingerprint
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.hardware.ports import Signals
 from gate_daemon.store.ledger import Ledger, PolicyConflict, ScanEvidence, new_scan_id
+from gate_daemon.turnstile import Turnstile
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +95,7 @@ class Gate:
         manifests: ManifestSource,
         signals: Signals,
         repeat_window: float = 3.0,
+        turnstile: Turnstile | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -101,6 +107,8 @@ class Gate:
         self.manifests = manifests
         self.signals = signals
         self.repeat_window = repeat_window
+        self.turnstile = turnstile
+        self._armed: tuple[float, str] | None = None  # (until, operator) of an armed exit
         self._clock = clock
         self._monotonic = monotonic
         self._seen: dict[str, float] = {}
@@ -118,7 +126,49 @@ class Gate:
             return None
         if len(self._seen) > _REPEAT_MEMORY:
             self._forget(now)
+        armed, self._armed = self._armed, None
+        if armed is not None and now < armed[0]:
+            return await self.scan(payload, device=device, operator=armed[1], kind=ScanKind.EXIT)
         return await self.scan(payload, device=device)
+
+    def arm_exit(self, operator: str, seconds: float) -> None:
+        """Make the next input scan within ``seconds`` an exit scan made by ``operator``."""
+        self._armed = (self._monotonic() + seconds, operator)
+
+    async def release(self, *, device: str, operator: str) -> ScanResult:
+        """Release the turnstile by hand: recorded in the evidence log, then shown and pulsed."""
+        scan_id = new_scan_id()
+        manifest = self.manifests.current
+        decision = Decision(Reason.MANUAL_RELEASE, "Released by staff")
+        try:
+            async with self.ledger.serial:
+                wall = self._clock()
+                evidence = ScanEvidence(
+                    uuid=scan_id,
+                    hlc=self.ledger.clock.tick(int(wall * 1000)),
+                    wall=wall,
+                    gate=self.gate_id,
+                    device=device,
+                    operator=operator,
+                    fingerprint="",
+                    ticket_id=None,
+                    kind=self.mode,
+                    outcome=decision.outcome.value,
+                    reason=decision.reason.value,
+                    resolution="released",
+                    mode="offline",
+                    manifest_version=manifest.version if manifest is not None else None,
+                    decision=decision.as_dict(),
+                )
+                await self.ledger.commit_scan(evidence, ("manual_releases",))
+        except (sqlite3.Error, ValueError, PolicyConflict) as exc:
+            # Not recorded, not released: the button is pressed again, or the steward
+            # opens the turnstile with its own key, which leaves no gap in the record.
+            return self._unrecorded(scan_id, f"ledger error: {exc}")
+        self._show(decision)
+        if self.turnstile is not None:
+            self.turnstile.release(None)
+        return ScanResult(scan_id, decision)
 
     def _forget(self, now: float) -> None:
         stale = [k for k, seen in self._seen.items() if now - seen >= self.repeat_window]
@@ -148,6 +198,9 @@ class Gate:
         result = await self._commit(payload, device, operator, kind or self.mode, scan_id or new_scan_id())
         if not result.duplicate:
             self._show(result.decision)
+            decision = result.decision
+            if self.turnstile is not None and decision.reason is Reason.OK and decision.ticket_id is not None:
+                self.turnstile.release(result.scan_id)
         return result
 
     async def _prior(self, scan_id: str, payload: str) -> ScanResult | None:

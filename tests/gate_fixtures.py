@@ -44,6 +44,7 @@ class RecordingSignals:
 
     def __init__(self, check: Callable[[Decision], None] | None = None) -> None:
         self.shown: list[Decision] = []
+        self.service_states: list[str | None] = []
         self.closed = False
         self.check = check
         self.failures: list[BaseException] = []
@@ -56,6 +57,9 @@ class RecordingSignals:
                 self.failures.append(exc)
                 raise
         self.shown.append(decision)
+
+    def service(self, problem: str | None) -> None:
+        self.service_states.append(problem)
 
     async def aclose(self) -> None:
         self.closed = True

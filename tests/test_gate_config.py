@@ -10,7 +10,17 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gate_daemon.config import DEFAULT_PINS, GateConfig, InputKind, SignalsKind, load_config
+from gate_daemon.config import (
+    DEFAULT_PINS,
+    BuzzerKind,
+    CameraSettings,
+    DecoderKind,
+    GateConfig,
+    InputKind,
+    SignalsKind,
+    TurnstileSection,
+    load_config,
+)
 from gate_daemon.core.decision import ScanKind
 from gate_daemon.errors import SourceError
 
@@ -95,9 +105,16 @@ def test_the_shipped_example_loads_with_systemds_directories() -> None:
     assert config.manifest.path == Path("/var/lib/gate-daemon/incoming/manifest.gdm")
     assert config.manifest.trusted_keys == (Path("/run/credentials/gate-daemon.service/manifest-signer.pub"),)
     assert config.manifest.poll_ms == 2000
-    assert config.input.kind is InputKind.NONE
+    assert config.input.kind is InputKind.PICAMERA
+    assert config.input.decoder is DecoderKind.AUTO
+    assert config.input.camera == CameraSettings()  # the example spells out the defaults
+    assert config.input.camera.lens_position == 4.0  # 25 cm
     assert config.signals.kind is SignalsKind.GPIO
     assert config.signals.pins == DEFAULT_PINS
+    assert config.signals.buzzer is BuzzerKind.PLAIN
+    assert config.turnstile == TurnstileSection(
+        relay="GPIO24", passage="GPIO25", button="GPIO5", button_operator="steward"
+    )
     assert config.control.socket == Path("/run/gate-daemon/control.sock")
 
 
@@ -164,7 +181,7 @@ MISTAKES: dict[str, tuple[str, str, str, str, str | None]] = {
         "[signals]\n",
         "[signal]\n",
         "signal",
-        "unknown key (allowed here: control, gate, input, manifest, signals)",
+        "unknown key (allowed here: control, gate, input, manifest, signals, turnstile)",
         "[signal]",
     ),
     "wrong-type": (
@@ -202,12 +219,61 @@ MISTAKES: dict[str, tuple[str, str, str, str, str | None]] = {
         "'camera' is not one of",
         'kind = "camera"',
     ),
-    "input-kind-not-here": (
+    "hid-without-device": (
         'kind = "stdin"',
-        'kind = "picamera"',
-        "input.kind",
-        "needs the hardware adapters",
-        'kind = "picamera"',
+        'kind = "hid"',
+        "input.device",
+        'missing (required for kind = "hid"',
+        "[input]",
+    ),
+    "odd-baud": (
+        'kind = "stdin"',
+        'kind = "serial"\ndevice = "/dev/ttyACM0"\nbaud = 9601',
+        "input.baud",
+        "9601 is not a serial speed",
+        "baud =",
+    ),
+    "unknown-decoder": (
+        'kind = "stdin"',
+        'kind = "stdin"\ndecoder = "zbarr"',
+        "input.decoder",
+        "not one of",
+        "decoder =",
+    ),
+    "camera-focus": (
+        "poll_ms = 100",
+        'poll_ms = 100\n\n[input.camera]\nfocus = "manual"',
+        "input.camera.focus",
+        'must be "continuous" or "fixed"',
+        "focus =",
+    ),
+    "camera-gain-below-one": (
+        "poll_ms = 100",
+        "poll_ms = 100\n\n[input.camera]\ngain = 0.5",
+        "input.camera.gain",
+        "must be 0 (automatic) or 1.0..16.0",
+        "gain =",
+    ),
+    "pin-used-twice": (
+        "[control]\n",
+        '[turnstile]\nrelay = "GPIO24"\npassage = "BOARD18"\n\n[control]\n',
+        "turnstile.passage",
+        "BOARD18 is GPIO24, already used by turnstile.relay",
+        "passage =",
+    ),
+    "header-pin-not-gpio": (
+        "[control]\n",
+        '[turnstile]\nrelay = "BOARD1"\n\n[control]\n',
+        "turnstile.relay",
+        "BOARD1 is not a GPIO pin",
+        "relay =",
+    ),
+    "passage-without-relay": (
+        "[control]\n",
+        '[turnstile]\npassage = "GPIO25"\n\n[control]\n',
+        "turnstile.passage",
+        "a passage sensor needs a relay",
+        "passage =",
     ),
     "images-without-path": (
         'kind = "stdin"',

@@ -435,11 +435,62 @@ async def test_facts_count_entries_exits_and_the_last_entry(db: Path) -> None:
             facts = await ledger.facts("T-0008")
             nothing = await ledger.facts("T-0001")
         assert facts == LedgerFacts(
-            entries=2, exits=1, inside=True, last_entry_at=WALL + 120, last_entry_gate=GATE
+            entries=2,
+            exits=1,
+            inside=True,
+            last_entry_at=WALL + 120,
+            last_entry_gate=GATE,
+            entry_slots=2,
+            exit_slots=1,
         )
         assert nothing == LedgerFacts()
         slots = query(db, "SELECT kind, slot FROM redemptions ORDER BY seq")
         assert slots == [("entry", 1), ("exit", 1), ("entry", 2)]
+    finally:
+        await ledger.close()
+
+
+async def test_a_void_takes_an_entry_back_and_keeps_its_slot(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    try:
+        first = await redeem(ledger, "T-0009", wall=WALL)
+        voided = await ledger.void(first.uuid, wall=WALL + 9, operator=None, counters=["passage:not_passed"])
+        again = await ledger.void(first.uuid, wall=WALL + 10, operator=None, counters=["passage:not_passed"])
+        unknown = await ledger.void(new_scan_id(), wall=WALL + 10, operator=None, counters=["x"])
+        async with ledger.serial:
+            facts = await ledger.facts("T-0009")
+        assert (voided, again, unknown) == (True, False, False)
+        assert (facts.entries, facts.inside, facts.entry_slots, facts.last_entry_at) == (0, False, 1, None)
+        second = await redeem(ledger, "T-0009", wall=WALL + 20)
+        assert second.slot == 2
+        rows = query(db, "SELECT kind, slot, seq, voids FROM redemptions ORDER BY seq")
+        assert rows == [("entry", 1, 1, None), ("void", None, 2, first.uuid), ("entry", 2, 3, None)]
+        assert query(db, "SELECT resolution FROM scans WHERE uuid = ?", (first.uuid,)) == [("not_passed",)]
+        assert (await ledger.counters())["passage:not_passed"] == 1
+    finally:
+        await ledger.close()
+
+
+async def test_a_version_1_file_is_migrated_with_its_redemptions(db: Path) -> None:
+    import sqlite3
+
+    from gate_daemon.store.schema import MIGRATIONS
+
+    with sqlite3.connect(db) as old:
+        old.executescript(MIGRATIONS[0])
+        old.execute(
+            "INSERT INTO redemptions (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, mode)"
+            " VALUES ('u1', 'T-0001', 'entry', 1, ?, 'e1', 1, 5, 1.5, 'offline')",
+            (GATE,),
+        )
+        old.execute("PRAGMA user_version = 1")
+    ledger = await Ledger.open(db, GATE)
+    try:
+        async with ledger.serial:
+            facts = await ledger.facts("T-0001")
+        assert (facts.entries, facts.entry_slots) == (1, 1)
+        assert query(db, "PRAGMA user_version") == [(2,)]
+        assert await ledger.void("u1", wall=2.0, operator="steward", counters=[]) is True
     finally:
         await ledger.close()
 

@@ -51,6 +51,9 @@ class _Quiet:
     def show(self, decision: Decision) -> None:
         """The benchmark measures up to the commit; showing is the adapter's business."""
 
+    def service(self, problem: str | None) -> None:
+        """Nothing to show."""
+
     async def aclose(self) -> None:
         """Nothing to release."""
 

@@ -2,6 +2,7 @@
 
     gate-daemon --config /etc/gate-daemon/gate.toml
     gate-daemon check-config /etc/gate-daemon/gate.toml
+    gate-daemon safe-state /etc/gate-daemon/gate.toml
 
 Exit status: 0 after a clean stop (SIGTERM) or a valid config, 1 when the gate cannot
 start or the config has problems (each printed as ``file:line: key: problem``), 2 for
@@ -12,11 +13,12 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gate_daemon.config import GateConfig, load_config
+from gate_daemon.config import SYSTEMD_DIRS, GateConfig, load_config
 from gate_daemon.core.decision import Checkpoint
 from gate_daemon.errors import GateError, KeyFileError, ManifestRefused, Problem, SourceError
 from gate_daemon.store.manifest_file import read_manifest
@@ -98,6 +100,22 @@ def cmd_check(path: Path) -> int:
     return 0
 
 
+def cmd_safe_state(path: Path) -> int:
+    """Lock the relay and turn the lights off (the unit's ``ExecStopPost=``)."""
+    from gate_daemon.hardware.safe_state import make_safe
+
+    # Only the pins matter here; the directories systemd sets may be gone after a stop.
+    environ = dict(os.environ)
+    for name in SYSTEMD_DIRS:
+        environ.setdefault(name, f"/nonexistent/{name}")
+    report = make_safe(load_config(path, environ))
+    for line in report:
+        print(f"safe-state: {line}")
+    if not report:
+        print("safe-state: this gate drives no GPIO outputs")
+    return EXIT_ERROR if any("FAILED" in line for line in report) else 0
+
+
 def cmd_run(path: Path) -> int:
     """Run the gate until SIGTERM."""
     from gate_daemon.app import run
@@ -117,6 +135,10 @@ def parser() -> argparse.ArgumentParser:
     sub = top.add_subparsers(dest="command", metavar="COMMAND")
     check = sub.add_parser("check-config", help="validate a config file and what it points at, then exit")
     check.add_argument("file", type=Path, metavar="FILE")
+    safe = sub.add_parser(
+        "safe-state", help="lock the relay and turn the lights off (after the daemon stopped), then exit"
+    )
+    safe.add_argument("file", type=Path, metavar="FILE")
     return top
 
 
@@ -127,6 +149,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     try:
         if args.command == "check-config":
             return cmd_check(args.file)
+        if args.command == "safe-state":
+            return cmd_safe_state(args.file)
         if args.config is None:
             p.error("--config FILE is required (or: gate-daemon check-config FILE)")
         return cmd_run(args.config)

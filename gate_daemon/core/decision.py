@@ -69,11 +69,12 @@ class Reason(StrEnum):
     ALREADY_USED = "already_used"
     NOT_INSIDE = "not_inside"
     LEDGER_UNAVAILABLE = "ledger_unavailable"
+    MANUAL_RELEASE = "manual_release"
 
     @property
     def outcome(self) -> Outcome:
         """The outcome this reason leads to."""
-        if self is Reason.OK:
+        if self in (Reason.OK, Reason.MANUAL_RELEASE):
             return Outcome.ALLOW
         if self is Reason.ALREADY_USED:
             return Outcome.ALREADY_USED
@@ -130,6 +131,10 @@ class LedgerFacts:
     inside: bool = False
     last_entry_at: float | None = None
     last_entry_gate: str | None = None
+    #: Entry and exit slots taken, voided ones included (a voided entry does not count
+    #: as an entry, but its slot stays taken): the next admission takes the slot after.
+    entry_slots: int = 0
+    exit_slots: int = 0
 
 
 @dataclass(frozen=True, slots=True)

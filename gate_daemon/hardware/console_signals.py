@@ -43,10 +43,25 @@ class ConsoleSignals:
         self._stream = stream if stream is not None else sys.stdout
         isatty = getattr(self._stream, "isatty", lambda: False)
         self._colour = color == "always" or (color == "auto" and isatty())
+        self._problem: str | None = None
 
     def show(self, decision: Decision) -> None:
         """Print the decision's line and flush it."""
         self._stream.write(render(decision, self._colour) + "\n")
+        self._stream.flush()
+
+    def service(self, problem: str | None) -> None:
+        """A line when the gate goes out of service (saying why) and when it is back."""
+        if problem == self._problem:
+            return
+        self._problem = problem
+        stamp = time.strftime("%H:%M:%S")
+        if problem is None:
+            line = f"{stamp}  IN SERVICE"
+        else:
+            label = f"{_COLOUR[Outcome.DENY]}OUT OF SERVICE{_RESET}" if self._colour else "OUT OF SERVICE"
+            line = f"{stamp}  {label}: {problem}"
+        self._stream.write(line + "\n")
         self._stream.flush()
 
     async def aclose(self) -> None:

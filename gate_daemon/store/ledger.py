@@ -123,6 +123,7 @@ class Ledger:
         self.clock = HybridClock()
         self._lock = asyncio.Lock()
         self._redeemed = RedeemedFilter()
+        self._closed = False
 
     @classmethod
     async def open(cls, path: Path, gate_id: str) -> Ledger:
@@ -194,8 +195,11 @@ class Ledger:
         return ledger
 
     async def close(self) -> None:
-        """Checkpoint the WAL and close the file."""
+        """Checkpoint the WAL and close the file (again: nothing)."""
         async with self._lock:
+            if self._closed:
+                return
+            self._closed = True
             with contextlib.suppress(sqlite3.Error):  # the WAL is replayed at the next open
                 await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             await self._db.close()
@@ -240,23 +244,31 @@ class Ledger:
         if ticket_id not in self._redeemed:
             return LedgerFacts()
         rows = await self._db.execute_fetchall(
-            "SELECT kind, wall, origin FROM redemptions WHERE ticket_id = ? ORDER BY hlc", (ticket_id,)
+            "SELECT uuid, kind, wall, origin, voids FROM redemptions WHERE ticket_id = ? ORDER BY hlc",
+            (ticket_id,),
         )
-        entries = exits = 0
+        voided = {str(row[4]) for row in rows if row[1] == "void"}
+        entries = exits = entry_slots = exit_slots = 0
         last_at: float | None = None
         last_gate: str | None = None
-        for kind, wall, origin in rows:
+        for uuid, kind, wall, origin, _voids in rows:
             if kind == "entry":
-                entries += 1
-                last_at, last_gate = float(wall), str(origin)
-            else:
-                exits += 1
+                entry_slots += 1
+                if uuid not in voided:
+                    entries += 1
+                    last_at, last_gate = float(wall), str(origin)
+            elif kind == "exit":
+                exit_slots += 1
+                if uuid not in voided:
+                    exits += 1
         return LedgerFacts(
             entries=entries,
             exits=exits,
             inside=entries > exits,
             last_entry_at=last_at,
             last_entry_gate=last_gate,
+            entry_slots=entry_slots,
+            exit_slots=exit_slots,
         )
 
     async def commit_scan(
@@ -274,7 +286,10 @@ class Ledger:
         if redeem is not None:
             if scan.ticket_id is None:
                 raise ValueError("a redemption needs the scan's ticket id")
-            taken = redeem.entries if scan.kind is ScanKind.ENTRY else redeem.exits
+            if scan.kind is ScanKind.ENTRY:
+                taken = max(redeem.entries, redeem.entry_slots)
+            else:
+                taken = max(redeem.exits, redeem.exit_slots)
             record = Redemption(
                 uuid=scan.uuid,
                 ticket_id=scan.ticket_id,
@@ -377,6 +392,32 @@ class Ledger:
             )
         return RecordedScan(json.loads(rows[0][0]), str(rows[0][1])) if rows else None
 
+    async def void(self, scan_id: str, *, wall: float, operator: str | None, counters: Sequence[str]) -> bool:
+        """Take back this gate's redemption made by scan ``scan_id``: the person never passed.
+
+        Appends a ``void`` record naming the redemption (it replicates like any other),
+        marks the scan's evidence row ``not_passed`` and counts ``counters``, in one
+        transaction. False, with nothing written, when the scan made no redemption here or
+        it is already voided. The transaction holds ``serial``: no scan decides in between.
+        """
+        async with self.transaction() as tx:
+            hlc = self.clock.tick(int(wall * 1000))
+            cursor = await tx.execute(
+                    "INSERT INTO redemptions (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall,"
+                " operator, mode, forced, voids)"
+                " SELECT ?1, ticket_id, 'void', NULL, ?2, ?3,"
+                "  (SELECT COALESCE(MAX(seq), 0) + 1 FROM redemptions WHERE origin = ?2 AND epoch = ?3),"
+                "  ?4, ?5, ?6, mode, 0, uuid"
+                " FROM redemptions WHERE uuid = ?7 AND origin = ?2 AND kind != 'void'"
+                " AND NOT EXISTS (SELECT 1 FROM redemptions WHERE voids = ?7)",
+                (new_scan_id(), self.gate_id, self.epoch, hlc, wall, operator, scan_id),
+            )  # fmt: skip
+            if cursor.rowcount != 1:
+                return False
+            await tx.execute("UPDATE scans SET resolution = 'not_passed' WHERE uuid = ?", (scan_id,))
+            await tx.count(counters)
+        return True
+
     async def bump(self, names: Iterable[str]) -> None:
         """Add one to counters outside a scan (a refused manifest, an unreadable image)."""
         async with self.transaction() as tx:
@@ -388,6 +429,10 @@ class Transaction:
 
     def __init__(self, ledger: Ledger) -> None:
         self._db = ledger._db
+
+    async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> aiosqlite.Cursor:
+        """Run one statement inside the transaction."""
+        return await self._db.execute(sql, params)
 
     async def count(self, names: Iterable[str]) -> None:
         """Add one to each named counter."""

@@ -9,13 +9,16 @@ Tables:
 - ``meta``: one value per key: the database's ``epoch`` (a random id made when the file
   is created; a reset database gets a new one, so peers re-read it from the start), the
   ``gate_id`` it belongs to, the active manifest's version, digest and issue time.
-- ``redemptions``: every entry and exit that happened, here or (later) learned from
+- ``redemptions``: every entry, exit and void that happened, here or (later) learned from
   peers and the server. ``(origin, epoch, seq)`` is the key and orders each origin's
   records; ``uuid`` is made at scan time and makes records idempotent; ``hlc`` orders
   everything.
   ``slot`` numbers a ticket's entries (and exits) per origin: the unique index on
   ``(ticket_id, kind, slot, origin)`` is what refuses a second admission on the same
-  facts, whatever race or retry produced it. Forced entries carry no slot.
+  facts, whatever race or retry produced it. Forced entries carry no slot. A ``void``
+  record (``voids`` names the redemption's uuid) takes back an entry or exit that did
+  not happen after all: the person let through never passed the turnstile. The voided
+  row stays, and so does its slot: the next admission takes the slot after it.
 - ``scans``: the evidence log. One row per scan, denials included: when, where, who,
   a fingerprint of the payload (never the payload), the outcome and reason, how it was
   resolved and the decision as shown. Keyed by the scan's uuid (``WITHOUT ROWID``: the
@@ -34,6 +37,34 @@ Tables:
 """
 
 from __future__ import annotations
+
+#: The one statement a scan commits through (see the module docstring).
+_SCAN_COMMITS = """
+    CREATE VIEW scan_commits AS SELECT
+        NULL AS uuid, NULL AS hlc, NULL AS wall, NULL AS gate, NULL AS device, NULL AS operator,
+        NULL AS fingerprint, NULL AS ticket_id, NULL AS kind, NULL AS outcome, NULL AS reason,
+        NULL AS resolution, NULL AS mode, NULL AS manifest_version, NULL AS decision,
+        NULL AS redeem, NULL AS slot, NULL AS origin, NULL AS epoch, NULL AS forced, NULL AS counters;
+
+    CREATE TRIGGER scan_commits_insert INSTEAD OF INSERT ON scan_commits
+    BEGIN
+        INSERT INTO redemptions (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, operator,
+                                 mode, forced)
+            SELECT NEW.uuid, NEW.ticket_id, NEW.kind, NEW.slot, NEW.origin, NEW.epoch,
+                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM redemptions
+                     WHERE origin = NEW.origin AND epoch = NEW.epoch),
+                   NEW.hlc, NEW.wall, NEW.operator, NEW.mode, NEW.forced
+            WHERE NEW.redeem;
+        INSERT INTO scans (uuid, hlc, wall, gate, device, operator, fingerprint, ticket_id, kind, outcome,
+                           reason, resolution, mode, manifest_version, decision)
+            VALUES (NEW.uuid, NEW.hlc, NEW.wall, NEW.gate, NEW.device, NEW.operator, NEW.fingerprint,
+                    NEW.ticket_id, NEW.kind, NEW.outcome, NEW.reason, NEW.resolution, NEW.mode,
+                    NEW.manifest_version, NEW.decision);
+        INSERT INTO counters (name, value)
+            SELECT value, 1 FROM json_each(NEW.counters) WHERE true
+            ON CONFLICT (name) DO UPDATE SET value = value + 1;
+    END;
+"""
 
 MIGRATIONS: tuple[str, ...] = (
     """
@@ -89,29 +120,38 @@ MIGRATIONS: tuple[str, ...] = (
         value INTEGER NOT NULL
     ) WITHOUT ROWID;
 
-    CREATE VIEW scan_commits AS SELECT
-        NULL AS uuid, NULL AS hlc, NULL AS wall, NULL AS gate, NULL AS device, NULL AS operator,
-        NULL AS fingerprint, NULL AS ticket_id, NULL AS kind, NULL AS outcome, NULL AS reason,
-        NULL AS resolution, NULL AS mode, NULL AS manifest_version, NULL AS decision,
-        NULL AS redeem, NULL AS slot, NULL AS origin, NULL AS epoch, NULL AS forced, NULL AS counters;
-
-    CREATE TRIGGER scan_commits_insert INSTEAD OF INSERT ON scan_commits
-    BEGIN
-        INSERT INTO redemptions (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, operator,
-                                 mode, forced)
-            SELECT NEW.uuid, NEW.ticket_id, NEW.kind, NEW.slot, NEW.origin, NEW.epoch,
-                   (SELECT COALESCE(MAX(seq), 0) + 1 FROM redemptions
-                     WHERE origin = NEW.origin AND epoch = NEW.epoch),
-                   NEW.hlc, NEW.wall, NEW.operator, NEW.mode, NEW.forced
-            WHERE NEW.redeem;
-        INSERT INTO scans (uuid, hlc, wall, gate, device, operator, fingerprint, ticket_id, kind, outcome,
-                           reason, resolution, mode, manifest_version, decision)
-            VALUES (NEW.uuid, NEW.hlc, NEW.wall, NEW.gate, NEW.device, NEW.operator, NEW.fingerprint,
-                    NEW.ticket_id, NEW.kind, NEW.outcome, NEW.reason, NEW.resolution, NEW.mode,
-                    NEW.manifest_version, NEW.decision);
-        INSERT INTO counters (name, value)
-            SELECT value, 1 FROM json_each(NEW.counters) WHERE true
-            ON CONFLICT (name) DO UPDATE SET value = value + 1;
-    END;
-    """,
+    """
+    + _SCAN_COMMITS,
+    # 2: a redemption can be voided (the person let through never passed the turnstile).
+    # A void is a record of its own, kind 'void', naming the redemption it voids, so it
+    # travels in the origin's sequence like any other record. SQLite cannot change a
+    # CHECK constraint in place: the table is rebuilt, and the view's trigger with it.
+    """
+    DROP TRIGGER scan_commits_insert;
+    DROP VIEW scan_commits;
+    CREATE TABLE redemptions_2 (
+        uuid      TEXT NOT NULL UNIQUE,
+        ticket_id TEXT NOT NULL,
+        kind      TEXT NOT NULL CHECK (kind IN ('entry', 'exit', 'void')),
+        slot      INTEGER CHECK (slot IS NULL OR slot >= 1),
+        origin    TEXT NOT NULL,
+        epoch     TEXT NOT NULL,
+        seq       INTEGER NOT NULL CHECK (seq >= 1),
+        hlc       INTEGER NOT NULL,
+        wall      REAL NOT NULL,
+        operator  TEXT,
+        mode      TEXT NOT NULL CHECK (mode IN ('offline', 'online')),
+        forced    INTEGER NOT NULL DEFAULT 0 CHECK (forced IN (0, 1)),
+        voids     TEXT UNIQUE CHECK ((kind = 'void') = (voids IS NOT NULL)),
+        PRIMARY KEY (origin, epoch, seq)
+    ) WITHOUT ROWID;
+    INSERT INTO redemptions_2 (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, operator, mode,
+                               forced)
+        SELECT uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, operator, mode, forced
+          FROM redemptions;
+    DROP TABLE redemptions;
+    ALTER TABLE redemptions_2 RENAME TO redemptions;
+    CREATE UNIQUE INDEX redemptions_policy ON redemptions (ticket_id, kind, slot, origin);
+    """  # noqa: S608 (constants only)
+    + _SCAN_COMMITS,
 )

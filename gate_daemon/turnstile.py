@@ -1,0 +1,146 @@
+"""The turnstile: released on an admission, watched until the person has passed.
+
+After an ``allow`` the relay pulses and, when a passage sensor is wired, the admission
+waits up to ``pass_timeout`` for the sensor to see someone pass. One that times out
+did not happen: its redemption is voided in the ledger (a ``void`` record, the scan's
+evidence row marked ``not_passed``), so the ticket can be used again: the holder who
+turned back, or whose turnstile jammed, is not locked out. Passages are matched to
+admissions in order (one sensor cannot tell people apart): with two admissions
+pending, the first passage is the first admission's.
+
+A passage with no admission pending is someone pushing through a locked turnstile, or
+a sensor mis-wired: counted (``passage:unreleased``) and logged for the stewards.
+
+The steward's button (``turnstile.button``) either releases the turnstile by hand
+(``release``: recorded in the evidence log with the configured operator, reason
+``manual_release``) or makes the next scan an exit scan (``exit``; for a gate whose one
+camera serves both directions).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+
+from gate_daemon.hardware.ports import Contact, Relay
+from gate_daemon.store.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+
+@dataclass(slots=True)
+class _Pending:
+    scan_id: str | None  # None: a manual release, nothing to take back
+    deadline: float
+
+
+class Turnstile:
+    """Pulses the relay on admissions and voids those the sensor never saw pass."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        relay: Relay | None,
+        passage: Contact | None = None,
+        *,
+        pass_timeout: float = 8.0,
+        monotonic: Callable[[], float] = time.monotonic,
+        clock: Callable[[], float] = time.time,
+    ) -> None:
+        self.ledger = ledger
+        self.relay = relay
+        self.passage = passage
+        self.pass_timeout = pass_timeout
+        self._monotonic = monotonic
+        self._clock = clock
+        self._pending: collections.deque[_Pending] = collections.deque()
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    def start(self) -> None:
+        """Listen to the passage sensor (on the running loop)."""
+        if self.passage is not None:
+            self.passage.listen(self.passed)
+
+    def release(self, scan_id: str | None) -> None:
+        """Pulse the relay for an admission (``scan_id``) or a manual release (None)."""
+        if self.relay is None:
+            return
+        self.relay.pulse()
+        if self.passage is not None:
+            self._pending.append(_Pending(scan_id, self._monotonic() + self.pass_timeout))
+            self._changed.set()
+
+    @property
+    def pending(self) -> int:
+        """Admissions released and not yet seen passing."""
+        return len(self._pending)
+
+    def passed(self) -> None:
+        """The sensor saw someone pass: the oldest pending admission is done."""
+        if self._pending:
+            self._pending.popleft()
+            self._count("passage:passed")
+        else:
+            log.warning("turnstile: a passage with no admission released (pushed through, or the sensor)")
+            self._count("passage:unreleased")
+
+    def _count(self, name: str) -> None:
+        task = asyncio.get_running_loop().create_task(self._bump(name))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    async def _bump(self, name: str) -> None:
+        try:
+            await self.ledger.bump([name])
+        except (sqlite3.Error, ValueError) as exc:
+            log.error("cannot count %s in the ledger: %s", name, exc)
+
+    async def run(self) -> None:
+        """Void the admissions whose deadline passed without a passage; runs until cancelled."""
+        while True:
+            if not self._pending:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            wait = self._pending[0].deadline - self._monotonic()
+            if wait > 0:
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._changed.wait(), timeout=wait)
+                continue
+            expired = self._pending.popleft()
+            await self._not_passed(expired)
+
+    async def _not_passed(self, expired: _Pending) -> None:
+        if expired.scan_id is None:
+            self._count("passage:not_passed")
+            return
+        try:
+            voided = await self.ledger.void(
+                expired.scan_id, wall=self._clock(), operator=None, counters=["passage:not_passed"]
+            )
+        except (sqlite3.Error, ValueError) as exc:
+            log.error("turnstile: cannot void scan %s that never passed: %s", expired.scan_id, exc)
+            return
+        if voided:
+            log.info(
+                "turnstile: scan %s did not pass within %.0f s; its ticket can be used again",
+                expired.scan_id,
+                self.pass_timeout,
+            )
+
+    async def aclose(self) -> None:
+        """Lock the relay and release the pins (pending admissions stay as recorded)."""
+        for task in list(self._tasks):
+            await task
+        if self.relay is not None:
+            await self.relay.aclose()
+        if self.passage is not None:
+            await self.passage.aclose()

@@ -1,0 +1,210 @@
+"""The turnstile: relay pulses on allow, passage sensor, not-passed voids, the steward's button.
+
+Real parts: a real ledger file, a real gate, gpiozero devices on gpiozero's mock pins.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from gpiozero.pins.mock import MockFactory
+
+from gate_daemon.core.decision import Outcome, Reason, ScanKind
+from gate_daemon.hardware.turnstile_pins import GpioContact, GpioRelay
+from gate_daemon.turnstile import Turnstile
+from tests.gate_fixtures import Rig, gate_rig
+from tests.support import World
+
+REF_T0001 = "REF-SAT-FLOOR-0001"  # T-0001: Saturday, floor, one entry
+REF_UNKNOWN = "REF-NOT-A-TICKET-0000"
+RELAY, PASSAGE, BUTTON = 24, 25, 5
+
+
+@pytest.fixture
+def pins() -> Iterator[MockFactory]:
+    factory = MockFactory()
+    yield factory
+    factory.reset()
+
+
+def relay_level(pins: MockFactory) -> bool:
+    return bool(pins.pin(RELAY).state)
+
+
+async def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> None:
+    deadline = asyncio.get_running_loop().time() + timeout
+    while not condition():
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError("condition not met in time")
+        await asyncio.sleep(0.01)
+
+
+def wire(
+    rig: Rig, pins: MockFactory, *, sensor: bool = True, timeout: float = 0.3, active_low: bool = False
+) -> Turnstile:
+    relay = GpioRelay(f"GPIO{RELAY}", pulse=0.15, active_low=active_low, pin_factory=pins)
+    passage = GpioContact(f"GPIO{PASSAGE}", pin_factory=pins) if sensor else None
+    turnstile = Turnstile(rig.ledger, relay, passage, pass_timeout=timeout)
+    rig.gate.turnstile = turnstile
+    turnstile.start()
+    return turnstile
+
+
+async def running(turnstile: Turnstile) -> asyncio.Task[None]:
+    task = asyncio.create_task(turnstile.run())
+    await asyncio.sleep(0)
+    return task
+
+
+async def stop(task: asyncio.Task[None], turnstile: Turnstile) -> None:
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await task
+    await turnstile.aclose()
+
+
+async def test_only_an_allow_pulses_the_relay(world: World, tmp_path: Path, pins: MockFactory) -> None:
+    async with gate_rig(world, tmp_path / "state") as rig:
+        turnstile = wire(rig, pins, sensor=False)
+        assert not relay_level(pins)
+        denied = await rig.gate.scan(REF_UNKNOWN, device="test")
+        assert denied.decision.outcome is Outcome.DENY and not relay_level(pins)
+        allowed = await rig.gate.scan(REF_T0001, device="test")
+        assert allowed.decision.outcome is Outcome.ALLOW
+        assert relay_level(pins)  # energised at once...
+        await wait_for(lambda: not relay_level(pins))  # ...and locked again after the pulse
+        used = await rig.gate.scan(REF_T0001, device="test")
+        assert used.decision.outcome is Outcome.ALREADY_USED and not relay_level(pins)
+        await turnstile.aclose()
+        assert pins.pin(RELAY).state == 0
+
+
+async def test_an_active_low_relay_idles_high_and_pulses_low(
+    world: World, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate_rig(world, tmp_path / "state") as rig:
+        turnstile = wire(rig, pins, sensor=False, active_low=True)
+        assert pins.pin(RELAY).state == 1  # inactive for an active-low module
+        await rig.gate.scan(REF_T0001, device="test")
+        assert pins.pin(RELAY).state == 0
+        await wait_for(lambda: pins.pin(RELAY).state == 1)
+        await turnstile.aclose()
+        assert pins.pin(RELAY).state == 1
+
+
+async def test_a_person_who_never_passes_leaves_the_ticket_usable(
+    world: World, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate_rig(world, tmp_path / "state") as rig:
+        turnstile = wire(rig, pins, timeout=0.2)
+        task = await running(turnstile)
+        first = await rig.gate.scan(REF_T0001, device="test")
+        assert first.decision.outcome is Outcome.ALLOW and turnstile.pending == 1
+        await wait_for(lambda: turnstile.pending == 0)
+        await wait_for(lambda: rig.scalar("SELECT COUNT(*) FROM redemptions WHERE kind = 'void'") == 1)
+        assert rig.rows("SELECT resolution FROM scans WHERE uuid = ?", (first.scan_id,)) == [("not_passed",)]
+        assert rig.rows("SELECT voids FROM redemptions WHERE kind = 'void'") == [(first.scan_id,)]
+        again = await rig.gate.scan(REF_T0001, device="test")
+        assert again.decision.outcome is Outcome.ALLOW  # the holder can try again
+        # This time they pass: the entry stands.
+        pins.pin(PASSAGE).drive_low()
+        pins.pin(PASSAGE).drive_high()
+        await wait_for(lambda: turnstile.pending == 0)
+        await asyncio.sleep(0.3)
+        third = await rig.gate.scan(REF_T0001, device="test")
+        assert third.decision.outcome is Outcome.ALREADY_USED
+        await stop(task, turnstile)
+        counters = await rig.ledger.counters()
+        assert counters["passage:not_passed"] == 1 and counters["passage:passed"] == 1
+
+
+async def test_a_passage_with_nothing_released_is_counted(
+    world: World, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate_rig(world, tmp_path / "state") as rig:
+        turnstile = wire(rig, pins)
+        task = await running(turnstile)
+        pins.pin(PASSAGE).drive_low()
+        await stop(task, turnstile)  # closing waits for the count to be written
+        assert (await rig.ledger.counters())["passage:unreleased"] == 1
+        assert turnstile.pending == 0
+
+
+async def test_sensor_callbacks_from_another_thread_run_on_the_loop(
+    world: World, tmp_path: Path, pins: MockFactory
+) -> None:
+    loop_thread = threading.get_ident()
+    seen: list[int] = []
+    contact = GpioContact(f"GPIO{PASSAGE}", pin_factory=pins)
+    contact.listen(lambda: seen.append(threading.get_ident()))
+    # gpiozero calls when_activated on the thread that saw the edge: here, a foreign one.
+    other = threading.Thread(target=pins.pin(PASSAGE).drive_low)
+    other.start()
+    other.join()
+    await wait_for(lambda: seen == [loop_thread])
+    assert contact.closed
+    await contact.aclose()
+
+
+async def test_the_release_button_opens_and_is_recorded(
+    world: World, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate_rig(world, tmp_path / "state") as rig:
+        turnstile = wire(rig, pins, sensor=False)
+        result = await rig.gate.release(device="button", operator="steward")
+        assert result.decision.reason is Reason.MANUAL_RELEASE
+        assert result.decision.outcome is Outcome.ALLOW and relay_level(pins)
+        assert rig.signals.shown[-1].reason is Reason.MANUAL_RELEASE
+        row = rig.rows(
+            "SELECT device, operator, ticket_id, outcome, reason, resolution, fingerprint"
+            " FROM scans WHERE uuid = ?",
+            (result.scan_id,),
+        )
+        assert row == [("button", "steward", None, "allow", "manual_release", "released", "")]
+        assert rig.scalar("SELECT COUNT(*) FROM redemptions") == 0
+        assert (await rig.ledger.counters())["manual_releases"] == 1
+        await turnstile.aclose()
+
+
+async def test_a_release_the_ledger_cannot_record_does_not_open(
+    world: World, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate_rig(world, tmp_path / "state") as rig:
+        turnstile = wire(rig, pins, sensor=False)
+        await rig.ledger.close()  # the file is gone from under the gate
+        result = await rig.gate.release(device="button", operator="steward")
+        assert result.decision.reason is Reason.LEDGER_UNAVAILABLE and not result.recorded
+        assert not relay_level(pins)
+        await turnstile.aclose()
+
+
+async def test_the_exit_button_makes_the_next_input_scan_an_exit(world: World, tmp_path: Path) -> None:
+    async with gate_rig(world, tmp_path / "state") as rig:
+        entered = await rig.gate.frame(REF_T0001, device="camera")
+        assert entered is not None and entered.decision.outcome is Outcome.ALLOW
+        rig.mono.now += 5  # past the repeat window
+        rig.gate.arm_exit("steward", 10)
+        left = await rig.gate.frame(REF_T0001, device="camera")
+        assert left is not None and left.decision.outcome is Outcome.ALLOW
+        assert rig.rows("SELECT kind, operator, resolution FROM scans WHERE uuid = ?", (left.scan_id,)) == [
+            ("exit", "steward", "exited")
+        ]
+        rig.mono.now += 5
+        # Armed once: the next scan is an entry again (T-0001 allows one entry: used).
+        after = await rig.gate.frame(REF_T0001, device="camera")
+        assert after is not None and after.decision.outcome is Outcome.ALREADY_USED
+
+
+async def test_an_armed_exit_lapses(world: World, tmp_path: Path) -> None:
+    async with gate_rig(world, tmp_path / "state") as rig:
+        rig.gate.arm_exit("steward", 10)
+        rig.mono.now += 11
+        result = await rig.gate.frame(REF_T0001, device="camera")
+        assert result is not None
+        assert rig.rows("SELECT kind FROM scans WHERE uuid = ?", (result.scan_id,)) == [
+            (ScanKind.ENTRY.value,)
+        ]
