@@ -156,5 +156,7 @@ class GpioSignals:
 
     def _close_all(self) -> None:
         for device in self._devices:
-            device.off()
+            # A tonal buzzer has no off(): stop() silences it.
+            silence = getattr(device, "off", None) or device.stop
+            silence()
             device.close()
