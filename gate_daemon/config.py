@@ -338,6 +338,18 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
     )
 
 
+def load_pins_config(path: Path) -> GateConfig:
+    """A config read for its devices alone (``safe-state``, ``hwtest``), in or out of the unit.
+
+    systemd's directory variables may be unset there (a tech at a shell, or after the
+    service stopped): they stand for placeholders, since no path is used.
+    """
+    environ = dict(os.environ)
+    for name in SYSTEMD_DIRS:
+        environ.setdefault(name, f"/nonexistent/{name}")
+    return load_config(path, environ)
+
+
 def _choice(check: Checker, tbl: dict[str, Any], at: KeyPath, key: str, enum: type[_E], default: _E) -> _E:
     text = check.string(tbl, at, key, default=default.value)
     try:

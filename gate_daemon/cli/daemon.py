@@ -13,12 +13,11 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gate_daemon.config import SYSTEMD_DIRS, GateConfig, load_config
+from gate_daemon.config import GateConfig, load_config, load_pins_config
 from gate_daemon.core.decision import Checkpoint
 from gate_daemon.errors import GateError, KeyFileError, ManifestRefused, Problem, SourceError
 from gate_daemon.store.manifest_file import read_manifest
@@ -104,11 +103,7 @@ def cmd_safe_state(path: Path) -> int:
     """Lock the relay and turn the lights off (the unit's ``ExecStopPost=``)."""
     from gate_daemon.hardware.safe_state import make_safe
 
-    # Only the pins matter here; the directories systemd sets may be gone after a stop.
-    environ = dict(os.environ)
-    for name in SYSTEMD_DIRS:
-        environ.setdefault(name, f"/nonexistent/{name}")
-    report = make_safe(load_config(path, environ))
+    report = make_safe(load_pins_config(path))
     for line in report:
         print(f"safe-state: {line}")
     if not report:

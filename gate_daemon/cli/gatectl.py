@@ -339,9 +339,25 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from gate_daemon.bench import gate
 
         return gate.run(args)
+    if args.suite == "decode":
+        from gate_daemon.bench import decode
+
+        return decode.run(args)
     from gate_daemon.bench import core
 
     return core.run(args)
+
+
+def cmd_hwtest(args: argparse.Namespace) -> int:
+    """Walk through the gate's lights, buzzer, relay, sensor, button, camera and scanner."""
+    from gate_daemon.config import load_pins_config
+    from gate_daemon.hwtest import STEPS, run_hwtest
+
+    steps = tuple(s.strip() for s in args.only.split(",")) if args.only else STEPS
+    unknown = [s for s in steps if s not in STEPS]
+    if unknown:
+        raise GateError(f"--only: unknown step {', '.join(unknown)} (steps: {', '.join(STEPS)})")
+    return run_hwtest(load_pins_config(args.config), steps, args.yes, args.wait)
 
 
 # ------------------------------------------------------------------- parser
@@ -478,14 +494,33 @@ def parser() -> argparse.ArgumentParser:
 
     p = sub.add_parser("bench", help="measure the gate's budgets")
     p.add_argument(
-        "suite", choices=["core", "gate"], help="core: decision and manifests; gate: committed scans"
+        "suite",
+        choices=["core", "gate", "decode"],
+        help="core: decision and manifests; gate: committed scans; decode: QR decoders on camera frames",
     )
     p.add_argument("--sizes", default="100000,1000000", help="core: manifest sizes (comma separated)")
     p.add_argument(
         "--rounds", type=_positive, help="decisions and lookups to time (default: core 20000, gate 2000)"
     )
     p.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp dir)")
+    p.add_argument("--frames", type=_positive, help="decode: frames of each kind to decode (default 50)")
+    p.add_argument("--json", action="store_true", help="decode: print the figures as JSON")
     p.set_defaults(func=cmd_bench)
+
+    p = sub.add_parser(
+        "hwtest", help="walk through the gate's hardware (stop the gate first: it holds the pins)"
+    )
+    p.add_argument(
+        "--config", type=Path, default=Path("/etc/gate-daemon/gate.toml"), help="the gate's config file"
+    )
+    p.add_argument(
+        "--only", metavar="STEPS", help="comma-separated: lights,buzzer,relay,sensor,button,camera,scanner"
+    )
+    p.add_argument("--yes", action="store_true", help="answer yes to every question (the relay is released)")
+    p.add_argument(
+        "--wait", type=_positive, default=20, help="seconds to wait for the sensor, button or scanner"
+    )
+    p.set_defaults(func=cmd_hwtest)
     return top
 
 

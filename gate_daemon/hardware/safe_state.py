@@ -32,7 +32,7 @@ def output_pins(config: GateConfig) -> list[tuple[str, str, bool]]:
 
 def make_safe(config: GateConfig, pin_factory: Any = None) -> list[str]:
     """Drive each output inactive; one line per output saying what was done or what failed."""
-    report = []
+    report: list[str] = []
     outputs = output_pins(config)
     if not outputs:
         return report
