@@ -21,8 +21,9 @@ from gate_daemon.config import GpioPins, load_config
 from gate_daemon.core.decision import Decision, Reason
 from gate_daemon.errors import GateError
 from gate_daemon.hardware.console_signals import ConsoleSignals
+from gate_daemon.hardware.decoders import ZxingDecoder
 from gate_daemon.hardware.gpio_signals import GpioSignals
-from gate_daemon.hardware.image_folder import ImageFolderInput, UnreadableImage, decode_qr_file
+from gate_daemon.hardware.image_folder import ImageFolderInput, UnreadableImage, read_frame
 from gate_daemon.hardware.stdin_input import MAX_LINE, StdinInput
 from gate_daemon.provision.qrimage import write_qr
 from tests.gate_fixtures import gate_rig
@@ -236,9 +237,17 @@ async def test_make_signals_builds_gpio_signals_on_the_given_factory(
 
 
 async def test_make_signals_names_a_pin_that_cannot_be_used(tmp_path: Path, factory: MockFactory) -> None:
-    config = load_config(_gpio_config(tmp_path, 'green = "GPIO27"'), {})  # red is GPIO27 too
-    with pytest.raises(GateError, match="cannot drive GPIO pins"):
-        app.make_signals(config, pin_factory=factory)
+    from gpiozero import LED
+
+    config = load_config(_gpio_config(tmp_path, 'green = "GPIO5"'), {})
+    held = LED("GPIO27", pin_factory=factory)  # red's pin is taken by something else
+    try:
+        with pytest.raises(GateError, match="cannot drive GPIO pins"):
+            app.make_signals(config, pin_factory=factory)
+        assert not factory.pin(5).state  # what was opened before the failure is released
+        LED("GPIO5", pin_factory=factory).close()
+    finally:
+        held.close()
 
 
 # ------------------------------------------------------------------ stdin
@@ -361,6 +370,10 @@ async def watching(source: ImageFolderInput) -> AsyncIterator[asyncio.Queue[str]
 
 async def next_payload(found: asyncio.Queue[str]) -> str:
     return await asyncio.wait_for(found.get(), 10)
+
+
+def decode_qr_file(path: Path) -> list[str]:
+    return ZxingDecoder().decode(read_frame(path))
 
 
 def test_decode_qr_file_reads_segno_images(tmp_path: Path, world: World) -> None:

@@ -15,6 +15,7 @@ import pytest
 from gate_daemon import app
 from gate_daemon.config import load_config
 from gate_daemon.hardware.image_folder import ImageFolderInput
+from gate_daemon.hardware.ports import Frame
 from gate_daemon.provision.qrimage import write_qr
 from gate_daemon.systemd import Notifier
 from tests.live import make_live_world, write_gate_config
@@ -60,10 +61,13 @@ async def test_a_stuck_input_withholds_the_watchdog_until_it_recovers(
     running = await app.start(config)
     entered, release = threading.Event(), threading.Event()
 
-    def stuck_decode(path: Path) -> list[str]:
-        entered.set()
-        release.wait(20)  # a decoder hung on a frame
-        return []
+    class StuckDecoder:
+        name = "stuck"
+
+        def decode(self, frame: Frame) -> list[str]:
+            entered.set()
+            release.wait(20)  # a decoder hung on a frame
+            return []
 
     async def eventually_pinged(count: int) -> None:
         seen, deadline = 0, asyncio.get_running_loop().time() + 10
@@ -72,7 +76,7 @@ async def test_a_stuck_input_withholds_the_watchdog_until_it_recovers(
             await asyncio.sleep(0.05)
             seen += pings(notify)
 
-    running.source = ImageFolderInput(frames, interval=0.01, decode=stuck_decode)
+    running.source = ImageFolderInput(frames, interval=0.01, decoder=StuckDecoder())
     stop = asyncio.Event()
     task = asyncio.create_task(app.serve(running, notifier, stop))
     try:

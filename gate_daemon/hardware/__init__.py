@@ -1,14 +1,17 @@
 """Hardware ports and their adapters, real and simulated.
 
-Two ports so far, each tiny:
+The ports are in ``ports.py`` (scan input, decoder, signals, relay, contact), each one
+verb and a lifecycle. The real adapters import their hardware library inside the
+adapter, so a laptop or CI never imports picamera2, evdev, pyserial or lgpio:
 
-- a scan input yields payloads: ``async for payload in source.payloads()``, with
-  ``name`` (recorded as the scan's device) and ``aclose()``;
-- signals show decisions: ``signals.show(decision)`` (never blocks) and ``aclose()``.
+- inputs: ``PicameraInput`` (the Pi camera, frames decoded on its own thread),
+  ``HidScannerInput`` (a USB keyboard-wedge scanner through evdev), ``SerialScannerInput``
+  (pyserial); twins ``StdinInput`` and ``ImageFolderInput`` (image files as frames);
+- decoders: ``ZxingDecoder`` and ``ZbarDecoder``, chosen by ``make_decoder``;
+- outputs: ``GpioSignals`` (LEDs, plain or tonal buzzer), ``GpioRelay`` and ``GpioContact``
+  (turnstile relay, passage sensor, button) through gpiozero; twins ``ConsoleSignals``
+  and gpiozero's mock pins; ``safe_state`` drives the outputs off after the daemon stops.
 
-Adapters here: ``StdinInput`` (one payload per line), ``ImageFolderInput`` (every new
-image file in a folder is a camera frame, decoded by zxing-cpp), ``ConsoleSignals``
-(one coloured line per decision) and ``GpioSignals`` (LEDs and a buzzer through
-gpiozero; tests use its mock pin factory). Hardware libraries are imported inside the
-adapter that needs them.
+docs/HARDWARE.md has the table of ports, adapters and twins and how each is tested;
+hw/ has the wiring.
 """

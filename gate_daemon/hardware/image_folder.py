@@ -3,7 +3,8 @@
 Drop (or better, rename into place) a PNG or JPEG of a ticket's QR code into the folder
 and the gate scans it. Files present when the gate starts are old frames and are
 skipped. A file that changes (same name, new content) is a new frame. A file that is
-not a readable image is logged and counted once, never fatal.
+not a readable image is logged and counted once, never fatal. Each image is turned
+into a grey ``Frame`` and read by the same ``Decoder`` a camera's frames go through.
 """
 
 from __future__ import annotations
@@ -14,6 +15,10 @@ import os
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
+
+from gate_daemon.config import DecoderKind
+from gate_daemon.hardware.decoders import frame_from_image, make_decoder
+from gate_daemon.hardware.ports import Decoder, Frame
 
 log = logging.getLogger(__name__)
 
@@ -28,10 +33,9 @@ class UnreadableImage(Exception):
     """A file in the frame folder is not an image the decoder can read."""
 
 
-def decode_qr_file(path: Path) -> list[str]:
-    """Every QR code's text in the image at ``path`` (zxing-cpp on the grey image)."""
-    # Imported here: a gate without this input never loads the image libraries.
-    import zxingcpp
+def read_frame(path: Path) -> Frame:
+    """The grey frame of the image file at ``path``; ``UnreadableImage`` when it is not one."""
+    # Imported here: a gate without this input never loads the image library.
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -39,19 +43,22 @@ def decode_qr_file(path: Path) -> list[str]:
             raise UnreadableImage(f"larger than {MAX_IMAGE >> 20} MiB")
         with Image.open(path) as image:
             image.load()
-            grey = image.convert("L")
+            return frame_from_image(image)
     except UnreadableImage:
         raise
     except (OSError, UnidentifiedImageError, Image.DecompressionBombError) as exc:
         raise UnreadableImage(str(exc) or type(exc).__name__) from None
     except Exception as exc:  # Pillow decoders also raise SyntaxError, struct.error, EOFError
         raise UnreadableImage(f"{type(exc).__name__}: {exc}") from None
-    found = zxingcpp.read_barcodes(grey, formats=zxingcpp.BarcodeFormats(zxingcpp.BarcodeFormat.QRCode))
-    return [result.text for result in found if result.valid]
 
 
 class ImageFolderInput:
-    """Watches ``folder`` every ``interval`` seconds for new image files."""
+    """Watches ``folder`` every ``interval`` seconds for new image files.
+
+    Wiring: ``decoder`` reads the frames (default: ``make_decoder(DecoderKind.AUTO)``;
+    the daemon passes the one ``input.decoder`` names). Files are read and decoded on
+    a worker thread; ``on_unreadable`` is awaited once for each file that is no image.
+    """
 
     name = "images"
 
@@ -59,12 +66,12 @@ class ImageFolderInput:
         self,
         folder: Path,
         interval: float = 0.1,
-        decode: Callable[[Path], list[str]] = decode_qr_file,
+        decoder: Decoder | None = None,
         on_unreadable: Callable[[], Awaitable[None]] | None = None,
     ) -> None:
         self.folder = folder
         self.interval = interval
-        self._decode = decode
+        self.decoder = make_decoder(DecoderKind.AUTO) if decoder is None else decoder
         self._on_unreadable = on_unreadable
         self._seen: dict[str, tuple[int, int]] = {}
         self._folder_error: str | None = None
@@ -104,7 +111,7 @@ class ImageFolderInput:
             for name in fresh:
                 path = self.folder / name
                 try:
-                    codes = await asyncio.to_thread(self._decode, path)
+                    codes = await asyncio.to_thread(self._read_codes, path)
                 except Exception as exc:  # no frame may stop the input
                     log.warning("frame %s is not a readable image (unreadable_image): %s", path, exc)
                     if self._on_unreadable is not None:
@@ -115,6 +122,9 @@ class ImageFolderInput:
                     log.info("frame %s: no QR code found", path)
                 for code in codes:
                     yield code
+
+    def _read_codes(self, path: Path) -> list[str]:
+        return self.decoder.decode(read_frame(path))
 
     async def _idle(self, seconds: float) -> None:
         """Sleep between looks at the folder; waiting is a sign of life, in steps of a second."""

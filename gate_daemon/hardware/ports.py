@@ -54,8 +54,9 @@ class Frame:
     def __post_init__(self) -> None:
         if self.width < 1 or self.height < 1 or self.stride < self.width:
             raise ValueError(f"bad frame geometry {self.width}x{self.height} stride {self.stride}")
-        if len(self.pixels) < (self.height - 1) * self.stride + self.width:
-            raise ValueError(f"frame buffer of {len(self.pixels)} bytes is too short for its geometry")
+        size = memoryview(self.pixels).nbytes  # len() of a 2-D buffer counts rows
+        if size < (self.height - 1) * self.stride + self.width:
+            raise ValueError(f"frame buffer of {size} bytes is too short for its geometry")
 
     @classmethod
     def tight(cls, pixels: bytes | bytearray | memoryview, width: int, height: int) -> Frame:
