@@ -399,6 +399,9 @@ def service_problem(running: RunningGate, ledger_ok: bool) -> str | None:
         return "the manifest has expired"
     if not ledger_ok:
         return "the ledger does not answer"
+    source = running.source
+    if source is not None and source.problem is not None:
+        return f"input {source.name}: {source.problem}"
     return None
 
 

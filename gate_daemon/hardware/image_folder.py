@@ -134,5 +134,12 @@ class ImageFolderInput:
             await asyncio.sleep(min(left, 1.0))
         self.last_alive = time.monotonic()
 
+    @property
+    def problem(self) -> str | None:
+        """Why the folder cannot be read, or None."""
+        if self._folder_error is None:
+            return None
+        return f"cannot list frame folder {self.folder}: {self._folder_error}"
+
     async def aclose(self) -> None:
         """Nothing held between looks at the folder."""

@@ -23,6 +23,7 @@ class StdinInput:
 
     name = "stdin"
     last_alive: float | None = None  # a read blocked on a person typing is idle, not stuck
+    problem: str | None = None
 
     def __init__(self, stream: BinaryIO | None = None) -> None:
         # Not sys.stdin.buffer: the reading thread blocks inside it holding its lock, and at
