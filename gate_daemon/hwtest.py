@@ -192,7 +192,9 @@ class HardwareTest:
         if kind not in (InputKind.PICAMERA, InputKind.IMAGES):
             self._line("SKIP", "camera", f'input.kind is "{kind.value}"')
             return
-        self.prompter.say("      hold a ticket's QR code (or any QR code) in the scan window")
+        if not self.prompter.ask("Hold a QR code (a ticket, or any code) in the scan window. Ready?"):
+            self._line("SKIP", "camera", "no code held up (the tech said no)")
+            return
         frame = await asyncio.to_thread(self._frame)
         if frame is None:
             self._line("FAIL", "camera", f"no image in {self.config.input.path}")

@@ -76,6 +76,9 @@ class ImageFolderInput:
         self._seen: dict[str, tuple[int, int]] = {}
         self._folder_error: str | None = None
         self.last_alive: float | None = time.monotonic()
+        # What is there now is old: listed here, before the gate says it is ready, so a
+        # frame that arrives once it is ready is never taken for an old one.
+        self._seen = self._scan_folder()
 
     def _scan_folder(self) -> dict[str, tuple[int, int]]:
         found = {}
@@ -102,7 +105,6 @@ class ImageFolderInput:
 
     async def payloads(self) -> AsyncIterator[str]:
         """Codes from each new frame, in file-name order within one look at the folder."""
-        self._seen = await asyncio.to_thread(self._scan_folder)
         while True:
             await self._idle(self.interval)
             now = await asyncio.to_thread(self._scan_folder)
