@@ -109,6 +109,9 @@ class CameraSettings:
     gain: float = 0.0
     #: Which camera, for a Pi with two.
     index: int = 0
+    #: Digital zoom on the sensor (``ScalerCrop``): the centre 1/zoom of the field of view
+    #: fills the decoded stream, for more pixels on a code without a larger frame.
+    zoom: float = 1.0
 
     @property
     def lens_position(self) -> float:
@@ -374,7 +377,7 @@ def _baud(check: Checker, tbl: dict[str, Any], at: KeyPath) -> int:
 
 def _camera(check: Checker, value: object, at: KeyPath) -> CameraSettings:
     tbl = check.table(
-        value, at, {"width", "height", "fps", "focus", "focus_cm", "exposure_us", "gain", "index"}
+        value, at, {"width", "height", "fps", "focus", "focus_cm", "exposure_us", "gain", "index", "zoom"}
     )
     focus = check.string(tbl, at, "focus", default="continuous")
     if focus not in {"continuous", "fixed"}:
@@ -394,6 +397,7 @@ def _camera(check: Checker, value: object, at: KeyPath) -> CameraSettings:
         exposure_us=exposure,
         gain=gain,
         index=check.integer(tbl, at, "index", low=0, high=7, default=0),
+        zoom=check.number(tbl, at, "zoom", low=1.0, high=4.0, default=1.0),
     )
 
 

@@ -30,9 +30,13 @@ class ScanInput(Protocol):
     #: ``time.monotonic()`` of the input's last sign of life (the watchdog withholds its ping
     #: when it goes stale), or None for an input that may rightly wait in silence.
     last_alive: float | None
-    #: Why the input cannot read now (a scanner unplugged, a camera failing), or None. The
-    #: gate shows "out of service" while it is set.
-    problem: str | None
+
+    @property
+    def problem(self) -> str | None:
+        """Why the input cannot read now (a scanner unplugged, a camera failing), or None.
+
+        The gate shows "out of service" while it is set.
+        """
 
     def payloads(self) -> AsyncIterator[str]:
         """Payloads as they are read; ends when the input is exhausted or closed."""
