@@ -178,6 +178,7 @@ class GateStatus:
     ledger: Ledger
     manifests: ManifestWatch
     gate: Gate
+    source: ScanInput | None = None
     started_at: float = field(default_factory=time.time)
     #: Why the gate is out of service (kept by the service loop), or None.
     problem: str | None = None
@@ -219,11 +220,22 @@ class GateStatus:
             "in_service": self.problem is None,
             "problem": self.problem,
             "turnstile": self._turnstile(),
+            "input_state": self._input(),
             "manifest": info,
             "ledger": {"path": str(self.ledger.path), "epoch": self.ledger.epoch},
             "counters": await self.ledger.counters(),
             "since_start": dict(self.gate.volatile),
         }
+
+    def _input(self) -> dict[str, Any] | None:
+        source = self.source
+        if source is None:
+            return None
+        state: dict[str, Any] = {"name": source.name, "problem": source.problem}
+        stats = getattr(source, "stats", None)  # the camera counts frames and decode times
+        if stats is not None:
+            state["stats"] = stats.as_dict()
+        return state
 
     def _turnstile(self) -> dict[str, Any] | None:
         turnstile = self.gate.turnstile
@@ -327,7 +339,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             turnstile=turnstile,
         )
         source = make_input(config, stdin, on_unreadable=lambda: count_softly(ledger, "unreadable_images"))
-        status = GateStatus(config, ledger, manifests, gate)
+        status = GateStatus(config, ledger, manifests, gate, source)
         control = ControlServer(config.control.socket, gate, status.snapshot)
         await control.start()
     except BaseException:

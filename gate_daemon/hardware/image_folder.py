@@ -10,6 +10,7 @@ into a grey ``Frame`` and read by the same ``Decoder`` a camera's frames go thro
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import time
@@ -79,6 +80,7 @@ class ImageFolderInput:
         # What is there now is old: listed here, before the gate says it is ready, so a
         # frame that arrives once it is ready is never taken for an old one.
         self._seen = self._scan_folder()
+        self._closed = asyncio.Event()
 
     def _scan_folder(self) -> dict[str, tuple[int, int]]:
         found = {}
@@ -104,9 +106,11 @@ class ImageFolderInput:
         return found
 
     async def payloads(self) -> AsyncIterator[str]:
-        """Codes from each new frame, in file-name order within one look at the folder."""
-        while True:
+        """Codes from each new frame, in file-name order within one look at the folder; until ``aclose``."""
+        while not self._closed.is_set():
             await self._idle(self.interval)
+            if self._closed.is_set():
+                return
             now = await asyncio.to_thread(self._scan_folder)
             fresh = sorted(name for name, ident in now.items() if self._seen.get(name) != ident)
             self._seen = now
@@ -131,9 +135,10 @@ class ImageFolderInput:
     async def _idle(self, seconds: float) -> None:
         """Sleep between looks at the folder; waiting is a sign of life, in steps of a second."""
         deadline = time.monotonic() + seconds
-        while (left := deadline - time.monotonic()) > 0:
+        while (left := deadline - time.monotonic()) > 0 and not self._closed.is_set():
             self.last_alive = time.monotonic()
-            await asyncio.sleep(min(left, 1.0))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._closed.wait(), timeout=min(left, 1.0))
         self.last_alive = time.monotonic()
 
     @property
@@ -144,4 +149,5 @@ class ImageFolderInput:
         return f"cannot list frame folder {self.folder}: {self._folder_error}"
 
     async def aclose(self) -> None:
-        """Nothing held between looks at the folder."""
+        """End ``payloads()`` (nothing is held between looks at the folder)."""
+        self._closed.set()

@@ -263,7 +263,8 @@ class PicameraInput:
         self.capture_timeout = capture_timeout if capture_timeout is not None else stall_timeout(settings)
         self.first_retry = first_retry
         self.stats = CameraStats()
-        #: Time of the last frame captured; the adapter's creation until the first one.
+        #: Time of the last frame captured, or of the last second spent waiting to reopen
+        #: a failed camera; the adapter's creation until then.
         self.last_alive: float | None = time.monotonic()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
@@ -381,8 +382,17 @@ class PicameraInput:
         self.problem = problem
 
     def _pause(self) -> None:
-        """Wait before the next open, longer after each failure in a row; ends early on stop."""
-        self._stop.wait(self._retry)
+        """Wait before the next open, longer after each failure in a row; ends early on stop.
+
+        A thread that waits to retry is alive: ``last_alive`` moves on in steps of a
+        second, so the watchdog restarts the gate only for a camera thread that hangs
+        (inside libcamera), not for a camera that is unplugged and says so (``problem``).
+        """
+        deadline = time.monotonic() + self._retry
+        while (left := deadline - time.monotonic()) > 0 and not self._stop.is_set():
+            self.last_alive = time.monotonic()
+            self._stop.wait(min(left, 1.0))
+        self.last_alive = time.monotonic()
         self._retry = min(self._retry * 2, MAX_RETRY)
 
     async def aclose(self) -> None:

@@ -61,4 +61,5 @@ class StdinInput:
             yield text
 
     async def aclose(self) -> None:
-        """Nothing to release: a blocked read on stdin ends with the process."""
+        """End ``payloads()``; the reading thread, blocked on stdin, ends with the process."""
+        self._queue.put_nowait(None)
