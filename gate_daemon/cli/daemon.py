@@ -50,6 +50,13 @@ def check_deployment(config: GateConfig) -> tuple[list[Problem], list[str]]:
         problems.append(
             Problem("input.path", f"{config.input.path} is not a folder", line_of(text, ("input", "path")))
         )
+    problems += _device_problems(config, text)
+    device = config.input.device
+    if device is not None and not device.exists():
+        warnings.append(
+            f"{config.source}:{line_of(text, ('input', 'device'))}: input.device: {device} does not exist "
+            "(yet): the gate starts out of service and opens it once the scanner is plugged in"
+        )
     present = [p for p in (config.active_manifest_path, config.manifest.path) if p.exists()]
     for candidate in present:
         if not trusted:
@@ -79,6 +86,29 @@ def check_deployment(config: GateConfig) -> tuple[list[Problem], list[str]]:
                 "(manifest_missing) until one is dropped there"
             )
     return problems, warnings
+
+
+def _device_problems(config: GateConfig, text: str) -> list[Problem]:
+    """The libraries the configured input needs and cannot import (the gate would not start)."""
+    from gate_daemon.config import InputKind
+
+    out = []
+    kind = config.input.kind
+    if kind in (InputKind.PICAMERA, InputKind.IMAGES):
+        from gate_daemon.hardware.decoders import make_decoder
+
+        try:
+            make_decoder(config.input.decoder)
+        except GateError as exc:
+            out.append(Problem("input.decoder", str(exc), line_of(text, ("input", "decoder"))))
+    if kind is InputKind.PICAMERA:
+        from gate_daemon.hardware.picamera_input import picamera2_opener
+
+        try:
+            picamera2_opener()
+        except GateError as exc:
+            out.append(Problem("input.kind", str(exc), line_of(text, ("input", "kind"))))
+    return out
 
 
 def cmd_check(path: Path) -> int:
