@@ -118,9 +118,7 @@ class HardwareTest:
                 self.prompter.say(f"      playing {decision.outcome.value}")
                 signals.show(decision)
                 await asyncio.sleep(1.2)
-            heard = self.prompter.ask(
-                "Did you hear four different sounds (beep, long tone, double beep, beep)?"
-            )
+            heard = self.prompter.ask("Did you hear four different sounds, one per outcome?")
             what = f"buzzer ({pins.buzzer}, {self.config.signals.buzzer.value})"
             self._line("PASS" if heard else "FAIL", what, "heard" if heard else "not heard")
         finally:
