@@ -377,7 +377,10 @@ async def _watchdog(running: RunningGate, notifier: Notifier) -> None:
         source = running.source
         alive = source.last_alive if source is not None else None
         try:
-            await asyncio.wait_for(running.ledger.ping(), timeout=period)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
+            # arrives as the probe answers, and the task group then waits for this forever.
+            async with asyncio.timeout(period):
+                await running.ledger.ping()
         except (TimeoutError, sqlite3.Error, ValueError) as exc:
             log.error("watchdog: the ledger did not answer (%r); withholding WATCHDOG=1", exc)
         else:
@@ -420,7 +423,8 @@ def service_problem(running: RunningGate, ledger_ok: bool) -> str | None:
 async def _service_loop(running: RunningGate) -> None:
     while True:
         try:
-            await asyncio.wait_for(running.ledger.ping(), timeout=SERVICE_INTERVAL)
+            async with asyncio.timeout(SERVICE_INTERVAL):  # not wait_for: see _watchdog
+                await running.ledger.ping()
             ledger_ok = True
         except (TimeoutError, sqlite3.Error, ValueError):
             ledger_ok = False

@@ -21,7 +21,8 @@ from gate_daemon.core.decision import ScanKind
 from gate_daemon.tomlsource import Checker, KeyPath, load
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-PIN = re.compile(r"(GPIO|BCM|BOARD|J8:|WPI)?[0-9]{1,2}")
+#: A gpiozero pin name; no leading zero (gpiozero refuses "GPIO05" at start).
+PIN = re.compile(r"(GPIO|BCM|BOARD|J8:|WPI)?(0|[1-9][0-9]?)")
 SYSTEMD_DIRS = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "RUNTIME_DIRECTORY")
 _VARIABLE = re.compile(r"\$\{([A-Z_]+)\}")
 TOP_KEYS = {"gate", "manifest", "input", "signals", "turnstile", "control"}
@@ -426,6 +427,14 @@ def _turnstile(check: Checker, value: object, at: KeyPath) -> TurnstileSection:
     )
     if section.passage is not None and section.relay is None:
         check.problem((*at, "passage"), "a passage sensor needs a relay: nothing is released to pass through")
+    if section.passage is not None and section.pass_timeout_ms < section.pulse_ms:
+        # An admission taken back while the turnstile is still free: the person who then
+        # passes is inside, and their ticket can be used again.
+        check.problem(
+            (*at, "pass_timeout_ms"),
+            f"{section.pass_timeout_ms} is shorter than pulse_ms ({section.pulse_ms}): "
+            "an entry would be taken back while the turnstile is still released",
+        )
     if section.button is not None and section.button_action is ButtonAction.RELEASE and section.relay is None:
         check.problem((*at, "button"), 'button_action = "release" needs a relay to release')
     return section
@@ -441,7 +450,7 @@ BOARD_TO_BCM = {
 
 def bcm_number(pin: str) -> int | None:
     """The BCM GPIO number a pin name means, None for a header pin that is not a GPIO."""
-    match = re.fullmatch(r"(GPIO|BCM|BOARD|J8:|WPI)?([0-9]{1,2})", pin)
+    match = re.fullmatch(r"(GPIO|BCM|BOARD|J8:|WPI)?(0|[1-9][0-9]?)", pin)
     if match is None:
         return None
     prefix, number = match.group(1), int(match.group(2))

@@ -57,7 +57,9 @@ def line_of(text: str, path: KeyPath) -> int | None:
         if candidate == path[: len(candidate)] and (best is None or len(candidate) > best[0]):
             best = (len(candidate), line)
 
-    for number, raw in enumerate(text.splitlines(), start=1):
+    # Only LF ends a line in TOML; str.splitlines() would also split at U+0085 or U+2028
+    # inside a string or a comment.
+    for number, raw in enumerate(text.split("\n"), start=1):
         header = _HEADER.match(raw)
         if header:
             names = _parts(header.group(2))

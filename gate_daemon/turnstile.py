@@ -72,7 +72,12 @@ class Turnstile:
         """Pulse the relay for an admission (``scan_id``) or a manual release (None)."""
         if self.relay is None:
             return
-        self.relay.pulse()
+        try:
+            self.relay.pulse()
+        except Exception:  # the scan is committed and shown: a failed relay must not lose its answer
+            # Still watched: nobody passes a turnstile that did not open, so the sensor's
+            # timeout takes the admission back.
+            log.exception("the turnstile's relay failed to release (scan %s)", scan_id)
         if self.passage is not None:
             self._pending.append(_Pending(scan_id, self._monotonic() + self.pass_timeout))
             self._changed.set()
@@ -112,8 +117,11 @@ class Turnstile:
             wait = self._pending[0].deadline - self._monotonic()
             if wait > 0:
                 self._changed.clear()
+                # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation
+                # that arrives as the wait ends (a release woke it), and the gate never stops.
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._changed.wait(), timeout=wait)
+                    async with asyncio.timeout(wait):
+                        await self._changed.wait()
                 continue
             expired = self._pending.popleft()
             await self._not_passed(expired)

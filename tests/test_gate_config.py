@@ -268,12 +268,27 @@ MISTAKES: dict[str, tuple[str, str, str, str, str | None]] = {
         "BOARD1 is not a GPIO pin",
         "relay =",
     ),
+    "pin-with-a-leading-zero": (
+        "[control]\n",
+        '[turnstile]\nrelay = "GPIO05"\n\n[control]\n',
+        "turnstile.relay",
+        "'GPIO05' is not a pin",
+        "relay =",
+    ),
     "passage-without-relay": (
         "[control]\n",
         '[turnstile]\npassage = "GPIO25"\n\n[control]\n',
         "turnstile.passage",
         "a passage sensor needs a relay",
         "passage =",
+    ),
+    "pass-timeout-shorter-than-the-pulse": (
+        "[control]\n",
+        '[turnstile]\nrelay = "GPIO24"\npulse_ms = 3000\npassage = "GPIO25"\n'
+        "pass_timeout_ms = 2000\n\n[control]\n",
+        "turnstile.pass_timeout_ms",
+        "shorter than pulse_ms",
+        "pass_timeout_ms =",
     ),
     "images-without-path": (
         'kind = "stdin"',
@@ -383,6 +398,15 @@ def test_a_key_after_a_table_is_told_where_it_belongs(tmp_path: Path) -> None:
     error = problems_of(path)
     line = len(text.splitlines())
     assert f"{path}:{line}: control.gate: belongs at the top of the file" in str(error)
+
+
+def test_lines_are_counted_as_toml_counts_them(tmp_path: Path) -> None:
+    # Only LF ends a TOML line: a comment or a string may hold U+2028 or U+0085, which
+    # Python's str.splitlines() would also split at.
+    text = "# north gate\u2028second entrance\x85\n" + VALID + 'gate = "north-1"\n'
+    path = write(tmp_path, text)
+    line = text.count("\n")
+    assert f"{path}:{line}: control.gate: belongs at the top of the file" in str(problems_of(path))
 
 
 def test_several_problems_are_reported_at_once(tmp_path: Path) -> None:

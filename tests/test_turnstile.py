@@ -208,3 +208,62 @@ async def test_an_armed_exit_lapses(world: World, tmp_path: Path) -> None:
         assert rig.rows("SELECT kind FROM scans WHERE uuid = ?", (result.scan_id,)) == [
             (ScanKind.ENTRY.value,)
         ]
+
+
+class BrokenRelay:
+    """A relay whose driver fails (a GPIO error, no thread left to time the pulse)."""
+
+    def __init__(self) -> None:
+        self.closed = False
+
+    def pulse(self) -> None:
+        raise RuntimeError("can't start new thread")
+
+    async def aclose(self) -> None:
+        self.closed = True
+
+
+async def test_a_relay_that_fails_neither_breaks_the_scan_nor_keeps_the_ticket(
+    world: World, tmp_path: Path, pins: MockFactory, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with gate_rig(world, tmp_path / "state") as rig:
+        relay = BrokenRelay()
+        passage = GpioContact(f"GPIO{PASSAGE}", pin_factory=pins)
+        turnstile = Turnstile(rig.ledger, relay, passage, pass_timeout=0.2)
+        rig.gate.turnstile = turnstile
+        turnstile.start()
+        task = await running(turnstile)
+        # The scan was committed and shown: the gate answers it, it does not raise.
+        first = await rig.gate.scan(REF_T0001, device="test")
+        assert first.decision.outcome is Outcome.ALLOW and first.recorded
+        assert "the turnstile's relay failed" in caplog.text
+        # Nobody could pass a turnstile that never opened: the admission is taken back.
+        await wait_for(lambda: rig.scalar("SELECT COUNT(*) FROM redemptions WHERE kind = 'void'") == 1)
+        again = await rig.gate.scan(REF_T0001, device="test")
+        assert again.decision.outcome is Outcome.ALLOW
+        released = await rig.gate.release(device="button", operator="steward")
+        assert released.decision.reason is Reason.MANUAL_RELEASE
+        await stop(task, turnstile)
+        assert relay.closed
+
+
+async def test_a_stop_in_the_same_turn_as_a_release_ends_the_watch(
+    world: World, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate_rig(world, tmp_path / "state") as rig:
+        turnstile = wire(rig, pins, timeout=5.0)
+        task = await running(turnstile)
+        turnstile.release("scan-1")
+        for _ in range(5):  # a few turns of the loop: the watch now waits for scan-1's deadline
+            await asyncio.sleep(0)
+        turnstile.release("scan-2")  # wakes the watch...
+        task.cancel()  # ...and the gate is told to stop before the watch runs again
+        try:
+            done, _ = await asyncio.wait({task}, timeout=2)
+            # Python 3.11's asyncio.wait_for returns the finished wait and drops the
+            # cancellation: the task group would wait for the watch forever.
+            assert task in done and task.cancelled()
+        finally:
+            task.cancel()
+            await asyncio.wait({task}, timeout=2)
+            await turnstile.aclose()
