@@ -241,7 +241,12 @@ class GateStatus:
         turnstile = self.gate.turnstile
         if turnstile is None:
             return None
-        return {"relay": True, "passage_sensor": turnstile.passage is not None, "pending": turnstile.pending}
+        return {
+            "relay": True,
+            "passage_sensor": turnstile.passage is not None,
+            "pending": turnstile.pending,
+            "problem": turnstile.problem,
+        }
 
     def line(self) -> str:
         """One line for ``systemctl status``."""
@@ -403,6 +408,8 @@ async def _status_loop(running: RunningGate, notifier: Notifier) -> None:
 
 #: How often the lights are told whether the gate is in service.
 SERVICE_INTERVAL = 1.0
+#: Ledger probes in a row that must fail before the gate is out of service for it.
+LEDGER_PROBES = 3
 
 
 def service_problem(running: RunningGate, ledger_ok: bool) -> str | None:
@@ -421,14 +428,17 @@ def service_problem(running: RunningGate, ledger_ok: bool) -> str | None:
 
 
 async def _service_loop(running: RunningGate) -> None:
+    failed = 0  # ledger probes in a row that did not answer within the interval
     while True:
         try:
             async with asyncio.timeout(SERVICE_INTERVAL):  # not wait_for: see _watchdog
                 await running.ledger.ping()
-            ledger_ok = True
+            failed = 0
         except (TimeoutError, sqlite3.Error, ValueError):
-            ledger_ok = False
-        problem = service_problem(running, ledger_ok)
+            failed += 1
+        # One slow probe (an SD card stalling an fsync) is not an outage: the lights would
+        # flicker out of service while the gate works.
+        problem = service_problem(running, ledger_ok=failed < LEDGER_PROBES)
         running.status.problem = problem
         try:
             running.signals.service(problem)
@@ -488,16 +498,18 @@ class _Stop(Exception):
 async def shutdown(running: RunningGate) -> None:
     """Stop taking scans, let those in flight commit, then close everything."""
     await running.control.aclose()
+    if running.button is not None:  # no release may start once the gate is stopping
+        with contextlib.suppress(Exception):
+            await running.button.aclose()
     if running.in_flight:
         await asyncio.wait(running.in_flight, timeout=10)
     if running.source is not None:
         await running.source.aclose()
-    # The relay locks before the ledger closes: its last counters are written, and no
-    # release can follow a scan that could no longer be recorded.
-    for device in (running.button, running.turnstile):
-        if device is not None:
-            with contextlib.suppress(Exception):
-                await device.aclose()
+    # The relay locks (after a pulse under way ends) before the ledger closes: its last
+    # counters are written, and no release can follow a scan that could not be recorded.
+    if running.turnstile is not None:
+        with contextlib.suppress(Exception):
+            await running.turnstile.aclose()
     # The ledger before the lights: a scan still running commits (or not) before they go dark.
     await running.ledger.close()
     with contextlib.suppress(Exception):

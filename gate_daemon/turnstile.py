@@ -11,6 +11,13 @@ pending, the first passage is the first admission's.
 A passage with no admission pending is someone pushing through a locked turnstile, or
 a sensor mis-wired: counted (``passage:unreleased``) and logged for the stewards.
 
+A sensor that has died (unplugged, stuck, mis-wired) would void every admission and
+make every ticket reusable: a screenshot handed back over the fence would get in
+again. So after ``SUSPECT_AFTER`` admissions in a row that no passage followed, the
+sensor is suspect: admissions are kept as recorded (counted ``passage:unverified``),
+the turnstile's ``problem`` says so (``gatectl status``) and the log says it once; the
+next passage the sensor reports clears it.
+
 The steward's button (``turnstile.button``) either releases the turnstile by hand
 (``release``: recorded in the evidence log with the configured operator, reason
 ``manual_release``) or makes the next scan an exit scan (``exit``; for a gate whose one
@@ -32,6 +39,9 @@ from gate_daemon.hardware.ports import Contact, Relay
 from gate_daemon.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
+
+#: Admissions in a row that no passage followed, after which the sensor is not believed.
+SUSPECT_AFTER = 3
 
 
 @dataclass(slots=True)
@@ -62,6 +72,9 @@ class Turnstile:
         self._pending: collections.deque[_Pending] = collections.deque()
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        self._missed = 0  # admissions in a row with no passage after them
+        #: Why the passage sensor is not believed now, or None.
+        self.problem: str | None = None
 
     def start(self) -> None:
         """Listen to the passage sensor (on the running loop)."""
@@ -89,6 +102,9 @@ class Turnstile:
 
     def passed(self) -> None:
         """The sensor saw someone pass: the oldest pending admission is done."""
+        if self.problem is not None:
+            log.warning("turnstile: the passage sensor reports passages again")
+        self._missed, self.problem = 0, None
         if self._pending:
             self._pending.popleft()
             self._count("passage:passed")
@@ -127,6 +143,16 @@ class Turnstile:
             await self._not_passed(expired)
 
     async def _not_passed(self, expired: _Pending) -> None:
+        self._missed += 1
+        if self._missed >= SUSPECT_AFTER:
+            if self.problem is None:
+                self.problem = (
+                    f"the passage sensor saw no one pass after {self._missed} releases in a row; "
+                    "entries are kept as recorded until it reports a passage (check it: gatectl hwtest)"
+                )
+                log.error("turnstile: %s", self.problem)
+            self._count("passage:unverified")
+            return
         if expired.scan_id is None:
             self._count("passage:not_passed")
             return
@@ -146,9 +172,11 @@ class Turnstile:
 
     async def aclose(self) -> None:
         """Lock the relay and release the pins (pending admissions stay as recorded)."""
-        for task in list(self._tasks):
-            await task
-        if self.relay is not None:
-            await self.relay.aclose()
-        if self.passage is not None:
-            await self.passage.aclose()
+        try:
+            if self.relay is not None:
+                await self.relay.aclose()
+            if self.passage is not None:
+                await self.passage.aclose()
+        finally:
+            for task in list(self._tasks):
+                await task

@@ -88,7 +88,7 @@ async def test_an_allow_lights_green_and_pulses_the_relay_then_the_person_passes
         pins.pin(PASSAGE).drive_high()
         await eventually(lambda: not level(pins, RELAY))
         status = await running.status.snapshot()
-        assert status["turnstile"] == {"relay": True, "passage_sensor": True, "pending": 0}
+        assert status["turnstile"] == {"relay": True, "passage_sensor": True, "pending": 0, "problem": None}
         assert status["in_service"] is True
         await asyncio.sleep(0.8)  # past the pass timeout: the entry stands
         assert (await running.gate.scan("A100-2", device="test")).decision.outcome is Outcome.ALREADY_USED

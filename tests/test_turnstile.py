@@ -267,3 +267,45 @@ async def test_a_stop_in_the_same_turn_as_a_release_ends_the_watch(
             task.cancel()
             await asyncio.wait({task}, timeout=2)
             await turnstile.aclose()
+
+
+async def test_a_dead_sensor_stops_giving_tickets_back(
+    world: World, tmp_path: Path, pins: MockFactory
+) -> None:
+    from gate_daemon.turnstile import SUSPECT_AFTER
+
+    async with gate_rig(world, tmp_path / "state") as rig:
+        turnstile = wire(rig, pins, timeout=0.1)
+        task = await running(turnstile)
+
+        # The sensor never fires: the first admissions are taken back...
+        def voids() -> int:
+            return int(rig.scalar("SELECT COUNT(*) FROM redemptions WHERE kind = 'void'"))
+
+        for missed in range(1, SUSPECT_AFTER):
+            assert (await rig.gate.scan(REF_T0001, device="test")).decision.outcome is Outcome.ALLOW
+            async with asyncio.timeout(5):
+                while voids() < missed:
+                    await asyncio.sleep(0.01)
+        assert turnstile.problem is None
+        # ...until so many in a row went unseen that the sensor is not believed: entries stand.
+        assert (await rig.gate.scan(REF_T0001, device="test")).decision.outcome is Outcome.ALLOW
+        await wait_for(lambda: turnstile.problem is not None)
+        assert "saw no one pass" in (turnstile.problem or "")
+        assert voids() == SUSPECT_AFTER - 1
+        used = await rig.gate.scan(REF_T0001, device="test")
+        assert used.decision.outcome is Outcome.ALREADY_USED  # a screenshot does not get in again
+        # The sensor reports a passage again: it is believed again.
+        pins.pin(PASSAGE).drive_low()
+        await wait_for(lambda: turnstile.problem is None)
+        await stop(task, turnstile)
+        assert (await rig.ledger.counters())["passage:unverified"] == 1
+
+
+async def test_closing_lets_a_pulse_under_way_finish(pins: MockFactory) -> None:
+    relay = GpioRelay(f"GPIO{RELAY}", pulse=0.3, pin_factory=pins)
+    relay.pulse()
+    started = asyncio.get_running_loop().time()
+    await relay.aclose()  # a stop right after an admission: the person still walks through
+    assert asyncio.get_running_loop().time() - started >= 0.25
+    assert pins.pin(RELAY).state == 0

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import time
 from collections.abc import Callable
 from typing import Any
 
@@ -31,12 +32,14 @@ class GpioRelay:
         from gpiozero import DigitalOutputDevice
 
         self.pulse_length = pulse
+        self._until = 0.0  # when the pulse under way ends (time.monotonic)
         self.device = DigitalOutputDevice(
             pin, active_high=not active_low, initial_value=False, pin_factory=pin_factory
         )
 
     def pulse(self) -> None:
         """Release the turnstile for the pulse length (gpiozero times it on its own thread)."""
+        self._until = time.monotonic() + self.pulse_length
         self.device.blink(on_time=self.pulse_length, off_time=0, n=1, background=True)
 
     def lock(self) -> None:
@@ -44,7 +47,10 @@ class GpioRelay:
         self.device.off()
 
     async def aclose(self) -> None:
-        """Lock, then release the pin."""
+        """Let a pulse under way finish (someone admitted is walking through), lock, release the pin."""
+        left = self._until - time.monotonic()
+        if left > 0:
+            await asyncio.sleep(left)
         self.device.off()
         self.device.close()
 
