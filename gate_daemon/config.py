@@ -22,7 +22,9 @@ from gate_daemon.tomlsource import Checker, KeyPath, load
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: A gpiozero pin name; no leading zero (gpiozero refuses "GPIO05" at start).
-PIN = re.compile(r"(GPIO|BCM|BOARD|J8:|WPI)?(0|[1-9][0-9]?)")
+#: gpiozero pin names the config takes: BCM (GPIO17, BCM17, 17) or header (BOARD11, J8:11).
+#: wiringPi numbers are left out: they would escape the check that no pin is used twice.
+PIN = re.compile(r"(GPIO|BCM|BOARD|J8:)?(0|[1-9][0-9]?)")
 SYSTEMD_DIRS = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "RUNTIME_DIRECTORY")
 _VARIABLE = re.compile(r"\$\{([A-Z_]+)\}")
 TOP_KEYS = {"gate", "manifest", "input", "signals", "turnstile", "control"}
@@ -450,7 +452,7 @@ BOARD_TO_BCM = {
 
 def bcm_number(pin: str) -> int | None:
     """The BCM GPIO number a pin name means, None for a header pin that is not a GPIO."""
-    match = re.fullmatch(r"(GPIO|BCM|BOARD|J8:|WPI)?(0|[1-9][0-9]?)", pin)
+    match = PIN.fullmatch(pin)
     if match is None:
         return None
     prefix, number = match.group(1), int(match.group(2))
@@ -476,7 +478,7 @@ def _no_shared_pins(check: Checker, signals: SignalsSection, turnstile: Turnstil
             *wired,
         ]
     for where, pin in wired:
-        if pin is None or pin.startswith("WPI"):
+        if pin is None:
             continue
         number = bcm_number(pin)
         if number is None:

@@ -261,6 +261,13 @@ MISTAKES: dict[str, tuple[str, str, str, str, str | None]] = {
         "BOARD18 is GPIO24, already used by turnstile.relay",
         "passage =",
     ),
+    "wiringpi-number": (
+        "[control]\n",
+        '[turnstile]\nrelay = "WPI0"\n\n[control]\n',
+        "turnstile.relay",
+        "'WPI0' is not a pin",
+        "relay =",
+    ),
     "header-pin-not-gpio": (
         "[control]\n",
         '[turnstile]\nrelay = "BOARD1"\n\n[control]\n',

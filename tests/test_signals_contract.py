@@ -107,14 +107,16 @@ async def test_gpio_out_of_service_blinks_red_and_yellow_together(pwm_pins: Mock
 
 
 async def test_gpio_a_decision_takes_over_then_out_of_service_returns(pwm_pins: MockFactory) -> None:
-    signals = GpioSignals(PINS, hold=0.3, pin_factory=pwm_pins)
+    now = [100.0]
+    signals = GpioSignals(PINS, hold=30, pin_factory=pwm_pins, monotonic=lambda: now[0])
     try:
         signals.service("the manifest has expired")
         signals.show(Decision(Reason.MANIFEST_EXPIRED, "Out of service"))
         await eventually(lambda: lights(pwm_pins) == (False, True, False))  # the deny: red only
-        signals.service("the manifest has expired")  # within the hold: the decision keeps the lights
+        now[0] += 29  # within the hold: the decision keeps the lights
+        signals.service("the manifest has expired")
         assert lights(pwm_pins) == (False, True, False)
-        await asyncio.sleep(0.35)
+        now[0] += 2  # past it
         signals.service("the manifest has expired")
         await eventually(lambda: lights(pwm_pins) == (False, True, True))
     finally:
