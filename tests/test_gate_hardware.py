@@ -15,6 +15,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from gate_daemon import app
+from gate_daemon.cli import gatectl
 from gate_daemon.config import load_config
 from gate_daemon.core.decision import Outcome, Reason
 from gate_daemon.hardware.safe_state import make_safe, output_pins
@@ -134,12 +135,17 @@ async def test_the_exit_button_arms_an_exit_scan(tmp_path: Path, live: LiveWorld
 
 
 async def test_without_a_manifest_the_lights_say_out_of_service(
-    tmp_path: Path, live: LiveWorld, pins: MockFactory
+    tmp_path: Path, live: LiveWorld, pins: MockFactory, capsys: pytest.CaptureFixture[str]
 ) -> None:
     async with serving(tmp_path, live, pins, drop=False) as running:
         await eventually(lambda: level(pins, RED) and level(pins, YELLOW))
         assert running.status.problem == "no valid manifest"
         assert "OUT OF SERVICE" in running.status.line()
+        socket = str(running.config.control.socket)
+        assert await asyncio.to_thread(gatectl.main, ["status", "--socket", socket]) == 0
+        shown = capsys.readouterr().out
+        assert "SERVICE   OUT OF SERVICE: no valid manifest" in shown
+        assert "turnstile relay, passage sensor, 0 admitted and not yet through" in shown
         result = await running.gate.scan("A100-2", device="test")
         assert result.decision.reason is Reason.MANIFEST_MISSING
         assert not level(pins, RELAY)

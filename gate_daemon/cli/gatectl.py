@@ -295,6 +295,14 @@ def cmd_status(args: argparse.Namespace) -> int:
     up = format_span(status["uptime_seconds"])
     print(f"gate      {status['gate']} ({status['mode']}{where}), event {status['event']}")
     print(f"input     {status['input']}, signals {status['signals']}, up {up}")
+    if status.get("problem"):
+        print(f"SERVICE   OUT OF SERVICE: {status['problem']}")
+    turnstile = status.get("turnstile")
+    if turnstile:
+        sensor = "passage sensor" if turnstile["passage_sensor"] else "no passage sensor"
+        print(f"turnstile relay, {sensor}, {turnstile['pending']} admitted and not yet through")
+        if turnstile.get("problem"):
+            print(f"          {turnstile['problem']}")
     m = status["manifest"]
     if m["active"]:
         state = "EXPIRED" if m["expired"] else f"expires {m['expires_at']}"
@@ -316,6 +324,19 @@ def cmd_status(args: argparse.Namespace) -> int:
         f"people    {counters.get('resolution:admitted', 0)} admitted, "
         f"{counters.get('resolution:exited', 0)} exits recorded"
     )
+    passage = [
+        f"{label} {counters[name]}"
+        for name, label in (
+            ("passage:passed", "passed"),
+            ("passage:not_passed", "not passed (ticket given back)"),
+            ("passage:unverified", "unverified"),
+            ("passage:unreleased", "pushed through"),
+            ("manual_releases", "released by hand"),
+        )
+        if counters.get(name)
+    ]
+    if passage:
+        print(f"passage   {', '.join(passage)}")
     return 0
 
 
