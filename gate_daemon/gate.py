@@ -128,11 +128,15 @@ class Gate:
             self._forget(now)
         armed, self._armed = self._armed, None
         if armed is not None and now < armed[0]:
-            return await self.scan(payload, device=device, operator=armed[1], kind=ScanKind.EXIT)
+            result = await self.scan(payload, device=device, operator=armed[1], kind=ScanKind.EXIT)
+            if result.decision.ticket_id is None and self._armed is None:
+                # Not a ticket (a stray code in view): the exit still waits for the one that is.
+                self._armed = armed
+            return result
         return await self.scan(payload, device=device)
 
     def arm_exit(self, operator: str, seconds: float) -> None:
-        """Make the next input scan within ``seconds`` an exit scan made by ``operator``."""
+        """Make the next input scan of a ticket within ``seconds`` an exit scan made by ``operator``."""
         self._armed = (self._monotonic() + seconds, operator)
 
     async def release(self, *, device: str, operator: str) -> ScanResult:

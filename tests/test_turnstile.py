@@ -199,6 +199,20 @@ async def test_the_exit_button_makes_the_next_input_scan_an_exit(world: World, t
         assert after is not None and after.decision.outcome is Outcome.ALREADY_USED
 
 
+async def test_a_stray_code_does_not_use_up_an_armed_exit(world: World, tmp_path: Path) -> None:
+    async with gate_rig(world, tmp_path / "state") as rig:
+        assert (await rig.gate.frame(REF_T0001, device="camera")) is not None
+        rig.mono.now += 5
+        rig.gate.arm_exit("steward", 10)
+        stray = await rig.gate.frame("hello, not a ticket", device="camera")
+        assert stray is not None and stray.decision.ticket_id is None
+        left = await rig.gate.frame(REF_T0001, device="camera")
+        assert left is not None
+        assert rig.rows("SELECT kind, resolution FROM scans WHERE uuid = ?", (left.scan_id,)) == [
+            ("exit", "exited")
+        ]
+
+
 async def test_an_armed_exit_lapses(world: World, tmp_path: Path) -> None:
     async with gate_rig(world, tmp_path / "state") as rig:
         rig.gate.arm_exit("steward", 10)
