@@ -278,6 +278,7 @@ def test_bench_decode_prints_both_decoders_side_by_side(capsys: pytest.CaptureFi
         assert f"| {variant} | " in out
     assert "zxing: budget p99 <= 5 ms a frame" in out and "zbar: budget p99 <= 5 ms a frame" in out
     assert "auto picks: zxing" in out
+    assert "| px/module | zxing read | zbar read |" in out and "| 1.75 | " in out
 
 
 def test_bench_decode_reports_an_unavailable_decoder(
@@ -293,3 +294,5 @@ def test_bench_decode_reports_an_unavailable_decoder(
     assert zxing["overall"]["frames"] == len(VARIANTS)
     assert zxing["variants"]["clean"]["correct"] == 1
     assert result["auto"] == "zxing"
+    # The pixel density sweep: too few pixels a module is never read, enough always is.
+    assert zxing["density"]["1"]["correct"] == 0 and zxing["density"]["3"]["correct"] == 1

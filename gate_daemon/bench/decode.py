@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from gate_daemon.bench.frames import HEIGHT, VARIANTS, WIDTH, make_frame
+from gate_daemon.bench.frames import DENSITIES, HEIGHT, VARIANTS, WIDTH, make_density_frame, make_frame
 from gate_daemon.bench.stats import percentile
 from gate_daemon.config import DecoderKind
 from gate_daemon.errors import GateError
@@ -101,7 +101,20 @@ def measure(per_variant: int, seed: int = 0) -> dict[str, Any]:
                 tally.correct += found == expected
                 tally.wrong += any(text != sample.expected for text in found)
 
+    density = {name: {module: _Tally() for module in DENSITIES} for name in decoders}
+    for module in DENSITIES:
+        for index in range(per_variant):
+            sample = make_density_frame(module, index, seed)
+            for name, decoder in decoders.items():
+                t0 = time.perf_counter_ns()
+                found = decoder.decode(sample.frame)
+                tally = density[name][module]
+                tally.times_ns.append(time.perf_counter_ns() - t0)
+                tally.correct += found == [sample.expected]
+                tally.wrong += any(text != sample.expected for text in found)
+
     for name, by_variant in tallies.items():
+        report[name]["density"] = {f"{m:g}": t.summary() for m, t in density[name].items()}
         overall = _Tally()
         for tally in by_variant.values():
             overall.correct += tally.correct
@@ -152,6 +165,18 @@ def _print_table(result: dict[str, Any]) -> None:
             if s["wrong"]:
                 read += f" ({s['wrong']} wrong)"
             cells += [read, f"{s['p50_ms']:.2f} ms", f"{s['p99_ms']:.2f} ms"]
+        print("| " + " | ".join(cells) + " |")
+    print()
+    print("Pixels per module (signed tickets, the densest codes; hw/CAMERA.md):")
+    print()
+    header = ["px/module", *(f"{name} read" for name in available)]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "---|" * len(header))
+    for module in DENSITIES:
+        cells = [f"{module:g}"]
+        for name in available:
+            s = decoders[name]["density"][f"{module:g}"]
+            cells.append(f"{s['correct']}/{s['frames']}" + (f" ({s['wrong']} wrong)" if s["wrong"] else ""))
         print("| " + " | ".join(cells) + " |")
     print()
     for name, d in decoders.items():

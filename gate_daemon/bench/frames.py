@@ -243,6 +243,27 @@ def make_frame(variant: str, index: int, seed: int = 0) -> BenchFrame:
     return BenchFrame(variant, frame_from_image(image), None if variant == "empty" else text)
 
 
+#: The softening a camera module's lens and sensor add, in pixels (Gaussian radius).
+LENS_BLUR = 0.6
+#: Pixels per module for the density sweep: from too far (1.0) to near enough (3.0).
+DENSITIES: tuple[float, ...] = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
+
+
+def make_density_frame(module: float, index: int, seed: int = 0) -> BenchFrame:
+    """A clean frame of a signed ticket's code (the densest payload) at ``module`` pixels a module.
+
+    How far a code can be from the camera depends on how many pixels each module gets:
+    ``stream width * code width / picture width / modules`` (hw/CAMERA.md).
+    """
+    rng = random.Random(f"gate-daemon/density/{seed}/{module}/{index}")
+    text = "GD1:" + base32.encode(rng.randbytes(10 + 1 + 16 + 64))  # the longest ticket id
+    # A module is never a whole number of pixels through a lens, and the lens softens
+    # every edge by about half a pixel: without both, 1.0 would read as if drawn by hand.
+    image, _ = _code_frame(rng, text, module=module * rng.uniform(1.0, 1.08))
+    image = image.filter(ImageFilter.GaussianBlur(LENS_BLUR))
+    return BenchFrame(f"{module:g} px/module", frame_from_image(image), text)
+
+
 def make_frames(per_variant: int, seed: int = 0, variants: tuple[str, ...] = VARIANTS) -> list[BenchFrame]:
     """``per_variant`` frames of each of ``variants``, variant by variant."""
     return [make_frame(v, i, seed) for v in variants for i in range(per_variant)]
