@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -22,6 +22,7 @@ from gate_daemon.hardware.safe_state import make_safe, output_pins
 from gate_daemon.hardware.turnstile_pins import GpioContact
 from gate_daemon.systemd import Notifier
 from tests.live import LiveWorld, write_gate_config
+from tests.waiting import eventually
 
 GREEN, RED, YELLOW, BUZZER, RELAY, PASSAGE, BUTTON = 17, 27, 22, 23, 24, 25, 5
 TURNSTILE = """
@@ -41,14 +42,6 @@ def pins() -> Iterator[MockFactory]:
     made = MockFactory(pin_class=MockPWMPin)
     yield made
     made.close()
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def level(pins: MockFactory, number: int) -> bool:

@@ -18,7 +18,7 @@ import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -29,6 +29,7 @@ from gate_daemon.hardware.hid_scanner import HidScannerInput, open_evdev
 from tests.gate_fixtures import gate_rig
 from tests.support import World
 from tests.test_keymap import enter, tap, typed
+from tests.waiting import eventually
 
 PATH = Path("/dev/gate-scanner")
 LOGGER = "gate_daemon.hardware.hid_scanner"
@@ -161,14 +162,6 @@ class Bus:
         scanner.clients.append(device)
         self.opened.append(device)
         return device
-
-
-async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        await asyncio.sleep(0.002)
 
 
 @contextlib.asynccontextmanager

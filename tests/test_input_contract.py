@@ -34,6 +34,7 @@ from tests.test_hid_scanner import PATH as HID_PATH
 from tests.test_hid_scanner import Bus
 from tests.test_keymap import enter, tap
 from tests.test_serial_scanner import Pty, opened
+from tests.waiting import eventually
 
 CODE = "REF-SAT-FLOOR-0001"
 AFTER = "O-105-C2"  # the code shown after the garbage
@@ -67,11 +68,11 @@ def hid(tmp_path: Path) -> Harness:
     source = HidScannerInput(HID_PATH, open_device=bus.open)
 
     async def show(code: str) -> None:
-        await _until(lambda: scanner.grabbed_by is not None)
+        await eventually(lambda: scanner.grabbed_by is not None)
         scanner.scan(code)
 
     async def garbage() -> None:
-        await _until(lambda: scanner.grabbed_by is not None)
+        await eventually(lambda: scanner.grabbed_by is not None)
         scanner.press(tap(59) + enter())  # F1: no character a scanner types
 
     return Harness(source, show, garbage)
@@ -140,14 +141,6 @@ GARBAGE_TEXT = {
 }
 
 MAKERS = {"picamera": camera, "hid": hid, "serial": serial, "stdin": stdin, "images": images}
-
-
-async def _until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager

@@ -9,7 +9,7 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
@@ -46,6 +46,7 @@ from tests.fake_picamera2 import (
 )
 from tests.gate_fixtures import Clock, gate_rig
 from tests.support import World
+from tests.waiting import eventually
 
 SETTINGS = CameraSettings()
 REF = "REF-SAT-FLOOR-0001"
@@ -72,15 +73,6 @@ def camera(cameras: FakeCameras, **options: float) -> PicameraInput:
     """The input on fake cameras, with short pauses so that failures replay quickly."""
     options.setdefault("first_retry", 0.01)
     return PicameraInput(SETTINGS, ZxingDecoder(), cameras, **options)
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 10.0) -> None:
-    """Wait for something the camera thread does."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        await asyncio.sleep(0.005)
 
 
 @contextlib.asynccontextmanager

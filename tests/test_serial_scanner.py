@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -25,6 +25,7 @@ from gate_daemon.hardware.serial_scanner import LineCutter, SerialScannerInput
 from gate_daemon.hardware.stdin_input import MAX_LINE
 from tests.gate_fixtures import gate_rig
 from tests.support import World
+from tests.waiting import eventually
 
 LOGGER = "gate_daemon.hardware.serial_scanner"
 
@@ -67,14 +68,6 @@ def holders(path: str) -> int:
         with contextlib.suppress(OSError):
             count += os.readlink(f"/proc/self/fd/{fd}") == path
     return count
-
-
-async def eventually(condition: Callable[[], object], timeout: float = 5.0) -> None:
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        await asyncio.sleep(0.002)
 
 
 async def opened(line: Pty) -> None:

@@ -29,6 +29,7 @@ from gate_daemon.provision.qrimage import write_qr
 from tests.gate_fixtures import gate_rig
 from tests.live import make_live_world, write_gate_config
 from tests.support import World
+from tests.waiting import eventually
 
 ALLOW = Decision(Reason.OK, "Entry allowed", ticket_id="T-0001")
 DENY = Decision(Reason.CANCELED, "Order was canceled", ticket_id="T-0004")
@@ -36,15 +37,6 @@ USED = Decision(Reason.ALREADY_USED, "Already used 2026-11-21T19:00:00Z at gate 
 EARLY = Decision(Reason.TOO_EARLY, "Too early: entry opens 2026-11-22T17:30:00Z (in 2 h 00 min)")
 NO_TICKET = Decision(Reason.INVALID_PAYLOAD, "Not a ticket code: empty")
 ESC = "\x1b["
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 5.0) -> None:
-    """Wait for something a background thread does."""
-    deadline = time.monotonic() + timeout
-    while not condition():
-        if time.monotonic() > deadline:
-            raise AssertionError("timed out waiting")
-        await asyncio.sleep(0.005)
 
 
 # ------------------------------------------------------------------ console
@@ -187,7 +179,7 @@ async def test_gpio_light_goes_out_after_hold(factory: MockFactory) -> None:
     try:
         signals.show(ALLOW)
         await eventually(lambda: factory.pin(17).state)
-        await eventually(lambda: not factory.pin(17).state, timeout=2)
+        await eventually(lambda: not factory.pin(17).state)
     finally:
         await signals.aclose()
 

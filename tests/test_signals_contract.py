@@ -21,6 +21,7 @@ from gate_daemon.core.decision import Decision, Reason
 from gate_daemon.hardware.console_signals import ConsoleSignals
 from gate_daemon.hardware.gpio_signals import TONES, GpioSignals
 from gate_daemon.hardware.ports import Signals
+from tests.waiting import eventually
 
 PINS = GpioPins(green="GPIO17", red="GPIO27", yellow="GPIO22", buzzer="GPIO23")
 DECISIONS = [
@@ -53,14 +54,6 @@ def pwm_pins() -> Iterator[MockFactory]:
 
 def lights(factory: MockFactory) -> tuple[bool, bool, bool]:
     return (bool(factory.pin(17).state), bool(factory.pin(27).state), bool(factory.pin(22).state))
-
-
-async def eventually(condition: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 ADAPTERS: dict[str, Callable[[MockFactory, io.StringIO], Signals]] = {

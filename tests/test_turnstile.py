@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -18,6 +18,7 @@ from gate_daemon.hardware.turnstile_pins import GpioContact, GpioRelay
 from gate_daemon.turnstile import Turnstile
 from tests.gate_fixtures import Rig, gate_rig
 from tests.support import World
+from tests.waiting import eventually
 
 REF_T0001 = "REF-SAT-FLOOR-0001"  # T-0001: Saturday, floor, one entry
 REF_UNKNOWN = "REF-NOT-A-TICKET-0000"
@@ -33,14 +34,6 @@ def pins() -> Iterator[MockFactory]:
 
 def relay_level(pins: MockFactory) -> bool:
     return bool(pins.pin(RELAY).state)
-
-
-async def wait_for(condition: Callable[[], bool], timeout: float = 3.0) -> None:
-    deadline = asyncio.get_running_loop().time() + timeout
-    while not condition():
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError("condition not met in time")
-        await asyncio.sleep(0.01)
 
 
 def wire(
@@ -76,7 +69,7 @@ async def test_only_an_allow_pulses_the_relay(world: World, tmp_path: Path, pins
         allowed = await rig.gate.scan(REF_T0001, device="test")
         assert allowed.decision.outcome is Outcome.ALLOW
         assert relay_level(pins)  # energised at once...
-        await wait_for(lambda: not relay_level(pins))  # ...and locked again after the pulse
+        await eventually(lambda: not relay_level(pins))  # ...and locked again after the pulse
         used = await rig.gate.scan(REF_T0001, device="test")
         assert used.decision.outcome is Outcome.ALREADY_USED and not relay_level(pins)
         await turnstile.aclose()
@@ -91,7 +84,7 @@ async def test_an_active_low_relay_idles_high_and_pulses_low(
         assert pins.pin(RELAY).state == 1  # inactive for an active-low module
         await rig.gate.scan(REF_T0001, device="test")
         assert pins.pin(RELAY).state == 0
-        await wait_for(lambda: pins.pin(RELAY).state == 1)
+        await eventually(lambda: pins.pin(RELAY).state == 1)
         await turnstile.aclose()
         assert pins.pin(RELAY).state == 1
 
@@ -104,8 +97,8 @@ async def test_a_person_who_never_passes_leaves_the_ticket_usable(
         task = await running(turnstile)
         first = await rig.gate.scan(REF_T0001, device="test")
         assert first.decision.outcome is Outcome.ALLOW and turnstile.pending == 1
-        await wait_for(lambda: turnstile.pending == 0)
-        await wait_for(lambda: rig.scalar("SELECT COUNT(*) FROM redemptions WHERE kind = 'void'") == 1)
+        await eventually(lambda: turnstile.pending == 0)
+        await eventually(lambda: rig.scalar("SELECT COUNT(*) FROM redemptions WHERE kind = 'void'") == 1)
         assert rig.rows("SELECT resolution FROM scans WHERE uuid = ?", (first.scan_id,)) == [("not_passed",)]
         assert rig.rows("SELECT voids FROM redemptions WHERE kind = 'void'") == [(first.scan_id,)]
         again = await rig.gate.scan(REF_T0001, device="test")
@@ -113,7 +106,7 @@ async def test_a_person_who_never_passes_leaves_the_ticket_usable(
         # This time they pass: the entry stands.
         pins.pin(PASSAGE).drive_low()
         pins.pin(PASSAGE).drive_high()
-        await wait_for(lambda: turnstile.pending == 0)
+        await eventually(lambda: turnstile.pending == 0)
         await asyncio.sleep(0.3)
         third = await rig.gate.scan(REF_T0001, device="test")
         assert third.decision.outcome is Outcome.ALREADY_USED
@@ -145,7 +138,7 @@ async def test_sensor_callbacks_from_another_thread_run_on_the_loop(
     other = threading.Thread(target=pins.pin(PASSAGE).drive_low)
     other.start()
     other.join()
-    await wait_for(lambda: seen == [loop_thread])
+    await eventually(lambda: seen == [loop_thread])
     assert contact.closed
     await contact.aclose()
 
@@ -252,7 +245,7 @@ async def test_a_relay_that_fails_neither_breaks_the_scan_nor_keeps_the_ticket(
         assert first.decision.outcome is Outcome.ALLOW and first.recorded
         assert "the turnstile's relay failed" in caplog.text
         # Nobody could pass a turnstile that never opened: the admission is taken back.
-        await wait_for(lambda: rig.scalar("SELECT COUNT(*) FROM redemptions WHERE kind = 'void'") == 1)
+        await eventually(lambda: rig.scalar("SELECT COUNT(*) FROM redemptions WHERE kind = 'void'") == 1)
         again = await rig.gate.scan(REF_T0001, device="test")
         assert again.decision.outcome is Outcome.ALLOW
         released = await rig.gate.release(device="button", operator="steward")
@@ -304,14 +297,14 @@ async def test_a_dead_sensor_stops_giving_tickets_back(
         assert turnstile.problem is None
         # ...until so many in a row went unseen that the sensor is not believed: entries stand.
         assert (await rig.gate.scan(REF_T0001, device="test")).decision.outcome is Outcome.ALLOW
-        await wait_for(lambda: turnstile.problem is not None)
+        await eventually(lambda: turnstile.problem is not None)
         assert "saw no one pass" in (turnstile.problem or "")
         assert voids() == SUSPECT_AFTER - 1
         used = await rig.gate.scan(REF_T0001, device="test")
         assert used.decision.outcome is Outcome.ALREADY_USED  # a screenshot does not get in again
         # The sensor reports a passage again: it is believed again.
         pins.pin(PASSAGE).drive_low()
-        await wait_for(lambda: turnstile.problem is None)
+        await eventually(lambda: turnstile.problem is None)
         await stop(task, turnstile)
         assert (await rig.ledger.counters())["passage:unverified"] == 1
 
