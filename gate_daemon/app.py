@@ -36,6 +36,7 @@ from gate_daemon.errors import GateError
 from gate_daemon.gate import Gate
 from gate_daemon.hardware.ports import Contact, Decoder, ScanInput, Signals
 from gate_daemon.manifest_watch import ManifestWatch
+from gate_daemon.net.lan import LanServer, create_app
 from gate_daemon.provision.keyfiles import read_public
 from gate_daemon.store.ledger import Ledger
 from gate_daemon.systemd import Notifier
@@ -275,6 +276,7 @@ class RunningGate:
     lock: int
     turnstile: Turnstile | None = None
     button: Contact | None = None
+    lan: LanServer | None = None
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
@@ -318,6 +320,8 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
     signals: Signals | None = None
     turnstile: Turnstile | None = None
     button: Contact | None = None
+    control: ControlServer | None = None
+    lan: LanServer | None = None
     try:
         checkpoint = Checkpoint(config.gate.zone, config.gate.session)
         manifests = ManifestWatch(
@@ -345,9 +349,16 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         )
         source = make_input(config, stdin, on_unreadable=lambda: count_softly(ledger, "unreadable_images"))
         status = GateStatus(config, ledger, manifests, gate, source)
-        control = ControlServer(config.control.socket, gate, status.snapshot)
-        await control.start()
+        server = ControlServer(config.control.socket, gate, status.snapshot)
+        await server.start()
+        control = server  # closed (its socket file removed) on a failure only once it is ours
+        if config.lan.enabled:
+            assert config.lan.host is not None
+            lan = LanServer(create_app(status.snapshot, rate=config.lan.rate))
+            await lan.start(config.lan.host, config.lan.port)
     except BaseException:
+        if control is not None:
+            await control.aclose()
         for device in (button, turnstile, signals):
             if device is not None:
                 with contextlib.suppress(Exception):
@@ -356,7 +367,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         os.close(lock)
         raise
     return RunningGate(
-        config, ledger, manifests, gate, signals, source, control, status, lock, turnstile, button
+        config, ledger, manifests, gate, signals, source, server, status, lock, turnstile, button, lan
     )
 
 
@@ -498,6 +509,8 @@ class _Stop(Exception):
 async def shutdown(running: RunningGate) -> None:
     """Stop taking scans, let those in flight commit, then close everything."""
     await running.control.aclose()
+    if running.lan is not None:
+        await running.lan.aclose()
     if running.button is not None:  # no release may start once the gate is stopping
         with contextlib.suppress(Exception):
             await running.button.aclose()

@@ -27,7 +27,7 @@ IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PIN = re.compile(r"(GPIO|BCM|BOARD|J8:)?(0|[1-9][0-9]?)")
 SYSTEMD_DIRS = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "RUNTIME_DIRECTORY")
 _VARIABLE = re.compile(r"\$\{([A-Z_]+)\}")
-TOP_KEYS = {"gate", "manifest", "input", "signals", "turnstile", "control"}
+TOP_KEYS = {"gate", "manifest", "input", "signals", "turnstile", "control", "lan"}
 GATE_KEYS = {"id", "event", "zone", "session", "state_dir", "mode", "repeat_window_ms"}
 _E = TypeVar("_E", bound=StrEnum)
 
@@ -189,6 +189,21 @@ class ControlSection:
 
 
 @dataclass(frozen=True, slots=True)
+class LanSection:
+    """The gate's HTTP API on the venue LAN (status and metrics); off unless ``listen`` is set."""
+
+    host: str | None = None
+    port: int = 0
+    #: Requests a second one client may make, on average (bursts of twice as many pass).
+    rate: int = 20
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the gate listens on the LAN at all."""
+        return self.host is not None
+
+
+@dataclass(frozen=True, slots=True)
 class GateConfig:
     """A whole, valid gate configuration."""
 
@@ -199,6 +214,7 @@ class GateConfig:
     signals: SignalsSection
     control: ControlSection
     turnstile: TurnstileSection = TurnstileSection()
+    lan: LanSection = LanSection()
 
     @property
     def ledger_path(self) -> Path:
@@ -332,6 +348,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
         check.problem(
             ("control", "socket"), f"{socket} is too long for a unix socket path (at most 100 bytes)"
         )
+    lan = _lan(check, doc.get("lan", {}), ("lan",))
     check.finish()
     return GateConfig(
         source=path,
@@ -341,6 +358,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
         signals=signals,
         control=ControlSection(socket=socket),
         turnstile=turnstile,
+        lan=lan,
     )
 
 
@@ -368,6 +386,25 @@ def _choice(check: Checker, tbl: dict[str, Any], at: KeyPath, key: str, enum: ty
 
 #: Line speeds a serial scanner is set to.
 BAUDS = (1200, 2400, 4800, 9600, 19200, 38400, 57600, 115200, 230400)
+
+
+_LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>[0-9]{1,5})")
+
+
+def _lan(check: Checker, value: object, at: KeyPath) -> LanSection:
+    tbl = check.table(value, at, {"listen", "rate"})
+    rate = check.integer(tbl, at, "rate", low=1, high=10_000, default=20)
+    listen = check.string(tbl, at, "listen", max_bytes=100)
+    if not listen:
+        return LanSection(rate=rate)
+    match = _LISTEN.fullmatch(listen)
+    port = int(match.group("port")) if match else 0
+    if match is None or not 0 <= port <= 65535:  # 0: a free port the system picks
+        check.problem(
+            (*at, "listen"), f"{listen!r} must be HOST:PORT (0.0.0.0:8443, [::]:8443, 192.168.1.20:8443)"
+        )
+        return LanSection(rate=rate)
+    return LanSection(host=match.group("v6") or match.group("host"), port=port, rate=rate)
 
 
 def _baud(check: Checker, tbl: dict[str, Any], at: KeyPath) -> int:

@@ -181,7 +181,7 @@ MISTAKES: dict[str, tuple[str, str, str, str, str | None]] = {
         "[signals]\n",
         "[signal]\n",
         "signal",
-        "unknown key (allowed here: control, gate, input, manifest, signals, turnstile)",
+        "unknown key (allowed here: control, gate, input, lan, manifest, signals, turnstile)",
         "[signal]",
     ),
     "wrong-type": (
@@ -267,6 +267,20 @@ MISTAKES: dict[str, tuple[str, str, str, str, str | None]] = {
         "turnstile.relay",
         "'WPI0' is not a pin",
         "relay =",
+    ),
+    "lan-listen-without-port": (
+        "[control]\n",
+        '[lan]\nlisten = "0.0.0.0"\n\n[control]\n',
+        "lan.listen",
+        "must be HOST:PORT",
+        "listen =",
+    ),
+    "lan-port-out-of-range": (
+        "[control]\n",
+        '[lan]\nlisten = "[::]:70000"\n\n[control]\n',
+        "lan.listen",
+        "must be HOST:PORT",
+        "listen =",
     ),
     "header-pin-not-gpio": (
         "[control]\n",

@@ -125,6 +125,7 @@ def cmd_check(path: Path) -> int:
         f"{path}: OK: gate {gate.id} for event {gate.event} ({gate.mode.value}"
         f"{', ' + where if where else ''}), input {config.input.kind.value}, "
         f"signals {config.signals.kind.value}, control socket {config.control.socket}"
+        + (f", LAN on {config.lan.host}:{config.lan.port}" if config.lan.enabled else "")
     )
     return 0
 

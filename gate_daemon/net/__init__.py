@@ -1,0 +1,1 @@
+"""The gate on the network: its HTTP API on the venue LAN."""

@@ -1,0 +1,123 @@
+"""The gate's status as Prometheus metrics, for fleet ops to scrape from every gate.
+
+Made from one status snapshot (``GateStatus.snapshot``) at each scrape, through
+prometheus-client's exposition format. The persisted counters named ``name:label``
+become one metric with a label (``outcome:allow`` -> ``gate_scans_total{outcome="allow"}``).
+Which gate it is comes from ``gate_info`` and from the scrape target, as Prometheus
+labels targets.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import Any
+
+from prometheus_client import CollectorRegistry, generate_latest
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
+
+#: Labelled counters: counter prefix -> (metric name, label, help).
+_LABELLED = {
+    "outcome": ("gate_scans", "outcome", "Scans by outcome (allow, deny, already_used, too_early)."),
+    "reason": ("gate_scan_reasons", "reason", "Scans by reason code (docs/DECISIONS.md)."),
+    "kind": ("gate_scan_kinds", "kind", "Scans by kind (entry, exit)."),
+    "resolution": ("gate_resolutions", "resolution", "What scans did (admitted, exited, refused, ...)."),
+    "manifest_refused": ("gate_manifest_refusals", "reason", "Manifests refused, by reason."),
+    "passage": (
+        "gate_passages",
+        "result",
+        "Turnstile passages (passed, not_passed, unverified, unreleased).",
+    ),
+}
+#: Plain counters: counter name -> (metric name, help).
+_PLAIN = {
+    "scans": ("gate_scans_all", "Every scan, whatever its outcome."),
+    "offline_scans": ("gate_offline_scans", "Scans decided offline (from the local manifest and ledger)."),
+    "manifest_activations": ("gate_manifest_activations", "Manifests verified and activated."),
+    "unreadable_images": (
+        "gate_unreadable_images",
+        "Files in the image input's folder that were not images.",
+    ),
+    "manual_releases": ("gate_manual_releases", "Turnstile releases by the steward's button."),
+}
+
+
+class _Snapshot:
+    """A collector over one status snapshot (prometheus-client calls ``collect`` once)."""
+
+    def __init__(self, status: dict[str, Any]) -> None:
+        self.status = status
+
+    def collect(self) -> Iterator[Metric]:
+        status = self.status
+        info = InfoMetricFamily("gate", "Which gate this is.")
+        labels = {"gate": status["gate"], "event": status["event"], "mode": status["mode"]}
+        labels["zone"] = status.get("zone") or ""
+        info.add_metric([], labels)
+        yield info
+        yield GaugeMetricFamily(
+            "gate_in_service", "1 while the gate can admit people.", value=int(status["in_service"])
+        )
+        yield GaugeMetricFamily(
+            "gate_uptime_seconds", "Seconds since the gate started.", value=status["uptime_seconds"]
+        )
+        manifest = status["manifest"]
+        yield GaugeMetricFamily(
+            "gate_manifest_active", "1 while a valid manifest is active.", value=int(manifest["active"])
+        )
+        if manifest["active"]:
+            yield GaugeMetricFamily(
+                "gate_manifest_version", "The active manifest's version.", value=manifest["version"]
+            )
+            yield GaugeMetricFamily(
+                "gate_manifest_age_seconds",
+                "Seconds since the active manifest was issued.",
+                value=manifest["age_seconds"],
+            )
+            yield GaugeMetricFamily(
+                "gate_manifest_tickets", "Tickets in the active manifest.", value=manifest["tickets"]
+            )
+        counters: dict[str, int] = status["counters"]
+        for prefix, (name, label, text) in _LABELLED.items():
+            family = CounterMetricFamily(name, text, labels=[label])
+            for key, value in sorted(counters.items()):
+                head, _, tail = key.partition(":")
+                if head == prefix and tail:
+                    family.add_metric([tail], value)
+            yield family
+        for key, (name, text) in _PLAIN.items():
+            yield CounterMetricFamily(name, text, value=counters.get(key, 0))
+        for key, value in status.get("since_start", {}).items():
+            yield GaugeMetricFamily(
+                f"gate_since_start_{key}",
+                f"{key.replace('_', ' ').capitalize()} since the gate started.",
+                value=value,
+            )
+        turnstile = status.get("turnstile")
+        if turnstile:
+            yield GaugeMetricFamily(
+                "gate_turnstile_pending", "Admissions released, not yet through.", value=turnstile["pending"]
+            )
+            yield GaugeMetricFamily(
+                "gate_turnstile_sensor_ok",
+                "0 while the passage sensor is not believed.",
+                value=int(turnstile["problem"] is None),
+            )
+        stats = (status.get("input_state") or {}).get("stats")
+        if stats:
+            yield CounterMetricFamily("gate_camera_frames", "Camera frames captured.", value=stats["frames"])
+            yield CounterMetricFamily(
+                "gate_camera_errors", "Camera failures (open, capture, stall).", value=stats["camera_errors"]
+            )
+            if stats.get("last_decode_ms") is not None:
+                yield GaugeMetricFamily(
+                    "gate_camera_decode_seconds",
+                    "How long the last frame took to decode.",
+                    value=stats["last_decode_ms"] / 1000,
+                )
+
+
+def render(status: dict[str, Any]) -> bytes:
+    """The Prometheus text exposition of one status snapshot."""
+    registry = CollectorRegistry(auto_describe=False)
+    registry.register(_Snapshot(status))
+    return generate_latest(registry)
