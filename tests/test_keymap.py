@@ -206,3 +206,31 @@ def test_an_overlong_payload_is_cut_and_marked() -> None:
 
 def test_release_of_a_key_never_pressed_is_harmless() -> None:
     assert read([(ecodes.KEY_LEFTSHIFT, RELEASE), (ecodes.KEY_A, RELEASE)], typed("a"), enter()) == ["a"]
+
+
+def test_a_scan_whose_enter_was_lost_ends_at_the_pause_marked_unreadable() -> None:
+    from gate_daemon.hardware.keymap import SCAN_GAP
+
+    wedge = KeyboardWedge()
+    out = []
+    t = 100.0
+    for code, value in typed("A100-2"):  # Enter lost
+        out.append(wedge.feed(code, value, t))
+        t += 0.004
+    t += SCAN_GAP + 0.5  # the next person steps up
+    for code, value in typed("O-105-C2") + enter():
+        out.append(wedge.feed(code, value, t))
+        t += 0.004
+    assert [text for text in out if text is not None] == ["A100-2\ufffd", "O-105-C2"]
+
+
+def test_a_slow_scanner_within_the_gap_reads_one_code() -> None:
+    from gate_daemon.hardware.keymap import SCAN_GAP
+
+    wedge = KeyboardWedge()
+    t = 0.0
+    out = []
+    for code, value in typed("REF-0001") + enter():
+        out.append(wedge.feed(code, value, t))
+        t += SCAN_GAP / 5  # a scanner at its slowest delay: a shifted key is four events
+    assert [text for text in out if text is not None] == ["REF-0001"]

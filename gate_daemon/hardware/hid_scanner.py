@@ -96,7 +96,7 @@ class HidScannerInput:
                                 return
                             for event in read.result():
                                 if event.type == EV_KEY:
-                                    payload = wedge.feed(event.code, event.value)
+                                    payload = wedge.feed(event.code, event.value, event.timestamp())
                                     if payload is not None:
                                         yield payload
                     except OSError as exc:

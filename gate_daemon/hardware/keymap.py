@@ -73,6 +73,11 @@ _SILENT = frozenset({KEY_CAPSLOCK, KEY_NUMLOCK, KEY_SCROLLLOCK})
 _ENTERS = frozenset({KEY_ENTER, KEY_KPENTER})
 
 
+#: A scanner types a code in one burst (milliseconds between keys). A pause longer than
+#: this inside a payload means its Enter was lost: what came before is a scan of its own.
+SCAN_GAP = 1.0
+
+
 class KeyboardWedge:
     """One keyboard's typing state: held modifiers, Caps Lock and the payload typed so far."""
 
@@ -81,9 +86,16 @@ class KeyboardWedge:
         self._caps = False
         self._typed: list[str] = []
         self._overlong = False
+        self._last: float | None = None  # when the last character was typed
 
-    def feed(self, code: int, value: int) -> str | None:
-        """Take one key event; the payload it completes (on Enter), else None."""
+    def feed(self, code: int, value: int, at: float | None = None) -> str | None:
+        """Take one key event (``at``: its time in seconds); the payload it completes, else None.
+
+        A payload is completed by Enter or, when a character comes more than ``SCAN_GAP``
+        after the one before, by that pause: the scan whose Enter was lost is returned
+        marked unreadable (the gate records it as ``invalid_payload``) and the character
+        starts the next one, which then reads clean.
+        """
         if code in _SHIFTS or code in _CHORDS:
             if value == PRESS:
                 self._held.add(code)
@@ -96,9 +108,17 @@ class KeyboardWedge:
             return self._finish()
         if code == KEY_CAPSLOCK:
             self._caps = not self._caps
-        elif code not in _SILENT:
-            self._type(self._character(code))
-        return None
+            return None
+        if code in _SILENT:
+            return None
+        stale = None
+        if at is not None:
+            if self._typed and self._last is not None and at - self._last > SCAN_GAP:
+                self._overlong = True  # marks it unreadable, like a cut payload
+                stale = self._finish()
+            self._last = at
+        self._type(self._character(code))
+        return stale
 
     def _character(self, code: int) -> str:
         if not self._held.isdisjoint(_CHORDS):
