@@ -25,7 +25,7 @@ import time
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from gate_daemon.config import ButtonAction, GateConfig, InputKind, SignalsKind
 from gate_daemon.control import ControlServer
@@ -36,11 +36,13 @@ from gate_daemon.errors import GateError
 from gate_daemon.gate import Gate
 from gate_daemon.hardware.ports import Contact, Decoder, ScanInput, Signals
 from gate_daemon.manifest_watch import ManifestWatch
-from gate_daemon.net.lan import LanServer, create_app
 from gate_daemon.provision.keyfiles import read_public
 from gate_daemon.store.ledger import Ledger
 from gate_daemon.systemd import Notifier
 from gate_daemon.turnstile import Turnstile
+
+if TYPE_CHECKING:
+    from gate_daemon.net.lan import LanServer
 
 log = logging.getLogger(__name__)
 
@@ -353,6 +355,10 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         await server.start()
         control = server  # closed (its socket file removed) on a failure only once it is ours
         if config.lan.enabled:
+            # Imported here: aiohttp takes a while to import on a Pi Zero, and a gate
+            # without [lan] listen never needs it.
+            from gate_daemon.net.lan import LanServer, create_app
+
             assert config.lan.host is not None
             lan = LanServer(create_app(status.snapshot, rate=config.lan.rate))
             await lan.start(config.lan.host, config.lan.port)
