@@ -12,13 +12,12 @@ what is not grabbed is ``EINVAL``, and closing a client lets its grab go.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import itertools
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -29,7 +28,7 @@ from gate_daemon.hardware.hid_scanner import HidScannerInput, open_evdev
 from tests.gate_fixtures import gate_rig
 from tests.support import World
 from tests.test_keymap import enter, tap, typed
-from tests.waiting import eventually
+from tests.waiting import eventually, next_payload, reading
 
 PATH = Path("/dev/gate-scanner")
 LOGGER = "gate_daemon.hardware.hid_scanner"
@@ -162,27 +161,6 @@ class Bus:
         scanner.clients.append(device)
         self.opened.append(device)
         return device
-
-
-@contextlib.asynccontextmanager
-async def reading(source: HidScannerInput) -> AsyncIterator[asyncio.Queue[str]]:
-    """Run the input in a task that puts each payload on a queue; close it at the end."""
-    found: asyncio.Queue[str] = asyncio.Queue()
-
-    async def run() -> None:
-        async for payload in source.payloads():
-            found.put_nowait(payload)
-
-    task = asyncio.create_task(run())
-    try:
-        yield found
-    finally:
-        await source.aclose()
-        await asyncio.wait_for(task, 2)  # closing ends the iteration by itself
-
-
-async def next_payload(found: asyncio.Queue[str]) -> str:
-    return await asyncio.wait_for(found.get(), 5)
 
 
 def messages(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:

@@ -35,6 +35,7 @@ from tests.test_hid_scanner import Bus
 from tests.test_keymap import enter, tap
 from tests.test_serial_scanner import Pty, opened
 from tests.waiting import eventually
+from tests.waiting import reading as read_input
 
 CODE = "REF-SAT-FLOOR-0001"
 AFTER = "O-105-C2"  # the code shown after the garbage
@@ -145,19 +146,11 @@ MAKERS = {"picamera": camera, "hid": hid, "serial": serial, "stdin": stdin, "ima
 
 @contextlib.asynccontextmanager
 async def reading(harness: Harness) -> AsyncIterator[asyncio.Queue[str]]:
-    found: asyncio.Queue[str] = asyncio.Queue()
-
-    async def take() -> None:
-        async for payload in harness.source.payloads():
-            await found.put(payload)
-
-    task = asyncio.create_task(take())
+    """Read the harness's input; leaving checks the contract that ``aclose`` ends ``payloads()``."""
     try:
-        yield found
+        async with read_input(harness.source) as found:
+            yield found
     finally:
-        await harness.source.aclose()
-        # The contract: aclose ends payloads() promptly.
-        await asyncio.wait_for(task, timeout=3)
         for step in harness.cleanup:
             step()
 

@@ -12,7 +12,7 @@ import contextlib
 import logging
 import os
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -25,7 +25,7 @@ from gate_daemon.hardware.serial_scanner import LineCutter, SerialScannerInput
 from gate_daemon.hardware.stdin_input import MAX_LINE
 from tests.gate_fixtures import gate_rig
 from tests.support import World
-from tests.waiting import eventually
+from tests.waiting import eventually, next_payload, reading
 
 LOGGER = "gate_daemon.hardware.serial_scanner"
 
@@ -73,27 +73,6 @@ def holders(path: str) -> int:
 async def opened(line: Pty) -> None:
     """Wait until the gate has the port open (pyserial flushes what came before)."""
     await eventually(lambda: holders(line.path) == 2)
-
-
-@contextlib.asynccontextmanager
-async def reading(source: SerialScannerInput) -> AsyncIterator[asyncio.Queue[str]]:
-    """Run the input in a task that puts each payload on a queue; close it at the end."""
-    found: asyncio.Queue[str] = asyncio.Queue()
-
-    async def run() -> None:
-        async for payload in source.payloads():
-            found.put_nowait(payload)
-
-    task = asyncio.create_task(run())
-    try:
-        yield found
-    finally:
-        await source.aclose()
-        await asyncio.wait_for(task, 2)  # closing ends the iteration by itself
-
-
-async def next_payload(found: asyncio.Queue[str]) -> str:
-    return await asyncio.wait_for(found.get(), 5)
 
 
 def messages(caplog: pytest.LogCaptureFixture) -> list[tuple[int, str]]:

@@ -1,10 +1,13 @@
-"""Waiting in a test for what a thread, a device or a background task does."""
+"""Waiting in a test for what a thread, a device, an input or a background task does."""
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
+
+from gate_daemon.hardware.ports import ScanInput
 
 
 async def eventually(condition: Callable[[], object], timeout: float = 10.0) -> None:
@@ -18,3 +21,25 @@ async def eventually(condition: Callable[[], object], timeout: float = 10.0) -> 
         if time.monotonic() > deadline:
             raise AssertionError("condition not met in time")
         await asyncio.sleep(0.005)
+
+
+@contextlib.asynccontextmanager
+async def reading(source: ScanInput) -> AsyncIterator[asyncio.Queue[str]]:
+    """Run an input in a task that puts each payload on a queue; close it at the end."""
+    found: asyncio.Queue[str] = asyncio.Queue()
+
+    async def run() -> None:
+        async for payload in source.payloads():
+            found.put_nowait(payload)
+
+    task = asyncio.create_task(run())
+    try:
+        yield found
+    finally:
+        await source.aclose()
+        await asyncio.wait_for(task, 5)  # closing ends the iteration by itself
+
+
+async def next_payload(found: asyncio.Queue[str]) -> str:
+    """The next payload an input read, within ten seconds."""
+    return await asyncio.wait_for(found.get(), 10)
