@@ -32,17 +32,20 @@ from gate_daemon.control import ControlServer
 from gate_daemon.core.decision import Checkpoint, Decision
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.times import format_instant, format_span
+from gate_daemon.core.tokens import REENTRY
 from gate_daemon.errors import GateError
 from gate_daemon.gate import Gate
 from gate_daemon.hardware.ports import Contact, Decoder, ScanInput, Signals
 from gate_daemon.manifest_watch import ManifestWatch
-from gate_daemon.provision.keyfiles import read_public
+from gate_daemon.provision.keyfiles import read_public, read_secret
 from gate_daemon.store.ledger import Ledger
 from gate_daemon.systemd import Notifier
 from gate_daemon.turnstile import Turnstile
 
 if TYPE_CHECKING:
     from gate_daemon.net.lan import LanServer
+    from gate_daemon.net.peers import Replicator
+    from gate_daemon.net.replication import Replication
 
 log = logging.getLogger(__name__)
 
@@ -185,6 +188,8 @@ class GateStatus:
     started_at: float = field(default_factory=time.time)
     #: Why the gate is out of service (kept by the service loop), or None.
     problem: str | None = None
+    replication: Replication | None = None
+    replicator: Replicator | None = None
 
     async def snapshot(self) -> dict[str, Any]:
         """The full status as a JSON-ready object."""
@@ -228,6 +233,29 @@ class GateStatus:
             "ledger": {"path": str(self.ledger.path), "epoch": self.ledger.epoch},
             "counters": await self.ledger.counters(),
             "since_start": dict(self.gate.volatile),
+            "replication": await self._replication(now),
+        }
+
+    async def _replication(self, now: float) -> dict[str, Any] | None:
+        replication = self.replication
+        if replication is None:
+            return None
+        callers = {
+            seen.gate_id: {
+                "requests": seen.requests,
+                "last_seconds_ago": round(now - seen.last_at, 3),
+                "clock_offset_ms": seen.clock_offset_ms,
+            }
+            for seen in replication.callers.values()
+        }
+        return {
+            "problem": replication.problem,
+            "key": replication.key.public.kid,
+            "peers": self.replicator.snapshot() if self.replicator is not None else [],
+            "callers": callers,
+            "refused_requests": dict(replication.refusals),
+            "logs": len(self.ledger.known()),
+            "conflicts": await self.ledger.conflict_count(),
         }
 
     def _input(self) -> dict[str, Any] | None:
@@ -279,6 +307,7 @@ class RunningGate:
     turnstile: Turnstile | None = None
     button: Contact | None = None
     lan: LanServer | None = None
+    replicator: Replicator | None = None
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
@@ -324,6 +353,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
     button: Contact | None = None
     control: ControlServer | None = None
     lan: LanServer | None = None
+    replicator: Replicator | None = None
     try:
         checkpoint = Checkpoint(config.gate.zone, config.gate.session)
         manifests = ManifestWatch(
@@ -354,14 +384,29 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         server = ControlServer(config.control.socket, gate, status.snapshot)
         await server.start()
         control = server  # closed (its socket file removed) on a failure only once it is ours
+        ledger.entries_allowed = _entries_allowed(manifests)
         if config.lan.enabled:
             # Imported here: aiohttp takes a while to import on a Pi Zero, and a gate
             # without [lan] listen never needs it.
             from gate_daemon.net.lan import LanServer, create_app
 
             assert config.lan.host is not None
-            lan = LanServer(create_app(status.snapshot, rate=config.lan.rate))
+            replication = _replication(config, ledger, manifests)
+            if replication is not None and config.lan.peers:
+                from gate_daemon.net.peers import Replicator
+
+                replicator = Replicator(
+                    replication,
+                    list(config.lan.peers),
+                    pull_interval=config.lan.pull_interval_ms / 1000,
+                    timeout=config.lan.timeout_ms / 1000,
+                )
+                ledger.subscribe(replicator.committed)
+            status.replication, status.replicator = replication, replicator
+            lan = LanServer(create_app(status.snapshot, rate=config.lan.rate, replication=replication))
             await lan.start(config.lan.host, config.lan.port)
+            if replication is not None and replication.problem is not None:
+                log.warning("replication: %s", replication.problem)
     except BaseException:
         if control is not None:
             await control.aclose()
@@ -373,8 +418,31 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         os.close(lock)
         raise
     return RunningGate(
-        config, ledger, manifests, gate, signals, source, server, status, lock, turnstile, button, lan
-    )
+        config, ledger, manifests, gate, signals, source, server, status, lock, turnstile, button, lan,
+        replicator=replicator,
+    )  # fmt: skip
+
+
+def _replication(config: GateConfig, ledger: Ledger, manifests: ManifestWatch) -> Replication | None:
+    """This gate's side of sharing redemptions, when it has a key."""
+    if config.lan.key is None:
+        return None
+    from gate_daemon.net.replication import Replication
+
+    return Replication(ledger, read_secret(config.lan.key), lambda: manifests.current)
+
+
+def _entries_allowed(manifests: ManifestWatch) -> Callable[[str], int | None]:
+    """A ticket's entry limit from the active manifest, for finding double entries."""
+
+    def allowed(ticket_id: str) -> int | None:
+        manifest = manifests.current
+        entry = manifest.find_ticket(ticket_id) if manifest is not None else None
+        if entry is None:
+            return 1  # a ticket known only by its signed payload: counted as single-entry
+        return None if entry.entries == REENTRY else entry.entries
+
+    return allowed
 
 
 async def _input_loop(running: RunningGate) -> None:
@@ -490,6 +558,8 @@ async def serve(running: RunningGate, notifier: Notifier, stop: asyncio.Event) -
                 group.create_task(running.turnstile.run(), name="turnstile")
             if running.button is not None:
                 running.button.listen(lambda: _button_pressed(running))
+            if running.replicator is not None:
+                group.create_task(running.replicator.run(), name="peers")
             notifier.ready(running.status.line())
             log.info("gate %s ready: %s", running.config.gate.id, running.status.line())
             stopper = group.create_task(stop.wait(), name="stop")

@@ -10,6 +10,7 @@ every key.
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import re
 from dataclasses import dataclass
@@ -190,12 +191,23 @@ class ControlSection:
 
 @dataclass(frozen=True, slots=True)
 class LanSection:
-    """The gate's HTTP API on the venue LAN (status and metrics); off unless ``listen`` is set."""
+    """The gate's HTTP API on the venue LAN and its peers; off unless ``listen`` is set."""
 
     host: str | None = None
     port: int = 0
     #: Requests a second one client may make, on average (bursts of twice as many pass).
     rate: int = 20
+    #: This gate's Ed25519 secret key file: with it, the gate shares redemptions.
+    key: Path | None = None
+    #: Other gates to push to and pull from, as "HOST:PORT".
+    peers: tuple[str, ...] = ()
+    pull_interval_ms: int = 1000
+    timeout_ms: int = 2000
+
+    @property
+    def replicates(self) -> bool:
+        """Whether the gate shares redemptions with peers (it has a key and listens)."""
+        return self.key is not None and self.enabled
 
     @property
     def enabled(self) -> bool:
@@ -349,6 +361,12 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
             ("control", "socket"), f"{socket} is too long for a unix socket path (at most 100 bytes)"
         )
     lan = _lan(check, doc.get("lan", {}), ("lan",))
+    if "key" in doc.get("lan", {}):
+        lan = dataclasses.replace(lan, key=path_value(doc["lan"], ("lan",), "key"))
+    if lan.peers and not lan.replicates:
+        check.problem(
+            ("lan", "peers"), "peers need this gate's key ([lan] key) and an address ([lan] listen)"
+        )
     check.finish()
     return GateConfig(
         source=path,
@@ -392,19 +410,45 @@ _LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(
 
 
 def _lan(check: Checker, value: object, at: KeyPath) -> LanSection:
-    tbl = check.table(value, at, {"listen", "rate"})
-    rate = check.integer(tbl, at, "rate", low=1, high=10_000, default=20)
+    tbl = check.table(value, at, {"listen", "rate", "key", "peers", "pull_interval_ms", "timeout_ms"})
+    plain = LanSection(
+        rate=check.integer(tbl, at, "rate", low=1, high=10_000, default=20),
+        peers=_peers(check, tbl, at),
+        pull_interval_ms=check.integer(tbl, at, "pull_interval_ms", low=100, high=3_600_000, default=1000),
+        timeout_ms=check.integer(tbl, at, "timeout_ms", low=50, high=60_000, default=2000),
+    )
     listen = check.string(tbl, at, "listen", max_bytes=100)
     if not listen:
-        return LanSection(rate=rate)
+        return plain
     match = _LISTEN.fullmatch(listen)
     port = int(match.group("port")) if match else 0
     if match is None or not 0 <= port <= 65535:  # 0: a free port the system picks
         check.problem(
             (*at, "listen"), f"{listen!r} must be HOST:PORT (0.0.0.0:8443, [::]:8443, 192.168.1.20:8443)"
         )
-        return LanSection(rate=rate)
-    return LanSection(host=match.group("v6") or match.group("host"), port=port, rate=rate)
+        return plain
+    return dataclasses.replace(plain, host=match.group("v6") or match.group("host"), port=port)
+
+
+#: Addresses that mean "every interface": fine to listen on, no use to connect to.
+_ANY = frozenset({"0.0.0.0"})  # noqa: S104 (refused, not bound)
+#: Peers one gate may list.
+MAX_PEERS = 256
+
+
+def _peers(check: Checker, tbl: dict[str, Any], at: KeyPath) -> tuple[str, ...]:
+    out: list[str] = []
+    for index, peer in enumerate(check.strings(tbl, at, "peers")[: MAX_PEERS + 1]):
+        match = _LISTEN.fullmatch(peer)
+        if index == MAX_PEERS:
+            check.problem((*at, "peers"), f"at most {MAX_PEERS} peers; use zones (docs/LAN.md)")
+        elif match is None or not 1 <= int(match.group("port")) <= 65535 or match.group("host") in _ANY:
+            check.problem((*at, "peers", index), f"{peer!r} must be HOST:PORT of a gate (10.0.0.12:8443)")
+        elif peer in out:
+            check.problem((*at, "peers", index), f"{peer!r} is listed twice")
+        else:
+            out.append(peer)
+    return tuple(out)
 
 
 def _baud(check: Checker, tbl: dict[str, Any], at: KeyPath) -> int:

@@ -37,8 +37,9 @@ L-0010,A108,1,completed,now,floor,1,
 """
 
 
-def event_toml(now: float) -> str:
-    """The live event, with session ``now`` open at ``now``."""
+def event_toml(now: float, gates: tuple[str, ...] = ()) -> str:
+    """The live event, with session ``now`` open at ``now``, and ``gates`` in its roster."""
+    roster = "".join(f'\n[[gates]]\nid = "{gate}"\npub = "{gate}.pub"\n' for gate in gates)
     return f"""\
 ticket_keys = ["issuer.pub"]
 
@@ -66,7 +67,7 @@ name = "Floor"
 [[zones]]
 id = "balcony"
 name = "Balcony"
-"""
+{roster}"""
 
 
 @dataclass
@@ -79,6 +80,8 @@ class LiveWorld:
     issuer: SecretKey
     event: EventSpec
     now: float
+    #: Each roster gate's secret key file.
+    gate_keys: dict[str, Path]
 
     def manifest(
         self,
@@ -107,15 +110,16 @@ class LiveWorld:
         return encode_signed(body, self.issuer)
 
 
-def make_live_world(root: Path) -> LiveWorld:
-    """Write keys and event.toml into ``root``."""
+def make_live_world(root: Path, gates: tuple[str, ...] = ()) -> LiveWorld:
+    """Write keys and event.toml into ``root``, with a key for each of ``gates`` in the roster."""
     root.mkdir(parents=True, exist_ok=True)
     _, signer_pub, signer = write_keypair(root / "signer")
     _, _, issuer = write_keypair(root / "issuer")
+    gate_keys = {gate: write_keypair(root / gate)[0] for gate in gates}
     now = time.time()
     event_path = root / "event.toml"
-    event_path.write_text(event_toml(now))
-    return LiveWorld(root, signer, signer_pub, issuer, load_event(event_path), now)
+    event_path.write_text(event_toml(now, gates))
+    return LiveWorld(root, signer, signer_pub, issuer, load_event(event_path), now, gate_keys)
 
 
 def write_gate_config(

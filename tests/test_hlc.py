@@ -6,7 +6,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gate_daemon.core.hlc import LOGICAL_BITS, MAX_STAMP, HybridClock, Stamp
+from gate_daemon.core.hlc import LOGICAL_BITS, MAX_AHEAD_MS, MAX_STAMP, HybridClock, Stamp
 
 T0 = 1_795_000_000_000  # 2026-11-18, in milliseconds
 MAX_LOGICAL = (1 << LOGICAL_BITS) - 1
@@ -65,6 +65,17 @@ def test_observe_uses_the_wall_clock_when_it_is_ahead_of_everything() -> None:
     clock = HybridClock(Stamp(T0, 4).packed)
     stamp = clock.observe(Stamp(T0 + 1, 9).packed, T0 + 50)
     assert Stamp.unpack(stamp) == Stamp(T0 + 50, 0)
+
+
+def test_a_remote_stamp_too_far_ahead_is_not_followed() -> None:
+    # A peer whose clock runs a day fast must not drag every later local stamp a day ahead.
+    clock = HybridClock()
+    clock.tick(T0)
+    fast = Stamp(T0 + 24 * 3600 * 1000, 0).packed
+    stamp = clock.observe(fast, T0 + 1)
+    assert Stamp.unpack(stamp) == Stamp(T0 + 1, 0)
+    near = Stamp(T0 + MAX_AHEAD_MS, 3).packed
+    assert clock.observe(near, T0 + 2) > near
 
 
 def test_logical_overflow_borrows_the_next_millisecond() -> None:
@@ -144,7 +155,7 @@ def test_any_sequence_of_ticks_and_observes_strictly_grows(
         stamp = clock.tick(wall) if op == "tick" else clock.observe(remote, wall)
         assert stamp > last
         assert clock.last == stamp
-        if op == "observe":
+        if op == "observe" and Stamp.unpack(remote).millis - wall <= MAX_AHEAD_MS:
             assert stamp > remote  # everything after an observed stamp sorts after it
         assert Stamp.unpack(stamp).millis >= wall  # never behind the wall clock
         last = stamp

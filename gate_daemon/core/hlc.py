@@ -15,6 +15,10 @@ LOGICAL_BITS = 16
 _LOGICAL_MASK = (1 << LOGICAL_BITS) - 1
 #: The largest stamp that fits SQLite's signed 64-bit integers.
 MAX_STAMP = (1 << 63) - 1
+#: How far ahead of the local wall clock a stamp from elsewhere may be and still be
+#: folded in. A peer whose clock is a day fast must not drag every later local stamp a
+#: day ahead: its records are kept (they happened), but its clock is not followed.
+MAX_AHEAD_MS = 5 * 60 * 1000
 
 
 @dataclass(frozen=True, slots=True, order=True)
@@ -56,8 +60,14 @@ class HybridClock:
         return stamp.packed
 
     def observe(self, remote: int, wall_millis: int) -> int:
-        """Fold in a stamp from elsewhere; the next local stamp sorts after it."""
+        """Fold in a stamp from elsewhere; the next local stamp sorts after it.
+
+        A stamp more than ``MAX_AHEAD_MS`` ahead of ``wall_millis`` is not followed:
+        the clock then moves as for a local event (callers count such stamps).
+        """
         seen = Stamp.unpack(remote)
+        if seen.millis - wall_millis > MAX_AHEAD_MS:
+            return self.tick(wall_millis)
         latest = max(self._last, seen)
         stamp = Stamp(wall_millis, 0) if wall_millis > latest.millis else self._after(latest)
         self._last = stamp

@@ -1,16 +1,26 @@
 """The gate's HTTP API on the venue LAN (aiohttp), versioned under ``/v1``.
 
-So far: ``GET /v1/status`` (what ``gatectl status --json`` shows) and ``GET /metrics``
-(Prometheus). ``create_app`` builds the application from what it serves; ``LanServer``
-runs it on ``[lan] listen``. Every error is a JSON object ``{"error": NAME, "detail":
-...}`` with a 4xx status for a bad request (``not_found``, ``method_not_allowed``,
-``rate_limited``) and 503 ``unavailable`` when the gate cannot answer;
-never a traceback. Each client address gets ``rate`` requests a second on average, in
-bursts of up to twice that.
+- ``GET /v1/status``: what ``gatectl status --json`` shows; ``GET /metrics``: Prometheus.
+- With replication (a gate key configured): ``GET /v1/challenge`` hands out a
+  challenge for the next signed request, ``POST /v1/redemptions`` takes a push of
+  records and ``POST /v1/redemptions/pull`` serves records after what the caller holds
+  (``gate_daemon.net.replication``). Both are signed requests (``gate_daemon.net.peer_auth``).
+
+``create_app`` builds the application from what it serves; ``LanServer`` runs it on
+``[lan] listen``. Every error is a JSON object ``{"error": NAME, "detail": ...}`` with
+a 4xx status for a bad request (``not_found``, ``method_not_allowed``, ``rate_limited``,
+``too_large``, ``not_json``, ``bad_request``, and the signed-request errors ``unsigned``,
+``bad_nonce``, ``stale_nonce``, ``replayed``, ``unknown_gate``, ``bad_signature``) and
+503 (``unavailable``, ``no_roster``, ``busy``) when the gate cannot answer now; never a
+traceback. Each client address gets ``rate`` requests a second on average, in bursts of
+up to twice that, except on the two signed routes: every signed request spends a
+challenge, and challenges come from the rate-limited ``/v1/challenge`` or from the
+answer to the previous signed request.
 """
 
 from __future__ import annotations
 
+import json
 import logging
 import sqlite3
 import time
@@ -21,18 +31,24 @@ from aiohttp import web
 
 from gate_daemon.errors import GateError
 from gate_daemon.net.metrics import render
+from gate_daemon.net.peer_auth import HEADER_CHALLENGE, AuthError
+from gate_daemon.net.replication import MAX_BATCH, Replication, parse_known
 
 log = logging.getLogger(__name__)
 
 StatusSource = Callable[[], Awaitable[dict[str, Any]]]
-#: A request body larger than this is refused; nothing here reads a body yet.
-MAX_BODY = 64 << 10
+#: A request body larger than this is refused (a push of MAX_BATCH records fits).
+MAX_BODY = 512 << 10
 #: Client addresses remembered by the rate limiter; the longest idle are forgotten first.
 MAX_CLIENTS = 4096
 
 STATUS: web.AppKey[StatusSource] = web.AppKey("status")
 
-_NAMES = {404: "not_found", 405: "method_not_allowed"}
+REPLICATION = web.AppKey("replication", Replication)
+#: Routes that take signed requests only: not limited per address (see above).
+_SIGNED = frozenset({"/v1/redemptions", "/v1/redemptions/pull"})
+
+_NAMES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 class RateLimiter:
@@ -74,6 +90,8 @@ async def _errors(
             raise
         name = _NAMES.get(exc.status, "bad_request")
         return _error(exc.status, name, exc.reason)
+    except AuthError as exc:
+        return _error(exc.status, exc.name, exc.detail)
     except (sqlite3.Error, ValueError, GateError) as exc:
         log.error("LAN %s %s: the gate cannot answer: %s", request.method, request.path, exc)
         return _error(503, "unavailable", "the gate cannot answer now")
@@ -83,7 +101,7 @@ async def _errors(
 async def _rate_limit(
     request: web.Request, handler: Callable[[web.Request], Awaitable[web.StreamResponse]]
 ) -> web.StreamResponse:
-    if not request.app[LIMITER].allow(request.remote or "?"):
+    if request.path not in _SIGNED and not request.app[LIMITER].allow(request.remote or "?"):
         return _error(429, "rate_limited", "too many requests from this address; slow down")
     return await handler(request)
 
@@ -99,13 +117,68 @@ async def _metrics(request: web.Request) -> web.Response:
     )
 
 
-def create_app(status: StatusSource, *, rate: int = 20) -> web.Application:
-    """The LAN application serving ``status`` (a snapshot maker such as ``GateStatus.snapshot``)."""
+async def _challenge(request: web.Request) -> web.Response:
+    replication = request.app[REPLICATION]
+    challenge = replication.challenges.issue()
+    ttl = int(replication.challenges.ttl * 1000)
+    return web.json_response({"challenge": challenge, "gate": replication.gate_id, "ttl_ms": ttl})
+
+
+async def _signed_body(request: web.Request) -> tuple[Replication, dict[str, Any]]:
+    """The authenticated request's JSON object; the errors above otherwise."""
+    replication = request.app[REPLICATION]
+    body = await request.read()
+    replication.authenticate(request.method, request.path_qs, body, request.headers)
+    try:
+        data = json.loads(body)
+    except (ValueError, RecursionError):
+        raise AuthError("not_json", "the body is not JSON", status=400) from None
+    if not isinstance(data, dict):
+        raise AuthError("bad_request", "the body must be a JSON object", status=400)
+    return replication, data
+
+
+def _answer(replication: Replication, data: dict[str, Any]) -> web.Response:
+    """A signed request's answer, with the caller's next challenge."""
+    return web.json_response(data, headers={HEADER_CHALLENGE: replication.challenges.issue()})
+
+
+async def _push(request: web.Request) -> web.Response:
+    replication, data = await _signed_body(request)
+    records = data.get("records")
+    if set(data) != {"records"} or not isinstance(records, list) or len(records) > MAX_BATCH:
+        raise AuthError("bad_request", f"records: must be the only field, a list of at most {MAX_BATCH}", 400)
+    received = await replication.receive(records)
+    return _answer(replication, received.as_dict())
+
+
+async def _pull(request: web.Request) -> web.Response:
+    replication, data = await _signed_body(request)
+    try:
+        known, limit = parse_known(data)
+    except ValueError as exc:
+        raise AuthError("bad_request", str(exc), status=400) from None
+    records, more = await replication.serve(known, limit)
+    return _answer(replication, {"records": records, "more": more})
+
+
+def create_app(
+    status: StatusSource, *, rate: int = 20, replication: Replication | None = None
+) -> web.Application:
+    """The LAN application serving ``status`` (a snapshot maker such as ``GateStatus.snapshot``).
+
+    With ``replication``, the peer routes too.
+    """
     app = web.Application(middlewares=[_errors, _rate_limit], client_max_size=MAX_BODY)
     app[STATUS] = status
     app[LIMITER] = RateLimiter(rate)
     app.router.add_get("/v1/status", _status)
     app.router.add_get("/metrics", _metrics)
+    if replication is not None:
+        app[REPLICATION] = replication
+        app.router.add_get("/v1/challenge", _challenge)
+        app.router.add_post("/v1/redemptions", _push)
+        app.router.add_post("/v1/redemptions/pull", _pull)
     return app
 
 

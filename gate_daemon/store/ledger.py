@@ -17,11 +17,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import json
+import logging
 import sqlite3
 import time
 import urllib.parse
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -29,11 +30,15 @@ from typing import Any
 
 import aiosqlite
 
+from gate_daemon.core.conflicts import Move, losers
 from gate_daemon.core.decision import LedgerFacts, ScanKind
-from gate_daemon.core.hlc import HybridClock
+from gate_daemon.core.hlc import MAX_AHEAD_MS, HybridClock, Stamp
+from gate_daemon.core.records import Redemption
 from gate_daemon.errors import GateError
 from gate_daemon.store.redeemed import RedeemedFilter
 from gate_daemon.store.schema import MIGRATIONS
+
+log = logging.getLogger(__name__)
 
 
 class LedgerError(GateError):
@@ -42,23 +47,6 @@ class LedgerError(GateError):
 
 class PolicyConflict(Exception):
     """A redemption's slot is already taken: the facts it was decided on are stale."""
-
-
-@dataclass(frozen=True, slots=True)
-class Redemption:
-    """An entry or exit that happened."""
-
-    uuid: str
-    ticket_id: str
-    kind: ScanKind
-    slot: int | None
-    origin: str
-    epoch: str
-    hlc: int
-    wall: float
-    operator: str | None
-    mode: str
-    forced: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -102,9 +90,44 @@ class ManifestState:
 
 _COMMIT_SCAN = (
     "INSERT INTO scan_commits (uuid, hlc, wall, gate, device, operator, fingerprint, ticket_id, kind,"
-    " outcome, reason, resolution, mode, manifest_version, decision, redeem, slot, origin, epoch,"
-    " forced, counters) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+    " outcome, reason, resolution, mode, manifest_version, decision, redeem, slot, origin, epoch, seq,"
+    " forced, counters) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 )
+_COLUMNS = "uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, operator, mode, forced, voids"
+_INSERT_LEARNED = (
+    f"INSERT OR IGNORE INTO redemptions ({_COLUMNS}, sig)"  # noqa: S608 (constants only)
+    " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
+)
+_INSERT_OWN = f"INSERT INTO redemptions ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608
+_SELECT_LOG = (
+    f"SELECT {_COLUMNS}, sig FROM redemptions WHERE origin = ? AND epoch = ? AND seq > ?"  # noqa: S608
+    " ORDER BY seq LIMIT ?"
+)
+#: Host parameters per statement when a list is spelled out (SQLite allows 32766).
+_CHUNK = 500
+
+
+@dataclass(frozen=True, slots=True)
+class Learned:
+    """What storing a batch of records from elsewhere did."""
+
+    applied: tuple[Redemption, ...] = ()
+    duplicates: int = 0
+    #: Records refused by the ledger's rules (a slot, sequence number or void taken by
+    #: another record of the same origin), with what they collided with.
+    refused: tuple[tuple[str, str], ...] = ()
+    conflicts: int = 0
+    clock_ahead: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Conflict:
+    """A double entry: the entry that stands and the one that should not have happened."""
+
+    ticket_id: str
+    winner: Redemption
+    loser: Redemption
+    detected_at: float
 
 
 def new_scan_id() -> str:
@@ -124,6 +147,14 @@ class Ledger:
         self._lock = asyncio.Lock()
         self._redeemed = RedeemedFilter()
         self._closed = False
+        #: The last sequence number of this gate's own log in this epoch.
+        self._seq = 0
+        #: Per origin log held: (origin, epoch) -> [unbroken run from 1, highest held].
+        self._logs: dict[tuple[str, str], list[int]] = {}
+        self._listeners: list[Callable[[Redemption], None]] = []
+        #: A ticket's entry limit (None: re-entry after each exit), for finding double
+        #: entries. The gate sets it from its manifest; unknown tickets count as single-entry.
+        self.entries_allowed: Callable[[str], int | None] = lambda _ticket: 1
 
     @classmethod
     async def open(cls, path: Path, gate_id: str) -> Ledger:
@@ -189,6 +220,15 @@ class Ledger:
             "SELECT MAX(h) FROM (SELECT MAX(hlc) AS h FROM redemptions UNION ALL SELECT MAX(hlc) FROM scans)",
         )
         ledger.clock = HybridClock(int(last or 0))
+        own = await _scalar(
+            db, "SELECT MAX(seq) FROM redemptions WHERE origin = ? AND epoch = ?", (gate_id, epoch)
+        )
+        ledger._seq = int(own or 0)
+        for origin, log_epoch, seq, held in await db.execute_fetchall(
+            "SELECT origin, epoch, seq, held FROM cursors"
+        ):
+            ledger._logs[(str(origin), str(log_epoch))] = [int(seq), int(held)]
+        ledger._logs[(gate_id, epoch)] = [ledger._seq, ledger._seq]
         async with db.execute("SELECT DISTINCT ticket_id FROM redemptions") as cursor:
             async for row in cursor:
                 ledger._redeemed.add(str(row[0]))
@@ -293,10 +333,11 @@ class Ledger:
             record = Redemption(
                 uuid=scan.uuid,
                 ticket_id=scan.ticket_id,
-                kind=scan.kind,
+                kind=scan.kind.value,
                 slot=taken + 1,
                 origin=self.gate_id,
                 epoch=self.epoch,
+                seq=self._seq + 1,
                 hlc=scan.hlc,
                 wall=scan.wall,
                 operator=scan.operator,
@@ -312,12 +353,37 @@ class Ledger:
                 # The slot is taken, so the ticket has redemptions the memory did not know of:
                 # the retry must read its facts from the file.
                 self._redeemed.add(record.ticket_id)
+            if "redemptions.origin" in str(exc):
+                # Another process wrote this gate's file: take up its numbering and retry.
+                self._seq = int(
+                    await _scalar(
+                        self._db,
+                        "SELECT MAX(seq) FROM redemptions WHERE origin = ? AND epoch = ?",
+                        (self.gate_id, self.epoch),
+                    )
+                    or 0
+                )
+                raise PolicyConflict(str(exc)) from None
             if any(key in str(exc) for key in ("redemptions.ticket_id", "redemptions.uuid", "scans.uuid")):
                 raise PolicyConflict(str(exc)) from None
             raise
         if record is not None:
             self._redeemed.add(record.ticket_id)
+            self._own(record)
         return record
+
+    def subscribe(self, listener: Callable[[Redemption], None]) -> None:
+        """Call ``listener`` with each of this gate's own records once it is committed."""
+        self._listeners.append(listener)
+
+    def _own(self, record: Redemption) -> None:
+        self._seq = record.seq
+        self._logs[(self.gate_id, self.epoch)] = [record.seq, record.seq]
+        for listener in self._listeners:
+            try:
+                listener(record)
+            except Exception:  # the record is committed; a listener must not undo the scan
+                log.exception("a ledger listener failed")
 
     async def _commit_statement(
         self, scan: ScanEvidence, record: Redemption | None, counters: Sequence[str]
@@ -331,6 +397,7 @@ class Ledger:
                 record.slot if record else None,
                 record.origin if record else None,
                 record.epoch if record else None,
+                record.seq if record else None,
                 int(record.forced) if record else 0,
                 json.dumps(list(counters)),
             ))  # fmt: skip
@@ -392,31 +459,216 @@ class Ledger:
             )
         return RecordedScan(json.loads(rows[0][0]), str(rows[0][1])) if rows else None
 
-    async def void(self, scan_id: str, *, wall: float, operator: str | None, counters: Sequence[str]) -> bool:
+    async def void(
+        self, scan_id: str, *, wall: float, operator: str | None, counters: Sequence[str]
+    ) -> Redemption | None:
         """Take back this gate's redemption made by scan ``scan_id``: the person never passed.
 
         Appends a ``void`` record naming the redemption (it replicates like any other),
-        marks the scan's evidence row ``not_passed`` and counts ``counters``, in one
-        transaction. False, with nothing written, when the scan made no redemption here or
-        it is already voided. The transaction holds ``serial``: no scan decides in between.
+        marks the scan's evidence row ``not_passed``, counts ``counters`` and updates
+        the ticket's conflicts, in one transaction; returns the void. None, with nothing
+        written, when the scan made no redemption here or it is already voided. The
+        transaction holds ``serial``: no scan decides in between.
         """
         async with self.transaction() as tx:
-            hlc = self.clock.tick(int(wall * 1000))
-            cursor = await tx.execute(
-                    "INSERT INTO redemptions (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall,"
-                " operator, mode, forced, voids)"
-                " SELECT ?1, ticket_id, 'void', NULL, ?2, ?3,"
-                "  (SELECT COALESCE(MAX(seq), 0) + 1 FROM redemptions WHERE origin = ?2 AND epoch = ?3),"
-                "  ?4, ?5, ?6, mode, 0, uuid"
-                " FROM redemptions WHERE uuid = ?7 AND origin = ?2 AND kind != 'void'"
-                " AND NOT EXISTS (SELECT 1 FROM redemptions WHERE voids = ?7)",
-                (new_scan_id(), self.gate_id, self.epoch, hlc, wall, operator, scan_id),
-            )  # fmt: skip
-            if cursor.rowcount != 1:
-                return False
+            rows = list(
+                await self._db.execute_fetchall(
+                    "SELECT ticket_id, mode FROM redemptions WHERE uuid = ? AND origin = ? AND kind != 'void'"
+                    " AND NOT EXISTS (SELECT 1 FROM redemptions WHERE voids = ?)",
+                    (scan_id, self.gate_id, scan_id),
+                )
+            )
+            if not rows:
+                return None
+            record = Redemption(
+                uuid=new_scan_id(),
+                ticket_id=str(rows[0][0]),
+                kind="void",
+                slot=None,
+                origin=self.gate_id,
+                epoch=self.epoch,
+                seq=self._seq + 1,
+                hlc=self.clock.tick(int(wall * 1000)),
+                wall=wall,
+                operator=operator,
+                mode=str(rows[0][1]),
+                voids=scan_id,
+            )
+            await tx.execute(_INSERT_OWN, _row(record))
             await tx.execute("UPDATE scans SET resolution = 'not_passed' WHERE uuid = ?", (scan_id,))
             await tx.count(counters)
-        return True
+            found = await self._recheck_conflicts(tx, {record.ticket_id}, wall)
+            await tx.count(["conflicts"] * found)
+        self._own(record)
+        return record
+
+    # ---------------------------------------------------------------- replication
+
+    def known(self) -> dict[tuple[str, str], int]:
+        """Each origin log held, with the end of its unbroken run from 1: where to continue."""
+        return {log_id: run for log_id, (run, _held) in self._logs.items()}
+
+    def held(self) -> dict[tuple[str, str], int]:
+        """Each origin log held, with the highest sequence number held."""
+        return {log_id: held for log_id, (_run, held) in self._logs.items()}
+
+    async def records_after(
+        self, known: Mapping[tuple[str, str], int], limit: int
+    ) -> tuple[list[tuple[Redemption, str | None]], bool]:
+        """Records held beyond ``known`` (per origin log; absent logs from the start), oldest first.
+
+        Up to ``limit`` records, each with its origin's signature (None for this gate's
+        own, to be signed as it leaves), and whether more remain.
+        """
+        behind = [
+            (log_id, known.get(log_id, 0)) for log_id, (_run, held) in self._logs.items()
+            if held > known.get(log_id, 0)
+        ]  # fmt: skip
+        out: list[tuple[Redemption, str | None]] = []
+        async with self._lock:
+            for (origin, epoch), after in behind:
+                if len(out) >= limit:
+                    return out, True
+                rows = await self._db.execute_fetchall(
+                    _SELECT_LOG, (origin, epoch, after, limit - len(out) + 1)
+                )
+                for row in rows:
+                    if len(out) >= limit:
+                        return out, True
+                    out.append((_redemption(row), None if row[13] is None else str(row[13])))
+        return out, False
+
+    async def learn(self, records: Sequence[tuple[Redemption, str]], *, now: float) -> Learned:
+        """Store records learned from elsewhere, already verified against their origin's key.
+
+        One transaction: the records, each origin log's new position, the tickets'
+        conflicts and the counters. Records already held (by uuid) are duplicates, and so
+        are this gate's own; a record colliding with a different one of its origin (the
+        same slot, sequence number or void) is refused and reported, never overwritten.
+        """
+        mine = (self.gate_id, self.epoch)
+        batch: dict[str, tuple[Redemption, str]] = {}
+        for record, signature in records:
+            if (record.origin, record.epoch) != mine:
+                batch.setdefault(record.uuid, (record, signature))
+        duplicates = len(records) - len(batch)
+        if not batch:
+            return Learned(duplicates=duplicates)
+        now_ms = int(now * 1000)
+        async with self.transaction() as tx:
+            held = await self._existing(list(batch))
+            fresh = [pair for uuid, pair in batch.items() if uuid not in held]
+            duplicates += len(batch) - len(fresh)
+            await self._db.executemany(_INSERT_LEARNED, [(*_row(r), sig) for r, sig in fresh])
+            stored = await self._existing([r.uuid for r, _ in fresh])
+            applied = tuple(r for r, _ in fresh if r.uuid in stored)
+            refused = tuple([(r.uuid, await self._collision(r)) for r, _ in fresh if r.uuid not in stored])
+            for record in applied:
+                self._redeemed.add(record.ticket_id)
+            await self._advance(tx, applied, now)
+            found = await self._recheck_conflicts(tx, {r.ticket_id for r in applied}, now)
+            ahead = 0
+            for record in applied:
+                if Stamp.unpack(record.hlc).millis - now_ms > MAX_AHEAD_MS:
+                    ahead += 1
+                self.clock.observe(record.hlc, now_ms)
+            counts = ["peer:applied"] * len(applied) + ["peer:refused"] * len(refused)
+            counts += ["conflicts"] * found + ["peer:clock_ahead"] * ahead
+            await tx.count(counts)
+        return Learned(applied, duplicates, refused, found, ahead)
+
+    async def _existing(self, uuids: Sequence[str]) -> set[str]:
+        out: set[str] = set()
+        for start in range(0, len(uuids), _CHUNK):
+            part = uuids[start : start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            rows = await self._db.execute_fetchall(
+                f"SELECT uuid FROM redemptions WHERE uuid IN ({marks})",  # noqa: S608 (marks only)
+                part,
+            )
+            out.update(str(row[0]) for row in rows)
+        return out
+
+    async def _collision(self, record: Redemption) -> str:
+        """Why a verified record could not be stored: what of its origin's it collides with."""
+        checks = (
+            ("seq_taken", "SELECT 1 FROM redemptions WHERE origin = ? AND epoch = ? AND seq = ?",
+             (record.origin, record.epoch, record.seq)),
+            ("already_voided", "SELECT 1 FROM redemptions WHERE voids = ?", (record.voids,)),
+        )  # fmt: skip
+        for name, sql, params in checks:
+            if await _scalar(self._db, sql, params):
+                return name
+        return "slot_taken"
+
+    async def _advance(self, tx: Transaction, applied: Sequence[Redemption], now: float) -> None:
+        """Move each touched origin log's run and highest-held marks, in ``tx``."""
+        touched: dict[tuple[str, str], set[int]] = {}
+        for record in applied:
+            touched.setdefault((record.origin, record.epoch), set()).add(record.seq)
+        rows = []
+        for log_id, seqs in touched.items():
+            run, held = self._logs.get(log_id, [0, 0])
+            held = max(held, *seqs)
+            while run < held:
+                if run + 1 not in seqs and not await _scalar(
+                    self._db,
+                    "SELECT 1 FROM redemptions WHERE origin = ? AND epoch = ? AND seq = ?",
+                    (*log_id, run + 1),
+                ):
+                    break
+                run += 1
+            self._logs[log_id] = [run, held]
+            rows.append((*log_id, run, held, now))
+        await self._db.executemany(
+            "INSERT OR REPLACE INTO cursors (origin, epoch, seq, held, updated_at) VALUES (?, ?, ?, ?, ?)",
+            rows,
+        )
+
+    async def _recheck_conflicts(self, tx: Transaction, tickets: set[str], now: float) -> int:
+        """Recompute the conflicts of ``tickets`` in ``tx``; how many are new."""
+        found = 0
+        ids = sorted(tickets)
+        for start in range(0, len(ids), _CHUNK):
+            part = ids[start : start + _CHUNK]
+            marks = ",".join("?" * len(part))
+            candidates = await self._db.execute_fetchall(
+                f"SELECT ticket_id FROM redemptions WHERE ticket_id IN ({marks}) AND kind = 'entry'"  # noqa: S608
+                " GROUP BY ticket_id HAVING COUNT(*) > 1",
+                part,
+            )
+            for (ticket_id,) in candidates:
+                rows = await self._db.execute_fetchall(
+                    "SELECT uuid, kind, hlc, origin, forced, voids FROM redemptions WHERE ticket_id = ?",
+                    (ticket_id,),
+                )
+                moves = [Move(str(u), str(k), int(h), str(o), bool(f), v) for u, k, h, o, f, v in rows]
+                pairs = losers(moves, self.entries_allowed(str(ticket_id)))
+                old = {
+                    str(loser): str(winner)
+                    for loser, winner in await self._db.execute_fetchall(
+                        "SELECT loser, winner FROM conflicts WHERE ticket_id = ?", (ticket_id,)
+                    )
+                }
+                gone = [(ticket_id, loser) for loser in old if loser not in pairs]
+                await self._db.executemany("DELETE FROM conflicts WHERE ticket_id = ? AND loser = ?", gone)
+                await self._db.executemany(
+                    "INSERT INTO conflicts (ticket_id, loser, winner, detected_at) VALUES (?, ?, ?, ?)"
+                    " ON CONFLICT (ticket_id, loser) DO UPDATE SET winner = excluded.winner",
+                    [(ticket_id, lose, win, now) for lose, win in pairs.items() if old.get(lose) != win],
+                )
+                found += sum(1 for loser in pairs if loser not in old)
+        return found
+
+    async def conflict_count(self) -> int:
+        """How many double entries are recorded."""
+        async with self._lock:
+            return int(await _scalar(self._db, "SELECT COUNT(*) FROM conflicts") or 0)
+
+    async def conflicts(self) -> list[Conflict]:
+        """Every double entry recorded, oldest loser first."""
+        async with self._lock:
+            return await _read_conflicts(self._db)
 
     async def bump(self, names: Iterable[str]) -> None:
         """Add one to counters outside a scan (a refused manifest, an unreadable image)."""
@@ -485,21 +737,88 @@ def _statements(script: str) -> list[str]:
     return out
 
 
-def read_counters(path: Path) -> dict[str, int]:
-    """The counters of a ledger file, read without the daemon (it may be stopped or dead)."""
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a ledger file whose daemon may be stopped, dead or running."""
     if not path.is_file():
         raise LedgerError(f"no ledger at {path}")
     # A cleanly closed ledger has no WAL: open it immutable, which needs no -shm file (a
-    # reader outside the gate's group may not create one). After a crash the WAL holds
-    # committed scans, so it must be read: read-only then.
+    # reader outside the gate's group may not create one). After a crash, or while the
+    # gate runs, the WAL holds committed scans, so it must be read: read-only then.
     wal = Path(f"{path}-wal")
     flags = "mode=ro" if wal.exists() else "immutable=1"
     try:
-        db = sqlite3.connect(f"file:{urllib.parse.quote(str(path.absolute()))}?{flags}", uri=True)
-        try:
-            rows = db.execute("SELECT name, value FROM counters ORDER BY name").fetchall()
-        finally:
-            db.close()
+        return sqlite3.connect(f"file:{urllib.parse.quote(str(path.absolute()))}?{flags}", uri=True)
     except sqlite3.Error as exc:
         raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+
+
+def read_counters(path: Path) -> dict[str, int]:
+    """The counters of a ledger file, read without the daemon (it may be stopped or dead)."""
+    db = _open_read_only(path)
+    try:
+        rows = db.execute("SELECT name, value FROM counters ORDER BY name").fetchall()
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+    finally:
+        db.close()
     return {str(name): int(value) for name, value in rows}
+
+
+def _row(record: Redemption) -> tuple[Any, ...]:
+    return (
+        record.uuid, record.ticket_id, record.kind, record.slot, record.origin, record.epoch, record.seq,
+        record.hlc, record.wall, record.operator, record.mode, int(record.forced), record.voids,
+    )  # fmt: skip
+
+
+def _redemption(row: Sequence[Any]) -> Redemption:
+    return Redemption(
+        uuid=str(row[0]),
+        ticket_id=str(row[1]),
+        kind=str(row[2]),
+        slot=None if row[3] is None else int(row[3]),
+        origin=str(row[4]),
+        epoch=str(row[5]),
+        seq=int(row[6]),
+        hlc=int(row[7]),
+        wall=float(row[8]),
+        operator=None if row[9] is None else str(row[9]),
+        mode=str(row[10]),
+        forced=bool(row[11]),
+        voids=None if row[12] is None else str(row[12]),
+    )
+
+
+_WINNER = ", ".join("w." + c for c in _COLUMNS.split(", "))
+_LOSER = ", ".join("l." + c for c in _COLUMNS.split(", "))
+_CONFLICTS = (
+    f"SELECT c.ticket_id, c.detected_at, {_WINNER}, {_LOSER}"  # noqa: S608 (constants only)
+    " FROM conflicts c JOIN redemptions w ON w.uuid = c.winner JOIN redemptions l ON l.uuid = c.loser"
+    " ORDER BY l.hlc, l.uuid"
+)
+
+
+async def _read_conflicts(db: aiosqlite.Connection) -> list[Conflict]:
+    rows = await db.execute_fetchall(_CONFLICTS)
+    return [_conflict(row) for row in rows]
+
+
+def _conflict(row: Sequence[Any]) -> Conflict:
+    width = len(_COLUMNS.split(", "))
+    return Conflict(
+        ticket_id=str(row[0]),
+        winner=_redemption(row[2 : 2 + width]),
+        loser=_redemption(row[2 + width : 2 + 2 * width]),
+        detected_at=float(row[1]),
+    )
+
+
+def read_conflicts(path: Path) -> list[Conflict]:
+    """The double entries recorded in a ledger file, read without the daemon."""
+    db = _open_read_only(path)
+    try:
+        return [_conflict(row) for row in db.execute(_CONFLICTS).fetchall()]
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+    finally:
+        db.close()

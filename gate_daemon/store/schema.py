@@ -25,13 +25,20 @@ Tables:
   key is the table), with no secondary index, because every index is one more page
   written and fsynced per scan, and the log is searched the morning after, not during
   the rush. ``ORDER BY hlc`` gives the order of events.
-- ``cursors``: how far this gate has read each peer's or the server's records
-  (that side's epoch and sequence, or the server's own cursor). Filled by replication.
+- ``cursors``: what this gate holds of each origin's log (each ``origin, epoch``):
+  ``seq`` is the end of the unbroken run from 1 (what a pull asks to continue after),
+  ``held`` the highest seq held (a push can arrive ahead of a gap). Written in the
+  transaction that stores the records learned.
+- ``conflicts``: double entries found among the records (see
+  ``gate_daemon.core.conflicts``): each losing entry's uuid with the winner's, per
+  ticket. Recomputed for a ticket whenever its records change, so every gate holding
+  the same records holds the same rows.
 - ``counters``: named totals that survive restarts.
 - ``scan_commits``: not a table but the one statement a scan commits through. Inserting a
   row into this view runs a trigger that writes the redemption (when the row says so,
-  numbered next in this gate's sequence by the file itself, so no process can reuse a
-  number), the evidence row and the counters: one statement, so one atomic, fsynced
+  numbered next in this gate's sequence: by the file itself until migration 3, by the
+  ledger since (it signs what it numbers; the primary key still refuses a reused
+  number)), the evidence row and the counters: one statement, so one atomic, fsynced
   transaction and one trip to the database thread. A redemption refused by the unique index aborts
   the whole statement, evidence and counters included.
 """
@@ -53,6 +60,33 @@ _SCAN_COMMITS = """
             SELECT NEW.uuid, NEW.ticket_id, NEW.kind, NEW.slot, NEW.origin, NEW.epoch,
                    (SELECT COALESCE(MAX(seq), 0) + 1 FROM redemptions
                      WHERE origin = NEW.origin AND epoch = NEW.epoch),
+                   NEW.hlc, NEW.wall, NEW.operator, NEW.mode, NEW.forced
+            WHERE NEW.redeem;
+        INSERT INTO scans (uuid, hlc, wall, gate, device, operator, fingerprint, ticket_id, kind, outcome,
+                           reason, resolution, mode, manifest_version, decision)
+            VALUES (NEW.uuid, NEW.hlc, NEW.wall, NEW.gate, NEW.device, NEW.operator, NEW.fingerprint,
+                    NEW.ticket_id, NEW.kind, NEW.outcome, NEW.reason, NEW.resolution, NEW.mode,
+                    NEW.manifest_version, NEW.decision);
+        INSERT INTO counters (name, value)
+            SELECT value, 1 FROM json_each(NEW.counters) WHERE true
+            ON CONFLICT (name) DO UPDATE SET value = value + 1;
+    END;
+"""
+
+#: Migration 3's version: the scan names its redemption's sequence number itself.
+_SCAN_COMMITS_3 = """
+    CREATE VIEW scan_commits AS SELECT
+        NULL AS uuid, NULL AS hlc, NULL AS wall, NULL AS gate, NULL AS device, NULL AS operator,
+        NULL AS fingerprint, NULL AS ticket_id, NULL AS kind, NULL AS outcome, NULL AS reason,
+        NULL AS resolution, NULL AS mode, NULL AS manifest_version, NULL AS decision,
+        NULL AS redeem, NULL AS slot, NULL AS origin, NULL AS epoch, NULL AS seq, NULL AS forced,
+        NULL AS counters;
+
+    CREATE TRIGGER scan_commits_insert INSTEAD OF INSERT ON scan_commits
+    BEGIN
+        INSERT INTO redemptions (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, operator,
+                                 mode, forced)
+            SELECT NEW.uuid, NEW.ticket_id, NEW.kind, NEW.slot, NEW.origin, NEW.epoch, NEW.seq,
                    NEW.hlc, NEW.wall, NEW.operator, NEW.mode, NEW.forced
             WHERE NEW.redeem;
         INSERT INTO scans (uuid, hlc, wall, gate, device, operator, fingerprint, ticket_id, kind, outcome,
@@ -154,4 +188,33 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX redemptions_policy ON redemptions (ticket_id, kind, slot, origin);
     """  # noqa: S608 (constants only)
     + _SCAN_COMMITS,
+    # 3: replication. Records learned from peers keep their origin's signature (``sig``;
+    # NULL for this gate's own, signed as they leave). A gate whose database was reset
+    # numbers a new epoch from slot 1 again, so the policy index includes the epoch.
+    # ``cursors`` had no rows yet: it is remade per origin log. The ledger now numbers
+    # its own records (it must know the number it signs).
+    """
+    DROP TRIGGER scan_commits_insert;
+    DROP VIEW scan_commits;
+    ALTER TABLE redemptions ADD COLUMN sig TEXT;
+    DROP INDEX redemptions_policy;
+    CREATE UNIQUE INDEX redemptions_policy ON redemptions (ticket_id, kind, slot, origin, epoch);
+    DROP TABLE cursors;
+    CREATE TABLE cursors (
+        origin     TEXT NOT NULL,
+        epoch      TEXT NOT NULL,
+        seq        INTEGER NOT NULL CHECK (seq >= 0),
+        held       INTEGER NOT NULL CHECK (held >= seq),
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (origin, epoch)
+    ) WITHOUT ROWID;
+    CREATE TABLE conflicts (
+        ticket_id   TEXT NOT NULL,
+        loser       TEXT NOT NULL,
+        winner      TEXT NOT NULL,
+        detected_at REAL NOT NULL,
+        PRIMARY KEY (ticket_id, loser)
+    ) WITHOUT ROWID;
+    """
+    + _SCAN_COMMITS_3,
 )

@@ -1,0 +1,167 @@
+"""Signed requests between gates, with replay protection that needs no agreeing clocks.
+
+A peer request carries four headers:
+
+- ``Gate-Id``: the sending gate, which must be in the active manifest's roster;
+- ``Gate-Time``: the sender's wall clock in milliseconds (signed evidence, and how the
+  receiver measures a peer's clock offset; never used to accept or refuse);
+- ``Gate-Nonce``: a challenge the *receiving* gate issued, used once;
+- ``Gate-Signature``: base64 Ed25519 over ``DOMAIN`` and the lines method, path with
+  query, SHA-256 of the body (hex), time, nonce and gate id.
+
+Challenges come from ``GET /v1/challenge`` (rate-limited per address) and, after the
+first, from the ``Gate-Challenge`` header of every answer to a signed request, so a
+steady exchange needs no extra round trips. A challenge is the receiver's own
+creation: its issue time on the receiver's monotonic clock, random bytes and an HMAC
+under a secret made at start. So a receiver accepts only challenges it issued since it
+started, within ``TTL`` by its own clock, each once: a recorded request replayed later,
+to another gate, or after a restart finds its challenge expired, foreign or used. No
+two clocks are ever compared.
+
+A challenge is spent when it is presented, before the (costlier) signature check, so
+every Ed25519 verification costs the sender one challenge, and challenges are
+rate-limited: forged traffic cannot buy unbounded verification work.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import hashlib
+import hmac
+import os
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from gate_daemon.core.keys import SIGNATURE_SIZE, PublicKey, SecretKey
+
+DOMAIN = b"gate-daemon/peer-request/v1\x00"
+#: How long a challenge may be used after it was issued (receiver's monotonic clock).
+TTL = 30.0
+#: Spent challenges remembered at most (more are refused as ``busy`` until some expire).
+MAX_SPENT = 65536
+
+HEADER_GATE = "Gate-Id"
+HEADER_TIME = "Gate-Time"
+HEADER_NONCE = "Gate-Nonce"
+HEADER_SIGNATURE = "Gate-Signature"
+HEADER_CHALLENGE = "Gate-Challenge"
+
+_RANDOM = 12
+_MAC = 16
+
+
+class AuthError(Exception):
+    """A request that is not a valid signed peer request; ``name`` is the error it is answered with."""
+
+    def __init__(self, name: str, detail: str, status: int = 401) -> None:
+        super().__init__(detail)
+        self.name = name
+        self.detail = detail
+        self.status = status
+
+
+def signing_bytes(method: str, path: str, body: bytes, time_ms: str, nonce: str, gate_id: str) -> bytes:
+    """The bytes a peer request's signature covers."""
+    digest = hashlib.sha256(body).hexdigest()
+    return "\n".join((method.upper(), path, digest, time_ms, nonce, gate_id)).encode()
+
+
+def sign_request(
+    key: SecretKey, gate_id: str, method: str, path: str, body: bytes, nonce: str, time_ms: int
+) -> dict[str, str]:
+    """The headers that sign a request from ``gate_id`` with its ``key``."""
+    stamp = str(time_ms)
+    signature = key.sign(DOMAIN, signing_bytes(method, path, body, stamp, nonce, gate_id))
+    return {
+        HEADER_GATE: gate_id,
+        HEADER_TIME: stamp,
+        HEADER_NONCE: nonce,
+        HEADER_SIGNATURE: base64.b64encode(signature).decode(),
+    }
+
+
+@dataclass(frozen=True, slots=True)
+class Caller:
+    """Who sent an authenticated request, and their clock's reading."""
+
+    gate_id: str
+    time_ms: int
+
+
+class Challenges:
+    """Issues challenges and spends them: the receiving side of replay protection."""
+
+    def __init__(self, clock: Callable[[], float] = time.monotonic, ttl: float = TTL) -> None:
+        self._secret = os.urandom(32)
+        self._clock = clock
+        self.ttl = ttl
+        self._spent: dict[str, float] = {}  # nonce -> when it expires; insertion order = expiry order
+
+    def issue(self) -> str:
+        """A fresh challenge."""
+        issued = int(self._clock() * 1000).to_bytes(8, "big", signed=True)
+        body = issued + os.urandom(_RANDOM)
+        mac = hmac.new(self._secret, body, hashlib.sha256).digest()[:_MAC]
+        return base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
+
+    def spend(self, nonce: str) -> None:
+        """Accept ``nonce`` once: issued here, unexpired, unused. ``AuthError`` otherwise."""
+        try:
+            raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
+        except (binascii.Error, ValueError):
+            raw = b""
+        body, mac = raw[:-_MAC], raw[-_MAC:]
+        expected = hmac.new(self._secret, body, hashlib.sha256).digest()[:_MAC]
+        if len(raw) != 8 + _RANDOM + _MAC or not hmac.compare_digest(mac, expected):
+            raise AuthError("bad_nonce", "the challenge was not issued by this gate (it may have restarted)")
+        now = self._clock()
+        self._forget(now)
+        issued = int.from_bytes(body[:8], "big", signed=True) / 1000
+        if now - issued > self.ttl:
+            raise AuthError("stale_nonce", f"the challenge is older than {self.ttl:g} s; get a new one")
+        if nonce in self._spent:
+            raise AuthError("replayed", "the challenge was already used")
+        if len(self._spent) >= MAX_SPENT:
+            raise AuthError("busy", "too many requests in flight; retry shortly", status=503)
+        self._spent[nonce] = issued + self.ttl
+
+    def _forget(self, now: float) -> None:
+        while self._spent:
+            nonce, expires = next(iter(self._spent.items()))
+            if expires >= now:
+                break
+            del self._spent[nonce]
+
+
+def authenticate(
+    challenges: Challenges,
+    roster: Mapping[str, PublicKey] | None,
+    method: str,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+) -> Caller:
+    """Check a signed request; the caller it came from, or ``AuthError`` with its name."""
+    names = (HEADER_GATE, HEADER_TIME, HEADER_NONCE, HEADER_SIGNATURE)
+    missing = [name for name in names if headers.get(name) is None]
+    if missing:
+        raise AuthError("unsigned", f"a peer request needs the header {missing[0]}")
+    gate_id, stamp, nonce, signature = (headers[name] for name in names)
+    if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 16):
+        raise AuthError("bad_request", f"{HEADER_TIME} must be milliseconds since 1970", status=400)
+    if roster is None:
+        raise AuthError("no_roster", "this gate has no manifest, so it knows no peers", status=503)
+    key = roster.get(gate_id)
+    if key is None:
+        raise AuthError("unknown_gate", f"gate {gate_id[:64]!r} is not in the manifest's roster", status=403)
+    challenges.spend(nonce)
+    try:
+        raw = base64.b64decode(signature, validate=True)
+    except (binascii.Error, ValueError):
+        raw = b""
+    message = signing_bytes(method, path, body, stamp, nonce, gate_id)
+    if len(raw) != SIGNATURE_SIZE or not key.verify(DOMAIN, message, raw):
+        raise AuthError("bad_signature", f"the signature is not gate {gate_id!r}'s key's, for this request")
+    return Caller(gate_id, int(stamp))
