@@ -6,11 +6,12 @@ protocol is one JSON object per line each way:
     {"op": "scan", "payload": "...", "operator": "anna", "kind": "entry", "scan_id": "<uuid>"}
     {"op": "status"}
     {"op": "counters"}
+    {"op": "conflicts"}
 
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": NAME, "message": ...}`` with
 ``error`` one of ``not_json``, ``too_large``, ``bad_request``, ``unknown_op``, ``busy``
 (more than ``MAX_CONNECTIONS`` connections at once), ``unavailable`` (the ledger could
-not answer a status or counters request). A scan
+not answer a status, counters or conflicts request). A scan
 goes through the same path as a camera scan (recorded, then signalled); ``scan_id``
 makes a retried request idempotent. Without ``operator`` the scan is recorded under the
 name of the user on the other end of the socket.
@@ -169,9 +170,12 @@ class ControlServer:
                 return {"ok": True, "status": await self._status()}
             if op == "counters":
                 return {"ok": True, "counters": await self.gate.ledger.counters()}
+            if op == "conflicts":
+                found = await self.gate.ledger.conflicts()
+                return {"ok": True, "conflicts": [conflict.as_dict() for conflict in found]}
         except (sqlite3.Error, ValueError) as exc:
             raise BadRequest("unavailable", f"the ledger cannot answer: {exc}") from None
-        raise BadRequest("unknown_op", f"op must be scan, status or counters, not {op!r}")
+        raise BadRequest("unknown_op", f"op must be scan, status, counters or conflicts, not {op!r}")
 
     async def _scan(self, request: dict[str, Any], user: str | None) -> dict[str, Any]:
         unknown = set(request) - {"op", "payload", "operator", "kind", "scan_id"}

@@ -34,7 +34,7 @@ def check_deployment(config: GateConfig) -> tuple[list[Problem], list[str]]:
     anyway, refuses that manifest and says why, and a better one can be dropped while it
     runs (the unit runs this check before every start).
     """
-    from gate_daemon.provision.keyfiles import read_public
+    from gate_daemon.provision.keyfiles import read_public, read_secret
 
     _doc, text = load(config.source)
     problems: list[Problem] = []
@@ -51,6 +51,12 @@ def check_deployment(config: GateConfig) -> tuple[list[Problem], list[str]]:
             Problem("input.path", f"{config.input.path} is not a folder", line_of(text, ("input", "path")))
         )
     problems += _device_problems(config, text)
+    gate_key = None
+    if config.lan.key is not None:
+        try:
+            gate_key = read_secret(config.lan.key)
+        except KeyFileError as exc:
+            problems.append(Problem("lan.key", str(exc), line_of(text, ("lan", "key"))))
     device = config.input.device
     if device is not None and not device.exists():
         warnings.append(
@@ -77,6 +83,13 @@ def check_deployment(config: GateConfig) -> tuple[list[Problem], list[str]]:
             warnings.append(
                 f"{config.source}:{line_of(text, ('gate', key))}: gate.{key}: {issue}: "
                 "the gate will refuse this manifest (wrong_checkpoint)"
+            )
+        listed = {gate.id: gate.key for gate in manifest.header.gates}.get(config.gate.id)
+        if gate_key is not None and listed != gate_key.public:
+            what = "does not list this gate" if listed is None else f"lists another key ({listed.kid})"
+            warnings.append(
+                f"{config.source}:{line_of(text, ('lan', 'key'))}: lan.key: manifest {candidate}'s roster "
+                f"{what} for gate {config.gate.id!r} (key {gate_key.public.kid}): peers will refuse this gate"
             )
         break
     else:
@@ -126,6 +139,7 @@ def cmd_check(path: Path) -> int:
         f"{', ' + where if where else ''}), input {config.input.kind.value}, "
         f"signals {config.signals.kind.value}, control socket {config.control.socket}"
         + (f", LAN on {config.lan.host}:{config.lan.port}" if config.lan.enabled else "")
+        + (f", {len(config.lan.peers)} peers" if config.lan.peers else "")
     )
     return 0
 

@@ -39,7 +39,7 @@ from gate_daemon.provision.event import load_event
 from gate_daemon.provision.keyfiles import read_public, read_secret, write_keypair
 from gate_daemon.provision.qrimage import write_qr
 from gate_daemon.provision.tickets import load_tickets
-from gate_daemon.store.ledger import read_counters
+from gate_daemon.store.ledger import read_conflicts, read_counters
 from gate_daemon.store.manifest_file import apply_delta_file, read_manifest, write_delta_result
 
 EXIT_ERROR = 1
@@ -354,6 +354,27 @@ def cmd_counters(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_report(args: argparse.Namespace) -> int:
+    """Print the double entries a gate recorded when records from other gates met its own."""
+    if args.ledger is not None:
+        conflicts = [conflict.as_dict() for conflict in read_conflicts(args.ledger)]
+    else:
+        conflicts = ask(_socket(args), {"op": "conflicts"})["conflicts"]
+    if args.json:
+        print(json.dumps(conflicts, indent=2))
+        return 0
+    if not conflicts:
+        print("no conflicts: no ticket was admitted more often than it allows")
+        return 0
+    print(f"{'ticket':<20} {'stands (admitted first)':<40} {'conflict (admitted again)':<40}")
+    for item in conflicts:
+        stands, again = item["stands"], item["conflict"]
+        first, second = f"{stands['gate']} {stands['at']}", f"{again['gate']} {again['at']}"
+        print(f"{item['ticket_id']:<20} {first:<40} {second:<40}")
+    print(f"{len(conflicts)} conflict{'s' if len(conflicts) != 1 else ''}")
+    return 0
+
+
 def cmd_bench(args: argparse.Namespace) -> int:
     """Run a benchmark and print its figures."""
     if args.suite == "gate":
@@ -512,6 +533,17 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print them as one JSON object")
     p.set_defaults(func=cmd_counters)
+
+    p = sub.add_parser("report", help="reports from a gate's ledger")
+    p.add_argument(
+        "what", choices=["conflicts"], help="conflicts: tickets admitted at two gates that could not talk"
+    )
+    socket_option(p)
+    p.add_argument(
+        "--ledger", type=Path, help="read it from this ledger file instead (works with the gate stopped)"
+    )
+    p.add_argument("--json", action="store_true", help="print it as JSON")
+    p.set_defaults(func=cmd_report)
 
     p = sub.add_parser("bench", help="measure the gate's budgets")
     p.add_argument(

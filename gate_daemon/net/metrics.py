@@ -27,6 +27,11 @@ _LABELLED = {
         "result",
         "Turnstile passages (passed, not_passed, unverified, unreleased).",
     ),
+    "peer": (
+        "gate_replicated_records",
+        "result",
+        "Records from other gates: applied, refused (colliding), clock_ahead (stamp too far ahead).",
+    ),
 }
 #: Plain counters: counter name -> (metric name, help).
 _PLAIN = {
@@ -38,6 +43,7 @@ _PLAIN = {
         "Files in the image input's folder that were not images.",
     ),
     "manual_releases": ("gate_manual_releases", "Turnstile releases by the steward's button."),
+    "conflicts": ("gate_conflicts_found", "Double entries found as records from other gates arrived."),
 }
 
 
@@ -102,6 +108,7 @@ class _Snapshot:
                 "0 while the passage sensor is not believed.",
                 value=int(turnstile["problem"] is None),
             )
+        yield from _replication(status.get("replication"))
         stats = (status.get("input_state") or {}).get("stats")
         if stats:
             yield CounterMetricFamily("gate_camera_frames", "Camera frames captured.", value=stats["frames"])
@@ -114,6 +121,55 @@ class _Snapshot:
                     "How long the last frame took to decode.",
                     value=stats["last_decode_ms"] / 1000,
                 )
+
+
+def _replication(state: dict[str, Any] | None) -> Iterator[Metric]:
+    """Peer links, callers and conflicts (gates that share redemptions only)."""
+    if state is None:
+        return
+    yield GaugeMetricFamily(
+        "gate_replication_ok", "1 while this gate can share redemptions.", value=int(state["problem"] is None)
+    )
+    yield GaugeMetricFamily("gate_conflicts", "Double entries recorded now.", value=state["conflicts"])
+    up = GaugeMetricFamily("gate_peer_up", "1 while the last exchange with the peer worked.", labels=["peer"])
+    lag = GaugeMetricFamily(
+        "gate_peer_lag_seconds",
+        "Seconds since a pull from the peer last found nothing more: how stale this gate's copy may be.",
+        labels=["peer"],
+    )
+    links = {
+        key: CounterMetricFamily(name, text, labels=["peer"])
+        for key, name, text in (
+            ("pushed", "gate_peer_pushed_records", "Records pushed to the peer."),
+            ("pulled", "gate_peer_pulled_records", "New records pulled from the peer."),
+            ("failures", "gate_peer_failures", "Failed exchanges with the peer."),
+            ("dropped", "gate_peer_dropped_records", "Pushes given up (pulls carry them)."),
+        )
+    }
+    for peer in state["peers"]:
+        label = [peer["address"]]
+        up.add_metric(label, int(peer["up"]))
+        if peer["lag_seconds"] is not None:
+            lag.add_metric(label, peer["lag_seconds"])
+        for key, family in links.items():
+            family.add_metric(label, peer[key])
+    yield up
+    yield lag
+    yield from links.values()
+    offset = GaugeMetricFamily(
+        "gate_peer_clock_offset_seconds",
+        "The calling gate's clock minus this one's, at its last request.",
+        labels=["gate"],
+    )
+    for gate, seen in sorted(state["callers"].items()):
+        offset.add_metric([gate], seen["clock_offset_ms"] / 1000)
+    yield offset
+    refused = CounterMetricFamily(
+        "gate_peer_refused_requests", "Peer requests refused, by error.", labels=["error"]
+    )
+    for name, value in sorted(state["refused_requests"].items()):
+        refused.add_metric([name], value)
+    yield refused
 
 
 def render(status: dict[str, Any]) -> bytes:

@@ -34,6 +34,7 @@ from gate_daemon.core.conflicts import Move, losers
 from gate_daemon.core.decision import LedgerFacts, ScanKind
 from gate_daemon.core.hlc import MAX_AHEAD_MS, HybridClock, Stamp
 from gate_daemon.core.records import Redemption
+from gate_daemon.core.times import format_instant
 from gate_daemon.errors import GateError
 from gate_daemon.store.redeemed import RedeemedFilter
 from gate_daemon.store.schema import MIGRATIONS
@@ -128,6 +129,25 @@ class Conflict:
     winner: Redemption
     loser: Redemption
     detected_at: float
+
+    def as_dict(self) -> dict[str, Any]:
+        """The conflict as ``gatectl report conflicts --json`` shows it."""
+
+        def side(record: Redemption) -> dict[str, Any]:
+            return {
+                "uuid": record.uuid,
+                "gate": record.origin,
+                "at": format_instant(record.wall),
+                "hlc": record.hlc,
+                "operator": record.operator,
+            }
+
+        return {
+            "ticket_id": self.ticket_id,
+            "stands": side(self.winner),
+            "conflict": side(self.loser),
+            "detected_at": format_instant(self.detected_at),
+        }
 
 
 def new_scan_id() -> str:
