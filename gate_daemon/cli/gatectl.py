@@ -337,7 +337,28 @@ def cmd_status(args: argparse.Namespace) -> int:
     ]
     if passage:
         print(f"passage   {', '.join(passage)}")
+    _print_replication(status.get("replication"))
     return 0
+
+
+def _print_replication(state: dict[str, Any] | None) -> None:
+    """The peer lines of ``gatectl status``."""
+    if state is None:
+        return
+    print(f"peers     key {state['key']}, {state['logs']} logs held, {state['conflicts']} conflicts")
+    if state.get("problem"):
+        print(f"          NOT SHARING: {state['problem']}")
+    for peer in state["peers"]:
+        name = f"{peer['address']} ({peer['gate'] or '?'})"
+        if peer["up"]:
+            lag = (
+                "never caught up"
+                if peer["lag_seconds"] is None
+                else f"caught up {peer['lag_seconds']:.1f} s ago"
+            )
+            print(f"          {name:<36} up, {lag}, pushed {peer['pushed']}, pulled {peer['pulled']}")
+        else:
+            print(f"          {name:<36} DOWN: {peer['last_error'] or 'not reached yet'}")
 
 
 def cmd_counters(args: argparse.Namespace) -> int:
