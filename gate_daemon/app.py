@@ -43,6 +43,7 @@ from gate_daemon.systemd import Notifier
 from gate_daemon.turnstile import Turnstile
 
 if TYPE_CHECKING:
+    from gate_daemon.net.discovery import Discovery
     from gate_daemon.net.lan import LanServer
     from gate_daemon.net.peers import Replicator
     from gate_daemon.net.replication import Replication
@@ -308,6 +309,7 @@ class RunningGate:
     button: Contact | None = None
     lan: LanServer | None = None
     replicator: Replicator | None = None
+    discovery: Discovery | None = None
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
 
 
@@ -354,6 +356,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
     control: ControlServer | None = None
     lan: LanServer | None = None
     replicator: Replicator | None = None
+    discovery: Discovery | None = None
     try:
         checkpoint = Checkpoint(config.gate.zone, config.gate.session)
         manifests = ManifestWatch(
@@ -392,7 +395,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
 
             assert config.lan.host is not None
             replication = _replication(config, ledger, manifests)
-            if replication is not None and config.lan.peers:
+            if replication is not None and (config.lan.peers or config.lan.discover):
                 from gate_daemon.net.peers import Replicator
 
                 replicator = Replicator(
@@ -403,11 +406,16 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
                 )
                 ledger.subscribe(replicator.committed)
             status.replication, status.replicator = replication, replicator
-            lan = LanServer(create_app(status.snapshot, rate=config.lan.rate, replication=replication))
-            await lan.start(config.lan.host, config.lan.port)
+            listening = LanServer(create_app(status.snapshot, rate=config.lan.rate, replication=replication))
+            await listening.start(config.lan.host, config.lan.port)
+            lan = listening  # closed on a failure only once it listens
             if replication is not None and replication.problem is not None:
                 log.warning("replication: %s", replication.problem)
+            if replicator is not None and config.lan.discover:
+                discovery = await _discovery(config, listening.port, replicator)
     except BaseException:
+        if lan is not None:
+            await lan.aclose()
         if control is not None:
             await control.aclose()
         for device in (button, turnstile, signals):
@@ -419,7 +427,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         raise
     return RunningGate(
         config, ledger, manifests, gate, signals, source, server, status, lock, turnstile, button, lan,
-        replicator=replicator,
+        replicator=replicator, discovery=discovery,
     )  # fmt: skip
 
 
@@ -430,6 +438,28 @@ def _replication(config: GateConfig, ledger: Ledger, manifests: ManifestWatch) -
     from gate_daemon.net.replication import Replication
 
     return Replication(ledger, read_secret(config.lan.key), lambda: manifests.current)
+
+
+async def _discovery(config: GateConfig, port: int, replicator: Replicator) -> Discovery:
+    """Announce the gate with zeroconf and link to the roster gates of this event it finds."""
+    try:
+        from gate_daemon.net.discovery import Discovery
+    except ImportError:
+        raise GateError(
+            "[lan] discover needs zeroconf: pip install 'gate-daemon[discovery]' (or set discover = false)"
+        ) from None
+
+    def found(gate_id: str, address: str) -> None:
+        roster = replicator.replication.roster() or {}
+        if gate_id in roster and replicator.add(gate_id, address):
+            log.info("linked to discovered gate %s at %s", gate_id, address)
+
+    assert config.lan.host is not None
+    discovery = Discovery(
+        gate_id=config.gate.id, event_id=config.gate.event, host=config.lan.host, port=port, found=found
+    )
+    await discovery.start()
+    return discovery
 
 
 def _entries_allowed(manifests: ManifestWatch) -> Callable[[str], int | None]:
@@ -585,6 +615,8 @@ class _Stop(Exception):
 async def shutdown(running: RunningGate) -> None:
     """Stop taking scans, let those in flight commit, then close everything."""
     await running.control.aclose()
+    if running.discovery is not None:
+        await running.discovery.aclose()
     if running.lan is not None:
         await running.lan.aclose()
     if running.button is not None:  # no release may start once the gate is stopping

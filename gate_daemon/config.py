@@ -203,6 +203,8 @@ class LanSection:
     peers: tuple[str, ...] = ()
     pull_interval_ms: int = 1000
     timeout_ms: int = 2000
+    #: Find peer gates of the same event with zeroconf (``_gate._tcp``) too.
+    discover: bool = False
 
     @property
     def replicates(self) -> bool:
@@ -363,10 +365,11 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
     lan = _lan(check, doc.get("lan", {}), ("lan",))
     if "key" in doc.get("lan", {}):
         lan = dataclasses.replace(lan, key=path_value(doc["lan"], ("lan",), "key"))
-    if lan.peers and not lan.replicates:
-        check.problem(
-            ("lan", "peers"), "peers need this gate's key ([lan] key) and an address ([lan] listen)"
-        )
+    for wanted in ("peers", "discover"):
+        if getattr(lan, wanted) and not lan.replicates:
+            check.problem(
+                ("lan", wanted), f"{wanted} need this gate's key ([lan] key) and an address ([lan] listen)"
+            )
     check.finish()
     return GateConfig(
         source=path,
@@ -410,12 +413,15 @@ _LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(
 
 
 def _lan(check: Checker, value: object, at: KeyPath) -> LanSection:
-    tbl = check.table(value, at, {"listen", "rate", "key", "peers", "pull_interval_ms", "timeout_ms"})
+    tbl = check.table(
+        value, at, {"listen", "rate", "key", "peers", "pull_interval_ms", "timeout_ms", "discover"}
+    )
     plain = LanSection(
         rate=check.integer(tbl, at, "rate", low=1, high=10_000, default=20),
         peers=_peers(check, tbl, at),
         pull_interval_ms=check.integer(tbl, at, "pull_interval_ms", low=100, high=3_600_000, default=1000),
         timeout_ms=check.integer(tbl, at, "timeout_ms", low=50, high=60_000, default=2000),
+        discover=check.boolean(tbl, at, "discover", default=False),
     )
     listen = check.string(tbl, at, "listen", max_bytes=100)
     if not listen:

@@ -44,6 +44,8 @@ MAX_QUEUE = 10_000
 MAX_REPLY = 4 << 20
 #: The longest wait before retrying a failing peer.
 MAX_BACKOFF = 5.0
+#: Peers linked at most, configured and discovered together.
+MAX_PEERS = 256
 
 
 class PeerError(Exception):
@@ -278,30 +280,48 @@ class Replicator:
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.replication = replication
-        self._addresses = addresses
+        self._addresses = list(addresses)
         self._pull_interval = pull_interval
         self._timeout = timeout
         self._clock = clock
         self.peers: list[Peer] = []
         self._session: aiohttp.ClientSession | None = None
+        self._group: asyncio.TaskGroup | None = None
 
     def committed(self, record: Redemption) -> None:
         """A ledger listener: queue this gate's new record for every peer."""
         for peer in self.peers:
             peer.offer(record)
 
+    def add(self, gate_id: str, address: str) -> bool:
+        """Link to a discovered gate; False when it is linked already (or too many are)."""
+        known = {peer.state.gate_id for peer in self.peers}
+        if address in self._addresses or gate_id in known or len(self._addresses) >= MAX_PEERS:
+            return False
+        self._addresses.append(address)
+        if self._group is not None:
+            self._link(self._group, address)
+        return True
+
+    def _link(self, group: asyncio.TaskGroup, address: str) -> None:
+        assert self._session is not None
+        peer = Peer(address, self.replication, self._session, timeout=self._timeout, clock=self._clock)
+        self.peers.append(peer)
+        group.create_task(peer.run(self._pull_interval), name=f"peer {address}")
+
     async def run(self) -> None:
-        """Run every peer link until cancelled."""
+        """Run every peer link (and those added later) until cancelled."""
         connector = aiohttp.TCPConnector(limit_per_host=2, ttl_dns_cache=60)
         async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as session:
             self._session = session
-            self.peers = [
-                Peer(address, self.replication, session, timeout=self._timeout, clock=self._clock)
-                for address in self._addresses
-            ]
-            async with asyncio.TaskGroup() as group:
-                for peer in self.peers:
-                    group.create_task(peer.run(self._pull_interval), name=f"peer {peer.address}")
+            try:
+                async with asyncio.TaskGroup() as group:
+                    self._group = group
+                    for address in self._addresses:
+                        self._link(group, address)
+                    await asyncio.Event().wait()  # until cancelled: discovery may add peers
+            finally:
+                self._group = None
 
     def snapshot(self) -> list[dict[str, Any]]:
         """Every link's state."""
