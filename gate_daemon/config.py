@@ -11,6 +11,7 @@ every key.
 from __future__ import annotations
 
 import dataclasses
+import ipaddress
 import os
 import re
 from dataclasses import dataclass
@@ -363,7 +364,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
             ("control", "socket"), f"{socket} is too long for a unix socket path (at most 100 bytes)"
         )
     lan = _lan(check, doc.get("lan", {}), ("lan",))
-    if "key" in doc.get("lan", {}):
+    if isinstance(doc.get("lan"), dict) and "key" in doc["lan"]:
         lan = dataclasses.replace(lan, key=path_value(doc["lan"], ("lan",), "key"))
     for wanted in ("peers", "discover"):
         if getattr(lan, wanted) and not lan.replicates:
@@ -436,8 +437,14 @@ def _lan(check: Checker, value: object, at: KeyPath) -> LanSection:
     return dataclasses.replace(plain, host=match.group("v6") or match.group("host"), port=port)
 
 
-#: Addresses that mean "every interface": fine to listen on, no use to connect to.
-_ANY = frozenset({"0.0.0.0"})  # noqa: S104 (refused, not bound)
+def _unspecified(match: re.Match[str]) -> bool:
+    """Whether a HOST:PORT names "every interface" (0.0.0.0, ::): fine to listen on, no peer."""
+    try:
+        return ipaddress.ip_address(match.group("v6") or match.group("host")).is_unspecified
+    except ValueError:
+        return False  # a host name
+
+
 #: Peers one gate may list.
 MAX_PEERS = 256
 
@@ -448,7 +455,7 @@ def _peers(check: Checker, tbl: dict[str, Any], at: KeyPath) -> tuple[str, ...]:
         match = _LISTEN.fullmatch(peer)
         if index == MAX_PEERS:
             check.problem((*at, "peers"), f"at most {MAX_PEERS} peers; use zones (docs/LAN.md)")
-        elif match is None or not 1 <= int(match.group("port")) <= 65535 or match.group("host") in _ANY:
+        elif match is None or not 1 <= int(match.group("port")) <= 65535 or _unspecified(match):
             check.problem((*at, "peers", index), f"{peer!r} must be HOST:PORT of a gate (10.0.0.12:8443)")
         elif peer in out:
             check.problem((*at, "peers", index), f"{peer!r} is listed twice")

@@ -106,22 +106,25 @@ def parse_record(value: object) -> tuple[Redemption, str]:
     if missing:
         raise RecordError(missing[0], "is missing")
     kind = _choice(value, "kind", KINDS)
+    forced = value["forced"]
+    if not isinstance(forced, bool):
+        raise RecordError("forced", f"must be true or false, found {_kind(forced)}")
     slot = value["slot"]
     if kind == "void":
         if slot is not None:
             raise RecordError("slot", "must be null for a void")
+    elif slot is None:
+        if not (forced and kind == "entry"):
+            raise RecordError("slot", "only a forced entry (or a void) may have no slot")
     elif not (_is_int(slot) and 1 <= slot <= MAX_SEQ):
-        raise RecordError("slot", "must be a whole number from 1 (null for a forced entry or a void)")
+        raise RecordError(
+            "slot", f"must be a whole number from 1 to {MAX_SEQ} (null for a forced entry or a void)"
+        )
     voids = value["voids"]
     if kind == "void":
         voids = _uuid(value, "voids")
     elif voids is not None:
         raise RecordError("voids", "must be null unless the record is a void")
-    forced = value["forced"]
-    if not isinstance(forced, bool):
-        raise RecordError("forced", f"must be true or false, found {_kind(forced)}")
-    if slot is None and kind != "void" and not forced:
-        raise RecordError("slot", "only a forced entry may have no slot")
     operator = value["operator"]
     if operator is not None:
         operator = _text(value, "operator")
@@ -193,7 +196,7 @@ def _choice(value: dict[str, Any], field: str, allowed: tuple[str, ...]) -> str:
 
 def _wall(value: dict[str, Any]) -> float:
     wall = value["wall"]
-    if _is_int(wall):
+    if _is_int(wall) and 0 <= wall < 10**11:  # checked first: float() overflows on a huge integer
         wall = float(wall)
     if not isinstance(wall, float) or not math.isfinite(wall) or not 0 <= wall < 1e11:
         raise RecordError("wall", "must be a time in seconds since 1970")

@@ -127,8 +127,9 @@ async def _challenge(request: web.Request) -> web.Response:
 async def _signed_body(request: web.Request) -> tuple[Replication, dict[str, Any]]:
     """The authenticated request's JSON object; the errors above otherwise."""
     replication = request.app[REPLICATION]
+    admitted = replication.admit(request.headers)  # before the body is read
     body = await request.read()
-    replication.authenticate(request.method, request.path_qs, body, request.headers)
+    replication.verify(admitted, request.method, request.path_qs, body)
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):

@@ -125,7 +125,9 @@ class Challenges:
             raise AuthError("replayed", "the challenge was already used")
         if len(self._spent) >= MAX_SPENT:
             raise AuthError("busy", "too many requests in flight; retry shortly", status=503)
-        self._spent[nonce] = issued + self.ttl
+        # Remembered until it can no longer be valid in any case (issued <= now), so that
+        # the dict's order is the order of expiry and ``_forget`` can stop at the first.
+        self._spent[nonce] = now + self.ttl
 
     def _forget(self, now: float) -> None:
         while self._spent:
@@ -135,15 +137,37 @@ class Challenges:
             del self._spent[nonce]
 
 
-def authenticate(
-    challenges: Challenges,
-    roster: Mapping[str, PublicKey] | None,
-    method: str,
-    path: str,
-    body: bytes,
-    headers: Mapping[str, str],
-) -> Caller:
-    """Check a signed request; the caller it came from, or ``AuthError`` with its name."""
+@dataclass(frozen=True, slots=True)
+class Admitted:
+    """A request whose headers passed the cheap checks and whose challenge is spent."""
+
+    gate_id: str
+    key: PublicKey
+    stamp: str
+    nonce: str
+    signature: str
+
+    def verify(self, method: str, path: str, body: bytes) -> Caller:
+        """Check the signature over the request; the caller, or ``AuthError`` ``bad_signature``."""
+        try:
+            raw = base64.b64decode(self.signature, validate=True)
+        except (binascii.Error, ValueError):
+            raw = b""
+        message = signing_bytes(method, path, body, self.stamp, self.nonce, self.gate_id)
+        if len(raw) != SIGNATURE_SIZE or not self.key.verify(DOMAIN, message, raw):
+            raise AuthError(
+                "bad_signature", f"the signature is not gate {self.gate_id!r}'s key's, for this request"
+            )
+        return Caller(self.gate_id, int(self.stamp))
+
+
+def admit(
+    challenges: Challenges, roster: Mapping[str, PublicKey] | None, headers: Mapping[str, str]
+) -> Admitted:
+    """The checks that need no body: headers, roster, challenge (spent here). ``AuthError`` otherwise.
+
+    Run before the body is read, so that a request that cannot be genuine costs no more.
+    """
     names = (HEADER_GATE, HEADER_TIME, HEADER_NONCE, HEADER_SIGNATURE)
     missing = [name for name in names if headers.get(name) is None]
     if missing:
@@ -157,11 +181,16 @@ def authenticate(
     if key is None:
         raise AuthError("unknown_gate", f"gate {gate_id[:64]!r} is not in the manifest's roster", status=403)
     challenges.spend(nonce)
-    try:
-        raw = base64.b64decode(signature, validate=True)
-    except (binascii.Error, ValueError):
-        raw = b""
-    message = signing_bytes(method, path, body, stamp, nonce, gate_id)
-    if len(raw) != SIGNATURE_SIZE or not key.verify(DOMAIN, message, raw):
-        raise AuthError("bad_signature", f"the signature is not gate {gate_id!r}'s key's, for this request")
-    return Caller(gate_id, int(stamp))
+    return Admitted(gate_id, key, stamp, nonce, signature)
+
+
+def authenticate(
+    challenges: Challenges,
+    roster: Mapping[str, PublicKey] | None,
+    method: str,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+) -> Caller:
+    """Check a signed request; the caller it came from, or ``AuthError`` with its name."""
+    return admit(challenges, roster, headers).verify(method, path, body)

@@ -28,15 +28,18 @@ from typing import Any
 from gate_daemon.core.keys import PublicKey, SecretKey
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.records import MAX_TEXT, RecordError, Redemption, parse_record
-from gate_daemon.net.peer_auth import AuthError, Caller, Challenges, authenticate
+from gate_daemon.net.peer_auth import Admitted, AuthError, Caller, Challenges, admit
 from gate_daemon.store.ledger import Learned, Ledger
 
 #: Records in one push or one pull answer, at most.
 MAX_BATCH = 500
 #: Origin logs a pull may list.
 MAX_KNOWN = 10_000
-#: Records verified on the event loop; larger batches go to a thread (PyNaCl lets go of the GIL).
+#: Records verified or signed on the event loop; larger batches go to a thread (PyNaCl
+#: lets go of the GIL).
 _INLINE = 8
+#: Own records' signatures remembered (Ed25519 is deterministic: this only saves work).
+SIGNATURES_KEPT = 4096
 
 Roster = Mapping[str, PublicKey]
 
@@ -105,6 +108,8 @@ class Replication:
         #: Peers that called, by gate id.
         self.callers: dict[str, CallerSeen] = {}
         self.refusals: dict[str, int] = {}
+        #: Signatures of this gate's own recent records, made once however many peers get them.
+        self._signed: dict[str, str] = {}
 
     def roster(self) -> Roster | None:
         """The gates the active manifest allows, with their keys; None without a manifest."""
@@ -129,12 +134,20 @@ class Replication:
             return f"the roster lists another key ({listed.kid}) for this gate than its own ({own})"
         return None
 
-    def authenticate(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> Caller:
-        """Check a peer request's signature and challenge; ``AuthError`` names what is wrong."""
+    def admit(self, headers: Mapping[str, str]) -> Admitted:
+        """The checks of a peer request that need no body (its challenge is spent)."""
         try:
-            caller = authenticate(self.challenges, self.roster(), method, path, body, headers)
+            return admit(self.challenges, self.roster(), headers)
         except AuthError as exc:
-            self.refusals[exc.name] = self.refusals.get(exc.name, 0) + 1
+            self._refused(exc)
+            raise
+
+    def verify(self, admitted: Admitted, method: str, path: str, body: bytes) -> Caller:
+        """Check an admitted request's signature; ``AuthError`` names what is wrong."""
+        try:
+            caller = admitted.verify(method, path, body)
+        except AuthError as exc:
+            self._refused(exc)
             raise
         now = self._clock()
         seen = self.callers.setdefault(caller.gate_id, CallerSeen(caller.gate_id))
@@ -142,6 +155,13 @@ class Replication:
         seen.last_at = now
         seen.clock_offset_ms = caller.time_ms - int(now * 1000)
         return caller
+
+    def authenticate(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> Caller:
+        """Both checks of a peer request at once."""
+        return self.verify(self.admit(headers), method, path, body)
+
+    def _refused(self, exc: AuthError) -> None:
+        self.refusals[exc.name] = self.refusals.get(exc.name, 0) + 1
 
     async def receive(self, items: Sequence[object]) -> Received:
         """Verify records in their wire form and store those that are genuine."""
@@ -157,12 +177,30 @@ class Replication:
         self, known: Mapping[tuple[str, str], int], limit: int
     ) -> tuple[list[dict[str, Any]], bool]:
         """The records beyond ``known`` in wire form (this gate's own signed now); whether more remain."""
-        found, more = await self.ledger.records_after(known, limit)
+        # Only what the callers can verify: the logs of gates in the roster.
+        found, more = await self.ledger.records_after(known, limit, origins=self.roster() or {})
+        unsigned = [
+            record for record, signature in found if signature is None and record.uuid not in self._signed
+        ]
+        if len(unsigned) > _INLINE:  # a catching-up peer: sign off the event loop
+            signatures = await asyncio.to_thread(lambda: [record.sign(self.key) for record in unsigned])
+            for record, signature in zip(unsigned, signatures, strict=True):
+                self._remember(record.uuid, signature)
         return [self.wire(record, signature) for record, signature in found], more
 
     def wire(self, record: Redemption, signature: str | None = None) -> dict[str, Any]:
-        """A record as sent: with its origin's signature, made here for this gate's own."""
-        return record.wire(signature if signature is not None else record.sign(self.key))
+        """A record as sent: with its origin's signature, made here (once) for this gate's own."""
+        if signature is None:
+            signature = self._signed.get(record.uuid)
+            if signature is None:
+                signature = record.sign(self.key)
+                self._remember(record.uuid, signature)
+        return record.wire(signature)
+
+    def _remember(self, uuid: str, signature: str) -> None:
+        self._signed[uuid] = signature
+        if len(self._signed) > SIGNATURES_KEPT:
+            del self._signed[next(iter(self._signed))]
 
 
 def _verify(items: Sequence[object], roster: Roster) -> tuple[list[tuple[Redemption, str]], list[Refusal]]:

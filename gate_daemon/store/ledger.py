@@ -22,7 +22,7 @@ import sqlite3
 import time
 import urllib.parse
 import uuid as uuidlib
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Container, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -32,7 +32,7 @@ import aiosqlite
 
 from gate_daemon.core.conflicts import Move, losers
 from gate_daemon.core.decision import LedgerFacts, ScanKind
-from gate_daemon.core.hlc import MAX_AHEAD_MS, HybridClock, Stamp
+from gate_daemon.core.hlc import LOGICAL_BITS, MAX_AHEAD_MS, HybridClock, Stamp
 from gate_daemon.core.records import Redemption
 from gate_daemon.core.times import format_instant
 from gate_daemon.errors import GateError
@@ -106,6 +106,8 @@ _SELECT_LOG = (
 )
 #: Host parameters per statement when a list is spelled out (SQLite allows 32766).
 _CHUNK = 500
+#: Records stored per transaction by ``learn`` (a scan waits for one such batch at most).
+LEARN_BATCH = 50
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,6 +174,11 @@ class Ledger:
         #: Per origin log held: (origin, epoch) -> [unbroken run from 1, highest held].
         self._logs: dict[tuple[str, str], list[int]] = {}
         self._listeners: list[Callable[[Redemption], None]] = []
+        #: A second, read-only connection (its own thread) for serving peers: a pull is
+        #: answered from committed data without holding ``serial``, so it never delays a scan.
+        self._reader: aiosqlite.Connection | None = None
+        #: Held by ``learn`` from its first batch to its last: scans wait for one batch at most.
+        self._learning = asyncio.Lock()
         #: A ticket's entry limit (None: re-entry after each exit), for finding double
         #: entries. The gate sets it from its manifest; unknown tickets count as single-entry.
         self.entries_allowed: Callable[[str], int | None] = lambda _ticket: 1
@@ -235,9 +242,15 @@ class Ledger:
             )
             await db.execute("COMMIT")
         ledger = cls(db, path, gate_id, epoch)
+        # The clock resumes after every stamp this gate made, and after the stamps it learned
+        # as ``learn`` folds them in: one too far ahead of the wall clock is not followed (a
+        # peer whose clock was a day fast must not drag this one a day ahead at the next start).
+        ahead = Stamp(int(time.time() * 1000) + MAX_AHEAD_MS, (1 << LOGICAL_BITS) - 1).packed
         last = await _scalar(
             db,
-            "SELECT MAX(h) FROM (SELECT MAX(hlc) AS h FROM redemptions UNION ALL SELECT MAX(hlc) FROM scans)",
+            "SELECT MAX(h) FROM (SELECT MAX(hlc) AS h FROM redemptions"
+            " WHERE (origin = ? AND epoch = ?) OR hlc <= ? UNION ALL SELECT MAX(hlc) FROM scans)",
+            (gate_id, epoch, ahead),
         )
         ledger.clock = HybridClock(int(last or 0))
         own = await _scalar(
@@ -260,6 +273,9 @@ class Ledger:
             if self._closed:
                 return
             self._closed = True
+            if self._reader is not None:
+                with contextlib.suppress(sqlite3.Error, ValueError):
+                    await self._reader.close()
             with contextlib.suppress(sqlite3.Error):  # the WAL is replayed at the next open
                 await self._db.execute("PRAGMA wal_checkpoint(TRUNCATE)")
             await self._db.close()
@@ -307,7 +323,12 @@ class Ledger:
             "SELECT uuid, kind, wall, origin, voids FROM redemptions WHERE ticket_id = ? ORDER BY hlc",
             (ticket_id,),
         )
-        voided = {str(row[4]) for row in rows if row[1] == "void"}
+        # As for conflicts: a void counts only from the origin of what it voids (a gate can
+        # take back its own admissions, never another gate's).
+        origin_of = {str(row[0]): str(row[3]) for row in rows}
+        voided = {
+            str(row[4]) for row in rows if row[1] == "void" and origin_of.get(str(row[4])) == str(row[3])
+        }
         entries = exits = entry_slots = exit_slots = 0
         last_at: float | None = None
         last_gate: str | None = None
@@ -493,9 +514,10 @@ class Ledger:
         async with self.transaction() as tx:
             rows = list(
                 await self._db.execute_fetchall(
-                    "SELECT ticket_id, mode FROM redemptions WHERE uuid = ? AND origin = ? AND kind != 'void'"
-                    " AND NOT EXISTS (SELECT 1 FROM redemptions WHERE voids = ?)",
-                    (scan_id, self.gate_id, scan_id),
+                    "SELECT ticket_id, mode FROM redemptions"
+                    " WHERE uuid = ?1 AND origin = ?2 AND kind != 'void'"
+                    " AND NOT EXISTS (SELECT 1 FROM redemptions WHERE voids = ?1 AND origin = ?2)",
+                    (scan_id, self.gate_id),
                 )
             )
             if not rows:
@@ -533,39 +555,72 @@ class Ledger:
         return {log_id: held for log_id, (_run, held) in self._logs.items()}
 
     async def records_after(
-        self, known: Mapping[tuple[str, str], int], limit: int
+        self, known: Mapping[tuple[str, str], int], limit: int, origins: Container[str] | None = None
     ) -> tuple[list[tuple[Redemption, str | None]], bool]:
         """Records held beyond ``known`` (per origin log; absent logs from the start), oldest first.
 
         Up to ``limit`` records, each with its origin's signature (None for this gate's
-        own, to be signed as it leaves), and whether more remain.
+        own, to be signed as it leaves), and whether more remain. With ``origins``, only
+        the logs of those origins (a revoked gate's records are not passed on).
         """
         behind = [
             (log_id, known.get(log_id, 0)) for log_id, (_run, held) in self._logs.items()
-            if held > known.get(log_id, 0)
+            if held > known.get(log_id, 0) and (origins is None or log_id[0] in origins)
         ]  # fmt: skip
         out: list[tuple[Redemption, str | None]] = []
-        async with self._lock:
-            for (origin, epoch), after in behind:
+        if not behind:
+            return out, False
+        reader = await self._read_only()
+        for (origin, epoch), after in behind:
+            if len(out) >= limit:
+                return out, True
+            rows = await reader.execute_fetchall(_SELECT_LOG, (origin, epoch, after, limit - len(out) + 1))
+            for row in rows:
                 if len(out) >= limit:
                     return out, True
-                rows = await self._db.execute_fetchall(
-                    _SELECT_LOG, (origin, epoch, after, limit - len(out) + 1)
-                )
-                for row in rows:
-                    if len(out) >= limit:
-                        return out, True
-                    out.append((_redemption(row), None if row[13] is None else str(row[13])))
+                out.append((_redemption(row), None if row[13] is None else str(row[13])))
         return out, False
+
+    async def _read_only(self) -> aiosqlite.Connection:
+        """The reader connection, opened at first use."""
+        if self._closed:
+            raise ValueError("the ledger is closed")
+        if self._reader is None:
+            uri = f"file:{urllib.parse.quote(str(self.path.absolute()))}?mode=ro"
+            reader = await aiosqlite.connect(uri, uri=True, isolation_level=None)
+            await reader.execute("PRAGMA busy_timeout = 5000")
+            if self._reader is None and not self._closed:
+                self._reader = reader
+            else:
+                await reader.close()
+        assert self._reader is not None
+        return self._reader
 
     async def learn(self, records: Sequence[tuple[Redemption, str]], *, now: float) -> Learned:
         """Store records learned from elsewhere, already verified against their origin's key.
 
-        One transaction: the records, each origin log's new position, the tickets'
-        conflicts and the counters. Records already held (by uuid) are duplicates, and so
-        are this gate's own; a record colliding with a different one of its origin (the
-        same slot, sequence number or void) is refused and reported, never overwritten.
+        In transactions of ``LEARN_BATCH`` records, each holding the records, each origin
+        log's new position, the tickets' conflicts and the counters, and each letting a
+        waiting scan in before the next: one learner at a time, so a scan waits for one
+        batch at most. Records already held (by uuid) are duplicates, and so are this
+        gate's own; a record colliding with a different one of its origin (the same slot,
+        sequence number or void) is refused, kept as evidence and reported, never
+        overwritten.
         """
+        async with self._learning:
+            parts = [
+                await self._learn(records[start : start + LEARN_BATCH], now=now)
+                for start in range(0, len(records), LEARN_BATCH)
+            ]
+        return Learned(
+            applied=tuple(r for part in parts for r in part.applied),
+            duplicates=sum(part.duplicates for part in parts),
+            refused=tuple(r for part in parts for r in part.refused),
+            conflicts=sum(part.conflicts for part in parts),
+            clock_ahead=sum(part.clock_ahead for part in parts),
+        )
+
+    async def _learn(self, records: Sequence[tuple[Redemption, str]], *, now: float) -> Learned:
         mine = (self.gate_id, self.epoch)
         batch: dict[str, tuple[Redemption, str]] = {}
         for record, signature in records:
@@ -575,17 +630,27 @@ class Ledger:
         if not batch:
             return Learned(duplicates=duplicates)
         now_ms = int(now * 1000)
+        positions: dict[tuple[str, str], list[int]] = {}
         async with self.transaction() as tx:
-            held = await self._existing(list(batch))
+            held = await self._existing(list(batch), refused=True)
             fresh = [pair for uuid, pair in batch.items() if uuid not in held]
             duplicates += len(batch) - len(fresh)
             await self._db.executemany(_INSERT_LEARNED, [(*_row(r), sig) for r, sig in fresh])
             stored = await self._existing([r.uuid for r, _ in fresh])
             applied = tuple(r for r, _ in fresh if r.uuid in stored)
-            refused = tuple([(r.uuid, await self._collision(r)) for r, _ in fresh if r.uuid not in stored])
+            turned = [(r, sig, await self._collision(r)) for r, sig in fresh if r.uuid not in stored]
+            refused = tuple((r.uuid, reason) for r, _, reason in turned)
+            await self._db.executemany(
+                "INSERT OR IGNORE INTO refused_records"
+                " (uuid, origin, epoch, seq, reason, record, received_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (r.uuid, r.origin, r.epoch, r.seq, reason, json.dumps(r.wire(sig)), now)
+                    for r, sig, reason in turned
+                ],
+            )
             for record in applied:
                 self._redeemed.add(record.ticket_id)
-            await self._advance(tx, applied, now)
+            positions = await self._advance(tx, [*applied, *(r for r, _, _ in turned)], now)
             found = await self._recheck_conflicts(tx, {r.ticket_id for r in applied}, now)
             ahead = 0
             for record in applied:
@@ -595,17 +660,21 @@ class Ledger:
             counts = ["peer:applied"] * len(applied) + ["peer:refused"] * len(refused)
             counts += ["conflicts"] * found + ["peer:clock_ahead"] * ahead
             await tx.count(counts)
+        # Only now: had the transaction failed, ``known`` would claim records never stored,
+        # and no peer would send them again.
+        self._logs.update(positions)
         return Learned(applied, duplicates, refused, found, ahead)
 
-    async def _existing(self, uuids: Sequence[str]) -> set[str]:
+    async def _existing(self, uuids: Sequence[str], *, refused: bool = False) -> set[str]:
+        """Which of ``uuids`` are stored (with ``refused``: or were refused before)."""
         out: set[str] = set()
         for start in range(0, len(uuids), _CHUNK):
             part = uuids[start : start + _CHUNK]
             marks = ",".join("?" * len(part))
-            rows = await self._db.execute_fetchall(
-                f"SELECT uuid FROM redemptions WHERE uuid IN ({marks})",  # noqa: S608 (marks only)
-                part,
-            )
+            sql = f"SELECT uuid FROM redemptions WHERE uuid IN ({marks})"  # noqa: S608 (marks only)
+            if refused:
+                sql += f" UNION ALL SELECT uuid FROM refused_records WHERE uuid IN ({marks})"  # noqa: S608
+            rows = await self._db.execute_fetchall(sql, [*part, *part] if refused else part)
             out.update(str(row[0]) for row in rows)
         return out
 
@@ -614,36 +683,45 @@ class Ledger:
         checks = (
             ("seq_taken", "SELECT 1 FROM redemptions WHERE origin = ? AND epoch = ? AND seq = ?",
              (record.origin, record.epoch, record.seq)),
-            ("already_voided", "SELECT 1 FROM redemptions WHERE voids = ?", (record.voids,)),
+            ("already_voided", "SELECT 1 FROM redemptions WHERE voids = ? AND origin = ?",
+             (record.voids, record.origin)),
         )  # fmt: skip
         for name, sql, params in checks:
             if await _scalar(self._db, sql, params):
                 return name
         return "slot_taken"
 
-    async def _advance(self, tx: Transaction, applied: Sequence[Redemption], now: float) -> None:
-        """Move each touched origin log's run and highest-held marks, in ``tx``."""
+    async def _advance(
+        self, tx: Transaction, applied: Sequence[Redemption], now: float
+    ) -> dict[tuple[str, str], list[int]]:
+        """Move each touched origin log's run and highest-held marks in ``tx``; the new marks.
+
+        The caller sets them in memory once ``tx`` has committed.
+        """
         touched: dict[tuple[str, str], set[int]] = {}
         for record in applied:
             touched.setdefault((record.origin, record.epoch), set()).add(record.seq)
         rows = []
+        positions: dict[tuple[str, str], list[int]] = {}
         for log_id, seqs in touched.items():
             run, held = self._logs.get(log_id, [0, 0])
             held = max(held, *seqs)
             while run < held:
                 if run + 1 not in seqs and not await _scalar(
                     self._db,
-                    "SELECT 1 FROM redemptions WHERE origin = ? AND epoch = ? AND seq = ?",
+                    "SELECT 1 FROM redemptions WHERE origin = ?1 AND epoch = ?2 AND seq = ?3"
+                    " UNION ALL SELECT 1 FROM refused_records WHERE origin = ?1 AND epoch = ?2 AND seq = ?3",
                     (*log_id, run + 1),
                 ):
                     break
                 run += 1
-            self._logs[log_id] = [run, held]
+            positions[log_id] = [run, held]
             rows.append((*log_id, run, held, now))
         await self._db.executemany(
             "INSERT OR REPLACE INTO cursors (origin, epoch, seq, held, updated_at) VALUES (?, ?, ?, ?, ?)",
             rows,
         )
+        return positions
 
     async def _recheck_conflicts(self, tx: Transaction, tickets: set[str], now: float) -> int:
         """Recompute the conflicts of ``tickets`` in ``tx``; how many are new."""

@@ -29,6 +29,10 @@ Tables:
   ``seq`` is the end of the unbroken run from 1 (what a pull asks to continue after),
   ``held`` the highest seq held (a push can arrive ahead of a gap). Written in the
   transaction that stores the records learned.
+- ``refused_records``: verified records from peers that the rules above refused (the
+  same sequence number, slot or void as a different record of their origin), with the
+  reason and the record as received: evidence for the organiser, and how an origin's
+  log moves past them.
 - ``conflicts``: double entries found among the records (see
   ``gate_daemon.core.conflicts``): each losing entry's uuid with the winner's, per
   ticket. Recomputed for a ticket whenever its records change, so every gate holding
@@ -216,5 +220,50 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (ticket_id, loser)
     ) WITHOUT ROWID;
     """
+    + _SCAN_COMMITS_3,
+    # 4: a void names the record it takes back, and only the origin of that record can
+    # take it back. Uniqueness was on ``voids`` alone, so another gate's void (ignored
+    # by every rule) arriving first would have blocked the genuine one: it is now per
+    # ``(voids, origin)``. And records refused by these rules are kept as evidence in
+    # ``refused_records``, so the origin's log moves past them.
+    """
+    DROP TRIGGER scan_commits_insert;
+    DROP VIEW scan_commits;
+    CREATE TABLE redemptions_4 (
+        uuid      TEXT NOT NULL UNIQUE,
+        ticket_id TEXT NOT NULL,
+        kind      TEXT NOT NULL CHECK (kind IN ('entry', 'exit', 'void')),
+        slot      INTEGER CHECK (slot IS NULL OR slot >= 1),
+        origin    TEXT NOT NULL,
+        epoch     TEXT NOT NULL,
+        seq       INTEGER NOT NULL CHECK (seq >= 1),
+        hlc       INTEGER NOT NULL,
+        wall      REAL NOT NULL,
+        operator  TEXT,
+        mode      TEXT NOT NULL CHECK (mode IN ('offline', 'online')),
+        forced    INTEGER NOT NULL DEFAULT 0 CHECK (forced IN (0, 1)),
+        voids     TEXT CHECK ((kind = 'void') = (voids IS NOT NULL)),
+        sig       TEXT,
+        PRIMARY KEY (origin, epoch, seq),
+        UNIQUE (voids, origin)
+    ) WITHOUT ROWID;
+    INSERT INTO redemptions_4 (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, operator, mode,
+                               forced, voids, sig)
+        SELECT uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, operator, mode, forced, voids, sig
+          FROM redemptions;
+    DROP TABLE redemptions;
+    ALTER TABLE redemptions_4 RENAME TO redemptions;
+    CREATE UNIQUE INDEX redemptions_policy ON redemptions (ticket_id, kind, slot, origin, epoch);
+    CREATE TABLE refused_records (
+        uuid        TEXT PRIMARY KEY,
+        origin      TEXT NOT NULL,
+        epoch       TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        reason      TEXT NOT NULL,
+        record      TEXT NOT NULL,
+        received_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    CREATE INDEX refused_records_log ON refused_records (origin, epoch, seq);
+    """  # noqa: S608 (constants only)
     + _SCAN_COMMITS_3,
 )
