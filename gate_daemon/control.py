@@ -11,10 +11,11 @@ protocol is one JSON object per line each way:
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": NAME, "message": ...}`` with
 ``error`` one of ``not_json``, ``too_large``, ``bad_request``, ``unknown_op``, ``busy``
 (more than ``MAX_CONNECTIONS`` connections at once), ``unavailable`` (the ledger could
-not answer a status, counters or conflicts request). A scan
-goes through the same path as a camera scan (recorded, then signalled); ``scan_id``
-makes a retried request idempotent. Without ``operator`` the scan is recorded under the
-name of the user on the other end of the socket.
+not answer a status, counters or conflicts request). A scan goes through the same
+path as a camera scan (recorded, then signalled); ``scan_id`` makes a retried request
+idempotent (the gate records it under ``record_id``, an id of its own made from it, so
+the same id used at another gate makes another record there). Without ``operator`` the
+scan is recorded under the name of the user on the other end of the socket.
 """
 
 from __future__ import annotations
@@ -206,7 +207,14 @@ class ControlServer:
             )
         except ScanIdReused as exc:
             raise BadRequest("bad_request", str(exc)) from None
-        return {"ok": True, "decision": result.as_dict()}
+        answer = result.as_dict()
+        # The ledger's id for the scan (its evidence row, its redemption): a client's id is
+        # recorded under one of this gate's own (``gate_scan_id``); ``scan_id`` stays the
+        # client's, to retry with.
+        answer["record_id"] = result.scan_id
+        if scan_id is not None:
+            answer["scan_id"] = scan_id
+        return {"ok": True, "decision": answer}
 
 
 def _printable(value: object, limit: int) -> bool:

@@ -20,6 +20,7 @@ from __future__ import annotations
 import logging
 import sqlite3
 import time
+import uuid
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
@@ -79,6 +80,15 @@ class ScanResult:
         if self.duplicate:
             out["duplicate"] = True
         return out
+
+
+#: The namespace of scan ids made from a client's (``gate_scan_id``).
+_SCAN_IDS = uuid.UUID("3c6f1d0e-8a51-4f8e-9d0c-6b2f5e7a9c41")
+
+
+def gate_scan_id(gate_id: str, client_id: str) -> str:
+    """The id a scan with the client's ``client_id`` is recorded under at gate ``gate_id``."""
+    return str(uuid.uuid5(_SCAN_IDS, f"{gate_id}\n{client_id}"))
 
 
 class Gate:
@@ -196,7 +206,13 @@ class Gate:
         request); ``ScanIdReused`` if it was recorded for another payload.
         """
         if scan_id is not None:
-            prior = await self._prior(scan_id, payload)
+            # A client's id is made this gate's own: the same id retried at another gate
+            # must make another record there, not one that every gate takes for this one.
+            client, scan_id = scan_id, gate_scan_id(self.gate_id, scan_id)
+            try:
+                prior = await self._prior(scan_id, payload)
+            except ScanIdReused:
+                raise ScanIdReused(f"scan id {client} was recorded for another payload") from None
             if prior is not None:
                 return prior
         result = await self._commit(payload, device, operator, kind or self.mode, scan_id or new_scan_id())

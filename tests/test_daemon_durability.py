@@ -24,6 +24,7 @@ import pytest
 
 from gate_daemon.control import ask
 from gate_daemon.errors import GateError
+from gate_daemon.gate import gate_scan_id
 from tests.gate_process import GateProcess, Launcher, integrity, query, wait_until
 from tests.live import make_live_world, write_gate_config
 
@@ -127,14 +128,19 @@ class Traffic:
         assert not any(t.is_alive() for t in self._threads), "a client thread hung"
 
 
+def record_id(scan_id: str) -> str:
+    """The ledger's id of a scan the client sent with ``scan_id`` (to the default gate, north-1)."""
+    return gate_scan_id("north-1", scan_id)
+
+
 def check_ledger(db: Path, answers: list[Answer], counters: dict[str, int], where: str) -> None:
     """The invariants that must hold after any crash."""
     assert integrity(db) == "ok", where
     recorded = {str(u): (str(o), str(r)) for u, o, r in query(db, "SELECT uuid, outcome, reason FROM scans")}
-    lost = [a for a in answers if recorded.get(a.scan_id) != (a.outcome, a.reason)]
+    lost = [a for a in answers if recorded.get(record_id(a.scan_id)) != (a.outcome, a.reason)]
     assert not lost, f"{where}: {len(lost)} decisions given but not recorded as given, e.g. {lost[:3]}"
     redeemed = {str(u) for (u,) in query(db, "SELECT uuid FROM redemptions")}
-    missing = [a for a in answers if a.outcome == "allow" and a.scan_id not in redeemed]
+    missing = [a for a in answers if a.outcome == "allow" and record_id(a.scan_id) not in redeemed]
     assert not missing, f"{where}: allowed without a redemption: {missing[:3]}"
     twice = query(
         db,
@@ -166,9 +172,9 @@ def retry(gate: GateProcess, lost: list[Unanswered], where: str) -> list[Answer]
     for request in lost:
         decision = gate.scan(request.payload, scan_id=request.scan_id)
         assert decision["scan_id"] == request.scan_id, where
-        if request.scan_id in recorded:
+        if record_id(request.scan_id) in recorded:
             assert decision.get("duplicate") is True, where
-            assert (decision["outcome"], decision["reason"]) == recorded[request.scan_id], where
+            assert (decision["outcome"], decision["reason"]) == recorded[record_id(request.scan_id)], where
         else:
             assert "duplicate" not in decision, where
         out.append(

@@ -89,17 +89,17 @@ def test_a_new_version_activates_under_load_and_no_scan_is_lost(
     recorded = {str(u): (o, r, v) for u, o, r, v in rows}
     for s in sent:
         assert s.decision is not None
-        assert recorded[s.scan_id][:2] == (s.decision["outcome"], s.decision["reason"]), s
+        assert recorded[s.decision["record_id"]][:2] == (s.decision["outcome"], s.decision["reason"]), s
     assert len(recorded) == len(sent)
     # Scans are decided on v1 until the swap and on v2 after it, never back.
     versions = [v for *_, v in rows]
     assert versions == sorted(versions) and set(versions) == {1, 2}
-    assert {recorded[s.scan_id][2] for s in before} == {1}
-    assert {recorded[s.scan_id][2] for s in after} == {2}
+    assert {recorded[s.decision["record_id"]][2] for s in before} == {1}
+    assert {recorded[s.decision["record_id"]][2] for s in after} == {2}
     # A109-1 is unknown to v1 and sold in v2: admitted once, after the swap.
     new_ticket = [s for s in sent if s.payload == "A109-1"]
-    assert {recorded[s.scan_id][1] for s in new_ticket if s in before} == {"unknown_ticket"}
-    allowed = [s for s in new_ticket if recorded[s.scan_id][0] == "allow"]
+    assert {recorded[s.decision["record_id"]][1] for s in new_ticket if s in before} == {"unknown_ticket"}
+    allowed = [s for s in new_ticket if recorded[s.decision["record_id"]][0] == "allow"]
     assert len(allowed) == 1 and allowed[0].sent_at > dropped_at
     # Canceled in v2.
     canceled = gatectl("scan", "A108-1", "--socket", gate.socket_path)

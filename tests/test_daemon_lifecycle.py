@@ -370,6 +370,7 @@ def test_gatectl_scan_status_and_counters_end_to_end(
     assert once["outcome"] == twice["outcome"] == "allow"
     assert twice["duplicate"] is True and "duplicate" not in once
     assert twice["scan_id"] == once["scan_id"] == scan_id
+    assert twice["record_id"] == once["record_id"] != scan_id  # recorded under the gate's own id
     # The payload from stdin ('-').
     piped = gatectl("scan", "-", "--socket", sock, stdin=b"A108-1\n")
     assert piped.returncode == 0 and json.loads(piped.stdout)["ticket_id"] == "L-0010"
@@ -378,9 +379,9 @@ def test_gatectl_scan_status_and_counters_end_to_end(
     rows = query(ledger, "SELECT uuid, operator, kind FROM scans")
     assert len(rows) == 16  # 17 scans, one of them a retry
     by_id = {r[0]: r for r in rows}
-    assert by_id[str(first["scan_id"])][1] == "anna"
-    assert by_id[str(out["scan_id"])][2] == "exit"
-    assert len([r for r in rows if r[0] == scan_id]) == 1
+    assert by_id[str(first["record_id"])][1] == "anna"
+    assert by_id[str(out["record_id"])][2] == "exit"
+    assert len([r for r in rows if r[0] == once["record_id"]]) == 1
     assert query(ledger, "SELECT COUNT(*) FROM redemptions WHERE ticket_id = 'L-0008'") == [(3,)]
 
     counters = json.loads(gatectl("counters", "--json", "--socket", sock).stdout)

@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gate_daemon.core.decision import Decision, Outcome, Reason, ScanKind
-from gate_daemon.gate import ScanIdReused
+from gate_daemon.gate import ScanIdReused, gate_scan_id
 from gate_daemon.store.ledger import new_scan_id
 from tests.gate_fixtures import GATE_ID, RecordingSignals, Rig, gate_rig, query
 from tests.support import SAT_START, SUN_START, World
@@ -263,7 +263,9 @@ async def test_a_scan_id_makes_a_retry_a_duplicate(world: World, tmp_path: Path)
         retry = await rig.gate.scan(REF_T0001, device="control", scan_id=scan_id)
         assert first.decision.reason is Reason.OK
         assert retry.duplicate and not first.duplicate
-        assert retry.scan_id == first.scan_id == scan_id
+        # Recorded under this gate's own id for the client's (the same id at another gate
+        # makes another record there).
+        assert retry.scan_id == first.scan_id == gate_scan_id(rig.gate.gate_id, scan_id) != scan_id
         assert retry.decision == first.decision
         assert retry.as_dict()["duplicate"] is True
         assert rig.scalar("SELECT COUNT(*) FROM scans") == 1

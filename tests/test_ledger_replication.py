@@ -154,15 +154,22 @@ async def test_records_are_stored_once_by_uuid(ledger: Ledger) -> None:
 
 async def test_this_gates_own_records_are_duplicates(ledger: Ledger) -> None:
     own = await admit(ledger, "T-1")
-    # Sent back by a peer, as it is; and a record claiming this gate's current log that it never made.
-    forged = dataclasses.replace(own, uuid=str(uuidlib.uuid4()), seq=own.seq + 1, ticket_id="T-2")
-    learned = await ledger.learn(
-        [(own, own.sign(KEYS["gate-a"])), (forged, forged.sign(KEYS["gate-a"]))], now=WALL
-    )
-    assert (learned.applied, learned.duplicates) == ((), 2)
+    learned = await ledger.learn([(own, own.sign(KEYS["gate-a"]))], now=WALL)  # sent back by a peer
+    assert (learned.applied, learned.duplicates) == ((), 1)
     assert rows(ledger.path, "SELECT uuid, sig FROM redemptions") == [(own.uuid, None)]
-    assert await facts_of(ledger, "T-2") == LedgerFacts()
     assert ledger.known()[(ledger.gate_id, ledger.epoch)] == 1
+
+
+async def test_own_records_beyond_this_ledger_are_learned_back_and_numbering_moves_past(
+    ledger: Ledger,
+) -> None:
+    # The file was put back from an older copy: peers hold what this gate wrote after it.
+    own = await admit(ledger, "T-1")
+    later = dataclasses.replace(own, uuid=str(uuidlib.uuid4()), seq=own.seq + 1, ticket_id="T-2")
+    learned = await ledger.learn([(later, later.sign(KEYS["gate-a"]))], now=WALL)
+    assert [r.uuid for r in learned.applied] == [later.uuid]
+    assert (await facts_of(ledger, "T-2")).entries == 1  # it admitted T-2: refused here now
+    assert (await admit(ledger, "T-3")).seq == own.seq + 2  # never a number its peers hold
 
 
 async def test_a_gates_own_records_from_before_a_reset_are_learned(tmp_path: Path) -> None:

@@ -9,7 +9,9 @@ and never the scan path: a commit only appends the record to each peer's queue.
 - **Pull**: every ``pull_interval``, and at start, each peer is asked for the records
   beyond what this gate holds of every origin log (``Ledger.known``), until it has no
   more. Records a peer relays keep their origin and their origin's signature.
-- A failing peer is retried with exponential backoff up to ``MAX_BACKOFF``.
+- A failing peer is retried with exponential backoff up to ``MAX_BACKOFF``; so is a link
+  whose records this gate could not store (``ledger_unavailable``) or whose exchange met
+  an unexpected fault (``internal_error``): whatever befalls a link, the gate goes on.
 
 Every request is signed (``gate_daemon.net.peer_auth``) with a challenge from the peer:
 the first from ``GET /v1/challenge``, the next from each answer.
@@ -22,6 +24,7 @@ import contextlib
 import json
 import logging
 import random
+import sqlite3
 import time
 from collections import deque
 from collections.abc import Callable
@@ -46,12 +49,19 @@ MAX_REPLY = 4 << 20
 MAX_BACKOFF = 5.0
 #: Peers linked at most, configured and discovered together.
 MAX_PEERS = 256
+#: Records asked for in one pull: small pages keep each answer's parsing and storing short.
+PULL_PAGE = 200
+#: Pull pages in one round at most.
+MAX_PAGES = 1000
+#: A challenge held longer than this is not used (the peer keeps them for ``peer_auth.TTL``).
+CHALLENGE_AGE = 20.0
 
 
 class PeerError(Exception):
-    """A peer that did not answer as a gate should; ``name`` says how."""
+    """An exchange with a peer that failed (mostly: it did not answer as a gate should); ``name`` says how."""
 
     def __init__(self, name: str, detail: str) -> None:
+        detail = detail[:200]  # a peer's garbage can end up in here (a bad status line): logged, shown
         super().__init__(f"{name}: {detail}")
         self.name = name
         self.detail = detail
@@ -110,6 +120,7 @@ class Peer:
         self._timeout = aiohttp.ClientTimeout(total=timeout)
         self._clock = clock
         self._challenge: str | None = None
+        self._challenge_at = 0.0
         self.queue: deque[Redemption] = deque()
         self.wake = asyncio.Event()
 
@@ -144,8 +155,14 @@ class Peer:
     async def pull(self) -> int:
         """Fetch and store the peer's records beyond ours until it has no more; how many were new."""
         new = 0
-        while True:
-            reply = await self._call("/v1/redemptions/pull", known_body(self.replication.ledger.known()))
+        asked: dict[tuple[str, str], int] = {}  # this round: the highest seq seen of each log
+        for _page in range(MAX_PAGES):
+            known = self.replication.ledger.known()
+            # Past what this round has seen already, even where a gap keeps a log's run
+            # behind (a record nobody holds any more, one refused): the round moves on.
+            cursor = {log_id: max(seq, asked.get(log_id, 0)) for log_id, seq in known.items()}
+            cursor.update({log_id: seq for log_id, seq in asked.items() if log_id not in cursor})
+            reply = await self._call("/v1/redemptions/pull", known_body(cursor, PULL_PAGE))
             records, more = reply.get("records"), reply.get("more")
             if not isinstance(records, list) or not isinstance(more, bool) or len(records) > MAX_BATCH:
                 raise PeerError("bad_reply", f"a pull answer needs records (at most {MAX_BATCH}) and more")
@@ -163,12 +180,17 @@ class Peer:
             if not more:
                 self.state.caught_up_at = self._clock()
                 return new
-            if not applied and not received.learned.duplicates:
-                raise PeerError("bad_reply", "the peer says it has more but sent nothing usable")
+            if not _advance(asked, records, cursor):
+                # Asked again, the same cursors would fetch the same page: a page that moves
+                # no log on must end the round, not spin it.
+                raise PeerError("bad_reply", "the peer says it has more but sent nothing that moves us on")
+        return new  # the rest at the next round: no peer keeps a link busy for ever
 
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """One signed POST; a stale or unknown challenge is fetched again once."""
         for attempt in (1, 2):
+            if self._challenge is not None and time.monotonic() - self._challenge_at > CHALLENGE_AGE:
+                self._challenge = None  # it would be refused as stale: a quiet link fetches a fresh one
             if self._challenge is None:
                 self._challenge = await self._fetch_challenge()
             nonce, self._challenge = self._challenge, None
@@ -184,7 +206,7 @@ class Peer:
             )
             headers["Content-Type"] = "application/json"
             status, reply, challenge = await self._exchange("POST", path, data, headers)
-            self._challenge = challenge
+            self._challenge, self._challenge_at = challenge, time.monotonic()
             if status == 200:
                 return reply
             name = str(reply.get("error", "bad_reply"))
@@ -248,7 +270,13 @@ class Peer:
                 if time.monotonic() >= next_pull:
                     await self.pull()
                     next_pull = time.monotonic() + pull_interval * random.uniform(0.8, 1.2)
-            except PeerError as exc:
+            except Exception as exc:
+                if not isinstance(exc, PeerError):
+                    # A ledger that cannot store now (locked, full), or a fault met on a
+                    # peer's answer, costs this link a retry, never the gate: the link's task
+                    # shares a task group with every other task of the gate.
+                    name = "ledger_unavailable" if isinstance(exc, sqlite3.Error) else "internal_error"
+                    exc = PeerError(name, f"{type(exc).__name__}: {exc}")
                 self._failed(exc)
                 backoff = min(MAX_BACKOFF, max(0.1, backoff * 2))
                 next_pull = 0.0  # after the backoff, catch up first
@@ -265,6 +293,23 @@ class Peer:
         self.state.up = False
         self.state.last_error = str(exc)[:200]
         self._challenge = None
+
+
+def _advance(
+    asked: dict[tuple[str, str], int], records: list[Any], cursor: dict[tuple[str, str], int]
+) -> bool:
+    """Note the highest seq of each log in a pull's page; whether any log moved past ``cursor``."""
+    moved = False
+    for item in records:
+        if not isinstance(item, dict):
+            continue
+        origin, epoch, seq = item.get("origin"), item.get("epoch"), item.get("seq")
+        if isinstance(origin, str) and isinstance(epoch, str) and type(seq) is int:
+            log_id = (origin, epoch)
+            if seq > cursor.get(log_id, 0):
+                moved = True
+                asked[log_id] = max(asked.get(log_id, 0), seq)
+    return moved
 
 
 class Replicator:

@@ -320,7 +320,7 @@ class Ledger:
         if ticket_id not in self._redeemed:
             return LedgerFacts()
         rows = await self._db.execute_fetchall(
-            "SELECT uuid, kind, wall, origin, voids FROM redemptions WHERE ticket_id = ? ORDER BY hlc",
+            "SELECT uuid, kind, wall, origin, voids FROM redemptions WHERE ticket_id = ? ORDER BY hlc, uuid",
             (ticket_id,),
         )
         # As for conflicts: a void counts only from the origin of what it voids (a gate can
@@ -332,20 +332,26 @@ class Ledger:
         entries = exits = entry_slots = exit_slots = 0
         last_at: float | None = None
         last_gate: str | None = None
+        # Inside is where the last movement left the ticket, in hybrid-clock order (the
+        # order conflicts are judged in): counting would let two exits recorded at two
+        # gates that could not talk cancel two entries.
+        inside = False
         for uuid, kind, wall, origin, _voids in rows:
             if kind == "entry":
                 entry_slots += 1
                 if uuid not in voided:
                     entries += 1
+                    inside = True
                     last_at, last_gate = float(wall), str(origin)
             elif kind == "exit":
                 exit_slots += 1
                 if uuid not in voided:
                     exits += 1
+                    inside = False
         return LedgerFacts(
             entries=entries,
             exits=exits,
-            inside=entries > exits,
+            inside=inside,
             last_entry_at=last_at,
             last_entry_gate=last_gate,
             entry_slots=entry_slots,
@@ -624,7 +630,10 @@ class Ledger:
         mine = (self.gate_id, self.epoch)
         batch: dict[str, tuple[Redemption, str]] = {}
         for record, signature in records:
-            if (record.origin, record.epoch) != mine:
+            # This gate's own records come back only if its file is behind what it once
+            # wrote (restored from an older copy): they are learned like any others, and
+            # its numbering moves past them.
+            if (record.origin, record.epoch) != mine or record.seq > self._seq:
                 batch.setdefault(record.uuid, (record, signature))
         duplicates = len(records) - len(batch)
         if not batch:
@@ -663,6 +672,13 @@ class Ledger:
         # Only now: had the transaction failed, ``known`` would claim records never stored,
         # and no peer would send them again.
         self._logs.update(positions)
+        if mine in positions and positions[mine][1] > self._seq:
+            log.warning(
+                "peers hold this gate's records up to %d, this ledger only to %d: it was restored from an "
+                "older copy? its own records were learned back and numbering continues after them",
+                positions[mine][1], self._seq,
+            )  # fmt: skip
+            self._seq = positions[mine][1]
         return Learned(applied, duplicates, refused, found, ahead)
 
     async def _existing(self, uuids: Sequence[str], *, refused: bool = False) -> set[str]:
