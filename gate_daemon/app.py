@@ -388,6 +388,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         await server.start()
         control = server  # closed (its socket file removed) on a failure only once it is ours
         ledger.entries_allowed = _entries_allowed(manifests)
+        await ledger.recheck_conflicts(time.time())  # the manifest may have changed while stopped
         if config.lan.enabled:
             # Imported here: aiohttp takes a while to import on a Pi Zero, and a gate
             # without [lan] listen never needs it.

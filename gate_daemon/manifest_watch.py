@@ -171,6 +171,7 @@ class ManifestWatch:
         self._current = manifest
         self.activated_at = now
         self.refusal = None
+        await self._recheck_conflicts(now)
         old = f"version {current.version}" if current else "no manifest"
         log.info(
             "manifest version %d of %s activated (%d tickets, expires %s), replacing %s",
@@ -181,6 +182,16 @@ class ManifestWatch:
             old,
         )
         return True
+
+    async def _recheck_conflicts(self, now: float) -> None:
+        """Judge double entries again under the new manifest's entry policies."""
+        try:
+            found = await self.ledger.recheck_conflicts(now)
+        except (sqlite3.Error, ValueError) as exc:
+            log.error("conflicts could not be judged again under the new manifest: %s", exc)
+            return
+        if found:
+            log.warning("%d double entries found under the new manifest's entry policies", found)
 
     def _check_gate(self, manifest: Manifest) -> None:
         if manifest.event_id != self.event_id:

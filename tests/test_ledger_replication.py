@@ -527,6 +527,20 @@ async def test_conflicts_follow_the_tickets_entry_policy(ledger: Ledger) -> None
     )
 
 
+async def test_a_new_manifests_entry_policy_judges_the_tickets_again(ledger: Ledger) -> None:
+    policies = {"T-1": 1}
+    ledger.entries_allowed = lambda ticket: policies.get(ticket, 1)
+    first, second = Origin("gate-b").make("T-1", at=WALL), Origin("gate-c").make("T-1", at=WALL + 1)
+    assert (await ledger.learn([first, second], now=WALL + 2)).conflicts == 1
+    policies["T-1"] = 2  # the next manifest sells T-1 as a two-entry ticket
+    assert await ledger.recheck_conflicts(WALL + 3) == 0
+    assert await ledger.conflicts() == []
+    policies["T-1"] = 1  # and back
+    assert await ledger.recheck_conflicts(WALL + 4) == 1
+    assert pairs(await ledger.conflicts()) == [("T-1", first[0].uuid, second[0].uuid)]
+    assert (await ledger.counters())["conflicts"] == 2  # found twice, counted twice
+
+
 async def test_forced_entries_are_no_double_entry(ledger: Ledger) -> None:
     b = Origin("gate-b")
     await admit(ledger, "T-1")

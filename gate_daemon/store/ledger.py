@@ -774,6 +774,21 @@ class Ledger:
                 found += sum(1 for loser in pairs if loser not in old)
         return found
 
+    async def recheck_conflicts(self, now: float) -> int:
+        """Judge again every ticket with more than one entry; how many conflicts are new.
+
+        For a new manifest: a ticket's entry policy may have changed with it, and gates
+        holding the same records and the same manifest must hold the same conflicts.
+        """
+        async with self.transaction() as tx:
+            rows = await self._db.execute_fetchall(
+                "SELECT ticket_id FROM redemptions WHERE kind = 'entry'"
+                " GROUP BY ticket_id HAVING COUNT(*) > 1"
+            )
+            found = await self._recheck_conflicts(tx, {str(row[0]) for row in rows}, now)
+            await tx.count(["conflicts"] * found)
+        return found
+
     async def conflict_count(self) -> int:
         """How many double entries are recorded."""
         async with self._lock:
