@@ -11,8 +11,10 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
+from gate_daemon.core.decision import ScanKind
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest
+from gate_daemon.core.records import Redemption
 from gate_daemon.core.ticket_table import TicketEntry
 from gate_daemon.core.times import parse_instant
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
@@ -20,6 +22,7 @@ from gate_daemon.provision.build import build_manifest
 from gate_daemon.provision.event import EventSpec, load_event
 from gate_daemon.provision.keyfiles import write_keypair
 from gate_daemon.provision.tickets import load_tickets
+from gate_daemon.store.ledger import Ledger, ScanEvidence, new_scan_id
 from gate_daemon.store.manifest_file import read_manifest
 
 EVENT_ID = "demo-2026"
@@ -189,3 +192,29 @@ def flip(data: bytes, index: int, mask: int = 0x01) -> bytes:
     out = bytearray(data)
     out[index] ^= mask
     return bytes(out)
+
+
+async def admit(ledger: Ledger, ticket: str, kind: ScanKind = ScanKind.ENTRY, *, wall: float) -> Redemption:
+    """Commit one admitted scan of ``ticket`` at the ledger's gate, the way the gate does."""
+    async with ledger.serial:
+        facts = await ledger.facts(ticket)
+        scan = ScanEvidence(
+            uuid=new_scan_id(),
+            hlc=ledger.clock.tick(int(wall * 1000)),
+            wall=wall,
+            gate=ledger.gate_id,
+            device="test",
+            operator=None,
+            fingerprint="00" * 16,
+            ticket_id=ticket,
+            kind=kind,
+            outcome="allow",
+            reason="ok",
+            resolution="admitted" if kind is ScanKind.ENTRY else "exited",
+            mode="offline",
+            manifest_version=1,
+            decision={"outcome": "allow", "reason": "ok"},
+        )
+        record = await ledger.commit_scan(scan, ("scans",), facts)
+    assert record is not None
+    return record

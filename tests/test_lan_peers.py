@@ -16,7 +16,6 @@ from typing import Any
 import aiohttp
 import pytest
 
-from gate_daemon.core.decision import ScanKind
 from gate_daemon.core.hlc import Stamp
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest, open_manifest
@@ -25,8 +24,9 @@ from gate_daemon.net.lan import MAX_BODY, LanServer, create_app
 from gate_daemon.net.peer_auth import HEADER_CHALLENGE, HEADER_NONCE, sign_request
 from gate_daemon.net.replication import MAX_BATCH, Replication
 from gate_daemon.provision.keyfiles import read_secret
-from gate_daemon.store.ledger import Ledger, ScanEvidence, new_scan_id
+from gate_daemon.store.ledger import Ledger
 from tests.live import LiveWorld, make_live_world
+from tests.support import admit
 
 GATES = ("gate-a", "gate-b", "gate-c")
 PUSH = "/v1/redemptions"
@@ -145,32 +145,6 @@ async def serving(tmp_path: Path, *, rate: int = 20) -> AsyncIterator[Rig]:
         await ledger.close()
 
 
-async def admit(ledger: Ledger, ticket: str, wall: float) -> Redemption:
-    """Gate-a admits ``ticket`` the way the gate does."""
-    async with ledger.serial:
-        facts = await ledger.facts(ticket)
-        scan = ScanEvidence(
-            uuid=new_scan_id(),
-            hlc=ledger.clock.tick(int(wall * 1000)),
-            wall=wall,
-            gate=ledger.gate_id,
-            device="test",
-            operator=None,
-            fingerprint="00" * 16,
-            ticket_id=ticket,
-            kind=ScanKind.ENTRY,
-            outcome="allow",
-            reason="ok",
-            resolution="admitted",
-            mode="offline",
-            manifest_version=1,
-            decision={},
-        )
-        record = await ledger.commit_scan(scan, ("scans",), facts)
-    assert record is not None
-    return record
-
-
 # ------------------------------------------------------------------ what works
 
 
@@ -207,7 +181,7 @@ async def test_requests_chain_on_the_challenge_each_answer_carries(tmp_path: Pat
 
 async def test_a_pull_serves_what_the_caller_lacks(tmp_path: Path) -> None:
     async with serving(tmp_path) as rig:
-        own = [await admit(rig.ledger, f"L-000{n}", rig.world.now + n) for n in (1, 2, 3)]
+        own = [await admit(rig.ledger, f"L-000{n}", wall=rig.world.now + n) for n in (1, 2, 3)]
         relayed = [rig.record("gate-c", "L-0007"), rig.record("gate-c", "L-0008")]
         assert (await rig.signed("gate-c", PUSH, {"records": relayed})).body["applied"] == 2
         own_log = {"origin": "gate-a", "epoch": rig.ledger.epoch}
@@ -238,7 +212,7 @@ async def test_a_pull_serves_what_the_caller_lacks(tmp_path: Path) -> None:
 
 async def test_a_pull_ahead_of_this_gate_is_answered_with_nothing(tmp_path: Path) -> None:
     async with serving(tmp_path) as rig:
-        await admit(rig.ledger, "L-0001", rig.world.now)
+        await admit(rig.ledger, "L-0001", wall=rig.world.now)
         ahead = [{"origin": "gate-a", "epoch": rig.ledger.epoch, "seq": 10**30}]
         reply = await rig.signed("gate-b", PULL, {"known": ahead})
         assert (reply.status, reply.body) == (200, {"records": [], "more": False})

@@ -19,8 +19,9 @@ from gate_daemon.core.decision import LedgerFacts, ScanKind
 from gate_daemon.core.hlc import MAX_AHEAD_MS, Stamp
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.records import Redemption
-from gate_daemon.store.ledger import Ledger, ScanEvidence, new_scan_id, read_conflicts
+from gate_daemon.store.ledger import Ledger, read_conflicts
 from gate_daemon.store.schema import MIGRATIONS
+from tests import support
 
 WALL = 1_795_000_000.0
 KEYS = {gate: SecretKey.generate() for gate in ("gate-a", "gate-b", "gate-c", "gate-d")}
@@ -78,28 +79,7 @@ async def admit(
     ledger: Ledger, ticket: str, kind: ScanKind = ScanKind.ENTRY, *, wall: float = WALL
 ) -> Redemption:
     """Commit one admitted scan at this gate, the way the gate does."""
-    async with ledger.serial:
-        facts = await ledger.facts(ticket)
-        scan = ScanEvidence(
-            uuid=new_scan_id(),
-            hlc=ledger.clock.tick(int(wall * 1000)),
-            wall=wall,
-            gate=ledger.gate_id,
-            device="test",
-            operator=None,
-            fingerprint="00" * 16,
-            ticket_id=ticket,
-            kind=kind,
-            outcome="allow",
-            reason="ok",
-            resolution="admitted",
-            mode="offline",
-            manifest_version=1,
-            decision={"outcome": "allow", "reason": "ok"},
-        )
-        record = await ledger.commit_scan(scan, ("scans",), facts)
-    assert record is not None
-    return record
+    return await support.admit(ledger, ticket, kind, wall=wall)
 
 
 async def facts_of(ledger: Ledger, ticket: str) -> LedgerFacts:

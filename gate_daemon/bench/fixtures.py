@@ -6,6 +6,7 @@ import hashlib
 from pathlib import Path
 
 from gate_daemon.core.keys import SecretKey
+from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.times import format_instant
 
 EVENT_ID = "bench-2026"
@@ -69,3 +70,10 @@ def write_tickets(path: Path, count: int) -> None:
                 f"{ticket_id(i)},{order},{seat},{STATUSES[i % len(STATUSES)]},{SESSIONS[i % 3]},"
                 f"{ZONES[i % 3]},{1 + (i % 7 == 0)},{code(i) if has_code(i) else ''}\n"
             )
+
+
+class HeldManifest:
+    """Holds one manifest for a benchmarked gate (the daemon's ManifestWatch does this at run time)."""
+
+    def __init__(self, manifest: Manifest) -> None:
+        self.current: Manifest | None = manifest

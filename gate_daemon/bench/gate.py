@@ -19,11 +19,11 @@ import tempfile
 import time
 from pathlib import Path
 
+from gate_daemon.app import QuietSignals
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.stats import summary_us
-from gate_daemon.core.decision import Checkpoint, Decision, Outcome, ScanKind
+from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.errors import GateError
 from gate_daemon.gate import Gate
@@ -38,24 +38,6 @@ BUDGET_RATIO = 3.0
 TICKETS = 100_000
 #: Scans per round; rounds alternate the gate and the bare commit.
 BATCH = 50
-
-
-class _Held:
-    """Holds one manifest for the gate (the daemon's ManifestWatch does this at run time)."""
-
-    def __init__(self, manifest: Manifest) -> None:
-        self.current: Manifest | None = manifest
-
-
-class _Quiet:
-    def show(self, decision: Decision) -> None:
-        """The benchmark measures up to the commit; showing is the adapter's business."""
-
-    def service(self, problem: str | None) -> None:
-        """Nothing to show."""
-
-    async def aclose(self) -> None:
-        """Nothing to release."""
 
 
 def run(args: argparse.Namespace) -> int:
@@ -97,8 +79,8 @@ async def _run(work: Path, rounds: int) -> int:
         checkpoint=Checkpoint(),
         mode=ScanKind.ENTRY,
         ledger=ledger,
-        manifests=_Held(manifest),
-        signals=_Quiet(),
+        manifests=fixtures.HeldManifest(manifest),
+        signals=QuietSignals(),
     )
     tag = event_tag(fixtures.EVENT_ID)
     # Signed tickets sold after the manifest: the slowest path (Ed25519 verification) that

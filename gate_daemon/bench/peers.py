@@ -47,9 +47,10 @@ from typing import Any
 
 from aiohttp import web
 
+from gate_daemon.app import QuietSignals
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.stats import percentile
-from gate_daemon.core.decision import Checkpoint, Decision, Outcome, ScanKind
+from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.records import Redemption, parse_record
@@ -83,24 +84,6 @@ PROBE_GAP = 0.005
 #: Tickets in the manifest; every timed scan is of a signed ticket sold after it.
 TICKETS = 1000
 _RECORD = b'"uuid":'
-
-
-class _Held:
-    """Holds one manifest for the gate (the daemon's ManifestWatch does this at run time)."""
-
-    def __init__(self, manifest: Manifest) -> None:
-        self.current: Manifest | None = manifest
-
-
-class _Quiet:
-    def show(self, decision: Decision) -> None:
-        """Showing is the adapter's business."""
-
-    def service(self, problem: str | None) -> None:
-        """Nothing to show."""
-
-    async def aclose(self) -> None:
-        """Nothing to release."""
 
 
 class _Observed(Ledger):
@@ -277,7 +260,7 @@ class _Bench:
         ledger = await _Observed.open(path, gate_id)
         assert isinstance(ledger, _Observed)
         try:
-            held = _Held(manifest)
+            held = fixtures.HeldManifest(manifest)
             gate = Gate(
                 gate_id=gate_id,
                 event_id=fixtures.EVENT_ID,
@@ -285,7 +268,7 @@ class _Bench:
                 mode=ScanKind.ENTRY,
                 ledger=ledger,
                 manifests=held,
-                signals=_Quiet(),
+                signals=QuietSignals(),
             )
             replication = Replication(ledger, key, lambda: held.current)
             if replication.problem is not None:
