@@ -314,12 +314,10 @@ def test_an_admission_at_one_gate_is_already_used_at_the_other_by_push(
     fleet = make_fleet("gate-a", "gate-b", pull_interval_ms=60_000)
     fleet.wait_links_up()
     a, b = fleet["gate-a"], fleet["gate-b"]
-    started = time.monotonic()
     admitted = scan(a, 1)
     assert admitted["outcome"] == "allow"
+    # How fast is measured by `gatectl bench peers` (docs/PERFORMANCE.md), not asserted here.
     wait_until(lambda: admitted["record_id"] in redemptions(fleet.sites["gate-b"].db), 10, "gate-b to know")
-    delay = time.monotonic() - started
-    assert delay < 2.0, f"the admission took {delay:.3f} s to reach gate-b"  # a push takes milliseconds
 
     done = gatectl("scan", "--socket", b.socket_path, payload(1))
     assert done.returncode == 4, done.stderr
@@ -447,7 +445,30 @@ IMPOSTOR_ERRORS = {
 PEER_TIMEOUT = 5.0
 
 
-def test_peers_that_hang_or_answer_garbage_never_slow_a_scan(
+def test_scans_are_answered_while_a_request_to_a_peer_hangs(
+    make_fleet: Callable[..., Fleet], loop: LoopThread
+) -> None:
+    # A peer that accepts and never answers, and a peer timeout longer than the test: a
+    # scan that waited on that link could not be answered while its request still hangs.
+    fleet = make_fleet("gate-a", start=False)
+    hang = loop.run(Link(None, name="hang").start())
+    try:
+        loop.run(hang.cut("blackhole"))
+        fleet.configure("gate-a", [hang.address], pull_interval_ms=200, timeout_ms=60_000)
+        a = fleet.start("gate-a")
+        wait_until(lambda: hang.accepted >= 1, CONVERGE, "gate-a to call the hanging peer")
+        for n in range(1, 9):
+            assert scan(a, n)["outcome"] == "allow"
+        done = gatectl("scan", "--socket", a.socket_path, payload(9))
+        assert done.returncode == 0, done.stderr
+        (link,) = fleet.peer_states("gate-a")
+        # Its first request is still unanswered (no failure yet), and every scan was answered.
+        assert (link["failures"], link["last_error"], link["up"]) == (0, None, False), link
+    finally:
+        loop.run(hang.aclose())
+
+
+def test_peers_that_hang_or_answer_garbage_never_stop_the_gate(
     make_fleet: Callable[..., Fleet], loop: LoopThread
 ) -> None:
     fleet = make_fleet("gate-a", "gate-b", start=False)
@@ -456,23 +477,15 @@ def test_peers_that_hang_or_answer_garbage_never_slow_a_scan(
         peers = [*impostors.addresses.values(), fleet.sites["gate-b"].address]
         fleet.configure("gate-a", peers, pull_interval_ms=200, timeout_ms=int(PEER_TIMEOUT * 1000))
         a, b = fleet.start("gate-a"), fleet.start("gate-b")
-        latencies = []
         admitted = set()
         for n in range(1, 16):
-            started = time.monotonic()
             decision = scan(a, n)
-            latencies.append(time.monotonic() - started)
             assert decision["outcome"] == "allow", decision
             admitted.add(decision["record_id"])
             time.sleep(0.05)
-        # The command a steward types, start to end, process start-up included.
-        started = time.monotonic()
-        done = gatectl("scan", "--socket", a.socket_path, payload(16))
-        by_hand = time.monotonic() - started
+        done = gatectl("scan", "--socket", a.socket_path, payload(16))  # what a steward types
         assert done.returncode == 0, done.stderr
         admitted.add(json.loads(done.stdout)["record_id"])
-        assert max(latencies) < PEER_TIMEOUT / 5, latencies
-        assert by_hand < PEER_TIMEOUT / 2, by_hand
 
         def links() -> dict[str, dict[str, Any]]:
             return {state["address"]: state for state in fleet.peer_states("gate-a")}
