@@ -710,7 +710,8 @@ def test_a_peer_that_says_it_has_more_but_never_moves_the_gate_on_is_not_asked_f
 
     async def pull(request: web.Request) -> web.Response:
         pulls.append(await request.read())
-        return web.json_response({"records": page, "more": True})
+        # Nothing to offer until the page is made; from then on, the page and "more" forever.
+        return web.json_response({"records": page, "more": bool(page)})
 
     async def serve() -> web.AppRunner:
         app = web.Application()
@@ -725,9 +726,10 @@ def test_a_peer_that_says_it_has_more_but_never_moves_the_gate_on_is_not_asked_f
     try:
         fleet.configure("gate-a", [f"127.0.0.1:{runner.addresses[0][1]}"], pull_interval_ms=200)
         a = fleet.start("gate-a")
-        # A page of gate-a's own records, genuinely signed, beyond what it holds of its log (a
-        # peer's answer to a gate whose ledger came back from an older copy): nothing in it is
-        # new to gate-a, so the next page would be asked for with the same cursor, again and again.
+        assert scan(a, 1)["outcome"] == "allow" and scan(a, 2)["outcome"] == "allow"  # its seq 1 and 2
+        # A page of records of gate-a's own log, genuinely signed, at places it already holds:
+        # nothing in it is new to gate-a, so the next page would be asked for with the same
+        # cursor, again and again.
         epoch = a.status()["ledger"]["epoch"]
         key = read_secret(fleet.world.gate_keys["gate-a"])
         for seq in (1, 2):
@@ -752,7 +754,7 @@ def test_a_peer_that_says_it_has_more_but_never_moves_the_gate_on_is_not_asked_f
 
         wait_until(named, CONVERGE, "the link to say the peer's answers lead nowhere")
         assert pulls and a.alive
-        assert scan(a, 31)["outcome"] == "allow"  # nothing of the page was taken for its own
+        assert scan(a, 31)["outcome"] == "allow"  # nothing of the page was taken over its own
     finally:
         loop.run(runner.cleanup())
 
