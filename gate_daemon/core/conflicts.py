@@ -14,8 +14,10 @@ Pure: rows in, pairs out.
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
+
+from gate_daemon.core.decision import LedgerFacts
 
 #: ``entries_allowed`` for a ticket that may re-enter after each exit.
 REENTRY = None
@@ -31,6 +33,45 @@ class Move:
     origin: str
     forced: bool = False
     voids: str | None = None
+    #: Wall-clock seconds at the origin: evidence shown to people ("used at 19:02"), never an order.
+    wall: float = 0.0
+
+
+def ticket_facts(moves: Sequence[Move]) -> LedgerFacts:
+    """What a ticket's records say of its use, for ``decide``; ``moves`` in (hlc, uuid) order.
+
+    Inside is where the last movement left the ticket, in hybrid-clock order (the order
+    conflicts are judged in): counting would let two exits recorded at two gates that
+    could not talk cancel two entries. A void counts only from the origin of what it
+    voids (a gate can take back its own admissions, never another gate's).
+    """
+    origin_of = {m.uuid: m.origin for m in moves}
+    voided = {m.voids for m in moves if m.kind == "void" and m.voids and origin_of.get(m.voids) == m.origin}
+    entries = exits = entry_slots = exit_slots = 0
+    last_at: float | None = None
+    last_gate: str | None = None
+    inside = False
+    for move in moves:
+        if move.kind == "entry":
+            entry_slots += 1
+            if move.uuid not in voided:
+                entries += 1
+                inside = True
+                last_at, last_gate = move.wall, move.origin
+        elif move.kind == "exit":
+            exit_slots += 1
+            if move.uuid not in voided:
+                exits += 1
+                inside = False
+    return LedgerFacts(
+        entries=entries,
+        exits=exits,
+        inside=inside,
+        last_entry_at=last_at,
+        last_entry_gate=last_gate,
+        entry_slots=entry_slots,
+        exit_slots=exit_slots,
+    )
 
 
 def losers(moves: Iterable[Move], entries_allowed: int | None) -> dict[str, str]:

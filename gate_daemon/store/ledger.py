@@ -30,7 +30,7 @@ from typing import Any
 
 import aiosqlite
 
-from gate_daemon.core.conflicts import Move, losers
+from gate_daemon.core.conflicts import Move, losers, ticket_facts
 from gate_daemon.core.decision import LedgerFacts, ScanKind
 from gate_daemon.core.hlc import LOGICAL_BITS, MAX_AHEAD_MS, HybridClock, Stamp
 from gate_daemon.core.records import Redemption
@@ -320,42 +320,15 @@ class Ledger:
         if ticket_id not in self._redeemed:
             return LedgerFacts()
         rows = await self._db.execute_fetchall(
-            "SELECT uuid, kind, wall, origin, voids FROM redemptions WHERE ticket_id = ? ORDER BY hlc, uuid",
+            "SELECT uuid, kind, hlc, origin, voids, wall FROM redemptions"
+            " WHERE ticket_id = ? ORDER BY hlc, uuid",
             (ticket_id,),
         )
-        # As for conflicts: a void counts only from the origin of what it voids (a gate can
-        # take back its own admissions, never another gate's).
-        origin_of = {str(row[0]): str(row[3]) for row in rows}
-        voided = {
-            str(row[4]) for row in rows if row[1] == "void" and origin_of.get(str(row[4])) == str(row[3])
-        }
-        entries = exits = entry_slots = exit_slots = 0
-        last_at: float | None = None
-        last_gate: str | None = None
-        # Inside is where the last movement left the ticket, in hybrid-clock order (the
-        # order conflicts are judged in): counting would let two exits recorded at two
-        # gates that could not talk cancel two entries.
-        inside = False
-        for uuid, kind, wall, origin, _voids in rows:
-            if kind == "entry":
-                entry_slots += 1
-                if uuid not in voided:
-                    entries += 1
-                    inside = True
-                    last_at, last_gate = float(wall), str(origin)
-            elif kind == "exit":
-                exit_slots += 1
-                if uuid not in voided:
-                    exits += 1
-                    inside = False
-        return LedgerFacts(
-            entries=entries,
-            exits=exits,
-            inside=inside,
-            last_entry_at=last_at,
-            last_entry_gate=last_gate,
-            entry_slots=entry_slots,
-            exit_slots=exit_slots,
+        return ticket_facts(
+            [
+                Move(str(u), str(k), int(h), str(o), voids=None if v is None else str(v), wall=float(w))
+                for u, k, h, o, v, w in rows
+            ]
         )
 
     async def commit_scan(
