@@ -55,6 +55,14 @@ class ScanIdReused(GateError):
     """A scan id given with a payload other than the one it was recorded for."""
 
 
+class RemoteDecider(Protocol):
+    """Online-first: the central's decision for a scan, or None to decide locally (net.online)."""
+
+    async def decide(self, uuid: str, payload: str, kind: ScanKind) -> Decision | None:
+        """Within a hard deadline; never raises."""
+        ...
+
+
 class ManifestSource(Protocol):
     """Whatever holds the active manifest (it may be swapped between scans)."""
 
@@ -108,8 +116,10 @@ class Gate:
         turnstile: Turnstile | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
+        online: RemoteDecider | None = None,
     ) -> None:
         self.gate_id = gate_id
+        self.online = online
         self.event_id = event_id
         self.checkpoint = checkpoint
         self.mode = mode
@@ -237,6 +247,10 @@ class Gate:
     async def _commit(
         self, payload: str, device: str, operator: str | None, kind: ScanKind, scan_id: str
     ) -> ScanResult:
+        # Online-first: the central's word, asked before the ledger is locked (other scans
+        # must not wait on the network); None when it did not answer in time.
+        remote = None if self.online is None else await self.online.decide(scan_id, payload, kind)
+        mode = "offline" if remote is None else "online"
         manifest = self.manifests.current
         wall = self._clock()
         fingerprint = payload_fingerprint(self.event_id, payload)
@@ -245,6 +259,8 @@ class Gate:
                 async with self.ledger.serial:
                     hlc = self.ledger.clock.tick(int(wall * 1000))
                     decision, facts = await self._decide(payload, manifest, wall, kind)
+                    if remote is not None:
+                        decision = _together(decision, remote, scan_id)
                     admitted = decision.outcome is Outcome.ALLOW and decision.ticket_id is not None
                     resolution = "refused"
                     if admitted:
@@ -262,13 +278,13 @@ class Gate:
                         outcome=decision.outcome.value,
                         reason=decision.reason.value,
                         resolution=resolution,
-                        mode="offline",
+                        mode=mode,
                         manifest_version=manifest.version if manifest is not None else None,
                         decision=decision.as_dict(),
                     )
                     counters = (
                         "scans",
-                        "offline_scans",
+                        f"{mode}_scans",
                         f"outcome:{decision.outcome.value}",
                         f"reason:{decision.reason.value}",
                         f"kind:{kind.value}",
@@ -316,3 +332,22 @@ class Gate:
             self.signals.show(decision)
         except Exception:  # a broken light must not lose the scan, which is already recorded
             log.exception("signals failed to show a decision")
+
+
+def _together(local: Decision, remote: Decision, scan_id: str) -> Decision:
+    """Online-first: a ticket goes in only when both the central and this gate say so.
+
+    The central's refusal stands (it knows of redemptions at devices this gate cannot
+    hear). So does this gate's: it may know of one the central has not heard of yet (a
+    peer's, over the LAN), and its ledger is what refuses a second admission here.
+    """
+    if remote.outcome is not Outcome.ALLOW:
+        return remote
+    if local.outcome is not Outcome.ALLOW:
+        log.warning(
+            "scan %s: the central allowed it, this gate refuses it (%s); the central's mark will meet "
+            "this gate's records as a conflict",
+            scan_id,
+            local.reason.value,
+        )
+    return local

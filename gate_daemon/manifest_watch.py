@@ -130,35 +130,58 @@ class ManifestWatch:
             return False
         except OSError as exc:
             return await self._refuse(
-                ManifestRefused("unreadable", f"cannot stat {self.drop_path}: {exc.strerror}")
+                ManifestRefused("unreadable", f"cannot stat {self.drop_path}: {exc.strerror}"), self.drop_path
             )
         identity = (st.st_ino, st.st_size, st.st_mtime_ns)
         if identity == self._seen:
             return False
-        current = self._current
         try:
             state = await self.ledger.manifest_state()
         except (sqlite3.Error, ValueError) as exc:
             log.error("cannot read the manifest state from the ledger (%s); will look again", exc)
             return False
         try:
-            manifest = await asyncio.to_thread(
-                install_manifest,
-                self.drop_path,
-                self.private_path,
-                self.trusted,
-                now=self._clock(),
-                last_version=max(state.version, current.version if current else 0),
-                last_sha256=_same_version_sha(state, current),
-                check=self._check_gate,  # before it replaces the gate's own copy
-            )
+            activated = await self._take(self.drop_path, state)
         except ManifestRefused as exc:
             if exc.reason != "unreadable":
                 self._seen = identity  # its content is refused: look again only when it changes
-            return await self._refuse(exc)
+            return await self._refuse(exc, self.drop_path)
         self._seen = identity
+        return activated
+
+    async def offer(self, source: Path) -> bool:
+        """Verify and activate a manifest file from elsewhere (the central's); True when activated.
+
+        False when it is the manifest already active. A refused file changes nothing but
+        the refusal shown in status; ``ManifestRefused`` says why.
+        """
+        try:
+            state = await self.ledger.manifest_state()
+        except (sqlite3.Error, ValueError) as exc:
+            raise ManifestRefused(
+                "unreadable", f"cannot read the manifest state from the ledger ({exc})"
+            ) from None
+        try:
+            return await self._take(source, state)
+        except ManifestRefused as exc:
+            await self._refuse(exc, source)
+            raise
+
+    async def _take(self, source: Path, state: ManifestState) -> bool:
+        """Install ``source`` if it verifies and is newer; whether it was activated."""
+        current = self._current
+        manifest = await asyncio.to_thread(
+            install_manifest,
+            source,
+            self.private_path,
+            self.trusted,
+            now=self._clock(),
+            last_version=max(state.version, current.version if current else 0),
+            last_sha256=_same_version_sha(state, current),
+            check=self._check_gate,  # before it replaces the gate's own copy
+        )
         if current is not None and manifest.version == current.version:
-            return False  # the very manifest already active, dropped again
+            return False  # the very manifest already active, offered again
         now = self._clock()
         try:
             await self.ledger.record_manifest(
@@ -202,7 +225,7 @@ class ManifestWatch:
         if problems:
             raise ManifestRefused("wrong_checkpoint", "; ".join(problems))
 
-    async def _refuse(self, exc: ManifestRefused) -> bool:
+    async def _refuse(self, exc: ManifestRefused, source: Path) -> bool:
         again = (
             exc.reason == "unreadable"
             and self.refusal is not None
@@ -212,7 +235,7 @@ class ManifestWatch:
         if again:
             return False  # an unreadable file looked at again at each poll: said and counted once
         kept = f"keeping version {self._current.version}" if self._current else "the gate has NO manifest"
-        log.error("manifest %s refused (%s): %s; %s", self.drop_path, exc.reason, exc.detail, kept)
+        log.error("manifest %s refused (%s): %s; %s", source, exc.reason, exc.detail, kept)
         await self._count(f"manifest_refused:{exc.reason}")
         return False
 

@@ -534,27 +534,38 @@ class Ledger:
         return {log_id: held for log_id, (_run, held) in self._logs.items()}
 
     async def records_after(
-        self, known: Mapping[tuple[str, str], int], limit: int, origins: Container[str] | None = None
+        self,
+        known: Mapping[tuple[str, str], int],
+        limit: int,
+        origins: Container[str] | None = None,
+        *,
+        unbroken: bool = False,
     ) -> tuple[list[tuple[Redemption, str | None]], bool]:
         """Records held beyond ``known`` (per origin log; absent logs from the start), oldest first.
 
         Up to ``limit`` records, each with its origin's signature (None for this gate's
         own, to be signed as it leaves), and whether more remain. With ``origins``, only
-        the logs of those origins (a revoked gate's records are not passed on).
+        the logs of those origins (a revoked gate's records are not passed on). With
+        ``unbroken``, only up to the end of each log's unbroken run (a reader that keeps
+        one position per log must not move it past a gap that fills later).
         """
+        ends = {log_id: run if unbroken else held for log_id, (run, held) in self._logs.items()}
         behind = [
-            (log_id, known.get(log_id, 0)) for log_id, (_run, held) in self._logs.items()
-            if held > known.get(log_id, 0) and (origins is None or log_id[0] in origins)
-        ]  # fmt: skip
+            (log_id, known.get(log_id, 0), end)
+            for log_id, end in ends.items()
+            if end > known.get(log_id, 0) and (origins is None or log_id[0] in origins)
+        ]
         out: list[tuple[Redemption, str | None]] = []
         if not behind:
             return out, False
         reader = await self._read_only()
-        for (origin, epoch), after in behind:
+        for (origin, epoch), after, end in behind:
             if len(out) >= limit:
                 return out, True
             rows = await reader.execute_fetchall(_SELECT_LOG, (origin, epoch, after, limit - len(out) + 1))
             for row in rows:
+                if int(row[6]) > end:
+                    break
                 if len(out) >= limit:
                     return out, True
                 out.append((_redemption(row), None if row[13] is None else str(row[13])))

@@ -38,6 +38,12 @@ Tables:
   ticket. Recomputed for a ticket whenever its records change, so every gate holding
   the same records holds the same rows.
 - ``counters``: named totals that survive restarts.
+- ``upstream_acks`` (migration 5): how far the central server has answered for each
+  origin log this gate sends it (``origin, epoch`` -> ``seq``); every answer is final
+  (applied, duplicate, conflict or rejected), so the log moves on past it.
+- ``upstream_rejections`` (migration 5): records the central refused for good, with its
+  reason: evidence, never sent again. ``meta`` keys ``upstream_after`` (the central's
+  pull cursor reached) and ``time_floor`` (the latest time this gate knows has passed).
 - ``scan_commits``: not a table but the one statement a scan commits through. Inserting a
   row into this view runs a trigger that writes the redemption (when the row says so,
   numbered next in this gate's sequence: by the file itself until migration 3, by the
@@ -266,4 +272,23 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX refused_records_log ON refused_records (origin, epoch, seq);
     """  # noqa: S608 (constants only)
     + _SCAN_COMMITS_3,
+    # 5: what the central server has answered for, per origin log, and what it refused.
+    """
+    CREATE TABLE upstream_acks (
+        origin     TEXT NOT NULL,
+        epoch      TEXT NOT NULL,
+        seq        INTEGER NOT NULL,
+        updated_at REAL NOT NULL,
+        PRIMARY KEY (origin, epoch)
+    ) WITHOUT ROWID;
+    CREATE TABLE upstream_rejections (
+        uuid        TEXT PRIMARY KEY,
+        origin      TEXT NOT NULL,
+        epoch       TEXT NOT NULL,
+        seq         INTEGER NOT NULL,
+        reason      TEXT NOT NULL,
+        detail      TEXT NOT NULL,
+        rejected_at REAL NOT NULL
+    ) WITHOUT ROWID;
+    """,
 )

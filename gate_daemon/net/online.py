@@ -1,0 +1,195 @@
+"""Online-first decisions: ask the central first, within a hard deadline, else decide here.
+
+With ``[gate] decision = "online-first"`` each scan is first put to the central's
+validate call, carrying the scan's uuid, under a hard timeout. Whatever happens there,
+the gate commits its own record under the same uuid, so the central counts the scan once
+(its record from the validate call and the gate's signed record meet as ``duplicate``).
+When the call fails or times out, the gate decides locally at once.
+
+A breaker keeps a sick central off the scan path. It opens (the gate goes *offline*)
+after ``failures`` calls in a row that failed or took longer than ``max_latency``; while
+open, no scan waits on the network. A background probe asks the central for a challenge
+every ``probe_interval``; after ``probes`` quick answers in a row the breaker closes and
+the gate is *online* again. Every switch is counted, with how long the switch took (from
+the first bad call of the streak to the switch) and the time spent offline.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from gate_daemon.core.decision import Checkpoint, Decision, ScanKind
+from gate_daemon.net.upstream import UpstreamClient, UpstreamError
+
+log = logging.getLogger(__name__)
+
+#: Latencies kept for status (the last N online calls).
+LATENCIES_KEPT = 256
+
+
+@dataclass(frozen=True, slots=True)
+class BreakerSettings:
+    """When the central is too sick to ask, and when it is well again."""
+
+    timeout: float = 0.5
+    max_latency: float = 0.3
+    failures: int = 3
+    probe_interval: float = 5.0
+    probes: int = 2
+
+
+@dataclass(frozen=True, slots=True)
+class Switch:
+    """One change of mode."""
+
+    to: str
+    at: float
+    why: str
+    took: float
+
+
+class OnlineDecider:
+    """The central's decision for a scan while the breaker is closed; None means decide locally."""
+
+    def __init__(
+        self,
+        client: UpstreamClient,
+        checkpoint: Checkpoint,
+        settings: BreakerSettings,
+        *,
+        on_switch: Callable[[Switch], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.checkpoint = checkpoint
+        self.settings = settings
+        self.on_switch = on_switch
+        self._clock = clock
+        self._monotonic = monotonic
+        self.mode = "online"
+        self._streak = 0
+        self._streak_started: float | None = None
+        self._offline_since: float | None = None
+        self._good_probes = 0
+        self.offline_seconds = 0.0
+        self.switches: dict[str, int] = {"online": 0, "offline": 0}
+        self.last_switch: Switch | None = None
+        self.last_error: str | None = None
+        self.calls: dict[str, int] = {"answered": 0, "failed": 0, "slow": 0, "skipped": 0}
+        self.latencies: deque[float] = deque(maxlen=LATENCIES_KEPT)
+
+    async def decide(self, uuid: str, payload: str, kind: ScanKind) -> Decision | None:
+        """Ask the central, within the hard timeout; None when the gate must decide alone."""
+        if self.mode != "online":
+            self.calls["skipped"] += 1
+            return None
+        started = self._monotonic()
+        try:
+            decision = await self.client.validate(
+                uuid,
+                payload,
+                kind=kind.value,
+                zone=self.checkpoint.zone,
+                session=self.checkpoint.session,
+                timeout=self.settings.timeout,
+            )
+        except UpstreamError as exc:
+            self.calls["failed"] += 1
+            self._bad(started, f"{exc.name}: {exc.detail}")
+            return None
+        except Exception as exc:  # never let the online path cost a scan
+            log.exception("online validation failed unexpectedly")
+            self.calls["failed"] += 1
+            self._bad(started, f"internal_error: {type(exc).__name__}")
+            return None
+        took = self._monotonic() - started
+        self.latencies.append(took)
+        self.calls["answered"] += 1
+        if took > self.settings.max_latency:
+            self.calls["slow"] += 1
+            self._bad(started, f"slow: answered in {took * 1000:.0f} ms")
+        else:
+            self._streak, self._streak_started = 0, None
+        return decision
+
+    def _bad(self, started: float, why: str) -> None:
+        self.last_error = why
+        if self._streak == 0:
+            self._streak_started = started
+        self._streak += 1
+        if self._streak >= self.settings.failures and self.mode == "online":
+            self._switch("offline", why, self._monotonic() - (self._streak_started or started))
+
+    def _switch(self, to: str, why: str, took: float) -> None:
+        now = self._monotonic()
+        if to == "offline":
+            self._offline_since = now
+        elif self._offline_since is not None:
+            self.offline_seconds += now - self._offline_since
+            self._offline_since = None
+        self.mode = to
+        self._streak, self._streak_started, self._good_probes = 0, None, 0
+        self.switches[to] += 1
+        self.last_switch = Switch(to, self._clock(), why, took)
+        log.warning("online-first: switched to %s (%s) after %.0f ms", to, why, took * 1000)
+        if self.on_switch is not None:
+            self.on_switch(self.last_switch)
+
+    async def run(self) -> None:
+        """Probe the central while offline, and close the breaker when it answers quickly."""
+        while True:
+            await asyncio.sleep(self.settings.probe_interval)
+            if self.mode == "online":
+                continue
+            started = self._monotonic()
+            try:
+                await self.client.ping(self.settings.timeout)
+            except UpstreamError as exc:
+                self._good_probes = 0
+                self.last_error = f"probe: {exc.name}: {exc.detail}"
+                continue
+            except Exception:
+                log.exception("the online-first probe failed unexpectedly")
+                self._good_probes = 0
+                continue
+            if self._monotonic() - started > self.settings.max_latency:
+                self._good_probes = 0
+                continue
+            self._good_probes += 1
+            if self._good_probes >= self.settings.probes:
+                since = self._offline_since or started
+                self._switch("online", "the central answers quickly again", self._monotonic() - since)
+
+    def status(self) -> dict[str, Any]:
+        """For status and metrics."""
+        offline = self.offline_seconds
+        if self._offline_since is not None:
+            offline += self._monotonic() - self._offline_since
+        ordered = sorted(self.latencies)
+        last = self.last_switch
+        return {
+            "mode": self.mode,
+            "timeout_ms": self.settings.timeout * 1000,
+            "switches": dict(self.switches),
+            "offline_seconds": offline,
+            "last_switch": None
+            if last is None
+            else {"to": last.to, "at": last.at, "why": last.why, "took_s": last.took},
+            "last_error": self.last_error,
+            "calls": dict(self.calls),
+            "latency_p50_ms": _quantile(ordered, 0.5),
+            "latency_p99_ms": _quantile(ordered, 0.99),
+        }
+
+
+def _quantile(ordered: list[float], q: float) -> float | None:
+    if not ordered:
+        return None
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] * 1000

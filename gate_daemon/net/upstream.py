@@ -1,0 +1,400 @@
+"""The client of the central server's upstream API (docs/upstream.openapi.yaml).
+
+Written as a small library of its own: an injected ``httpx.AsyncClient``, a deadline per
+call, plain dataclass answers and one exception, ``UpstreamError``, whose ``name`` says
+what went wrong::
+
+    UpstreamError
+      name "timeout"       no whole answer within the call's deadline
+      name "unreachable"   no connection, or it broke
+      name "bad_reply"     an answer that is not what the contract says (not JSON, wrong shape)
+      name "too_large"     an answer longer than the call accepts
+      name "unwritable"    a download that cannot be written to the state directory
+      name <the central's> a refusal the central named: "unknown_gate", "bad_signature", ...
+
+httpx's errors are translated at one place (``_exchange``), and nothing else escapes.
+Requests are signed with the gate's key exactly like peer requests (``net.peer_auth``):
+the central issues the challenges, and each answer carries the next one. Every answer's
+``Date`` header is handed to ``on_date`` with the moment the request was sent and the
+moment the answer came, so the gate can estimate its clock's offset.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import email.utils
+import json
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlencode
+
+import httpx
+
+from gate_daemon.core.decision import Decision
+from gate_daemon.core.keys import SecretKey
+from gate_daemon.net.peer_auth import HEADER_CHALLENGE, sign_request
+
+#: The longest JSON answer accepted (a pull page of 500 records is about 350 KiB).
+MAX_REPLY = 4 << 20
+#: Records per push and per pull page (the central's limit).
+MAX_BATCH = 500
+#: A challenge is used only this long after it came (the central's limit is 30 s).
+CHALLENGE_AGE = 20.0
+#: Names the central gives a challenge it will not take: fetch a new one and try once more.
+_STALE = {"bad_nonce", "stale_nonce", "replayed"}
+STATUSES = ("applied", "duplicate", "conflict", "rejected")
+
+
+class UpstreamError(Exception):
+    """A call to the central that did not succeed; ``name`` says how."""
+
+    def __init__(self, name: str, detail: str, status: int | None = None) -> None:
+        super().__init__(f"{name}: {detail}")
+        self.name = name
+        self.detail = detail[:300]  # a central's garbage can end up in here: logged and shown
+        self.status = status
+
+
+@dataclass(frozen=True, slots=True)
+class ItemResult:
+    """The central's answer for one pushed record."""
+
+    uuid: str | None
+    status: str
+    reason: str | None = None
+    detail: str | None = None
+
+
+@dataclass(frozen=True, slots=True)
+class PushAnswer:
+    """The central's answer to a batch: one result per record, in order."""
+
+    results: tuple[ItemResult, ...]
+    cursor: int
+
+
+@dataclass(frozen=True, slots=True)
+class PullPage:
+    """A page of check-ins after a cursor, as sent (each still to be verified)."""
+
+    records: tuple[object, ...]
+    cursor: int
+    more: bool
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestFetch:
+    """A manifest file downloaded to ``path``."""
+
+    path: Path
+    version: int
+    kind: str  # "full" or "delta"
+    size: int
+
+
+Progress = Callable[[int, int | None], None]
+
+
+class UpstreamClient:
+    """Calls to the central, signed as ``gate_id`` with ``key``."""
+
+    def __init__(
+        self,
+        base_url: str,
+        gate_id: str,
+        key: SecretKey,
+        *,
+        client: httpx.AsyncClient,
+        timeout: float,
+        on_date: Callable[[float, float, float], None] | None = None,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.base_url = base_url.rstrip("/")
+        self.gate_id = gate_id
+        self.key = key
+        self.client = client
+        self.timeout = timeout
+        self.on_date = on_date
+        self._clock = clock
+        self._monotonic = monotonic
+        self._challenges: list[tuple[float, str]] = []
+
+    async def aclose(self) -> None:
+        """Close the HTTP client."""
+        await self.client.aclose()
+
+    # ------------------------------------------------------------------ calls
+
+    async def push(self, records: list[dict[str, Any]]) -> PushAnswer:
+        """Send a batch of signed records; the central's answer per record."""
+        reply = await self._json("POST", "/v1/checkins", {"records": records})
+        results = reply.get("results")
+        if not isinstance(results, list) or len(results) != len(records):
+            raise UpstreamError("bad_reply", f"a push answer needs {len(records)} results")
+        out = []
+        for index, item in enumerate(results):
+            if not isinstance(item, dict) or item.get("status") not in STATUSES:
+                raise UpstreamError("bad_reply", f"results[{index}] has no status of {', '.join(STATUSES)}")
+            uuid, reason, detail = item.get("uuid"), item.get("reason"), item.get("detail")
+            out.append(
+                ItemResult(
+                    uuid if isinstance(uuid, str) else None,
+                    str(item["status"]),
+                    reason if isinstance(reason, str) else None,
+                    detail if isinstance(detail, str) else None,
+                )
+            )
+        return PushAnswer(tuple(out), _cursor(reply))
+
+    async def pull(self, after: int, limit: int = MAX_BATCH) -> PullPage:
+        """Check-ins the central holds after its cursor ``after``."""
+        reply = await self._json("GET", "/v1/checkins?" + urlencode({"after": after, "limit": limit}))
+        records, more = reply.get("records"), reply.get("more")
+        if not isinstance(records, list) or len(records) > limit or not isinstance(more, bool):
+            raise UpstreamError("bad_reply", f"a pull answer needs records (at most {limit}) and more")
+        cursor = _cursor(reply)
+        if cursor < after or (records and cursor == after):
+            raise UpstreamError("bad_reply", f"the pull cursor went from {after} to {cursor}")
+        return PullPage(tuple(records), cursor, more)
+
+    async def validate(
+        self,
+        uuid: str,
+        payload: str,
+        *,
+        kind: str,
+        zone: str | None,
+        session: str | None,
+        timeout: float,
+    ) -> Decision:
+        """The central's decision on a scan (marked there in the same transaction when allowed)."""
+        body = {"uuid": uuid, "payload": payload, "kind": kind, "zone": zone, "session": session}
+        reply = await self._json("POST", "/v1/validate", body, timeout=timeout)
+        decision = reply.get("decision")
+        if reply.get("uuid") != uuid or not isinstance(decision, dict):
+            raise UpstreamError("bad_reply", "a validate answer needs this scan's uuid and a decision")
+        try:
+            return Decision.from_dict(decision)
+        except (KeyError, TypeError, ValueError) as exc:
+            raise UpstreamError("bad_reply", f"the decision is not one: {exc}") from None
+
+    async def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
+        """Tickets matching ``query`` (ticket id, order id, seat; typos forgiven)."""
+        reply = await self._json("GET", "/v1/participants?" + urlencode({"q": query, "limit": limit}))
+        results = reply.get("results")
+        if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
+            raise UpstreamError("bad_reply", "a search answer needs a list of results")
+        return results
+
+    async def heartbeat(self, counters: dict[str, int], status: dict[str, Any]) -> dict[str, Any]:
+        """Tell the central this gate is alive, with its counters."""
+        body = {"sent_at": self._clock(), "counters": counters, "status": status}
+        return await self._json("POST", "/v1/heartbeat", body)
+
+    async def manifest(
+        self, have: int | None, dest: Path, *, max_bytes: int, progress: Progress | None = None
+    ) -> ManifestFetch | None:
+        """Download the latest manifest (a delta from ``have`` when the central can) into ``dest``.
+
+        None when ``have`` is the latest. The file is written as it arrives, never held
+        whole; it is still to be verified, and ``dest`` is removed if the download fails.
+        """
+        path = "/v1/manifest" + (f"?{urlencode({'have': have})}" if have is not None else "")
+        try:
+            status, headers, size = await self._call(
+                "GET", path, None, max_bytes, dest, progress, self.timeout
+            )
+        except BaseException:
+            dest.unlink(missing_ok=True)
+            raise
+        if status == 304:
+            dest.unlink(missing_ok=True)
+            return None
+        version, kind = headers.get("manifest-version", ""), headers.get("manifest-kind", "")
+        if not version.isdigit() or kind not in ("full", "delta"):
+            dest.unlink(missing_ok=True)
+            raise UpstreamError("bad_reply", "a manifest answer needs Manifest-Version and Manifest-Kind")
+        return ManifestFetch(dest, int(version), kind, size)
+
+    async def ping(self, timeout: float) -> None:
+        """Fetch a challenge: the cheapest sign of a central that answers."""
+        await self._challenge(timeout)
+
+    # ------------------------------------------------------------------ plumbing
+
+    async def _json(
+        self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float | None = None
+    ) -> dict[str, Any]:
+        data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
+        _status, _headers, raw = await self._call(
+            method, path, data, MAX_REPLY, None, None, timeout or self.timeout
+        )
+        return _object(raw)
+
+    async def _call(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        max_bytes: int,
+        dest: Path | None,
+        progress: Progress | None,
+        timeout: float,
+    ) -> tuple[int, httpx.Headers, Any]:
+        """One signed call within ``timeout`` in all; a refused challenge is replaced once."""
+        deadline = self._monotonic() + timeout
+        for attempt in (1, 2):
+            left = deadline - self._monotonic()
+            if left <= 0:
+                raise UpstreamError("timeout", f"no answer within {timeout:g} s")
+            nonce = self._take() or await self._challenge(left)
+            headers = sign_request(
+                self.key, self.gate_id, method, path, body or b"", nonce, int(self._clock() * 1000)
+            )
+            if body is not None:
+                headers["Content-Type"] = "application/json"
+            status, answer_headers, content = await self._exchange(
+                method, path, body, headers, max_bytes, dest, progress, deadline - self._monotonic()
+            )
+            if status < 400 or status == 304:
+                return status, answer_headers, content
+            name, detail = _refusal(status, content)
+            if name in _STALE and attempt == 1:
+                continue
+            raise UpstreamError(name, detail, status)
+        raise AssertionError("unreachable")  # pragma: no cover
+
+    async def _challenge(self, timeout: float) -> str:
+        status, _headers, content = await self._exchange(
+            "GET", "/v1/challenge", None, {}, MAX_REPLY, None, None, timeout
+        )
+        if status >= 400:
+            raise UpstreamError(*_refusal(status, content), status)
+        challenge = _object(content).get("challenge")
+        if not isinstance(challenge, str) or not 0 < len(challenge) <= 200:
+            raise UpstreamError("bad_reply", "a challenge answer needs a challenge")
+        return challenge
+
+    def _take(self) -> str | None:
+        now = self._monotonic()
+        while self._challenges:
+            got, challenge = self._challenges.pop()
+            if now - got < CHALLENGE_AGE:
+                return challenge
+        return None
+
+    async def _exchange(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        headers: dict[str, str],
+        max_bytes: int,
+        dest: Path | None,
+        progress: Progress | None,
+        timeout: float,
+    ) -> tuple[int, httpx.Headers, Any]:
+        """Send one request, read its answer whole within ``timeout``; httpx's errors become ours here.
+
+        The answer is bytes, or with ``dest`` (for a 200) its length, the body written there.
+        """
+        sent = self._clock()
+        try:
+            async with asyncio.timeout(max(timeout, 0.001)):
+                request = self.client.build_request(
+                    method, self.base_url + path, content=body, headers=headers
+                )
+                response = await self.client.send(request, stream=True)
+                try:
+                    challenge = response.headers.get(HEADER_CHALLENGE)
+                    if challenge:
+                        self._challenges.append((self._monotonic(), challenge))
+                    self._saw_date(response.headers.get("date"), sent)
+                    declared = response.headers.get("content-length")
+                    if declared and declared.isdigit() and int(declared) > max_bytes:
+                        raise UpstreamError("too_large", f"the answer is {declared} bytes, over {max_bytes}")
+                    if dest is not None and response.status_code == 200:
+                        total = int(declared) if declared and declared.isdigit() else None
+                        size = await _save(response, dest, max_bytes, total, progress)
+                        return response.status_code, response.headers, size
+                    return response.status_code, response.headers, await _read(response, max_bytes)
+                finally:
+                    await response.aclose()
+        except TimeoutError:
+            raise UpstreamError("timeout", f"no whole answer within {timeout:.3g} s") from None
+        except httpx.TimeoutException:
+            raise UpstreamError("timeout", f"no whole answer within {timeout:.3g} s") from None
+        except (httpx.RemoteProtocolError, httpx.DecodingError) as exc:
+            raise UpstreamError("bad_reply", f"not an HTTP answer: {exc}") from None
+        except httpx.HTTPError as exc:
+            raise UpstreamError("unreachable", f"{type(exc).__name__}: {exc}") from None
+
+    def _saw_date(self, value: str | None, sent: float) -> None:
+        if value is None or self.on_date is None:
+            return
+        with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
+            self.on_date(email.utils.parsedate_to_datetime(value).timestamp(), sent, self._clock())
+
+
+async def _read(response: httpx.Response, max_bytes: int) -> bytes:
+    chunks, size = [], 0
+    async for chunk in response.aiter_raw():
+        size += len(chunk)
+        if size > max_bytes:
+            raise UpstreamError("too_large", f"the answer is longer than {max_bytes} bytes")
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+async def _save(
+    response: httpx.Response, dest: Path, max_bytes: int, total: int | None, progress: Progress | None
+) -> int:
+    size = 0
+    try:
+        with dest.open("wb") as out:
+            async for chunk in response.aiter_raw():
+                size += len(chunk)
+                if size > max_bytes:
+                    raise UpstreamError("too_large", f"the manifest is longer than {max_bytes} bytes")
+                await asyncio.to_thread(out.write, chunk)
+                if progress is not None:
+                    progress(size, total)
+    except OSError as exc:  # the state directory's disk
+        raise UpstreamError("unwritable", f"cannot write {dest}: {exc.strerror}") from None
+    return size
+
+
+def _object(raw: Any) -> dict[str, Any]:
+    try:
+        value = json.loads(raw)
+    except (TypeError, ValueError):
+        raise UpstreamError("bad_reply", "the answer is not JSON") from None
+    if not isinstance(value, dict):
+        raise UpstreamError("bad_reply", "the answer is not a JSON object")
+    return value
+
+
+def _cursor(reply: dict[str, Any]) -> int:
+    cursor = reply.get("cursor")
+    if not isinstance(cursor, int) or isinstance(cursor, bool) or cursor < 0:
+        raise UpstreamError("bad_reply", "the answer needs a cursor (a whole number >= 0)")
+    return cursor
+
+
+def _refusal(status: int, content: Any) -> tuple[str, str]:
+    """The central's named error, or a name for an answer that has none."""
+    try:
+        value = json.loads(content)
+    except (TypeError, ValueError):
+        value = None
+    if isinstance(value, dict) and isinstance(value.get("error"), str):
+        name = value["error"][:64]
+        return name, str(value.get("detail", ""))[:300] or f"HTTP {status}"
+    return (
+        "unreachable" if status in (502, 503, 504) else "bad_reply"
+    ), f"HTTP {status} without a named error"
