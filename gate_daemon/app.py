@@ -27,6 +27,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
+from gate_daemon.clock import GateClock
 from gate_daemon.config import ButtonAction, GateConfig, InputKind, SignalsKind
 from gate_daemon.control import ControlServer
 from gate_daemon.core.decision import Checkpoint, Decision
@@ -45,8 +46,10 @@ from gate_daemon.turnstile import Turnstile
 if TYPE_CHECKING:
     from gate_daemon.net.discovery import Discovery
     from gate_daemon.net.lan import LanServer
+    from gate_daemon.net.online import OnlineDecider, Switch
     from gate_daemon.net.peers import Replicator
     from gate_daemon.net.replication import Replication
+    from gate_daemon.net.sync import UpstreamSync
 
 log = logging.getLogger(__name__)
 
@@ -191,6 +194,9 @@ class GateStatus:
     problem: str | None = None
     replication: Replication | None = None
     replicator: Replicator | None = None
+    clock: GateClock = field(default_factory=GateClock)
+    sync: UpstreamSync | None = None
+    online: OnlineDecider | None = None
 
     async def snapshot(self) -> dict[str, Any]:
         """The full status as a JSON-ready object."""
@@ -222,7 +228,7 @@ class GateStatus:
             "zone": cfg.gate.zone,
             "session": cfg.gate.session,
             "mode": cfg.gate.mode.value,
-            "decision": "local",
+            "decision": cfg.gate.decision,
             "input": cfg.input.kind.value,
             "signals": cfg.signals.kind.value,
             "uptime_seconds": int(now - self.started_at),
@@ -235,6 +241,9 @@ class GateStatus:
             "counters": await self.ledger.counters(),
             "since_start": dict(self.gate.volatile),
             "replication": await self._replication(now),
+            "upstream": None if self.sync is None else self.sync.status(),
+            "online": None if self.online is None else self.online.status(),
+            "clock": self.clock.status(),
         }
 
     async def _replication(self, now: float) -> dict[str, Any] | None:
@@ -311,6 +320,8 @@ class RunningGate:
     replicator: Replicator | None = None
     discovery: Discovery | None = None
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
+    sync: UpstreamSync | None = None
+    online: OnlineDecider | None = None
 
 
 async def count_softly(ledger: Ledger, name: str) -> None:
@@ -357,7 +368,9 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
     lan: LanServer | None = None
     replicator: Replicator | None = None
     discovery: Discovery | None = None
+    sync: UpstreamSync | None = None
     try:
+        clock = await GateClock.load(ledger, warn_offset=config.upstream.clock_warn_s)
         checkpoint = Checkpoint(config.gate.zone, config.gate.session)
         manifests = ManifestWatch(
             drop_path=config.manifest.path,
@@ -366,8 +379,12 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             ledger=ledger,
             event_id=config.gate.event,
             checkpoint=checkpoint,
+            clock=clock.now,
         )
         await manifests.start()
+        if manifests.current is not None:
+            # A Pi that booted at 1970 decides no earlier than its manifest was made.
+            clock.raise_floor(float(manifests.current.header.issued_at), "manifest")
         signals = make_signals(config, pin_factory)
         turnstile = make_turnstile(config, ledger, pin_factory)
         button = make_button(config, pin_factory)
@@ -381,10 +398,19 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             signals=signals,
             repeat_window=config.gate.repeat_window_ms / 1000,
             turnstile=turnstile,
+            clock=clock.now,
         )
         source = make_input(config, stdin, on_unreadable=lambda: count_softly(ledger, "unreadable_images"))
-        status = GateStatus(config, ledger, manifests, gate, source)
-        server = ControlServer(config.control.socket, gate, status.snapshot)
+        status = GateStatus(config, ledger, manifests, gate, source, clock=clock)
+        replication = _replication(config, ledger, manifests)
+        if config.upstream.url is not None and replication is not None:
+            sync = await _upstream(config, replication, manifests, clock, status)
+            status.sync = sync
+            if config.gate.decision == "online-first":
+                gate.online = status.online = _online(config, sync, checkpoint, ledger)
+        server = ControlServer(
+            config.control.socket, gate, status.snapshot, None if sync is None else sync.client.search
+        )
         await server.start()
         control = server  # closed (its socket file removed) on a failure only once it is ours
         ledger.entries_allowed = _entries_allowed(manifests)
@@ -395,7 +421,6 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             from gate_daemon.net.lan import LanServer, create_app
 
             assert config.lan.host is not None
-            replication = _replication(config, ledger, manifests)
             if replication is not None and (config.lan.peers or config.lan.discover):
                 from gate_daemon.net.peers import Replicator
 
@@ -415,6 +440,8 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             if replicator is not None and config.lan.discover:
                 discovery = await _discovery(config, listening.port, replicator)
     except BaseException:
+        if sync is not None:
+            await sync.client.aclose()
         if lan is not None:
             await lan.aclose()
         if control is not None:
@@ -428,7 +455,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         raise
     return RunningGate(
         config, ledger, manifests, gate, signals, source, server, status, lock, turnstile, button, lan,
-        replicator=replicator, discovery=discovery,
+        replicator=replicator, discovery=discovery, sync=sync, online=status.online,
     )  # fmt: skip
 
 
@@ -439,6 +466,75 @@ def _replication(config: GateConfig, ledger: Ledger, manifests: ManifestWatch) -
     from gate_daemon.net.replication import Replication
 
     return Replication(ledger, read_secret(config.lan.key), lambda: manifests.current)
+
+
+async def _upstream(
+    config: GateConfig,
+    replication: Replication,
+    manifests: ManifestWatch,
+    clock: GateClock,
+    status: GateStatus,
+) -> UpstreamSync:
+    """The central's client and the loops that keep the gate and the central in step."""
+    # Imported here: a gate without [upstream] never loads httpx.
+    import httpx
+
+    from gate_daemon.net.sync import SyncSettings, UpstreamSync
+    from gate_daemon.net.upstream import UpstreamClient
+    from gate_daemon.store.upstream_marks import UpstreamMarks
+
+    up = config.upstream
+    assert up.url is not None
+    timeout = up.timeout_ms / 1000
+    client = UpstreamClient(
+        up.url,
+        config.gate.id,
+        replication.key,
+        client=httpx.AsyncClient(timeout=timeout, trust_env=False),
+        timeout=timeout,
+        on_date=clock.saw_server,
+    )
+    settings = SyncSettings(
+        batch=up.batch,
+        push_interval=up.push_interval_ms / 1000,
+        pull_interval=up.pull_interval_ms / 1000,
+        manifest_interval=up.manifest_interval_s,
+        heartbeat_interval=up.heartbeat_interval_s,
+    )
+    marks = await UpstreamMarks.load(replication.ledger)
+    return UpstreamSync(
+        client,
+        replication,
+        marks,
+        manifests,
+        clock,
+        settings,
+        download_dir=config.gate.state_dir,
+        status=status.snapshot,
+    )
+
+
+def _online(config: GateConfig, sync: UpstreamSync, checkpoint: Checkpoint, ledger: Ledger) -> OnlineDecider:
+    """Online-first decisions through the central's validate call, behind a breaker."""
+    from gate_daemon.net.online import BreakerSettings, OnlineDecider
+
+    up = config.upstream
+    settings = BreakerSettings(
+        timeout=up.validate_timeout_ms / 1000,
+        max_latency=up.breaker_latency_ms / 1000,
+        failures=up.breaker_failures,
+        probe_interval=up.probe_interval_ms / 1000,
+        probes=up.probes,
+    )
+    counting: set[asyncio.Task[None]] = set()
+
+    def switched(switch: Switch) -> None:
+        # Persisted, so fleet ops see every switch even across restarts.
+        task = asyncio.get_running_loop().create_task(count_softly(ledger, f"mode_switch:{switch.to}"))
+        counting.add(task)
+        task.add_done_callback(counting.discard)
+
+    return OnlineDecider(sync.client, checkpoint, settings, on_switch=switched)
 
 
 async def _discovery(config: GateConfig, port: int, replicator: Replicator) -> Discovery:
@@ -591,6 +687,10 @@ async def serve(running: RunningGate, notifier: Notifier, stop: asyncio.Event) -
                 running.button.listen(lambda: _button_pressed(running))
             if running.replicator is not None:
                 group.create_task(running.replicator.run(), name="peers")
+            if running.sync is not None:
+                group.create_task(running.sync.run(), name="upstream")
+            if running.online is not None:
+                group.create_task(running.online.run(), name="online-probe")
             notifier.ready(running.status.line())
             log.info("gate %s ready: %s", running.config.gate.id, running.status.line())
             stopper = group.create_task(stop.wait(), name="stop")
@@ -625,6 +725,11 @@ async def shutdown(running: RunningGate) -> None:
             await running.button.aclose()
     if running.in_flight:
         await asyncio.wait(running.in_flight, timeout=10)
+    if running.sync is not None:  # after the scans in flight: one may be asking the central
+        with contextlib.suppress(Exception):
+            await running.sync.client.aclose()
+        with contextlib.suppress(sqlite3.Error, ValueError):
+            await running.status.clock.save(running.ledger)
     if running.source is not None:
         await running.source.aclose()
     # The relay locks (after a pulse under way ends) before the ledger closes: its last

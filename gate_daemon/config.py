@@ -29,8 +29,23 @@ IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 PIN = re.compile(r"(GPIO|BCM|BOARD|J8:)?(0|[1-9][0-9]?)")
 SYSTEMD_DIRS = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "RUNTIME_DIRECTORY")
 _VARIABLE = re.compile(r"\$\{([A-Z_]+)\}")
-TOP_KEYS = {"gate", "manifest", "input", "signals", "turnstile", "control", "lan"}
-GATE_KEYS = {"id", "event", "zone", "session", "state_dir", "mode", "repeat_window_ms"}
+TOP_KEYS = {"gate", "manifest", "input", "signals", "turnstile", "control", "lan", "upstream"}
+GATE_KEYS = {"id", "event", "zone", "session", "state_dir", "mode", "repeat_window_ms", "decision"}
+UPSTREAM_KEYS = {
+    "url",
+    "timeout_ms",
+    "batch",
+    "push_interval_ms",
+    "pull_interval_ms",
+    "manifest_interval_s",
+    "heartbeat_interval_s",
+    "validate_timeout_ms",
+    "breaker_latency_ms",
+    "breaker_failures",
+    "probe_interval_ms",
+    "probes",
+    "clock_warn_s",
+}
 _E = TypeVar("_E", bound=StrEnum)
 
 
@@ -86,6 +101,8 @@ class GateSection:
     state_dir: Path
     mode: ScanKind
     repeat_window_ms: int
+    #: "local" (the gate decides alone) or "online-first" (the central first, within a deadline).
+    decision: str = "local"
 
 
 @dataclass(frozen=True, slots=True)
@@ -219,6 +236,25 @@ class LanSection:
 
 
 @dataclass(frozen=True, slots=True)
+class UpstreamSection:
+    """The central server; off unless ``url`` is set. Times as in ``[upstream]`` (docs/UPSTREAM.md)."""
+
+    url: str | None = None
+    timeout_ms: int = 10_000
+    batch: int = 500
+    push_interval_ms: int = 1000
+    pull_interval_ms: int = 5000
+    manifest_interval_s: int = 60
+    heartbeat_interval_s: int = 15
+    validate_timeout_ms: int = 500
+    breaker_latency_ms: int = 300
+    breaker_failures: int = 3
+    probe_interval_ms: int = 5000
+    probes: int = 2
+    clock_warn_s: int = 5
+
+
+@dataclass(frozen=True, slots=True)
 class GateConfig:
     """A whole, valid gate configuration."""
 
@@ -230,6 +266,7 @@ class GateConfig:
     control: ControlSection
     turnstile: TurnstileSection = TurnstileSection()
     lan: LanSection = LanSection()
+    upstream: UpstreamSection = UpstreamSection()
 
     @property
     def ledger_path(self) -> Path:
@@ -287,6 +324,10 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
     if mode_text not in {"entry", "exit"}:
         check.problem((*at, "mode"), f'{mode_text!r} must be "entry" or "exit"')
         mode_text = "entry"
+    decision = check.string(g, at, "decision", default="local")
+    if decision not in {"local", "online-first"}:
+        check.problem((*at, "decision"), f'{decision!r} must be "local" or "online-first"')
+        decision = "local"
     gate = GateSection(
         id=check.string(g, at, "id", pattern=IDENT, max_bytes=64),
         event=check.string(g, at, "event", pattern=IDENT, max_bytes=64),
@@ -295,6 +336,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
         state_dir=path_value(g, at, "state_dir"),
         mode=ScanKind(mode_text),
         repeat_window_ms=check.integer(g, at, "repeat_window_ms", low=0, high=600_000, default=3000),
+        decision=decision,
     )
 
     m = check.table(
@@ -371,6 +413,14 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
             check.problem(
                 ("lan", wanted), f"{wanted} need this gate's key ([lan] key) and an address ([lan] listen)"
             )
+    upstream = _upstream(check, doc.get("upstream", {}), ("upstream",))
+    if upstream.url is not None and lan.key is None:
+        check.problem(
+            ("upstream", "url"),
+            "the central needs this gate's key ([lan] key): it signs requests and records",
+        )
+    if gate.decision == "online-first" and upstream.url is None:
+        check.problem(("gate", "decision"), '"online-first" needs the central: set [upstream] url')
     check.finish()
     return GateConfig(
         source=path,
@@ -381,6 +431,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
         control=ControlSection(socket=socket),
         turnstile=turnstile,
         lan=lan,
+        upstream=upstream,
     )
 
 
@@ -435,6 +486,46 @@ def _lan(check: Checker, value: object, at: KeyPath) -> LanSection:
         )
         return plain
     return dataclasses.replace(plain, host=match.group("v6") or match.group("host"), port=port)
+
+
+_URL = re.compile(
+    r"https?://[A-Za-z0-9.\-]+(?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/\-]*)?|https?://\[[0-9A-Fa-f:.]+\](?::[0-9]{1,5})?(?:/[A-Za-z0-9._~/\-]*)?"
+)
+
+
+def _upstream(check: Checker, value: object, at: KeyPath) -> UpstreamSection:
+    tbl = check.table(value, at, UPSTREAM_KEYS)
+
+    def ms(key: str, low: int, high: int, default: int) -> int:
+        return check.integer(tbl, at, key, low=low, high=high, default=default)
+
+    section = UpstreamSection(
+        timeout_ms=ms("timeout_ms", 100, 600_000, 10_000),
+        batch=ms("batch", 1, 500, 500),
+        push_interval_ms=ms("push_interval_ms", 50, 3_600_000, 1000),
+        pull_interval_ms=ms("pull_interval_ms", 100, 3_600_000, 5000),
+        manifest_interval_s=ms("manifest_interval_s", 5, 86_400, 60),
+        heartbeat_interval_s=ms("heartbeat_interval_s", 1, 86_400, 15),
+        validate_timeout_ms=ms("validate_timeout_ms", 20, 10_000, 500),
+        breaker_latency_ms=ms("breaker_latency_ms", 10, 10_000, 300),
+        breaker_failures=ms("breaker_failures", 1, 1000, 3),
+        probe_interval_ms=ms("probe_interval_ms", 100, 600_000, 5000),
+        probes=ms("probes", 1, 100, 2),
+        clock_warn_s=ms("clock_warn_s", 1, 86_400, 5),
+    )
+    if section.breaker_latency_ms > section.validate_timeout_ms:
+        check.problem(
+            (*at, "breaker_latency_ms"),
+            f"{section.breaker_latency_ms} is longer than validate_timeout_ms"
+            f" ({section.validate_timeout_ms}): a call that slow has already timed out",
+        )
+    url = check.string(tbl, at, "url", max_bytes=512)
+    if not url:
+        return section
+    if _URL.fullmatch(url) is None:
+        check.problem((*at, "url"), f"{url!r} must be http(s)://HOST[:PORT][/PATH] (http://central.lan:8700)")
+        return section
+    return dataclasses.replace(section, url=url)
 
 
 def _unspecified(match: re.Match[str]) -> bool:

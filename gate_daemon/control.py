@@ -7,11 +7,13 @@ protocol is one JSON object per line each way:
     {"op": "status"}
     {"op": "counters"}
     {"op": "conflicts"}
+    {"op": "search", "query": "A-1042", "limit": 20}
 
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": NAME, "message": ...}`` with
 ``error`` one of ``not_json``, ``too_large``, ``bad_request``, ``unknown_op``, ``busy``
 (more than ``MAX_CONNECTIONS`` connections at once), ``unavailable`` (the ledger could
-not answer a status, counters or conflicts request). A scan goes through the same
+not answer a status, counters or conflicts request), ``no_upstream`` (a search on a gate
+without a central) or ``upstream`` (the central did not answer a search). A scan goes through the same
 path as a camera scan (recorded, then signalled); ``scan_id`` makes a retried request
 idempotent (the gate records it under ``record_id``, an id of its own made from it, so
 the same id used at another gate makes another record there). Without ``operator`` the
@@ -77,10 +79,18 @@ def peer_user(sock: socket.socket | None) -> str | None:
 class ControlServer:
     """Serves control requests for one gate on a unix socket."""
 
-    def __init__(self, path: Path, gate: Gate, status: Callable[[], Awaitable[dict[str, Any]]]) -> None:
+    def __init__(
+        self,
+        path: Path,
+        gate: Gate,
+        status: Callable[[], Awaitable[dict[str, Any]]],
+        search: Callable[[str, int], Awaitable[list[dict[str, Any]]]] | None = None,
+    ) -> None:
         self.path = path
         self.gate = gate
         self._status = status
+        #: The central's participant search (``[upstream]``), or None.
+        self.search = search
         self._server: asyncio.AbstractServer | None = None
         self._connections: dict[asyncio.Task[Any], asyncio.StreamWriter] = {}
         self._busy: set[asyncio.Task[Any]] = set()
@@ -166,6 +176,8 @@ class ControlServer:
         op = request.get("op")
         if op == "scan":
             return await self._scan(request, user)
+        if op == "search":
+            return await self._search(request)
         try:
             if op == "status":
                 return {"ok": True, "status": await self._status()}
@@ -176,7 +188,23 @@ class ControlServer:
                 return {"ok": True, "conflicts": [conflict.as_dict() for conflict in found]}
         except (sqlite3.Error, ValueError) as exc:
             raise BadRequest("unavailable", f"the ledger cannot answer: {exc}") from None
-        raise BadRequest("unknown_op", f"op must be scan, status, counters or conflicts, not {op!r}")
+        raise BadRequest("unknown_op", f"op must be scan, status, counters, conflicts or search, not {op!r}")
+
+    async def _search(self, request: dict[str, Any]) -> dict[str, Any]:
+        query, limit = request.get("query"), request.get("limit", 20)
+        if not isinstance(query, str) or not 2 <= len(query) <= 64 or not _printable(query, 64):
+            raise BadRequest("bad_request", "query must be 2 to 64 printable characters")
+        if not isinstance(limit, int) or isinstance(limit, bool) or not 1 <= limit <= 50:
+            raise BadRequest("bad_request", "limit must be a whole number from 1 to 50")
+        if self.search is None:
+            raise BadRequest("no_upstream", "this gate has no central server ([upstream] url) to search")
+        # Imported here: only a gate with [upstream] has httpx loaded.
+        from gate_daemon.net.upstream import UpstreamError
+
+        try:
+            return {"ok": True, "results": await self.search(query, limit)}
+        except UpstreamError as exc:
+            raise BadRequest("upstream", f"the central did not answer the search: {exc}") from None
 
     async def _scan(self, request: dict[str, Any], user: str | None) -> dict[str, Any]:
         unknown = set(request) - {"op", "payload", "operator", "kind", "scan_id"}

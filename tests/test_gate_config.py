@@ -174,14 +174,14 @@ MISTAKES: dict[str, tuple[str, str, str, str, str | None]] = {
         'mode = "entry"',
         'mode = "entry"\ncolour = "red"',
         "gate.colour",
-        "unknown key (allowed here: event, id, mode, repeat_window_ms, session, state_dir, zone)",
+        "unknown key (allowed here: decision, event, id, mode, repeat_window_ms, session, state_dir, zone)",
         "colour =",
     ),
     "typod-section": (
         "[signals]\n",
         "[signal]\n",
         "signal",
-        "unknown key (allowed here: control, gate, input, lan, manifest, signals, turnstile)",
+        "unknown key (allowed here: control, gate, input, lan, manifest, signals, turnstile, upstream)",
         "[signal]",
     ),
     "wrong-type": (

@@ -1,0 +1,328 @@
+"""Keeping a gate and the central server in step, whenever the central can be reached.
+
+Four loops, each on its own so a failure in one holds up nothing else, and none on the
+scan path (a scan commits to the ledger and is done; these read what was committed):
+
+- **manifest**: at start and every ``manifest_interval``, ask for the latest manifest,
+  as a delta from the active version when the central can make one. The download goes
+  to a file (never held whole, progress in status); a delta is applied to the active
+  manifest; the result is verified and activated by the manifest watch, like a file a
+  tech drops. Nothing unverified is used.
+- **drain**: the records the central has not answered for, in batches of up to 500,
+  each log from where the central last answered (``UpstreamMarks``): this gate's own
+  first, then what it learned from peers (so a gate whose link is down still reaches
+  the central through another). Woken by each commit; after a failure, it waits with
+  exponential backoff and full jitter. Every answer is final, so each batch moves the
+  positions in one transaction: a gate killed mid-drain resends at most one batch,
+  which the central answers ``duplicate``.
+- **pull**: the check-ins the central holds after its cursor, verified against the
+  origin gates' keys and learned through the ledger like a peer's, so a ticket used at a
+  gate outside this LAN is ``already_used`` here.
+- **heartbeat**: the gate's counters and a short status, every ``heartbeat_interval``.
+
+Every answer's ``Date`` header feeds the gate's clock (offset estimate and time floor).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import random
+import sqlite3
+import time
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from gate_daemon.clock import GateClock
+from gate_daemon.errors import ManifestRefused
+from gate_daemon.manifest_watch import ManifestWatch
+from gate_daemon.net.replication import Replication
+from gate_daemon.net.upstream import MAX_BATCH, UpstreamClient, UpstreamError
+from gate_daemon.store.manifest_file import MAX_MANIFEST, write_delta_result
+from gate_daemon.store.upstream_marks import Rejection, UpstreamMarks
+
+log = logging.getLogger(__name__)
+
+#: Pages pulled in one round at most (a round continues at the next interval).
+MAX_PAGES = 200
+#: The longest wait between tries after failures.
+MAX_BACKOFF = 30.0
+
+
+@dataclass(frozen=True, slots=True)
+class SyncSettings:
+    """How often each loop runs."""
+
+    batch: int = MAX_BATCH
+    push_interval: float = 1.0
+    pull_interval: float = 5.0
+    manifest_interval: float = 60.0
+    heartbeat_interval: float = 15.0
+    min_backoff: float = 0.5
+
+
+@dataclass
+class LoopState:
+    """What one loop last did, for status."""
+
+    ok_at: float | None = None
+    error: str | None = None
+    error_at: float | None = None
+    failures: int = 0
+
+    def as_dict(self) -> dict[str, Any]:
+        return {
+            "ok_at": self.ok_at,
+            "error": self.error,
+            "error_at": self.error_at,
+            "failures": self.failures,
+        }
+
+
+@dataclass
+class SyncTotals:
+    """Counts since start (the persisted ones are in the ledger's counters)."""
+
+    pushed: int = 0
+    results: dict[str, int] = field(default_factory=dict)
+    pulled: int = 0
+    learned: int = 0
+    manifests: int = 0
+
+
+class UpstreamSync:
+    """The gate's side of the upstream contract, run as background loops."""
+
+    def __init__(
+        self,
+        client: UpstreamClient,
+        replication: Replication,
+        marks: UpstreamMarks,
+        manifests: ManifestWatch,
+        clock: GateClock,
+        settings: SyncSettings,
+        *,
+        download_dir: Path,
+        status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.client = client
+        self.replication = replication
+        self.ledger = replication.ledger
+        self.marks = marks
+        self.manifests = manifests
+        self.clock = clock
+        self.settings = settings
+        self.download_dir = download_dir
+        self._status = status
+        self._monotonic = monotonic
+        self.loops = {name: LoopState() for name in ("manifest", "drain", "pull", "heartbeat")}
+        self.totals = SyncTotals()
+        self.download: dict[str, Any] | None = None
+        self._wake = asyncio.Event()
+        self.ledger.subscribe(lambda _record: self._wake.set())
+
+    # ------------------------------------------------------------------ loops
+
+    async def run(self) -> None:
+        """All four loops until cancelled."""
+        async with asyncio.TaskGroup() as group:
+            group.create_task(self._every("manifest", self.refresh_manifest, self.settings.manifest_interval))
+            group.create_task(self._drain_loop())
+            group.create_task(self._every("pull", self.pull, self.settings.pull_interval))
+            group.create_task(self._every("heartbeat", self.heartbeat, self.settings.heartbeat_interval))
+
+    async def _every(self, name: str, step: Callable[[], Awaitable[Any]], interval: float) -> None:
+        while True:
+            ok = await self._attempt(name, step)
+            await asyncio.sleep(interval if ok else self._backoff(name, interval))
+
+    async def _drain_loop(self) -> None:
+        while True:
+            self._wake.clear()
+            ok = await self._attempt("drain", self.drain)
+            if not ok:
+                await asyncio.sleep(self._backoff("drain", self.settings.push_interval))
+                continue
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self.settings.push_interval):
+                    await self._wake.wait()
+
+    def _backoff(self, name: str, interval: float) -> float:
+        """Exponential in the failures in a row, capped, with full jitter: gates do not stampede."""
+        failures = self.loops[name].failures
+        ceiling = min(MAX_BACKOFF, max(interval, self.settings.min_backoff * 2 ** min(failures, 16)))
+        return random.uniform(self.settings.min_backoff, max(self.settings.min_backoff, ceiling))
+
+    async def _attempt(self, name: str, step: Callable[[], Awaitable[Any]]) -> bool:
+        state = self.loops[name]
+        try:
+            await step()
+        except UpstreamError as exc:
+            self._failed(state, name, f"{exc.name}: {exc.detail}")
+            return False
+        except ManifestRefused as exc:
+            self._failed(state, name, f"manifest_refused: {exc.reason}: {exc.detail}")
+            return False
+        except (sqlite3.Error, ValueError) as exc:
+            self._failed(state, name, f"ledger_unavailable: {exc}")
+            return False
+        except Exception as exc:
+            log.exception("upstream %s failed unexpectedly", name)
+            self._failed(state, name, f"internal_error: {type(exc).__name__}")
+            return False
+        state.ok_at, state.error, state.failures = time.time(), None, 0
+        return True
+
+    def _failed(self, state: LoopState, name: str, error: str) -> None:
+        if state.error != error:
+            log.warning("upstream %s: %s", name, error)
+        state.error, state.error_at = error, time.time()
+        state.failures += 1
+
+    # ------------------------------------------------------------------ steps
+
+    async def drain(self) -> int:
+        """Send what the central has not answered for, until nothing is left; how many were sent."""
+        sent = 0
+        own = {self.ledger.gate_id}
+        while True:
+            # This gate's own records first; then the relayed ones, to the end of each
+            # log's unbroken run (a position must never pass a gap that fills later).
+            found, _more = await self.ledger.records_after(
+                self.marks.acked, self.settings.batch, origins=own, unbroken=True
+            )
+            if not found:
+                roster = self.replication.roster() or {}
+                relay = {gate for gate in roster if gate not in own}
+                found, _more = await self.ledger.records_after(
+                    self.marks.acked, self.settings.batch, origins=relay, unbroken=True
+                )
+            if not found:
+                return sent
+            records = await self.replication.wire_many(found)
+            answer = await self.client.push(records)
+            positions: dict[tuple[str, str], int] = {}
+            rejections = []
+            counters = []
+            for (record, _signature), result in zip(found, answer.results, strict=True):
+                log_id = (record.origin, record.epoch)
+                positions[log_id] = max(positions.get(log_id, 0), record.seq)
+                counters.append(f"upstream:{result.status}")
+                self.totals.results[result.status] = self.totals.results.get(result.status, 0) + 1
+                if result.status == "rejected":
+                    rejections.append(
+                        Rejection(
+                            record.uuid,
+                            record.origin,
+                            record.epoch,
+                            record.seq,
+                            result.reason or "rejected",
+                            result.detail or "",
+                        )
+                    )
+            if rejections:
+                log.error(
+                    "the central rejected %d records for good (first: %s %s); kept in upstream_rejections",
+                    len(rejections),
+                    rejections[0].reason,
+                    rejections[0].detail[:200],
+                )
+            await self.marks.acknowledge(positions, rejections, counters, time.time())
+            sent += len(found)
+            self.totals.pushed += len(found)
+
+    async def pull(self) -> int:
+        """Learn the check-ins the central holds after its cursor; how many were new here."""
+        learned = 0
+        for _page in range(MAX_PAGES):
+            page = await self.client.pull(self.marks.after, self.settings.batch)
+            if page.records:
+                received = await self.replication.receive(list(page.records))
+                learned += len(received.learned.applied)
+                self.totals.pulled += len(page.records)
+                if received.refused:
+                    first = received.refused[0]
+                    log.warning(
+                        "%d records from the central were refused (first: %s %s)",
+                        len(received.refused),
+                        first.error,
+                        first.detail[:200],
+                    )
+            await self.marks.reached(page.cursor)
+            if not page.more:
+                break
+        self.totals.learned += learned
+        return learned
+
+    async def refresh_manifest(self) -> bool:
+        """Fetch, verify and activate a newer manifest; whether one was activated."""
+        current = self.manifests.current
+        have = current.version if current is not None else None
+        download = self.download_dir / "manifest.download"
+        self.download = {"bytes": 0, "total": None, "started_at": time.time()}
+        try:
+            fetched = await self.client.manifest(
+                have, download, max_bytes=MAX_MANIFEST, progress=self._progress
+            )
+        finally:
+            self.download = None
+        if fetched is None:
+            return False
+        try:
+            source = fetched.path
+            if fetched.kind == "delta":
+                if current is None:
+                    raise UpstreamError("bad_reply", "the central sent a delta to a gate without a manifest")
+                full = self.download_dir / "manifest.assembled"
+                await asyncio.to_thread(write_delta_result, current, download, full, self.manifests.trusted)
+                source = full
+            activated = await self.manifests.offer(source)
+        finally:
+            download.unlink(missing_ok=True)
+            (self.download_dir / "manifest.assembled").unlink(missing_ok=True)
+        if activated:
+            self.totals.manifests += 1
+            active = self.manifests.current
+            if active is not None:
+                self.clock.raise_floor(float(active.header.issued_at), "manifest")
+            await self.ledger.bump(["upstream:manifests"])
+        return activated
+
+    def _progress(self, done: int, total: int | None) -> None:
+        if self.download is not None:
+            self.download["bytes"], self.download["total"] = done, total
+
+    async def heartbeat(self) -> None:
+        """Counters and a short status to the central; the floor kept while at it."""
+        counters = await self.ledger.counters()
+        status = {} if self._status is None else _brief(await self._status())
+        await self.client.heartbeat(counters, status)
+        await self.clock.save(self.ledger)
+
+    # ------------------------------------------------------------------ status
+
+    def status(self) -> dict[str, Any]:
+        """For status and metrics."""
+        return {
+            "url": self.client.base_url,
+            "up": self.loops["drain"].error is None and self.loops["drain"].ok_at is not None,
+            "pending": self.marks.pending(),
+            "cursor": self.marks.after,
+            "loops": {name: state.as_dict() for name, state in self.loops.items()},
+            "pushed": self.totals.pushed,
+            "results": dict(self.totals.results),
+            "pulled": self.totals.pulled,
+            "learned": self.totals.learned,
+            "manifests": self.totals.manifests,
+            "download": None if self.download is None else dict(self.download),
+        }
+
+
+def _brief(status: dict[str, Any]) -> dict[str, Any]:
+    """What the central keeps of a gate's status: small and free of secrets."""
+    keys = ("mode", "zone", "manifest", "decision", "clock", "uptime_s")
+    return {key: status[key] for key in keys if key in status}
