@@ -179,14 +179,18 @@ class Replication:
         """The records beyond ``known`` in wire form (this gate's own signed now); whether more remain."""
         # Only what the callers can verify: the logs of gates in the roster.
         found, more = await self.ledger.records_after(known, limit, origins=self.roster() or {})
+        return await self.wire_many(found), more
+
+    async def wire_many(self, found: Sequence[tuple[Redemption, str | None]]) -> list[dict[str, Any]]:
+        """Records as sent, this gate's own signed now (off the event loop when there are many)."""
         unsigned = [
             record for record, signature in found if signature is None and record.uuid not in self._signed
         ]
-        if len(unsigned) > _INLINE:  # a catching-up peer: sign off the event loop
+        if len(unsigned) > _INLINE:  # a catching-up reader: sign off the event loop
             signatures = await asyncio.to_thread(lambda: [record.sign(self.key) for record in unsigned])
             for record, signature in zip(unsigned, signatures, strict=True):
                 self._remember(record.uuid, signature)
-        return [self.wire(record, signature) for record, signature in found], more
+        return [self.wire(record, signature) for record, signature in found]
 
     def wire(self, record: Redemption, signature: str | None = None) -> dict[str, Any]:
         """A record as sent: with its origin's signature, made here (once) for this gate's own."""
@@ -207,21 +211,31 @@ def _verify(items: Sequence[object], roster: Roster) -> tuple[list[tuple[Redempt
     good: list[tuple[Redemption, str]] = []
     refused: list[Refusal] = []
     for item in items:
-        uuid = item.get("uuid") if isinstance(item, dict) else None
-        shown = uuid if isinstance(uuid, str) and len(uuid) <= MAX_TEXT else None
-        try:
-            record, signature = parse_record(item)
-        except RecordError as exc:
-            refused.append(Refusal(shown, "bad_record", str(exc)))
-            continue
-        key = roster.get(record.origin)
-        if key is None:
-            refused.append(Refusal(shown, "unknown_origin", f"gate {record.origin!r} is not in the roster"))
-        elif not record.signed_by(key, signature):
-            refused.append(Refusal(shown, "bad_signature", f"not signed by gate {record.origin!r}'s key"))
+        checked = verify_record(item, roster)
+        if isinstance(checked, Refusal):
+            refused.append(checked)
         else:
-            good.append((record, signature))
+            good.append(checked)
     return good, refused
+
+
+def verify_record(item: object, roster: Roster) -> tuple[Redemption, str] | Refusal:
+    """A record in wire form, parsed and checked against its origin's key; the refusal otherwise.
+
+    Shared by the peer routes and the central server (``gate_daemon.central``).
+    """
+    uuid = item.get("uuid") if isinstance(item, dict) else None
+    shown = uuid if isinstance(uuid, str) and len(uuid) <= MAX_TEXT else None
+    try:
+        record, signature = parse_record(item)
+    except RecordError as exc:
+        return Refusal(shown, "bad_record", str(exc))
+    key = roster.get(record.origin)
+    if key is None:
+        return Refusal(shown, "unknown_origin", f"gate {record.origin!r} is not in the roster")
+    if not record.signed_by(key, signature):
+        return Refusal(shown, "bad_signature", f"not signed by gate {record.origin!r}'s key")
+    return record, signature
 
 
 def parse_known(body: object) -> tuple[dict[tuple[str, str], int], int]:
