@@ -338,6 +338,52 @@ def cmd_status(args: argparse.Namespace) -> int:
     if passage:
         print(f"passage   {', '.join(passage)}")
     _print_replication(status.get("replication"))
+    _print_upstream(status.get("upstream"), status.get("online"), status.get("clock"))
+    return 0
+
+
+def _print_upstream(
+    sync: dict[str, Any] | None, online: dict[str, Any] | None, clock: dict[str, Any] | None
+) -> None:
+    """The central's lines of ``gatectl status``."""
+    if sync is not None:
+        state = "up" if sync["up"] else "DOWN"
+        print(
+            f"central   {sync['url']} {state}, {sync['pending']} records to send, "
+            f"pull cursor {sync['cursor']}"
+        )
+        for name, loop in sync["loops"].items():
+            if loop["error"]:
+                print(f"          {name}: {loop['error']} ({loop['failures']} failures in a row)")
+        if sync["download"]:
+            done, total = sync["download"]["bytes"], sync["download"]["total"]
+            print(f"          downloading a manifest: {done} of {total or '?'} bytes")
+    if online is not None:
+        switches = online["switches"]
+        print(
+            f"decision  online-first, now {online['mode'].upper()}; {switches['offline']} switches offline, "
+            f"{format_span(online['offline_seconds'])} offline"
+        )
+    if clock is not None and clock.get("warning"):
+        print(f"CLOCK     {clock['warning']}")
+
+
+def cmd_search(args: argparse.Namespace) -> int:
+    """Search the central's tickets through the running gate (a lost ticket, a typo)."""
+    answer = ask(_socket(args), {"op": "search", "query": args.query, "limit": args.limit})
+    results = answer["results"]
+    if args.json:
+        print(json.dumps(results, indent=2, ensure_ascii=False))
+        return 0 if results else 1
+    if not results:
+        print(f"nothing matches {args.query!r}")
+        return 1
+    print(f"{'ticket':<20} {'order':<16} {'seat':<10} {'status':<10} {'match':<8} last check-in")
+    for item in results:
+        checkins = item.get("checkins") or []
+        last = f"{checkins[0].get('kind')} at {checkins[0].get('gate')}" if checkins else "none"
+        cells = [str(item.get(key) or "") for key in ("ticket_id", "order_id", "seat", "status", "match")]
+        print(f"{cells[0]:<20} {cells[1]:<16} {cells[2]:<10} {cells[3]:<10} {cells[4]:<8} {last}")
     return 0
 
 
@@ -558,6 +604,15 @@ def parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--json", action="store_true", help="print them as one JSON object")
     p.set_defaults(func=cmd_counters)
+
+    p = sub.add_parser(
+        "search", help="search the central's tickets (ticket id, order id, seat; typos forgiven)"
+    )
+    p.add_argument("query", help="2 to 64 characters")
+    p.add_argument("--limit", type=_positive, default=20, help="at most this many results (up to 50)")
+    socket_option(p)
+    p.add_argument("--json", action="store_true", help="print the results as JSON")
+    p.set_defaults(func=cmd_search)
 
     p = sub.add_parser("report", help="reports from a gate's ledger")
     p.add_argument(

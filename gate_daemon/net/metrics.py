@@ -32,11 +32,22 @@ _LABELLED = {
         "result",
         "Records from other gates: applied, refused (colliding), clock_ahead (stamp too far ahead).",
     ),
+    "upstream": (
+        "gate_upstream_records",
+        "result",
+        "Records answered by the central (applied, duplicate, conflict, rejected); manifests fetched.",
+    ),
+    "mode_switch": (
+        "gate_mode_switches",
+        "to",
+        "Online-first: switches to offline (the breaker opened) and back online.",
+    ),
 }
 #: Plain counters: counter name -> (metric name, help).
 _PLAIN = {
     "scans": ("gate_scans_all", "Every scan, whatever its outcome."),
     "offline_scans": ("gate_offline_scans", "Scans decided offline (from the local manifest and ledger)."),
+    "online_scans": ("gate_online_scans", "Scans decided with the central's answer (online-first)."),
     "manifest_activations": ("gate_manifest_activations", "Manifests verified and activated."),
     "unreadable_images": (
         "gate_unreadable_images",
@@ -109,6 +120,8 @@ class _Snapshot:
                 value=int(turnstile["problem"] is None),
             )
         yield from _replication(status.get("replication"))
+        yield from _upstream(status.get("upstream"), status.get("online"))
+        yield from _clock(status.get("clock"))
         stats = (status.get("input_state") or {}).get("stats")
         if stats:
             yield CounterMetricFamily("gate_camera_frames", "Camera frames captured.", value=stats["frames"])
@@ -170,6 +183,72 @@ def _replication(state: dict[str, Any] | None) -> Iterator[Metric]:
     for name, value in sorted(state["refused_requests"].items()):
         refused.add_metric([name], value)
     yield refused
+
+
+def _upstream(sync: dict[str, Any] | None, online: dict[str, Any] | None) -> Iterator[Metric]:
+    """The central: what waits to be sent, how stale the pull is, online-first's breaker."""
+    if sync is not None:
+        yield GaugeMetricFamily(
+            "gate_upstream_up", "1 while the last drain to the central worked.", value=int(sync["up"])
+        )
+        yield GaugeMetricFamily(
+            "gate_upstream_pending_records",
+            "Records the central has not answered for yet.",
+            value=sync["pending"],
+        )
+        yield GaugeMetricFamily(
+            "gate_upstream_cursor", "The central's pull cursor reached.", value=sync["cursor"]
+        )
+        ok = GaugeMetricFamily(
+            "gate_upstream_last_ok_timestamp_seconds",
+            "When each upstream loop last succeeded (manifest, drain, pull, heartbeat).",
+            labels=["loop"],
+        )
+        for name, loop in sorted(sync["loops"].items()):
+            if loop["ok_at"] is not None:
+                ok.add_metric([name], loop["ok_at"])
+        yield ok
+    if online is not None:
+        yield GaugeMetricFamily(
+            "gate_online",
+            "Online-first: 1 while scans are put to the central first.",
+            value=int(online["mode"] == "online"),
+        )
+        yield CounterMetricFamily(
+            "gate_offline_time_seconds",
+            "Online-first: time spent offline (the breaker open) since start.",
+            value=online["offline_seconds"],
+        )
+        last = online["last_switch"]
+        if last is not None:
+            yield GaugeMetricFamily(
+                "gate_mode_switch_duration_seconds",
+                "Online-first: how long the last switch took (since the first bad call, or going offline).",
+                value=last["took_s"],
+            )
+        if online["latency_p99_ms"] is not None:
+            yield GaugeMetricFamily(
+                "gate_online_latency_p99_seconds",
+                "Online-first: 99th percentile of the central's validate latency (last 256 calls).",
+                value=online["latency_p99_ms"] / 1000,
+            )
+
+
+def _clock(clock: dict[str, Any] | None) -> Iterator[Metric]:
+    """The clock's estimated error and whether it is trusted."""
+    if clock is None:
+        return
+    if clock["offset_s"] is not None:
+        yield GaugeMetricFamily(
+            "gate_clock_offset_seconds",
+            "The system clock minus the central's (from its Date headers).",
+            value=clock["offset_s"],
+        )
+    yield GaugeMetricFamily(
+        "gate_clock_ok",
+        "0 while the clock is known to be wrong (status says why).",
+        value=int(clock["warning"] is None),
+    )
 
 
 def render(status: dict[str, Any]) -> bytes:
