@@ -499,6 +499,7 @@ async def _upstream(
         push_interval=up.push_interval_ms / 1000,
         pull_interval=up.pull_interval_ms / 1000,
         manifest_interval=up.manifest_interval_s,
+        manifest_timeout=up.manifest_timeout_s,
         heartbeat_interval=up.heartbeat_interval_s,
     )
     marks = await UpstreamMarks.load(replication.ledger)

@@ -38,6 +38,7 @@ UPSTREAM_KEYS = {
     "push_interval_ms",
     "pull_interval_ms",
     "manifest_interval_s",
+    "manifest_timeout_s",
     "heartbeat_interval_s",
     "validate_timeout_ms",
     "breaker_latency_ms",
@@ -245,6 +246,7 @@ class UpstreamSection:
     push_interval_ms: int = 1000
     pull_interval_ms: int = 5000
     manifest_interval_s: int = 60
+    manifest_timeout_s: int = 300
     heartbeat_interval_s: int = 15
     validate_timeout_ms: int = 500
     breaker_latency_ms: int = 300
@@ -505,6 +507,7 @@ def _upstream(check: Checker, value: object, at: KeyPath) -> UpstreamSection:
         push_interval_ms=ms("push_interval_ms", 50, 3_600_000, 1000),
         pull_interval_ms=ms("pull_interval_ms", 100, 3_600_000, 5000),
         manifest_interval_s=ms("manifest_interval_s", 5, 86_400, 60),
+        manifest_timeout_s=ms("manifest_timeout_s", 5, 3600, 300),
         heartbeat_interval_s=ms("heartbeat_interval_s", 1, 86_400, 15),
         validate_timeout_ms=ms("validate_timeout_ms", 20, 10_000, 500),
         breaker_latency_ms=ms("breaker_latency_ms", 10, 10_000, 300),

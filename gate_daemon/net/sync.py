@@ -60,6 +60,8 @@ class SyncSettings:
     push_interval: float = 1.0
     pull_interval: float = 5.0
     manifest_interval: float = 60.0
+    #: The whole of one manifest download (a million tickets is tens of MB).
+    manifest_timeout: float = 300.0
     heartbeat_interval: float = 15.0
     min_backoff: float = 0.5
 
@@ -266,7 +268,11 @@ class UpstreamSync:
         self.download = {"bytes": 0, "total": None, "started_at": time.time()}
         try:
             fetched = await self.client.manifest(
-                have, download, max_bytes=MAX_MANIFEST, progress=self._progress
+                have,
+                download,
+                max_bytes=MAX_MANIFEST,
+                timeout=self.settings.manifest_timeout,
+                progress=self._progress,
             )
         finally:
             self.download = None

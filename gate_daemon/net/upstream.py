@@ -197,7 +197,13 @@ class UpstreamClient:
         return await self._json("POST", "/v1/heartbeat", body)
 
     async def manifest(
-        self, have: int | None, dest: Path, *, max_bytes: int, progress: Progress | None = None
+        self,
+        have: int | None,
+        dest: Path,
+        *,
+        max_bytes: int,
+        timeout: float,
+        progress: Progress | None = None,
     ) -> ManifestFetch | None:
         """Download the latest manifest (a delta from ``have`` when the central can) into ``dest``.
 
@@ -206,9 +212,7 @@ class UpstreamClient:
         """
         path = "/v1/manifest" + (f"?{urlencode({'have': have})}" if have is not None else "")
         try:
-            status, headers, size = await self._call(
-                "GET", path, None, max_bytes, dest, progress, self.timeout
-            )
+            status, headers, size = await self._call("GET", path, None, max_bytes, dest, progress, timeout)
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
