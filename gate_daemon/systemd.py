@@ -108,6 +108,10 @@ def setup_logging(level: int = logging.INFO, environ: Mapping[str, str] | None =
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)
+    # httpx logs every request at INFO: the upstream client's calls are counted and shown
+    # in status instead, and failures are logged once per change by the sync loops.
+    for chatty in ("httpx", "httpcore"):
+        logging.getLogger(chatty).setLevel(max(level, logging.WARNING))
     # Libraries warn through ``warnings`` (gpiozero's pin factory fallbacks): log them, so
     # they reach the journal at warning priority.
     logging.captureWarnings(True)
