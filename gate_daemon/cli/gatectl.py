@@ -456,6 +456,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from gate_daemon.bench import peers
 
         return peers.run(args)
+    if args.suite == "upstream":
+        from gate_daemon.bench import upstream
+
+        return upstream.run(args)
     from gate_daemon.bench import core
 
     return core.run(args)
@@ -628,23 +632,26 @@ def parser() -> argparse.ArgumentParser:
     p = sub.add_parser("bench", help="measure the gate's budgets")
     p.add_argument(
         "suite",
-        choices=["core", "gate", "decode", "peers"],
+        choices=["core", "gate", "decode", "peers", "upstream"],
         help="core: decision and manifests; gate: committed scans; decode: QR decoders on camera frames; "
-        "peers: gates sharing redemptions on loopback",
+        "peers: gates sharing redemptions on loopback; upstream: the reference central (drain, online-first)",
     )
     p.add_argument("--sizes", default="100000,1000000", help="core: manifest sizes (comma separated)")
     p.add_argument(
         "--rounds",
         type=_positive,
-        help="decisions, lookups or propagations to time (default: core 20000, gate 2000, peers 1000)",
+        help="decisions, lookups or propagations to time (default: core 20000, gate 2000, peers 1000, "
+        "upstream 500)",
     )
     p.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp dir)")
     p.add_argument("--frames", type=_positive, help="decode: frames of each kind to decode (default 50)")
     p.add_argument("--gates", type=_positive, help="peers: gates sharing redemptions (default 5)")
     p.add_argument(
-        "--records", type=_positive, help="peers: redemptions made apart, then shared (default 10000)"
+        "--records",
+        type=_positive,
+        help="peers: redemptions made apart, then shared (default 10000); upstream: to drain (default 50000)",
     )
-    p.add_argument("--json", action="store_true", help="decode, peers: print the figures as JSON")
+    p.add_argument("--json", action="store_true", help="decode, peers, upstream: print the figures as JSON")
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(

@@ -26,6 +26,7 @@ Every answer's ``Date`` header feeds the gate's clock (offset estimate and time 
 from __future__ import annotations
 
 import asyncio
+import collections
 import contextlib
 import logging
 import random
@@ -37,10 +38,11 @@ from pathlib import Path
 from typing import Any
 
 from gate_daemon.clock import GateClock
+from gate_daemon.core.records import Redemption
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.manifest_watch import ManifestWatch
 from gate_daemon.net.replication import Replication
-from gate_daemon.net.upstream import MAX_BATCH, UpstreamClient, UpstreamError
+from gate_daemon.net.upstream import MAX_BATCH, PushAnswer, UpstreamClient, UpstreamError
 from gate_daemon.store.manifest_file import MAX_MANIFEST, write_delta_result
 from gate_daemon.store.upstream_marks import Rejection, UpstreamMarks
 
@@ -50,6 +52,8 @@ log = logging.getLogger(__name__)
 MAX_PAGES = 200
 #: The longest wait between tries after failures.
 MAX_BACKOFF = 30.0
+#: Push batches in flight at once while draining.
+DRAIN_DEPTH = 2
 
 
 @dataclass(frozen=True, slots=True)
@@ -188,54 +192,79 @@ class UpstreamSync:
     # ------------------------------------------------------------------ steps
 
     async def drain(self) -> int:
-        """Send what the central has not answered for, until nothing is left; how many were sent."""
+        """Send what the central has not answered for, until nothing is left; how many were sent.
+
+        Up to ``DRAIN_DEPTH`` batches are in flight, so the next batch is read and signed
+        here while the central verifies and stores the last one. Answers are stored in the
+        order the batches were sent: a position never moves past a batch still unanswered.
+        """
         sent = 0
+        flying: collections.deque[tuple[list[tuple[Redemption, str | None]], asyncio.Task[PushAnswer]]]
+        flying = collections.deque()
+        ahead = dict(self.marks.acked)  # what has been sent, answered or not
+        try:
+            while True:
+                while len(flying) < DRAIN_DEPTH:
+                    found = await self._next_batch(ahead)
+                    if not found:
+                        break
+                    for record, _signature in found:
+                        ahead[(record.origin, record.epoch)] = record.seq
+                    records = await self.replication.wire_many(found)
+                    flying.append((found, asyncio.ensure_future(self.client.push(records))))
+                if not flying:
+                    return sent
+                found, call = flying.popleft()
+                await self._store_answer(found, await call)
+                sent += len(found)
+                self.totals.pushed += len(found)
+        finally:
+            for _found, call in flying:
+                call.cancel()
+            for _found, call in flying:
+                with contextlib.suppress(BaseException):
+                    await call
+
+    async def _next_batch(self, ahead: dict[tuple[str, str], int]) -> list[tuple[Redemption, str | None]]:
+        """The next records to send after ``ahead``: this gate's own first, then relayed ones.
+
+        Relayed logs only to the end of their unbroken run: a position must never pass a
+        gap that fills later.
+        """
         own = {self.ledger.gate_id}
-        while True:
-            # This gate's own records first; then the relayed ones, to the end of each
-            # log's unbroken run (a position must never pass a gap that fills later).
+        found, _more = await self.ledger.records_after(ahead, self.settings.batch, origins=own, unbroken=True)
+        if not found:
+            relay = {gate for gate in self.replication.roster() or {} if gate not in own}
             found, _more = await self.ledger.records_after(
-                self.marks.acked, self.settings.batch, origins=own, unbroken=True
+                ahead, self.settings.batch, origins=relay, unbroken=True
             )
-            if not found:
-                roster = self.replication.roster() or {}
-                relay = {gate for gate in roster if gate not in own}
-                found, _more = await self.ledger.records_after(
-                    self.marks.acked, self.settings.batch, origins=relay, unbroken=True
-                )
-            if not found:
-                return sent
-            records = await self.replication.wire_many(found)
-            answer = await self.client.push(records)
-            positions: dict[tuple[str, str], int] = {}
-            rejections = []
-            counters = []
-            for (record, _signature), result in zip(found, answer.results, strict=True):
-                log_id = (record.origin, record.epoch)
-                positions[log_id] = max(positions.get(log_id, 0), record.seq)
-                counters.append(f"upstream:{result.status}")
-                self.totals.results[result.status] = self.totals.results.get(result.status, 0) + 1
-                if result.status == "rejected":
-                    rejections.append(
-                        Rejection(
-                            record.uuid,
-                            record.origin,
-                            record.epoch,
-                            record.seq,
-                            result.reason or "rejected",
-                            result.detail or "",
-                        )
+        return found
+
+    async def _store_answer(self, found: list[tuple[Redemption, str | None]], answer: PushAnswer) -> None:
+        """Move the logs' positions past a batch the central answered, in one transaction."""
+        positions: dict[tuple[str, str], int] = {}
+        rejections = []
+        counters = []
+        for (record, _signature), result in zip(found, answer.results, strict=True):
+            log_id = (record.origin, record.epoch)
+            positions[log_id] = max(positions.get(log_id, 0), record.seq)
+            counters.append(f"upstream:{result.status}")
+            self.totals.results[result.status] = self.totals.results.get(result.status, 0) + 1
+            if result.status == "rejected":
+                reason = result.reason or "rejected"
+                rejections.append(
+                    Rejection(
+                        record.uuid, record.origin, record.epoch, record.seq, reason, result.detail or ""
                     )
-            if rejections:
-                log.error(
-                    "the central rejected %d records for good (first: %s %s); kept in upstream_rejections",
-                    len(rejections),
-                    rejections[0].reason,
-                    rejections[0].detail[:200],
                 )
-            await self.marks.acknowledge(positions, rejections, counters, time.time())
-            sent += len(found)
-            self.totals.pushed += len(found)
+        if rejections:
+            log.error(
+                "the central rejected %d records for good (first: %s %s); kept in upstream_rejections",
+                len(rejections),
+                rejections[0].reason,
+                rejections[0].detail[:200],
+            )
+        await self.marks.acknowledge(positions, rejections, counters, time.time())
 
     async def pull(self) -> int:
         """Learn the check-ins the central holds after its cursor; how many were new here."""
