@@ -20,6 +20,7 @@ Wire forms (JSON):
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -38,6 +39,8 @@ MAX_KNOWN = 10_000
 #: Records verified or signed on the event loop; larger batches go to a thread (PyNaCl
 #: lets go of the GIL).
 _INLINE = 8
+#: Threads a large batch is signed in (Ed25519 releases the GIL).
+_CPUS = min(4, os.cpu_count() or 1)
 #: Own records' signatures remembered (Ed25519 is deterministic: this only saves work).
 SIGNATURES_KEPT = 4096
 
@@ -186,8 +189,18 @@ class Replication:
         unsigned = [
             record for record, signature in found if signature is None and record.uuid not in self._signed
         ]
-        if len(unsigned) > _INLINE:  # a catching-up reader: sign off the event loop
-            signatures = await asyncio.to_thread(lambda: [record.sign(self.key) for record in unsigned])
+        if len(unsigned) > _INLINE:  # a catching-up reader: sign off the event loop, a share per CPU
+            shares = max(1, min(_CPUS, len(unsigned) // _INLINE))
+            size = -(-len(unsigned) // shares)
+            parts = await asyncio.gather(
+                *(
+                    asyncio.to_thread(
+                        lambda part: [record.sign(self.key) for record in part], unsigned[i : i + size]
+                    )
+                    for i in range(0, len(unsigned), size)
+                )
+            )
+            signatures = [signature for part in parts for signature in part]
             for record, signature in zip(unsigned, signatures, strict=True):
                 self._remember(record.uuid, signature)
         return [self.wire(record, signature) for record, signature in found]

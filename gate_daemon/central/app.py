@@ -1,0 +1,218 @@
+"""The reference central's HTTP API (aiohttp): the upstream contract v1 (docs/upstream.openapi.yaml).
+
+``GET /v1/challenge`` is the only unsigned route (rate-limited per address). Every other
+route takes a signed request (``gate_daemon.net.peer_auth``) from a gate in the latest
+manifest's roster: ``admit`` runs on the headers before the body is read, then the
+signature is verified over method, ``rel_url.raw_path_qs`` and body. An answer to a
+request that was admitted (its challenge spent) carries a fresh ``Gate-Challenge``,
+errors included; one refused before that does not, so challenges stay rate-limited.
+
+Every error is ``{"error": NAME, "detail": ...}``; never a traceback.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from typing import Any
+
+from aiohttp import web
+
+from gate_daemon.errors import GateError
+from gate_daemon.net.lan import RateLimiter
+from gate_daemon.net.peer_auth import HEADER_CHALLENGE, AuthError, Caller, admit
+
+from .config import CentralConfig
+from .manifests import GateAhead
+from .service import Central
+from .store import UuidReused
+from .wire import (
+    MAX_BODY,
+    MAX_HEARTBEAT,
+    ApiError,
+    parse_have,
+    parse_heartbeat,
+    parse_object,
+    parse_pull,
+    parse_push,
+    parse_search,
+    parse_validate,
+)
+
+log = logging.getLogger(__name__)
+
+CENTRAL: web.AppKey[Central] = web.AppKey("central", Central)
+LIMITER = web.AppKey("limiter", RateLimiter)
+#: Set on a request whose challenge was spent: its answer carries the next one.
+ADMITTED: web.RequestKey[bool] = web.RequestKey("admitted", bool)
+
+_NAMES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _error(status: int, name: str, detail: str) -> web.Response:
+    return web.json_response({"error": name, "detail": detail}, status=status)
+
+
+@web.middleware
+async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
+    try:
+        response = await handler(request)
+    except web.HTTPException as exc:
+        if exc.status < 400:
+            raise
+        response = _error(exc.status, _NAMES.get(exc.status, "bad_request"), exc.reason)
+    except AuthError as exc:
+        if exc.name == "no_roster":
+            response = _error(503, "no_manifest", "the central has no manifest, so it knows no gates")
+        else:
+            response = _error(exc.status, exc.name, exc.detail)
+    except ApiError as exc:
+        response = _error(exc.status, exc.name, exc.detail)
+    except (sqlite3.Error, OSError, GateError) as exc:
+        log.error("%s %s: cannot answer: %s", request.method, request.path, type(exc).__name__)
+        response = _error(503, "unavailable", "the central cannot answer now")
+    except Exception:
+        log.exception("%s %s failed", request.method, request.path)
+        response = _error(500, "internal", "the central failed on this request")
+    if request.get(ADMITTED):
+        response.headers[HEADER_CHALLENGE] = request.app[CENTRAL].challenges.issue()
+    return response
+
+
+async def _challenge(request: web.Request) -> web.Response:
+    if not request.app[LIMITER].allow(request.remote or "?"):
+        raise ApiError(429, "rate_limited", "too many challenges from this address; slow down")
+    central = request.app[CENTRAL]
+    ttl = int(central.challenges.ttl * 1000)
+    return web.json_response({"challenge": central.challenges.issue(), "ttl_ms": ttl, "central": central.id})
+
+
+async def _signed(request: web.Request, max_body: int = MAX_BODY) -> tuple[Caller, bytes]:
+    """The authenticated caller and the body; ``AuthError`` or ``ApiError`` otherwise."""
+    central = request.app[CENTRAL]
+    admitted = admit(central.challenges, central.roster(), request.headers)  # before the body is read
+    request[ADMITTED] = True
+    if request.content_length is not None and request.content_length > max_body:
+        raise ApiError(413, "too_large", f"the body is over {max_body} bytes")
+    body = await request.read()
+    if len(body) > max_body:
+        raise ApiError(413, "too_large", f"the body is over {max_body} bytes")
+    caller = admitted.verify(request.method, request.rel_url.raw_path_qs, body)
+    return caller, body
+
+
+async def _manifest(request: web.Request) -> web.Response:
+    await _signed(request)
+    have = parse_have(request.rel_url.query)
+    try:
+        served = await request.app[CENTRAL].manifest(have)
+    except GateAhead as exc:
+        raise ApiError(409, "gate_ahead", str(exc)) from None
+    headers = {"Manifest-Version": str(served.version)}
+    if served.data is None:
+        return web.Response(status=304, headers=headers)
+    headers["Manifest-Kind"] = served.kind
+    return web.Response(body=served.data, content_type="application/octet-stream", headers=headers)
+
+
+async def _push(request: web.Request) -> web.Response:
+    _, body = await _signed(request)
+    records = parse_push(parse_object(body))
+    return web.json_response(await request.app[CENTRAL].push(records))
+
+
+async def _pull(request: web.Request) -> web.Response:
+    await _signed(request)
+    after, limit = parse_pull(request.rel_url.query)
+    return web.json_response(await request.app[CENTRAL].pull(after, limit))
+
+
+async def _participants(request: web.Request) -> web.Response:
+    await _signed(request)
+    q, limit = parse_search(request.rel_url.query)
+    return web.json_response(await request.app[CENTRAL].participants(q, limit))
+
+
+async def _validate(request: web.Request) -> web.Response:
+    caller, body = await _signed(request)
+    wanted = parse_validate(parse_object(body))
+    try:
+        answer = await request.app[CENTRAL].validate(caller.gate_id, wanted)
+    except UuidReused as exc:
+        raise ApiError(409, "uuid_reused", str(exc)) from None
+    return web.json_response(answer)
+
+
+async def _heartbeat(request: web.Request) -> web.Response:
+    caller, body = await _signed(request, MAX_HEARTBEAT)
+    beat = parse_heartbeat(parse_object(body))
+    return web.json_response(await request.app[CENTRAL].heartbeat(caller.gate_id, beat))
+
+
+#: Every route: (method, path, handler). The OpenAPI document lists the same.
+ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]], ...] = (
+    ("GET", "/v1/challenge", _challenge),
+    ("GET", "/v1/manifest", _manifest),
+    ("POST", "/v1/checkins", _push),
+    ("GET", "/v1/checkins", _pull),
+    ("GET", "/v1/participants", _participants),
+    ("POST", "/v1/validate", _validate),
+    ("POST", "/v1/heartbeat", _heartbeat),
+)
+
+
+def create_app(
+    config: CentralConfig,
+    *,
+    clock: Callable[[], float] = time.time,
+    central: Central | None = None,
+) -> web.Application:
+    """The central's application for ``config``.
+
+    Its database and manifests are opened when the application starts (``cleanup_ctx``),
+    and the inputs are polled every ``poll_ms`` until it stops. With ``central`` (already
+    open), that one is served instead and left open.
+    """
+    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
+    app[LIMITER] = RateLimiter(config.rate)
+    for method, path, handler in ROUTES:
+        app.router.add_route(method, path, handler)
+
+    async def lifecycle(app: web.Application) -> AsyncIterator[None]:
+        opened = central is None
+        app[CENTRAL] = central if central is not None else await Central.open(config, clock=clock)
+        poller = _poll(app[CENTRAL], config.poll_ms / 1000)
+        try:
+            async with _running(poller):
+                yield
+        finally:
+            if opened:
+                await app[CENTRAL].aclose()
+
+    app.cleanup_ctx.append(lifecycle)
+    return app
+
+
+async def _poll(central: Central, interval: float) -> None:
+    while True:
+        await asyncio.sleep(interval)
+        try:
+            await central.book.poll()
+        except Exception:  # the next poll may succeed; the server keeps serving the latest
+            log.exception("manifest poll failed")
+
+
+@contextlib.asynccontextmanager
+async def _running(coro: Any) -> AsyncIterator[None]:
+    task = asyncio.create_task(coro)
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task

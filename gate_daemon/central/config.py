@@ -1,0 +1,94 @@
+"""The central's configuration file (``[central]``), validated at load into a frozen object.
+
+Unknown keys are refused, numbers are bounded, and every problem names the file, the key
+and its line (``SourceError``). Relative paths are relative to the config file's folder.
+``config/central.example.toml`` documents every key.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from gate_daemon.tomlsource import Checker, KeyPath, load
+
+IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
+_LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>[0-9]{1,5})")
+TOP_KEYS = {"central"}
+CENTRAL_KEYS = {"id", "listen", "state_dir", "event", "tickets", "key", "poll_ms", "rate"}
+_REQUIRED = {"state_dir", "event", "tickets", "key"}
+
+
+@dataclass(frozen=True, slots=True)
+class CentralConfig:
+    """Everything ``gate-central`` needs to run."""
+
+    id: str
+    host: str
+    port: int
+    state_dir: Path
+    event: Path
+    tickets: Path
+    key: Path
+    #: How often event.toml and tickets.csv are checked for changes.
+    poll_ms: int = 2000
+    #: ``GET /v1/challenge`` requests a second per client address (bursts of twice that).
+    rate: int = 20
+
+    @property
+    def database(self) -> Path:
+        """The SQLite file."""
+        return self.state_dir / "central.sqlite"
+
+    @property
+    def manifests_dir(self) -> Path:
+        """Where built manifests and cached deltas are kept."""
+        return self.state_dir / "manifests"
+
+
+def load_central_config(path: Path) -> CentralConfig:
+    """Read and validate a central config file; ``SourceError`` listing every problem otherwise."""
+    doc, text = load(path)
+    check = Checker(path, text, TOP_KEYS)
+    check.table(doc, (), TOP_KEYS, required={"central"})
+    at: KeyPath = ("central",)
+    tbl = check.table(doc.get("central", {}), at, CENTRAL_KEYS, _REQUIRED)
+
+    def path_value(key: str) -> Path:
+        raw = tbl.get(key)
+        if raw is None:
+            return Path()  # reported as missing by check.table
+        if not isinstance(raw, str):
+            check.string(tbl, at, key)  # names the wrong type
+            return Path()
+        if not raw or "\0" in raw or len(raw.encode("utf-8", "surrogatepass")) > 1024:
+            check.problem((*at, key), "a path must be 1 to 1024 bytes without a NUL character")
+            return Path()
+        return path.parent / raw
+
+    host, port = _listen(check, tbl, at)
+    config = CentralConfig(
+        id=check.string(tbl, at, "id", default="central", pattern=IDENT, max_bytes=64),
+        host=host,
+        port=port,
+        state_dir=path_value("state_dir"),
+        event=path_value("event"),
+        tickets=path_value("tickets"),
+        key=path_value("key"),
+        poll_ms=check.integer(tbl, at, "poll_ms", low=100, high=3_600_000, default=2000),
+        rate=check.integer(tbl, at, "rate", low=1, high=10_000, default=20),
+    )
+    check.finish()
+    return config
+
+
+def _listen(check: Checker, tbl: dict[str, Any], at: KeyPath) -> tuple[str, int]:
+    listen = check.string(tbl, at, "listen", default="127.0.0.1:8700", max_bytes=100)
+    match = _LISTEN.fullmatch(listen)
+    port = int(match.group("port")) if match else -1
+    if match is None or not 0 <= port <= 65535:  # 0: a free port the system picks
+        check.problem((*at, "listen"), f"{listen!r} must be HOST:PORT (127.0.0.1:8700, [::]:8700)")
+        return "127.0.0.1", 8700
+    return match.group("v6") or match.group("host"), port

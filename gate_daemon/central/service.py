@@ -1,0 +1,173 @@
+"""``Central``: what each route of the upstream contract does, between the wire and the store.
+
+HTTP-free: the application (``central.app``) authenticates and parses, this decides and
+stores. Owns the store, the manifest book and the challenges signed requests spend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import os
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from gate_daemon.core.decision import Checkpoint, Decision, LedgerFacts, decide, identify
+from gate_daemon.core.keys import PublicKey
+from gate_daemon.core.manifest import Manifest
+from gate_daemon.net.peer_auth import Challenges
+from gate_daemon.net.replication import Refusal, verify_record
+from gate_daemon.provision.keyfiles import read_secret
+
+from . import search
+from .config import CentralConfig
+from .manifests import ManifestBook, Served
+from .store import CentralStore, PushResult
+from .wire import ApiError, Heartbeat, ValidateRequest, bad
+
+log = logging.getLogger(__name__)
+
+#: Records verified on the event loop; a larger push is verified in threads.
+_INLINE = 8
+#: Threads a large push is verified in.
+_CPUS = min(8, os.cpu_count() or 1)
+
+
+class Central:
+    """The reference central server's state and behaviour."""
+
+    def __init__(
+        self,
+        central_id: str,
+        store: CentralStore,
+        book: ManifestBook,
+        *,
+        clock: Callable[[], float] = time.time,
+        challenges: Challenges | None = None,
+    ) -> None:
+        self.id = central_id
+        self.store = store
+        self.book = book
+        self.challenges = challenges or Challenges()
+        self._clock = clock
+
+    @classmethod
+    async def open(cls, config: CentralConfig, *, clock: Callable[[], float] = time.time) -> Central:
+        """Open the database and the manifests of ``config`` (building one if needed)."""
+        key = read_secret(config.key)
+        config.state_dir.mkdir(parents=True, exist_ok=True)
+        store = await CentralStore.open(config.database)
+        try:
+            book = ManifestBook(store, config.manifests_dir, key, config.event, config.tickets, clock=clock)
+            await book.open()
+        except BaseException:
+            await store.aclose()
+            raise
+        return cls(config.id, store, book, clock=clock)
+
+    async def aclose(self) -> None:
+        """Close the database."""
+        await self.store.aclose()
+
+    def roster(self) -> Mapping[str, PublicKey] | None:
+        """The gates that may call, with their keys (the latest manifest's); None without one."""
+        return self.book.roster()
+
+    def _manifest(self) -> Manifest:
+        manifest = self.book.latest
+        if manifest is None:
+            raise ApiError(503, "no_manifest", "the central has no manifest yet")
+        return manifest
+
+    async def manifest(self, have: int | None) -> Served:
+        """The manifest file for a gate holding ``have``."""
+        self._manifest()
+        return await self.book.serve(have)
+
+    async def push(self, items: list[object]) -> dict[str, Any]:
+        """Verify and store pushed records; the per-record results and the cursor."""
+        roster = self.roster() or {}
+        if len(items) <= _INLINE:
+            checked = [verify_record(item, roster) for item in items]
+        else:
+            # Ed25519 verification releases the GIL: one share per CPU, side by side.
+            shares = max(1, min(_CPUS, len(items) // _INLINE))
+            size = -(-len(items) // shares)
+            parts = await asyncio.gather(
+                *(
+                    asyncio.to_thread(
+                        lambda part: [verify_record(item, roster) for item in part], items[i : i + size]
+                    )
+                    for i in range(0, len(items), size)
+                )
+            )
+            checked = [result for part in parts for result in part]
+        good = [c for c in checked if not isinstance(c, Refusal)]
+        stored, cursor = await self.store.push(good, self.book.entries_allowed, self._clock())
+        answers = iter(stored)
+        results: list[PushResult] = []
+        for item in checked:
+            if isinstance(item, Refusal):
+                results.append(PushResult(item.uuid, "rejected", item.error, item.detail))
+            else:
+                results.append(next(answers))
+        if not good:
+            cursor = await self.store.cursor()
+        return {"results": [r.as_dict() for r in results], "cursor": cursor}
+
+    async def pull(self, after: int, limit: int) -> dict[str, Any]:
+        """Servable records after the pull cursor ``after``."""
+        records, cursor, more = await self.store.pull(after, limit)
+        return {"records": records, "cursor": cursor, "more": more}
+
+    async def validate(self, gate: str, request: ValidateRequest) -> dict[str, Any]:
+        """Decide a scan as a gate would, storing an allowed check-in; idempotent by uuid."""
+        manifest = self._manifest()
+        where = Checkpoint(request.zone, request.session)
+        problems = where.problems(manifest)
+        if problems:
+            raise bad(
+                ("zone: " if request.zone and request.zone not in manifest.zones else "session: ")
+                + problems[0]
+            )
+        now = self._clock()
+        found = identify(request.payload, manifest, now)
+        judge: Decision | Callable[[LedgerFacts], Decision]
+        if isinstance(found, Decision):
+            judge, ticket_id = found, None
+        else:
+            ticket = found
+            ticket_id = ticket.ticket_id
+
+            def judge(facts: LedgerFacts) -> Decision:
+                return decide(ticket, manifest, where, facts, now, request.kind)
+
+        digest = hashlib.sha256(f"{request.kind.value}\n{request.payload}".encode("utf-8", "surrogatepass"))
+        decision = await self.store.validate(
+            request.uuid, gate, digest.hexdigest(), judge, ticket_id, request.kind.value, now
+        )
+        return {"uuid": request.uuid, "decision": decision}
+
+    async def participants(self, q: str, limit: int) -> dict[str, Any]:
+        """Tickets matching ``q``, each with its latest check-ins."""
+        manifest = self._manifest()
+        found = await asyncio.to_thread(search.search, manifest.entries(), q, limit)
+        results = []
+        for hit in found:
+            shown = hit.as_dict()
+            shown["checkins"] = await self.store.checkins_of(hit.entry.ticket_id)
+            results.append(shown)
+        return {"query": q, "results": results}
+
+    async def heartbeat(self, gate: str, beat: Heartbeat) -> dict[str, Any]:
+        """Keep a gate's heartbeat; what the central knows that the gate may want."""
+        now = self._clock()
+        await self.store.heartbeat(gate, beat.sent_at, beat.counters, beat.status, now)
+        latest = self.book.latest
+        return {
+            "cursor": await self.store.cursor(),
+            "manifest_version": latest.version if latest is not None else None,
+            "received_at": now,
+        }

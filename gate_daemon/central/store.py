@@ -1,0 +1,604 @@
+"""The central's SQLite file: check-ins, conflicts, validations, heartbeats and manifests built.
+
+One aiosqlite connection, WAL and ``synchronous = FULL``; every write is one
+``BEGIN IMMEDIATE`` transaction under one asyncio lock, so a push, a validation or a
+heartbeat is all stored or not at all. ``PRAGMA user_version`` is the schema version; a
+newer file than this code knows is refused.
+
+Tables:
+
+- ``checkins``: every record stored, keyed by ``uuid``. A record pushed by its origin
+  carries its signature (``sig``) and a pull ``cursor``: the central's own counter,
+  given once, in the transaction that makes the record servable. A record made by
+  ``/v1/validate`` has neither (and no ``epoch``/``seq``, a provisional ``hlc`` from the
+  central's clock) until the gate's signed record with the same uuid arrives and
+  completes it. ``(origin, epoch, seq)`` and ``(voids, origin)`` are unique.
+- ``conflicts``: double entries (``gate_daemon.core.conflicts.losers``): each losing
+  entry with the entry that stands, recomputed for a ticket whenever its records change.
+- ``validations``: every ``/v1/validate`` answer by uuid (denials too), with the calling
+  gate and a digest of the payload (never the payload), for idempotent retries.
+- ``gates``: per gate, the last heartbeat: when (central time), how many, its counters
+  and status.
+- ``manifests``: the versions built (the files are beside the database).
+- ``meta``: ``created_at``.
+
+``read_report`` reads the file without the server (``gate-central report``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import sqlite3
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+from gate_daemon.core.conflicts import Move, losers, ticket_facts
+from gate_daemon.core.decision import Decision, LedgerFacts
+from gate_daemon.core.hlc import HybridClock
+from gate_daemon.core.records import Redemption
+from gate_daemon.errors import GateError
+
+SCHEMA_VERSION = 1
+
+_SCHEMA = """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE checkins (
+    uuid        TEXT PRIMARY KEY,
+    ticket_id   TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('entry', 'exit', 'void')),
+    slot        INTEGER,
+    origin      TEXT NOT NULL,
+    epoch       TEXT,
+    seq         INTEGER,
+    hlc         INTEGER NOT NULL,
+    wall        REAL NOT NULL,
+    operator    TEXT,
+    mode        TEXT NOT NULL,
+    forced      INTEGER NOT NULL DEFAULT 0,
+    voids       TEXT,
+    sig         TEXT,
+    cursor      INTEGER UNIQUE,
+    received_at REAL NOT NULL,
+    UNIQUE (origin, epoch, seq),
+    UNIQUE (voids, origin),
+    CHECK ((sig IS NULL) = (cursor IS NULL))
+);
+CREATE INDEX checkins_ticket ON checkins (ticket_id);
+CREATE TABLE conflicts (
+    ticket_id   TEXT NOT NULL,
+    loser       TEXT NOT NULL,
+    winner      TEXT NOT NULL,
+    detected_at REAL NOT NULL,
+    PRIMARY KEY (ticket_id, loser)
+);
+CREATE TABLE validations (
+    uuid        TEXT PRIMARY KEY,
+    gate        TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    decision    TEXT NOT NULL,
+    decided_at  REAL NOT NULL
+);
+CREATE TABLE gates (
+    gate_id   TEXT PRIMARY KEY,
+    last_seen REAL NOT NULL,
+    beats     INTEGER NOT NULL,
+    sent_at   REAL NOT NULL,
+    counters  TEXT NOT NULL,
+    status    TEXT NOT NULL
+);
+CREATE TABLE manifests (
+    version     INTEGER PRIMARY KEY,
+    event_id    TEXT NOT NULL,
+    issued_at   INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    body_sha256 TEXT NOT NULL,
+    tickets     INTEGER NOT NULL,
+    file        TEXT NOT NULL,
+    built_at    REAL NOT NULL
+);
+"""
+
+_COLUMNS = (
+    "uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, operator, mode, forced, voids, sig, cursor"
+)
+#: Ids per ``IN (...)`` list (SQLite's default limit on parameters is 32766).
+_CHUNK = 500
+
+
+class StoreError(GateError):
+    """The central's database cannot be used."""
+
+
+class UuidReused(GateError):
+    """A validation's uuid was already used for another request."""
+
+
+@dataclass(frozen=True, slots=True)
+class PushResult:
+    """What became of one pushed record."""
+
+    uuid: str | None
+    status: str
+    reason: str | None = None
+    detail: str | None = None
+    winner: str | None = None
+
+    def as_dict(self) -> dict[str, Any]:
+        """The result as answered (absent details left out)."""
+        out: dict[str, Any] = {"uuid": self.uuid, "status": self.status}
+        for name in ("reason", "detail", "winner"):
+            value = getattr(self, name)
+            if value is not None:
+                out[name] = value
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ManifestRow:
+    """A manifest version the central built."""
+
+    version: int
+    event_id: str
+    issued_at: int
+    expires_at: int
+    body_sha256: str
+    tickets: int
+    file: str
+
+
+#: A ticket's entry limit for finding double entries (``core.conflicts.REENTRY`` for re-entry).
+EntriesAllowed = Callable[[str], int | None]
+
+
+class CentralStore:
+    """The central's database."""
+
+    def __init__(self, db: aiosqlite.Connection, path: Path, clock: HybridClock) -> None:
+        self._db = db
+        self.path = path
+        self._lock = asyncio.Lock()
+        #: Stamps the check-ins ``/v1/validate`` makes until their signed record arrives.
+        self.clock = clock
+
+    @classmethod
+    async def open(cls, path: Path) -> CentralStore:
+        """Open (or create) the database at ``path``; ``StoreError`` naming the file otherwise."""
+        try:
+            db = await aiosqlite.connect(path, isolation_level=None)
+        except sqlite3.Error as exc:
+            raise StoreError(f"cannot open {path}: {exc}") from None
+        try:
+            await db.execute("PRAGMA busy_timeout = 5000")
+            mode = await _scalar(db, "PRAGMA journal_mode = WAL")
+            if str(mode).lower() != "wal":
+                raise StoreError(f"{path}: cannot use WAL mode (got {mode})")
+            await db.execute("PRAGMA synchronous = FULL")
+            version = int(await _scalar(db, "PRAGMA user_version") or 0)
+            if version > SCHEMA_VERSION:
+                raise StoreError(
+                    f"{path} has schema version {version}, newer than this gate-central understands "
+                    f"({SCHEMA_VERSION})"
+                )
+            if version == 0:
+                await db.execute("BEGIN IMMEDIATE")
+                try:
+                    for statement in _SCHEMA.split(";"):
+                        if statement.strip():
+                            await db.execute(statement)
+                    await db.execute("INSERT INTO meta VALUES ('created_at', strftime('%s', 'now'))")
+                    await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                    await db.execute("COMMIT")
+                except BaseException:
+                    await db.execute("ROLLBACK")
+                    raise
+            last = int(await _scalar(db, "SELECT COALESCE(MAX(hlc), 0) FROM checkins") or 0)
+        except sqlite3.DatabaseError as exc:
+            await db.close()
+            raise StoreError(f"{path} is not a usable central database: {exc}") from None
+        except BaseException:
+            await db.close()
+            raise
+        return cls(db, path, HybridClock(last))
+
+    async def aclose(self) -> None:
+        """Close the database."""
+        await self._db.close()
+
+    @contextlib.asynccontextmanager
+    async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
+        async with self._lock:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                yield self._db
+            except BaseException:
+                await self._db.execute("ROLLBACK")
+                raise
+            await self._db.execute("COMMIT")
+
+    # ------------------------------------------------------------------ check-ins
+
+    async def cursor(self) -> int:
+        """The latest pull cursor given (0 before any)."""
+        return int(await _scalar(self._db, "SELECT COALESCE(MAX(cursor), 0) FROM checkins") or 0)
+
+    async def push(
+        self,
+        records: Sequence[tuple[Redemption, str]],
+        entries_allowed: EntriesAllowed,
+        now: float,
+    ) -> tuple[list[PushResult], int]:
+        """Store verified records in one transaction; a result for each, and the cursor after.
+
+        What the batch collides with is read in a few queries up front, and the records are
+        judged in order against it and against each other, so a batch costs a handful of
+        trips to the database thread, not several per record.
+        """
+        now_ms = int(now * 1000)
+        async with self._transaction() as db:
+            cursor = int(await _scalar(db, "SELECT COALESCE(MAX(cursor), 0) FROM checkins") or 0)
+            held = await self._held(db, records)
+            results: list[PushResult] = []
+            inserts: list[tuple[Any, ...]] = []
+            completions: list[tuple[Any, ...]] = []
+            touched: set[str] = set()
+            for record, signature in records:
+                result = _judge(record, held)
+                if result is None:
+                    cursor += 1
+                    values = _values(record, signature, cursor)
+                    if record.uuid in held.unsigned:
+                        completions.append((*values[1:], record.uuid))
+                        result = PushResult(record.uuid, "duplicate")
+                    else:
+                        inserts.append((*values, now))
+                        result = PushResult(record.uuid, "applied")
+                    held.taken(record)
+                    touched.add(record.ticket_id)
+                    self.clock.observe(record.hlc, now_ms)
+                results.append(result)
+            await db.executemany(
+                f"INSERT INTO checkins ({_COLUMNS}, received_at)"  # noqa: S608 (constant columns)
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                inserts,
+            )
+            # The signed records of check-ins /v1/validate made: they complete them, now servable.
+            await db.executemany(
+                "UPDATE checkins SET ticket_id = ?, kind = ?, slot = ?, origin = ?, epoch = ?, seq = ?,"
+                " hlc = ?, wall = ?, operator = ?, mode = ?, forced = ?, voids = ?, sig = ?, cursor = ?"
+                " WHERE uuid = ?",
+                completions,
+            )
+            standing = await self._recheck(db, touched, entries_allowed, now)
+        out = []
+        for (record, _), result in zip(records, results, strict=True):
+            winner = standing.get(record.uuid)
+            if result.status == "applied" and winner is not None:
+                result = PushResult(record.uuid, "conflict", "double_entry", winner=winner)
+            out.append(result)
+        return out, cursor
+
+    async def _held(self, db: aiosqlite.Connection, records: Sequence[tuple[Redemption, str]]) -> _Held:
+        """What of the batch's uuids, sequence numbers and voids the database already holds."""
+        held = _Held()
+        uuids = sorted({r.uuid for r, _ in records})
+        for part in _chunks(uuids):
+            marks = ",".join("?" * len(part))
+            for uuid, ticket, kind, origin, sig in await db.execute_fetchall(
+                f"SELECT uuid, ticket_id, kind, origin, sig FROM checkins WHERE uuid IN ({marks})",  # noqa: S608
+                part,
+            ):
+                if sig is None:
+                    held.unsigned[str(uuid)] = (str(ticket), str(kind), str(origin))
+                else:
+                    held.signed.add(str(uuid))
+        logs: dict[tuple[str, str], set[int]] = {}
+        for record, _ in records:
+            logs.setdefault((record.origin, record.epoch), set()).add(record.seq)
+        for (origin, epoch), seqs in logs.items():
+            for part in _chunks(sorted(seqs)):
+                marks = ",".join("?" * len(part))
+                rows = await db.execute_fetchall(
+                    f"SELECT seq FROM checkins WHERE origin = ? AND epoch = ? AND seq IN ({marks})",  # noqa: S608
+                    (origin, epoch, *part),
+                )
+                held.seqs.update((origin, epoch, int(seq)) for (seq,) in rows)
+        voided = sorted({r.voids for r, _ in records if r.voids is not None})
+        for part in _chunks(voided):
+            marks = ",".join("?" * len(part))
+            rows = await db.execute_fetchall(
+                f"SELECT voids, origin FROM checkins WHERE voids IN ({marks})",  # noqa: S608
+                part,
+            )
+            held.voids.update((str(v), str(o)) for v, o in rows)
+        return held
+
+    async def _recheck(
+        self, db: aiosqlite.Connection, tickets: Iterable[str], entries_allowed: EntriesAllowed, now: float
+    ) -> dict[str, str]:
+        """Recompute the conflicts of ``tickets``; every loser's winner among them."""
+        standing: dict[str, str] = {}
+        candidates: list[str] = []
+        for part in _chunks(sorted(tickets)):
+            marks = ",".join("?" * len(part))
+            rows = await db.execute_fetchall(
+                f"SELECT ticket_id FROM checkins WHERE ticket_id IN ({marks}) AND kind = 'entry'"  # noqa: S608
+                " GROUP BY ticket_id HAVING COUNT(*) > 1",
+                part,
+            )
+            candidates += [str(t) for (t,) in rows]
+        for ticket_id in candidates:
+            pairs = losers(await self._moves(db, ticket_id), entries_allowed(ticket_id))
+            old = {
+                str(loser): str(winner)
+                for loser, winner in await db.execute_fetchall(
+                    "SELECT loser, winner FROM conflicts WHERE ticket_id = ?", (ticket_id,)
+                )
+            }
+            await db.executemany(
+                "DELETE FROM conflicts WHERE ticket_id = ? AND loser = ?",
+                [(ticket_id, loser) for loser in old if loser not in pairs],
+            )
+            await db.executemany(
+                "INSERT INTO conflicts (ticket_id, loser, winner, detected_at) VALUES (?, ?, ?, ?)"
+                " ON CONFLICT (ticket_id, loser) DO UPDATE SET winner = excluded.winner",
+                [
+                    (ticket_id, loser, winner, now)
+                    for loser, winner in pairs.items()
+                    if old.get(loser) != winner
+                ],
+            )
+            standing.update(pairs)
+        return standing
+
+    async def _moves(self, db: aiosqlite.Connection, ticket_id: str) -> list[Move]:
+        rows = await db.execute_fetchall(
+            "SELECT uuid, kind, hlc, origin, forced, voids, wall FROM checkins WHERE ticket_id = ?"
+            " ORDER BY hlc, uuid",
+            (ticket_id,),
+        )
+        return [Move(str(u), str(k), int(h), str(o), bool(f), v, float(w)) for u, k, h, o, f, v, w in rows]
+
+    async def pull(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int, bool]:
+        """Servable records after cursor ``after``: wire forms, the last cursor, whether more remain."""
+        rows = await self._db.execute_fetchall(
+            f"SELECT {_COLUMNS} FROM checkins WHERE cursor > ? ORDER BY cursor LIMIT ?",  # noqa: S608
+            (after, limit + 1),
+        )
+        found = list(rows)
+        page = found[:limit]
+        records = [_record(row).wire(str(row[13])) for row in page]
+        return records, int(page[-1][14]) if page else after, len(found) > limit
+
+    async def checkins_of(self, ticket_id: str, limit: int = 5) -> list[dict[str, Any]]:
+        """A ticket's stored check-ins, newest first (by hybrid clock)."""
+        rows = await self._db.execute_fetchall(
+            "SELECT kind, origin, wall FROM checkins WHERE ticket_id = ?"
+            " ORDER BY hlc DESC, uuid DESC LIMIT ?",
+            (ticket_id, limit),
+        )
+        return [{"kind": str(k), "gate": str(o), "at": float(w)} for k, o, w in rows]
+
+    # ------------------------------------------------------------------ validations
+
+    async def validate(
+        self,
+        uuid: str,
+        gate: str,
+        fingerprint: str,
+        judge: Callable[[LedgerFacts], Decision] | Decision,
+        ticket_id: str | None,
+        kind: str,
+        now: float,
+    ) -> dict[str, Any]:
+        """Decide a validation once, storing an allowed check-in with its answer; the answer.
+
+        ``judge`` is the decision already made (no ticket found) or what makes it from the
+        ticket's facts, read in the same transaction. ``UuidReused`` when ``uuid`` was
+        used for another request (or by a pushed record).
+        """
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                "SELECT gate, fingerprint, decision FROM validations WHERE uuid = ?", (uuid,)
+            )
+            held = next(iter(rows), None)
+            if held is not None:
+                if (str(held[0]), str(held[1])) != (gate, fingerprint):
+                    raise UuidReused(f"uuid {uuid} was used for another validation")
+                stored: dict[str, Any] = json.loads(held[2])
+                return stored
+            if await _scalar(db, "SELECT 1 FROM checkins WHERE uuid = ?", (uuid,)):
+                raise UuidReused(f"uuid {uuid} is already a stored check-in's")
+            if isinstance(judge, Decision):
+                decision = judge
+            else:
+                assert ticket_id is not None
+                decision = judge(ticket_facts(await self._moves(db, ticket_id)))
+            answer = decision.as_dict()
+            if decision.outcome.value == "allow" and ticket_id is not None:
+                hlc = self.clock.tick(int(now * 1000))
+                await db.execute(
+                    "INSERT INTO checkins (uuid, ticket_id, kind, origin, hlc, wall, mode, received_at)"
+                    " VALUES (?, ?, ?, ?, ?, ?, 'online', ?)",
+                    (uuid, ticket_id, kind, gate, hlc, now, now),
+                )
+            await db.execute(
+                "INSERT INTO validations (uuid, gate, fingerprint, decision, decided_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (uuid, gate, fingerprint, json.dumps(answer), now),
+            )
+        return answer
+
+    # ------------------------------------------------------------------ heartbeats
+
+    async def heartbeat(
+        self, gate: str, sent_at: float, counters: Mapping[str, int], status: Mapping[str, Any], now: float
+    ) -> None:
+        """Keep a gate's latest heartbeat."""
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO gates (gate_id, last_seen, beats, sent_at, counters, status)"
+                " VALUES (?, ?, 1, ?, ?, ?) ON CONFLICT (gate_id) DO UPDATE SET"
+                " last_seen = excluded.last_seen, beats = beats + 1, sent_at = excluded.sent_at,"
+                " counters = excluded.counters, status = excluded.status",
+                (gate, now, sent_at, json.dumps(dict(counters)), json.dumps(dict(status))),
+            )
+
+    # ------------------------------------------------------------------ manifests
+
+    async def manifests(self) -> list[ManifestRow]:
+        """The versions built, oldest first."""
+        rows = await self._db.execute_fetchall(
+            "SELECT version, event_id, issued_at, expires_at, body_sha256, tickets, file FROM manifests"
+            " ORDER BY version"
+        )
+        return [
+            ManifestRow(int(v), str(e), int(i), int(x), str(s), int(t), str(f))
+            for v, e, i, x, s, t, f in rows
+        ]
+
+    async def add_manifest(self, row: ManifestRow, now: float) -> None:
+        """Record a version built (its file already written)."""
+        async with self._transaction() as db:
+            await db.execute(
+                "INSERT INTO manifests (version, event_id, issued_at, expires_at, body_sha256, tickets, file,"
+                " built_at) VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+                (row.version, row.event_id, row.issued_at, row.expires_at, row.body_sha256, row.tickets,
+                 row.file, now),
+            )  # fmt: skip
+
+
+@dataclass
+class _Held:
+    """What a push's records may collide with (filled from the database, then as the batch is stored)."""
+
+    signed: set[str] = field(default_factory=set)
+    #: uuid -> (ticket_id, kind, origin) of check-ins /v1/validate made, not yet signed.
+    unsigned: dict[str, tuple[str, str, str]] = field(default_factory=dict)
+    seqs: set[tuple[str, str, int]] = field(default_factory=set)
+    voids: set[tuple[str, str]] = field(default_factory=set)
+
+    def taken(self, record: Redemption) -> None:
+        """Count ``record`` as stored, for the records after it in the batch."""
+        self.signed.add(record.uuid)
+        self.unsigned.pop(record.uuid, None)
+        self.seqs.add((record.origin, record.epoch, record.seq))
+        if record.voids is not None:
+            self.voids.add((record.voids, record.origin))
+
+
+def _judge(record: Redemption, held: _Held) -> PushResult | None:
+    """The answer for a record that cannot be stored; None when it is stored."""
+    if record.uuid in held.signed:
+        return PushResult(record.uuid, "duplicate")
+    made = held.unsigned.get(record.uuid)
+    if made is not None and made != (record.ticket_id, record.kind, record.origin):
+        detail = "uuid: already used by an online validation of another ticket, kind or gate"
+        return PushResult(record.uuid, "rejected", "bad_record", detail)
+    if (record.origin, record.epoch, record.seq) in held.seqs:
+        detail = f"gate {record.origin!r} seq {record.seq} is held by another record"
+        return PushResult(record.uuid, "rejected", "seq_taken", detail)
+    if record.voids is not None and (record.voids, record.origin) in held.voids:
+        return PushResult(
+            record.uuid, "rejected", "already_voided", f"gate {record.origin!r} already voided it"
+        )
+    return None
+
+
+def _values(record: Redemption, signature: str, cursor: int) -> tuple[Any, ...]:
+    """A record's columns in ``_COLUMNS`` order."""
+    return (
+        record.uuid, record.ticket_id, record.kind, record.slot, record.origin, record.epoch, record.seq,
+        record.hlc, record.wall, record.operator, record.mode, int(record.forced), record.voids, signature,
+        cursor,
+    )  # fmt: skip
+
+
+def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
+    return [items[start : start + _CHUNK] for start in range(0, len(items), _CHUNK)]
+
+
+def _record(row: Sequence[Any]) -> Redemption:
+    uuid, ticket, kind, slot, origin, epoch, seq, hlc, wall, operator, mode, forced, voids = row[:13]
+    return Redemption(
+        uuid=str(uuid),
+        ticket_id=str(ticket),
+        kind=str(kind),
+        slot=None if slot is None else int(slot),
+        origin=str(origin),
+        epoch=str(epoch),
+        seq=int(seq),
+        hlc=int(hlc),
+        wall=float(wall),
+        operator=None if operator is None else str(operator),
+        mode=str(mode),
+        forced=bool(forced),
+        voids=None if voids is None else str(voids),
+    )
+
+
+async def _scalar(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+    rows = await db.execute_fetchall(sql, params)
+    first = next(iter(rows), None)
+    return None if first is None else first[0]
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """What the central holds, read from its database file (read-only; the server may run).
+
+    ``StoreError`` when the file is missing or not a central database.
+    """
+    if not path.is_file():
+        raise StoreError(f"{path}: no such database (has gate-central run with this state_dir?)")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from None
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{path} has schema version {version}, this gate-central reads {SCHEMA_VERSION}")
+        total, signed = db.execute("SELECT COUNT(*), COUNT(sig) FROM checkins").fetchone()
+        kinds = dict(db.execute("SELECT kind, COUNT(*) FROM checkins GROUP BY kind").fetchall())
+        cursor = db.execute("SELECT COALESCE(MAX(cursor), 0) FROM checkins").fetchone()[0]
+        conflicts = [
+            {"ticket_id": t, "loser": lo, "winner": w, "detected_at": d}
+            for t, lo, w, d in db.execute(
+                "SELECT ticket_id, loser, winner, detected_at FROM conflicts ORDER BY detected_at, ticket_id"
+            )
+        ]
+        gates = [
+            {"gate": g, "last_seen": s, "beats": b, "sent_at": a, "counters": json.loads(c)}
+            for g, s, b, a, c in db.execute(
+                "SELECT gate_id, last_seen, beats, sent_at, counters FROM gates ORDER BY gate_id"
+            )
+        ]
+        latest = db.execute(
+            "SELECT version, event_id, issued_at, expires_at, tickets FROM manifests"
+            " ORDER BY version DESC LIMIT 1"
+        ).fetchone()
+        validations = db.execute("SELECT COUNT(*) FROM validations").fetchone()[0]
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a central database: {exc}") from None
+    finally:
+        db.close()
+    manifest = None
+    if latest is not None:
+        keys = ("version", "event_id", "issued_at", "expires_at", "tickets")
+        manifest = dict(zip(keys, latest, strict=True))
+    return {
+        "checkins": int(total),
+        "signed": int(signed),
+        "awaiting_signature": int(total) - int(signed),
+        "by_kind": {str(k): int(v) for k, v in kinds.items()},
+        "cursor": int(cursor),
+        "validations": int(validations),
+        "conflicts": conflicts,
+        "gates": gates,
+        "manifest": manifest,
+    }
