@@ -136,6 +136,8 @@ async def _measure(work: Path, records: int, rounds: int) -> dict[str, Any]:
             central.send_signal(signal.SIGCONT)
         central.terminate()
         await asyncio.to_thread(central.wait, 30)
+        if central.stdout is not None:
+            central.stdout.close()
     return out
 
 
@@ -153,6 +155,8 @@ async def _start_central(config: Path) -> tuple[subprocess.Popen[str], str]:
     marker = "serving "
     if marker not in line:
         central.kill()
+        central.wait()
+        central.stdout.close()
         raise GateError(f"gate-central did not start: {line.strip() or 'no output'}")
     return central, line.split(marker, 1)[1].split()[0]
 
