@@ -53,6 +53,8 @@ class GateClock:
         self.offset: float | None = None
         self.rtt: float | None = None
         self.server_seen_at: float | None = None
+        #: When the kept estimate was made (system clock): it gives way once older than a minute.
+        self._estimated_at: float | None = None
         self._warned: str | None = None
 
     @classmethod
@@ -87,8 +89,8 @@ class GateClock:
         rtt = max(0.0, received - sent)
         offset = (sent + received) / 2 - (server + 0.5)
         # The quicker the exchange, the better the estimate; an old estimate gives way.
-        if self.rtt is None or rtt <= self.rtt * 2 or received - (self.server_seen_at or 0) > 60:
-            self.offset, self.rtt = offset, rtt
+        if self.rtt is None or rtt <= self.rtt * 2 or abs(received - (self._estimated_at or 0)) > 60:
+            self.offset, self.rtt, self._estimated_at = offset, rtt, received
         self.server_seen_at = received
         self.raise_floor(server, "server")
         self._check()
@@ -101,17 +103,22 @@ class GateClock:
 
     def warning(self) -> str | None:
         """What is wrong with the clock, in words; None when nothing is known to be."""
+        problem = self._problem()
+        return None if problem is None else problem[1]
+
+    def _problem(self) -> tuple[str, str] | None:
+        """(kind, words) of what is wrong: the kind stays while the seconds in the words change."""
         system = self._system()
         if system < self.floor - self.warn_offset:
-            return (
+            return "behind_floor", (
                 f"the system clock is {self.floor - system:.0f} s behind the latest time this gate knows "
                 f"has passed ({self.floor_source}); deciding with that time instead"
             )
         if self.offset is not None and abs(self.offset) > self.warn_offset:
             side = "ahead of" if self.offset > 0 else "behind"
-            return f"the system clock is {abs(self.offset):.0f} s {side} the central server's"
+            return side, f"the system clock is {abs(self.offset):.0f} s {side} the central server's"
         if self.synchronised() is False:
-            return "the system clock is not synchronised (systemd-timesyncd says so)"
+            return "unsynchronised", "the system clock is not synchronised (systemd-timesyncd says so)"
         return None
 
     def status(self) -> dict[str, Any]:
@@ -127,13 +134,15 @@ class GateClock:
         }
 
     def _check(self) -> None:
-        warning = self.warning()
-        if warning != self._warned:
-            if warning is not None:
-                log.warning("clock: %s", warning)
+        # Logged when the kind of problem changes, not at every answer whose seconds differ.
+        problem = self._problem()
+        kind = None if problem is None else problem[0]
+        if kind != self._warned:
+            if problem is not None:
+                log.warning("clock: %s", problem[1])
             elif self._warned is not None:
                 log.info("clock: fine again")
-            self._warned = warning
+            self._warned = kind
 
     async def save(self, ledger: Ledger) -> None:
         """Keep the floor in the ledger's file, if it rose since last kept."""

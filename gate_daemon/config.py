@@ -14,6 +14,7 @@ import dataclasses
 import ipaddress
 import os
 import re
+import urllib.parse
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
@@ -525,10 +526,19 @@ def _upstream(check: Checker, value: object, at: KeyPath) -> UpstreamSection:
     url = check.string(tbl, at, "url", max_bytes=512)
     if not url:
         return section
-    if _URL.fullmatch(url) is None:
+    if _URL.fullmatch(url) is None or not _url_port_ok(url):
         check.problem((*at, "url"), f"{url!r} must be http(s)://HOST[:PORT][/PATH] (http://central.lan:8700)")
         return section
     return dataclasses.replace(section, url=url)
+
+
+def _url_port_ok(url: str) -> bool:
+    """Whether a URL's port, if it names one, is 1..65535 (the pattern takes any five digits)."""
+    try:
+        port = urllib.parse.urlsplit(url).port
+    except ValueError:  # out of range
+        return False
+    return port is None or port > 0
 
 
 def _unspecified(match: re.Match[str]) -> bool:

@@ -47,6 +47,17 @@ CHALLENGE_AGE = 20.0
 #: Names the central gives a challenge it will not take: fetch a new one and try once more.
 _STALE = {"bad_nonce", "stale_nonce", "replayed"}
 STATUSES = ("applied", "duplicate", "conflict", "rejected")
+#: The types of a decision's fields in the central's JSON (``Decision.as_dict``).
+_DECISION_TYPES: dict[str, type] = {
+    "message": str,
+    "ticket_id": str,
+    "session": str,
+    "zone": str,
+    "last_entry_gate": str,
+    "entries_allowed": int,
+    "entries_used": int,
+    "opens_in": int,
+}
 
 
 class UpstreamError(Exception):
@@ -178,6 +189,12 @@ class UpstreamClient:
         decision = reply.get("decision")
         if reply.get("uuid") != uuid or not isinstance(decision, dict):
             raise UpstreamError("bad_reply", "a validate answer needs this scan's uuid and a decision")
+        for name, expected in _DECISION_TYPES.items():
+            # from_dict trusts its input (a gate's own): the central's must be checked, or a
+            # list where a ticket id belongs reaches the ledger and costs the scan.
+            value = decision.get(name)
+            if value is not None and (not isinstance(value, expected) or isinstance(value, bool)):
+                raise UpstreamError("bad_reply", f"the decision's {name} is not a {expected.__name__}")
         try:
             return Decision.from_dict(decision)
         except (KeyError, TypeError, ValueError) as exc:
@@ -219,6 +236,9 @@ class UpstreamClient:
         if status == 304:
             dest.unlink(missing_ok=True)
             return None
+        if status != 200:  # only a 200's body was written to dest
+            dest.unlink(missing_ok=True)
+            raise UpstreamError("bad_reply", f"HTTP {status} is not a manifest answer", status)
         version, kind = headers.get("manifest-version", ""), headers.get("manifest-kind", "")
         if not version.isdigit() or kind not in ("full", "delta"):
             dest.unlink(missing_ok=True)
@@ -310,8 +330,13 @@ class UpstreamClient:
         sent = self._clock()
         try:
             async with asyncio.timeout(max(timeout, 0.001)):
+                # Uncompressed: the limits count, and manifests are written, the raw bytes
+                # (httpx asks for gzip by default, which a proxy before the central may honour).
                 request = self.client.build_request(
-                    method, self.base_url + path, content=body, headers=headers
+                    method,
+                    self.base_url + path,
+                    content=body,
+                    headers={**headers, "Accept-Encoding": "identity"},
                 )
                 response = await self.client.send(request, stream=True)
                 try:

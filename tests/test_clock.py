@@ -1,0 +1,278 @@
+"""The gate's clock: never earlier than a floor it has earned (kept in the ledger's file), its offset
+from the central's Date headers, and warnings in words."""
+
+from __future__ import annotations
+
+import logging
+import sqlite3
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from gate_daemon.clock import GateClock
+from gate_daemon.store.ledger import Ledger
+from tests.gate_fixtures import Clock, query
+
+T = 1_795_000_000.0  # some moment in 2026
+
+
+@pytest.fixture
+async def ledger(tmp_path: Path) -> AsyncIterator[Ledger]:
+    opened = await Ledger.open(tmp_path / "ledger.sqlite", "north-1")
+    try:
+        yield opened
+    finally:
+        await opened.close()
+
+
+def flag(tmp_path: Path, *, synced: bool | None) -> Path:
+    """A systemd-timesyncd flag file: present (synced), absent in its folder (not), or no folder."""
+    folder = tmp_path / "timesync"
+    if synced is None:
+        return folder / "synchronized"
+    folder.mkdir(exist_ok=True)
+    path = folder / "synchronized"
+    if synced:
+        path.touch()
+    return path
+
+
+def clock_at(tmp_path: Path, now: float, floor: float = 0.0, **kwargs: object) -> tuple[GateClock, Clock]:
+    system = Clock(now)
+    if "synced_flag" not in kwargs:
+        kwargs["synced_flag"] = flag(tmp_path, synced=True)
+    return GateClock(floor, system=system, **kwargs), system  # type: ignore[arg-type]
+
+
+# ------------------------------------------------------------------ the floor
+
+
+def test_now_is_never_earlier_than_the_floor(tmp_path: Path) -> None:
+    clock, system = clock_at(tmp_path, 1000.0)  # a Pi that booted without network: near 1970
+    assert clock.now() == 1000.0
+    clock.raise_floor(T, "manifest")
+    assert clock.now() == T
+    system.now = T + 50  # the system clock catches up and passes it
+    assert clock.now() == T + 50
+
+
+def test_the_floor_only_rises(tmp_path: Path) -> None:
+    clock, _ = clock_at(tmp_path, T)
+    clock.raise_floor(T - 100, "manifest")
+    assert (clock.floor, clock.floor_source) == (T - 100, "manifest")
+    clock.raise_floor(T - 200, "server")
+    clock.raise_floor(T - 100, "server")
+    assert (clock.floor, clock.floor_source) == (T - 100, "manifest")
+    clock.raise_floor(T + 10, "server")
+    assert (clock.floor, clock.floor_source) == (T + 10, "server")
+
+
+async def test_the_floor_is_kept_in_the_ledgers_file(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite"
+    ledger = await Ledger.open(path, "north-1")
+    try:
+        clock = await GateClock.load(ledger, system=Clock(1000.0))
+        assert (clock.floor, clock.floor_source) == (0.0, None)
+        clock.raise_floor(T + 0.25, "manifest")
+        await clock.save(ledger)
+    finally:
+        await ledger.close()
+    assert query(path, "SELECT value FROM meta WHERE key = 'time_floor'") == [(repr(T + 0.25),)]
+    ledger = await Ledger.open(path, "north-1")
+    try:
+        again = await GateClock.load(ledger, system=Clock(1000.0))
+    finally:
+        await ledger.close()
+    assert (again.floor, again.floor_source) == (T + 0.25, "ledger")
+    assert again.now() == T + 0.25  # after the reboot that matters
+
+
+async def test_save_writes_only_when_the_floor_rose(ledger: Ledger) -> None:
+    clock = await GateClock.load(ledger, system=Clock(T))
+    await clock.save(ledger)  # nothing earned: nothing written
+    assert query(ledger.path, "SELECT COUNT(*) FROM meta WHERE key = 'time_floor'") == [(0,)]
+    clock.raise_floor(T, "server")
+    await clock.save(ledger)
+    # Someone else's value in the file: a save with no rise since must leave it alone.
+    with sqlite3.connect(ledger.path) as conn:
+        conn.execute("UPDATE meta SET value = 'sentinel' WHERE key = 'time_floor'")
+    conn.close()
+    clock.raise_floor(T - 5, "server")  # not a rise
+    await clock.save(ledger)
+    assert query(ledger.path, "SELECT value FROM meta WHERE key = 'time_floor'") == [("sentinel",)]
+    clock.raise_floor(T + 5, "server")
+    await clock.save(ledger)
+    assert query(ledger.path, "SELECT value FROM meta WHERE key = 'time_floor'") == [(repr(T + 5),)]
+
+
+async def test_a_loaded_floor_is_not_saved_again(ledger: Ledger) -> None:
+    clock = await GateClock.load(ledger)
+    clock.raise_floor(T, "manifest")
+    await clock.save(ledger)
+    with sqlite3.connect(ledger.path) as conn:
+        conn.execute("UPDATE meta SET value = 'sentinel' WHERE key = 'time_floor'")
+    conn.close()
+    # Not loaded from 'sentinel' here: a fresh clock with the floor it would have loaded.
+    fresh = GateClock(T)
+    await fresh.save(ledger)
+    assert query(ledger.path, "SELECT value FROM meta WHERE key = 'time_floor'") == [("sentinel",)]
+
+
+async def test_a_floor_that_is_not_a_number_is_ignored_with_an_error(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture
+) -> None:
+    async with ledger.transaction() as tx:
+        await tx.set_meta([("time_floor", "yesterday")])
+    with caplog.at_level(logging.ERROR, logger="gate_daemon.clock"):
+        clock = await GateClock.load(ledger, system=Clock(T))
+    assert clock.floor == 0.0 and clock.now() == T
+    assert "'yesterday' is not a number" in caplog.text
+
+
+# ------------------------------------------------------------------ the central's Date
+
+
+def test_a_system_clock_ahead_of_the_central_has_a_positive_offset(tmp_path: Path) -> None:
+    clock, _ = clock_at(tmp_path, T + 30)
+    clock.saw_server(T, sent=T + 30.0, received=T + 30.2)
+    assert clock.offset == pytest.approx(30.1 - 0.5)
+    assert clock.rtt == pytest.approx(0.2)
+    assert clock.floor == T and clock.floor_source == "server"
+
+
+def test_a_system_clock_behind_the_central_has_a_negative_offset_and_the_floor_rises(tmp_path: Path) -> None:
+    clock, _ = clock_at(tmp_path, T - 3600)
+    clock.saw_server(T, sent=T - 3600, received=T - 3600 + 0.1)
+    assert clock.offset == pytest.approx(-3600 + 0.05 - 0.5)
+    assert clock.floor == T and clock.now() == T  # decided with the central's time, not the Pi's
+
+
+def test_the_quicker_exchange_gives_the_better_estimate(tmp_path: Path) -> None:
+    clock, _ = clock_at(tmp_path, T)
+    clock.saw_server(T, sent=T, received=T + 0.1)
+    best = clock.offset
+    clock.saw_server(T + 10, sent=T + 8, received=T + 12)  # a four-second round trip: not believed
+    assert clock.offset == best and clock.rtt == pytest.approx(0.1)
+    clock.saw_server(T + 20, sent=T + 20.4, received=T + 20.55)  # as quick as the best, within twice
+    assert clock.offset == pytest.approx(20.475 - 20.5, abs=1e-6)
+
+
+def test_an_old_estimate_gives_way_even_while_answers_keep_coming(tmp_path: Path) -> None:
+    """The system clock is stepped by an hour (NTP, a tech): a one-lucky-round-trip estimate must not
+    hide that forever just because every later answer came a little slower."""
+    clock, system = clock_at(tmp_path, T)
+    clock.saw_server(T, sent=T + 0.5, received=T + 0.501)  # offset about 0: a very quick exchange
+    assert abs(clock.offset or 0) < 0.1
+    step = 3600.0
+    for n in range(1, 11):  # every 15 s (the heartbeat), each a little slower than twice the best
+        at = T + 15 * n
+        system.now = at + step
+        clock.saw_server(at, sent=at + step, received=at + step + 0.01)
+    assert clock.offset == pytest.approx(step + 0.005 - 0.5)
+    assert clock.warning() == "the system clock is 3600 s ahead of the central server's"
+
+
+def test_a_lucky_estimate_ages_while_the_clock_drifts(tmp_path: Path) -> None:
+    """One very quick exchange, then steady answers a little slower: the estimate must follow the drift."""
+    clock, system = clock_at(tmp_path, T)
+    clock.saw_server(T, sent=T + 0.5, received=T + 0.5005)
+    drift = 0.002  # seconds gained per second: a Pi with no NTP, running fast
+    for n in range(1, 481):  # two hours of heartbeats, every 15 s
+        at = T + 15 * n
+        system.now = at + 15 * n * drift + 0.5
+        clock.saw_server(at, sent=system.now, received=system.now + 0.01)
+    assert clock.offset == pytest.approx(7200 * drift, abs=0.1)
+    assert clock.warning() == "the system clock is 14 s ahead of the central server's"
+
+
+# ------------------------------------------------------------------ warnings
+
+
+def test_no_warning_for_a_good_clock(tmp_path: Path) -> None:
+    clock, _ = clock_at(tmp_path, T)
+    clock.saw_server(T, sent=T + 0.4, received=T + 0.6)
+    assert clock.warning() is None
+    assert clock.synchronised() is True
+
+
+def test_a_system_clock_behind_the_floor_is_named(tmp_path: Path) -> None:
+    clock, _ = clock_at(tmp_path, T - 120)
+    clock.raise_floor(T, "manifest")
+    assert clock.warning() == (
+        "the system clock is 120 s behind the latest time this gate knows has passed (manifest); "
+        "deciding with that time instead"
+    )
+
+
+def test_a_clock_just_below_the_floor_is_within_the_threshold(tmp_path: Path) -> None:
+    clock, _ = clock_at(tmp_path, T - 4, warn_offset=5.0)
+    clock.raise_floor(T, "server")
+    assert clock.warning() is None
+
+
+def test_an_offset_over_the_threshold_is_named(tmp_path: Path) -> None:
+    clock, _ = clock_at(tmp_path, T + 40, warn_offset=10.0)
+    clock.saw_server(T, sent=T + 40.5, received=T + 40.5)
+    assert clock.warning() == "the system clock is 40 s ahead of the central server's"
+
+
+def test_a_clock_behind_the_central_is_named_as_behind_the_floor(tmp_path: Path) -> None:
+    # The central's Date raised the floor: the warning that matters is that the floor is decided with.
+    clock, _ = clock_at(tmp_path, T - 40, warn_offset=10.0)
+    clock.saw_server(T, sent=T - 39.5, received=T - 39.5)
+    assert clock.offset == pytest.approx(-40.0)
+    warning = clock.warning()
+    assert warning is not None and warning.startswith("the system clock is 40 s behind the latest time")
+    assert "(server)" in warning
+
+
+def test_an_offset_within_the_threshold_is_fine(tmp_path: Path) -> None:
+    clock, _ = clock_at(tmp_path, T + 8, warn_offset=10.0)
+    clock.saw_server(T, sent=T + 8.5, received=T + 8.5)
+    assert clock.offset == pytest.approx(8.0) and clock.warning() is None
+
+
+def test_an_unsynchronised_clock_is_named(tmp_path: Path) -> None:
+    clock, _ = clock_at(tmp_path, T, synced_flag=flag(tmp_path, synced=False))
+    assert clock.synchronised() is False
+    assert clock.warning() == "the system clock is not synchronised (systemd-timesyncd says so)"
+    flag(tmp_path, synced=True)  # timesyncd got there
+    assert clock.synchronised() is True and clock.warning() is None
+
+
+def test_without_timesyncd_nothing_is_said(tmp_path: Path) -> None:
+    clock, _ = clock_at(tmp_path, T, synced_flag=flag(tmp_path, synced=None))
+    assert clock.synchronised() is None and clock.warning() is None
+
+
+def test_a_clock_problem_is_logged_once_and_its_end_too(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, system = clock_at(tmp_path, T - 600)
+    with caplog.at_level(logging.INFO, logger="gate_daemon.clock"):
+        for n in range(5):
+            clock.saw_server(T + n, sent=T - 600 + n, received=T - 600 + n)
+        system.now = T + 10
+        clock.saw_server(T + 10, sent=T + 10.5, received=T + 10.5)
+    warnings = [r for r in caplog.records if r.levelno == logging.WARNING]
+    assert len(warnings) == 1 and "behind" in warnings[0].getMessage()
+    assert [r.getMessage() for r in caplog.records if r.levelno == logging.INFO] == ["clock: fine again"]
+
+
+def test_status_fields(tmp_path: Path) -> None:
+    clock, _ = clock_at(tmp_path, T - 100)
+    assert clock.status() == {
+        "now": T - 100,
+        "floor": None,
+        "floor_source": None,
+        "offset_s": None,
+        "rtt_s": None,
+        "synchronised": True,
+        "warning": None,
+    }
+    clock.saw_server(T, sent=T - 100, received=T - 99.8)
+    status = clock.status()
+    assert status["now"] == T and status["floor"] == T and status["floor_source"] == "server"
+    assert status["offset_s"] == pytest.approx(-100.4) and status["rtt_s"] == pytest.approx(0.2)
+    assert "behind" in status["warning"]
