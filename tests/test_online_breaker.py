@@ -264,6 +264,29 @@ async def test_the_probe_closes_the_breaker_once_the_central_answers_again(
     assert central.validations == ["u-2"]  # u-1 never got past the hung challenge
 
 
+async def test_back_online_on_the_probes_word_one_bad_call_is_enough_to_go_back(
+    central: Central, make: Make
+) -> None:
+    # A central whose challenges are quick but whose validation hangs: the probe closes the
+    # breaker, and the first scan that waits out the timeout opens it again (not three).
+    decider = make(failures=3, probe_interval=0.02, probes=1)
+    central.down()  # validate hangs, challenges answer
+    for n in range(3):
+        assert await ask(decider, f"u-{n}") is None
+    assert decider.mode == "offline"
+    decider.probing()  # type: ignore[attr-defined]
+    await eventually(lambda: decider.mode == "online", timeout=GUARD)
+    assert await ask(decider, "u-9") is None
+    assert decider.mode == "offline" and decider.switches == {"online": 1, "offline": 2}
+    # Once a scan's call is answered quickly, it takes a whole streak again.
+    central.up()
+    await eventually(lambda: decider.mode == "online", timeout=GUARD)
+    assert await ask(decider, "u-10") == Decision.from_dict(ALLOW)
+    central.down()
+    assert await ask(decider, "u-11") is None
+    assert decider.mode == "online"
+
+
 async def test_the_probe_does_nothing_while_online(central: Central, make: Make) -> None:
     decider = make(probe_interval=0.01)
     decider.probing()  # type: ignore[attr-defined]

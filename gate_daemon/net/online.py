@@ -10,8 +10,11 @@ A breaker keeps a sick central off the scan path. It opens (the gate goes *offli
 after ``failures`` calls in a row that failed or took longer than ``max_latency``; while
 open, no scan waits on the network. A background probe asks the central for a challenge
 every ``probe_interval``; after ``probes`` quick answers in a row the breaker closes and
-the gate is *online* again. Every switch is counted, with how long the switch took (from
-the first bad call of the streak to the switch) and the time spent offline.
+the gate is *online* again, on trial: until a scan's call is answered quickly, one bad
+call switches it back (a central whose challenges are quick but whose validation hangs
+costs one timeout per probe cycle, not ``failures``). Every switch is counted, with how
+long the switch took (from the first bad call of the streak to the switch) and the time
+spent offline.
 """
 
 from __future__ import annotations
@@ -78,6 +81,8 @@ class OnlineDecider:
         self._streak_started: float | None = None
         self._offline_since: float | None = None
         self._good_probes = 0
+        #: Closed by the probe and not yet confirmed by a scan's quick answer: one bad call reopens.
+        self._trial = False
         self.offline_seconds = 0.0
         self.switches: dict[str, int] = {"online": 0, "offline": 0}
         self.last_switch: Switch | None = None
@@ -116,7 +121,7 @@ class OnlineDecider:
             self.calls["slow"] += 1
             self._bad(started, f"slow: answered in {took * 1000:.0f} ms")
         else:
-            self._streak, self._streak_started = 0, None
+            self._streak, self._streak_started, self._trial = 0, None, False
         return decision
 
     def _bad(self, started: float, why: str) -> None:
@@ -124,7 +129,7 @@ class OnlineDecider:
         if self._streak == 0:
             self._streak_started = started
         self._streak += 1
-        if self._streak >= self.settings.failures and self.mode == "online":
+        if (self._trial or self._streak >= self.settings.failures) and self.mode == "online":
             self._switch("offline", why, self._monotonic() - (self._streak_started or started))
 
     def _switch(self, to: str, why: str, took: float) -> None:
@@ -136,6 +141,9 @@ class OnlineDecider:
             self._offline_since = None
         self.mode = to
         self._streak, self._streak_started, self._good_probes = 0, None, 0
+        # Back online on the probe's word (a challenge answered quickly), which says less than a
+        # validate answer: until a scan's call confirms it, one bad call is enough to go back.
+        self._trial = to == "online"
         self.switches[to] += 1
         self.last_switch = Switch(to, self._clock(), why, took)
         log.warning("online-first: switched to %s (%s) after %.0f ms", to, why, took * 1000)
