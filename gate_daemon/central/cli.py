@@ -20,6 +20,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gate_daemon.cli import run_command
 from gate_daemon.core.times import format_instant
 from gate_daemon.errors import GateError
 from gate_daemon.provision.event import load_event
@@ -29,7 +30,6 @@ from gate_daemon.provision.tickets import load_tickets
 from .config import CentralConfig, load_central_config
 from .store import read_report
 
-EXIT_ERROR = 1
 log = logging.getLogger("gate_daemon.central")
 
 
@@ -144,14 +144,7 @@ def parser() -> argparse.ArgumentParser:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run gate-central; errors become one line on stderr and a non-zero exit."""
     args = parser().parse_args(argv)
-    try:
-        code: int = args.func(args)
-    except GateError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
-    return code
+    return run_command(lambda: int(args.func(args)))
 
 
 if __name__ == "__main__":

@@ -17,14 +17,13 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
+from gate_daemon.cli import EXIT_ERROR, run_command
 from gate_daemon.config import GateConfig, load_config, load_pins_config
 from gate_daemon.core.decision import Checkpoint
 from gate_daemon.errors import GateError, KeyFileError, ManifestRefused, Problem, SourceError
 from gate_daemon.store.manifest_file import read_manifest
 from gate_daemon.systemd import setup_logging
 from gate_daemon.tomlsource import line_of, load
-
-EXIT_ERROR = 1
 
 
 def check_deployment(config: GateConfig) -> tuple[list[Problem], list[str]]:
@@ -186,7 +185,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run or check; errors become lines on stderr and a non-zero exit."""
     p = parser()
     args = p.parse_args(argv)
-    try:
+
+    def act() -> int:
         if args.command == "check-config":
             return cmd_check(args.file)
         if args.command == "safe-state":
@@ -194,11 +194,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         if args.config is None:
             p.error("--config FILE is required (or: gate-daemon check-config FILE)")
         return cmd_run(args.config)
-    except GateError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
+
+    return run_command(act)
 
 
 if __name__ == "__main__":

@@ -17,6 +17,7 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
+from gate_daemon.cli import run_command
 from gate_daemon.control import DEFAULT_SOCKET, ask
 from gate_daemon.core.decision import Checkpoint, Outcome, evaluate
 from gate_daemon.core.keys import PublicKey
@@ -42,7 +43,6 @@ from gate_daemon.provision.tickets import load_tickets
 from gate_daemon.store.ledger import read_conflicts, read_counters
 from gate_daemon.store.manifest_file import apply_delta_file, read_manifest, write_delta_result
 
-EXIT_ERROR = 1
 EXIT_CODES = {Outcome.ALLOW: 0, Outcome.DENY: 3, Outcome.ALREADY_USED: 4, Outcome.TOO_EARLY: 5}
 #: Payloads up to this length fit a version-7 QR at error level M, which phones and the
 #: Pi camera read comfortably; longer ones still work but print larger.
@@ -688,15 +688,13 @@ def _check_text(args: argparse.Namespace) -> None:
 def main(argv: Sequence[str] | None = None) -> int:
     """Run gatectl; errors become one line on stderr and a non-zero exit."""
     args = parser().parse_args(argv)
-    try:
+
+    def act() -> int:
         _check_text(args)
         code: int = args.func(args)
-    except GateError as exc:
-        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
-        return EXIT_ERROR
-    except KeyboardInterrupt:
-        return 130
-    return code
+        return code
+
+    return run_command(act)
 
 
 if __name__ == "__main__":
