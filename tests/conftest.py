@@ -9,8 +9,11 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.central_fixtures import CentralWorld
+from tests.central_process import CentralProcess, numbered_central_world
 from tests.gate_process import Launcher, launcher
 from tests.live import LiveWorld, make_live_world
+from tests.loop_thread import LoopThread
 from tests.support import World, make_world
 
 # Property tests: 300 examples each keeps the suite fast; HYPOTHESIS_PROFILE=deep for a long hunt.
@@ -43,3 +46,23 @@ def live(tmp_path: Path) -> LiveWorld:
     world = make_live_world(tmp_path / "world")
     (tmp_path / "drop.gdm").write_bytes(world.manifest(1))
     return world
+
+
+@pytest.fixture
+def loop() -> Iterator[LoopThread]:
+    """An event loop on a thread of its own, for servers and links that serve while the test blocks."""
+    with LoopThread() as thread:
+        yield thread
+
+
+@pytest.fixture
+def central_world(tmp_path: Path) -> CentralWorld:
+    """The reference central's files: roster north-1 and south-1, numbered tickets (not started)."""
+    return numbered_central_world(tmp_path / "central")
+
+
+@pytest.fixture
+def gate_central(central_world: CentralWorld, tmp_path: Path) -> Iterator[CentralProcess]:
+    """``gate-central`` serving ``central_world`` on 127.0.0.1; stopped (resumed first) at the end."""
+    with CentralProcess(central_world.config_path, tmp_path).start() as central:
+        yield central

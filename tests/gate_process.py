@@ -21,6 +21,7 @@ import subprocess
 import sys
 import threading
 import time
+import urllib.parse
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from types import TracebackType
@@ -431,6 +432,23 @@ def query(db: Path, sql: str, *params: Any) -> list[tuple[Any, ...]]:
     """Rows of ``sql`` read from the ledger file (a separate connection, as an auditor would)."""
     with contextlib.closing(sqlite3.connect(db, timeout=10)) as conn:
         return list(conn.execute(sql, params).fetchall())
+
+
+def redemptions(db: Path) -> dict[str, tuple[Any, ...]]:
+    """Every redemption in a ledger file, by uuid: (ticket, kind, origin, epoch, seq, hlc), read-only."""
+    uri = f"file:{urllib.parse.quote(str(db))}?mode=ro"
+    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as conn:
+        rows = conn.execute(
+            "SELECT uuid, ticket_id, kind, origin, epoch, seq, hlc FROM redemptions"
+        ).fetchall()
+    return {str(row[0]): tuple(row[1:]) for row in rows}
+
+
+def free_port() -> int:
+    """A port nothing listens on now (a server binds it a moment later, with SO_REUSEADDR)."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
 
 
 def integrity(db: Path) -> str:

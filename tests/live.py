@@ -37,6 +37,23 @@ L-0010,A108,1,completed,now,floor,1,
 """
 
 
+def tickets_csv(count: int) -> str:
+    """``count`` single-entry tickets of session ``now``, zone ``floor``: ``payload(n)`` is ``ticket(n)``."""
+    rows = ["ticket_id,order_id,seat,status,session,zone,entries,code"]
+    rows += [f"{ticket(n)},P{n},1,completed,now,floor,1," for n in range(1, count + 1)]
+    return "\n".join(rows) + "\n"
+
+
+def payload(n: int) -> str:
+    """The legacy payload (order ``P<n>``, seat 1) of ticket ``ticket(n)`` of ``tickets_csv``."""
+    return f"P{n}-1"
+
+
+def ticket(n: int) -> str:
+    """The id of the ``n``-th ticket of ``tickets_csv``."""
+    return f"P-{n:03d}"
+
+
 def event_toml(now: float, gates: tuple[str, ...] = ()) -> str:
     """The live event, with session ``now`` open at ``now``, and ``gates`` in its roster."""
     roster = "".join(f'\n[[gates]]\nid = "{gate}"\npub = "{gate}.pub"\n' for gate in gates)
@@ -137,6 +154,7 @@ def write_gate_config(
     repeat_window_ms: int = 3000,
     poll_ms: int = 200,
     socket: Path | None = None,
+    decision: str | None = None,
     extra: str = "",
 ) -> Path:
     """A gate config for the live event; absolute paths throughout."""
@@ -151,6 +169,8 @@ def write_gate_config(
     ]
     if zone:
         lines.append(f'zone = "{zone}"')
+    if decision:
+        lines.append(f'decision = "{decision}"')
     lines += [
         "[manifest]",
         f'path = "{manifest_path or path.parent / "drop.gdm"}"',

@@ -73,6 +73,10 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
             response = _error(exc.status, exc.name, exc.detail)
     except ApiError as exc:
         response = _error(exc.status, exc.name, exc.detail)
+    except ConnectionResetError:
+        # The gate gave up (its deadline, a cut link) before its answer: it will ask again.
+        log.info("%s %s: the caller went away before its answer", request.method, request.path)
+        response = _error(503, "unavailable", "the caller went away")
     except (sqlite3.Error, OSError, GateError) as exc:
         log.error("%s %s: cannot answer: %s", request.method, request.path, type(exc).__name__)
         response = _error(503, "unavailable", "the central cannot answer now")

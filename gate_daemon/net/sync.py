@@ -359,5 +359,5 @@ class UpstreamSync:
 
 def _brief(status: dict[str, Any]) -> dict[str, Any]:
     """What the central keeps of a gate's status: small and free of secrets."""
-    keys = ("mode", "zone", "manifest", "decision", "clock", "uptime_s")
+    keys = ("mode", "zone", "manifest", "decision", "clock", "uptime_seconds")
     return {key: status[key] for key in keys if key in status}

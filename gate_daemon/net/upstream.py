@@ -332,11 +332,14 @@ class UpstreamClient:
             async with asyncio.timeout(max(timeout, 0.001)):
                 # Uncompressed: the limits count, and manifests are written, the raw bytes
                 # (httpx asks for gzip by default, which a proxy before the central may honour).
+                # httpx's own limits are this call's deadline: the client's default (timeout_ms)
+                # must not cut short a call allowed longer (a validate, a manifest download).
                 request = self.client.build_request(
                     method,
                     self.base_url + path,
                     content=body,
                     headers={**headers, "Accept-Encoding": "identity"},
+                    timeout=httpx.Timeout(max(timeout, 0.001)),
                 )
                 response = await self.client.send(request, stream=True)
                 try:
@@ -361,7 +364,9 @@ class UpstreamClient:
         except (httpx.RemoteProtocolError, httpx.DecodingError) as exc:
             raise UpstreamError("bad_reply", f"not an HTTP answer: {exc}") from None
         except httpx.HTTPError as exc:
-            raise UpstreamError("unreachable", f"{type(exc).__name__}: {exc}") from None
+            # A connection reset is an httpx.ReadError with no message: say what it was.
+            detail = str(exc) or "the connection broke"
+            raise UpstreamError("unreachable", f"{type(exc).__name__}: {detail}") from None
 
     def _saw_date(self, value: str | None, sent: float) -> None:
         if value is None or self.on_date is None:
