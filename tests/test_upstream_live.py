@@ -19,6 +19,7 @@ from typing import Any
 
 import pytest
 
+from gate_daemon.net.metrics import render
 from gate_daemon.store.ledger import read_conflicts
 from tests.central_fixtures import CentralWorld
 from tests.central_process import (
@@ -31,9 +32,9 @@ from tests.central_process import (
     upstream_status,
     wait_drained,
 )
-from tests.gate_process import GateProcess, Launcher, redemptions, wait_until
+from tests.gate_process import GateProcess, Launcher, gatectl, redemptions, wait_until
 from tests.link_proxy import Link
-from tests.live import payload, ticket
+from tests.live import LiveWorld, payload, ticket, write_gate_config
 from tests.loop_thread import LoopThread
 
 #: How a loop names a central it cannot reach (a reset, a refused connection, or no answer in time).
@@ -125,6 +126,49 @@ def test_a_gate_without_a_manifest_fetches_it_admits_and_finds_the_check_in_by_s
     assert counters["upstream:manifests"] == 1
     assert (status["decision"], status["zone"], status["manifest"]["version"]) == ("local", "floor", 1)
     assert status["uptime_seconds"] >= 0 and "clock" in status
+
+
+def test_status_metrics_and_search_show_the_central_to_techs_and_fleet_ops(
+    central_world: CentralWorld, gate_central: CentralProcess, launch: Launcher, tmp_path: Path
+) -> None:
+    gate = start_gate(launch, central_world, tmp_path, gate_central.url)
+    uuid = admit(gate, 3)
+    wait_drained(gate, gate_central, {uuid})
+    socket = ("--socket", str(gate.socket_path))
+
+    shown = gatectl("status", *socket)
+    assert shown.returncode == 0, shown.stderr
+    assert f"central   {gate_central.url} up, 0 records to send, pull cursor" in shown.stdout, shown.stdout
+
+    found = gatectl("search", ticket(3), *socket)
+    assert found.returncode == 0, found.stderr
+    line = next(row for row in found.stdout.splitlines() if row.startswith(ticket(3)))
+    assert "exact" in line and line.endswith("entry at north-1"), found.stdout
+    missing = gatectl("search", "nothing-like-it", *socket, "--json")
+    assert (missing.returncode, missing.stdout.strip()) == (1, "[]")
+    refused = gatectl("search", "x", *socket)  # one character: not a search
+    assert refused.returncode == 1 and "bad_request" in refused.stderr and "Traceback" not in refused.stderr
+
+    # What fleet ops scrape: the gate's real status through the real exposition.
+    metrics = render(gate.status()).decode()
+    for line in (
+        "gate_upstream_up 1.0",
+        "gate_upstream_pending_records 0.0",
+        'gate_upstream_records_total{result="applied"} 1.0',
+        "gate_clock_ok 1.0",
+    ):
+        assert line in metrics, line
+    assert 'gate_upstream_last_ok_timestamp_seconds{loop="drain"}' in metrics
+
+
+def test_a_gate_without_a_central_says_so_when_asked_to_search(
+    live: LiveWorld, launch: Launcher, tmp_path: Path
+) -> None:
+    gate = launch(write_gate_config(tmp_path / "gate.toml", live), name="alone")
+    answer = gatectl("search", "A100", "--socket", str(gate.socket_path))
+    assert answer.returncode == 1 and "no_upstream" in answer.stderr, answer.stderr
+    status = gate.status()
+    assert status["upstream"] is None and status["online"] is None and status["decision"] == "local"
 
 
 # ------------------------------------------------------------------ outages
