@@ -66,6 +66,8 @@ class ManifestWatch:
         self._seen: tuple[int, int, int] | None = None
         self.refusal: Refusal | None = None
         self.activated_at: float | None = None
+        #: One install at a time: the drop file's and the central's (``offer``) may meet.
+        self._installing = asyncio.Lock()
 
     @property
     def current(self) -> Manifest | None:
@@ -169,6 +171,12 @@ class ManifestWatch:
 
     async def _take(self, source: Path, state: ManifestState) -> bool:
         """Install ``source`` if it verifies and is newer; whether it was activated."""
+        # Two installs side by side would each check against the same active version, and
+        # the older could land last: the private copy a rollback of what the ledger holds.
+        async with self._installing:
+            return await self._install(source, state)
+
+    async def _install(self, source: Path, state: ManifestState) -> bool:
         current = self._current
         manifest = await asyncio.to_thread(
             install_manifest,

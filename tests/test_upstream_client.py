@@ -309,6 +309,19 @@ async def test_an_answer_that_is_not_a_json_object_is_bad_reply(
     assert error.name == "bad_reply" and words in error.detail
 
 
+async def test_json_nested_past_the_parsers_depth_is_bad_reply(
+    central: FakeCentral, connect: Factory
+) -> None:
+    # A few hundred KiB of brackets: json.loads raises RecursionError, not ValueError.
+    deep = b"[" * 200_000
+    central.answer("GET", "/v1/participants", deep)
+    error = await failure(connect().search("ab"))
+    assert error.name == "bad_reply" and "not JSON" in error.detail
+    central.answer("POST", "/v1/heartbeat", b'{"error": ' + deep, status=400)
+    error = await failure(connect().heartbeat({}, {}))
+    assert (error.name, error.status) == ("bad_reply", 400)
+
+
 async def test_push_answers_of_the_wrong_shape_are_bad_reply(central: FakeCentral, connect: Factory) -> None:
     records = [record(1), record(2)]
     client = connect()

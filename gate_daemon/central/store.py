@@ -225,7 +225,8 @@ class CentralStore:
 
     async def cursor(self) -> int:
         """The latest pull cursor given (0 before any)."""
-        return int(await _scalar(self._db, "SELECT COALESCE(MAX(cursor), 0) FROM checkins") or 0)
+        async with self._lock:  # committed state only: see ``pull``
+            return int(await _scalar(self._db, "SELECT COALESCE(MAX(cursor), 0) FROM checkins") or 0)
 
     async def push(
         self,
@@ -365,11 +366,17 @@ class CentralStore:
         return [Move(str(u), str(k), int(h), str(o), bool(f), v, float(w)) for u, k, h, o, f, v, w in rows]
 
     async def pull(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int, bool]:
-        """Servable records after cursor ``after``: wire forms, the last cursor, whether more remain."""
-        rows = await self._db.execute_fetchall(
-            f"SELECT {_COLUMNS} FROM checkins WHERE cursor > ? ORDER BY cursor LIMIT ?",  # noqa: S608
-            (after, limit + 1),
-        )
+        """Servable records after cursor ``after``: wire forms, the last cursor, whether more remain.
+
+        Under the store's lock: the one connection would otherwise read the rows of a push
+        still in its transaction, and a gate would move its cursor past numbers that a
+        rollback (or a crash before COMMIT) hands to other records later, never pulled.
+        """
+        async with self._lock:
+            rows = await self._db.execute_fetchall(
+                f"SELECT {_COLUMNS} FROM checkins WHERE cursor > ? ORDER BY cursor LIMIT ?",  # noqa: S608
+                (after, limit + 1),
+            )
         found = list(rows)
         page = found[:limit]
         records = [_record(row).wire(str(row[13])) for row in page]
@@ -377,11 +384,12 @@ class CentralStore:
 
     async def checkins_of(self, ticket_id: str, limit: int = 5) -> list[dict[str, Any]]:
         """A ticket's stored check-ins, newest first (by hybrid clock)."""
-        rows = await self._db.execute_fetchall(
-            "SELECT kind, origin, wall FROM checkins WHERE ticket_id = ?"
-            " ORDER BY hlc DESC, uuid DESC LIMIT ?",
-            (ticket_id, limit),
-        )
+        async with self._lock:  # committed state only: see ``pull``
+            rows = await self._db.execute_fetchall(
+                "SELECT kind, origin, wall FROM checkins WHERE ticket_id = ?"
+                " ORDER BY hlc DESC, uuid DESC LIMIT ?",
+                (ticket_id, limit),
+            )
         return [{"kind": str(k), "gate": str(o), "at": float(w)} for k, o, w in rows]
 
     # ------------------------------------------------------------------ validations

@@ -54,6 +54,8 @@ MAX_PAGES = 200
 MAX_BACKOFF = 30.0
 #: Push batches in flight at once while draining.
 DRAIN_DEPTH = 2
+#: Refusals of pulled records that the central's newer manifest (its roster) may undo.
+ROSTER_REFUSALS = frozenset({"unknown_origin", "bad_signature"})
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,6 +131,8 @@ class UpstreamSync:
         self.totals = SyncTotals()
         self.download: dict[str, Any] | None = None
         self._wake = asyncio.Event()
+        #: One manifest refresh at a time (the manifest loop's and the pull's share a download file).
+        self._manifest_lock = asyncio.Lock()
         self.ledger.subscribe(lambda _record: self._wake.set())
 
     # ------------------------------------------------------------------ loops
@@ -274,6 +278,11 @@ class UpstreamSync:
             if page.records:
                 received = await self.replication.receive(list(page.records))
                 learned += len(received.learned.applied)
+                if any(r.error in ROSTER_REFUSALS for r in received.refused) and await self._roster_renewed():
+                    # The central's roster lists a gate (or key) this gate's manifest did not
+                    # yet: judged again under the newer one, before the cursor moves past them.
+                    received = await self.replication.receive(list(page.records))
+                    learned += len(received.learned.applied)
                 self.totals.pulled += len(page.records)
                 if received.refused:
                     first = received.refused[0]
@@ -289,8 +298,25 @@ class UpstreamSync:
         self.totals.learned += learned
         return learned
 
+    async def _roster_renewed(self) -> bool:
+        """Whether a newer manifest from the central was activated just now.
+
+        A central that cannot be asked raises (``UpstreamError``): the pull cursor stays,
+        and the page is judged again at the next round. A manifest refused here leaves the
+        roster as it is.
+        """
+        try:
+            return await self.refresh_manifest()
+        except ManifestRefused as exc:
+            log.warning("records pulled from gates not in the roster; the central's manifest: %s", exc)
+            return False
+
     async def refresh_manifest(self) -> bool:
         """Fetch, verify and activate a newer manifest; whether one was activated."""
+        async with self._manifest_lock:
+            return await self._refresh_manifest()
+
+    async def _refresh_manifest(self) -> bool:
         current = self.manifests.current
         have = current.version if current is not None else None
         download = self.download_dir / "manifest.download"

@@ -406,7 +406,7 @@ async def _save(
 def _object(raw: Any) -> dict[str, Any]:
     try:
         value = json.loads(raw)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):  # RecursionError: nesting past the parser's depth
         raise UpstreamError("bad_reply", "the answer is not JSON") from None
     if not isinstance(value, dict):
         raise UpstreamError("bad_reply", "the answer is not a JSON object")
@@ -424,7 +424,7 @@ def _refusal(status: int, content: Any) -> tuple[str, str]:
     """The central's named error, or a name for an answer that has none."""
     try:
         value = json.loads(content)
-    except (TypeError, ValueError):
+    except (TypeError, ValueError, RecursionError):
         value = None
     if isinstance(value, dict) and isinstance(value.get("error"), str):
         name = value["error"][:64]

@@ -1,0 +1,132 @@
+"""A gate's upstream sync, in process, against the reference central on 127.0.0.1 (real SQLite, real HTTP).
+
+The pull verifies records against the gate's roster: a gate the central's newer manifest
+added must not be skipped forever because this gate's manifest had not caught up yet.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+import httpx
+
+from gate_daemon.clock import GateClock
+from gate_daemon.core.decision import Checkpoint
+from gate_daemon.manifest_watch import ManifestWatch
+from gate_daemon.net.replication import Replication
+from gate_daemon.net.sync import SyncSettings, UpstreamSync
+from gate_daemon.net.upstream import UpstreamClient
+from gate_daemon.provision.keyfiles import read_public, write_keypair
+from gate_daemon.store.ledger import Ledger
+from gate_daemon.store.manifest_file import read_manifest
+from gate_daemon.store.upstream_marks import UpstreamMarks
+from tests.central_fixtures import GATES, CentralWorld, GateClient, Running, make_central_world, serving
+from tests.live import EVENT_ID, event_toml, tickets_csv
+
+
+@asynccontextmanager
+async def gate_sync(
+    world: CentralWorld, running: Running, root: Path, gate_id: str
+) -> AsyncIterator[UpstreamSync]:
+    """Gate ``gate_id``'s ledger, manifest watch and upstream sync (its loops not started)."""
+    root.mkdir(parents=True)
+    ledger = await Ledger.open(root / "ledger.sqlite", gate_id)
+    client = UpstreamClient(
+        running.url, gate_id, world.keys[gate_id], client=httpx.AsyncClient(), timeout=10.0
+    )
+    try:
+        manifests = ManifestWatch(
+            drop_path=root / "drop.gdm",
+            private_path=root / "manifest.active",
+            trusted=[read_public(world.live.signer_pub)],
+            ledger=ledger,
+            event_id=EVENT_ID,
+            checkpoint=Checkpoint("floor"),
+        )
+        await manifests.start()
+        replication = Replication(ledger, world.keys[gate_id], lambda: manifests.current)
+        marks = await UpstreamMarks.load(ledger)
+        yield UpstreamSync(
+            client, replication, marks, manifests, GateClock(), SyncSettings(), download_dir=root
+        )
+    finally:
+        await client.aclose()
+        await ledger.close()
+
+
+async def test_a_gate_added_after_this_gates_manifest_is_learned_not_skipped(tmp_path: Path) -> None:
+    world = make_central_world(tmp_path / "central")
+    async with serving(world) as running, gate_sync(world, running, tmp_path / "north", "north-1") as sync:
+        assert await sync.refresh_manifest()
+        first = sync.manifests.current
+        assert first is not None
+        # The organiser adds a gate; the central builds the next version with it in the roster.
+        east_key = write_keypair(world.live.dir / "east-1")[2]
+        (world.live.dir / "event.toml").write_text(event_toml(world.live.now, (*GATES, "east-1")))
+        assert await running.central.book.refresh(force=True)
+        east = GateClient(running.http, "east-1", east_key)
+        record = east.record("L-0001")
+        pushed = await east.push(record)
+        assert pushed.json()["results"][0]["status"] == "applied", pushed.text
+        # North pulls before its manifest loop has fetched the new version.
+        assert sync.manifests.current is first
+        assert await sync.pull() == 1
+        current = sync.manifests.current
+        assert current is not None and current.version > first.version
+        assert sync.ledger.known().get(("east-1", east.epoch)) == 1
+        facts = await sync.ledger.facts("L-0001")
+        assert facts.entries == 1
+
+
+async def test_records_from_a_gate_the_central_no_longer_lists_do_not_stop_the_pull(tmp_path: Path) -> None:
+    world = make_central_world(tmp_path / "central")
+    async with serving(world) as running, gate_sync(world, running, tmp_path / "north", "north-1") as sync:
+        south = running.gates["south-1"]
+        gone = south.record("L-0002")
+        assert (await south.push(gone)).json()["results"][0]["status"] == "applied"
+        # South leaves the roster; north holds the central's latest manifest, without it.
+        (world.live.dir / "event.toml").write_text(event_toml(world.live.now, ("north-1",)))
+        assert await running.central.book.refresh(force=True)
+        assert await sync.refresh_manifest()
+        north = running.gates["north-1"]
+        kept = north.record("L-0009")
+        assert (await north.push(kept)).json()["results"][0]["status"] == "applied"
+        # South's record is refused for good (the central has nothing newer), and the
+        # cursor moves on past it to north's.
+        assert await sync.pull() == 1
+        assert sync.marks.after == 2
+        assert ("south-1", south.epoch) not in sync.ledger.known()
+
+
+async def test_the_centrals_manifest_and_a_dropped_one_at_once_end_on_the_newer(tmp_path: Path) -> None:
+    # A tech drops version 2 (large: slow to verify) as the sync offers the central's
+    # version 3 (small): whichever install finishes last, the gate ends on version 3, in
+    # memory and in its private copy, never rolled back to 2.
+    world = make_central_world(tmp_path / "central").live
+    root = tmp_path / "gate"
+    root.mkdir()
+    (root / "v1.gdm").write_bytes(world.manifest(1))
+    (root / "v3.gdm").write_bytes(world.manifest(3))
+    ledger = await Ledger.open(root / "ledger.sqlite", "north-1")
+    try:
+        manifests = ManifestWatch(
+            drop_path=root / "drop.gdm",
+            private_path=root / "manifest.active",
+            trusted=[read_public(world.signer_pub)],
+            ledger=ledger,
+            event_id=EVENT_ID,
+            checkpoint=Checkpoint("floor"),
+        )
+        await manifests.start()
+        assert await manifests.offer(root / "v1.gdm")
+        (root / "drop.gdm").write_bytes(world.manifest(2, tickets_csv=tickets_csv(200_000)))
+        await asyncio.gather(manifests.check(), manifests.offer(root / "v3.gdm"), return_exceptions=True)
+        current = manifests.current
+        assert current is not None and current.version == 3
+        assert read_manifest(root / "manifest.active", [read_public(world.signer_pub)]).version == 3
+        assert (await ledger.manifest_state()).version == 3
+    finally:
+        await ledger.close()
