@@ -385,6 +385,9 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         if manifests.current is not None:
             # A Pi that booted at 1970 decides no earlier than its manifest was made.
             clock.raise_floor(float(manifests.current.header.issued_at), "manifest")
+        clock.ceiling = lambda: (
+            None if manifests.current is None else float(manifests.current.header.expires_at)
+        )
         signals = make_signals(config, pin_factory)
         turnstile = make_turnstile(config, ledger, pin_factory)
         button = make_button(config, pin_factory)

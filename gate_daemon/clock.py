@@ -7,6 +7,11 @@ tickets for valid ones. So the time a gate decides with is never earlier than th
 time and from the central server's ``Date`` headers. The floor is kept in the ledger's
 file, so it survives the reboot that matters.
 
+A ``Date`` header is not signed, so the floor it raises is capped at the active
+manifest's (signed) expiry: a forged one can at most make the gate refuse tickets as
+too late (until the ``time_floor`` row is reset), never admit one; the floor taken from
+the manifest needs no such cap.
+
 The offset of the system clock from the central's is estimated from each ``Date``
 header (one-second resolution: the estimate is good to about half a second plus half
 the round trip). Status, metrics and the console warn when it is larger than the
@@ -42,8 +47,12 @@ class GateClock:
         system: Callable[[], float] = time.time,
         warn_offset: float = DEFAULT_WARN_OFFSET,
         synced_flag: Path = SYNCED_FLAG,
+        ceiling: Callable[[], float | None] | None = None,
     ) -> None:
         self.floor = floor
+        #: The highest a server's ``Date`` may raise the floor: the active manifest's expiry
+        #: (signed). None from it (no manifest): a server's time raises nothing.
+        self.ceiling = ceiling
         self.floor_source = "ledger" if floor else None
         self.warn_offset = warn_offset
         self._system = system
@@ -92,7 +101,11 @@ class GateClock:
         if self.rtt is None or rtt <= self.rtt * 2 or abs(received - (self._estimated_at or 0)) > 60:
             self.offset, self.rtt, self._estimated_at = offset, rtt, received
         self.server_seen_at = received
-        self.raise_floor(server, "server")
+        # A Date header is not signed: it may raise the floor only as far as the signed
+        # manifest's expiry, past which nothing is admitted anyway.
+        ceiling = self.ceiling() if self.ceiling is not None else None
+        if ceiling is not None:
+            self.raise_floor(min(server, ceiling), "server")
         self._check()
 
     def synchronised(self) -> bool | None:

@@ -15,6 +15,7 @@ from gate_daemon.store.ledger import Ledger
 from tests.gate_fixtures import Clock, query
 
 T = 1_795_000_000.0  # some moment in 2026
+EXPIRES = T + 86400  # the active manifest's expiry in these tests
 
 
 @pytest.fixture
@@ -42,6 +43,7 @@ def clock_at(tmp_path: Path, now: float, floor: float = 0.0, **kwargs: object) -
     system = Clock(now)
     if "synced_flag" not in kwargs:
         kwargs["synced_flag"] = flag(tmp_path, synced=True)
+    kwargs.setdefault("ceiling", lambda: EXPIRES)  # an active manifest expiring a day after T
     return GateClock(floor, system=system, **kwargs), system  # type: ignore[arg-type]
 
 
@@ -131,6 +133,21 @@ async def test_a_floor_that_is_not_a_number_is_ignored_with_an_error(
 
 
 # ------------------------------------------------------------------ the central's Date
+
+
+def test_a_servers_date_raises_the_floor_no_further_than_the_manifests_expiry(tmp_path: Path) -> None:
+    # Date is not signed: a central (or anyone between) saying it is next year can push
+    # the floor only to the signed manifest's expiry.
+    clock, _ = clock_at(tmp_path, T)
+    clock.saw_server(T + 365 * 86400, sent=T, received=T + 0.1)
+    assert clock.floor == EXPIRES and clock.floor_source == "server"
+
+
+def test_without_a_manifest_a_servers_date_raises_no_floor(tmp_path: Path) -> None:
+    clock, _ = clock_at(tmp_path, T - 3600, ceiling=lambda: None)
+    clock.saw_server(T, sent=T - 3600, received=T - 3600 + 0.1)
+    assert clock.floor == 0.0 and clock.now() == T - 3600
+    assert clock.offset == pytest.approx(-3600 + 0.05 - 0.5)  # still measured and shown
 
 
 def test_a_system_clock_ahead_of_the_central_has_a_positive_offset(tmp_path: Path) -> None:

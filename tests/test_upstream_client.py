@@ -559,6 +559,19 @@ async def test_an_unreadable_date_header_is_ignored(central: FakeCentral, connec
     assert len(seen) == 1  # only the challenge's
 
 
+async def test_the_date_of_an_error_answer_is_not_taken(central: FakeCentral, connect: Factory) -> None:
+    # A proxy's error page (or anything that is not the central's answer) says nothing of the time.
+    future = email.utils.formatdate(1_900_000_000.0, usegmt=True)
+    refusal = {"error": "unavailable", "detail": "down"}
+    central.answer("POST", "/v1/heartbeat", refusal, status=503, Date=future)
+    seen: list[tuple[float, float, float]] = []
+    client = connect(on_date=lambda *args: seen.append(args))
+    with pytest.raises(UpstreamError) as caught:
+        await client.heartbeat({}, {})
+    assert caught.value.name == "unavailable"
+    assert len(seen) == 1 and seen[0][0] != 1_900_000_000.0  # only the challenge's
+
+
 # ------------------------------------------------------------------ manifest downloads
 
 

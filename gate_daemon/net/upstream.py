@@ -346,7 +346,8 @@ class UpstreamClient:
                     challenge = response.headers.get(HEADER_CHALLENGE)
                     if challenge:
                         self._challenges.append((self._monotonic(), challenge))
-                    self._saw_date(response.headers.get("date"), sent)
+                    if response.status_code < 400:  # the central's own answer, not a proxy's error page
+                        self._saw_date(response.headers.get("date"), sent)
                     declared = response.headers.get("content-length")
                     if declared and declared.isdigit() and int(declared) > max_bytes:
                         raise UpstreamError("too_large", f"the answer is {declared} bytes, over {max_bytes}")
