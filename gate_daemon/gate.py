@@ -62,6 +62,10 @@ class RemoteDecider(Protocol):
         """Within a hard deadline; never raises."""
         ...
 
+    def settled(self, uuid: str, admitted: bool) -> None:
+        """The scan's end at this gate: a mark the central holds for one not admitted is taken back."""
+        ...
+
 
 class ManifestSource(Protocol):
     """Whatever holds the active manifest (it may be swapped between scans)."""
@@ -226,6 +230,9 @@ class Gate:
             if prior is not None:
                 return prior
         result = await self._commit(payload, device, operator, kind or self.mode, scan_id or new_scan_id())
+        if self.online is not None and not result.duplicate:
+            admitted = result.recorded and result.decision.outcome is Outcome.ALLOW
+            self.online.settled(result.scan_id, admitted)
         if not result.duplicate:
             self._show(result.decision)
             decision = result.decision
@@ -345,8 +352,7 @@ def _together(local: Decision, remote: Decision, scan_id: str) -> Decision:
         return remote
     if local.outcome is not Outcome.ALLOW:
         log.warning(
-            "scan %s: the central allowed it, this gate refuses it (%s); the central's mark will meet "
-            "this gate's records as a conflict",
+            "scan %s: the central allowed it, this gate refuses it (%s); its mark there is taken back",
             scan_id,
             local.reason.value,
         )

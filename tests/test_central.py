@@ -214,6 +214,50 @@ async def test_validate_decides_as_a_gate_and_is_idempotent(tmp_path: Path) -> N
         assert (await north.push(signed)).json()["results"][0]["status"] == "duplicate"
 
 
+async def test_a_validation_its_gate_did_not_admit_is_taken_back(tmp_path: Path) -> None:
+    world = _world(tmp_path)
+    async with serving(world) as running:
+        north, south = running.gates["north-1"], running.gates["south-1"]
+        scan = str(uuidlib.uuid4())
+        assert (await north.validate("A100-2", scan)).json()["decision"]["outcome"] == "allow"
+        # Only the gate that asked may take it back.
+        other = await south.request("POST", "/v1/validate/release", {"uuid": scan})
+        assert other.json() == {"uuid": scan, "released": False}
+        taken = await north.request("POST", "/v1/validate/release", {"uuid": scan})
+        assert taken.json() == {"uuid": scan, "released": True}
+        assert read_report(world.config.database)["checkins"] == 0
+        # The ticket is free again for the next gate, and a second release changes nothing.
+        assert (await south.validate("A100-2")).json()["decision"]["outcome"] == "allow"
+        again = await north.request("POST", "/v1/validate/release", {"uuid": scan})
+        assert again.json() == {"uuid": scan, "released": False}
+        # A check-in completed by its gate's signed record is never taken back.
+        kept = str(uuidlib.uuid4())
+        assert (await north.validate("A107-1", kept)).json()["decision"]["outcome"] == "allow"
+        await north.push(north.record("L-0009", uuid=kept, mode="online"))
+        refused = await north.request("POST", "/v1/validate/release", {"uuid": kept})
+        assert refused.json() == {"uuid": kept, "released": False}
+        for body in ({}, {"uuid": "nope"}, {"uuid": kept, "more": 1}):
+            bad = await north.request("POST", "/v1/validate/release", body)
+            assert (bad.status_code, bad.json()["error"]) == (400, "bad_request"), body
+
+
+async def test_taking_back_a_double_entry_clears_its_conflict(tmp_path: Path) -> None:
+    world = _world(tmp_path)
+    async with serving(world) as running:
+        north, south = running.gates["north-1"], running.gates["south-1"]
+        scan = str(uuidlib.uuid4())
+        assert (await north.validate("A100-2", scan)).json()["decision"]["outcome"] == "allow"
+        # South admitted the same ticket offline, earlier: its entry stands, the mark conflicts.
+        earlier = south.record("L-0002", hlc=10)
+        assert (await south.push(earlier)).json()["results"][0]["status"] == "applied"
+        conflicts = read_report(world.config.database)["conflicts"]
+        assert [(c["loser"], c["winner"]) for c in conflicts] == [(scan, earlier.uuid)]
+        # North did not admit after all: with its mark taken back there is no double entry.
+        assert (await north.request("POST", "/v1/validate/release", {"uuid": scan})).json()["released"]
+        assert read_report(world.config.database)["conflicts"] == []
+        assert read_report(world.config.database)["checkins"] == 1
+
+
 async def test_validate_exit_and_reentry(tmp_path: Path) -> None:
     world = _world(tmp_path)
     async with serving(world) as running:

@@ -44,12 +44,21 @@ class Central:
         self.healthy.set()
         self.challenge_too = False
         fake.route("POST", "/v1/validate")(self._validate)
+        fake.route("POST", "/v1/validate/release")(self._release)
         fake.challenge_route = self._challenge
 
     @property
     def validations(self) -> list[str]:
         """The uuids of the validate calls that reached the central."""
         return [seen.json()["uuid"] for seen in self.fake.signed("POST", "/v1/validate")]
+
+    @property
+    def releases(self) -> list[str]:
+        """The uuids whose marks the gate took back."""
+        return [seen.json()["uuid"] for seen in self.fake.signed("POST", "/v1/validate/release")]
+
+    async def _release(self, _request: web.Request, body: bytes) -> web.StreamResponse:
+        return web.json_response({"uuid": json.loads(body)["uuid"], "released": True})
 
     def down(self, *, challenge_too: bool = False) -> None:
         self.healthy.clear()
@@ -361,6 +370,25 @@ async def test_the_gates_own_refusal_stands_against_a_central_allow(
         assert second.decision.reason is Reason.ALREADY_USED
         assert scan_row(rig, second.scan_id)[2:] == ("online", "refused")
         assert rig.scalar("SELECT COUNT(*) FROM redemptions") == 1
+        # The central marked the second scan when it allowed it: the gate takes the mark back,
+        # in the background, and only that one (the first was admitted and will be pushed).
+        decider = rig.gate.online
+        assert isinstance(decider, OnlineDecider) and decider.status()["to_release"] == 1
+        decider.probing()  # type: ignore[attr-defined]
+        await eventually(lambda: central.releases == [second.scan_id], timeout=GUARD)
+        await eventually(lambda: decider.status()["released"] == 1, timeout=GUARD)
+        assert decider.status()["to_release"] == 0
+
+
+async def test_a_scan_the_central_refused_leaves_nothing_to_take_back(
+    central: Central, make: Make, world: World, tmp_path: Path
+) -> None:
+    central.decision = USED
+    async with online_gate(world, tmp_path / "gate", make()) as rig:
+        result = await rig.gate.scan(REF_T0001, device="test")
+        assert result.decision.reason is Reason.ALREADY_USED
+        decider = rig.gate.online
+        assert isinstance(decider, OnlineDecider) and decider.status()["to_release"] == 0
 
 
 async def test_a_central_that_is_down_leaves_the_decision_to_the_gate(

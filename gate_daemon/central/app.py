@@ -39,6 +39,7 @@ from .wire import (
     parse_object,
     parse_pull,
     parse_push,
+    parse_release,
     parse_search,
     parse_validate,
 )
@@ -152,6 +153,12 @@ async def _validate(request: web.Request) -> web.Response:
     return web.json_response(answer)
 
 
+async def _release(request: web.Request) -> web.Response:
+    caller, body = await _signed(request)
+    uuid = parse_release(parse_object(body))
+    return web.json_response(await request.app[CENTRAL].release(caller.gate_id, uuid))
+
+
 async def _heartbeat(request: web.Request) -> web.Response:
     caller, body = await _signed(request, MAX_HEARTBEAT)
     beat = parse_heartbeat(parse_object(body))
@@ -166,6 +173,7 @@ ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]],
     ("GET", "/v1/checkins", _pull),
     ("GET", "/v1/participants", _participants),
     ("POST", "/v1/validate", _validate),
+    ("POST", "/v1/validate/release", _release),
     ("POST", "/v1/heartbeat", _heartbeat),
 )
 

@@ -150,6 +150,13 @@ class Central:
         )
         return {"uuid": request.uuid, "decision": decision}
 
+    async def release(self, gate: str, uuid: str) -> dict[str, Any]:
+        """Take back a validation's check-in that its gate did not admit after all."""
+        released = await self.store.release(uuid, gate, self.book.entries_allowed, self._clock())
+        if released:
+            log.info("gate %s took back validation %s", gate, uuid)
+        return {"uuid": uuid, "released": released}
+
     async def participants(self, q: str, limit: int) -> dict[str, Any]:
         """Tickets matching ``q``, each with its latest check-ins."""
         manifest = self._manifest()

@@ -442,6 +442,25 @@ class CentralStore:
             )
         return answer
 
+    async def release(self, uuid: str, gate: str, entries_allowed: EntriesAllowed, now: float) -> bool:
+        """Take back the check-in a validation made, when its gate did not admit after all.
+
+        Only an unsigned check-in (no record of the gate's has completed it) made for
+        ``gate`` is removed, with the ticket's conflicts judged again; whether one was.
+        """
+        async with self._transaction() as db:
+            rows = await db.execute_fetchall(
+                "SELECT ticket_id, origin, sig FROM checkins WHERE uuid = ?", (uuid,)
+            )
+            held = next(iter(rows), None)
+            if held is None or held[2] is not None or str(held[1]) != gate:
+                return False
+            ticket_id = str(held[0])
+            await db.execute("DELETE FROM checkins WHERE uuid = ?", (uuid,))
+            await db.execute("DELETE FROM conflicts WHERE ticket_id = ?", (ticket_id,))
+            await self._recheck(db, {ticket_id}, entries_allowed, now)
+        return True
+
     # ------------------------------------------------------------------ heartbeats
 
     async def heartbeat(

@@ -157,6 +157,19 @@ def parse_validate(data: Mapping[str, Any]) -> ValidateRequest:
     return ValidateRequest(str(uuid), payload, ScanKind(kind), _label(data, "zone"), _label(data, "session"))
 
 
+def parse_release(data: Mapping[str, Any]) -> str:
+    """A ``POST /v1/validate/release`` body: the uuid of a validation to take back."""
+    _fields(data, {"uuid"}, {"uuid"})
+    uuid = data["uuid"]
+    try:
+        canonical = isinstance(uuid, str) and str(uuidlib.UUID(uuid)) == uuid
+    except ValueError:
+        canonical = False
+    if not canonical:
+        raise bad("uuid: must be a UUID in its canonical form")
+    return str(uuid)
+
+
 @dataclass(frozen=True, slots=True)
 class Heartbeat:
     """A gate's periodic report."""

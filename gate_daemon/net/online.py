@@ -22,18 +22,22 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections import deque
+from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from gate_daemon.core.decision import Checkpoint, Decision, ScanKind
+from gate_daemon.core.decision import Checkpoint, Decision, Outcome, ScanKind
 from gate_daemon.net.upstream import UpstreamClient, UpstreamError
 
 log = logging.getLogger(__name__)
 
 #: Latencies kept for status (the last N online calls).
 LATENCIES_KEPT = 256
+#: Scans remembered as possibly marked at the central, and marks waiting to be taken back.
+ASKED_KEPT = 1024
+#: Tries to take back one mark (one a probe interval) before giving up on it.
+RELEASE_TRIES = 100
 
 
 @dataclass(frozen=True, slots=True)
@@ -89,6 +93,11 @@ class OnlineDecider:
         self.last_error: str | None = None
         self.calls: dict[str, int] = {"answered": 0, "failed": 0, "slow": 0, "skipped": 0}
         self.latencies: deque[float] = deque(maxlen=LATENCIES_KEPT)
+        #: Scans the central may have marked (it allowed, or did not answer): uuid -> True.
+        self._asked: OrderedDict[str, bool] = OrderedDict()
+        #: Marks to take back: scans the central may have marked that this gate did not admit.
+        self._releases: OrderedDict[str, int] = OrderedDict()
+        self.released = 0
 
     async def decide(self, uuid: str, payload: str, kind: ScanKind) -> Decision | None:
         """Ask the central, within the hard timeout; None when the gate must decide alone."""
@@ -96,6 +105,7 @@ class OnlineDecider:
             self.calls["skipped"] += 1
             return None
         started = self._monotonic()
+        self._remember(uuid)  # until the central says otherwise, it may have marked it
         try:
             decision = await self.client.validate(
                 uuid,
@@ -122,7 +132,29 @@ class OnlineDecider:
             self._bad(started, f"slow: answered in {took * 1000:.0f} ms")
         else:
             self._streak, self._streak_started, self._trial = 0, None, False
+        if decision.outcome is not Outcome.ALLOW:
+            self._asked.pop(uuid, None)  # refused there: nothing was marked
         return decision
+
+    def _remember(self, uuid: str) -> None:
+        self._asked[uuid] = True
+        while len(self._asked) > ASKED_KEPT:
+            self._asked.popitem(last=False)
+
+    def settled(self, uuid: str, admitted: bool) -> None:
+        """The gate's own end of a scan: not admitted, a mark the central may hold is taken back.
+
+        A scan the central allowed (or did not answer) and this gate then refused, or could
+        not record, must not stay a check-in at the central. The release goes out in the
+        background (``run``), never on the scan path; a gate that restarts before it
+        leaves a mark behind (shown unsigned in the central's report).
+        """
+        if self._asked.pop(uuid, None) is None or admitted:
+            return
+        self._releases[uuid] = 0
+        while len(self._releases) > ASKED_KEPT:
+            dropped, _ = self._releases.popitem(last=False)
+            log.warning("online-first: too many validations to take back; %s stays marked", dropped)
 
     def _bad(self, started: float, why: str) -> None:
         self.last_error = why
@@ -151,9 +183,10 @@ class OnlineDecider:
             self.on_switch(self.last_switch)
 
     async def run(self) -> None:
-        """Probe the central while offline, and close the breaker when it answers quickly."""
+        """Take back marks, probe the central while offline, close the breaker when it answers quickly."""
         while True:
             await asyncio.sleep(self.settings.probe_interval)
+            await self._release_marks()
             if self.mode == "online":
                 continue
             started = self._monotonic()
@@ -175,6 +208,25 @@ class OnlineDecider:
                 since = self._offline_since or started
                 self._switch("online", "the central answers quickly again", self._monotonic() - since)
 
+    async def _release_marks(self) -> None:
+        """Ask the central to take back the marks of scans this gate did not admit."""
+        for uuid in list(self._releases):
+            try:
+                await self.client.release(uuid, timeout=self.settings.timeout)
+            except UpstreamError as exc:
+                tries = self._releases.get(uuid, 0) + 1
+                if tries >= RELEASE_TRIES:
+                    del self._releases[uuid]
+                    log.warning("online-first: validation %s could not be taken back (%s)", uuid, exc.name)
+                else:
+                    self._releases[uuid] = tries
+                return  # the central is not answering: the rest wait for the next round
+            except Exception:
+                log.exception("online-first: taking back a validation failed unexpectedly")
+                return
+            self._releases.pop(uuid, None)
+            self.released += 1
+
     def status(self) -> dict[str, Any]:
         """For status and metrics."""
         offline = self.offline_seconds
@@ -192,6 +244,8 @@ class OnlineDecider:
             else {"to": last.to, "at": last.at, "why": last.why, "took_s": last.took},
             "last_error": self.last_error,
             "calls": dict(self.calls),
+            "to_release": len(self._releases),
+            "released": self.released,
             "latency_p50_ms": _quantile(ordered, 0.5),
             "latency_p99_ms": _quantile(ordered, 0.99),
         }

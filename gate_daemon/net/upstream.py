@@ -200,6 +200,14 @@ class UpstreamClient:
         except (KeyError, TypeError, ValueError) as exc:
             raise UpstreamError("bad_reply", f"the decision is not one: {exc}") from None
 
+    async def release(self, uuid: str, *, timeout: float) -> bool:
+        """Take back the check-in a validation made (this gate did not admit); whether one was."""
+        reply = await self._json("POST", "/v1/validate/release", {"uuid": uuid}, timeout=timeout)
+        released = reply.get("released")
+        if reply.get("uuid") != uuid or not isinstance(released, bool):
+            raise UpstreamError("bad_reply", "a release answer needs this scan's uuid and released")
+        return released
+
     async def search(self, query: str, limit: int = 20) -> list[dict[str, Any]]:
         """Tickets matching ``query`` (ticket id, order id, seat; typos forgiven)."""
         reply = await self._json("GET", "/v1/participants?" + urlencode({"q": query, "limit": limit}))
