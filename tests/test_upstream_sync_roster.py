@@ -12,10 +12,12 @@ from contextlib import asynccontextmanager
 from pathlib import Path
 
 import httpx
+import pytest
 
 from gate_daemon.clock import GateClock
 from gate_daemon.core.decision import Checkpoint
 from gate_daemon.manifest_watch import ManifestWatch
+from gate_daemon.net import sync as sync_module
 from gate_daemon.net.replication import Replication
 from gate_daemon.net.sync import SyncSettings, UpstreamSync
 from gate_daemon.net.upstream import UpstreamClient
@@ -130,3 +132,23 @@ async def test_the_centrals_manifest_and_a_dropped_one_at_once_end_on_the_newer(
         assert (await ledger.manifest_state()).version == 3
     finally:
         await ledger.close()
+
+
+async def test_a_delta_too_large_to_apply_is_replaced_by_the_full_file(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    world = make_central_world(tmp_path / "central")
+    async with serving(world) as running, gate_sync(world, running, tmp_path / "north", "north-1") as sync:
+        assert await sync.refresh_manifest()
+        first = sync.manifests.current
+        assert first is not None
+        world.tickets_path.write_text(tickets_csv(12))  # the next version: a delta from the first
+        assert await running.central.book.refresh(force=True)
+        monkeypatch.setattr(sync_module, "MAX_DELTA_APPLIED", 1)  # every delta is "too large"
+        assert await sync.refresh_manifest()
+        current = sync.manifests.current
+        assert current is not None and current.version == first.version + 1
+        assert len(current) >= 12
+        assert "fetching the full manifest instead" in caplog.text  # the delta was offered, and passed over
+        # Nothing of either download is left behind in the state directory.
+        assert not list((tmp_path / "north").glob("manifest.download*"))

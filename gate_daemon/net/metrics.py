@@ -37,6 +37,11 @@ _LABELLED = {
         "result",
         "Records answered by the central (applied, duplicate, conflict, rejected); manifests fetched.",
     ),
+    "upstream_refused": (
+        "gate_upstream_refused_records",
+        "reason",
+        "Records pulled from the central that did not verify (unknown_origin, bad_signature, ...).",
+    ),
     "mode_switch": (
         "gate_mode_switches",
         "to",

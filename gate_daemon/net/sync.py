@@ -54,6 +54,8 @@ MAX_PAGES = 200
 MAX_BACKOFF = 30.0
 #: Push batches in flight at once while draining.
 DRAIN_DEPTH = 2
+#: The largest delta applied (in memory); past it, the full manifest is fetched instead.
+MAX_DELTA_APPLIED = 64 << 20
 #: Refusals of pulled records that the central's newer manifest (its roster) may undo.
 ROSTER_REFUSALS = frozenset({"unknown_origin", "bad_signature"})
 
@@ -292,6 +294,7 @@ class UpstreamSync:
                         first.error,
                         first.detail[:200],
                     )
+                    await self.ledger.bump(f"upstream_refused:{r.error}" for r in received.refused)
             await self.marks.reached(page.cursor)
             if not page.more:
                 break
@@ -333,6 +336,25 @@ class UpstreamSync:
             self.download = None
         if fetched is None:
             return False
+        if fetched.kind == "delta" and fetched.size > MAX_DELTA_APPLIED:
+            # A delta is applied in memory: one this large (a central's bug, or worse) is not,
+            # and the full file, which is read in place, is asked for instead.
+            download.unlink(missing_ok=True)
+            log.warning("the central's delta is %d bytes; fetching the full manifest instead", fetched.size)
+            self.download = {"bytes": 0, "total": None, "started_at": time.time()}
+            try:
+                fetched = await self.client.manifest(
+                    None,
+                    download,
+                    max_bytes=MAX_MANIFEST,
+                    timeout=self.settings.manifest_timeout,
+                    progress=self._progress,
+                )
+            finally:
+                self.download = None
+            if fetched is None or fetched.kind != "full":
+                download.unlink(missing_ok=True)
+                raise UpstreamError("bad_reply", "asked for the full manifest, the central sent none")
         try:
             source = fetched.path
             if fetched.kind == "delta":
@@ -371,7 +393,7 @@ class UpstreamSync:
         return {
             "url": self.client.base_url,
             "up": self.loops["drain"].error is None and self.loops["drain"].ok_at is not None,
-            "pending": self.marks.pending(),
+            "pending": self.marks.pending({self.ledger.gate_id, *(self.replication.roster() or {})}),
             "cursor": self.marks.after,
             "loops": {name: state.as_dict() for name, state in self.loops.items()},
             "pushed": self.totals.pushed,

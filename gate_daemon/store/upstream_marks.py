@@ -11,7 +11,7 @@ answer, so a gate killed mid-drain resumes exactly where the central last answer
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Mapping
+from collections.abc import Container, Iterable, Mapping
 from dataclasses import dataclass
 
 from gate_daemon.store.ledger import Ledger
@@ -58,9 +58,17 @@ class UpstreamMarks:
         """The central's pull cursor reached."""
         return self._after
 
-    def pending(self) -> int:
-        """Records held (in unbroken runs) that the central has not answered for yet."""
-        return sum(max(0, run - self._acked.get(log_id, 0)) for log_id, run in self.ledger.known().items())
+    def pending(self, origins: Container[str] | None = None) -> int:
+        """Records held (in unbroken runs) that the central has not answered for yet.
+
+        With ``origins``, only those origins' logs (the drain sends no others: a gate dropped
+        from the roster can no longer be verified).
+        """
+        return sum(
+            max(0, run - self._acked.get(log_id, 0))
+            for log_id, run in self.ledger.known().items()
+            if origins is None or log_id[0] in origins
+        )
 
     async def acknowledge(
         self,
