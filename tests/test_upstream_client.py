@@ -336,6 +336,7 @@ async def test_push_answers_of_the_wrong_shape_are_bad_reply(central: FakeCentra
         {"results": push_answer(records)["results"], "cursor": True},
         {"results": push_answer(records)["results"], "cursor": 1.5},
         {"results": push_answer(records)["results"]},
+        push_answer(records[::-1]),  # answers out of order: positions would pass an unanswered record
     ]
     for answer in wrong:
         central.answer("POST", "/v1/checkins", answer)

@@ -152,6 +152,9 @@ class UpstreamClient:
             if not isinstance(item, dict) or item.get("status") not in STATUSES:
                 raise UpstreamError("bad_reply", f"results[{index}] has no status of {', '.join(STATUSES)}")
             uuid, reason, detail = item.get("uuid"), item.get("reason"), item.get("detail")
+            if uuid is not None and uuid != records[index].get("uuid"):
+                # Answers out of order would move positions past records never answered.
+                raise UpstreamError("bad_reply", f"results[{index}] answers another record than was sent")
             out.append(
                 ItemResult(
                     uuid if isinstance(uuid, str) else None,
