@@ -43,6 +43,7 @@ from gate_daemon.core.decision import Decision, LedgerFacts
 from gate_daemon.core.hlc import HybridClock
 from gate_daemon.core.records import Redemption
 from gate_daemon.errors import GateError
+from gate_daemon.store.transactions import immediate
 
 SCHEMA_VERSION = 1
 
@@ -212,14 +213,8 @@ class CentralStore:
 
     @contextlib.asynccontextmanager
     async def _transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        async with self._lock:
-            await self._db.execute("BEGIN IMMEDIATE")
-            try:
-                yield self._db
-            except BaseException:
-                await self._db.execute("ROLLBACK")
-                raise
-            await self._db.execute("COMMIT")
+        async with self._lock, immediate(self._db):
+            yield self._db
 
     # ------------------------------------------------------------------ check-ins
 

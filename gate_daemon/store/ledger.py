@@ -38,6 +38,7 @@ from gate_daemon.core.times import format_instant
 from gate_daemon.errors import GateError
 from gate_daemon.store.redeemed import RedeemedFilter
 from gate_daemon.store.schema import MIGRATIONS
+from gate_daemon.store.transactions import finish, immediate
 
 log = logging.getLogger(__name__)
 
@@ -283,23 +284,9 @@ class Ledger:
     @asynccontextmanager
     async def transaction(self) -> AsyncIterator[Transaction]:
         """One write transaction; committed (durably) when the block ends without error."""
-        async with self._lock:
-            begin = asyncio.ensure_future(self._db.execute("BEGIN IMMEDIATE"))
-            try:
-                await asyncio.shield(begin)
-                yield Transaction(self)
-                await asyncio.shield(self._db.execute("COMMIT"))
-            except BaseException:
-                # A BEGIN whose waiter was cancelled still runs in the database thread, and
-                # a transaction left open would swallow every later scan's commit: wait for
-                # it (through any further cancellation), then close whatever is open,
-                # before the lock is let go.
-                cancelled = await _finish(begin)
-                if self._db.in_transaction:
-                    cancelled |= await _finish(asyncio.ensure_future(self._db.execute("ROLLBACK")))
-                if cancelled:
-                    raise asyncio.CancelledError from None
-                raise
+        # The lock is let go only once nothing is left open (store.transactions).
+        async with self._lock, immediate(self._db):
+            yield Transaction(self)
 
     @property
     def serial(self) -> asyncio.Lock:
@@ -425,7 +412,7 @@ class Ledger:
             # The statement ran in autocommit, so no transaction may be open after it. If
             # one is (someone's BEGIN slipped in), the scan is not durable: undo, refuse.
             if self._db.in_transaction:
-                cancelled = await _finish(asyncio.ensure_future(self._db.execute("ROLLBACK")))
+                cancelled = await finish(asyncio.ensure_future(self._db.execute("ROLLBACK")))
                 if cancelled:
                     raise asyncio.CancelledError from None
                 raise sqlite3.OperationalError("a transaction was left open around a scan; scan refused")
@@ -810,25 +797,6 @@ class Transaction:
     async def set_meta(self, values: Iterable[tuple[str, str]]) -> None:
         """Set ``meta`` keys."""
         await self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values)
-
-
-async def _finish(step: asyncio.Future[Any]) -> bool:
-    """Wait until a queued database step is done, whatever cancellations arrive meanwhile.
-
-    Its outcome is ignored (the caller is already failing). Returns whether a
-    cancellation arrived while waiting, for the caller to raise once it has cleaned up.
-    """
-    cancelled = False
-    while not step.done():
-        try:
-            await asyncio.shield(step)
-        except asyncio.CancelledError:
-            cancelled = cancelled or not step.done()
-        except BaseException:
-            break
-    if not step.cancelled():
-        step.exception()  # retrieved: never "exception was never retrieved"
-    return cancelled
 
 
 async def _scalar(db: aiosqlite.Connection, sql: str, params: tuple[Any, ...] = ()) -> Any:

@@ -1,0 +1,53 @@
+"""One write transaction on an aiosqlite connection that survives cancellation and failure.
+
+Shared by the gate's ledger and the reference central's store. A ``BEGIN`` whose waiter
+was cancelled still runs in the database thread, and a transaction left open would
+swallow every later write (each committing into it, never durably): so whatever goes
+wrong inside, the block waits for what it started (through any further cancellation),
+rolls back what is open, and only then lets go. The caller holds its own lock around it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+import aiosqlite
+
+
+@asynccontextmanager
+async def immediate(db: aiosqlite.Connection) -> AsyncIterator[None]:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (durable when the block ends), rolled back on any failure."""
+    begin = asyncio.ensure_future(db.execute("BEGIN IMMEDIATE"))
+    try:
+        await asyncio.shield(begin)
+        yield
+        await asyncio.shield(db.execute("COMMIT"))
+    except BaseException:
+        cancelled = await finish(begin)
+        if db.in_transaction:
+            cancelled |= await finish(asyncio.ensure_future(db.execute("ROLLBACK")))
+        if cancelled:
+            raise asyncio.CancelledError from None
+        raise
+
+
+async def finish(step: asyncio.Future[Any]) -> bool:
+    """Wait until a queued database step is done, whatever cancellations arrive meanwhile.
+
+    Its outcome is ignored (the caller is already failing). Returns whether a
+    cancellation arrived while waiting, for the caller to raise once it has cleaned up.
+    """
+    cancelled = False
+    while not step.done():
+        try:
+            await asyncio.shield(step)
+        except asyncio.CancelledError:
+            cancelled = cancelled or not step.done()
+        except BaseException:
+            break
+    if not step.cancelled():
+        step.exception()  # retrieved: never "exception was never retrieved"
+    return cancelled
