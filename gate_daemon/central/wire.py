@@ -141,33 +141,31 @@ def _label(data: Mapping[str, Any], name: str) -> str | None:
 def parse_validate(data: Mapping[str, Any]) -> ValidateRequest:
     """A ``POST /v1/validate`` body."""
     _fields(data, {"uuid", "payload", "kind", "zone", "session"}, {"uuid", "payload", "kind"})
-    uuid = data["uuid"]
-    try:
-        canonical = isinstance(uuid, str) and str(uuidlib.UUID(uuid)) == uuid
-    except ValueError:
-        canonical = False
-    if not canonical:
-        raise bad("uuid: must be a UUID in its canonical form")
+    uuid = _canonical_uuid(data["uuid"])
     payload = data["payload"]
     if not isinstance(payload, str) or len(payload) > MAX_PAYLOAD:
         raise bad(f"payload: must be a string of at most {MAX_PAYLOAD} characters")
     kind = data["kind"]
     if kind not in ("entry", "exit"):
         raise bad('kind: must be "entry" or "exit"')
-    return ValidateRequest(str(uuid), payload, ScanKind(kind), _label(data, "zone"), _label(data, "session"))
+    return ValidateRequest(uuid, payload, ScanKind(kind), _label(data, "zone"), _label(data, "session"))
 
 
 def parse_release(data: Mapping[str, Any]) -> str:
     """A ``POST /v1/validate/release`` body: the uuid of a validation to take back."""
     _fields(data, {"uuid"}, {"uuid"})
-    uuid = data["uuid"]
+    return _canonical_uuid(data["uuid"])
+
+
+def _canonical_uuid(value: object) -> str:
+    """A scan's uuid, which must be written as ``str(uuid.UUID(...))`` writes it."""
     try:
-        canonical = isinstance(uuid, str) and str(uuidlib.UUID(uuid)) == uuid
+        canonical = isinstance(value, str) and str(uuidlib.UUID(value)) == value
     except ValueError:
         canonical = False
     if not canonical:
         raise bad("uuid: must be a UUID in its canonical form")
-    return str(uuid)
+    return str(value)
 
 
 @dataclass(frozen=True, slots=True)

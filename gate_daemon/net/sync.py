@@ -42,7 +42,7 @@ from gate_daemon.core.records import Redemption
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.manifest_watch import ManifestWatch
 from gate_daemon.net.replication import Replication
-from gate_daemon.net.upstream import MAX_BATCH, PushAnswer, UpstreamClient, UpstreamError
+from gate_daemon.net.upstream import MAX_BATCH, ManifestFetch, PushAnswer, UpstreamClient, UpstreamError
 from gate_daemon.store.manifest_file import MAX_MANIFEST, write_delta_result
 from gate_daemon.store.upstream_marks import Rejection, UpstreamMarks
 
@@ -323,17 +323,7 @@ class UpstreamSync:
         current = self.manifests.current
         have = current.version if current is not None else None
         download = self.download_dir / "manifest.download"
-        self.download = {"bytes": 0, "total": None, "started_at": time.time()}
-        try:
-            fetched = await self.client.manifest(
-                have,
-                download,
-                max_bytes=MAX_MANIFEST,
-                timeout=self.settings.manifest_timeout,
-                progress=self._progress,
-            )
-        finally:
-            self.download = None
+        fetched = await self._download(have, download)
         if fetched is None:
             return False
         if fetched.kind == "delta" and fetched.size > MAX_DELTA_APPLIED:
@@ -341,17 +331,7 @@ class UpstreamSync:
             # and the full file, which is read in place, is asked for instead.
             download.unlink(missing_ok=True)
             log.warning("the central's delta is %d bytes; fetching the full manifest instead", fetched.size)
-            self.download = {"bytes": 0, "total": None, "started_at": time.time()}
-            try:
-                fetched = await self.client.manifest(
-                    None,
-                    download,
-                    max_bytes=MAX_MANIFEST,
-                    timeout=self.settings.manifest_timeout,
-                    progress=self._progress,
-                )
-            finally:
-                self.download = None
+            fetched = await self._download(None, download)
             if fetched is None or fetched.kind != "full":
                 download.unlink(missing_ok=True)
                 raise UpstreamError("bad_reply", "asked for the full manifest, the central sent none")
@@ -374,6 +354,20 @@ class UpstreamSync:
                 self.clock.raise_floor(float(active.header.issued_at), "manifest")
             await self.ledger.bump(["upstream:manifests"])
         return activated
+
+    async def _download(self, have: int | None, dest: Path) -> ManifestFetch | None:
+        """The central's manifest for a gate holding ``have``, into ``dest``; its progress in status."""
+        self.download = {"bytes": 0, "total": None, "started_at": time.time()}
+        try:
+            return await self.client.manifest(
+                have,
+                dest,
+                max_bytes=MAX_MANIFEST,
+                timeout=self.settings.manifest_timeout,
+                progress=self._progress,
+            )
+        finally:
+            self.download = None
 
     def _progress(self, done: int, total: int | None) -> None:
         if self.download is not None:
