@@ -21,15 +21,13 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gate_daemon.core.decision import ScanKind
-from gate_daemon.tomlsource import Checker, KeyPath, load
+from gate_daemon.tomlsource import SYSTEMD_DIRS, Checker, KeyPath, expand_dirs, load
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 #: A gpiozero pin name; no leading zero (gpiozero refuses "GPIO05" at start).
 #: gpiozero pin names the config takes: BCM (GPIO17, BCM17, 17) or header (BOARD11, J8:11).
 #: wiringPi numbers are left out: they would escape the check that no pin is used twice.
 PIN = re.compile(r"(GPIO|BCM|BOARD|J8:)?(0|[1-9][0-9]?)")
-SYSTEMD_DIRS = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "RUNTIME_DIRECTORY")
-_VARIABLE = re.compile(r"\$\{([A-Z_]+)\}")
 TOP_KEYS = {"gate", "manifest", "input", "signals", "turnstile", "control", "lan", "upstream"}
 GATE_KEYS = {"id", "event", "zone", "session", "state_dir", "mode", "repeat_window_ms", "decision"}
 UPSTREAM_KEYS = {
@@ -297,12 +295,11 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
         if not raw or "\0" in raw:
             check.problem(where, "a path must not be empty or hold a NUL character")
             return Path()
-        expanded = _expand(raw, env)
-        if expanded is None:
-            names = ", ".join(f"${{{n}}}" for n in SYSTEMD_DIRS)
-            check.problem(where, f"{raw!r}: only {names} may be used, and only when set")
+        try:
+            return base / expand_dirs(raw, env)
+        except ValueError as exc:
+            check.problem(where, f"{raw!r}: {exc}")
             return Path()
-        return base / expanded
 
     def path_value(tbl: dict[str, Any], at: KeyPath, key: str) -> Path:
         if key not in tbl:
@@ -712,22 +709,3 @@ def _pins(check: Checker, value: object, at: KeyPath) -> GpioPins:
         yellow=pin("yellow", DEFAULT_PINS.yellow) or DEFAULT_PINS.yellow,
         buzzer=pin("buzzer", DEFAULT_PINS.buzzer),
     )
-
-
-def _expand(raw: str, env: dict[str, str]) -> str | None:
-    """Expand the systemd directory variables in a path; None if another or an unset one is used."""
-    failed = False
-
-    def substitute(match: re.Match[str]) -> str:
-        nonlocal failed
-        name = match.group(1)
-        if name not in SYSTEMD_DIRS or not env.get(name):
-            failed = True
-            return ""
-        # systemd may list several directories separated by ':'; the first is ours.
-        return env[name].split(":")[0]
-
-    expanded = _VARIABLE.sub(substitute, raw)
-    if failed or "${" in expanded:
-        return None
-    return expanded

@@ -2,13 +2,14 @@
 
 ``tomllib`` gives values but no positions; ``line_of`` finds the line of a key path
 (``("sessions", 1, "starts_at")``) by following table headers, which is what a person
-needs to find the mistake.
+needs to find the mistake. ``expand_dirs`` puts systemd's directories into a path.
 """
 
 from __future__ import annotations
 
 import re
 import tomllib
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,9 @@ MAX_TOML = 16 << 20
 
 _HEADER = re.compile(r"^\s*(\[\[?)\s*([^\]]+?)\s*\]\]?\s*(#.*)?$")
 _KEY = re.compile(r"""^\s*("[^"]*"|'[^']*'|[A-Za-z0-9_.-]+)\s*=""")
+#: What systemd sets for a service with ``LoadCredential=``, ``StateDirectory=``, ``RuntimeDirectory=``.
+SYSTEMD_DIRS = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY", "RUNTIME_DIRECTORY")
+_VARIABLE = re.compile(r"\$\{([A-Z_]+)\}")
 
 
 def load(path: Path) -> tuple[dict[str, Any], str]:
@@ -40,6 +44,31 @@ def load(path: Path) -> tuple[dict[str, Any], str]:
     except RecursionError:
         # tomllib parses nested arrays and inline tables recursively.
         raise SourceError(str(path), [Problem("", "not valid TOML: values nested too deeply")]) from None
+
+
+def expand_dirs(raw: str, env: Mapping[str, str], names: Sequence[str] = SYSTEMD_DIRS) -> str:
+    """``raw`` with each ``${NAME}`` of ``names`` replaced by its value in ``env``.
+
+    ``ValueError`` saying which variable is unset or not allowed, and which are allowed.
+    """
+    wrong: list[str] = []
+
+    def substitute(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name not in names:
+            wrong.append(f"${{{name}}} is not allowed")
+        elif not env.get(name):
+            wrong.append(f"${{{name}}} is not set")
+        else:
+            # systemd may list several directories separated by ':'; the first is ours.
+            return env[name].split(":")[0]
+        return ""
+
+    expanded = _VARIABLE.sub(substitute, raw)
+    if wrong or "${" in expanded:
+        allowed = ", ".join(f"${{{n}}}" for n in names)
+        raise ValueError("; ".join([*wrong, f"only {allowed} may be used, and only when set"]))
+    return expanded
 
 
 def _parts(dotted: str) -> list[str]:

@@ -2,23 +2,29 @@
 
 Unknown keys are refused, numbers are bounded, and every problem names the file, the key
 and its line (``SourceError``). Relative paths are relative to the config file's folder.
+A path may start with ``${CREDENTIALS_DIRECTORY}`` or ``${STATE_DIRECTORY}``, which systemd
+sets for the service (``LoadCredential=``, ``StateDirectory=``; systemd/gate-central.service).
 ``config/central.example.toml`` documents every key.
 """
 
 from __future__ import annotations
 
+import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from gate_daemon.tomlsource import Checker, KeyPath, load
+from gate_daemon.tomlsource import Checker, KeyPath, expand_dirs, load
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>[0-9]{1,5})")
 TOP_KEYS = {"central"}
 CENTRAL_KEYS = {"id", "listen", "state_dir", "event", "tickets", "key", "poll_ms", "rate"}
 _REQUIRED = {"state_dir", "event", "tickets", "key"}
+#: The directories systemd/gate-central.service gives the central (it has no runtime directory).
+SYSTEMD_DIRS = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY")
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,9 +54,13 @@ class CentralConfig:
         return self.state_dir / "manifests"
 
 
-def load_central_config(path: Path) -> CentralConfig:
-    """Read and validate a central config file; ``SourceError`` listing every problem otherwise."""
+def load_central_config(path: Path, environ: Mapping[str, str] | None = None) -> CentralConfig:
+    """Read and validate a central config file; ``SourceError`` listing every problem otherwise.
+
+    ``${...}`` in paths come from ``environ`` (the process environment when not given).
+    """
     doc, text = load(path)
+    env = os.environ if environ is None else environ
     check = Checker(path, text, TOP_KEYS)
     check.table(doc, (), TOP_KEYS, required={"central"})
     at: KeyPath = ("central",)
@@ -66,7 +76,11 @@ def load_central_config(path: Path) -> CentralConfig:
         if not raw or "\0" in raw or len(raw.encode("utf-8", "surrogatepass")) > 1024:
             check.problem((*at, key), "a path must be 1 to 1024 bytes without a NUL character")
             return Path()
-        return path.parent / raw
+        try:
+            return path.parent / expand_dirs(raw, env, SYSTEMD_DIRS)
+        except ValueError as exc:
+            check.problem((*at, key), f"{raw!r}: {exc}")
+            return Path()
 
     host, port = _listen(check, tbl, at)
     config = CentralConfig(
