@@ -48,8 +48,9 @@ SYSTEMD_VARIABLES = (
     "RUNTIME_DIRECTORY",
     "CREDENTIALS_DIRECTORY",
 )
-#: Default seconds for any wait on the daemon.
-TIMEOUT = 15.0
+#: Default seconds for any wait on the daemon. It bounds a failure only (every wait ends as soon as
+#: its condition holds): a daemon starting on a loaded 2-CPU machine may take well over 15 s.
+TIMEOUT = 30.0
 
 
 class GateProcess:

@@ -16,6 +16,8 @@ from collections.abc import Coroutine
 from types import TracebackType
 from typing import Any, TypeVar
 
+from tests.waiting import settle
+
 T = TypeVar("T")
 
 
@@ -62,8 +64,14 @@ class LoopThread:
 
 
 async def _cancel_all() -> None:
+    # A task cancelled before its first step never runs its ``finally``: a server's handler
+    # for a connection accepted a moment ago would leak the connection (a ResourceWarning,
+    # an error under ``filterwarnings = error``, in whichever test the collector runs).
+    # Let what is scheduled start first, and let closed transports close their sockets after.
+    await settle()
     me = asyncio.current_task()
     tasks = [task for task in asyncio.all_tasks() if task is not me]
     for task in tasks:
         task.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
+    await settle()

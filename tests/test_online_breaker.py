@@ -30,6 +30,9 @@ ALLOW = Decision(Reason.OK, "Welcome", ticket_id="T-0001").as_dict()
 USED = Decision(Reason.ALREADY_USED, "Already used", ticket_id="T-0001", last_entry_gate="east-2").as_dict()
 #: Bounds a failing test only.
 GUARD = 20.0
+#: For a test whose central answers at once: no deadline or latency limit a loaded machine could meet
+#: (the defaults, 0.3 s and 0.25 s, are for tests that wait out a hung central).
+PATIENT: dict[str, Any] = {"timeout": 10.0, "max_latency": 10.0}
 
 
 class Central:
@@ -150,7 +153,7 @@ class Steps:
 
 
 async def test_an_answer_is_the_centrals_decision(central: Central, make: Make) -> None:
-    decider = make()
+    decider = make(**PATIENT)
     assert await ask(decider, "u-7") == Decision.from_dict(ALLOW)
     assert central.validations == ["u-7"]
     [seen] = central.fake.signed("POST", "/v1/validate")
@@ -167,7 +170,7 @@ async def test_an_answer_is_the_centrals_decision(central: Central, make: Make) 
     assert status["switches"] == {"online": 0, "offline": 0}
     assert status["last_switch"] is None and status["last_error"] is None
     assert status["latency_p50_ms"] is not None and status["latency_p99_ms"] is not None
-    assert status["timeout_ms"] == pytest.approx(300)
+    assert status["timeout_ms"] == pytest.approx(10_000)
     assert status["offline_seconds"] == 0
 
 
@@ -243,7 +246,7 @@ async def test_slow_answers_count_toward_opening(central: Central, make: Make) -
 
 
 async def test_a_refusing_central_counts_as_failing(central: Central, make: Make) -> None:
-    decider = make(failures=2)
+    decider = make(failures=2, **PATIENT)
     central.decision = {"not": "a decision"}
     assert await ask(decider) is None
     assert await ask(decider) is None
@@ -334,7 +337,7 @@ def scan_row(rig: Rig, scan_id: str) -> tuple[Any, ...]:
 
 async def test_the_centrals_refusal_wins(central: Central, make: Make, world: World, tmp_path: Path) -> None:
     central.decision = USED
-    async with online_gate(world, tmp_path / "gate", make()) as rig:
+    async with online_gate(world, tmp_path / "gate", make(**PATIENT)) as rig:
         result = await rig.gate.scan(REF_T0001, device="test")
         assert result.decision.reason is Reason.ALREADY_USED
         assert result.decision.last_entry_gate == "east-2"
@@ -349,7 +352,7 @@ async def test_the_centrals_refusal_wins(central: Central, make: Make, world: Wo
 async def test_both_allowing_admits_online(
     central: Central, make: Make, world: World, tmp_path: Path
 ) -> None:
-    async with online_gate(world, tmp_path / "gate", make()) as rig:
+    async with online_gate(world, tmp_path / "gate", make(**PATIENT)) as rig:
         result = await rig.gate.scan(REF_T0001, device="test")
         assert result.decision.reason is Reason.OK and result.recorded
         assert central.validations == [result.scan_id]
@@ -363,7 +366,7 @@ async def test_both_allowing_admits_online(
 async def test_the_gates_own_refusal_stands_against_a_central_allow(
     central: Central, make: Make, world: World, tmp_path: Path
 ) -> None:
-    async with online_gate(world, tmp_path / "gate", make()) as rig:
+    async with online_gate(world, tmp_path / "gate", make(**PATIENT)) as rig:
         first = await rig.gate.scan(REF_T0001, device="test")
         second = await rig.gate.scan(REF_T0001, device="test")  # the central (wrongly) allows it again
         assert first.decision.reason is Reason.OK
@@ -384,7 +387,7 @@ async def test_a_scan_the_central_refused_leaves_nothing_to_take_back(
     central: Central, make: Make, world: World, tmp_path: Path
 ) -> None:
     central.decision = USED
-    async with online_gate(world, tmp_path / "gate", make()) as rig:
+    async with online_gate(world, tmp_path / "gate", make(**PATIENT)) as rig:
         result = await rig.gate.scan(REF_T0001, device="test")
         assert result.decision.reason is Reason.ALREADY_USED
         decider = rig.gate.online
@@ -423,7 +426,7 @@ async def test_a_garbled_central_decision_leaves_the_decision_to_the_gate(
 ) -> None:
     # A refusal whose details are not of their types: it must not reach the ledger (and cost the scan).
     central.decision = {**USED, "ticket_id": ["T-0001"], "entries_used": "2"}
-    async with online_gate(world, tmp_path / "gate", make()) as rig:
+    async with online_gate(world, tmp_path / "gate", make(**PATIENT)) as rig:
         result = await rig.gate.scan(REF_T0001, device="test")
         assert result.recorded and result.decision.reason is Reason.OK
         assert scan_row(rig, result.scan_id)[2] == "offline"

@@ -23,6 +23,17 @@ async def eventually(condition: Callable[[], object], timeout: float = 10.0) -> 
         await asyncio.sleep(0.005)
 
 
+async def settle(rounds: int = 20) -> None:
+    """Let the loop go round ``rounds`` times, so that work already scheduled gets done.
+
+    Nothing here waits on I/O or time: what it lets finish is what is queued now (an
+    accepted connection on its way to its handler, a handler's first step, a closed
+    transport closing its socket), each a chain of a few callbacks.
+    """
+    for _ in range(rounds):
+        await asyncio.sleep(0)
+
+
 @contextlib.asynccontextmanager
 async def reading(source: ScanInput) -> AsyncIterator[asyncio.Queue[str]]:
     """Run an input in a task that puts each payload on a queue; close it at the end."""
