@@ -190,7 +190,9 @@ class UpstreamSync:
         return True
 
     def _failed(self, state: LoopState, name: str, error: str) -> None:
-        if state.error != error:
+        # Logged when the kind of failure changes, not at every try: details (a deadline's
+        # remaining seconds, a peer's text) differ from one try to the next.
+        if state.error is None or state.error.split(":", 1)[0] != error.split(":", 1)[0]:
             log.warning("upstream %s: %s", name, error)
         state.error, state.error_at = error, time.time()
         state.failures += 1
