@@ -15,10 +15,15 @@ they are decisions with a reason code (see ``gate_daemon.core.decision``).
     │                       wrong_event, wrong_checkpoint)
     ├── LedgerError         the ledger file cannot be used (store.ledger)
     └── ScanIdReused        a scan id sent again with another payload (gate)
+
+``run_command`` is the one printer every command (gate-daemon, gatectl, gate-central)
+runs its work through.
 """
 
 from __future__ import annotations
 
+import sys
+from collections.abc import Callable
 from dataclasses import dataclass
 
 
@@ -67,3 +72,18 @@ class ManifestRefused(GateError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}")
+
+
+#: The exit status of a command that failed with a ``GateError``.
+EXIT_ERROR = 1
+
+
+def run_command(action: Callable[[], int]) -> int:
+    """Run a command: a ``GateError`` becomes one line ``ErrorName: message`` on stderr and exit 1."""
+    try:
+        return action()
+    except GateError as exc:
+        print(f"{type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_ERROR
+    except KeyboardInterrupt:
+        return 130

@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from gate_daemon.core.decision import Checkpoint, Decision, ScanKind
-from gate_daemon.gate import Gate
-from gate_daemon.manifest_watch import ManifestWatch
+from gate_daemon.gate.manifest_watch import ManifestWatch
+from gate_daemon.gate.scan import Gate
 from gate_daemon.store.ledger import Ledger
 from tests.support import EVENT_ID, SAT_START, World
 

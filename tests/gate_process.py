@@ -27,8 +27,8 @@ from pathlib import Path
 from types import TracebackType
 from typing import IO, Any
 
-from gate_daemon.config import load_config
-from gate_daemon.control import ask
+from gate_daemon.config.load import load_config
+from gate_daemon.daemon.control import ask
 from gate_daemon.errors import GateError
 
 BIN = Path(sys.executable).parent
@@ -278,7 +278,7 @@ class GateProcess:
     # ------------------------------------------------------------- control socket
 
     def request(self, request: dict[str, Any], timeout: float = 10.0) -> dict[str, Any]:
-        """One control request through ``gate_daemon.control.ask`` (``GateError`` if refused)."""
+        """One control request through ``gate_daemon.daemon.control.ask`` (``GateError`` if refused)."""
         return ask(self.socket_path, request, timeout=timeout)
 
     def scan(self, payload: str, timeout: float = 10.0, **fields: Any) -> dict[str, Any]:

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon.clock import GateClock
+from gate_daemon.gate.clock import GateClock
 from gate_daemon.store.ledger import Ledger
 from tests.gate_fixtures import Clock, query
 
@@ -126,7 +126,7 @@ async def test_a_floor_that_is_not_a_number_is_ignored_with_an_error(
 ) -> None:
     async with ledger.transaction() as tx:
         await tx.set_meta([("time_floor", "yesterday")])
-    with caplog.at_level(logging.ERROR, logger="gate_daemon.clock"):
+    with caplog.at_level(logging.ERROR, logger="gate_daemon.gate.clock"):
         clock = await GateClock.load(ledger, system=Clock(T))
     assert clock.floor == 0.0 and clock.now() == T
     assert "'yesterday' is not a number" in caplog.text
@@ -267,7 +267,7 @@ def test_a_clock_problem_is_logged_once_and_its_end_too(
     tmp_path: Path, caplog: pytest.LogCaptureFixture
 ) -> None:
     clock, system = clock_at(tmp_path, T - 600)
-    with caplog.at_level(logging.INFO, logger="gate_daemon.clock"):
+    with caplog.at_level(logging.INFO, logger="gate_daemon.gate.clock"):
         for n in range(5):
             clock.saw_server(T + n, sent=T - 600 + n, received=T - 600 + n)
         system.now = T + 10

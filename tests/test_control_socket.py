@@ -18,11 +18,11 @@ from typing import Any
 
 import pytest
 
-from gate_daemon import app
-from gate_daemon.config import load_config
-from gate_daemon.control import MAX_REQUEST, ControlServer, ask
+from gate_daemon.config.load import load_config
+from gate_daemon.daemon import app
+from gate_daemon.daemon.control import MAX_REQUEST, ControlServer, ask
+from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.errors import GateError
-from gate_daemon.systemd import Notifier
 from tests.gate_fixtures import query
 from tests.live import LiveWorld, make_live_world, write_gate_config
 
@@ -334,7 +334,7 @@ async def test_ask_names_an_absent_gate(short_dir: Path) -> None:
 
 
 async def test_connections_beyond_the_limit_are_answered_busy(gate: Served) -> None:
-    from gate_daemon.control import MAX_CONNECTIONS
+    from gate_daemon.daemon.control import MAX_CONNECTIONS
 
     held = [await connect(gate.socket) for _ in range(MAX_CONNECTIONS)]
     # Each held connection is being served (it answers), so all of them count.

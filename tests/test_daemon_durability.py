@@ -22,9 +22,9 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon.control import ask
+from gate_daemon.daemon.control import ask
 from gate_daemon.errors import GateError
-from gate_daemon.gate import gate_scan_id
+from gate_daemon.gate.scan import gate_scan_id
 from tests.gate_process import GateProcess, Launcher, integrity, query, wait_until
 from tests.live import make_live_world, write_gate_config
 

@@ -9,7 +9,7 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from gate_daemon.control import ask
+from gate_daemon.daemon.control import ask
 from gate_daemon.errors import GateError
 from tests.gate_process import GateProcess, Launcher, drop_file, gatectl, query, wait_until
 from tests.live import TICKETS_CSV, LiveWorld, write_gate_config

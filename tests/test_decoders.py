@@ -17,7 +17,7 @@ from PIL import Image
 
 from gate_daemon.bench.frames import HEIGHT, VARIANTS, WIDTH, make_frame, make_frames
 from gate_daemon.cli.gatectl import main
-from gate_daemon.config import DecoderKind
+from gate_daemon.config.sections import DecoderKind
 from gate_daemon.errors import GateError
 from gate_daemon.hardware.decoders import (
     AUTO_ORDER,

@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 
 from gate_daemon.cli import daemon
-from gate_daemon.config import load_config
-from gate_daemon.control import DEFAULT_SOCKET
+from gate_daemon.config.load import load_config
+from gate_daemon.daemon.control import DEFAULT_SOCKET
 
 ROOT = Path(__file__).resolve().parent.parent
 UNIT = ROOT / "systemd" / "gate-daemon.service"

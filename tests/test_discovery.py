@@ -9,12 +9,12 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon import app
-from gate_daemon.config import load_config
+from gate_daemon.config.load import load_config
+from gate_daemon.daemon import app
+from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.errors import SourceError
 from gate_daemon.net.discovery import Discovery
 from gate_daemon.provision.keyfiles import write_keypair
-from gate_daemon.systemd import Notifier
 from tests.live import LiveWorld, make_live_world, write_gate_config
 from tests.waiting import eventually
 

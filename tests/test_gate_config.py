@@ -10,7 +10,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gate_daemon.config import (
+from gate_daemon.config.load import load_config
+from gate_daemon.config.sections import (
     DEFAULT_PINS,
     BuzzerKind,
     CameraSettings,
@@ -19,7 +20,6 @@ from gate_daemon.config import (
     InputKind,
     SignalsKind,
     TurnstileSection,
-    load_config,
 )
 from gate_daemon.core.decision import ScanKind
 from gate_daemon.errors import SourceError

@@ -14,13 +14,13 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from gate_daemon import app
 from gate_daemon.cli import gatectl
-from gate_daemon.config import load_config
+from gate_daemon.config.load import load_config
 from gate_daemon.core.decision import Outcome, Reason
+from gate_daemon.daemon import app
+from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.hardware.safe_state import make_safe, output_pins
 from gate_daemon.hardware.turnstile_pins import GpioContact
-from gate_daemon.systemd import Notifier
 from tests.live import LiveWorld, write_gate_config
 from tests.waiting import eventually
 

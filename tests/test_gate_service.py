@@ -15,7 +15,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gate_daemon.core.decision import Decision, Outcome, Reason, ScanKind
-from gate_daemon.gate import ScanIdReused, gate_scan_id
+from gate_daemon.gate.scan import ScanIdReused, gate_scan_id
 from gate_daemon.store.ledger import new_scan_id
 from tests.gate_fixtures import GATE_ID, RecordingSignals, Rig, gate_rig, query
 from tests.support import SAT_START, SUN_START, World

@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon.config import DEFAULT_PINS, BuzzerKind
+from gate_daemon.config.sections import DEFAULT_PINS, BuzzerKind
 from gate_daemon.core.decision import Decision, Reason
 
 try:

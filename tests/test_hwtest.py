@@ -12,8 +12,8 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from gate_daemon.config import load_config
-from gate_daemon.hwtest import STEPS, HardwareTest, Prompter
+from gate_daemon.cli.hwtest import STEPS, HardwareTest, Prompter
+from gate_daemon.config.load import load_config
 from gate_daemon.provision.qrimage import write_qr
 from tests.live import LiveWorld, write_gate_config
 

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon.config import CameraSettings
+from gate_daemon.config.sections import CameraSettings
 from gate_daemon.hardware.decoders import ZxingDecoder
 from gate_daemon.hardware.hid_scanner import HidScannerInput
 from gate_daemon.hardware.image_folder import ImageFolderInput

@@ -12,10 +12,10 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gate_daemon import app
-from gate_daemon.config import load_config
+from gate_daemon.config.load import load_config
+from gate_daemon.daemon import app
+from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.net.lan import LanServer, RateLimiter, create_app
-from gate_daemon.systemd import Notifier
 from tests.live import LiveWorld, write_gate_config
 
 

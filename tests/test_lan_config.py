@@ -9,10 +9,10 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon import app
-from gate_daemon.config import MAX_PEERS, load_config
+from gate_daemon.config.load import MAX_PEERS, load_config
+from gate_daemon.daemon import app
+from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.errors import GateError, SourceError
-from gate_daemon.systemd import Notifier
 from tests.live import LiveWorld, make_live_world, write_gate_config
 
 BASE = """\

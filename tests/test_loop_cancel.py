@@ -12,7 +12,7 @@ import asyncio
 from types import SimpleNamespace
 from typing import Any
 
-from gate_daemon import app
+from gate_daemon.daemon import app
 
 
 def _gate(loop_task: list[asyncio.Task[Any]]) -> Any:

@@ -16,15 +16,15 @@ import aiohttp
 import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
-from gate_daemon import app
 from gate_daemon.cli import daemon
 from gate_daemon.cli.gatectl import main as gatectl_main
-from gate_daemon.config import load_config
+from gate_daemon.config.load import load_config
 from gate_daemon.core.hlc import Stamp
 from gate_daemon.core.records import Redemption
+from gate_daemon.daemon import app
+from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.provision.keyfiles import read_secret, write_keypair
 from gate_daemon.store.ledger import Ledger
-from gate_daemon.systemd import Notifier
 from tests.live import LiveWorld, make_live_world, write_gate_config
 from tests.waiting import eventually
 

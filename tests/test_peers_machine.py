@@ -38,10 +38,10 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from gate_daemon.app import QuietSignals, _entries_allowed
 from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
-from gate_daemon.gate import Gate
-from gate_daemon.manifest_watch import ManifestWatch
+from gate_daemon.daemon.app import QuietSignals, _entries_allowed
+from gate_daemon.gate.manifest_watch import ManifestWatch
+from gate_daemon.gate.scan import Gate
 from gate_daemon.net import peers
 from gate_daemon.net.lan import LanServer, create_app
 from gate_daemon.net.peers import Replicator
@@ -139,7 +139,7 @@ def read_holding(db: Path) -> Holding:
 
 @dataclass
 class Node:
-    """One gate's parts, wired as ``gate_daemon.app.start`` wires them."""
+    """One gate's parts, wired as ``gate_daemon.daemon.app.start`` wires them."""
 
     gate_id: str
     db: Path

@@ -16,10 +16,10 @@ from pathlib import Path
 import pytest
 from PIL import Image, ImageFilter
 
-from gate_daemon.config import CameraSettings
+from gate_daemon.config.sections import CameraSettings
 from gate_daemon.core.decision import Reason
 from gate_daemon.errors import GateError
-from gate_daemon.gate import Gate
+from gate_daemon.gate.scan import Gate
 from gate_daemon.hardware.decoders import ZbarDecoder, ZxingDecoder
 from gate_daemon.hardware.frame_quality import brightness, sharpness
 from gate_daemon.hardware.picamera_input import (

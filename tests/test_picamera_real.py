@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from gate_daemon.config import CameraSettings
+from gate_daemon.config.sections import CameraSettings
 from gate_daemon.hardware.decoders import ZxingDecoder
 from gate_daemon.hardware.frame_quality import brightness, sharpness
 from gate_daemon.hardware.picamera_input import PicameraInput, capture_frame

@@ -16,9 +16,10 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 from PIL import Image
 
-from gate_daemon import app
-from gate_daemon.config import GpioPins, load_config
+from gate_daemon.config.load import load_config
+from gate_daemon.config.sections import GpioPins
 from gate_daemon.core.decision import Decision, Reason
+from gate_daemon.daemon import app
 from gate_daemon.errors import GateError
 from gate_daemon.hardware.console_signals import ConsoleSignals
 from gate_daemon.hardware.decoders import ZxingDecoder

@@ -15,9 +15,9 @@ from collections.abc import Callable, Iterator
 import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
-from gate_daemon.app import QuietSignals
-from gate_daemon.config import BuzzerKind, GpioPins
+from gate_daemon.config.sections import BuzzerKind, GpioPins
 from gate_daemon.core.decision import Decision, Reason
+from gate_daemon.daemon.app import QuietSignals
 from gate_daemon.hardware.console_signals import ConsoleSignals
 from gate_daemon.hardware.gpio_signals import TONES, GpioSignals
 from gate_daemon.hardware.ports import Signals

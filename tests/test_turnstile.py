@@ -14,8 +14,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from gate_daemon.core.decision import Outcome, Reason, ScanKind
+from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.turnstile_pins import GpioContact, GpioRelay
-from gate_daemon.turnstile import Turnstile
 from tests.gate_fixtures import Rig, gate_rig
 from tests.support import World
 from tests.waiting import eventually
@@ -279,7 +279,7 @@ async def test_a_stop_in_the_same_turn_as_a_release_ends_the_watch(
 async def test_a_dead_sensor_stops_giving_tickets_back(
     world: World, tmp_path: Path, pins: MockFactory
 ) -> None:
-    from gate_daemon.turnstile import SUSPECT_AFTER
+    from gate_daemon.gate.turnstile import SUSPECT_AFTER
 
     async with gate_rig(world, tmp_path / "state") as rig:
         turnstile = wire(rig, pins, timeout=0.1)

@@ -7,7 +7,8 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon.config import UPSTREAM_KEYS, UpstreamSection, load_config
+from gate_daemon.config.load import UPSTREAM_KEYS, load_config
+from gate_daemon.config.sections import UpstreamSection
 from gate_daemon.errors import SourceError
 from tests.test_lan_config import BASE, line_of, problems
 

@@ -14,9 +14,9 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gate_daemon.clock import GateClock
 from gate_daemon.core.decision import Checkpoint
-from gate_daemon.manifest_watch import ManifestWatch
+from gate_daemon.gate.clock import GateClock
+from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.net import sync as sync_module
 from gate_daemon.net.replication import Replication
 from gate_daemon.net.sync import SyncSettings, UpstreamSync

@@ -12,12 +12,12 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon import app
-from gate_daemon.config import load_config
+from gate_daemon.config.load import load_config
+from gate_daemon.daemon import app
+from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.hardware.image_folder import ImageFolderInput
 from gate_daemon.hardware.ports import Frame
 from gate_daemon.provision.qrimage import write_qr
-from gate_daemon.systemd import Notifier
 from tests.live import make_live_world, write_gate_config
 
 

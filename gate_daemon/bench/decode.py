@@ -22,7 +22,7 @@ from typing import Any
 
 from gate_daemon.bench.frames import DENSITIES, HEIGHT, VARIANTS, WIDTH, make_density_frame, make_frame
 from gate_daemon.bench.stats import percentile
-from gate_daemon.config import DecoderKind
+from gate_daemon.config.sections import DecoderKind
 from gate_daemon.errors import GateError
 from gate_daemon.hardware.decoders import AUTO_ORDER, make_decoder
 from gate_daemon.hardware.ports import Decoder

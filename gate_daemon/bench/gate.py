@@ -19,14 +19,14 @@ import tempfile
 import time
 from pathlib import Path
 
-from gate_daemon.app import QuietSignals
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.stats import summary_us
 from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
+from gate_daemon.daemon.app import QuietSignals
 from gate_daemon.errors import GateError
-from gate_daemon.gate import Gate
+from gate_daemon.gate.scan import Gate
 from gate_daemon.provision.build import build_manifest
 from gate_daemon.provision.event import load_event
 from gate_daemon.provision.tickets import load_tickets

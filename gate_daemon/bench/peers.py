@@ -47,7 +47,6 @@ from typing import Any
 
 from aiohttp import web
 
-from gate_daemon.app import QuietSignals
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.stats import percentile
 from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
@@ -55,8 +54,9 @@ from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.records import Redemption, parse_record
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
+from gate_daemon.daemon.app import QuietSignals
 from gate_daemon.errors import GateError
-from gate_daemon.gate import Gate
+from gate_daemon.gate.scan import Gate
 from gate_daemon.net.lan import LanServer, create_app
 from gate_daemon.net.peers import Replicator
 from gate_daemon.net.replication import MAX_BATCH, Replication, known_body

@@ -39,18 +39,18 @@ from typing import Any
 
 import httpx
 
-from gate_daemon.app import QuietSignals
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.stats import percentile
 from gate_daemon.central.store import read_report
-from gate_daemon.clock import GateClock
 from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
 from gate_daemon.core.hlc import Stamp
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
+from gate_daemon.daemon.app import QuietSignals
 from gate_daemon.errors import GateError
-from gate_daemon.gate import Gate
-from gate_daemon.manifest_watch import ManifestWatch
+from gate_daemon.gate.clock import GateClock
+from gate_daemon.gate.manifest_watch import ManifestWatch
+from gate_daemon.gate.scan import Gate
 from gate_daemon.net.online import BreakerSettings, OnlineDecider
 from gate_daemon.net.replication import Replication
 from gate_daemon.net.sync import SyncSettings, UpstreamSync

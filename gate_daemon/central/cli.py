@@ -20,9 +20,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gate_daemon.cli import run_command
 from gate_daemon.core.times import format_instant
-from gate_daemon.errors import GateError
+from gate_daemon.errors import GateError, run_command
 from gate_daemon.provision.event import load_event
 from gate_daemon.provision.keyfiles import read_secret
 from gate_daemon.provision.tickets import load_tickets

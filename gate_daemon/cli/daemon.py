@@ -17,13 +17,21 @@ import sys
 from collections.abc import Sequence
 from pathlib import Path
 
-from gate_daemon.cli import EXIT_ERROR, run_command
-from gate_daemon.config import GateConfig, load_config, load_pins_config
+from gate_daemon.config.load import load_config, load_pins_config
+from gate_daemon.config.sections import GateConfig
+from gate_daemon.config.toml import line_of, load
 from gate_daemon.core.decision import Checkpoint
-from gate_daemon.errors import GateError, KeyFileError, ManifestRefused, Problem, SourceError
+from gate_daemon.daemon.systemd import setup_logging
+from gate_daemon.errors import (
+    EXIT_ERROR,
+    GateError,
+    KeyFileError,
+    ManifestRefused,
+    Problem,
+    SourceError,
+    run_command,
+)
 from gate_daemon.store.manifest_file import read_manifest
-from gate_daemon.systemd import setup_logging
-from gate_daemon.tomlsource import line_of, load
 
 
 def check_deployment(config: GateConfig) -> tuple[list[Problem], list[str]]:
@@ -102,7 +110,7 @@ def check_deployment(config: GateConfig) -> tuple[list[Problem], list[str]]:
 
 def _device_problems(config: GateConfig, text: str) -> list[Problem]:
     """The libraries the configured input needs and cannot import (the gate would not start)."""
-    from gate_daemon.config import InputKind
+    from gate_daemon.config.sections import InputKind
 
     out = []
     kind = config.input.kind
@@ -157,7 +165,7 @@ def cmd_safe_state(path: Path) -> int:
 
 def cmd_run(path: Path) -> int:
     """Run the gate until SIGTERM."""
-    from gate_daemon.app import run
+    from gate_daemon.daemon.app import run
 
     setup_logging()
     config = load_config(path)

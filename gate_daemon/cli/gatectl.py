@@ -17,8 +17,6 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
-from gate_daemon.cli import run_command
-from gate_daemon.control import DEFAULT_SOCKET, ask
 from gate_daemon.core.decision import Checkpoint, Outcome, evaluate
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import (
@@ -33,7 +31,8 @@ from gate_daemon.core.manifest import (
 )
 from gate_daemon.core.times import TimeFormatError, format_instant, format_span, parse_instant
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag, parse_entries
-from gate_daemon.errors import GateError, ManifestRefused
+from gate_daemon.daemon.control import DEFAULT_SOCKET, ask
+from gate_daemon.errors import GateError, ManifestRefused, run_command
 from gate_daemon.files import open_regular, write_atomic
 from gate_daemon.provision.build import MAX_VERSION, build_manifest
 from gate_daemon.provision.event import load_event
@@ -467,8 +466,8 @@ def cmd_bench(args: argparse.Namespace) -> int:
 
 def cmd_hwtest(args: argparse.Namespace) -> int:
     """Walk through the gate's lights, buzzer, relay, sensor, button, camera and scanner."""
-    from gate_daemon.config import load_pins_config
-    from gate_daemon.hwtest import STEPS, run_hwtest
+    from gate_daemon.cli.hwtest import STEPS, run_hwtest
+    from gate_daemon.config.load import load_pins_config
 
     steps = tuple(s.strip() for s in args.only.split(",")) if args.only else STEPS
     unknown = [s for s in steps if s not in STEPS]

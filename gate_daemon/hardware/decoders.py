@@ -21,7 +21,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from gate_daemon.config import DecoderKind
+from gate_daemon.config.sections import DecoderKind
 from gate_daemon.errors import GateError
 from gate_daemon.hardware.ports import Decoder, Frame
 

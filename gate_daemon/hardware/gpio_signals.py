@@ -30,7 +30,7 @@ import threading
 import time
 from typing import Any
 
-from gate_daemon.config import BuzzerKind, GpioPins
+from gate_daemon.config.sections import BuzzerKind, GpioPins
 from gate_daemon.core.decision import Decision, Outcome
 
 #: (on, off, count) per outcome, in seconds, for a plain buzzer.

@@ -17,7 +17,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 
-from gate_daemon.config import DecoderKind
+from gate_daemon.config.sections import DecoderKind
 from gate_daemon.hardware.decoders import frame_from_image, make_decoder
 from gate_daemon.hardware.ports import Decoder, Frame
 

@@ -20,7 +20,7 @@ from collections.abc import AsyncIterator, Callable, Mapping
 from dataclasses import asdict, dataclass
 from typing import Any
 
-from gate_daemon.config import CameraSettings
+from gate_daemon.config.sections import CameraSettings
 from gate_daemon.errors import GateError
 from gate_daemon.hardware.frame_quality import brightness
 from gate_daemon.hardware.ports import Decoder, Frame

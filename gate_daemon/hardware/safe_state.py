@@ -12,7 +12,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from gate_daemon.config import GateConfig, SignalsKind
+from gate_daemon.config.sections import GateConfig, SignalsKind
 
 
 def output_pins(config: GateConfig) -> list[tuple[str, str, bool]]:

@@ -37,10 +37,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from gate_daemon.clock import GateClock
 from gate_daemon.core.records import Redemption
 from gate_daemon.errors import ManifestRefused
-from gate_daemon.manifest_watch import ManifestWatch
+from gate_daemon.gate.clock import GateClock
+from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.net.replication import Replication
 from gate_daemon.net.upstream import MAX_BATCH, ManifestFetch, PushAnswer, UpstreamClient, UpstreamError
 from gate_daemon.store.manifest_file import MAX_MANIFEST, write_delta_result

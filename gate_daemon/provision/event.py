@@ -33,13 +33,13 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from gate_daemon.config.toml import Checker, KeyPath, load
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import RosterGate, Session, Zone
 from gate_daemon.core.times import TimeFormatError, parse_instant
 from gate_daemon.core.tokens import MAX_LABEL, MAX_TICKET_ID
 from gate_daemon.errors import KeyFileError
 from gate_daemon.provision.keyfiles import public_key_ref
-from gate_daemon.tomlsource import Checker, KeyPath, load
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 TOP_KEYS = {"event", "sessions", "zones", "revoked", "ticket_keys", "gates"}

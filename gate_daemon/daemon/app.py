@@ -27,21 +27,21 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from gate_daemon.clock import GateClock
-from gate_daemon.config import ButtonAction, GateConfig, InputKind, SignalsKind
-from gate_daemon.control import ControlServer
+from gate_daemon.config.sections import ButtonAction, GateConfig, InputKind, SignalsKind
 from gate_daemon.core.decision import Checkpoint, Decision
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.times import format_instant, format_span
 from gate_daemon.core.tokens import REENTRY
+from gate_daemon.daemon.control import ControlServer
+from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.errors import GateError
-from gate_daemon.gate import Gate
+from gate_daemon.gate.clock import GateClock
+from gate_daemon.gate.manifest_watch import ManifestWatch
+from gate_daemon.gate.scan import Gate
+from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.ports import Contact, Decoder, ScanInput, Signals
-from gate_daemon.manifest_watch import ManifestWatch
 from gate_daemon.provision.keyfiles import read_public, read_secret
 from gate_daemon.store.ledger import Ledger
-from gate_daemon.systemd import Notifier
-from gate_daemon.turnstile import Turnstile
 
 if TYPE_CHECKING:
     from gate_daemon.net.discovery import Discovery

@@ -39,7 +39,7 @@ from typing import Any
 
 from gate_daemon.core.decision import ScanKind
 from gate_daemon.errors import GateError
-from gate_daemon.gate import Gate, ScanIdReused
+from gate_daemon.gate.scan import Gate, ScanIdReused
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from gate_daemon.config import GateConfig, InputKind, SignalsKind
+from gate_daemon.config.sections import GateConfig, InputKind, SignalsKind
 from gate_daemon.core.decision import Decision, Reason
 from gate_daemon.hardware.ports import Frame
 
@@ -197,7 +197,7 @@ class HardwareTest:
         if frame is None:
             self._line("FAIL", "camera", f"no image in {self.config.input.path}")
             return
-        from gate_daemon.app import make_decoder
+        from gate_daemon.daemon.app import make_decoder
         from gate_daemon.hardware.frame_quality import brightness, sharpness
 
         bright, sharp = brightness(frame), sharpness(frame)
@@ -248,7 +248,7 @@ class HardwareTest:
         if kind not in (InputKind.HID, InputKind.SERIAL):
             self._line("SKIP", "scanner", f'input.kind is "{kind.value}"')
             return
-        from gate_daemon.app import make_input
+        from gate_daemon.daemon.app import make_input
 
         source = make_input(self.config)
         assert source is not None

@@ -39,9 +39,9 @@ from gate_daemon.core.decision import (
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.tokens import payload_fingerprint
 from gate_daemon.errors import GateError, ManifestRefused
+from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.ports import Signals
 from gate_daemon.store.ledger import Ledger, PolicyConflict, ScanEvidence, new_scan_id
-from gate_daemon.turnstile import Turnstile
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,1 @@
+"""The running gate: wiring and lifecycle, the status snapshot, the control socket, systemd."""
