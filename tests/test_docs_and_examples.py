@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon.cli.gatectl import EXIT_CODES
+from gate_daemon.cli.command_line import EXIT_CODES
 from gate_daemon.cli.gatectl import main as gatectl
 from gate_daemon.core.decision import Checkpoint, Outcome, Reason, evaluate
 from gate_daemon.core.manifest import open_manifest
