@@ -19,8 +19,8 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
+from gate_daemon.config.pins import gpio_pins, no_shared_pins, pin_value
 from gate_daemon.config.sections import (
-    DEFAULT_PINS,
     ButtonAction,
     BuzzerKind,
     CameraSettings,
@@ -28,7 +28,6 @@ from gate_daemon.config.sections import (
     DecoderKind,
     GateConfig,
     GateSection,
-    GpioPins,
     InputKind,
     InputSection,
     LanSection,
@@ -42,10 +41,6 @@ from gate_daemon.config.toml import SYSTEMD_DIRS, Checker, KeyPath, expand_dirs,
 from gate_daemon.core.decision import ScanKind
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-#: A gpiozero pin name; no leading zero (gpiozero refuses "GPIO05" at start).
-#: gpiozero pin names the config takes: BCM (GPIO17, BCM17, 17) or header (BOARD11, J8:11).
-#: wiringPi numbers are left out: they would escape the check that no pin is used twice.
-PIN = re.compile(r"(GPIO|BCM|BOARD|J8:)?(0|[1-9][0-9]?)")
 TOP_KEYS = {"gate", "manifest", "input", "signals", "turnstile", "control", "lan", "upstream"}
 GATE_KEYS = {"id", "event", "zone", "session", "state_dir", "mode", "repeat_window_ms", "decision"}
 UPSTREAM_KEYS = {
@@ -73,125 +68,17 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
     env = dict(os.environ) if environ is None else environ
     check = Checker(path, text, TOP_KEYS)
     check.table(doc, (), TOP_KEYS, required={"gate", "manifest"})
-    base = path.parent
-
-    def resolve(raw: str, where: KeyPath) -> Path:
-        if not raw or "\0" in raw:
-            check.problem(where, "a path must not be empty or hold a NUL character")
-            return Path()
-        try:
-            return base / expand_dirs(raw, env)
-        except ValueError as exc:
-            check.problem(where, f"{raw!r}: {exc}")
-            return Path()
-
-    def path_value(tbl: dict[str, Any], at: KeyPath, key: str) -> Path:
-        if key not in tbl:
-            return Path()  # a required key's absence is reported by check.table
-        raw = tbl[key]
-        if not isinstance(raw, str):
-            check.string(tbl, at, key)  # names the wrong type
-            return Path()
-        if len(raw.encode("utf-8", "surrogatepass")) > 1024:
-            check.problem((*at, key), "longer than 1024 bytes")
-            return Path()
-        return resolve(raw, (*at, key))
-
-    g = check.table(
-        doc.get("gate", {}),
-        ("gate",),
-        GATE_KEYS,
-        required={"id", "event", "state_dir"},
-    )
-    at: KeyPath = ("gate",)
-    mode_text = check.string(g, at, "mode", default="entry")
-    if mode_text not in {"entry", "exit"}:
-        check.problem((*at, "mode"), f'{mode_text!r} must be "entry" or "exit"')
-        mode_text = "entry"
-    decision = check.string(g, at, "decision", default="local")
-    if decision not in {"local", "online-first"}:
-        check.problem((*at, "decision"), f'{decision!r} must be "local" or "online-first"')
-        decision = "local"
-    gate = GateSection(
-        id=check.string(g, at, "id", pattern=IDENT, max_bytes=64),
-        event=check.string(g, at, "event", pattern=IDENT, max_bytes=64),
-        zone=check.string(g, at, "zone", pattern=IDENT, max_bytes=16) or None,
-        session=check.string(g, at, "session", pattern=IDENT, max_bytes=16) or None,
-        state_dir=path_value(g, at, "state_dir"),
-        mode=ScanKind(mode_text),
-        repeat_window_ms=check.integer(g, at, "repeat_window_ms", low=0, high=600_000, default=3000),
-        decision=decision,
-    )
-
-    m = check.table(
-        doc.get("manifest", {}),
-        ("manifest",),
-        {"path", "trusted_keys", "poll_ms"},
-        required={"path", "trusted_keys"},
-    )
-    at = ("manifest",)
-    keys: list[Path] = []
-    raw_keys = check.strings(m, at, "trusted_keys")
-    if m.get("trusted_keys") == []:
-        check.problem((*at, "trusted_keys"), "list at least one .pub file")
-    for index, raw in enumerate(raw_keys):
-        keys.append(resolve(raw, (*at, "trusted_keys", index)))
-    manifest = ManifestSection(
-        path=path_value(m, at, "path"),
-        trusted_keys=tuple(keys),
-        poll_ms=check.integer(m, at, "poll_ms", low=100, high=3_600_000, default=2000),
-    )
-
-    i = check.table(
-        doc.get("input", {}),
-        ("input",),
-        {"kind", "path", "poll_ms", "decoder", "device", "baud", "grab", "camera"},
-    )
-    at = ("input",)
-    kind = _choice(check, i, at, "kind", InputKind, InputKind.NONE)
-    images = path_value(i, at, "path") if "path" in i else None
-    if kind is InputKind.IMAGES and images is None:
-        check.problem((*at, "path"), 'missing (required for kind = "images": the folder to watch)')
-    device = path_value(i, at, "device") if "device" in i else None
-    if kind in {InputKind.HID, InputKind.SERIAL} and device is None:
-        check.problem(
-            (*at, "device"), f'missing (required for kind = "{kind.value}": the scanner\'s device node)'
-        )
-    inputs = InputSection(
-        kind=kind,
-        path=images,
-        poll_ms=check.integer(i, at, "poll_ms", low=10, high=60_000, default=100),
-        decoder=_choice(check, i, at, "decoder", DecoderKind, DecoderKind.AUTO),
-        device=device,
-        baud=_baud(check, i, at),
-        grab=check.boolean(i, at, "grab", default=True),
-        camera=_camera(check, i.get("camera", {}), (*at, "camera")),
-    )
-
-    s = check.table(doc.get("signals", {}), ("signals",), {"kind", "color", "hold_ms", "pins", "buzzer"})
-    at = ("signals",)
-    color = check.string(s, at, "color", default="auto")
-    if color not in {"auto", "always", "never"}:
-        check.problem((*at, "color"), f'{color!r} must be "auto", "always" or "never"')
-    signals = SignalsSection(
-        kind=_choice(check, s, at, "kind", SignalsKind, SignalsKind.CONSOLE),
-        color=color,
-        hold_ms=check.integer(s, at, "hold_ms", low=100, high=60_000, default=1500),
-        pins=_pins(check, s.get("pins", {}), (*at, "pins")),
-        buzzer=_choice(check, s, at, "buzzer", BuzzerKind, BuzzerKind.PLAIN),
-    )
+    paths = _Paths(check, path.parent, env)
+    gate = _gate(check, doc.get("gate", {}), paths)
+    manifest = _manifest(check, doc.get("manifest", {}), paths)
+    inputs = _input(check, doc.get("input", {}), paths)
+    signals = _signals(check, doc.get("signals", {}))
     turnstile = _turnstile(check, doc.get("turnstile", {}), ("turnstile",))
-    _no_shared_pins(check, signals, turnstile)
-
-    c = check.table(doc.get("control", {}), ("control",), {"socket"})
-    socket = path_value(c, ("control",), "socket") if "socket" in c else gate.state_dir / "control.sock"
-    if len(os.fsencode(socket)) > 100:
-        check.problem(
-            ("control", "socket"), f"{socket} is too long for a unix socket path (at most 100 bytes)"
-        )
+    no_shared_pins(check, signals, turnstile)
+    socket = _socket(check, doc.get("control", {}), paths, gate.state_dir)
     lan = _lan(check, doc.get("lan", {}), ("lan",))
     if isinstance(doc.get("lan"), dict) and "key" in doc["lan"]:
-        lan = dataclasses.replace(lan, key=path_value(doc["lan"], ("lan",), "key"))
+        lan = dataclasses.replace(lan, key=paths.value(doc["lan"], ("lan",), "key"))
     for wanted in ("peers", "discover"):
         if getattr(lan, wanted) and not lan.replicates:
             check.problem(
@@ -229,6 +116,142 @@ def load_pins_config(path: Path) -> GateConfig:
     for name in SYSTEMD_DIRS:
         environ.setdefault(name, f"/nonexistent/{name}")
     return load_config(path, environ)
+
+
+@dataclasses.dataclass(frozen=True)
+class _Paths:
+    """Reads the config's paths: relative to its folder, with systemd's directories put in."""
+
+    check: Checker
+    base: Path
+    env: dict[str, str]
+
+    def resolve(self, raw: str, where: KeyPath) -> Path:
+        """``raw`` as a path, or an empty one after a problem naming ``where``."""
+        if not raw or "\0" in raw:
+            self.check.problem(where, "a path must not be empty or hold a NUL character")
+            return Path()
+        try:
+            return self.base / expand_dirs(raw, self.env)
+        except ValueError as exc:
+            self.check.problem(where, f"{raw!r}: {exc}")
+            return Path()
+
+    def value(self, tbl: dict[str, Any], at: KeyPath, key: str) -> Path:
+        """The path at ``key`` of a table; an empty one when absent or wrong."""
+        if key not in tbl:
+            return Path()  # a required key's absence is reported by check.table
+        raw = tbl[key]
+        if not isinstance(raw, str):
+            self.check.string(tbl, at, key)  # names the wrong type
+            return Path()
+        if len(raw.encode("utf-8", "surrogatepass")) > 1024:
+            self.check.problem((*at, key), "longer than 1024 bytes")
+            return Path()
+        return self.resolve(raw, (*at, key))
+
+
+def _gate(check: Checker, value: object, paths: _Paths) -> GateSection:
+    g = check.table(
+        value,
+        ("gate",),
+        GATE_KEYS,
+        required={"id", "event", "state_dir"},
+    )
+    at: KeyPath = ("gate",)
+    mode_text = check.string(g, at, "mode", default="entry")
+    if mode_text not in {"entry", "exit"}:
+        check.problem((*at, "mode"), f'{mode_text!r} must be "entry" or "exit"')
+        mode_text = "entry"
+    decision = check.string(g, at, "decision", default="local")
+    if decision not in {"local", "online-first"}:
+        check.problem((*at, "decision"), f'{decision!r} must be "local" or "online-first"')
+        decision = "local"
+    return GateSection(
+        id=check.string(g, at, "id", pattern=IDENT, max_bytes=64),
+        event=check.string(g, at, "event", pattern=IDENT, max_bytes=64),
+        zone=check.string(g, at, "zone", pattern=IDENT, max_bytes=16) or None,
+        session=check.string(g, at, "session", pattern=IDENT, max_bytes=16) or None,
+        state_dir=paths.value(g, at, "state_dir"),
+        mode=ScanKind(mode_text),
+        repeat_window_ms=check.integer(g, at, "repeat_window_ms", low=0, high=600_000, default=3000),
+        decision=decision,
+    )
+
+
+def _manifest(check: Checker, value: object, paths: _Paths) -> ManifestSection:
+    m = check.table(
+        value,
+        ("manifest",),
+        {"path", "trusted_keys", "poll_ms"},
+        required={"path", "trusted_keys"},
+    )
+    at: KeyPath = ("manifest",)
+    keys: list[Path] = []
+    raw_keys = check.strings(m, at, "trusted_keys")
+    if m.get("trusted_keys") == []:
+        check.problem((*at, "trusted_keys"), "list at least one .pub file")
+    for index, raw in enumerate(raw_keys):
+        keys.append(paths.resolve(raw, (*at, "trusted_keys", index)))
+    return ManifestSection(
+        path=paths.value(m, at, "path"),
+        trusted_keys=tuple(keys),
+        poll_ms=check.integer(m, at, "poll_ms", low=100, high=3_600_000, default=2000),
+    )
+
+
+def _input(check: Checker, value: object, paths: _Paths) -> InputSection:
+    i = check.table(
+        value,
+        ("input",),
+        {"kind", "path", "poll_ms", "decoder", "device", "baud", "grab", "camera"},
+    )
+    at: KeyPath = ("input",)
+    kind = _choice(check, i, at, "kind", InputKind, InputKind.NONE)
+    images = paths.value(i, at, "path") if "path" in i else None
+    if kind is InputKind.IMAGES and images is None:
+        check.problem((*at, "path"), 'missing (required for kind = "images": the folder to watch)')
+    device = paths.value(i, at, "device") if "device" in i else None
+    if kind in {InputKind.HID, InputKind.SERIAL} and device is None:
+        check.problem(
+            (*at, "device"), f'missing (required for kind = "{kind.value}": the scanner\'s device node)'
+        )
+    return InputSection(
+        kind=kind,
+        path=images,
+        poll_ms=check.integer(i, at, "poll_ms", low=10, high=60_000, default=100),
+        decoder=_choice(check, i, at, "decoder", DecoderKind, DecoderKind.AUTO),
+        device=device,
+        baud=_baud(check, i, at),
+        grab=check.boolean(i, at, "grab", default=True),
+        camera=_camera(check, i.get("camera", {}), (*at, "camera")),
+    )
+
+
+def _signals(check: Checker, value: object) -> SignalsSection:
+    s = check.table(value, ("signals",), {"kind", "color", "hold_ms", "pins", "buzzer"})
+    at: KeyPath = ("signals",)
+    color = check.string(s, at, "color", default="auto")
+    if color not in {"auto", "always", "never"}:
+        check.problem((*at, "color"), f'{color!r} must be "auto", "always" or "never"')
+    return SignalsSection(
+        kind=_choice(check, s, at, "kind", SignalsKind, SignalsKind.CONSOLE),
+        color=color,
+        hold_ms=check.integer(s, at, "hold_ms", low=100, high=60_000, default=1500),
+        pins=gpio_pins(check, s.get("pins", {}), (*at, "pins")),
+        buzzer=_choice(check, s, at, "buzzer", BuzzerKind, BuzzerKind.PLAIN),
+    )
+
+
+def _socket(check: Checker, value: object, paths: _Paths, state_dir: Path) -> Path:
+    """The control socket's path: ``[control] socket``, else in the state directory."""
+    c = check.table(value, ("control",), {"socket"})
+    socket = paths.value(c, ("control",), "socket") if "socket" in c else state_dir / "control.sock"
+    if len(os.fsencode(socket)) > 100:
+        check.problem(
+            ("control", "socket"), f"{socket} is too long for a unix socket path (at most 100 bytes)"
+        )
+    return socket
 
 
 def _choice(check: Checker, tbl: dict[str, Any], at: KeyPath, key: str, enum: type[_E], default: _E) -> _E:
@@ -393,13 +416,13 @@ def _turnstile(check: Checker, value: object, at: KeyPath) -> TurnstileSection:
         },
     )  # fmt: skip
     section = TurnstileSection(
-        relay=_pin(check, tbl, at, "relay", None),
+        relay=pin_value(check, tbl, at, "relay", None),
         relay_active_low=check.boolean(tbl, at, "relay_active_low", default=False),
         pulse_ms=check.integer(tbl, at, "pulse_ms", low=50, high=30_000, default=1000),
-        passage=_pin(check, tbl, at, "passage", None),
+        passage=pin_value(check, tbl, at, "passage", None),
         passage_active_low=check.boolean(tbl, at, "passage_active_low", default=True),
         pass_timeout_ms=check.integer(tbl, at, "pass_timeout_ms", low=500, high=120_000, default=8000),
-        button=_pin(check, tbl, at, "button", None),
+        button=pin_value(check, tbl, at, "button", None),
         button_action=_choice(check, tbl, at, "button_action", ButtonAction, ButtonAction.RELEASE),
         button_operator=check.string(
             tbl, at, "button_operator", default="button", pattern=IDENT, max_bytes=64
@@ -419,77 +442,3 @@ def _turnstile(check: Checker, value: object, at: KeyPath) -> TurnstileSection:
     if section.button is not None and section.button_action is ButtonAction.RELEASE and section.relay is None:
         check.problem((*at, "button"), 'button_action = "release" needs a relay to release')
     return section
-
-
-#: Physical pin of the 40-pin header -> BCM GPIO number (the same on every 40-pin Pi).
-BOARD_TO_BCM = {
-    3: 2, 5: 3, 7: 4, 8: 14, 10: 15, 11: 17, 12: 18, 13: 27, 15: 22, 16: 23, 18: 24, 19: 10, 21: 9,
-    22: 25, 23: 11, 24: 8, 26: 7, 27: 0, 28: 1, 29: 5, 31: 6, 32: 12, 33: 13, 35: 19, 36: 16, 37: 26,
-    38: 20, 40: 21,
-}  # fmt: skip
-
-
-def bcm_number(pin: str) -> int | None:
-    """The BCM GPIO number a pin name means, None for a header pin that is not a GPIO."""
-    match = PIN.fullmatch(pin)
-    if match is None:
-        return None
-    prefix, number = match.group(1), int(match.group(2))
-    if prefix in ("BOARD", "J8:"):
-        return BOARD_TO_BCM.get(number)
-    return number if number <= 27 else None
-
-
-def _no_shared_pins(check: Checker, signals: SignalsSection, turnstile: TurnstileSection) -> None:
-    used: dict[int, str] = {}
-    wired: list[tuple[KeyPath, str | None]] = [
-        (("turnstile", "relay"), turnstile.relay),
-        (("turnstile", "passage"), turnstile.passage),
-        (("turnstile", "button"), turnstile.button),
-    ]
-    if signals.kind is SignalsKind.GPIO:
-        pins = signals.pins
-        wired = [
-            (("signals", "pins", "green"), pins.green),
-            (("signals", "pins", "red"), pins.red),
-            (("signals", "pins", "yellow"), pins.yellow),
-            (("signals", "pins", "buzzer"), pins.buzzer),
-            *wired,
-        ]
-    for where, pin in wired:
-        if pin is None:
-            continue
-        number = bcm_number(pin)
-        if number is None:
-            check.problem(where, f"{pin} is not a GPIO pin of the 40-pin header (see hw/README.md)")
-            continue
-        if number in used:
-            check.problem(where, f"{pin} is GPIO{number}, already used by {used[number]}")
-            continue
-        used[number] = ".".join(str(part) for part in where)
-
-
-def _pin(check: Checker, tbl: dict[str, Any], at: KeyPath, key: str, default: str | None) -> str | None:
-    raw = tbl.get(key)
-    if raw is None:
-        return default
-    if isinstance(raw, int) and not isinstance(raw, bool):
-        raw = f"GPIO{raw}"
-    if not isinstance(raw, str) or not PIN.fullmatch(raw):
-        check.problem((*at, key), f"{raw!r} is not a pin (write GPIO17, BOARD11 or 17)")
-        return default
-    return raw
-
-
-def _pins(check: Checker, value: object, at: KeyPath) -> GpioPins:
-    tbl = check.table(value, at, {"green", "red", "yellow", "buzzer"})
-
-    def pin(key: str, default: str | None) -> str | None:
-        return _pin(check, tbl, at, key, default)
-
-    return GpioPins(
-        green=pin("green", DEFAULT_PINS.green) or DEFAULT_PINS.green,
-        red=pin("red", DEFAULT_PINS.red) or DEFAULT_PINS.red,
-        yellow=pin("yellow", DEFAULT_PINS.yellow) or DEFAULT_PINS.yellow,
-        buzzer=pin("buzzer", DEFAULT_PINS.buzzer),
-    )
