@@ -82,7 +82,7 @@ def load_tickets(path: Path, event: EventSpec) -> list[TicketEntry]:
         if header is None:
             raise SourceError(name, [Problem("", "empty file: a header row is required", 1)])
         columns = _header([h.strip() for h in header], name)
-        return _rows(reader, columns, event, problems, name)
+        return _TicketRows(columns, event, problems, name).read(reader)
     except csv.Error as exc:
         problems.append(Problem("", f"not valid CSV: {exc}", reader.line_num))
         raise SourceError(name, problems) from None
@@ -107,54 +107,70 @@ def _header(header: list[str], name: str) -> dict[str, int]:
     return columns
 
 
-def _rows(
-    reader: csv.Reader,  # type: ignore[name-defined]
-    columns: dict[str, int],
-    event: EventSpec,
-    problems: list[Problem],
-    name: str,
-) -> list[TicketEntry]:
-    # Mapping each id to itself lets every row share one string object per session/zone.
-    sessions = {s.id: s.id for s in event.sessions}
-    zones = {z.id: z.id for z in event.zones}
-    width = len(columns)
-    entries: list[TicketEntry] = []
-    first_line: dict[str, int] = {}
-    codes: dict[str, int] = {}
-    legacy: dict[str, int] = {}
-    get = {c: columns.get(c) for c in COLUMNS}
+class _TicketRows:
+    """The rows of one tickets.csv, and what earlier rows claimed: ids, codes, order-seat texts."""
 
-    def bad(line: int, column: str, message: str) -> None:
-        problems.append(Problem(f"column {column!r}" if column else "", message, line))
-        if len(problems) >= MAX_PROBLEMS:
-            problems.append(Problem("", f"stopped reading after {MAX_PROBLEMS} problems", line))
-            raise SourceError(name, problems)
+    def __init__(self, columns: dict[str, int], event: EventSpec, problems: list[Problem], name: str) -> None:
+        self.event = event
+        self.problems = problems
+        self.name = name
+        # Mapping each id to itself lets every row share one string object per session/zone.
+        self.sessions = {s.id: s.id for s in event.sessions}
+        self.zones = {z.id: z.id for z in event.zones}
+        self.width = len(columns)
+        self.columns = {c: columns.get(c) for c in COLUMNS}
+        self.first_line: dict[str, int] = {}
+        self.codes: dict[str, int] = {}
+        self.legacy: dict[str, int] = {}
 
-    for row in reader:
-        line = reader.line_num
-        if not any(cell.strip() for cell in row):
-            continue
-        if len(row) != width:
-            bad(line, "", f"expected {width} fields, found {len(row)}")
-            continue
-        cell = {c: (row[i].strip() if i is not None else "") for c, i in get.items()}
-        before = len(problems)
+    def bad(self, line: int, column: str, message: str) -> None:
+        """Record a problem; stop reading once there are too many to be worth listing."""
+        self.problems.append(Problem(f"column {column!r}" if column else "", message, line))
+        if len(self.problems) >= MAX_PROBLEMS:
+            self.problems.append(Problem("", f"stopped reading after {MAX_PROBLEMS} problems", line))
+            raise SourceError(self.name, self.problems)
+
+    def read(self, reader: csv.Reader) -> list[TicketEntry]:  # type: ignore[name-defined]
+        """Every ticket; ``SourceError`` listing every problem if any row has one."""
+        entries: list[TicketEntry] = []
+        for row in reader:
+            line = reader.line_num
+            if not any(cell.strip() for cell in row):
+                continue
+            if len(row) != self.width:
+                self.bad(line, "", f"expected {self.width} fields, found {len(row)}")
+                continue
+            cell = {c: (row[i].strip() if i is not None else "") for c, i in self.columns.items()}
+            before = len(self.problems)
+            entry = self._entry(line, cell)
+            if len(self.problems) == before:
+                entries.append(entry)
+        for text, line in self.legacy.items():
+            if text in self.codes:
+                self.bad(self.codes[text], "code", f"equals the order-seat code of line {line}")
+        if self.problems:
+            raise SourceError(self.name, self.problems)
+        return entries
+
+    def _entry(self, line: int, cell: dict[str, str]) -> TicketEntry:
+        """The ticket of one row, its problems recorded (the entry is dropped if it has any)."""
+        bad = self.bad
         tid = cell["ticket_id"]
         if not tid:
             bad(line, "ticket_id", "empty")
         elif len(tid.encode()) > MAX_TICKET_ID or not tid.isprintable():
             bad(line, "ticket_id", f"must be 1 to {MAX_TICKET_ID} bytes of printable text")
-        elif tid in first_line:
-            bad(line, "ticket_id", f"duplicate of line {first_line[tid]}")
+        elif tid in self.first_line:
+            bad(line, "ticket_id", f"duplicate of line {self.first_line[tid]}")
         for column in ("order_id", "seat"):
             if len(cell[column].encode()) > MAX_TEXT or not cell[column].isprintable():
                 bad(line, column, f"must be at most {MAX_TEXT} bytes of printable text")
         status = _STATUSES.get(cell["status"].lower())
         if status is None:
             bad(line, "status", f"{cell['status']!r} is not one of {', '.join(_STATUSES)}")
-        if cell["session"] and cell["session"] not in sessions:
+        if cell["session"] and cell["session"] not in self.sessions:
             bad(line, "session", f"{cell['session']!r} is not a session in the event file")
-        if cell["zone"] and cell["zone"] not in zones:
+        if cell["zone"] and cell["zone"] not in self.zones:
             bad(line, "zone", f"{cell['zone']!r} is not a zone in the event file")
         allowed = parse_entries(cell["entries"])
         if allowed is None:
@@ -164,35 +180,32 @@ def _rows(
             reason = _code_problem(code)
             if reason:
                 bad(line, "code", reason)
-            elif code in codes:
-                bad(line, "code", f"duplicate of line {codes[code]}")
-            codes.setdefault(code, line)
+            elif code in self.codes:
+                bad(line, "code", f"duplicate of line {self.codes[code]}")
+            self.codes.setdefault(code, line)
         entry = TicketEntry(
             ticket_id=tid,
             status=status or Status.COMPLETED,
             order_id=cell["order_id"],
             seat=cell["seat"],
-            session=sessions.get(cell["session"], ""),
-            zone=zones.get(cell["zone"], ""),
+            session=self.sessions.get(cell["session"], ""),
+            zone=self.zones.get(cell["zone"], ""),
             entries=allowed if allowed is not None else 1,
-            code_hash=code_hash(event.event_id, code) if code else None,
+            code_hash=code_hash(self.event.event_id, code) if code else None,
         )
-        text = entry.legacy_text if event.legacy_codes else None
+        text = entry.legacy_text if self.event.legacy_codes else None
         if text is not None:
-            if text in legacy:
-                bad(line, "seat", f"order {entry.order_id} seat {entry.seat} duplicates line {legacy[text]}")
+            if text in self.legacy:
+                bad(
+                    line,
+                    "seat",
+                    f"order {entry.order_id} seat {entry.seat} duplicates line {self.legacy[text]}",
+                )
             elif (unreadable := _payload_problem(text)) is not None:
                 bad(line, "order_id", f"order-seat text {text!r} cannot be scanned: {unreadable}")
-            legacy.setdefault(text, line)
-        first_line.setdefault(tid, line)
-        if len(problems) == before:
-            entries.append(entry)
-    for text, line in legacy.items():
-        if text in codes:
-            bad(codes[text], "code", f"equals the order-seat code of line {line}")
-    if problems:
-        raise SourceError(name, problems)
-    return entries
+            self.legacy.setdefault(text, line)
+        self.first_line.setdefault(tid, line)
+        return entry
 
 
 def _code_problem(code: str) -> str | None:
