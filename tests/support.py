@@ -15,7 +15,7 @@ from gate_daemon.core.decision import ScanKind
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.records import Redemption
-from gate_daemon.core.ticket_table import TicketEntry
+from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.core.times import parse_instant
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.provision.build import build_manifest

@@ -27,7 +27,7 @@ from gate_daemon.core.decision import (
 )
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import open_manifest
-from gate_daemon.core.ticket_table import Status, TicketEntry
+from gate_daemon.core.ticket_record import Status, TicketEntry
 from gate_daemon.core.tokens import PayloadFormat
 from gate_daemon.provision.event import load_event
 from tests.support import (

@@ -17,7 +17,7 @@ from gate_daemon.core.decision import Checkpoint, Decision, LedgerFacts, Reason,
 from gate_daemon.core.delta import apply_delta
 from gate_daemon.core.keys import KeyFormatError, PublicKey, SecretKey
 from gate_daemon.core.manifest import Manifest, open_manifest, peek_header
-from gate_daemon.core.ticket_table import TicketEntry
+from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.core.times import TimeFormatError, parse_instant
 from gate_daemon.core.tokens import OpaqueCode, PayloadError, SignedTicket, parse_payload
 from gate_daemon.errors import ManifestRefused, SourceError

@@ -9,7 +9,8 @@ import pytest
 
 from gate_daemon.core.delta import apply_delta
 from gate_daemon.core.manifest import DELTA, FULL, open_envelope, open_manifest, peek_header
-from gate_daemon.core.ticket_table import Status, TicketEntry, encode_body
+from gate_daemon.core.ticket_record import Status, TicketEntry
+from gate_daemon.core.ticket_table import encode_body
 from gate_daemon.core.tokens import PayloadFormat
 from gate_daemon.provision.build import MAX_VERSION, BuildError
 from gate_daemon.provision.event import load_event

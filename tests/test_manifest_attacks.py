@@ -28,7 +28,8 @@ from gate_daemon.core.manifest import (
     peek_header,
     seal,
 )
-from gate_daemon.core.ticket_table import Status, TicketEntry, encode_body
+from gate_daemon.core.ticket_record import Status, TicketEntry
+from gate_daemon.core.ticket_table import encode_body
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.provision.event import load_event
 from gate_daemon.store.manifest_file import read_manifest

@@ -14,7 +14,7 @@ import pytest
 
 from gate_daemon.core.decision import Reason
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.ticket_table import Status
+from gate_daemon.core.ticket_record import Status
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.provision.event import load_event

@@ -6,7 +6,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gate_daemon.core.ticket_table import Status, TicketEntry, TicketTable, encode_body, splice
+from gate_daemon.core.ticket_record import Status, TicketEntry
+from gate_daemon.core.ticket_table import TicketTable, encode_body, splice
 
 SESSIONS = ["fri", "sat"]
 ZONES = ["floor", "vip"]

@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from gate_daemon.cli.gatectl import main as gatectl
-from gate_daemon.core.ticket_table import Status, TicketEntry
+from gate_daemon.core.ticket_record import Status, TicketEntry
 from gate_daemon.core.tokens import code_hash
 from gate_daemon.errors import Problem, SourceError
 from gate_daemon.provision.tickets import MIN_CODE_BITS, code_bits, load_tickets

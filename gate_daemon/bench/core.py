@@ -23,7 +23,7 @@ from gate_daemon.bench.stats import summary_us
 from gate_daemon.core.decision import Checkpoint, Outcome, evaluate
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import open_manifest
-from gate_daemon.core.ticket_table import Status
+from gate_daemon.core.ticket_record import Status
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.errors import GateError
 from gate_daemon.provision.build import build_manifest

@@ -13,7 +13,7 @@ import difflib
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from gate_daemon.core.ticket_table import TicketEntry
+from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.core.tokens import REENTRY
 
 MATCHES = ("exact", "prefix", "contains", "close")

@@ -32,7 +32,7 @@ from enum import StrEnum
 from typing import Any
 
 from gate_daemon.core.manifest import Manifest, Session
-from gate_daemon.core.ticket_table import Status, TicketEntry
+from gate_daemon.core.ticket_record import Status, TicketEntry
 from gate_daemon.core.times import format_instant, format_span, parse_instant
 from gate_daemon.core.tokens import REENTRY, OpaqueCode, PayloadError, PayloadFormat, parse_payload
 

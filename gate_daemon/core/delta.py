@@ -23,16 +23,8 @@ from typing import Any
 
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import DELTA, Manifest, check_successor, open_envelope
-from gate_daemon.core.ticket_table import (
-    Body,
-    RepeatedTicket,
-    Status,
-    TicketEntry,
-    decode_record,
-    encode_body,
-    encode_record,
-    splice,
-)
+from gate_daemon.core.ticket_record import Status, TicketEntry, decode_record, encode_record
+from gate_daemon.core.ticket_table import Body, RepeatedTicket, encode_body, splice
 from gate_daemon.core.tokens import code_hash
 from gate_daemon.errors import ManifestRefused
 

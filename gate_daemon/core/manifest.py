@@ -29,7 +29,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from gate_daemon.core.keys import SIGNATURE_SIZE, PublicKey, SecretKey
-from gate_daemon.core.ticket_table import TicketEntry, TicketTable
+from gate_daemon.core.ticket_record import TicketEntry
+from gate_daemon.core.ticket_table import TicketTable
 from gate_daemon.core.times import MAX_INSTANT, format_instant
 from gate_daemon.core.tokens import PayloadFormat, event_tag
 from gate_daemon.errors import ManifestRefused

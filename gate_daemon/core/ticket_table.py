@@ -5,9 +5,7 @@ directly. Integers are little-endian; ``n`` tickets, ``m`` codes, ``k`` legacy t
 tickets sorted by the bytes of their id::
 
     u32[n]              offset of each record in the record blob
-    blob                records: u8 status, u8 entries, u8 flags, u16 session index,
-                        u16 zone index, [16-byte code hash], then u8-length-prefixed
-                        ticket id, order id and seat; padded to 8 bytes
+    blob                records (``gate_daemon.core.ticket_record``), padded to 8 bytes
     u64[n], u32[n]      ticket-id index: sorted 64-bit keys, record numbers (padded to 8)
     u64[m], u32[m]      reference-code index, keyed by the code hash (padded to 8)
     u64[k], u32[k]      legacy ORDER-SEAT index (padded to 8)
@@ -25,15 +23,12 @@ import sys
 from array import array
 from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any
 
+from gate_daemon.core.ticket_record import TicketEntry, decode_record, encode_record, texts_at
 from gate_daemon.core.tokens import MAX_TICKET_ID, PayloadFormat, code_hash
 from gate_daemon.errors import ManifestRefused
 
-_RECORD = struct.Struct("<BBBHH")
-_NONE = 0xFFFF
-_HAS_CODE = 1
 _U32 = struct.Struct("<I")
 #: A piece of an encoded body: built bytes, or a view of a base table being spliced.
 Chunk = bytes | bytearray | memoryview
@@ -43,44 +38,6 @@ if sys.byteorder != "little":  # pragma: no cover - every Raspberry Pi is little
 
 class RepeatedTicket(ValueError):
     """Tickets given in order were out of order, or one id came twice."""
-
-
-class Status(StrEnum):
-    """An order's status as the ticketing system reports it."""
-
-    COMPLETED = "completed"
-    PENDING = "pending"
-    CANCELED = "canceled"
-    REFUNDED = "refunded"
-    BLOCKED = "blocked"
-
-
-_STATUS_CODES = list(Status)
-
-
-@dataclass(frozen=True, slots=True)
-class TicketEntry:
-    """One ticket as the manifest knows it. ``entries`` 0 means re-entry after exit."""
-
-    ticket_id: str
-    status: Status = Status.COMPLETED
-    order_id: str = ""
-    seat: str = ""
-    session: str = ""
-    zone: str = ""
-    entries: int = 1
-    code_hash: bytes | None = None
-
-    @property
-    def legacy_text(self) -> str | None:
-        """The ``ORDER-SEAT`` payload that names this ticket, if it has one.
-
-        A ticket with a reference code has none: its guessable order and seat must not
-        open a gate that its secret code would.
-        """
-        if self.code_hash is None and self.order_id and self.seat:
-            return f"{self.order_id}-{self.seat}"
-        return None
 
 
 def _key64(person: bytes, text: str) -> int:
@@ -104,55 +61,6 @@ def _code_key(digest: bytes) -> int:
 
 def _pad8(size: int) -> int:
     return -size % 8
-
-
-def _short(text: str) -> bytes:
-    raw = text.encode()
-    if len(raw) > 255:
-        raise ValueError(f"{text[:20]!r}... is longer than 255 bytes")
-    return bytes([len(raw)]) + raw
-
-
-def encode_record(entry: TicketEntry, session_index: dict[str, int], zone_index: dict[str, int]) -> bytes:
-    """One ticket in the body's record encoding."""
-    flags = _HAS_CODE if entry.code_hash is not None else 0
-    head = _RECORD.pack(
-        _STATUS_CODES.index(entry.status),
-        entry.entries,
-        flags,
-        session_index[entry.session] if entry.session else _NONE,
-        zone_index[entry.zone] if entry.zone else _NONE,
-    )
-    code = entry.code_hash or b""
-    return head + code + _short(entry.ticket_id) + _short(entry.order_id) + _short(entry.seat)
-
-
-def decode_record(
-    buf: memoryview | bytes, pos: int, sessions: Sequence[str], zones: Sequence[str]
-) -> tuple[TicketEntry, int]:
-    """Read the record at ``pos``; return it and the position after it."""
-    status, entries, flags, s_idx, z_idx = _RECORD.unpack_from(buf, pos)
-    pos += _RECORD.size
-    digest = None
-    if flags & _HAS_CODE:
-        digest = bytes(buf[pos : pos + 16])
-        pos += 16
-    texts = []
-    for _ in range(3):
-        size = buf[pos]
-        texts.append(bytes(buf[pos + 1 : pos + 1 + size]).decode())
-        pos += 1 + size
-    entry = TicketEntry(
-        ticket_id=texts[0],
-        status=_STATUS_CODES[status],
-        order_id=texts[1],
-        seat=texts[2],
-        session=sessions[s_idx] if s_idx != _NONE else "",
-        zone=zones[z_idx] if z_idx != _NONE else "",
-        entries=entries,
-        code_hash=digest,
-    )
-    return entry, pos
 
 
 def _index(packed: list[int]) -> bytes:
@@ -336,14 +244,12 @@ class TicketTable:
 
     def _tid(self, number: int) -> bytes:
         """The ticket id of record ``number``, as bytes, without decoding the rest."""
-        pos = self._offsets[number]
-        pos += _RECORD.size + (16 if self._blob[pos + 2] & _HAS_CODE else 0)
+        pos = texts_at(self._blob, self._offsets[number])
         return bytes(self._blob[pos + 1 : pos + 1 + self._blob[pos]])
 
     def _end(self, number: int) -> int:
         """Where record ``number`` ends in the blob."""
-        pos = self._offsets[number]
-        pos += _RECORD.size + (16 if self._blob[pos + 2] & _HAS_CODE else 0)
+        pos = texts_at(self._blob, self._offsets[number])
         for _ in range(3):
             pos += 1 + self._blob[pos]
         return pos

@@ -9,7 +9,8 @@ from typing import Any
 from gate_daemon.core.delta import changes_member, encode_changes, plan_delta
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import DELTA, FORMAT, FULL, Manifest, seal
-from gate_daemon.core.ticket_table import Status, TicketEntry, encode_body
+from gate_daemon.core.ticket_record import Status, TicketEntry
+from gate_daemon.core.ticket_table import encode_body
 from gate_daemon.errors import GateError
 from gate_daemon.provision.event import EventSpec
 

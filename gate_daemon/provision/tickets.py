@@ -24,7 +24,7 @@ import math
 import string
 from pathlib import Path
 
-from gate_daemon.core.ticket_table import Status, TicketEntry
+from gate_daemon.core.ticket_record import Status, TicketEntry
 from gate_daemon.core.tokens import (
     MAX_PAYLOAD,
     MAX_TICKET_ID,
