@@ -27,7 +27,7 @@ from gate_daemon.core.ticket_record import Status
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.errors import GateError
 from gate_daemon.provision.build import build_manifest
-from gate_daemon.provision.event import load_event
+from gate_daemon.provision.event import EventSpec, load_event
 from gate_daemon.provision.tickets import load_tickets
 
 BUDGETS = {
@@ -79,62 +79,7 @@ def _run(work: Path, sizes: list[int], rounds: int) -> int:
     rows.append(("signed decisions per second (one core)", f"{per_second:,.0f}", ""))
 
     for size in sizes:
-        csv_path = work / f"tickets-{size}.csv"
-        fixtures.write_tickets(csv_path, size)
-        started = time.perf_counter()
-        tickets = load_tickets(csv_path, event)
-        data = build_manifest(event, tickets, signer, version=1, issued_at=now)
-        out = work / f"manifest-{size}.gdm"
-        out.write_bytes(data)
-        build_s = time.perf_counter() - started
-        # Version 2 cancels 1% of the tickets: the delta a gate would download.
-        changed = [
-            dataclasses.replace(t, status=Status.CANCELED) if n % 100 == 0 else t
-            for n, t in enumerate(tickets)
-        ]
-        base = open_manifest(data, [signer.public])
-        delta_path = work / f"delta-{size}.gdm"
-        delta_path.write_bytes(build_manifest(event, changed, signer, version=2, issued_at=now, base=base))
-        base.release()
-        del tickets, changed, data, base
-        pub = str(work / "signer.pub")
-        got = _child([str(out), pub, str(size), str(rounds)])
-        applied = _child(["apply", str(out), str(delta_path), pub])
-        label = f"{size:,} tickets"
-        mb = out.stat().st_size / 2**20
-        rows.append(
-            (
-                f"{label}: build from CSV (parse, check, encode, sign)",
-                f"{build_s:.2f} s ({mb:.0f} MB file)",
-                "",
-            )
-        )
-        rows.append(
-            (f"{label}: verify + activate", f"{got['activate_s']:.2f} s", f"<= {BUDGETS['activate_s']:.0f} s")
-        )
-        rows.append(
-            (
-                f"{label}: peak RSS (interpreter alone {got['rss_interpreter_mb']} MB)",
-                f"{got['rss_peak_mb']} MB",
-                f"<= {BUDGETS['rss_peak_mb']:.0f} MB",
-            )
-        )
-        delta_mb = delta_path.stat().st_size / 2**20
-        rows.append(
-            (
-                f"{label}: apply a 1% delta ({delta_mb:.1f} MB), verify the result",
-                f"{applied['apply_s']:.2f} s, peak RSS {applied['rss_peak_mb']} MB",
-                "",
-            )
-        )
-        for kind in ("ticket_id", "reference", "legacy", "miss"):
-            rows.append(
-                (
-                    f"{label}: lookup by {kind.replace('_', ' ')}",
-                    _us(got[f"lookup_{kind}"]),
-                    f"p99 <= {BUDGETS['lookup_p99_us']:.0f} us",
-                )
-            )
+        rows += _size_rows(work, event, signer, now, size, rounds)
 
     machine = f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}"
     print(f"gatectl bench core: {rounds} rounds per timing; {machine}")
@@ -144,6 +89,69 @@ def _run(work: Path, sizes: list[int], rounds: int) -> int:
     for measure, result, budget in rows:
         print(f"| {measure} | {result} | {budget} |")
     return 0
+
+
+def _size_rows(
+    work: Path, event: EventSpec, signer: SecretKey, now: int, size: int, rounds: int
+) -> list[tuple[str, str, str]]:
+    """The rows of one manifest size: build, activate, peak RSS, a delta applied, lookups."""
+    rows: list[tuple[str, str, str]] = []
+    csv_path = work / f"tickets-{size}.csv"
+    fixtures.write_tickets(csv_path, size)
+    started = time.perf_counter()
+    tickets = load_tickets(csv_path, event)
+    data = build_manifest(event, tickets, signer, version=1, issued_at=now)
+    out = work / f"manifest-{size}.gdm"
+    out.write_bytes(data)
+    build_s = time.perf_counter() - started
+    # Version 2 cancels 1% of the tickets: the delta a gate would download.
+    changed = [
+        dataclasses.replace(t, status=Status.CANCELED) if n % 100 == 0 else t for n, t in enumerate(tickets)
+    ]
+    base = open_manifest(data, [signer.public])
+    delta_path = work / f"delta-{size}.gdm"
+    delta_path.write_bytes(build_manifest(event, changed, signer, version=2, issued_at=now, base=base))
+    base.release()
+    del tickets, changed, data, base
+    pub = str(work / "signer.pub")
+    got = _child([str(out), pub, str(size), str(rounds)])
+    applied = _child(["apply", str(out), str(delta_path), pub])
+    label = f"{size:,} tickets"
+    mb = out.stat().st_size / 2**20
+    rows.append(
+        (
+            f"{label}: build from CSV (parse, check, encode, sign)",
+            f"{build_s:.2f} s ({mb:.0f} MB file)",
+            "",
+        )
+    )
+    rows.append(
+        (f"{label}: verify + activate", f"{got['activate_s']:.2f} s", f"<= {BUDGETS['activate_s']:.0f} s")
+    )
+    rows.append(
+        (
+            f"{label}: peak RSS (interpreter alone {got['rss_interpreter_mb']} MB)",
+            f"{got['rss_peak_mb']} MB",
+            f"<= {BUDGETS['rss_peak_mb']:.0f} MB",
+        )
+    )
+    delta_mb = delta_path.stat().st_size / 2**20
+    rows.append(
+        (
+            f"{label}: apply a 1% delta ({delta_mb:.1f} MB), verify the result",
+            f"{applied['apply_s']:.2f} s, peak RSS {applied['rss_peak_mb']} MB",
+            "",
+        )
+    )
+    for kind in ("ticket_id", "reference", "legacy", "miss"):
+        rows.append(
+            (
+                f"{label}: lookup by {kind.replace('_', ' ')}",
+                _us(got[f"lookup_{kind}"]),
+                f"p99 <= {BUDGETS['lookup_p99_us']:.0f} us",
+            )
+        )
+    return rows
 
 
 def _child(argv: list[str]) -> dict[str, Any]:
