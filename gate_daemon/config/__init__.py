@@ -1,1 +1,1 @@
-"""The gate's config: frozen section types (sections), validation (load), the TOML reader (toml)."""
+"""The gate's config: frozen section types (sections), validation (load, pins), the TOML reader (toml)."""
