@@ -61,7 +61,6 @@ class GateClock:
         #: The system clock minus the central's, from the answer with the shortest round trip lately.
         self.offset: float | None = None
         self.rtt: float | None = None
-        self.server_seen_at: float | None = None
         #: When the kept estimate was made (system clock): it gives way once older than a minute.
         self._estimated_at: float | None = None
         self._warned: str | None = None
@@ -100,7 +99,6 @@ class GateClock:
         # The quicker the exchange, the better the estimate; an old estimate gives way.
         if self.rtt is None or rtt <= self.rtt * 2 or abs(received - (self._estimated_at or 0)) > 60:
             self.offset, self.rtt, self._estimated_at = offset, rtt, received
-        self.server_seen_at = received
         # A Date header is not signed: it may raise the floor only as far as the signed
         # manifest's expiry, past which nothing is admitted anyway.
         ceiling = self.ceiling() if self.ceiling is not None else None
