@@ -54,9 +54,9 @@ from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.records import Redemption, parse_record
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
-from gate_daemon.daemon.app import QuietSignals
 from gate_daemon.errors import GateError
 from gate_daemon.gate.scan import Gate
+from gate_daemon.hardware.factory import NullSignals
 from gate_daemon.net.lan import LanServer, create_app
 from gate_daemon.net.peers import Replicator
 from gate_daemon.net.replication import MAX_BATCH, Replication, known_body
@@ -268,7 +268,7 @@ class _Bench:
                 mode=ScanKind.ENTRY,
                 ledger=ledger,
                 manifests=held,
-                signals=QuietSignals(),
+                signals=NullSignals(),
             )
             replication = Replication(ledger, key, lambda: held.current)
             if replication.problem is not None:
