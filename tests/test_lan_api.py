@@ -149,3 +149,16 @@ async def test_a_control_socket_that_cannot_be_made_closes_the_lan_opened_before
     control.unlink()
     running = await app.start(config)
     await app.shutdown(running)
+
+
+async def test_without_a_status_source_the_lan_serves_no_status() -> None:
+    server = LanServer(create_app(None, rate=5))
+    await server.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for path in ("/v1/status", "/metrics"):
+                async with http.get(f"http://127.0.0.1:{server.port}{path}") as response:
+                    assert response.status == 404
+                    assert (await response.json())["error"] == "not_found"
+    finally:
+        await server.aclose()

@@ -273,13 +273,9 @@ class _Bench:
             replication = Replication(ledger, key, lambda: held.current)
             if replication.problem is not None:
                 raise GateError(f"bench gate {gate_id}: {replication.problem}")
-
-            async def status() -> dict[str, Any]:
-                return {"gate": gate_id}
-
             traffic = _Traffic()
             # Every peer calls from 127.0.0.1: one address's challenge rate for them all.
-            app = create_app(status, rate=20 * len(manifest.header.gates), replication=replication)
+            app = create_app(None, rate=20 * len(manifest.header.gates), replication=replication)
             app.on_response_prepare.append(traffic.on_prepare)
             server = LanServer(app)
             await server.start("127.0.0.1", 0)

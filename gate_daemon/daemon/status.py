@@ -1,7 +1,8 @@
 """The running gate's status: one typed snapshot for every reader, and a line for systemd.
 
-``GateStatus.snapshot`` gathers the gate's parts into one JSON-ready object, served
-as it is by the control socket (``gatectl status``) and ``GET /v1/status``, rendered by ``/metrics`` and cut
+``GateStatus.snapshot`` gathers the gate's parts into a ``GateSnapshot``
+(``gate_daemon.core.snapshot``), a JSON-ready object served as it is by the control
+socket (``gatectl status``) and ``GET /v1/status``, rendered by ``/metrics`` and cut
 down for the heartbeat to the central. The service loop keeps ``problem`` up to date.
 """
 
@@ -9,9 +10,17 @@ from __future__ import annotations
 
 import time
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 from gate_daemon.config.sections import GateConfig
+from gate_daemon.core.snapshot import (
+    CallerStatus,
+    GateSnapshot,
+    InputStatus,
+    ManifestStatus,
+    ReplicationStatus,
+    TurnstileStatus,
+)
 from gate_daemon.core.times import format_instant, format_span
 from gate_daemon.gate.clock import GateClock
 from gate_daemon.gate.manifest_watch import ManifestWatch
@@ -44,7 +53,7 @@ class GateStatus:
     sync: UpstreamSync | None = None
     online: OnlineDecider | None = None
 
-    async def snapshot(self) -> dict[str, Any]:
+    async def snapshot(self) -> GateSnapshot:
         """The full status, JSON-ready."""
         cfg = self.config
         now = time.time()
@@ -72,9 +81,9 @@ class GateStatus:
             "clock": self.clock.status(),
         }
 
-    def _manifest(self, now: float) -> dict[str, Any]:
+    def _manifest(self, now: float) -> ManifestStatus:
         manifest = self.manifests.current
-        info: dict[str, Any] = {"active": manifest is not None}
+        info: ManifestStatus = {"active": manifest is not None}
         if manifest is not None:
             header = manifest.header
             info["version"] = manifest.version
@@ -93,11 +102,11 @@ class GateStatus:
             }
         return info
 
-    async def _replication(self, now: float) -> dict[str, Any] | None:
+    async def _replication(self, now: float) -> ReplicationStatus | None:
         replication = self.replication
         if replication is None:
             return None
-        callers = {
+        callers: dict[str, CallerStatus] = {
             seen.gate_id: {
                 "requests": seen.requests,
                 "last_seconds_ago": round(now - seen.last_at, 3),
@@ -115,17 +124,17 @@ class GateStatus:
             "conflicts": await self.ledger.conflict_count(),
         }
 
-    def _input(self) -> dict[str, Any] | None:
+    def _input(self) -> InputStatus | None:
         source = self.source
         if source is None:
             return None
-        state: dict[str, Any] = {"name": source.name, "problem": source.problem}
+        state: InputStatus = {"name": source.name, "problem": source.problem}
         stats = getattr(source, "stats", None)  # the camera counts frames and decode times
         if stats is not None:
             state["stats"] = stats.as_dict()
         return state
 
-    def _turnstile(self) -> dict[str, Any] | None:
+    def _turnstile(self) -> TurnstileStatus | None:
         turnstile = self.gate.turnstile
         if turnstile is None:
             return None

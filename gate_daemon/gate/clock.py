@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gate_daemon.core.snapshot import ClockStatus
 from gate_daemon.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -132,7 +133,7 @@ class GateClock:
             return "unsynchronised", "the system clock is not synchronised (systemd-timesyncd says so)"
         return None
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ClockStatus:
         """For status and metrics."""
         return {
             "now": self.now(),
