@@ -8,10 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import os
+import socket
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
+from gpiozero import DigitalInputDevice
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from gate_daemon.cli import gatectl
@@ -19,6 +22,7 @@ from gate_daemon.config.load import load_config
 from gate_daemon.core.decision import Outcome, Reason
 from gate_daemon.daemon import app
 from gate_daemon.daemon.systemd import Notifier
+from gate_daemon.errors import GateError
 from gate_daemon.hardware.safe_state import make_safe, output_pins
 from gate_daemon.hardware.turnstile_pins import GpioContact
 from tests.live import LiveWorld, write_gate_config
@@ -147,6 +151,40 @@ async def test_without_a_manifest_the_lights_say_out_of_service(
         await eventually(lambda: running.status.problem is None, timeout=8)
         await asyncio.sleep(1.6)  # past the deny's hold
         await eventually(lambda: not level(pins, RED) and not level(pins, YELLOW))
+
+
+def open_files() -> set[str]:
+    """What this process holds open now, by path."""
+    held = set()
+    for fd in Path("/proc/self/fd").iterdir():
+        with contextlib.suppress(OSError):  # the descriptor listing the folder is gone already
+            held.add(os.readlink(fd))
+    return held
+
+
+async def test_a_start_that_fails_half_way_closes_what_it_opened(
+    tmp_path: Path, live: LiveWorld, pins: MockFactory
+) -> None:
+    with socket.socket() as taken:  # the LAN's port: the last thing but the control socket to open
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        lan = f'[lan]\nlisten = "127.0.0.1:{port}"\n'
+        extra = TURNSTILE.format(action="release") + lan
+        config = load_config(write_gate_config(tmp_path / "gate.toml", live, signals="gpio", extra=extra), {})
+        with pytest.raises(GateError, match=f"cannot listen on 127.0.0.1:{port}"):
+            await app.start(config, pin_factory=pins)
+    ledger = str(config.ledger_path)
+    state = config.gate.state_dir
+    assert open_files().isdisjoint({ledger, f"{ledger}-wal", f"{ledger}-shm", str(state / "lock")})
+    for number in (GREEN, RED, YELLOW, BUZZER, RELAY, PASSAGE, BUTTON):
+        DigitalInputDevice(number, pin_factory=pins).close()  # GPIOPinInUse while a device holds it
+    running = await app.start(config, pin_factory=pins)  # the lock is free, the port too now
+    try:
+        assert (await running.gate.scan("A100-2", device="test")).decision.outcome is Outcome.ALLOW
+    finally:
+        await app.shutdown(running)
+    assert open_files().isdisjoint({ledger, str(state / "lock")})
 
 
 def test_safe_state_drives_every_output_inactive(tmp_path: Path, live: LiveWorld, pins: MockFactory) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import socket
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
@@ -128,3 +129,36 @@ async def test_an_address_in_use_is_a_named_error(tmp_path: Path, live: LiveWorl
         await app.shutdown(running)
     finally:
         await first.aclose()
+
+
+async def test_a_control_socket_that_cannot_be_made_closes_the_lan_opened_before_it(
+    tmp_path: Path, live: LiveWorld
+) -> None:
+    with socket.socket() as probe:  # a port free now, to see it free again after the failed start
+        probe.bind(("127.0.0.1", 0))
+        port = probe.getsockname()[1]
+    control = tmp_path / "control.sock"
+    control.write_text("not a socket\n")
+    lan = f'[lan]\nlisten = "127.0.0.1:{port}"\n'
+    config = load_config(write_gate_config(tmp_path / "gate.toml", live, socket=control, extra=lan), {})
+    with pytest.raises(app.GateError, match="exists and is not a socket"):
+        await app.start(config)
+    with socket.socket() as again:
+        again.bind(("127.0.0.1", port))  # OSError (address in use) while the LAN still listens
+    assert control.read_text() == "not a socket\n"  # not the gate's own: left as it was
+    control.unlink()
+    running = await app.start(config)
+    await app.shutdown(running)
+
+
+async def test_without_a_status_source_the_lan_serves_no_status() -> None:
+    server = LanServer(create_app(None, rate=5))
+    await server.start("127.0.0.1", 0)
+    try:
+        async with aiohttp.ClientSession() as http:
+            for path in ("/v1/status", "/metrics"):
+                async with http.get(f"http://127.0.0.1:{server.port}{path}") as response:
+                    assert response.status == 404
+                    assert (await response.json())["error"] == "not_found"
+    finally:
+        await server.aclose()

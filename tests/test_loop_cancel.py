@@ -13,6 +13,7 @@ from types import SimpleNamespace
 from typing import Any
 
 from gate_daemon.daemon import app
+from gate_daemon.hardware.factory import NullSignals
 
 
 def _gate(loop_task: list[asyncio.Task[Any]]) -> Any:
@@ -25,7 +26,7 @@ def _gate(loop_task: list[asyncio.Task[Any]]) -> Any:
         manifests=SimpleNamespace(current=None),
         source=None,
         status=SimpleNamespace(problem=None, line=lambda: "test"),
-        signals=app.QuietSignals(),
+        signals=NullSignals(),
     )
 
 

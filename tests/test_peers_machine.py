@@ -39,9 +39,10 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
-from gate_daemon.daemon.app import QuietSignals, _entries_allowed
+from gate_daemon.daemon.app import _entries_allowed
 from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.gate.scan import Gate
+from gate_daemon.hardware.factory import NullSignals
 from gate_daemon.net import peers
 from gate_daemon.net.lan import LanServer, create_app
 from gate_daemon.net.peers import Replicator
@@ -175,7 +176,7 @@ async def open_node(world: LiveWorld, manifest: bytes, folder: Path, gate_id: st
             mode=ScanKind.ENTRY,
             ledger=ledger,
             manifests=watch,
-            signals=QuietSignals(),
+            signals=NullSignals(),
         )
         replication = Replication(ledger, read_secret(world.gate_keys[gate_id]), lambda: watch.current)
         assert replication.problem is None

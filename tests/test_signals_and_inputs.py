@@ -19,10 +19,10 @@ from PIL import Image
 from gate_daemon.config.load import load_config
 from gate_daemon.config.sections import GpioPins
 from gate_daemon.core.decision import Decision, Reason
-from gate_daemon.daemon import app
 from gate_daemon.errors import GateError
 from gate_daemon.hardware.console_signals import ConsoleSignals
 from gate_daemon.hardware.decoders import ZxingDecoder
+from gate_daemon.hardware.factory import make_input, make_signals
 from gate_daemon.hardware.gpio_signals import GpioSignals
 from gate_daemon.hardware.image_folder import ImageFolderInput, UnreadableImage, read_frame
 from gate_daemon.hardware.stdin_input import MAX_LINE, StdinInput
@@ -220,7 +220,7 @@ async def test_make_signals_builds_gpio_signals_on_the_given_factory(
     tmp_path: Path, factory: MockFactory
 ) -> None:
     config = load_config(_gpio_config(tmp_path, 'green = "GPIO5"\nbuzzer = 6'), {})
-    signals = app.make_signals(config, pin_factory=factory)
+    signals = make_signals(config, pin_factory=factory)
     try:
         assert isinstance(signals, GpioSignals)
         signals.show(ALLOW)
@@ -236,7 +236,7 @@ async def test_make_signals_names_a_pin_that_cannot_be_used(tmp_path: Path, fact
     held = LED("GPIO27", pin_factory=factory)  # red's pin is taken by something else
     try:
         with pytest.raises(GateError, match="cannot drive GPIO pins"):
-            app.make_signals(config, pin_factory=factory)
+            make_signals(config, pin_factory=factory)
         assert not factory.pin(5).state  # what was opened before the failure is released
         LED("GPIO5", pin_factory=factory).close()
     finally:
@@ -447,16 +447,16 @@ async def test_make_input_builds_the_configured_input(tmp_path: Path) -> None:
     frames = tmp_path / "frames"
     path = write_gate_config(tmp_path / "gate.toml", live, input_kind="images", images=frames)
     with pytest.raises(GateError, match="is not a folder"):
-        app.make_input(load_config(path, {}))
+        make_input(load_config(path, {}))
     frames.mkdir()
-    made = app.make_input(load_config(path, {}))
+    made = make_input(load_config(path, {}))
     assert isinstance(made, ImageFolderInput)
     assert made.folder == frames
     assert made.interval == pytest.approx(0.1)
     stdin = write_gate_config(tmp_path / "stdin.toml", live, input_kind="stdin")
-    assert isinstance(app.make_input(load_config(stdin, {}), io.BytesIO(b"")), StdinInput)
+    assert isinstance(make_input(load_config(stdin, {}), io.BytesIO(b"")), StdinInput)
     none = write_gate_config(tmp_path / "none.toml", live, input_kind="none")
-    assert app.make_input(load_config(none, {})) is None
+    assert make_input(load_config(none, {})) is None
 
 
 def test_damaged_images_are_unreadable_never_an_uncaught_error(tmp_path: Path) -> None:

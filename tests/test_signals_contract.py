@@ -17,8 +17,8 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from gate_daemon.config.sections import BuzzerKind, GpioPins
 from gate_daemon.core.decision import Decision, Reason
-from gate_daemon.daemon.app import QuietSignals
 from gate_daemon.hardware.console_signals import ConsoleSignals
+from gate_daemon.hardware.factory import NullSignals
 from gate_daemon.hardware.gpio_signals import TONES, GpioSignals
 from gate_daemon.hardware.ports import Signals
 from tests.waiting import eventually
@@ -58,7 +58,7 @@ def lights(factory: MockFactory) -> tuple[bool, bool, bool]:
 
 ADAPTERS: dict[str, Callable[[MockFactory, io.StringIO], Signals]] = {
     "console": lambda _pins, out: ConsoleSignals(out, color="never"),
-    "none": lambda _pins, _out: QuietSignals(),
+    "none": lambda _pins, _out: NullSignals(),
     "gpio-plain": lambda pins, _out: GpioSignals(PINS, hold=0.2, pin_factory=pins),
     "gpio-tonal": lambda pins, _out: GpioSignals(PINS, hold=0.2, buzzer=BuzzerKind.TONAL, pin_factory=pins),
 }

@@ -24,9 +24,9 @@ from gate_daemon.bench.stats import summary_us
 from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
-from gate_daemon.daemon.app import QuietSignals
 from gate_daemon.errors import GateError
 from gate_daemon.gate.scan import Gate
+from gate_daemon.hardware.factory import NullSignals
 from gate_daemon.provision.build import build_manifest
 from gate_daemon.provision.event import load_event
 from gate_daemon.provision.tickets import load_tickets
@@ -80,7 +80,7 @@ async def _run(work: Path, rounds: int) -> int:
         mode=ScanKind.ENTRY,
         ledger=ledger,
         manifests=fixtures.HeldManifest(manifest),
-        signals=QuietSignals(),
+        signals=NullSignals(),
     )
     tag = event_tag(fixtures.EVENT_ID)
     # Signed tickets sold after the manifest: the slowest path (Ed25519 verification) that

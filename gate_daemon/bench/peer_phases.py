@@ -22,9 +22,9 @@ from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.records import Redemption, parse_record
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
-from gate_daemon.daemon.app import QuietSignals
 from gate_daemon.errors import GateError
 from gate_daemon.gate.scan import Gate
+from gate_daemon.hardware.factory import NullSignals
 from gate_daemon.net.lan import LanServer, create_app
 from gate_daemon.net.peers import Replicator
 from gate_daemon.net.replication import MAX_BATCH, Replication
@@ -119,18 +119,15 @@ class PeerBench:
                 mode=ScanKind.ENTRY,
                 ledger=ledger,
                 manifests=held,
-                signals=QuietSignals(),
+                signals=NullSignals(),
             )
             replication = Replication(ledger, key, lambda: held.current)
             if replication.problem is not None:
                 raise GateError(f"bench gate {gate_id}: {replication.problem}")
 
-            async def status() -> dict[str, Any]:
-                return {"gate": gate_id}
-
             traffic = Traffic()
             # Every peer calls from 127.0.0.1: one address's challenge rate for them all.
-            app = create_app(status, rate=20 * len(manifest.header.gates), replication=replication)
+            app = create_app(None, rate=20 * len(manifest.header.gates), replication=replication)
             app.on_response_prepare.append(traffic.on_prepare)
             server = LanServer(app)
             await server.start("127.0.0.1", 0)

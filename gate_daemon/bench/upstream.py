@@ -46,11 +46,11 @@ from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
 from gate_daemon.core.hlc import Stamp
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
-from gate_daemon.daemon.app import QuietSignals
 from gate_daemon.errors import GateError
 from gate_daemon.gate.clock import GateClock
 from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.gate.scan import Gate
+from gate_daemon.hardware.factory import NullSignals
 from gate_daemon.net.online import BreakerSettings, OnlineDecider
 from gate_daemon.net.replication import Replication
 from gate_daemon.net.sync import SyncSettings, UpstreamSync
@@ -285,7 +285,7 @@ async def _decisions(
             mode=ScanKind.ENTRY,
             ledger=ledger,
             manifests=fixtures.HeldManifest(manifest),
-            signals=QuietSignals(),
+            signals=NullSignals(),
             online=online if gate_id == "bench-online" else None,
         )
     samples: dict[str, list[int]] = {"local": [], "online": []}

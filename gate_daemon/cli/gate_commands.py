@@ -14,7 +14,16 @@ from pathlib import Path
 from typing import Any
 
 from gate_daemon.cli.command_line import EXIT_CODES, positive, read_payload
+from gate_daemon.core import counters
+from gate_daemon.core.counters import Family, by_label, labelled
 from gate_daemon.core.decision import Outcome
+from gate_daemon.core.snapshot import (
+    ClockStatus,
+    GateSnapshot,
+    OnlineStatus,
+    ReplicationStatus,
+    UpstreamStatus,
+)
 from gate_daemon.core.times import format_span
 from gate_daemon.daemon.control import DEFAULT_SOCKET, ask
 from gate_daemon.errors import GateError
@@ -47,21 +56,22 @@ def cmd_scan(args: argparse.Namespace) -> int:
 
 def cmd_status(args: argparse.Namespace) -> int:
     """Print the running gate's identity, manifest and counters."""
-    status = ask(_socket(args), {"op": "status"})["status"]
+    status: GateSnapshot = ask(_socket(args), {"op": "status"})["status"]
     if args.json:
         print(json.dumps(status, indent=2, ensure_ascii=False))
         return 0
-    where = "".join(f", {k} {status[k]}" for k in ("zone", "session") if status.get(k))
+    place = (("zone", status["zone"]), ("session", status["session"]))
+    where = "".join(f", {key} {value}" for key, value in place if value)
     up = format_span(status["uptime_seconds"])
     print(f"gate      {status['gate']} ({status['mode']}{where}), event {status['event']}")
     print(f"input     {status['input']}, signals {status['signals']}, up {up}")
-    if status.get("problem"):
+    if status["problem"]:
         print(f"SERVICE   OUT OF SERVICE: {status['problem']}")
-    turnstile = status.get("turnstile")
+    turnstile = status["turnstile"]
     if turnstile:
         sensor = "passage sensor" if turnstile["passage_sensor"] else "no passage sensor"
         print(f"turnstile relay, {sensor}, {turnstile['pending']} admitted and not yet through")
-        if turnstile.get("problem"):
+        if turnstile["problem"]:
             print(f"          {turnstile['problem']}")
     m = status["manifest"]
     if m["active"]:
@@ -75,36 +85,36 @@ def cmd_status(args: argparse.Namespace) -> int:
     if "last_refusal" in m:
         r = m["last_refusal"]
         print(f"refused   {r['at']}: {r['reason']}: {r['detail']}")
-    counters = status["counters"]
-    outcomes = ", ".join(
-        f"{name.split(':', 1)[1]} {value}" for name, value in counters.items() if name.startswith("outcome:")
-    )
-    print(f"scans     {counters.get('scans', 0)} ({outcomes or 'none yet'})")
-    print(
-        f"people    {counters.get('resolution:admitted', 0)} admitted, "
-        f"{counters.get('resolution:exited', 0)} exits recorded"
-    )
-    passage = [
-        f"{label} {counters[name]}"
-        for name, label in (
-            ("passage:passed", "passed"),
-            ("passage:not_passed", "not passed (ticket given back)"),
-            ("passage:unverified", "unverified"),
-            ("passage:unreleased", "pushed through"),
-            ("manual_releases", "released by hand"),
-        )
-        if counters.get(name)
-    ]
-    if passage:
-        print(f"passage   {', '.join(passage)}")
-    _print_replication(status.get("replication"))
-    _print_upstream(status.get("upstream"), status.get("online"), status.get("clock"))
+    _print_counters(status["counters"])
+    _print_replication(status["replication"])
+    _print_upstream(status["upstream"], status["online"], status["clock"])
     return 0
 
 
-def _print_upstream(
-    sync: dict[str, Any] | None, online: dict[str, Any] | None, clock: dict[str, Any] | None
-) -> None:
+def _print_counters(counted: dict[str, int]) -> None:
+    """The scan, people and passage lines of ``gatectl status``."""
+    outcomes = ", ".join(f"{label} {value}" for label, value in by_label(counted, Family.OUTCOME).items())
+    print(f"scans     {counted.get(counters.SCANS, 0)} ({outcomes or 'none yet'})")
+    print(
+        f"people    {counted.get(labelled(Family.RESOLUTION, 'admitted'), 0)} admitted, "
+        f"{counted.get(labelled(Family.RESOLUTION, 'exited'), 0)} exits recorded"
+    )
+    passage = [
+        f"{label} {counted[name]}"
+        for name, label in (
+            (labelled(Family.PASSAGE, "passed"), "passed"),
+            (labelled(Family.PASSAGE, "not_passed"), "not passed (ticket given back)"),
+            (labelled(Family.PASSAGE, "unverified"), "unverified"),
+            (labelled(Family.PASSAGE, "unreleased"), "pushed through"),
+            (counters.MANUAL_RELEASES, "released by hand"),
+        )
+        if counted.get(name)
+    ]
+    if passage:
+        print(f"passage   {', '.join(passage)}")
+
+
+def _print_upstream(sync: UpstreamStatus | None, online: OnlineStatus | None, clock: ClockStatus) -> None:
     """The central's lines of ``gatectl status``."""
     if sync is not None:
         state = "up" if sync["up"] else "DOWN"
@@ -124,7 +134,7 @@ def _print_upstream(
             f"decision  online-first, now {online['mode'].upper()}; {switches['offline']} switches offline, "
             f"{format_span(online['offline_seconds'])} offline"
         )
-    if clock is not None and clock.get("warning"):
+    if clock["warning"]:
         print(f"CLOCK     {clock['warning']}")
 
 
@@ -147,12 +157,12 @@ def cmd_search(args: argparse.Namespace) -> int:
     return 0
 
 
-def _print_replication(state: dict[str, Any] | None) -> None:
+def _print_replication(state: ReplicationStatus | None) -> None:
     """The peer lines of ``gatectl status``."""
     if state is None:
         return
     print(f"peers     key {state['key']}, {state['logs']} logs held, {state['conflicts']} conflicts")
-    if state.get("problem"):
+    if state["problem"]:
         print(f"          NOT SHARING: {state['problem']}")
     for peer in state["peers"]:
         name = f"{peer['address']} ({peer['gate'] or '?'})"
@@ -170,13 +180,13 @@ def _print_replication(state: dict[str, Any] | None) -> None:
 def cmd_counters(args: argparse.Namespace) -> int:
     """Print a gate's persisted counters: from the running gate, or from its ledger file."""
     if args.ledger is not None:
-        counters = read_counters(args.ledger)
+        counted = read_counters(args.ledger)
     else:
-        counters = ask(_socket(args), {"op": "counters"})["counters"]
+        counted = ask(_socket(args), {"op": "counters"})["counters"]
     if args.json:
-        print(json.dumps(counters, indent=2, sort_keys=True))
+        print(json.dumps(counted, indent=2, sort_keys=True))
     else:
-        for name, value in sorted(counters.items()):
+        for name, value in sorted(counted.items()):
             print(f"{name:<32} {value}")
     return 0
 

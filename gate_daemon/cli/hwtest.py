@@ -197,7 +197,7 @@ class HardwareTest:
         if frame is None:
             self._line("FAIL", "camera", f"no image in {self.config.input.path}")
             return
-        from gate_daemon.daemon.app import make_decoder
+        from gate_daemon.hardware.factory import make_decoder
         from gate_daemon.hardware.frame_quality import brightness, sharpness
 
         bright, sharp = brightness(frame), sharpness(frame)
@@ -248,7 +248,7 @@ class HardwareTest:
         if kind not in (InputKind.HID, InputKind.SERIAL):
             self._line("SKIP", "scanner", f'input.kind is "{kind.value}"')
             return
-        from gate_daemon.daemon.app import make_input
+        from gate_daemon.hardware.factory import make_input
 
         source = make_input(self.config)
         assert source is not None

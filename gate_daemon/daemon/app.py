@@ -1,9 +1,14 @@
 """Wiring and lifecycle of a running gate.
 
-Start: state directory, trusted keys, ledger, manifest, signals, gate, input, control
-socket; then ``READY=1``. Run: the input loop, the manifest watch, the watchdog and the
-status line, as tasks of one ``TaskGroup``. Stop (SIGTERM, SIGINT): ``STOPPING=1``, stop
-taking scans, let scans in flight commit, close the ledger.
+Start: state directory and its lock, trusted keys, signals, ledger, manifest, turnstile,
+gate, input, the central's client, button, LAN, control socket; then ``READY=1``. Run:
+the input loop, the manifest watch, the watchdog and the status line, as tasks of one
+``TaskGroup``. Stop (SIGTERM, SIGINT): ``STOPPING=1``, stop taking scans, let scans in
+flight commit, close the ledger.
+
+Every resource is entered on one ``AsyncExitStack`` as it opens, so a start that fails
+half-way closes exactly what it opened, in reverse order, and shutdown is that stack
+closing. Resources open in the reverse of the order they must close in (see ``start``).
 
 The watchdog ping is tied to the scan path: ``WATCHDOG=1`` is sent only after a probe
 has gone through the ledger's lock and its database thread, the same road every scan
@@ -17,6 +22,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import fcntl
+import functools
 import logging
 import os
 import signal
@@ -27,47 +33,37 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, BinaryIO
 
-from gate_daemon.config.sections import ButtonAction, GateConfig, InputKind, SignalsKind
-from gate_daemon.core.decision import Checkpoint, Decision
+from gate_daemon.config.sections import ButtonAction, GateConfig
+from gate_daemon.core import counters
+from gate_daemon.core.decision import Checkpoint
 from gate_daemon.core.keys import PublicKey
-from gate_daemon.core.times import format_instant, format_span
 from gate_daemon.core.tokens import REENTRY
+from gate_daemon.daemon import network
 from gate_daemon.daemon.control import ControlServer
+from gate_daemon.daemon.status import GateStatus
 from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.errors import GateError
 from gate_daemon.gate.clock import GateClock
 from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.gate.scan import Gate
 from gate_daemon.gate.turnstile import Turnstile
-from gate_daemon.hardware.ports import Contact, Decoder, ScanInput, Signals
-from gate_daemon.provision.keyfiles import read_public, read_secret
+from gate_daemon.hardware.factory import make_button, make_input, make_signals, make_turnstile_pins
+from gate_daemon.hardware.ports import Contact, ScanInput, Signals
+from gate_daemon.provision.keyfiles import read_public
 from gate_daemon.store.ledger import Ledger
 
 if TYPE_CHECKING:
-    from gate_daemon.net.discovery import Discovery
     from gate_daemon.net.lan import LanServer
-    from gate_daemon.net.online import OnlineDecider, Switch
+    from gate_daemon.net.online import OnlineDecider
     from gate_daemon.net.peers import Replicator
-    from gate_daemon.net.replication import Replication
     from gate_daemon.net.sync import UpstreamSync
 
 log = logging.getLogger(__name__)
 
 #: How often the one-line status sent to systemd is refreshed.
 STATUS_INTERVAL = 15.0
-
-
-class QuietSignals:
-    """Signals for ``kind = "none"``: decisions are recorded and returned, not shown."""
-
-    def show(self, decision: Decision) -> None:
-        """Show nothing."""
-
-    def service(self, problem: str | None) -> None:
-        """Show nothing."""
-
-    async def aclose(self) -> None:
-        """Nothing to release."""
+#: How long shutdown waits for the scans in flight to commit and show.
+SETTLE_TIMEOUT = 10.0
 
 
 def trusted_keys(config: GateConfig) -> list[PublicKey]:
@@ -75,235 +71,9 @@ def trusted_keys(config: GateConfig) -> list[PublicKey]:
     return [read_public(path) for path in config.manifest.trusted_keys]
 
 
-def make_signals(config: GateConfig, pin_factory: Any = None) -> Signals:
-    """The signals adapter the config asks for."""
-    kind = config.signals.kind
-    if kind is SignalsKind.CONSOLE:
-        from gate_daemon.hardware.console_signals import ConsoleSignals
-
-        return ConsoleSignals(color=config.signals.color)
-    if kind is SignalsKind.GPIO:
-        from gate_daemon.hardware.gpio_signals import GpioSignals
-
-        try:
-            return GpioSignals(
-                config.signals.pins,
-                config.signals.hold_ms / 1000,
-                buzzer=config.signals.buzzer,
-                pin_factory=pin_factory,
-            )
-        except Exception as exc:  # gpiozero raises its own tree for missing or busy pins
-            raise GateError(
-                f"cannot drive GPIO pins {config.signals.pins}: {type(exc).__name__}: {exc}"
-            ) from None
-    return QuietSignals()
-
-
-def make_turnstile(config: GateConfig, ledger: Ledger, pin_factory: Any = None) -> Turnstile | None:
-    """The turnstile's relay and passage sensor, when the config wires them."""
-    section = config.turnstile
-    if section.relay is None:
-        return None
-    from gate_daemon.hardware.turnstile_pins import GpioContact, GpioRelay
-
-    relay: GpioRelay | None = None
-    try:
-        relay = GpioRelay(section.relay, section.pulse_ms / 1000, section.relay_active_low, pin_factory)
-        passage = None
-        if section.passage is not None:
-            passage = GpioContact(section.passage, section.passage_active_low, pin_factory)
-    except Exception as exc:  # gpiozero raises its own tree for missing or busy pins
-        if relay is not None:
-            relay.device.close()
-        raise GateError(f"cannot drive the turnstile's pins: {type(exc).__name__}: {exc}") from None
-    return Turnstile(ledger, relay, passage, pass_timeout=section.pass_timeout_ms / 1000)
-
-
-def make_button(config: GateConfig, pin_factory: Any = None) -> Contact | None:
-    """The steward's button, when the config wires one."""
-    pin = config.turnstile.button
-    if pin is None:
-        return None
-    from gate_daemon.hardware.turnstile_pins import GpioContact
-
-    try:
-        return GpioContact(pin, active_low=True, pin_factory=pin_factory)
-    except Exception as exc:  # gpiozero raises its own tree for missing or busy pins
-        raise GateError(f"cannot read the button on {pin}: {type(exc).__name__}: {exc}") from None
-
-
-def make_decoder(config: GateConfig) -> Decoder:
-    """The QR decoder the config asks for (``GateError`` when its library is missing)."""
-    from gate_daemon.hardware.decoders import make_decoder as choose
-
-    return choose(config.input.decoder)
-
-
-def make_input(
-    config: GateConfig,
-    stdin: BinaryIO | None = None,
-    *,
-    on_unreadable: Callable[[], Awaitable[None]] | None = None,
-) -> ScanInput | None:
-    """The scan input the config asks for (None for ``kind = "none"``)."""
-    kind = config.input.kind
-    if kind is InputKind.STDIN:
-        from gate_daemon.hardware.stdin_input import StdinInput
-
-        return StdinInput(stdin)
-    if kind is InputKind.IMAGES:
-        from gate_daemon.hardware.image_folder import ImageFolderInput
-
-        assert config.input.path is not None  # the config requires it for this kind
-        if not config.input.path.is_dir():
-            raise GateError(f"input.path {config.input.path} is not a folder")
-        return ImageFolderInput(
-            config.input.path,
-            config.input.poll_ms / 1000,
-            decoder=make_decoder(config),
-            on_unreadable=on_unreadable,
-        )
-    if kind is InputKind.PICAMERA:
-        from gate_daemon.hardware.picamera_input import PicameraInput
-
-        return PicameraInput(config.input.camera, make_decoder(config))
-    if kind is InputKind.HID:
-        from gate_daemon.hardware.hid_scanner import HidScannerInput
-
-        assert config.input.device is not None  # the config requires it for this kind
-        return HidScannerInput(config.input.device, grab=config.input.grab)
-    if kind is InputKind.SERIAL:
-        from gate_daemon.hardware.serial_scanner import SerialScannerInput
-
-        assert config.input.device is not None  # the config requires it for this kind
-        return SerialScannerInput(config.input.device, config.input.baud)
-    return None
-
-
-@dataclass
-class GateStatus:
-    """What ``gatectl status`` and ``systemctl status`` show of a running gate."""
-
-    config: GateConfig
-    ledger: Ledger
-    manifests: ManifestWatch
-    gate: Gate
-    source: ScanInput | None = None
-    started_at: float = field(default_factory=time.time)
-    #: Why the gate is out of service (kept by the service loop), or None.
-    problem: str | None = None
-    replication: Replication | None = None
-    replicator: Replicator | None = None
-    clock: GateClock = field(default_factory=GateClock)
-    sync: UpstreamSync | None = None
-    online: OnlineDecider | None = None
-
-    async def snapshot(self) -> dict[str, Any]:
-        """The full status as a JSON-ready object."""
-        cfg = self.config
-        manifest = self.manifests.current
-        now = time.time()
-        info: dict[str, Any] = {"active": manifest is not None}
-        if manifest is not None:
-            header = manifest.header
-            info.update(
-                version=manifest.version,
-                event=manifest.event_id,
-                tickets=len(manifest),
-                issued_at=format_instant(header.issued_at),
-                age_seconds=int(now - header.issued_at),
-                expires_at=format_instant(header.expires_at),
-                expired=now > header.expires_at,
-            )
-        if self.manifests.refusal is not None:
-            refusal = self.manifests.refusal
-            info["last_refusal"] = {
-                "reason": refusal.reason,
-                "detail": refusal.detail,
-                "at": format_instant(refusal.at),
-            }
-        return {
-            "gate": cfg.gate.id,
-            "event": cfg.gate.event,
-            "zone": cfg.gate.zone,
-            "session": cfg.gate.session,
-            "mode": cfg.gate.mode.value,
-            "decision": cfg.gate.decision,
-            "input": cfg.input.kind.value,
-            "signals": cfg.signals.kind.value,
-            "uptime_seconds": int(now - self.started_at),
-            "in_service": self.problem is None,
-            "problem": self.problem,
-            "turnstile": self._turnstile(),
-            "input_state": self._input(),
-            "manifest": info,
-            "ledger": {"path": str(self.ledger.path), "epoch": self.ledger.epoch},
-            "counters": await self.ledger.counters(),
-            "since_start": dict(self.gate.volatile),
-            "replication": await self._replication(now),
-            "upstream": None if self.sync is None else self.sync.status(),
-            "online": None if self.online is None else self.online.status(),
-            "clock": self.clock.status(),
-        }
-
-    async def _replication(self, now: float) -> dict[str, Any] | None:
-        replication = self.replication
-        if replication is None:
-            return None
-        callers = {
-            seen.gate_id: {
-                "requests": seen.requests,
-                "last_seconds_ago": round(now - seen.last_at, 3),
-                "clock_offset_ms": seen.clock_offset_ms,
-            }
-            for seen in replication.callers.values()
-        }
-        return {
-            "problem": replication.problem,
-            "key": replication.key.public.kid,
-            "peers": self.replicator.snapshot() if self.replicator is not None else [],
-            "callers": callers,
-            "refused_requests": dict(replication.refusals),
-            "logs": len(self.ledger.known()),
-            "conflicts": await self.ledger.conflict_count(),
-        }
-
-    def _input(self) -> dict[str, Any] | None:
-        source = self.source
-        if source is None:
-            return None
-        state: dict[str, Any] = {"name": source.name, "problem": source.problem}
-        stats = getattr(source, "stats", None)  # the camera counts frames and decode times
-        if stats is not None:
-            state["stats"] = stats.as_dict()
-        return state
-
-    def _turnstile(self) -> dict[str, Any] | None:
-        turnstile = self.gate.turnstile
-        if turnstile is None:
-            return None
-        return {
-            "relay": True,
-            "passage_sensor": turnstile.passage is not None,
-            "pending": turnstile.pending,
-            "problem": turnstile.problem,
-        }
-
-    def line(self) -> str:
-        """One line for ``systemctl status``."""
-        manifest = self.manifests.current
-        gate = self.config.gate
-        if manifest is None:
-            return f"gate {gate.id}: OUT OF SERVICE, no valid manifest"
-        if self.problem is not None:
-            return f"gate {gate.id}: OUT OF SERVICE, {self.problem}"
-        age = format_span(max(0.0, time.time() - manifest.header.issued_at))
-        return f"gate {gate.id} ({gate.mode.value}): manifest v{manifest.version}, {age} old"
-
-
 @dataclass
 class RunningGate:
-    """Everything a started gate holds, for serving and shutdown."""
+    """Everything a started gate holds, for serving; ``resources`` closes it all."""
 
     config: GateConfig
     ledger: Ledger
@@ -311,14 +81,14 @@ class RunningGate:
     gate: Gate
     signals: Signals
     source: ScanInput | None
-    control: ControlServer
     status: GateStatus
-    lock: int
+    #: Closes what ``start`` opened, in shutdown's order.
+    resources: contextlib.AsyncExitStack
     turnstile: Turnstile | None = None
     button: Contact | None = None
     lan: LanServer | None = None
     replicator: Replicator | None = None
-    discovery: Discovery | None = None
+    #: Scans and releases under way: shutdown lets them commit before the ledger closes.
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
     sync: UpstreamSync | None = None
     online: OnlineDecider | None = None
@@ -348,49 +118,34 @@ def claim_state_dir(state: Path) -> int:
 
 
 async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factory: Any = None) -> RunningGate:
-    """Open everything the gate needs, in order; raise ``GateError`` naming what failed."""
+    """Open everything the gate needs, in order; raise ``GateError`` naming what failed.
+
+    Each resource goes on the exit stack as it opens, in the reverse of shutdown's order:
+    the control socket, discovery and the LAN close first (no new scans or requests),
+    then the button (no release may start once the gate is stopping), then the scans in
+    flight settle, then the central's client (one of them may be asking it), the input,
+    the turnstile (its relay locks and its last counters are written while the ledger is
+    open), the ledger (a scan still running commits, or not, before the lights go dark),
+    the lights and the state directory's lock.
+    """
     state = config.gate.state_dir
     try:
         state.mkdir(mode=0o750, parents=True, exist_ok=True)
     except OSError as exc:
         raise GateError(f"cannot create state_dir {state}: {exc.strerror}") from None
     keys = trusted_keys(config)
-    lock = claim_state_dir(state)
-    try:
+    async with contextlib.AsyncExitStack() as stack:
+        stack.callback(os.close, claim_state_dir(state))
+        signals = make_signals(config, pin_factory)
+        stack.push_async_callback(_quietly, "the signals", signals.aclose)
         ledger = await Ledger.open(config.ledger_path, config.gate.id)
-    except BaseException:
-        os.close(lock)
-        raise
-    signals: Signals | None = None
-    turnstile: Turnstile | None = None
-    button: Contact | None = None
-    control: ControlServer | None = None
-    lan: LanServer | None = None
-    replicator: Replicator | None = None
-    discovery: Discovery | None = None
-    sync: UpstreamSync | None = None
-    try:
+        stack.push_async_callback(ledger.close)
         clock = await GateClock.load(ledger, warn_offset=config.upstream.clock_warn_s)
         checkpoint = Checkpoint(config.gate.zone, config.gate.session)
-        manifests = ManifestWatch(
-            drop_path=config.manifest.path,
-            private_path=config.active_manifest_path,
-            trusted=keys,
-            ledger=ledger,
-            event_id=config.gate.event,
-            checkpoint=checkpoint,
-            clock=clock.now,
-        )
-        await manifests.start()
-        if manifests.current is not None:
-            # A Pi that booted at 1970 decides no earlier than its manifest was made.
-            clock.raise_floor(float(manifests.current.header.issued_at), "manifest")
-        clock.ceiling = lambda: (
-            None if manifests.current is None else float(manifests.current.header.expires_at)
-        )
-        signals = make_signals(config, pin_factory)
-        turnstile = make_turnstile(config, ledger, pin_factory)
-        button = make_button(config, pin_factory)
+        manifests = await _manifest_watch(config, keys, ledger, checkpoint, clock)
+        turnstile = _turnstile(config, ledger, pin_factory)
+        if turnstile is not None:
+            stack.push_async_callback(_quietly, "the turnstile", turnstile.aclose)
         gate = Gate(
             gate_id=config.gate.id,
             event_id=config.gate.event,
@@ -403,164 +158,88 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             turnstile=turnstile,
             clock=clock.now,
         )
-        source = make_input(config, stdin, on_unreadable=lambda: count_softly(ledger, "unreadable_images"))
+        unreadable = counters.UNREADABLE_IMAGES
+        source = make_input(config, stdin, on_unreadable=lambda: count_softly(ledger, unreadable))
+        if source is not None:
+            stack.push_async_callback(source.aclose)
         status = GateStatus(config, ledger, manifests, gate, source, clock=clock)
-        replication = _replication(config, ledger, manifests)
-        if config.upstream.url is not None and replication is not None:
-            sync = await _upstream(config, replication, manifests, clock, status)
-            status.sync = sync
+        shared = network.replication(config, ledger, manifests)
+        if config.upstream.url is not None and shared is not None:
+            # The floor the central's answers raise is kept once its client is closed.
+            stack.push_async_callback(_save_clock, clock, ledger)
+            client = network.upstream_client(config, shared, clock)
+            stack.push_async_callback(_quietly, "the central's client", client.aclose)
+            status.sync = await network.upstream_sync(config, client, shared, manifests, clock, status)
             if config.gate.decision == "online-first":
-                gate.online = status.online = _online(config, sync, checkpoint, ledger)
-        server = ControlServer(
-            config.control.socket, gate, status.snapshot, None if sync is None else sync.client.search
-        )
-        await server.start()
-        control = server  # closed (its socket file removed) on a failure only once it is ours
+                count = functools.partial(count_softly, ledger)
+                gate.online = status.online = network.online_decider(config, status.sync, checkpoint, count)
+        in_flight: set[asyncio.Task[Any]] = set()
+        stack.push_async_callback(_settle, in_flight)
+        button = make_button(config, pin_factory)
+        if button is not None:
+            stack.push_async_callback(_quietly, "the button", button.aclose)
         ledger.entries_allowed = _entries_allowed(manifests)
         await ledger.recheck_conflicts(time.time())  # the manifest may have changed while stopped
-        if config.lan.enabled:
-            # Imported here: aiohttp takes a while to import on a Pi Zero, and a gate
-            # without [lan] listen never needs it.
-            from gate_daemon.net.lan import LanServer, create_app
-
-            assert config.lan.host is not None
-            if replication is not None and (config.lan.peers or config.lan.discover):
-                from gate_daemon.net.peers import Replicator
-
-                replicator = Replicator(
-                    replication,
-                    list(config.lan.peers),
-                    pull_interval=config.lan.pull_interval_ms / 1000,
-                    timeout=config.lan.timeout_ms / 1000,
-                )
-                ledger.subscribe(replicator.committed)
-            status.replication, status.replicator = replication, replicator
-            listening = LanServer(create_app(status.snapshot, rate=config.lan.rate, replication=replication))
-            await listening.start(config.lan.host, config.lan.port)
-            lan = listening  # closed on a failure only once it listens
-            if replication is not None and replication.problem is not None:
-                log.warning("replication: %s", replication.problem)
-            if replicator is not None and config.lan.discover:
-                discovery = await _discovery(config, listening.port, replicator)
-    except BaseException:
-        if sync is not None:
-            await sync.client.aclose()
-        if lan is not None:
-            await lan.aclose()
-        if control is not None:
-            await control.aclose()
-        for device in (button, turnstile, signals):
-            if device is not None:
-                with contextlib.suppress(Exception):
-                    await device.aclose()
-        await ledger.close()
-        os.close(lock)
-        raise
+        lan = await network.serve_lan(config, stack, status, shared) if config.lan.enabled else None
+        search = None if status.sync is None else status.sync.client.search
+        control = ControlServer(config.control.socket, gate, status.snapshot, search)
+        await control.start()
+        stack.push_async_callback(control.aclose)  # once it listens: its socket file is ours to remove
+        resources = stack.pop_all()
     return RunningGate(
-        config, ledger, manifests, gate, signals, source, server, status, lock, turnstile, button, lan,
-        replicator=replicator, discovery=discovery, sync=sync, online=status.online,
+        config, ledger, manifests, gate, signals, source, status, resources, turnstile, button, lan,
+        replicator=status.replicator, in_flight=in_flight, sync=status.sync, online=status.online,
     )  # fmt: skip
 
 
-def _replication(config: GateConfig, ledger: Ledger, manifests: ManifestWatch) -> Replication | None:
-    """This gate's side of sharing redemptions, when it has a key."""
-    if config.lan.key is None:
-        return None
-    from gate_daemon.net.replication import Replication
-
-    return Replication(ledger, read_secret(config.lan.key), lambda: manifests.current)
-
-
-async def _upstream(
-    config: GateConfig,
-    replication: Replication,
-    manifests: ManifestWatch,
-    clock: GateClock,
-    status: GateStatus,
-) -> UpstreamSync:
-    """The central's client and the loops that keep the gate and the central in step."""
-    # Imported here: a gate without [upstream] never loads httpx.
-    import httpx
-
-    from gate_daemon.net.sync import SyncSettings, UpstreamSync
-    from gate_daemon.net.upstream import UpstreamClient
-    from gate_daemon.store.upstream_marks import UpstreamMarks
-
-    up = config.upstream
-    assert up.url is not None
-    timeout = up.timeout_ms / 1000
-    client = UpstreamClient(
-        up.url,
-        config.gate.id,
-        replication.key,
-        client=httpx.AsyncClient(timeout=timeout, trust_env=False),
-        timeout=timeout,
-        on_date=clock.saw_server,
-    )
-    settings = SyncSettings(
-        batch=up.batch,
-        push_interval=up.push_interval_ms / 1000,
-        pull_interval=up.pull_interval_ms / 1000,
-        manifest_interval=up.manifest_interval_s,
-        manifest_timeout=up.manifest_timeout_s,
-        heartbeat_interval=up.heartbeat_interval_s,
-    )
-    marks = await UpstreamMarks.load(replication.ledger)
-    return UpstreamSync(
-        client,
-        replication,
-        marks,
-        manifests,
-        clock,
-        settings,
-        download_dir=config.gate.state_dir,
-        status=status.snapshot,
-    )
-
-
-def _online(config: GateConfig, sync: UpstreamSync, checkpoint: Checkpoint, ledger: Ledger) -> OnlineDecider:
-    """Online-first decisions through the central's validate call, behind a breaker."""
-    from gate_daemon.net.online import BreakerSettings, OnlineDecider
-
-    up = config.upstream
-    settings = BreakerSettings(
-        timeout=up.validate_timeout_ms / 1000,
-        max_latency=up.breaker_latency_ms / 1000,
-        failures=up.breaker_failures,
-        probe_interval=up.probe_interval_ms / 1000,
-        probes=up.probes,
-    )
-    counting: set[asyncio.Task[None]] = set()
-
-    def switched(switch: Switch) -> None:
-        # Persisted, so fleet ops see every switch even across restarts.
-        task = asyncio.get_running_loop().create_task(count_softly(ledger, f"mode_switch:{switch.to}"))
-        counting.add(task)
-        task.add_done_callback(counting.discard)
-
-    return OnlineDecider(sync.client, checkpoint, settings, on_switch=switched)
-
-
-async def _discovery(config: GateConfig, port: int, replicator: Replicator) -> Discovery:
-    """Announce the gate with zeroconf and link to the roster gates of this event it finds."""
+async def _quietly(what: str, close: Callable[[], Awaitable[None]]) -> None:
+    """Close a device or client whose failure to close must not stop the rest from closing."""
     try:
-        from gate_daemon.net.discovery import Discovery
-    except ImportError:
-        raise GateError(
-            "[lan] discover needs zeroconf: pip install 'gate-daemon[discovery]' (or set discover = false)"
-        ) from None
+        await close()
+    except Exception as exc:
+        log.warning("%s did not close cleanly: %r", what, exc)
 
-    def found(gate_id: str, address: str) -> None:
-        roster = replicator.replication.roster() or {}
-        if gate_id in roster and replicator.add(gate_id, address):
-            log.info("linked to discovered gate %s at %s", gate_id, address)
 
-    assert config.lan.host is not None
-    discovery = Discovery(
-        gate_id=config.gate.id, event_id=config.gate.event, host=config.lan.host, port=port, found=found
+async def _settle(in_flight: set[asyncio.Task[Any]]) -> None:
+    """Let the scans and releases under way commit and show (the input and the button are closed)."""
+    if in_flight:
+        await asyncio.wait(in_flight, timeout=SETTLE_TIMEOUT)
+
+
+async def _save_clock(clock: GateClock, ledger: Ledger) -> None:
+    """Keep the clock's floor in the ledger; a ledger that cannot take it keeps the last one."""
+    with contextlib.suppress(sqlite3.Error, ValueError):
+        await clock.save(ledger)
+
+
+async def _manifest_watch(
+    config: GateConfig, keys: list[PublicKey], ledger: Ledger, checkpoint: Checkpoint, clock: GateClock
+) -> ManifestWatch:
+    """The manifest watch, started: the active manifest is verified and bounds the clock."""
+    manifests = ManifestWatch(
+        drop_path=config.manifest.path,
+        private_path=config.active_manifest_path,
+        trusted=keys,
+        ledger=ledger,
+        event_id=config.gate.event,
+        checkpoint=checkpoint,
+        clock=clock.now,
     )
-    await discovery.start()
-    return discovery
+    await manifests.start()
+    if manifests.current is not None:
+        # A Pi that booted at 1970 decides no earlier than its manifest was made.
+        clock.raise_floor(float(manifests.current.header.issued_at), "manifest")
+    clock.ceiling = lambda: None if manifests.current is None else float(manifests.current.header.expires_at)
+    return manifests
+
+
+def _turnstile(config: GateConfig, ledger: Ledger, pin_factory: Any) -> Turnstile | None:
+    """The turnstile service on the relay and passage sensor the config wires, if any."""
+    pins = make_turnstile_pins(config, pin_factory)
+    if pins is None:
+        return None
+    relay, passage = pins
+    return Turnstile(ledger, relay, passage, pass_timeout=config.turnstile.pass_timeout_ms / 1000)
 
 
 def _entries_allowed(manifests: ManifestWatch) -> Callable[[str], int | None]:
@@ -718,34 +397,8 @@ class _Stop(Exception):
 
 
 async def shutdown(running: RunningGate) -> None:
-    """Stop taking scans, let those in flight commit, then close everything."""
-    await running.control.aclose()
-    if running.discovery is not None:
-        await running.discovery.aclose()
-    if running.lan is not None:
-        await running.lan.aclose()
-    if running.button is not None:  # no release may start once the gate is stopping
-        with contextlib.suppress(Exception):
-            await running.button.aclose()
-    if running.in_flight:
-        await asyncio.wait(running.in_flight, timeout=10)
-    if running.sync is not None:  # after the scans in flight: one may be asking the central
-        with contextlib.suppress(Exception):
-            await running.sync.client.aclose()
-        with contextlib.suppress(sqlite3.Error, ValueError):
-            await running.status.clock.save(running.ledger)
-    if running.source is not None:
-        await running.source.aclose()
-    # The relay locks (after a pulse under way ends) before the ledger closes: its last
-    # counters are written, and no release can follow a scan that could not be recorded.
-    if running.turnstile is not None:
-        with contextlib.suppress(Exception):
-            await running.turnstile.aclose()
-    # The ledger before the lights: a scan still running commits (or not) before they go dark.
-    await running.ledger.close()
-    with contextlib.suppress(Exception):
-        await running.signals.aclose()
-    os.close(running.lock)
+    """Stop taking scans, let those in flight commit, then close everything (the order: ``start``)."""
+    await running.resources.aclose()
     log.info("gate %s stopped", running.config.gate.id)
 
 

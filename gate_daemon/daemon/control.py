@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from gate_daemon.core.decision import ScanKind
+from gate_daemon.core.snapshot import GateSnapshot
 from gate_daemon.errors import GateError
 from gate_daemon.gate.scan import Gate, ScanIdReused
 
@@ -83,7 +84,7 @@ class ControlServer:
         self,
         path: Path,
         gate: Gate,
-        status: Callable[[], Awaitable[dict[str, Any]]],
+        status: Callable[[], Awaitable[GateSnapshot]],
         search: Callable[[str, int], Awaitable[list[dict[str, Any]]]] | None = None,
     ) -> None:
         self.path = path

@@ -27,6 +27,7 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from gate_daemon.core.snapshot import ClockStatus
 from gate_daemon.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -61,7 +62,6 @@ class GateClock:
         #: The system clock minus the central's, from the answer with the shortest round trip lately.
         self.offset: float | None = None
         self.rtt: float | None = None
-        self.server_seen_at: float | None = None
         #: When the kept estimate was made (system clock): it gives way once older than a minute.
         self._estimated_at: float | None = None
         self._warned: str | None = None
@@ -100,7 +100,6 @@ class GateClock:
         # The quicker the exchange, the better the estimate; an old estimate gives way.
         if self.rtt is None or rtt <= self.rtt * 2 or abs(received - (self._estimated_at or 0)) > 60:
             self.offset, self.rtt, self._estimated_at = offset, rtt, received
-        self.server_seen_at = received
         # A Date header is not signed: it may raise the floor only as far as the signed
         # manifest's expiry, past which nothing is admitted anyway.
         ceiling = self.ceiling() if self.ceiling is not None else None
@@ -134,7 +133,7 @@ class GateClock:
             return "unsynchronised", "the system clock is not synchronised (systemd-timesyncd says so)"
         return None
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> ClockStatus:
         """For status and metrics."""
         return {
             "now": self.now(),

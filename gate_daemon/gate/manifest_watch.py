@@ -21,6 +21,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
+from gate_daemon.core.counters import Family, labelled
 from gate_daemon.core.decision import Checkpoint
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import Manifest, check_successor
@@ -90,7 +91,7 @@ class ManifestWatch:
                 log.error("the gate's own manifest copy %s is refused: %s", self.private_path, exc)
                 detail = f"the gate's own copy {self.private_path}: {exc.detail}"
                 self.refusal = Refusal(exc.reason, detail, self._clock())
-                await self._count(f"manifest_refused:{exc.reason}")
+                await self._count(labelled(Family.MANIFEST_REFUSED, exc.reason))
             else:
                 self._current = manifest
                 self.activated_at = state.activated_at
@@ -244,7 +245,7 @@ class ManifestWatch:
             return False  # an unreadable file looked at again at each poll: said and counted once
         kept = f"keeping version {self._current.version}" if self._current else "the gate has NO manifest"
         log.error("manifest %s refused (%s): %s; %s", source, exc.reason, exc.detail, kept)
-        await self._count(f"manifest_refused:{exc.reason}")
+        await self._count(labelled(Family.MANIFEST_REFUSED, exc.reason))
         return False
 
     async def _count(self, name: str) -> None:

@@ -35,6 +35,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 
+from gate_daemon.core.counters import Family, labelled
 from gate_daemon.hardware.ports import Contact, Relay
 from gate_daemon.store.ledger import Ledger
 
@@ -42,6 +43,8 @@ log = logging.getLogger(__name__)
 
 #: Admissions in a row that no passage followed, after which the sensor is not believed.
 SUSPECT_AFTER = 3
+#: Counted for an admission no passage followed (voided, or a manual release).
+NOT_PASSED = labelled(Family.PASSAGE, "not_passed")
 
 
 @dataclass(slots=True)
@@ -107,10 +110,10 @@ class Turnstile:
         self._missed, self.problem = 0, None
         if self._pending:
             self._pending.popleft()
-            self._count("passage:passed")
+            self._count(labelled(Family.PASSAGE, "passed"))
         else:
             log.warning("turnstile: a passage with no admission released (pushed through, or the sensor)")
-            self._count("passage:unreleased")
+            self._count(labelled(Family.PASSAGE, "unreleased"))
 
     def _count(self, name: str) -> None:
         task = asyncio.get_running_loop().create_task(self._bump(name))
@@ -151,14 +154,14 @@ class Turnstile:
                     "entries are kept as recorded until it reports a passage (check it: gatectl hwtest)"
                 )
                 log.error("turnstile: %s", self.problem)
-            self._count("passage:unverified")
+            self._count(labelled(Family.PASSAGE, "unverified"))
             return
         if expired.scan_id is None:
-            self._count("passage:not_passed")
+            self._count(NOT_PASSED)
             return
         try:
             voided = await self.ledger.void(
-                expired.scan_id, wall=self._clock(), operator=None, counters=["passage:not_passed"]
+                expired.scan_id, wall=self._clock(), operator=None, counters=[NOT_PASSED]
             )
         except (sqlite3.Error, ValueError) as exc:
             log.error("turnstile: cannot void scan %s that never passed: %s", expired.scan_id, exc)

@@ -12,6 +12,9 @@ adapter, so a laptop or CI never imports picamera2, evdev, pyserial or lgpio:
   (turnstile relay, passage sensor, button) through gpiozero; twins ``ConsoleSignals``
   and gpiozero's mock pins; ``safe_state`` drives the outputs off after the daemon stops.
 
+``factory.py`` builds the adapters a gate's config names, with ``NullSignals`` for a gate
+that shows nothing.
+
 docs/HARDWARE.md has the table of ports, adapters and twins and how each is tested;
 hw/ has the wiring.
 """

@@ -80,5 +80,6 @@ class GpioContact:
 
     async def aclose(self) -> None:
         """Stop reporting and release the pin."""
-        self.device.when_activated = None
+        if self.device.when_activated is not None:  # gpiozero warns of clearing a callback never set
+            self.device.when_activated = None
         self.device.close()

@@ -1,6 +1,7 @@
 """The gate's HTTP API on the venue LAN (aiohttp), versioned under ``/v1``.
 
-- ``GET /v1/status``: what ``gatectl status --json`` shows; ``GET /metrics``: Prometheus.
+- ``GET /v1/status``: what ``gatectl status --json`` shows (``gate_daemon.core.snapshot``);
+  ``GET /metrics``: the same snapshot for Prometheus (``gate_daemon.net.metrics``).
 - With replication (a gate key configured): ``GET /v1/challenge`` hands out a
   challenge for the next signed request, ``POST /v1/redemptions`` takes a push of
   records and ``POST /v1/redemptions/pull`` serves records after what the caller holds
@@ -29,6 +30,7 @@ from typing import Any
 
 from aiohttp import web
 
+from gate_daemon.core.snapshot import GateSnapshot
 from gate_daemon.errors import GateError
 from gate_daemon.net.metrics import render
 from gate_daemon.net.peer_auth import HEADER_CHALLENGE, AuthError
@@ -36,7 +38,8 @@ from gate_daemon.net.replication import MAX_BATCH, Replication, parse_known
 
 log = logging.getLogger(__name__)
 
-StatusSource = Callable[[], Awaitable[dict[str, Any]]]
+#: Makes the gate's status snapshot (``GateStatus.snapshot``), once per request.
+StatusSource = Callable[[], Awaitable[GateSnapshot]]
 #: A request body larger than this is refused (a push of MAX_BATCH records fits).
 MAX_BODY = 512 << 10
 #: Client addresses remembered by the rate limiter; the longest idle are forgotten first.
@@ -164,17 +167,18 @@ async def _pull(request: web.Request) -> web.Response:
 
 
 def create_app(
-    status: StatusSource, *, rate: int = 20, replication: Replication | None = None
+    status: StatusSource | None, *, rate: int = 20, replication: Replication | None = None
 ) -> web.Application:
-    """The LAN application serving ``status`` (a snapshot maker such as ``GateStatus.snapshot``).
+    """The LAN application serving ``status`` (``/v1/status`` and ``/metrics``), when given.
 
     With ``replication``, the peer routes too.
     """
     app = web.Application(middlewares=[_errors, _rate_limit], client_max_size=MAX_BODY)
-    app[STATUS] = status
     app[LIMITER] = RateLimiter(rate)
-    app.router.add_get("/v1/status", _status)
-    app.router.add_get("/metrics", _metrics)
+    if status is not None:
+        app[STATUS] = status
+        app.router.add_get("/v1/status", _status)
+        app.router.add_get("/metrics", _metrics)
     if replication is not None:
         app[REPLICATION] = replication
         app.router.add_get("/v1/challenge", _challenge)

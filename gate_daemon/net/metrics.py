@@ -1,8 +1,9 @@
 """The gate's status as Prometheus metrics, for fleet ops to scrape from every gate.
 
-Made from one status snapshot (``GateStatus.snapshot``) at each scrape, through
-prometheus-client's exposition format. The persisted counters named ``name:label``
-become one metric with a label (``outcome:allow`` -> ``gate_scans_total{outcome="allow"}``).
+Made from one status snapshot (``gate_daemon.core.snapshot.GateSnapshot``) at each
+scrape, through prometheus-client's exposition format. Each family of persisted counters
+(``gate_daemon.core.counters``) becomes one metric with a label (``outcome:allow`` ->
+``gate_scans_total{outcome="allow"}``).
 Which gate it is comes from ``gate_info`` and from the scrape target, as Prometheus
 labels targets.
 """
@@ -10,39 +11,48 @@ labels targets.
 from __future__ import annotations
 
 from collections.abc import Iterator
-from typing import Any
 
 from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoMetricFamily, Metric
 
-#: Labelled counters: counter prefix -> (metric name, label, help).
+from gate_daemon.core import counters as names
+from gate_daemon.core.counters import Family
+from gate_daemon.core.snapshot import (
+    ClockStatus,
+    GateSnapshot,
+    OnlineStatus,
+    ReplicationStatus,
+    UpstreamStatus,
+)
+
+#: Labelled counters: counter family -> (metric name, label, help).
 _LABELLED = {
-    "outcome": ("gate_scans", "outcome", "Scans by outcome (allow, deny, already_used, too_early)."),
-    "reason": ("gate_scan_reasons", "reason", "Scans by reason code (docs/DECISIONS.md)."),
-    "kind": ("gate_scan_kinds", "kind", "Scans by kind (entry, exit)."),
-    "resolution": ("gate_resolutions", "resolution", "What scans did (admitted, exited, refused, ...)."),
-    "manifest_refused": ("gate_manifest_refusals", "reason", "Manifests refused, by reason."),
-    "passage": (
+    Family.OUTCOME: ("gate_scans", "outcome", "Scans by outcome (allow, deny, already_used, too_early)."),
+    Family.REASON: ("gate_scan_reasons", "reason", "Scans by reason code (docs/DECISIONS.md)."),
+    Family.KIND: ("gate_scan_kinds", "kind", "Scans by kind (entry, exit)."),
+    Family.RESOLUTION: ("gate_resolutions", "resolution", "What scans did (admitted, exited, refused, ...)."),
+    Family.MANIFEST_REFUSED: ("gate_manifest_refusals", "reason", "Manifests refused, by reason."),
+    Family.PASSAGE: (
         "gate_passages",
         "result",
         "Turnstile passages (passed, not_passed, unverified, unreleased).",
     ),
-    "peer": (
+    Family.PEER: (
         "gate_replicated_records",
         "result",
         "Records from other gates: applied, refused (colliding), clock_ahead (stamp too far ahead).",
     ),
-    "upstream": (
+    Family.UPSTREAM: (
         "gate_upstream_records",
         "result",
         "Records answered by the central (applied, duplicate, conflict, rejected); manifests fetched.",
     ),
-    "upstream_refused": (
+    Family.UPSTREAM_REFUSED: (
         "gate_upstream_refused_records",
         "reason",
         "Records pulled from the central that did not verify (unknown_origin, bad_signature, ...).",
     ),
-    "mode_switch": (
+    Family.MODE_SWITCH: (
         "gate_mode_switches",
         "to",
         "Online-first: switches to offline (the breaker opened) and back online.",
@@ -50,30 +60,36 @@ _LABELLED = {
 }
 #: Plain counters: counter name -> (metric name, help).
 _PLAIN = {
-    "scans": ("gate_scans_all", "Every scan, whatever its outcome."),
-    "offline_scans": ("gate_offline_scans", "Scans decided offline (from the local manifest and ledger)."),
-    "online_scans": ("gate_online_scans", "Scans decided with the central's answer (online-first)."),
-    "manifest_activations": ("gate_manifest_activations", "Manifests verified and activated."),
-    "unreadable_images": (
+    names.SCANS: ("gate_scans_all", "Every scan, whatever its outcome."),
+    names.route_scans("offline"): (
+        "gate_offline_scans",
+        "Scans decided offline (from the local manifest and ledger).",
+    ),
+    names.route_scans("online"): (
+        "gate_online_scans",
+        "Scans decided with the central's answer (online-first).",
+    ),
+    names.MANIFEST_ACTIVATIONS: ("gate_manifest_activations", "Manifests verified and activated."),
+    names.UNREADABLE_IMAGES: (
         "gate_unreadable_images",
         "Files in the image input's folder that were not images.",
     ),
-    "manual_releases": ("gate_manual_releases", "Turnstile releases by the steward's button."),
-    "conflicts": ("gate_conflicts_found", "Double entries found as records from other gates arrived."),
+    names.MANUAL_RELEASES: ("gate_manual_releases", "Turnstile releases by the steward's button."),
+    names.CONFLICTS: ("gate_conflicts_found", "Double entries found as records from other gates arrived."),
 }
 
 
 class _Snapshot:
     """A collector over one status snapshot (prometheus-client calls ``collect`` once)."""
 
-    def __init__(self, status: dict[str, Any]) -> None:
+    def __init__(self, status: GateSnapshot) -> None:
         self.status = status
 
     def collect(self) -> Iterator[Metric]:
         status = self.status
         info = InfoMetricFamily("gate", "Which gate this is.")
         labels = {"gate": status["gate"], "event": status["event"], "mode": status["mode"]}
-        labels["zone"] = status.get("zone") or ""
+        labels["zone"] = status["zone"] or ""
         info.add_metric([], labels)
         yield info
         yield GaugeMetricFamily(
@@ -98,23 +114,21 @@ class _Snapshot:
             yield GaugeMetricFamily(
                 "gate_manifest_tickets", "Tickets in the active manifest.", value=manifest["tickets"]
             )
-        counters: dict[str, int] = status["counters"]
-        for prefix, (name, label, text) in _LABELLED.items():
+        counters = status["counters"]
+        for counted, (name, label, text) in _LABELLED.items():
             family = CounterMetricFamily(name, text, labels=[label])
-            for key, value in sorted(counters.items()):
-                head, _, tail = key.partition(":")
-                if head == prefix and tail:
-                    family.add_metric([tail], value)
+            for tail, value in sorted(names.by_label(counters, counted).items()):
+                family.add_metric([tail], value)
             yield family
         for key, (name, text) in _PLAIN.items():
             yield CounterMetricFamily(name, text, value=counters.get(key, 0))
-        for key, value in status.get("since_start", {}).items():
+        for key, value in status["since_start"].items():
             yield GaugeMetricFamily(
                 f"gate_since_start_{key}",
                 f"{key.replace('_', ' ').capitalize()} since the gate started.",
                 value=value,
             )
-        turnstile = status.get("turnstile")
+        turnstile = status["turnstile"]
         if turnstile:
             yield GaugeMetricFamily(
                 "gate_turnstile_pending", "Admissions released, not yet through.", value=turnstile["pending"]
@@ -124,24 +138,26 @@ class _Snapshot:
                 "0 while the passage sensor is not believed.",
                 value=int(turnstile["problem"] is None),
             )
-        yield from _replication(status.get("replication"))
-        yield from _upstream(status.get("upstream"), status.get("online"))
-        yield from _clock(status.get("clock"))
-        stats = (status.get("input_state") or {}).get("stats")
+        yield from _replication(status["replication"])
+        yield from _upstream(status["upstream"], status["online"])
+        yield from _clock(status["clock"])
+        source = status["input_state"]
+        stats = None if source is None else source.get("stats")
         if stats:
             yield CounterMetricFamily("gate_camera_frames", "Camera frames captured.", value=stats["frames"])
             yield CounterMetricFamily(
                 "gate_camera_errors", "Camera failures (open, capture, stall).", value=stats["camera_errors"]
             )
-            if stats.get("last_decode_ms") is not None:
+            decode_ms = stats["last_decode_ms"]
+            if decode_ms is not None:
                 yield GaugeMetricFamily(
                     "gate_camera_decode_seconds",
                     "How long the last frame took to decode.",
-                    value=stats["last_decode_ms"] / 1000,
+                    value=decode_ms / 1000,
                 )
 
 
-def _replication(state: dict[str, Any] | None) -> Iterator[Metric]:
+def _replication(state: ReplicationStatus | None) -> Iterator[Metric]:
     """Peer links, callers and conflicts (gates that share redemptions only)."""
     if state is None:
         return
@@ -155,25 +171,24 @@ def _replication(state: dict[str, Any] | None) -> Iterator[Metric]:
         "Seconds since a pull from the peer last found nothing more: how stale this gate's copy may be.",
         labels=["peer"],
     )
-    links = {
-        key: CounterMetricFamily(name, text, labels=["peer"])
-        for key, name, text in (
-            ("pushed", "gate_peer_pushed_records", "Records pushed to the peer."),
-            ("pulled", "gate_peer_pulled_records", "New records pulled from the peer."),
-            ("failures", "gate_peer_failures", "Failed exchanges with the peer."),
-            ("dropped", "gate_peer_dropped_records", "Pushes given up (pulls carry them)."),
-        )
-    }
+    pushed = CounterMetricFamily("gate_peer_pushed_records", "Records pushed to the peer.", labels=["peer"])
+    pulled = CounterMetricFamily(
+        "gate_peer_pulled_records", "New records pulled from the peer.", labels=["peer"]
+    )
+    failures = CounterMetricFamily("gate_peer_failures", "Failed exchanges with the peer.", labels=["peer"])
+    dropped = CounterMetricFamily(
+        "gate_peer_dropped_records", "Pushes given up (pulls carry them).", labels=["peer"]
+    )
     for peer in state["peers"]:
         label = [peer["address"]]
         up.add_metric(label, int(peer["up"]))
         if peer["lag_seconds"] is not None:
             lag.add_metric(label, peer["lag_seconds"])
-        for key, family in links.items():
-            family.add_metric(label, peer[key])
-    yield up
-    yield lag
-    yield from links.values()
+        pushed.add_metric(label, peer["pushed"])
+        pulled.add_metric(label, peer["pulled"])
+        failures.add_metric(label, peer["failures"])
+        dropped.add_metric(label, peer["dropped"])
+    yield from (up, lag, pushed, pulled, failures, dropped)
     offset = GaugeMetricFamily(
         "gate_peer_clock_offset_seconds",
         "The calling gate's clock minus this one's, at its last request.",
@@ -190,7 +205,7 @@ def _replication(state: dict[str, Any] | None) -> Iterator[Metric]:
     yield refused
 
 
-def _upstream(sync: dict[str, Any] | None, online: dict[str, Any] | None) -> Iterator[Metric]:
+def _upstream(sync: UpstreamStatus | None, online: OnlineStatus | None) -> Iterator[Metric]:
     """The central: what waits to be sent, how stale the pull is, online-first's breaker."""
     if sync is not None:
         yield GaugeMetricFamily(
@@ -239,10 +254,8 @@ def _upstream(sync: dict[str, Any] | None, online: dict[str, Any] | None) -> Ite
             )
 
 
-def _clock(clock: dict[str, Any] | None) -> Iterator[Metric]:
+def _clock(clock: ClockStatus) -> Iterator[Metric]:
     """The clock's estimated error and whether it is trusted."""
-    if clock is None:
-        return
     if clock["offset_s"] is not None:
         yield GaugeMetricFamily(
             "gate_clock_offset_seconds",
@@ -256,7 +269,7 @@ def _clock(clock: dict[str, Any] | None) -> Iterator[Metric]:
     )
 
 
-def render(status: dict[str, Any]) -> bytes:
+def render(status: GateSnapshot) -> bytes:
     """The Prometheus text exposition of one status snapshot."""
     registry = CollectorRegistry(auto_describe=False)
     registry.register(_Snapshot(status))

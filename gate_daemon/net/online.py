@@ -25,9 +25,9 @@ import time
 from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
 
 from gate_daemon.core.decision import Checkpoint, Decision, Outcome, ScanKind
+from gate_daemon.core.snapshot import OnlineStatus
 from gate_daemon.net.upstream import UpstreamClient, UpstreamError
 
 log = logging.getLogger(__name__)
@@ -227,7 +227,7 @@ class OnlineDecider:
             self._releases.pop(uuid, None)
             self.released += 1
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> OnlineStatus:
         """For status and metrics."""
         offline = self.offline_seconds
         if self._offline_since is not None:

@@ -34,6 +34,7 @@ from typing import Any
 import aiohttp
 
 from gate_daemon.core.records import Redemption
+from gate_daemon.core.snapshot import PeerStatus
 from gate_daemon.net.peer_auth import HEADER_CHALLENGE, sign_request
 from gate_daemon.net.replication import MAX_BATCH, Replication, known_body
 
@@ -84,7 +85,7 @@ class PeerState:
     failures: int = 0
     dropped: int = 0
 
-    def as_dict(self, now: float) -> dict[str, Any]:
+    def as_dict(self, now: float) -> PeerStatus:
         """The link's state as status shows it."""
         return {
             "address": self.address,
@@ -368,7 +369,7 @@ class Replicator:
             finally:
                 self._group = None
 
-    def snapshot(self) -> list[dict[str, Any]]:
+    def snapshot(self) -> list[PeerStatus]:
         """Every link's state."""
         now = self._clock()
         return [peer.state.as_dict(now) for peer in self.peers]

@@ -37,7 +37,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from gate_daemon.core.counters import Family, labelled
 from gate_daemon.core.records import Redemption
+from gate_daemon.core.snapshot import DownloadStatus, GateSnapshot, LoopStatus, UpstreamStatus
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.gate.clock import GateClock
 from gate_daemon.gate.manifest_watch import ManifestWatch
@@ -83,7 +85,8 @@ class LoopState:
     error_at: float | None = None
     failures: int = 0
 
-    def as_dict(self) -> dict[str, Any]:
+    def as_dict(self) -> LoopStatus:
+        """The loop's state as status shows it."""
         return {
             "ok_at": self.ok_at,
             "error": self.error,
@@ -116,7 +119,7 @@ class UpstreamSync:
         settings: SyncSettings,
         *,
         download_dir: Path,
-        status: Callable[[], Awaitable[dict[str, Any]]] | None = None,
+        status: Callable[[], Awaitable[GateSnapshot]] | None = None,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
         self.client = client
@@ -131,7 +134,7 @@ class UpstreamSync:
         self._monotonic = monotonic
         self.loops = {name: LoopState() for name in ("manifest", "drain", "pull", "heartbeat")}
         self.totals = SyncTotals()
-        self.download: dict[str, Any] | None = None
+        self.download: DownloadStatus | None = None
         self._wake = asyncio.Event()
         #: One manifest refresh at a time (the manifest loop's and the pull's share a download file).
         self._manifest_lock = asyncio.Lock()
@@ -256,7 +259,7 @@ class UpstreamSync:
         for (record, _signature), result in zip(found, answer.results, strict=True):
             log_id = (record.origin, record.epoch)
             positions[log_id] = max(positions.get(log_id, 0), record.seq)
-            counters.append(f"upstream:{result.status}")
+            counters.append(labelled(Family.UPSTREAM, result.status))
             self.totals.results[result.status] = self.totals.results.get(result.status, 0) + 1
             if result.status == "rejected":
                 reason = result.reason or "rejected"
@@ -296,7 +299,8 @@ class UpstreamSync:
                         first.error,
                         first.detail[:200],
                     )
-                    await self.ledger.bump(f"upstream_refused:{r.error}" for r in received.refused)
+                    refusals = (labelled(Family.UPSTREAM_REFUSED, r.error) for r in received.refused)
+                    await self.ledger.bump(refusals)
             await self.marks.reached(page.cursor)
             if not page.more:
                 break
@@ -354,7 +358,7 @@ class UpstreamSync:
             active = self.manifests.current
             if active is not None:
                 self.clock.raise_floor(float(active.header.issued_at), "manifest")
-            await self.ledger.bump(["upstream:manifests"])
+            await self.ledger.bump([labelled(Family.UPSTREAM, "manifests")])
         return activated
 
     async def _download(self, have: int | None, dest: Path) -> ManifestFetch | None:
@@ -384,7 +388,7 @@ class UpstreamSync:
 
     # ------------------------------------------------------------------ status
 
-    def status(self) -> dict[str, Any]:
+    def status(self) -> UpstreamStatus:
         """For status and metrics."""
         return {
             "url": self.client.base_url,
@@ -397,11 +401,17 @@ class UpstreamSync:
             "pulled": self.totals.pulled,
             "learned": self.totals.learned,
             "manifests": self.totals.manifests,
-            "download": None if self.download is None else dict(self.download),
+            "download": None if self.download is None else self.download.copy(),
         }
 
 
-def _brief(status: dict[str, Any]) -> dict[str, Any]:
+def _brief(status: GateSnapshot) -> dict[str, Any]:
     """What the central keeps of a gate's status: small and free of secrets."""
-    keys = ("mode", "zone", "manifest", "decision", "clock", "uptime_seconds")
-    return {key: status[key] for key in keys if key in status}
+    return {
+        "mode": status["mode"],
+        "zone": status["zone"],
+        "manifest": status["manifest"],
+        "decision": status["decision"],
+        "clock": status["clock"],
+        "uptime_seconds": status["uptime_seconds"],
+    }
