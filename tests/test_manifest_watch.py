@@ -14,6 +14,7 @@ import pytest
 
 from gate_daemon.core.decision import Reason
 from gate_daemon.core.keys import SecretKey
+from gate_daemon.core.manifest import peek_header
 from gate_daemon.core.ticket_record import Status
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.gate.manifest_watch import ManifestWatch
@@ -21,6 +22,7 @@ from gate_daemon.provision.event import load_event
 from gate_daemon.store.ledger import Ledger
 from gate_daemon.store.manifest_file import install_manifest
 from tests.gate_fixtures import GATE_ID, Clock, drop, gate_rig, make_watch
+from tests.process_io import LITTLE, bytes_moved
 from tests.support import EVENT_TOML, ISSUED, SAT_START, World, flip, replace_ticket
 
 REF_T0001 = "REF-SAT-FLOOR-0001"
@@ -37,8 +39,11 @@ class Watched:
         path = self.watch.private_path
         return path.read_bytes() if path.exists() else None
 
-    def drop(self, data: bytes) -> None:
+    def drop(self, data: bytes, size: int | None = None) -> None:
+        """Drop ``data``; with ``size``, extended with zeros to that size (a sparse file: no disk)."""
         drop(self.watch.drop_path, data)
+        if size is not None:
+            os.truncate(self.watch.drop_path, size)
 
 
 @asynccontextmanager
@@ -62,11 +67,11 @@ def v2_canceling_t0001(world: World) -> bytes:
     return world.build(replace_ticket(world.tickets, "T-0001", status=Status.CANCELED), version=2)
 
 
-async def refused_with(w: Watched, data: bytes, reason: str) -> None:
-    """Drop ``data`` and check it is refused for ``reason`` with nothing else changed."""
+async def refused_with(w: Watched, data: bytes, reason: str, *, size: int | None = None) -> None:
+    """Drop ``data`` (extended to ``size``); check it is refused for ``reason``, nothing else changed."""
     before = (w.watch.current, w.private, await w.ledger.manifest_state())
     counted = (await w.ledger.counters()).get(f"manifest_refused:{reason}", 0)
-    w.drop(data)
+    w.drop(data, size)
     assert await w.watch.check() is False
     assert w.watch.refusal is not None
     assert w.watch.refusal.reason == reason, w.watch.refusal
@@ -313,6 +318,56 @@ async def test_a_scan_in_flight_finishes_on_the_manifest_it_started_with(
             ("ok", 1),
             ("canceled", 2),
         ]
+
+
+async def test_a_gigabyte_drop_is_refused_by_its_signed_header_before_a_byte_is_copied(
+    world: World, tmp_path: Path
+) -> None:
+    gigabyte = 1 << 30
+    async with watching(world, tmp_path) as w:
+        w.drop(world.manifest_bytes)
+        assert await w.watch.check() is True
+        v2 = v2_canceling_t0001(world)
+        body = peek_header(v2)[1].body_size
+        read_before, written_before = bytes_moved()
+        # A good version 2 made a gigabyte long with zeros after its body.
+        await refused_with(w, v2, "tampered", size=gigabyte)
+        read, written = bytes_moved()
+        assert w.watch.refusal is not None
+        assert w.watch.refusal.detail == (
+            f"body is {gigabyte - (len(v2) - body)} bytes, the signed header says {body}"
+        )
+        # Neither copied into the state directory nor read: the header said enough.
+        assert written - written_before < LITTLE
+        assert read - read_before < LITTLE
+        big = [p.name for p in tmp_path.rglob("*") if p.is_file() and p.stat().st_size >= gigabyte]
+        assert big == ["drop.gdm"]
+        assert w.watch.current is not None and w.watch.current.version == 1
+
+
+@pytest.mark.parametrize(
+    ("damage", "reason"),
+    [
+        ("untrusted key", "unknown_key"),
+        ("header byte flipped", "bad_signature"),
+        ("not a manifest", "malformed"),
+    ],
+)
+async def test_a_gigabyte_drop_is_refused_by_the_name_its_header_earns(
+    world: World, tmp_path: Path, damage: str, reason: str
+) -> None:
+    """The header is judged first, as when the file was read whole: the same names, no copy."""
+    data = {
+        "untrusted key": world.build(version=2, key=SecretKey.generate()),
+        "header byte flipped": flip(world.build(version=2), 40),
+        "not a manifest": b"GDMANIF0" + world.build(version=2)[8:],
+    }[damage]
+    async with watching(world, tmp_path) as w:
+        w.drop(world.manifest_bytes)
+        assert await w.watch.check() is True
+        _, written_before = bytes_moved()
+        await refused_with(w, data, reason, size=1 << 30)
+        assert bytes_moved()[1] - written_before < LITTLE
 
 
 def test_install_manifest_leaves_the_destination_alone_when_refused(world: World, tmp_path: Path) -> None:

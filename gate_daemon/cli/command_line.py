@@ -55,6 +55,19 @@ def version(text: str) -> int:
     return value
 
 
+def payload_argument(p: argparse.ArgumentParser) -> None:
+    """The PAYLOAD argument of ``decide`` and ``scan``, last on the line.
+
+    Legacy order codes may start with ``-``, which would read as an option: after ``--``
+    the payload is taken as it is, so the usage line shows ``[--] PAYLOAD``.
+    """
+    p.add_argument(
+        "payload",
+        metavar="[--] PAYLOAD",
+        help="the QR payload (after -- when it starts with -), or - to read one line from stdin",
+    )
+
+
 def read_payload(text: str) -> str:
     """The PAYLOAD argument: the text itself, or with ``-`` one line of standard input."""
     if text != "-":

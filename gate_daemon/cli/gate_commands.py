@@ -13,7 +13,7 @@ import uuid
 from pathlib import Path
 from typing import Any
 
-from gate_daemon.cli.command_line import EXIT_CODES, positive, read_payload
+from gate_daemon.cli.command_line import EXIT_CODES, payload_argument, positive, read_payload
 from gate_daemon.core import counters
 from gate_daemon.core.counters import Family, by_label, labelled
 from gate_daemon.core.decision import Outcome
@@ -218,7 +218,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
     """Add ``scan``, ``status``, ``counters``, ``search`` and ``report`` to gatectl's commands."""
     p = sub.add_parser("scan", help="scan PAYLOAD through the running gate (recorded and signalled)")
-    p.add_argument("payload", metavar="PAYLOAD", help="the QR payload, or - to read one line from stdin")
+    payload_argument(p)
     _socket_option(p)
     p.add_argument("--operator", help="who scans (default: your user name)")
     p.add_argument(

@@ -18,6 +18,7 @@ from gate_daemon.cli.command_line import (
     entries,
     instant,
     min_version,
+    payload_argument,
     read_payload,
     version,
 )
@@ -25,7 +26,7 @@ from gate_daemon.core.decision import Checkpoint, evaluate
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import (
     DELTA,
-    MAX_HEADER,
+    MAX_HEAD,
     Header,
     Manifest,
     check_fresh,
@@ -37,12 +38,18 @@ from gate_daemon.core.times import format_instant
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.files import open_regular, write_atomic
+from gate_daemon.gate.manifest_watch import check_gate
 from gate_daemon.provision.build import build_manifest
 from gate_daemon.provision.event import load_event
 from gate_daemon.provision.keyfiles import read_public, read_secret, write_keypair
 from gate_daemon.provision.qrimage import write_qr
 from gate_daemon.provision.tickets import load_tickets
-from gate_daemon.store.manifest_file import apply_delta_file, read_manifest, write_delta_result
+from gate_daemon.store.manifest_file import (
+    apply_delta_file,
+    read_manifest,
+    read_signed_header,
+    write_delta_result,
+)
 
 #: Payloads up to this length fit a version-7 QR at error level M, which phones and the
 #: Pi camera read comfortably; longer ones still work but print larger.
@@ -104,18 +111,34 @@ def _load_verified(path: Path, trusted: list[PublicKey], base_path: Path | None)
 
 
 def cmd_manifest_verify(args: argparse.Namespace) -> int:
-    """Exit 0 only for a valid, unexpired manifest signed by a given key."""
+    """Exit 0 only for a manifest a gate would take: the gate's checks, in its order, by hand."""
     trusted = _publics(args.pub)
+    held = _held_header(args.same_as, trusted) if args.same_as is not None else None
     manifest = _load_verified(args.file, trusted, args.base)
     now = args.at if args.at is not None else time.time()
     check_fresh(manifest, now)
     check_successor(manifest, args.min_version)
+    if held is not None:
+        check_successor(manifest, held.version, held.body_sha256)
+    # Without --event, any event passes: the checkpoint is still checked.
+    check_gate(manifest, args.event or manifest.event_id, Checkpoint(zone=args.zone, session=args.session))
     h = manifest.header
     print(
         f"ok: {h.event_id} version {h.version}, {h.tickets} tickets, signed by {h.signer}, "
         f"expires {format_instant(h.expires_at)}"
     )
+    if held is not None and held.version == h.version:
+        print(f"note: the very manifest of {args.same_as}: a gate holding it keeps it, nothing changes")
     return 0
+
+
+def _held_header(path: Path, trusted: list[PublicKey]) -> Header:
+    """The signed header of the manifest a gate holds (``--same-as``): its version and body digest."""
+    try:
+        return read_signed_header(path, trusted)
+    except ManifestRefused as exc:
+        # Said apart from the file being checked, whose refusals are ManifestRefused.
+        raise GateError(f"--same-as {path} cannot be used: {exc}") from None
 
 
 def cmd_manifest_show(args: argparse.Namespace) -> int:
@@ -127,7 +150,7 @@ def cmd_manifest_show(args: argparse.Namespace) -> int:
     else:
         try:
             with open_regular(args.file) as handle:
-                head = handle.read(MAX_HEADER + 1024)  # the header is all that is shown
+                head = handle.read(MAX_HEAD)  # the header is all that is shown
         except OSError as exc:
             raise ManifestRefused("unreadable", f"cannot read {args.file}: {exc.strerror}") from None
         kind, header = peek_header(head)
@@ -249,7 +272,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.set_defaults(func=cmd_ticket_issue)
 
     p = sub.add_parser("decide", help="what would a gate decide for PAYLOAD? (records nothing)")
-    p.add_argument("payload", metavar="PAYLOAD", help="the QR payload, or - to read one line from stdin")
+    payload_argument(p)
     p.add_argument("--manifest", type=Path, required=True)
     _manifest_inputs(p, pub_required=True)
     p.add_argument("--at", type=instant, help="decide as at this time (default: now)")
@@ -278,16 +301,28 @@ def _add_manifest(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> N
     p.add_argument("-o", "--output", type=Path, required=True)
     p.set_defaults(func=cmd_manifest_build)
 
-    p = msub.add_parser("verify", help="exit 0 only for a valid, unexpired manifest from a trusted key")
+    p = msub.add_parser(
+        "verify", help="exit 0 only for a manifest a gate would take (key, expiry, version, event, place)"
+    )
     p.add_argument("file", type=Path)
     _manifest_inputs(p, pub_required=True)
+    p.add_argument("--at", type=instant, help="check expiry at this time instead of now")
     p.add_argument(
         "--min-version",
         type=min_version,
         default=0,
-        help="refuse versions below this (the last one accepted)",
+        help="refuse versions below this (rollback); it knows no digest, so see --same-as",
     )
-    p.add_argument("--at", type=instant, help="check expiry at this time instead of now")
+    p.add_argument(
+        "--same-as",
+        type=Path,
+        metavar="FILE",
+        help="the manifest the gate holds (its state_dir/manifest.active): refuse an older version, "
+        "or the same version with other content (rollback), as the gate does",
+    )
+    p.add_argument("--event", help="the gate's event id: refuse another event's manifest (wrong_event)")
+    p.add_argument("--zone", help="the gate's zone: refuse a manifest without it (wrong_checkpoint)")
+    p.add_argument("--session", help="the gate's session, if pinned: as --zone")
     p.set_defaults(func=cmd_manifest_verify)
 
     p = msub.add_parser("show", help="print a manifest's header and counts")

@@ -41,6 +41,8 @@ DOMAIN = b"gate-daemon/manifest/v1\x00"
 FULL, DELTA = b"F", b"D"
 MAX_HEADER = 4 * 1024 * 1024
 _PREAMBLE = struct.Struct("<8sc4sI")
+#: The most bytes before a payload: enough to read any file's header and signature.
+MAX_HEAD = _PREAMBLE.size + MAX_HEADER + SIGNATURE_SIZE
 
 
 @dataclass(frozen=True, slots=True)
@@ -125,6 +127,38 @@ def seal(header: dict[str, Any], kind: bytes, payload: bytes | bytearray, key: S
 
 
 @dataclass(frozen=True, slots=True)
+class Head:
+    """A manifest file's header whose signature has been verified, and where its payload starts.
+
+    Everything before the payload, so a reader can refuse a file by the payload size the
+    signed header declares before it copies, hashes or reads a byte of the payload.
+    """
+
+    kind: bytes
+    header: Header
+    header_bytes: bytes
+    signature: bytes
+    kid: bytes
+    offset: int
+    #: The payload's size and SHA-256 as the signed header declares them: the body's, or
+    #: a delta's changes'.
+    payload_size: int
+    payload_sha256: str
+
+    @property
+    def what(self) -> str:
+        """What the payload is called in a refusal."""
+        return "body" if self.kind == FULL else "changes"
+
+    def check_payload_size(self, size: int) -> None:
+        """Refuse a payload of ``size`` bytes unless it is the size the signed header declares."""
+        if size != self.payload_size:
+            raise ManifestRefused(
+                "tampered", f"{self.what} is {size} bytes, the signed header says {self.payload_size}"
+            )
+
+
+@dataclass(frozen=True, slots=True)
 class Envelope:
     """A manifest file whose header signature and payload digest have been verified."""
 
@@ -166,10 +200,12 @@ def peek_header(data: bytes | memoryview | Any) -> tuple[bytes, Header]:
     return kind, parse_header(header_bytes)
 
 
-def open_envelope(data: bytes | memoryview | Any, trusted: Sequence[PublicKey]) -> Envelope:
-    """Verify a manifest file's signature and payload digest (nothing else yet)."""
-    view = memoryview(data)
-    kind, kid, header_bytes, signature, offset = _split(view)
+def open_head(data: bytes | memoryview | Any, trusted: Sequence[PublicKey]) -> Head:
+    """Verify the header of a manifest file, given its first ``MAX_HEAD`` bytes (or all of them).
+
+    The payload is neither read nor checked here: see ``Head.check_payload_size``.
+    """
+    kind, kid, header_bytes, signature, offset = _split(memoryview(data))
     candidates = [k for k in trusted if k.kid_bytes == kid]
     if not candidates:
         raise ManifestRefused("unknown_key", f"signed by key {kid.hex()}, which is not trusted here")
@@ -178,20 +214,24 @@ def open_envelope(data: bytes | memoryview | Any, trusted: Sequence[PublicKey]) 
     header = parse_header(header_bytes)
     if header.signer != kid.hex():
         raise ManifestRefused("malformed", "header names a different signer than the file")
-    payload = view[offset:]
     if kind == FULL:
-        want_size, want_digest, what = header.body_size, header.body_sha256, "body"
-    else:
-        if header.changes_size is None or header.changes_sha256 is None:
-            raise ManifestRefused("malformed", "delta file whose header describes no delta")
-        want_size, want_digest, what = header.changes_size, header.changes_sha256, "changes"
-    if len(payload) != want_size:
-        raise ManifestRefused(
-            "tampered", f"{what} is {len(payload)} bytes, the signed header says {want_size}"
-        )
-    if hashlib.sha256(payload).hexdigest() != want_digest:
-        raise ManifestRefused("tampered", f"{what} does not match the signed digest")
-    return Envelope(kind, header, header_bytes, signature, kid, payload)
+        return Head(kind, header, header_bytes, signature, kid, offset, header.body_size, header.body_sha256)
+    if header.changes_size is None or header.changes_sha256 is None:
+        raise ManifestRefused("malformed", "delta file whose header describes no delta")
+    return Head(
+        kind, header, header_bytes, signature, kid, offset, header.changes_size, header.changes_sha256
+    )
+
+
+def open_envelope(data: bytes | memoryview | Any, trusted: Sequence[PublicKey]) -> Envelope:
+    """Verify a manifest file's signature and payload digest (nothing else yet)."""
+    view = memoryview(data)
+    head = open_head(view, trusted)
+    payload = view[head.offset :]
+    head.check_payload_size(len(payload))
+    if hashlib.sha256(payload).hexdigest() != head.payload_sha256:
+        raise ManifestRefused("tampered", f"{head.what} does not match the signed digest")
+    return Envelope(head.kind, head.header, head.header_bytes, head.signature, head.kid, payload)
 
 
 # ---------------------------------------------------------------- header

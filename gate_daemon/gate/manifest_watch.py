@@ -226,13 +226,7 @@ class ManifestWatch:
             log.warning("%d double entries found under the new manifest's entry policies", found)
 
     def _check_gate(self, manifest: Manifest) -> None:
-        if manifest.event_id != self.event_id:
-            raise ManifestRefused(
-                "wrong_event", f"manifest is for event {manifest.event_id!r}, this gate is {self.event_id!r}"
-            )
-        problems = self.checkpoint.problems(manifest)
-        if problems:
-            raise ManifestRefused("wrong_checkpoint", "; ".join(problems))
+        check_gate(manifest, self.event_id, self.checkpoint)
 
     async def _refuse(self, exc: ManifestRefused, source: Path) -> bool:
         again = (
@@ -262,6 +256,17 @@ class ManifestWatch:
                 await self.check()
             except Exception:
                 log.exception("unexpected error while looking at the manifest drop file; will look again")
+
+
+def check_gate(manifest: Manifest, event_id: str, checkpoint: Checkpoint) -> None:
+    """Refuse a manifest for another event (``wrong_event``), or without the gate's zone or session."""
+    if manifest.event_id != event_id:
+        raise ManifestRefused(
+            "wrong_event", f"manifest is for event {manifest.event_id!r}, this gate is {event_id!r}"
+        )
+    problems = checkpoint.problems(manifest)
+    if problems:
+        raise ManifestRefused("wrong_checkpoint", "; ".join(problems))
 
 
 def _same_version_sha(state: ManifestState, current: Manifest | None) -> str | None:

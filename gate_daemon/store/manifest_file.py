@@ -8,17 +8,69 @@ import os
 import tempfile
 from collections.abc import Callable, Sequence
 from pathlib import Path
+from typing import BinaryIO
 
 from gate_daemon.core.delta import apply_delta, rebuild
 from gate_daemon.core.keys import PublicKey
-from gate_daemon.core.manifest import Manifest, accept_manifest, open_manifest
+from gate_daemon.core.manifest import (
+    MAX_HEAD,
+    Head,
+    Header,
+    Manifest,
+    accept_manifest,
+    open_head,
+    open_manifest,
+)
 from gate_daemon.errors import ManifestRefused
-from gate_daemon.files import open_regular, read_regular, write_atomic
+from gate_daemon.files import open_regular, write_atomic
 
 #: Deltas are read whole; one larger than this is not a delta worth applying.
 MAX_DELTA = 1 << 30
 #: A dropped manifest larger than this is refused before it can fill the state directory.
 MAX_MANIFEST = 1 << 30
+
+
+def check_head(handle: BinaryIO, path: Path, trusted: Sequence[PublicKey], limit: int) -> Head:
+    """Verify the header of an open manifest or delta file, and that the file is the size it declares.
+
+    Reads the header only: an empty file, one over ``limit`` bytes, a header no trusted key
+    signed, and a file longer or shorter than its signed header says are refused before a
+    byte of the payload is copied, hashed or read into memory. Moves ``handle``'s position;
+    ``OSError`` from reading is the caller's to name.
+    """
+    size = os.fstat(handle.fileno()).st_size
+    if not size:
+        raise ManifestRefused("malformed", f"{path} is empty")
+    if size > limit:
+        raise ManifestRefused("malformed", f"{path} is larger than {limit >> 20} MiB")
+    head = open_head(handle.read(MAX_HEAD), trusted)
+    head.check_payload_size(size - head.offset)
+    return head
+
+
+def read_signed_header(path: Path, trusted: Sequence[PublicKey]) -> Header:
+    """The verified header of a manifest (or delta) file that is the size it declares; the payload unread.
+
+    A delta's header is the header of the full manifest it produces, so either names the
+    same version and body digest.
+    """
+    try:
+        with open_regular(path) as handle:
+            return check_head(handle, path, trusted, MAX_MANIFEST).header
+    except OSError as exc:
+        raise ManifestRefused("unreadable", f"cannot read {path}: {exc.strerror}") from None
+
+
+def read_delta(path: Path, trusted: Sequence[PublicKey]) -> bytes:
+    """A delta file's bytes, read whole only after its signed header and its size agree."""
+    try:
+        with open_regular(path) as handle:
+            head = check_head(handle, path, trusted, MAX_DELTA)
+            handle.seek(0)
+            # No more than was checked, should the file grow meanwhile.
+            return handle.read(head.offset + head.payload_size)
+    except OSError as exc:
+        raise ManifestRefused("unreadable", f"cannot read {path}: {exc.strerror}") from None
 
 
 def read_manifest(path: Path, trusted: Sequence[PublicKey]) -> Manifest:
@@ -65,20 +117,7 @@ def install_manifest(
     tmp = Path(tmp_name)
     try:
         with os.fdopen(fd, "w+b") as out:
-            try:
-                with open_regular(source) as handle:
-                    if os.fstat(handle.fileno()).st_size > MAX_MANIFEST:
-                        raise ManifestRefused(
-                            "malformed", f"{source} is larger than {MAX_MANIFEST >> 20} MiB"
-                        )
-                    copied = 0
-                    while chunk := handle.read(1 << 20):
-                        copied += len(chunk)
-                        if copied > MAX_MANIFEST:
-                            raise ManifestRefused("malformed", f"{source} grew past {MAX_MANIFEST >> 20} MiB")
-                        out.write(chunk)
-            except OSError as exc:
-                raise ManifestRefused("unreadable", f"cannot copy {source}: {exc.strerror}") from None
+            _copy_checked(source, out, trusted)
             try:
                 out.flush()
                 os.fsync(out.fileno())
@@ -113,6 +152,22 @@ def install_manifest(
     return manifest
 
 
+def _copy_checked(source: Path, out: BinaryIO, trusted: Sequence[PublicKey]) -> None:
+    """Copy ``source`` into ``out``, once its header says it is a manifest of the size it is."""
+    try:
+        with open_regular(source) as handle:
+            head = check_head(handle, source, trusted, MAX_MANIFEST)
+            handle.seek(0)
+            # No more than was checked, should the file grow meanwhile: the copy is verified
+            # whole afterwards, so one that shrank is refused there.
+            left = head.offset + head.payload_size
+            while left and (chunk := handle.read(min(left, 1 << 20))):
+                out.write(chunk)
+                left -= len(chunk)
+    except OSError as exc:
+        raise ManifestRefused("unreadable", f"cannot copy {source}: {exc.strerror}") from None
+
+
 def sweep_partial_installs(dest: Path) -> None:
     """Remove copies that a crash left beside ``dest`` while installing (``.NAME.*``)."""
     with contextlib.suppress(OSError):
@@ -133,11 +188,7 @@ def settle(manifest: Manifest) -> None:
 
 def apply_delta_file(base: Manifest, path: Path, trusted: Sequence[PublicKey]) -> bytes:
     """Read a delta file and return the full manifest it produces from ``base``."""
-    try:
-        data = read_regular(path, MAX_DELTA)
-    except OSError as exc:
-        raise ManifestRefused("unreadable", f"cannot read {path}: {exc.strerror}") from None
-    return apply_delta(base, data, trusted)
+    return apply_delta(base, read_delta(path, trusted), trusted)
 
 
 def write_delta_result(
@@ -147,11 +198,7 @@ def write_delta_result(
 
     The result is written in two parts rather than assembled in memory once more.
     """
-    try:
-        data = read_regular(delta_path, MAX_DELTA)
-    except OSError as exc:
-        raise ManifestRefused("unreadable", f"cannot read {delta_path}: {exc.strerror}") from None
-    prefix, body = rebuild(base, data, trusted)
+    prefix, body = rebuild(base, read_delta(delta_path, trusted), trusted)
     write_atomic(out_path, prefix, *body.parts)
     del body  # it holds views of the base's pages
     settle(base)
