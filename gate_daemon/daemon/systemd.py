@@ -33,10 +33,11 @@ class Notifier:
     """Sends ``sd_notify`` messages; silent when not started by systemd.
 
     A send never blocks: it runs on the event loop, and a reader that stalls (systemd
-    busy, or a notify socket nobody reads) fills the kernel's queue of the socket
-    (``net.unix.max_dgram_qlen``, 10 datagrams by default) within seconds of status
-    lines. A message that finds the queue full is dropped and counted in ``dropped``;
-    the first drop after a delivered message is logged, the rest of that run are not.
+    busy, or a notify socket nobody reads) lets the kernel's queue for the socket
+    (``net.unix.max_dgram_qlen``, 10 datagrams by default) fill with ten status lines
+    and watchdog pings, after which a blocking send would wait for the reader. A
+    message that finds the queue full is dropped and counted in ``dropped``; the first
+    drop after a delivered message is logged, the rest of that run are not.
     """
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
