@@ -7,7 +7,9 @@ signature is verified over method, ``rel_url.raw_path_qs`` and body. An answer t
 request that was admitted (its challenge spent) carries a fresh ``Gate-Challenge``,
 errors included; one refused before that does not, so challenges stay rate-limited.
 
-Every error is ``{"error": NAME, "detail": ...}``; never a traceback.
+Every error is ``{"error": NAME, "detail": ...}``; never a traceback. A ``405`` carries
+``Allow``; a request that is not HTTP at all gets aiohttp's plain-text 400 and one
+rate-limited log line (``gate_daemon.net.http_edge``).
 """
 
 from __future__ import annotations
@@ -23,6 +25,7 @@ from typing import Any
 from aiohttp import web
 
 from gate_daemon.errors import GateError
+from gate_daemon.net.http_edge import MalformedRequestLog, refusal
 from gate_daemon.net.lan import RateLimiter
 from gate_daemon.net.peer_auth import HEADER_CHALLENGE, AuthError, Caller, admit
 
@@ -51,7 +54,6 @@ LIMITER = web.AppKey("limiter", RateLimiter)
 #: Set on a request whose challenge was spent: its answer carries the next one.
 ADMITTED: web.RequestKey[bool] = web.RequestKey("admitted", bool)
 
-_NAMES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
@@ -66,7 +68,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        response = _error(exc.status, _NAMES.get(exc.status, "bad_request"), exc.reason)
+        response = refusal(exc)
     except AuthError as exc:
         if exc.name == "no_roster":
             response = _error(503, "no_manifest", "the central has no manifest, so it knows no gates")
@@ -190,7 +192,11 @@ def create_app(
     and the inputs are polled every ``poll_ms`` until it stops. With ``central`` (already
     open), that one is served instead and left open.
     """
-    app = web.Application(middlewares=[_errors], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[_errors],
+        client_max_size=MAX_BODY,
+        handler_args={"logger": MalformedRequestLog(log, "central")},
+    )
     app[LIMITER] = RateLimiter(config.rate)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)

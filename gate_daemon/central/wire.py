@@ -188,12 +188,17 @@ def parse_heartbeat(data: Mapping[str, Any]) -> Heartbeat:
     counters = data["counters"]
     if not isinstance(counters, dict) or len(counters) > MAX_COUNTERS:
         raise bad(f"counters: must be an object of at most {MAX_COUNTERS} names")
+    whole: dict[str, int] = {}
     for name, value in counters.items():
         if not 1 <= len(name) <= 128:
             raise bad("counters: names must be 1 to 128 characters")
+        # JSON has one kind of number: 7.0 and 7e0 are the integer 7 (JSON Schema's "integer").
+        if isinstance(value, float) and value.is_integer():
+            value = int(value)
         if isinstance(value, bool) or not isinstance(value, int) or not -(1 << 63) <= value < 1 << 63:
-            raise bad(f"counters.{name[:64]}: must be a whole number")
+            raise bad(f"counters.{name[:64]}: must be a whole number from -2^63 to 2^63-1")
+        whole[name] = value
     status = data["status"]
     if not isinstance(status, dict):
         raise bad("status: must be an object")
-    return Heartbeat(float(sent_at), dict(counters), status)
+    return Heartbeat(float(sent_at), whole, status)

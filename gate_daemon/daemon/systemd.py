@@ -18,6 +18,8 @@ import socket
 import sys
 from collections.abc import Mapping
 
+_log = logging.getLogger(__name__)
+
 _PRIORITY = {
     logging.CRITICAL: 2,
     logging.ERROR: 3,
@@ -28,7 +30,15 @@ _PRIORITY = {
 
 
 class Notifier:
-    """Sends ``sd_notify`` messages; silent when not started by systemd."""
+    """Sends ``sd_notify`` messages; silent when not started by systemd.
+
+    A send never blocks: it runs on the event loop, and a reader that stalls (systemd
+    busy, or a notify socket nobody reads) lets the kernel's queue for the socket
+    (``net.unix.max_dgram_qlen``, 10 datagrams by default) fill with ten status lines
+    and watchdog pings, after which a blocking send would wait for the reader. A
+    message that finds the queue full is dropped and counted in ``dropped``; the first
+    drop after a delivered message is logged, the rest of that run are not.
+    """
 
     def __init__(self, environ: Mapping[str, str] | None = None) -> None:
         env = os.environ if environ is None else environ
@@ -39,6 +49,9 @@ class Notifier:
         wanted = usec.isdigit() and int(usec) > 0 and (not pid or pid == str(os.getpid()))
         #: Seconds between the watchdog pings systemd expects, or None without a watchdog.
         self.watchdog_interval = int(usec) / 1e6 if wanted else None
+        #: Messages dropped because systemd's queue was full.
+        self.dropped = 0
+        self._dropping = False
 
     @property
     def enabled(self) -> bool:
@@ -46,15 +59,30 @@ class Notifier:
         return bool(self._address)
 
     def send(self, *fields: str) -> None:
-        """Send ``KEY=value`` fields in one datagram; errors are logged, never raised."""
+        """Send ``KEY=value`` fields in one datagram, without blocking; errors are logged, never raised."""
         if not self._address:
             return
         try:
             with socket.socket(socket.AF_UNIX, socket.SOCK_DGRAM | socket.SOCK_CLOEXEC) as sock:
+                sock.setblocking(False)
                 sock.connect(self._address)
-                sock.sendall("\n".join(fields).encode())
+                sock.send("\n".join(fields).encode())
+        except BlockingIOError:
+            self.dropped += 1
+            if not self._dropping:
+                self._dropping = True
+                _log.warning(
+                    "systemd is not reading its notify socket (queue full): dropping notifications"
+                    " until it does (%d dropped so far)",
+                    self.dropped,
+                )
+            return
         except OSError as exc:
-            logging.getLogger(__name__).warning("cannot notify systemd: %s", exc)
+            _log.warning("cannot notify systemd: %s", exc)
+            return
+        if self._dropping:
+            self._dropping = False
+            _log.info("systemd reads its notify socket again (%d notifications dropped)", self.dropped)
 
     def ready(self, status: str) -> None:
         """The gate is up: manifest, ledger and inputs."""

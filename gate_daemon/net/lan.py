@@ -13,10 +13,12 @@ a 4xx status for a bad request (``not_found``, ``method_not_allowed``, ``rate_li
 ``too_large``, ``not_json``, ``bad_request``, and the signed-request errors ``unsigned``,
 ``bad_nonce``, ``stale_nonce``, ``replayed``, ``unknown_gate``, ``bad_signature``) and
 503 (``unavailable``, ``no_roster``, ``busy``) when the gate cannot answer now; never a
-traceback. Each client address gets ``rate`` requests a second on average, in bursts of
-up to twice that, except on the two signed routes: every signed request spends a
-challenge, and challenges come from the rate-limited ``/v1/challenge`` or from the
-answer to the previous signed request.
+traceback. A ``405`` carries ``Allow``. A request that is not HTTP at all is answered
+by aiohttp with a plain-text 400 and logged as one rate-limited line
+(``gate_daemon.net.http_edge``). Each client address gets ``rate`` requests a second on
+average, in bursts of up to twice that, except on the two signed routes: every signed
+request spends a challenge, and challenges come from the rate-limited ``/v1/challenge``
+or from the answer to the previous signed request.
 """
 
 from __future__ import annotations
@@ -32,6 +34,7 @@ from aiohttp import web
 
 from gate_daemon.core.snapshot import GateSnapshot
 from gate_daemon.errors import GateError
+from gate_daemon.net.http_edge import MalformedRequestLog, refusal
 from gate_daemon.net.metrics import render
 from gate_daemon.net.peer_auth import HEADER_CHALLENGE, AuthError
 from gate_daemon.net.replication import MAX_BATCH, Replication, parse_known
@@ -50,8 +53,6 @@ STATUS: web.AppKey[StatusSource] = web.AppKey("status")
 REPLICATION = web.AppKey("replication", Replication)
 #: Routes that take signed requests only: not limited per address (see above).
 _SIGNED = frozenset({"/v1/redemptions", "/v1/redemptions/pull"})
-
-_NAMES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
 
 
 class RateLimiter:
@@ -91,8 +92,7 @@ async def _errors(
     except web.HTTPException as exc:
         if exc.status < 400:
             raise
-        name = _NAMES.get(exc.status, "bad_request")
-        return _error(exc.status, name, exc.reason)
+        return refusal(exc)
     except AuthError as exc:
         return _error(exc.status, exc.name, exc.detail)
     except (sqlite3.Error, ValueError, GateError) as exc:
@@ -173,7 +173,11 @@ def create_app(
 
     With ``replication``, the peer routes too.
     """
-    app = web.Application(middlewares=[_errors, _rate_limit], client_max_size=MAX_BODY)
+    app = web.Application(
+        middlewares=[_errors, _rate_limit],
+        client_max_size=MAX_BODY,
+        handler_args={"logger": MalformedRequestLog(log, "LAN")},
+    )
     app[LIMITER] = RateLimiter(rate)
     if status is not None:
         app[STATUS] = status
