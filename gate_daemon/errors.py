@@ -16,6 +16,17 @@ they are decisions with a reason code (see ``gate_daemon.core.decision``).
     ├── LedgerError         the ledger file cannot be used (store.ledger)
     └── ScanIdReused        a scan id sent again with another payload (gate)
 
+Errors met or answered on the wire are another tree: they are answered to a caller as
+``{"error": name, "detail": ...}``, or are what a client met, and a person sees them in
+status and logs rather than as a command's failure::
+
+    WireError               a named failure: ``name``, ``detail``, ``status`` (HTTP, when any)
+    ├── AuthError           a signed request that did not authenticate (net.peer_auth)
+    ├── PeerError           an exchange with a peer gate that failed (net.peers)
+    ├── UpstreamError       a call to the central that failed (net.upstream)
+    ├── ApiError            a request the central refuses (central.wire)
+    └── BadRequest          a control-socket request that cannot be served (daemon.control)
+
 ``run_command`` is the one printer every command (gate-daemon, gatectl, gate-central)
 runs its work through.
 """
@@ -25,6 +36,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import ClassVar
 
 
 class GateError(Exception):
@@ -72,6 +84,24 @@ class ManifestRefused(GateError):
         self.reason = reason
         self.detail = detail
         super().__init__(f"{reason}: {detail}")
+
+
+class WireError(Exception):
+    """A failure with a name that crosses the wire; ``status`` is its HTTP status, when it has one.
+
+    Raised as it is for a refusal that is no one subclass's (a malformed body, a server
+    too busy to take the request); ``str()`` is ``name: detail``.
+    """
+
+    #: The length ``detail`` is cut to; a remote's garbage can end up in it (it is logged and
+    #: shown). None keeps it whole.
+    kept: ClassVar[int | None] = None
+
+    def __init__(self, name: str, detail: str, status: int | None = None) -> None:
+        self.name = name
+        self.detail = detail if self.kept is None else detail[: self.kept]
+        self.status = status
+        super().__init__(f"{name}: {self.detail}")
 
 
 #: The exit status of a command that failed with a ``GateError``.

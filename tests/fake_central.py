@@ -20,7 +20,8 @@ from typing import Any
 from aiohttp import web
 
 from gate_daemon.core.keys import PublicKey
-from gate_daemon.net.peer_auth import HEADER_CHALLENGE, AuthError, Challenges, admit
+from gate_daemon.errors import WireError
+from gate_daemon.net.peer_auth import HEADER_CHALLENGE, Challenges, admit
 
 Handler = Callable[[web.Request, bytes], Awaitable[web.StreamResponse]]
 
@@ -126,7 +127,7 @@ class FakeCentral:
             admitted = admit(self.challenges, self.roster, request.headers)
             body = await request.read()
             caller = admitted.verify(request.method, request.rel_url.raw_path_qs, body)
-        except AuthError as exc:
+        except WireError as exc:  # an AuthError, or busy, no_roster, bad_request
             self.refused.append(exc.name)
             return web.json_response(
                 {"error": exc.name, "detail": exc.detail}, status=exc.status, headers=self.fresh()

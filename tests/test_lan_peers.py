@@ -1,5 +1,6 @@
 """The peer routes of the LAN API over real HTTP on 127.0.0.1: signed pushes and pulls, every refusal
-by name with nothing stored, records judged one by one, and never a 5xx for bad input."""
+by name with nothing stored, records judged one by one, and never a 5xx for bad input; and a peer
+link, their client, signing on the challenges they hand out."""
 
 from __future__ import annotations
 
@@ -7,6 +8,7 @@ import asyncio
 import contextlib
 import dataclasses
 import json
+import socket
 import uuid as uuidlib
 from collections.abc import AsyncIterator
 from dataclasses import dataclass, field
@@ -14,14 +16,17 @@ from pathlib import Path
 from typing import Any
 
 import aiohttp
+import httpx
 import pytest
 
 from gate_daemon.core.hlc import Stamp
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest, open_manifest
-from gate_daemon.core.records import Redemption
+from gate_daemon.core.records import Redemption, parse_record
 from gate_daemon.net.lan import MAX_BODY, LanServer, create_app
-from gate_daemon.net.peer_auth import HEADER_CHALLENGE, HEADER_NONCE, sign_request
+from gate_daemon.net.lan_transport import AiohttpTransport
+from gate_daemon.net.peer_auth import HEADER_CHALLENGE, HEADER_NONCE, Challenges, sign_request
+from gate_daemon.net.peers import KEEPALIVE, LINK_CONNECTIONS, Peer, PeerError
 from gate_daemon.net.replication import MAX_BATCH, Replication
 from gate_daemon.provision.keyfiles import read_secret
 from gate_daemon.store.ledger import Ledger
@@ -521,3 +526,69 @@ async def test_challenges_are_rate_limited_but_signed_requests_are_not(tmp_path:
         assert len(await rig.stored()) == 8
         # The status routes are limited as before.
         assert (await rig.raw("GET", "/v1/status")).status == 429
+
+
+# ------------------------------------------------------------------ the peer link, the client of these routes
+
+
+@contextlib.asynccontextmanager
+async def linked(rig: Rig, tmp_path: Path, address: str | None = None) -> AsyncIterator[Peer]:
+    """Gate-b's link to gate-a (or to ``address``), as its replicator makes it."""
+    ledger = await Ledger.open(tmp_path / "b.sqlite", "gate-b")
+    replication = Replication(ledger, rig.keys["gate-b"], lambda: rig.manifest[0])
+    transport = AiohttpTransport(per_host=LINK_CONNECTIONS, keepalive=KEEPALIVE)
+    try:
+        async with httpx.AsyncClient(transport=transport, trust_env=False) as client:
+            yield Peer(address or f"127.0.0.1:{rig.server.port}", replication, client, timeout=30.0)
+    finally:
+        await ledger.close()
+
+
+def redemption(rig: Rig, ticket: str) -> Redemption:
+    """A record of gate-b's log, to offer to its link."""
+    record, _signature = parse_record(rig.record("gate-b", ticket))
+    return record
+
+
+async def test_a_link_signs_on_the_challenge_each_answer_carries(tmp_path: Path) -> None:
+    async with serving(tmp_path, rate=1) as rig, linked(rig, tmp_path) as peer:
+        # Challenges are limited to a burst of two: five pushes get through only on the
+        # challenges the answers carry.
+        for n in range(5):
+            peer.offer(redemption(rig, f"K-{n:04d}"))
+            await peer.push()
+        assert (peer.state.pushed, peer.state.gate_id) == (5, "gate-a")  # the challenge answer named it
+        assert len(await rig.stored()) == 5 and rig.replication.refusals == {}
+
+
+async def test_a_link_retries_once_with_a_fresh_challenge_when_its_own_is_unknown(tmp_path: Path) -> None:
+    async with serving(tmp_path) as rig, linked(rig, tmp_path) as peer:
+        peer.offer(redemption(rig, "K-0001"))
+        await peer.push()
+        rig.replication.challenges = Challenges()  # gate-a restarted: the challenge gate-b holds is foreign
+        peer.offer(redemption(rig, "K-0002"))
+        await peer.push()
+        assert rig.replication.refusals == {"bad_nonce": 1}
+        assert len(await rig.stored()) == 2
+
+
+async def test_a_challenge_refused_twice_fails_the_call_by_its_name(tmp_path: Path) -> None:
+    async with serving(tmp_path) as rig, linked(rig, tmp_path) as peer:
+        rig.replication.challenges = Challenges(ttl=-1.0)  # every challenge stale as it arrives
+        peer.offer(redemption(rig, "K-0001"))
+        with pytest.raises(PeerError) as caught:
+            await peer.push()
+        assert (caught.value.name, caught.value.status) == ("stale_nonce", 401)
+        assert rig.replication.refusals == {"stale_nonce": 2}  # one retry, not more
+        assert await rig.stored() == [] and peer.state.dropped == 1
+
+
+async def test_a_link_to_no_one_is_unreachable(tmp_path: Path) -> None:
+    with socket.socket() as closed:
+        closed.bind(("127.0.0.1", 0))
+        address = f"127.0.0.1:{closed.getsockname()[1]}"  # bound, never listening: refused
+        async with serving(tmp_path) as rig, linked(rig, tmp_path, address) as peer:
+            with pytest.raises(PeerError) as caught:
+                await peer.pull()
+    assert caught.value.name == "unreachable" and caught.value.status is None
+    assert str(caught.value).startswith("unreachable: ConnectError: ")

@@ -1,15 +1,18 @@
 """Signed peer requests: challenges used once, within their time, only where issued; signatures that
-cover the whole request; and a named ``AuthError`` for everything else."""
+cover the whole request; a named ``AuthError`` for everything that does not authenticate, and a named
+``WireError`` for a refusal that is not about who sent the request."""
 
 from __future__ import annotations
 
 import base64
+from collections.abc import Mapping
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gate_daemon.core.keys import SecretKey
+from gate_daemon.core.keys import PublicKey, SecretKey
+from gate_daemon.errors import WireError
 from gate_daemon.net import peer_auth
 from gate_daemon.net.peer_auth import (
     HEADER_GATE,
@@ -21,7 +24,7 @@ from gate_daemon.net.peer_auth import (
     AuthError,
     Caller,
     Challenges,
-    authenticate,
+    admit,
     sign_request,
     signing_bytes,
 )
@@ -57,6 +60,18 @@ def signed(
     return sign_request(key, gate, method, path, body, nonce or challenges.issue(), TIME_MS)
 
 
+def authenticate(
+    challenges: Challenges,
+    roster: Mapping[str, PublicKey] | None,
+    method: str,
+    path: str,
+    body: bytes,
+    headers: Mapping[str, str],
+) -> Caller:
+    """Both checks, as a receiver runs them: ``admit`` on the headers, then ``verify`` on the body."""
+    return admit(challenges, roster, headers).verify(method, path, body)
+
+
 def refusal(
     challenges: Challenges,
     headers: dict[str, str],
@@ -65,8 +80,8 @@ def refusal(
     method: str = "POST",
     path: str = PATH,
     body: bytes = BODY,
-) -> AuthError:
-    with pytest.raises(AuthError) as caught:
+) -> WireError:
+    with pytest.raises(WireError) as caught:
         authenticate(challenges, roster, method, path, body, headers)
     return caught.value
 
@@ -159,9 +174,10 @@ def test_too_many_challenges_in_flight_is_busy_until_some_expire(monkeypatch: py
     nonces = [challenges.issue() for _ in range(51)]
     for nonce in nonces[:50]:
         challenges.spend(nonce)
-    with pytest.raises(AuthError) as caught:
+    with pytest.raises(WireError) as caught:
         challenges.spend(nonces[-1])
     assert (caught.value.name, caught.value.status) == ("busy", 503)
+    assert not isinstance(caught.value, AuthError)  # a server too busy is no failure to authenticate
     clock.now += TTL + 1
     challenges.spend(challenges.issue())  # the spent ones expired and were forgotten
 
@@ -192,6 +208,7 @@ def test_a_missing_header_is_unsigned(missing: str) -> None:
     del headers[missing]
     error = refusal(challenges, headers)
     assert (error.name, error.status) == ("unsigned", 401)
+    assert isinstance(error, AuthError)
     assert missing in error.detail
 
 
@@ -204,6 +221,7 @@ def test_an_unknown_gate_is_forbidden_and_spends_nothing() -> None:
     nonce = challenges.issue()
     error = refusal(challenges, signed(challenges, gate="gate-x", nonce=nonce))
     assert (error.name, error.status) == ("unknown_gate", 403)
+    assert isinstance(error, AuthError)
     assert "gate-x" in error.detail
     # Refused before the challenge was looked at: it is still good.
     authenticate(challenges, ROSTER, "POST", PATH, BODY, signed(challenges, nonce=nonce))
@@ -213,6 +231,7 @@ def test_without_a_roster_no_peer_is_known() -> None:
     challenges = Challenges()
     error = refusal(challenges, signed(challenges), roster=None)
     assert (error.name, error.status) == ("no_roster", 503)
+    assert not isinstance(error, AuthError)  # this gate's own want, not the caller's failure
 
 
 @pytest.mark.parametrize("stamp", ["", "-1", "1.5", "12a", "１２３", "1" * 17, " 1"])
@@ -222,6 +241,7 @@ def test_a_time_that_is_not_milliseconds_is_a_bad_request(stamp: str) -> None:
     headers[HEADER_TIME] = stamp
     error = refusal(challenges, headers)
     assert (error.name, error.status) == ("bad_request", 400)
+    assert not isinstance(error, AuthError)
 
 
 def test_another_gates_key_is_a_bad_signature() -> None:
@@ -230,6 +250,7 @@ def test_another_gates_key_is_a_bad_signature() -> None:
     for key in (KEY_C, SecretKey.generate()):
         error = refusal(challenges, signed(challenges, key=key))
         assert (error.name, error.status) == ("bad_signature", 401)
+        assert isinstance(error, AuthError)
 
 
 @pytest.mark.parametrize(
@@ -304,7 +325,7 @@ _garbage = st.one_of(
     st.booleans(),
     st.binary(max_size=64),
 )
-def test_fuzz_header_garbage_raises_only_auth_errors(
+def test_fuzz_header_garbage_raises_only_named_refusals(
     headers: dict[str, str], fresh: bool, body: bytes
 ) -> None:
     challenges = Challenges()
@@ -313,8 +334,10 @@ def test_fuzz_header_garbage_raises_only_auth_errors(
     try:
         authenticate(challenges, ROSTER, "POST", PATH, body, headers)
     except AuthError as exc:
-        assert exc.name in {"unsigned", "bad_request", "unknown_gate", "bad_nonce", "bad_signature"}
-        assert exc.status in {400, 401, 403}
+        assert exc.name in {"unsigned", "unknown_gate", "bad_nonce", "bad_signature"}
+        assert exc.status in {401, 403}
+    except WireError as exc:
+        assert (exc.name, exc.status) == ("bad_request", 400)
     else:
         raise AssertionError("garbage was accepted")
 

@@ -24,10 +24,10 @@ from typing import Any
 
 from aiohttp import web
 
-from gate_daemon.errors import GateError
+from gate_daemon.errors import GateError, WireError
 from gate_daemon.net.http_edge import MalformedRequestLog, refusal
 from gate_daemon.net.lan import RateLimiter
-from gate_daemon.net.peer_auth import HEADER_CHALLENGE, AuthError, Caller, admit
+from gate_daemon.net.peer_auth import HEADER_CHALLENGE, Caller, admit
 
 from .config import CentralConfig
 from .manifests import GateAhead
@@ -69,13 +69,11 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         if exc.status < 400:
             raise
         response = refusal(exc)
-    except AuthError as exc:
+    except WireError as exc:  # an AuthError, an ApiError, or a refusal of peer_auth's (busy, no_roster)
         if exc.name == "no_roster":
             response = _error(503, "no_manifest", "the central has no manifest, so it knows no gates")
         else:
-            response = _error(exc.status, exc.name, exc.detail)
-    except ApiError as exc:
-        response = _error(exc.status, exc.name, exc.detail)
+            response = _error(exc.status or 500, exc.name, exc.detail)
     except ConnectionResetError:
         # The gate gave up (its deadline, a cut link) before its answer: it will ask again.
         log.info("%s %s: the caller went away before its answer", request.method, request.path)
@@ -93,22 +91,22 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
 
 async def _challenge(request: web.Request) -> web.Response:
     if not request.app[LIMITER].allow(request.remote or "?"):
-        raise ApiError(429, "rate_limited", "too many challenges from this address; slow down")
+        raise ApiError("rate_limited", "too many challenges from this address; slow down", 429)
     central = request.app[CENTRAL]
     ttl = int(central.challenges.ttl * 1000)
     return web.json_response({"challenge": central.challenges.issue(), "ttl_ms": ttl, "central": central.id})
 
 
 async def _signed(request: web.Request, max_body: int = MAX_BODY) -> tuple[Caller, bytes]:
-    """The authenticated caller and the body; ``AuthError`` or ``ApiError`` otherwise."""
+    """The authenticated caller and the body; a ``WireError`` (``AuthError``, ``ApiError``) otherwise."""
     central = request.app[CENTRAL]
     admitted = admit(central.challenges, central.roster(), request.headers)  # before the body is read
     request[ADMITTED] = True
     if request.content_length is not None and request.content_length > max_body:
-        raise ApiError(413, "too_large", f"the body is over {max_body} bytes")
+        raise ApiError("too_large", f"the body is over {max_body} bytes", 413)
     body = await request.read()
     if len(body) > max_body:
-        raise ApiError(413, "too_large", f"the body is over {max_body} bytes")
+        raise ApiError("too_large", f"the body is over {max_body} bytes", 413)
     caller = admitted.verify(request.method, request.rel_url.raw_path_qs, body)
     return caller, body
 
@@ -119,7 +117,7 @@ async def _manifest(request: web.Request) -> web.Response:
     try:
         served = await request.app[CENTRAL].manifest(have)
     except GateAhead as exc:
-        raise ApiError(409, "gate_ahead", str(exc)) from None
+        raise ApiError("gate_ahead", str(exc), 409) from None
     headers = {"Manifest-Version": str(served.version)}
     if served.data is None:
         return web.Response(status=304, headers=headers)
@@ -151,7 +149,7 @@ async def _validate(request: web.Request) -> web.Response:
     try:
         answer = await request.app[CENTRAL].validate(caller.gate_id, wanted)
     except UuidReused as exc:
-        raise ApiError(409, "uuid_reused", str(exc)) from None
+        raise ApiError("uuid_reused", str(exc), 409) from None
     return web.json_response(answer)
 
 

@@ -78,7 +78,7 @@ class Central:
     def _manifest(self) -> Manifest:
         manifest = self.book.latest
         if manifest is None:
-            raise ApiError(503, "no_manifest", "the central has no manifest yet")
+            raise ApiError("no_manifest", "the central has no manifest yet", 503)
         return manifest
 
     async def manifest(self, have: int | None) -> Served:

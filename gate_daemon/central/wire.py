@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gate_daemon.core.decision import ScanKind
+from gate_daemon.errors import WireError
 
 #: Request bodies larger than this are refused (``too_large``).
 MAX_BODY = 1 << 20
@@ -26,19 +27,16 @@ MAX_COUNTERS = 1000
 _MAX_LABEL = 64
 
 
-class ApiError(Exception):
-    """A request answered with a named error."""
+class ApiError(WireError):
+    """A request answered with a named error and its HTTP status."""
 
-    def __init__(self, status: int, name: str, detail: str) -> None:
-        super().__init__(f"{name}: {detail}")
-        self.status = status
-        self.name = name
-        self.detail = detail
+    def __init__(self, name: str, detail: str, status: int) -> None:
+        super().__init__(name, detail, status)
 
 
 def bad(detail: str) -> ApiError:
     """A ``400 bad_request`` naming the field in ``detail``."""
-    return ApiError(400, "bad_request", detail)
+    return ApiError("bad_request", detail, 400)
 
 
 def _no_constant(name: str) -> object:
@@ -50,7 +48,7 @@ def parse_object(body: bytes) -> dict[str, Any]:
     try:
         data = json.loads(body, parse_constant=_no_constant)
     except (ValueError, RecursionError):  # UnicodeDecodeError is a ValueError
-        raise ApiError(400, "not_json", "the body is not UTF-8 JSON") from None
+        raise ApiError("not_json", "the body is not UTF-8 JSON", 400) from None
     if not isinstance(data, dict):
         raise bad("the body must be a JSON object")
     return data
@@ -72,7 +70,7 @@ def parse_push(data: Mapping[str, Any]) -> list[object]:
     if not isinstance(records, list) or not records:
         raise bad(f"records: must be a list of 1 to {MAX_RECORDS} records")
     if len(records) > MAX_RECORDS:
-        raise ApiError(413, "too_large", f"records: at most {MAX_RECORDS} in one push, got {len(records)}")
+        raise ApiError("too_large", f"records: at most {MAX_RECORDS} in one push, got {len(records)}", 413)
     return records
 
 

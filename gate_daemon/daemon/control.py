@@ -39,7 +39,7 @@ from typing import Any
 
 from gate_daemon.core.decision import ScanKind
 from gate_daemon.core.snapshot import GateSnapshot
-from gate_daemon.errors import GateError
+from gate_daemon.errors import GateError, WireError
 from gate_daemon.gate.scan import Gate, ScanIdReused
 
 log = logging.getLogger(__name__)
@@ -53,13 +53,8 @@ IDLE_TIMEOUT = 60.0
 MAX_PAYLOAD = 4096
 
 
-class BadRequest(Exception):
+class BadRequest(WireError):
     """A control request that cannot be served; ``name`` is the error code sent back."""
-
-    def __init__(self, name: str, message: str) -> None:
-        super().__init__(message)
-        self.name = name
-        self.message = message
 
 
 def peer_user(sock: socket.socket | None) -> str | None:
@@ -154,7 +149,7 @@ class ControlServer:
                     try:
                         answer = await self.handle(line, user)
                     except BadRequest as exc:
-                        answer = _error(exc.name, exc.message)
+                        answer = _error(exc.name, exc.detail)
                     await _send(writer, answer)
                 finally:
                     self._busy.discard(task)

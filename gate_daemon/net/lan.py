@@ -33,10 +33,10 @@ from typing import Any
 from aiohttp import web
 
 from gate_daemon.core.snapshot import GateSnapshot
-from gate_daemon.errors import GateError
+from gate_daemon.errors import GateError, WireError
 from gate_daemon.net.http_edge import MalformedRequestLog, refusal
 from gate_daemon.net.metrics import render
-from gate_daemon.net.peer_auth import HEADER_CHALLENGE, AuthError
+from gate_daemon.net.peer_auth import HEADER_CHALLENGE
 from gate_daemon.net.replication import MAX_BATCH, Replication, parse_known
 
 log = logging.getLogger(__name__)
@@ -93,8 +93,8 @@ async def _errors(
         if exc.status < 400:
             raise
         return refusal(exc)
-    except AuthError as exc:
-        return _error(exc.status, exc.name, exc.detail)
+    except WireError as exc:  # a signed request refused (AuthError), or a malformed one
+        return _error(exc.status or 500, exc.name, exc.detail)
     except (sqlite3.Error, ValueError, GateError) as exc:
         log.error("LAN %s %s: the gate cannot answer: %s", request.method, request.path, exc)
         return _error(503, "unavailable", "the gate cannot answer now")
@@ -136,9 +136,9 @@ async def _signed_body(request: web.Request) -> tuple[Replication, dict[str, Any
     try:
         data = json.loads(body)
     except (ValueError, RecursionError):
-        raise AuthError("not_json", "the body is not JSON", status=400) from None
+        raise WireError("not_json", "the body is not JSON", 400) from None
     if not isinstance(data, dict):
-        raise AuthError("bad_request", "the body must be a JSON object", status=400)
+        raise WireError("bad_request", "the body must be a JSON object", 400)
     return replication, data
 
 
@@ -151,7 +151,7 @@ async def _push(request: web.Request) -> web.Response:
     replication, data = await _signed_body(request)
     records = data.get("records")
     if set(data) != {"records"} or not isinstance(records, list) or len(records) > MAX_BATCH:
-        raise AuthError("bad_request", f"records: must be the only field, a list of at most {MAX_BATCH}", 400)
+        raise WireError("bad_request", f"records: must be the only field, a list of at most {MAX_BATCH}", 400)
     received = await replication.receive(records)
     return _answer(replication, received.as_dict())
 
@@ -161,7 +161,7 @@ async def _pull(request: web.Request) -> web.Response:
     try:
         known, limit = parse_known(data)
     except ValueError as exc:
-        raise AuthError("bad_request", str(exc), status=400) from None
+        raise WireError("bad_request", str(exc), 400) from None
     records, more = await replication.serve(known, limit)
     return _answer(replication, {"records": records, "more": more})
 

@@ -21,6 +21,11 @@ two clocks are ever compared.
 A challenge is spent when it is presented, before the (costlier) signature check, so
 every Ed25519 verification costs the sender one challenge, and challenges are
 rate-limited: forged traffic cannot buy unbounded verification work.
+
+The sending side is ``gate_daemon.net.signing``; the names both sides share are here.
+Only a request that does not authenticate is an ``AuthError``; a malformed ``Gate-Time``,
+a gate without a roster and a gate with too many challenges in flight are ``WireError``
+refusals of their own (``bad_request``, ``no_roster``, ``busy``).
 """
 
 from __future__ import annotations
@@ -35,10 +40,18 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 from gate_daemon.core.keys import SIGNATURE_SIZE, PublicKey, SecretKey
+from gate_daemon.errors import WireError
 
 DOMAIN = b"gate-daemon/peer-request/v1\x00"
 #: How long a challenge may be used after it was issued (receiver's monotonic clock).
 TTL = 30.0
+#: How long a sender uses a challenge after it came: well inside ``TTL``, for the time the
+#: request takes to arrive.
+CHALLENGE_AGE = 20.0
+#: The longest challenge a sender takes (this side issues 48 characters).
+MAX_CHALLENGE = 200
+#: The refusals of a challenge that a fresh one cures: the sender fetches one and tries once more.
+STALE = frozenset({"bad_nonce", "stale_nonce", "replayed"})
 #: Spent challenges remembered at most (more are refused as ``busy`` until some expire).
 MAX_SPENT = 65536
 
@@ -52,14 +65,11 @@ _RANDOM = 12
 _MAC = 16
 
 
-class AuthError(Exception):
-    """A request that is not a valid signed peer request; ``name`` is the error it is answered with."""
+class AuthError(WireError):
+    """A request that did not authenticate; ``name`` is the error it is answered with."""
 
     def __init__(self, name: str, detail: str, status: int = 401) -> None:
-        super().__init__(detail)
-        self.name = name
-        self.detail = detail
-        self.status = status
+        super().__init__(name, detail, status)
 
 
 def signing_bytes(method: str, path: str, body: bytes, time_ms: str, nonce: str, gate_id: str) -> bytes:
@@ -107,7 +117,7 @@ class Challenges:
         return base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
 
     def spend(self, nonce: str) -> None:
-        """Accept ``nonce`` once: issued here, unexpired, unused. ``AuthError`` otherwise."""
+        """Accept ``nonce`` once (issued here, unexpired, unused); ``AuthError``, or ``busy`` when full."""
         try:
             raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
         except (binascii.Error, ValueError):
@@ -124,7 +134,7 @@ class Challenges:
         if nonce in self._spent:
             raise AuthError("replayed", "the challenge was already used")
         if len(self._spent) >= MAX_SPENT:
-            raise AuthError("busy", "too many requests in flight; retry shortly", status=503)
+            raise WireError("busy", "too many requests in flight; retry shortly", 503)
         # Remembered until it can no longer be valid in any case (issued <= now), so that
         # the dict's order is the order of expiry and ``_forget`` can stop at the first.
         self._spent[nonce] = now + self.ttl
@@ -164,7 +174,7 @@ class Admitted:
 def admit(
     challenges: Challenges, roster: Mapping[str, PublicKey] | None, headers: Mapping[str, str]
 ) -> Admitted:
-    """The checks that need no body: headers, roster, challenge (spent here). ``AuthError`` otherwise.
+    """The checks that need no body: headers, roster, challenge (spent here). ``WireError`` otherwise.
 
     Run before the body is read, so that a request that cannot be genuine costs no more.
     """
@@ -174,23 +184,11 @@ def admit(
         raise AuthError("unsigned", f"a peer request needs the header {missing[0]}")
     gate_id, stamp, nonce, signature = (headers[name] for name in names)
     if not (stamp.isascii() and stamp.isdigit() and len(stamp) <= 16):
-        raise AuthError("bad_request", f"{HEADER_TIME} must be milliseconds since 1970", status=400)
+        raise WireError("bad_request", f"{HEADER_TIME} must be milliseconds since 1970", 400)
     if roster is None:
-        raise AuthError("no_roster", "this gate has no manifest, so it knows no peers", status=503)
+        raise WireError("no_roster", "this gate has no manifest, so it knows no peers", 503)
     key = roster.get(gate_id)
     if key is None:
         raise AuthError("unknown_gate", f"gate {gate_id[:64]!r} is not in the manifest's roster", status=403)
     challenges.spend(nonce)
     return Admitted(gate_id, key, stamp, nonce, signature)
-
-
-def authenticate(
-    challenges: Challenges,
-    roster: Mapping[str, PublicKey] | None,
-    method: str,
-    path: str,
-    body: bytes,
-    headers: Mapping[str, str],
-) -> Caller:
-    """Check a signed request; the caller it came from, or ``AuthError`` with its name."""
-    return admit(challenges, roster, headers).verify(method, path, body)

@@ -13,8 +13,10 @@ and never the scan path: a commit only appends the record to each peer's queue.
   whose records this gate could not store (``ledger_unavailable``) or whose exchange met
   an unexpected fault (``internal_error``): whatever befalls a link, the gate goes on.
 
-Every request is signed (``gate_daemon.net.peer_auth``) with a challenge from the peer:
-the first from ``GET /v1/challenge``, the next from each answer.
+Every request is signed by the one signed-request flow (``gate_daemon.net.signing``) with
+a challenge from the peer: the first from ``GET /v1/challenge``, the next from each answer.
+The links share one HTTP client (httpx, on aiohttp's client: ``net.lan_transport``), with
+two connections to each peer at most, kept alive.
 """
 
 from __future__ import annotations
@@ -31,12 +33,14 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-import aiohttp
+import httpx
 
 from gate_daemon.core.records import Redemption
 from gate_daemon.core.snapshot import PeerStatus
-from gate_daemon.net.peer_auth import HEADER_CHALLENGE, sign_request
+from gate_daemon.errors import WireError
+from gate_daemon.net.lan_transport import AiohttpTransport
 from gate_daemon.net.replication import MAX_BATCH, Replication, known_body
+from gate_daemon.net.signing import ChallengeAuth, exchange, json_object, read_answer, refusal
 
 log = logging.getLogger(__name__)
 
@@ -54,18 +58,16 @@ MAX_PEERS = 256
 PULL_PAGE = 200
 #: Pull pages in one round at most.
 MAX_PAGES = 1000
-#: A challenge held longer than this is not used (the peer keeps them for ``peer_auth.TTL``).
-CHALLENGE_AGE = 20.0
+#: Connections to one peer at most: a push and a pull may overlap.
+LINK_CONNECTIONS = 2
+#: Seconds an idle connection to a peer is kept open for the next request.
+KEEPALIVE = 15.0
 
 
-class PeerError(Exception):
+class PeerError(WireError):
     """An exchange with a peer that failed (mostly: it did not answer as a gate should); ``name`` says how."""
 
-    def __init__(self, name: str, detail: str) -> None:
-        detail = detail[:200]  # a peer's garbage can end up in here (a bad status line): logged, shown
-        super().__init__(f"{name}: {detail}")
-        self.name = name
-        self.detail = detail
+    kept = 200
 
 
 @dataclass
@@ -75,7 +77,6 @@ class PeerState:
     address: str
     gate_id: str | None = None
     up: bool = False
-    last_ok: float | None = None
     #: When a pull last came back with nothing more: the peer's records were all here then.
     caught_up_at: float | None = None
     last_error: str | None = None
@@ -108,7 +109,7 @@ class Peer:
         self,
         address: str,
         replication: Replication,
-        session: aiohttp.ClientSession,
+        client: httpx.AsyncClient,
         *,
         timeout: float,
         clock: Callable[[], float] = time.time,
@@ -116,12 +117,18 @@ class Peer:
         self.address = address
         self.replication = replication
         self.state = PeerState(address)
-        self._session = session
+        self._client = client
         self._base = f"http://{address}"
-        self._timeout = aiohttp.ClientTimeout(total=timeout)
+        self._timeout = timeout
         self._clock = clock
-        self._challenge: str | None = None
-        self._challenge_at = 0.0
+        self._auth = ChallengeAuth(
+            self._base,
+            replication.key,
+            replication.gate_id,
+            error=PeerError,
+            max_reply=MAX_REPLY,
+            clock=clock,
+        )
         self.queue: deque[Redemption] = deque()
         self.wake = asyncio.Event()
 
@@ -188,70 +195,26 @@ class Peer:
         return new  # the rest at the next round: no peer keeps a link busy for ever
 
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
-        """One signed POST; a stale or unknown challenge is fetched again once."""
-        for attempt in (1, 2):
-            if self._challenge is not None and time.monotonic() - self._challenge_at > CHALLENGE_AGE:
-                self._challenge = None  # it would be refused as stale: a quiet link fetches a fresh one
-            if self._challenge is None:
-                self._challenge = await self._fetch_challenge()
-            nonce, self._challenge = self._challenge, None
-            data = json.dumps(body, separators=(",", ":")).encode()
-            headers = sign_request(
-                self.replication.key,
-                self.replication.gate_id,
-                "POST",
-                path,
-                data,
-                nonce,
-                int(self._clock() * 1000),
-            )
-            headers["Content-Type"] = "application/json"
-            status, reply, challenge = await self._exchange("POST", path, data, headers)
-            self._challenge, self._challenge_at = challenge, time.monotonic()
-            if status == 200:
-                return reply
-            name = str(reply.get("error", "bad_reply"))
-            if attempt == 1 and name in ("bad_nonce", "stale_nonce", "replayed"):
-                continue  # the peer restarted or our challenge aged: one fresh try
-            raise PeerError(name, str(reply.get("detail", f"HTTP {status}"))[:200])
-        raise AssertionError("unreachable")
-
-    async def _fetch_challenge(self) -> str:
-        status, reply, _ = await self._exchange("GET", "/v1/challenge", None, {})
-        challenge, gate = reply.get("challenge"), reply.get("gate")
-        if status != 200 or not isinstance(challenge, str) or len(challenge) > 256:
-            raise PeerError(str(reply.get("error", "bad_reply")), f"no challenge (HTTP {status})")
-        if isinstance(gate, str) and len(gate) <= 64:
-            self.state.gate_id = gate
-        return challenge
-
-    async def _exchange(
-        self, method: str, path: str, data: bytes | None, headers: dict[str, str]
-    ) -> tuple[int, dict[str, Any], str | None]:
-        """One HTTP exchange: status, the JSON object answered, and the next challenge."""
+        """One signed POST within the link's timeout; the peer's answer, a JSON object."""
+        data = json.dumps(body, separators=(",", ":")).encode()
+        headers = {"Content-Type": "application/json", "Accept-Encoding": "identity"}
+        request = self._client.build_request("POST", self._base + path, content=data, headers=headers)
         try:
-            async with self._session.request(
-                method, self._base + path, data=data, headers=headers, timeout=self._timeout
+            # An answer that is not HTTP at all is a peer that cannot be reached (docs/LAN.md).
+            async with exchange(
+                self._client,
+                request,
+                auth=self._auth,
+                timeout=self._timeout,
+                error=PeerError,
+                garbled="unreachable",
             ) as response:
-                status, challenge = response.status, response.headers.get(HEADER_CHALLENGE)
-                raw = bytearray()
-                while chunk := await response.content.read(1 << 16):
-                    raw += chunk
-                    if len(raw) > MAX_REPLY:
-                        raise PeerError("too_large", f"the answer is over {MAX_REPLY} bytes")
-        except TimeoutError:
-            raise PeerError("timeout", f"no answer within {self._timeout.total:g} s") from None
-        except (aiohttp.ClientError, OSError) as exc:
-            raise PeerError("unreachable", str(exc) or type(exc).__name__) from None
-        try:
-            reply = json.loads(raw)
-        except (ValueError, RecursionError):
-            raise PeerError("bad_reply", f"the answer is not JSON (HTTP {status})") from None
-        if not isinstance(reply, dict):
-            raise PeerError("bad_reply", "the answer is not a JSON object")
-        if challenge is not None and len(challenge) > 256:
-            challenge = None
-        return status, reply, challenge
+                raw = await read_answer(response, MAX_REPLY, PeerError)
+        finally:  # a challenge answer named the peer, even when what followed failed
+            self.state.gate_id = self._auth.server_id or self.state.gate_id
+        if response.status_code != 200:
+            raise PeerError(*refusal(response.status_code, raw), response.status_code)
+        return json_object(raw, PeerError)
 
     async def run(self, pull_interval: float) -> None:
         """Push and pull with this peer until cancelled."""
@@ -284,7 +247,7 @@ class Peer:
                 continue
             if not self.state.up:
                 log.info("peer %s (%s) is reachable", self.address, self.state.gate_id or "?")
-            self.state.up, self.state.last_ok, self.state.last_error = True, self._clock(), None
+            self.state.up, self.state.last_error = True, None
             backoff = 0.0
 
     def _failed(self, exc: PeerError) -> None:
@@ -293,7 +256,7 @@ class Peer:
             log.warning("peer %s: %s", self.address, exc)
         self.state.up = False
         self.state.last_error = str(exc)[:200]
-        self._challenge = None
+        self._auth.forget()
 
 
 def _advance(
@@ -331,7 +294,7 @@ class Replicator:
         self._timeout = timeout
         self._clock = clock
         self.peers: list[Peer] = []
-        self._session: aiohttp.ClientSession | None = None
+        self._client: httpx.AsyncClient | None = None
         self._group: asyncio.TaskGroup | None = None
 
     def committed(self, record: Redemption) -> None:
@@ -350,16 +313,16 @@ class Replicator:
         return True
 
     def _link(self, group: asyncio.TaskGroup, address: str) -> None:
-        assert self._session is not None
-        peer = Peer(address, self.replication, self._session, timeout=self._timeout, clock=self._clock)
+        assert self._client is not None
+        peer = Peer(address, self.replication, self._client, timeout=self._timeout, clock=self._clock)
         self.peers.append(peer)
         group.create_task(peer.run(self._pull_interval), name=f"peer {address}")
 
     async def run(self) -> None:
         """Run every peer link (and those added later) until cancelled."""
-        connector = aiohttp.TCPConnector(limit_per_host=2, ttl_dns_cache=60)
-        async with aiohttp.ClientSession(connector=connector, raise_for_status=False) as session:
-            self._session = session
+        transport = AiohttpTransport(per_host=LINK_CONNECTIONS, keepalive=KEEPALIVE)
+        async with httpx.AsyncClient(transport=transport, timeout=self._timeout, trust_env=False) as client:
+            self._client = client
             try:
                 async with asyncio.TaskGroup() as group:
                     self._group = group

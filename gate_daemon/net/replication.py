@@ -29,7 +29,8 @@ from typing import Any
 from gate_daemon.core.keys import PublicKey, SecretKey
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.records import MAX_TEXT, RecordError, Redemption, parse_record
-from gate_daemon.net.peer_auth import Admitted, AuthError, Caller, Challenges, admit
+from gate_daemon.errors import WireError
+from gate_daemon.net.peer_auth import Admitted, Caller, Challenges, admit
 from gate_daemon.store.ledger import Learned, Ledger
 
 #: Records in one push or one pull answer, at most.
@@ -138,10 +139,10 @@ class Replication:
         return None
 
     def admit(self, headers: Mapping[str, str]) -> Admitted:
-        """The checks of a peer request that need no body (its challenge is spent)."""
+        """The checks of a peer request that need no body (its challenge is spent); refusals counted."""
         try:
             return admit(self.challenges, self.roster(), headers)
-        except AuthError as exc:
+        except WireError as exc:  # an AuthError, or busy, no_roster, bad_request
             self._refused(exc)
             raise
 
@@ -149,7 +150,7 @@ class Replication:
         """Check an admitted request's signature; ``AuthError`` names what is wrong."""
         try:
             caller = admitted.verify(method, path, body)
-        except AuthError as exc:
+        except WireError as exc:
             self._refused(exc)
             raise
         now = self._clock()
@@ -159,11 +160,7 @@ class Replication:
         seen.clock_offset_ms = caller.time_ms - int(now * 1000)
         return caller
 
-    def authenticate(self, method: str, path: str, body: bytes, headers: Mapping[str, str]) -> Caller:
-        """Both checks of a peer request at once."""
-        return self.verify(self.admit(headers), method, path, body)
-
-    def _refused(self, exc: AuthError) -> None:
+    def _refused(self, exc: WireError) -> None:
         self.refusals[exc.name] = self.refusals.get(exc.name, 0) + 1
 
     async def receive(self, items: Sequence[object]) -> Received:

@@ -12,11 +12,12 @@ what went wrong::
       name "unwritable"    a download that cannot be written to the state directory
       name <the central's> a refusal the central named: "unknown_gate", "bad_signature", ...
 
-httpx's errors are translated at one place (``_exchange``), and nothing else escapes.
-Requests are signed with the gate's key exactly like peer requests (``net.peer_auth``):
-the central issues the challenges, and each answer carries the next one. Every answer's
-``Date`` header is handed to ``on_date`` with the moment the request was sent and the
-moment the answer came, so the gate can estimate its clock's offset.
+httpx's errors are translated at one place (``net.signing.exchange``), and nothing else
+escapes. Requests are signed with the gate's key exactly like peer requests, by the one
+signed-request flow (``net.signing.ChallengeAuth``): the central issues the challenges,
+and each answer carries the next one. Every answer's ``Date`` header is handed to
+``on_date`` with the moment the request was sent and the moment the answer came, so the
+gate can estimate its clock's offset.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ import email.utils
 import json
 import time
 from collections.abc import Callable
+from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -36,16 +38,20 @@ import httpx
 
 from gate_daemon.core.decision import Decision
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.net.peer_auth import HEADER_CHALLENGE, sign_request
+from gate_daemon.errors import WireError
+from gate_daemon.net.signing import (
+    ChallengeAuth,
+    exchange,
+    json_object,
+    parse_challenge,
+    read_answer,
+    refusal,
+)
 
 #: The longest JSON answer accepted (a pull page of 500 records is about 350 KiB).
 MAX_REPLY = 4 << 20
 #: Records per push and per pull page (the central's limit).
 MAX_BATCH = 500
-#: A challenge is used only this long after it came (the central's limit is 30 s).
-CHALLENGE_AGE = 20.0
-#: Names the central gives a challenge it will not take: fetch a new one and try once more.
-_STALE = {"bad_nonce", "stale_nonce", "replayed"}
 STATUSES = ("applied", "duplicate", "conflict", "rejected")
 #: The types of a decision's fields in the central's JSON (``Decision.as_dict``).
 _DECISION_TYPES: dict[str, type] = {
@@ -60,14 +66,10 @@ _DECISION_TYPES: dict[str, type] = {
 }
 
 
-class UpstreamError(Exception):
-    """A call to the central that did not succeed; ``name`` says how."""
+class UpstreamError(WireError):
+    """A call to the central that did not succeed; ``name`` says how, ``status`` is the answer's, if any."""
 
-    def __init__(self, name: str, detail: str, status: int | None = None) -> None:
-        super().__init__(f"{name}: {detail}")
-        self.name = name
-        self.detail = detail[:300]  # a central's garbage can end up in here: logged and shown
-        self.status = status
+    kept = 300
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,8 +134,16 @@ class UpstreamClient:
         self.timeout = timeout
         self.on_date = on_date
         self._clock = clock
-        self._monotonic = monotonic
-        self._challenges: list[tuple[float, str]] = []
+        self._auth = ChallengeAuth(
+            self.base_url,
+            key,
+            gate_id,
+            error=UpstreamError,
+            max_reply=MAX_REPLY,
+            on_answer=self._saw_date,
+            clock=clock,
+            monotonic=monotonic,
+        )
 
     async def aclose(self) -> None:
         """Close the HTTP client."""
@@ -240,7 +250,11 @@ class UpstreamClient:
         """
         path = "/v1/manifest" + (f"?{urlencode({'have': have})}" if have is not None else "")
         try:
-            status, headers, size = await self._call("GET", path, None, max_bytes, dest, progress, timeout)
+            async with self._exchange("GET", path, None, timeout) as response:
+                status, headers = response.status_code, response.headers
+                if status >= 400:
+                    raise UpstreamError(*refusal(status, await _read(response)), status)
+                size = await _save(response, dest, max_bytes, progress) if status == 200 else 0
         except BaseException:
             dest.unlink(missing_ok=True)
             raise
@@ -258,148 +272,68 @@ class UpstreamClient:
 
     async def ping(self, timeout: float) -> None:
         """Fetch a challenge: the cheapest sign of a central that answers."""
-        await self._challenge(timeout)
+        sent = self._clock()
+        async with self._exchange("GET", "/v1/challenge", None, timeout, signed=False) as response:
+            self._saw_date(response, sent)
+            body = await _read(response)
+        parse_challenge(response.status_code, body, UpstreamError)
 
     # ------------------------------------------------------------------ plumbing
 
     async def _json(
         self, method: str, path: str, body: dict[str, Any] | None = None, *, timeout: float | None = None
     ) -> dict[str, Any]:
+        """One signed call answered with a JSON object; the central's refusal, named, otherwise."""
         data = None if body is None else json.dumps(body, separators=(",", ":")).encode()
-        _status, _headers, raw = await self._call(
-            method, path, data, MAX_REPLY, None, None, timeout or self.timeout
+        async with self._exchange(method, path, data, timeout or self.timeout) as response:
+            raw = await _read(response)
+        if response.status_code >= 400:
+            raise UpstreamError(*refusal(response.status_code, raw), response.status_code)
+        return json_object(raw, UpstreamError)
+
+    def _exchange(
+        self, method: str, path: str, body: bytes | None, timeout: float, *, signed: bool = True
+    ) -> AbstractAsyncContextManager[httpx.Response]:
+        """One call within ``timeout`` in all (a signed one's challenge fetch and retry included)."""
+        # Uncompressed: the limits count, and manifests are written, the raw bytes (httpx asks
+        # for gzip by default, which a proxy before the central may honour). httpx's own limits
+        # are this call's deadline: the client's default (timeout_ms) must not cut short a call
+        # allowed longer (a validate, a manifest download).
+        headers = {"Accept-Encoding": "identity"}
+        if body is not None:
+            headers["Content-Type"] = "application/json"
+        request = self.client.build_request(
+            method,
+            self.base_url + path,
+            content=body,
+            headers=headers,
+            timeout=httpx.Timeout(max(timeout, 0.001)),
         )
-        return _object(raw)
-
-    async def _call(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None,
-        max_bytes: int,
-        dest: Path | None,
-        progress: Progress | None,
-        timeout: float,
-    ) -> tuple[int, httpx.Headers, Any]:
-        """One signed call within ``timeout`` in all; a refused challenge is replaced once."""
-        deadline = self._monotonic() + timeout
-        for attempt in (1, 2):
-            left = deadline - self._monotonic()
-            if left <= 0:
-                raise UpstreamError("timeout", f"no answer within {timeout:g} s")
-            nonce = self._take() or await self._challenge(left)
-            headers = sign_request(
-                self.key, self.gate_id, method, path, body or b"", nonce, int(self._clock() * 1000)
-            )
-            if body is not None:
-                headers["Content-Type"] = "application/json"
-            status, answer_headers, content = await self._exchange(
-                method, path, body, headers, max_bytes, dest, progress, deadline - self._monotonic()
-            )
-            if status < 400 or status == 304:
-                return status, answer_headers, content
-            name, detail = _refusal(status, content)
-            if name in _STALE and attempt == 1:
-                continue
-            raise UpstreamError(name, detail, status)
-        raise AssertionError("unreachable")  # pragma: no cover
-
-    async def _challenge(self, timeout: float) -> str:
-        status, _headers, content = await self._exchange(
-            "GET", "/v1/challenge", None, {}, MAX_REPLY, None, None, timeout
+        auth = self._auth if signed else None
+        # An answer that is not HTTP at all is the central's "bad_reply" (docs/UPSTREAM.md).
+        return exchange(
+            self.client, request, auth=auth, timeout=timeout, error=UpstreamError, garbled="bad_reply"
         )
-        if status >= 400:
-            raise UpstreamError(*_refusal(status, content), status)
-        challenge = _object(content).get("challenge")
-        if not isinstance(challenge, str) or not 0 < len(challenge) <= 200:
-            raise UpstreamError("bad_reply", "a challenge answer needs a challenge")
-        return challenge
 
-    def _take(self) -> str | None:
-        now = self._monotonic()
-        while self._challenges:
-            got, challenge = self._challenges.pop()
-            if now - got < CHALLENGE_AGE:
-                return challenge
-        return None
-
-    async def _exchange(
-        self,
-        method: str,
-        path: str,
-        body: bytes | None,
-        headers: dict[str, str],
-        max_bytes: int,
-        dest: Path | None,
-        progress: Progress | None,
-        timeout: float,
-    ) -> tuple[int, httpx.Headers, Any]:
-        """Send one request, read its answer whole within ``timeout``; httpx's errors become ours here.
-
-        The answer is bytes, or with ``dest`` (for a 200) its length, the body written there.
-        """
-        sent = self._clock()
-        try:
-            async with asyncio.timeout(max(timeout, 0.001)):
-                # Uncompressed: the limits count, and manifests are written, the raw bytes
-                # (httpx asks for gzip by default, which a proxy before the central may honour).
-                # httpx's own limits are this call's deadline: the client's default (timeout_ms)
-                # must not cut short a call allowed longer (a validate, a manifest download).
-                request = self.client.build_request(
-                    method,
-                    self.base_url + path,
-                    content=body,
-                    headers={**headers, "Accept-Encoding": "identity"},
-                    timeout=httpx.Timeout(max(timeout, 0.001)),
-                )
-                response = await self.client.send(request, stream=True)
-                try:
-                    challenge = response.headers.get(HEADER_CHALLENGE)
-                    if challenge:
-                        self._challenges.append((self._monotonic(), challenge))
-                    if response.status_code < 400:  # the central's own answer, not a proxy's error page
-                        self._saw_date(response.headers.get("date"), sent)
-                    declared = response.headers.get("content-length")
-                    if declared and declared.isdigit() and int(declared) > max_bytes:
-                        raise UpstreamError("too_large", f"the answer is {declared} bytes, over {max_bytes}")
-                    if dest is not None and response.status_code == 200:
-                        total = int(declared) if declared and declared.isdigit() else None
-                        size = await _save(response, dest, max_bytes, total, progress)
-                        return response.status_code, response.headers, size
-                    return response.status_code, response.headers, await _read(response, max_bytes)
-                finally:
-                    await response.aclose()
-        except TimeoutError:
-            raise UpstreamError("timeout", f"no whole answer within {timeout:.3g} s") from None
-        except httpx.TimeoutException:
-            raise UpstreamError("timeout", f"no whole answer within {timeout:.3g} s") from None
-        except (httpx.RemoteProtocolError, httpx.DecodingError) as exc:
-            raise UpstreamError("bad_reply", f"not an HTTP answer: {exc}") from None
-        except httpx.HTTPError as exc:
-            # A connection reset is an httpx.ReadError with no message: say what it was.
-            detail = str(exc) or "the connection broke"
-            raise UpstreamError("unreachable", f"{type(exc).__name__}: {detail}") from None
-
-    def _saw_date(self, value: str | None, sent: float) -> None:
-        if value is None or self.on_date is None:
+    def _saw_date(self, response: httpx.Response, sent: float) -> None:
+        """Hand an answer's ``Date`` to ``on_date``: only the central's own, not a proxy's error page's."""
+        value = response.headers.get("date")
+        if value is None or self.on_date is None or response.status_code >= 400:
             return
         with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
             self.on_date(email.utils.parsedate_to_datetime(value).timestamp(), sent, self._clock())
 
 
-async def _read(response: httpx.Response, max_bytes: int) -> bytes:
-    chunks, size = [], 0
-    async for chunk in response.aiter_raw():
-        size += len(chunk)
-        if size > max_bytes:
-            raise UpstreamError("too_large", f"the answer is longer than {max_bytes} bytes")
-        chunks.append(chunk)
-    return b"".join(chunks)
+async def _read(response: httpx.Response) -> bytes:
+    return await read_answer(response, MAX_REPLY, UpstreamError)
 
 
-async def _save(
-    response: httpx.Response, dest: Path, max_bytes: int, total: int | None, progress: Progress | None
-) -> int:
+async def _save(response: httpx.Response, dest: Path, max_bytes: int, progress: Progress | None) -> int:
+    """Write a manifest answer to ``dest`` as it arrives, never past ``max_bytes``; its length."""
+    declared = response.headers.get("content-length")
+    total = int(declared) if declared and declared.isdigit() else None
+    if total is not None and total > max_bytes:
+        raise UpstreamError("too_large", f"the answer is {declared} bytes, over {max_bytes}")
     size = 0
     try:
         with dest.open("wb") as out:
@@ -415,32 +349,8 @@ async def _save(
     return size
 
 
-def _object(raw: Any) -> dict[str, Any]:
-    try:
-        value = json.loads(raw)
-    except (TypeError, ValueError, RecursionError):  # RecursionError: nesting past the parser's depth
-        raise UpstreamError("bad_reply", "the answer is not JSON") from None
-    if not isinstance(value, dict):
-        raise UpstreamError("bad_reply", "the answer is not a JSON object")
-    return value
-
-
 def _cursor(reply: dict[str, Any]) -> int:
     cursor = reply.get("cursor")
     if not isinstance(cursor, int) or isinstance(cursor, bool) or cursor < 0:
         raise UpstreamError("bad_reply", "the answer needs a cursor (a whole number >= 0)")
     return cursor
-
-
-def _refusal(status: int, content: Any) -> tuple[str, str]:
-    """The central's named error, or a name for an answer that has none."""
-    try:
-        value = json.loads(content)
-    except (TypeError, ValueError, RecursionError):
-        value = None
-    if isinstance(value, dict) and isinstance(value.get("error"), str):
-        name = value["error"][:64]
-        return name, str(value.get("detail", ""))[:300] or f"HTTP {status}"
-    return (
-        "unreachable" if status in (502, 503, 504) else "bad_reply"
-    ), f"HTTP {status} without a named error"
