@@ -5,12 +5,14 @@ was cancelled still runs in the database thread, and a transaction left open wou
 swallow every later write (each committing into it, never durably): so whatever goes
 wrong inside, the block waits for what it started (through any further cancellation),
 rolls back what is open, and only then lets go. The caller holds its own lock around it.
+
+Also here: ``scalar``, the one-value read both stores use.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -51,3 +53,10 @@ async def finish(step: asyncio.Future[Any]) -> bool:
     if not step.cancelled():
         step.exception()  # retrieved: never "exception was never retrieved"
     return cancelled
+
+
+async def scalar(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+    """The first column of the first row ``sql`` returns, or None when it returns none."""
+    rows = await db.execute_fetchall(sql, params)
+    first = next(iter(rows), None)
+    return None if first is None else first[0]
