@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from gate_daemon.core.decision import Decision, Outcome, Reason, ScanKind
 from gate_daemon.gate.scan import ScanIdReused, gate_scan_id
-from gate_daemon.store.ledger import new_scan_id
+from gate_daemon.store.scans import new_scan_id
 from tests.gate_fixtures import GATE_ID, RecordingSignals, Rig, gate_rig, query
 from tests.support import SAT_START, SUN_START, World
 
@@ -77,11 +77,13 @@ async def test_the_answer_is_the_json_the_control_socket_sends(world: World, tmp
     async with gate_rig(world, tmp_path) as rig:
         result = await rig.gate.scan(REF_T0001, device="test", operator="anna")
         answer = result.as_dict()
-        assert answer["scan_id"] == result.scan_id
+        assert answer["scan_id"] == answer["record_id"] == result.scan_id
         assert answer["recorded"] is True
         assert "duplicate" not in answer
         stored = json.loads(rig.scalar("SELECT decision FROM scans WHERE uuid = ?", (result.scan_id,)))
-        assert {k: v for k, v in answer.items() if k not in ("scan_id", "recorded")} == stored
+        assert {k: v for k, v in answer.items() if k not in ("scan_id", "record_id", "recorded")} == stored
+        # With the client's own id, the answer carries both: the client's to retry with.
+        assert result.as_dict(client_id="c-1") == {**answer, "scan_id": "c-1"}
         assert rig.rows("SELECT device, operator FROM scans") == [("test", "anna")]
         assert rig.rows("SELECT operator FROM redemptions") == [("anna",)]
 

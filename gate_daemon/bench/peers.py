@@ -63,7 +63,8 @@ from gate_daemon.net.replication import MAX_BATCH, Replication, known_body
 from gate_daemon.provision.build import build_manifest
 from gate_daemon.provision.event import load_event
 from gate_daemon.provision.tickets import load_tickets
-from gate_daemon.store.ledger import LEARN_BATCH, Learned, Ledger
+from gate_daemon.store.learning import LEARN_BATCH, Learned
+from gate_daemon.store.ledger import Ledger
 from gate_daemon.store.manifest_file import read_manifest
 
 BUDGET_P99_MS = 50.0

@@ -39,8 +39,8 @@ from gate_daemon.provision.event import load_event
 from gate_daemon.provision.keyfiles import read_public, read_secret, write_keypair
 from gate_daemon.provision.qrimage import write_qr
 from gate_daemon.provision.tickets import load_tickets
-from gate_daemon.store.ledger import read_conflicts, read_counters
 from gate_daemon.store.manifest_file import apply_delta_file, read_manifest, write_delta_result
+from gate_daemon.store.offline_reads import read_conflicts, read_counters
 
 EXIT_CODES = {Outcome.ALLOW: 0, Outcome.DENY: 3, Outcome.ALREADY_USED: 4, Outcome.TOO_EARLY: 5}
 #: Payloads up to this length fit a version-7 QR at error level M, which phones and the

@@ -31,7 +31,6 @@ from gate_daemon.config.sections import ButtonAction, GateConfig, InputKind, Sig
 from gate_daemon.core.decision import Checkpoint, Decision
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.times import format_instant, format_span
-from gate_daemon.core.tokens import REENTRY
 from gate_daemon.daemon.control import ControlServer
 from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.errors import GateError
@@ -41,6 +40,7 @@ from gate_daemon.gate.scan import Gate
 from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.ports import Contact, Decoder, ScanInput, Signals
 from gate_daemon.provision.keyfiles import read_public, read_secret
+from gate_daemon.store.conflicts import entry_limit
 from gate_daemon.store.ledger import Ledger
 
 if TYPE_CHECKING:
@@ -357,7 +357,14 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
     keys = trusted_keys(config)
     lock = claim_state_dir(state)
     try:
-        ledger = await Ledger.open(config.ledger_path, config.gate.id)
+        # Double entries are judged by the active manifest's entry rules from the first
+        # judgement on, the manifest watch's own at start included: ``manifests`` is bound
+        # below, before anything can ask.
+        ledger = await Ledger.open(
+            config.ledger_path,
+            config.gate.id,
+            entries_allowed=lambda ticket_id: entry_limit(manifests.current, ticket_id),
+        )
     except BaseException:
         os.close(lock)
         raise
@@ -416,7 +423,6 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         )
         await server.start()
         control = server  # closed (its socket file removed) on a failure only once it is ours
-        ledger.entries_allowed = _entries_allowed(manifests)
         await ledger.recheck_conflicts(time.time())  # the manifest may have changed while stopped
         if config.lan.enabled:
             # Imported here: aiohttp takes a while to import on a Pi Zero, and a gate
@@ -561,19 +567,6 @@ async def _discovery(config: GateConfig, port: int, replicator: Replicator) -> D
     )
     await discovery.start()
     return discovery
-
-
-def _entries_allowed(manifests: ManifestWatch) -> Callable[[str], int | None]:
-    """A ticket's entry limit from the active manifest, for finding double entries."""
-
-    def allowed(ticket_id: str) -> int | None:
-        manifest = manifests.current
-        entry = manifest.find_ticket(ticket_id) if manifest is not None else None
-        if entry is None:
-            return 1  # a ticket known only by its signed payload: counted as single-entry
-        return None if entry.entries == REENTRY else entry.entries
-
-    return allowed
 
 
 async def _input_loop(running: RunningGate) -> None:

@@ -6,13 +6,14 @@ swallow every later write (each committing into it, never durably): so whatever 
 wrong inside, the block waits for what it started (through any further cancellation),
 rolls back what is open, and only then lets go. The caller holds its own lock around it.
 
-Also here: ``scalar``, the one-value read both stores use.
+Also here: ``Transaction``, the ledger's writes inside such a block, and ``scalar``, the
+one-value read both stores use.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -34,6 +35,29 @@ async def immediate(db: aiosqlite.Connection) -> AsyncIterator[None]:
         if cancelled:
             raise asyncio.CancelledError from None
         raise
+
+
+class Transaction:
+    """Writes outside a scan (manifest activations, counters, marks) inside one ``immediate`` block."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> aiosqlite.Cursor:
+        """Run one statement inside the transaction."""
+        return await self._db.execute(sql, params)
+
+    async def count(self, names: Iterable[str]) -> None:
+        """Add one to each named counter."""
+        await self._db.executemany(
+            "INSERT INTO counters (name, value) VALUES (?, 1)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + 1",
+            [(name,) for name in names],
+        )
+
+    async def set_meta(self, values: Iterable[tuple[str, str]]) -> None:
+        """Set ``meta`` keys."""
+        await self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values)
 
 
 async def finish(step: asyncio.Future[Any]) -> bool:
