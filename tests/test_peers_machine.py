@@ -177,7 +177,7 @@ async def open_node(world: LiveWorld, manifest: bytes, folder: Path, gate_id: st
             gate_id=gate_id,
             event_id=EVENT_ID,
             checkpoint=checkpoint,
-            mode=ScanKind.ENTRY,
+            kind=ScanKind.ENTRY,
             ledger=ledger,
             manifests=watch,
             signals=QuietSignals(),

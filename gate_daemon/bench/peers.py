@@ -266,7 +266,7 @@ class _Bench:
                 gate_id=gate_id,
                 event_id=fixtures.EVENT_ID,
                 checkpoint=Checkpoint(),
-                mode=ScanKind.ENTRY,
+                kind=ScanKind.ENTRY,
                 ledger=ledger,
                 manifests=held,
                 signals=QuietSignals(),

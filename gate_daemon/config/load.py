@@ -118,7 +118,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
         zone=check.string(g, at, "zone", pattern=IDENT, max_bytes=16) or None,
         session=check.string(g, at, "session", pattern=IDENT, max_bytes=16) or None,
         state_dir=path_value(g, at, "state_dir"),
-        mode=ScanKind(mode_text),
+        kind=ScanKind(mode_text),
         repeat_window_ms=check.integer(g, at, "repeat_window_ms", low=0, high=600_000, default=3000),
         decision=decision,
     )

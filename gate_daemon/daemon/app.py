@@ -227,7 +227,7 @@ class GateStatus:
             "event": cfg.gate.event,
             "zone": cfg.gate.zone,
             "session": cfg.gate.session,
-            "mode": cfg.gate.mode.value,
+            "mode": cfg.gate.kind.value,
             "decision": cfg.gate.decision,
             "input": cfg.input.kind.value,
             "signals": cfg.signals.kind.value,
@@ -298,7 +298,7 @@ class GateStatus:
         if self.problem is not None:
             return f"gate {gate.id}: OUT OF SERVICE, {self.problem}"
         age = format_span(max(0.0, time.time() - manifest.header.issued_at))
-        return f"gate {gate.id} ({gate.mode.value}): manifest v{manifest.version}, {age} old"
+        return f"gate {gate.id} ({gate.kind.value}): manifest v{manifest.version}, {age} old"
 
 
 @dataclass
@@ -402,7 +402,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             gate_id=config.gate.id,
             event_id=config.gate.event,
             checkpoint=checkpoint,
-            mode=config.gate.mode,
+            kind=config.gate.kind,
             ledger=ledger,
             manifests=manifests,
             signals=signals,
@@ -575,7 +575,7 @@ async def _input_loop(running: RunningGate) -> None:
         return
     async for payload in source.payloads():
         # Shielded: a shutdown lets the scan commit and show rather than cut it off.
-        task = asyncio.ensure_future(running.gate.frame(payload, device=source.name))
+        task = asyncio.ensure_future(running.gate.sighted(payload, device=source.name))
         running.in_flight.add(task)
         task.add_done_callback(running.in_flight.discard)
         await asyncio.shield(task)

@@ -7,8 +7,8 @@ commits it with its evidence row and counters; only then is it shown.
 A scan that cannot be committed is refused with ``ledger_unavailable``: the gate never
 shows a decision that a power cut could take back.
 
-Inputs call ``Gate.frame`` instead: a camera sees one QR code in many frames, so the same
-payload again within ``repeat_window`` of its last sighting is the same scan and is
+Inputs call ``Gate.sighted`` instead: a camera sees one QR code in many frames, so the
+same payload again within ``repeat_window`` of its last sighting is the same scan and is
 dropped (counted in memory as a repeat).
 
 With a turnstile, an ``allow`` pulses its relay once committed and shown; a steward's
@@ -118,7 +118,7 @@ class Gate:
         gate_id: str,
         event_id: str,
         checkpoint: Checkpoint,
-        mode: ScanKind,
+        kind: ScanKind,
         ledger: Ledger,
         manifests: ManifestSource,
         signals: Signals,
@@ -132,7 +132,8 @@ class Gate:
         self.online = online
         self.event_id = event_id
         self.checkpoint = checkpoint
-        self.mode = mode
+        #: What this gate's input scans are: entries, or exits (an exit lane).
+        self.kind = kind
         self.ledger = ledger
         self.manifests = manifests
         self.signals = signals
@@ -145,8 +146,8 @@ class Gate:
         #: Counts kept in memory only: events too frequent or too broken to persist.
         self.volatile: dict[str, int] = {"repeats": 0, "unrecorded": 0}
 
-    async def frame(self, payload: str, *, device: str) -> ScanResult | None:
-        """A payload seen by an input; None when it repeats one seen within the window."""
+    async def sighted(self, payload: str, *, device: str) -> ScanResult | None:
+        """A payload an input decoded; None when it repeats one seen within the window."""
         now = self._monotonic()
         fingerprint = payload_fingerprint(self.event_id, payload)
         last = self._seen.get(fingerprint)
@@ -172,7 +173,7 @@ class Gate:
     async def release(self, *, device: str, operator: str) -> ScanResult:
         """Release the turnstile by hand: recorded in the evidence log, then shown and pulsed."""
         decision = Decision(Reason.MANUAL_RELEASE, "Released by staff")
-        scan = self._scan_of(new_scan_id(), "", device, operator, self.mode, route="offline")
+        scan = self._scan_of(new_scan_id(), "", device, operator, self.kind, route="offline")
         try:
             await self.ledger.record_scan(scan, None, lambda _facts: decision)
         except (sqlite3.Error, ValueError, PolicyConflict) as exc:
@@ -229,7 +230,7 @@ class Gate:
             if prior is not None:
                 return prior
         scan_id = scan_id or new_scan_id()
-        result = await self._record(payload, fingerprint, device, operator, kind or self.mode, scan_id)
+        result = await self._record(payload, fingerprint, device, operator, kind or self.kind, scan_id)
         if self.online is not None and not result.duplicate:
             admitted = result.recorded and result.decision.outcome is Outcome.ALLOW
             self.online.settled(result.scan_id, admitted)
@@ -264,7 +265,7 @@ class Gate:
             else:
                 assert manifest is not None  # identify() answers manifest_missing without one
                 local = decide(found, manifest, self.checkpoint, facts, scan.wall, kind)
-            return local if remote is None else _together(local, remote, scan_id)
+            return local if remote is None else _both_allow(local, remote, scan_id)
 
         ticket_id = found.ticket_id if isinstance(found, Ticket) else None
         try:
@@ -331,7 +332,7 @@ def _duplicate(scan_id: str, fingerprint: str, recorded: RecordedScan) -> ScanRe
     return ScanResult(scan_id, Decision.from_dict(recorded.decision), duplicate=True)
 
 
-def _together(local: Decision, remote: Decision, scan_id: str) -> Decision:
+def _both_allow(local: Decision, remote: Decision, scan_id: str) -> Decision:
     """Online-first: a ticket goes in only when both the central and this gate say so.
 
     The central's refusal stands (it knows of redemptions at devices this gate cannot
