@@ -153,11 +153,11 @@ async def test_the_release_button_opens_and_is_recorded(
         assert result.decision.outcome is Outcome.ALLOW and relay_level(pins)
         assert rig.signals.shown[-1].reason is Reason.MANUAL_RELEASE
         row = rig.rows(
-            "SELECT device, operator, ticket_id, outcome, reason, resolution, fingerprint"
+            "SELECT device, operator, ticket_id, outcome, reason, resolution, fingerprint, manifest_version"
             " FROM scans WHERE uuid = ?",
             (result.scan_id,),
         )
-        assert row == [("button", "steward", None, "allow", "manual_release", "released", "")]
+        assert row == [("button", "steward", None, "allow", "manual_release", "released", "", 1)]
         assert rig.scalar("SELECT COUNT(*) FROM redemptions") == 0
         assert (await rig.ledger.counters())["manual_releases"] == 1
         await turnstile.aclose()

@@ -173,7 +173,10 @@ class Gate:
     async def release(self, *, device: str, operator: str) -> ScanResult:
         """Release the turnstile by hand: recorded in the evidence log, then shown and pulsed."""
         decision = Decision(Reason.MANUAL_RELEASE, "Released by staff")
-        scan = self._scan_of(new_scan_id(), "", device, operator, self.kind, route="offline")
+        # No payload, so no fingerprint; decided here, on whatever manifest is active.
+        scan = self._scan_of(
+            new_scan_id(), "", device, operator, self.kind, route="offline", manifest=self.manifests.current
+        )
         try:
             await self.ledger.record_scan(scan, None, lambda _facts: decision)
         except (sqlite3.Error, ValueError, PolicyConflict) as exc:
@@ -290,7 +293,7 @@ class Gate:
         kind: ScanKind,
         *,
         route: Route,
-        manifest: Manifest | None = None,
+        manifest: Manifest | None,
     ) -> Scan:
         """The scan as the ledger records it: made now, decided on ``manifest``."""
         return Scan(
