@@ -11,7 +11,7 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from gate_daemon.core.decision import ScanKind
+from gate_daemon.core.decision import Decision, Reason, ScanKind
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.records import Redemption
@@ -22,8 +22,9 @@ from gate_daemon.provision.build import build_manifest
 from gate_daemon.provision.event import EventSpec, load_event
 from gate_daemon.provision.keyfiles import write_keypair
 from gate_daemon.provision.tickets import load_tickets
-from gate_daemon.store.ledger import Ledger, ScanEvidence, new_scan_id
+from gate_daemon.store.ledger import Ledger
 from gate_daemon.store.manifest_file import read_manifest
+from gate_daemon.store.scans import Scan, ScanRecord, new_scan_id
 
 EVENT_ID = "demo-2026"
 
@@ -194,27 +195,34 @@ def flip(data: bytes, index: int, mask: int = 0x01) -> bytes:
     return bytes(out)
 
 
-async def admit(ledger: Ledger, ticket: str, kind: ScanKind = ScanKind.ENTRY, *, wall: float) -> Redemption:
-    """Commit one admitted scan of ``ticket`` at the ledger's gate, the way the gate does."""
-    async with ledger.serial:
-        facts = await ledger.facts(ticket)
-        scan = ScanEvidence(
-            uuid=new_scan_id(),
-            hlc=ledger.clock.tick(int(wall * 1000)),
-            wall=wall,
-            gate=ledger.gate_id,
-            device="test",
-            operator=None,
-            fingerprint="00" * 16,
-            ticket_id=ticket,
-            kind=kind,
-            outcome="allow",
-            reason="ok",
-            resolution="admitted" if kind is ScanKind.ENTRY else "exited",
-            mode="offline",
-            manifest_version=1,
-            decision={"outcome": "allow", "reason": "ok"},
-        )
-        record = await ledger.commit_scan(scan, ("scans",), facts)
-    assert record is not None
-    return record
+def hand_scan(
+    *, wall: float, kind: ScanKind = ScanKind.ENTRY, scan_id: str | None = None, operator: str | None = None
+) -> Scan:
+    """A scan at a test device, decided offline on manifest version 1, as the gate hands it to its ledger."""
+    return Scan(
+        uuid=scan_id or new_scan_id(),
+        wall=wall,
+        device="test",
+        operator=operator,
+        fingerprint="00" * 16,
+        kind=kind,
+        route="offline",
+        manifest_version=1,
+    )
+
+
+async def admit(
+    ledger: Ledger,
+    ticket: str,
+    kind: ScanKind = ScanKind.ENTRY,
+    *,
+    wall: float,
+    scan_id: str | None = None,
+    operator: str | None = None,
+) -> Redemption:
+    """Commit one scan of ``ticket`` that its verdict allows, whatever its facts, through the ledger."""
+    allowed = Decision(Reason.OK, "Entry allowed", ticket_id=ticket)
+    scan = hand_scan(wall=wall, kind=kind, scan_id=scan_id, operator=operator)
+    recorded = await ledger.record_scan(scan, ticket, lambda _facts: allowed)
+    assert isinstance(recorded, ScanRecord) and recorded.redemption is not None
+    return recorded.redemption

@@ -9,30 +9,14 @@ from pathlib import Path
 import pytest
 
 from gate_daemon.cli.gatectl import main
-from gate_daemon.core.decision import ScanKind
-from gate_daemon.store.ledger import Ledger, ScanEvidence, new_scan_id
+from gate_daemon.core.decision import Decision, Reason
+from gate_daemon.store.ledger import Ledger
+from tests.support import hand_scan
 
 
 async def scan(ledger: Ledger, n: int) -> None:
-    async with ledger.serial:
-        evidence = ScanEvidence(
-            uuid=new_scan_id(),
-            hlc=ledger.clock.tick(int(time.time() * 1000)),
-            wall=time.time(),
-            gate="north-1",
-            device="test",
-            operator=None,
-            fingerprint="00" * 16,
-            ticket_id=f"T-{n}",
-            kind=ScanKind.ENTRY,
-            outcome="deny",
-            reason="unpaid",
-            resolution="refused",
-            mode="offline",
-            manifest_version=1,
-            decision={"outcome": "deny", "reason": "unpaid", "message": "Order is not paid"},
-        )
-        await ledger.commit_scan(evidence, ("scans", "reason:unpaid"))
+    unpaid = Decision(Reason.UNPAID, "Order is not paid", ticket_id=f"T-{n}")
+    await ledger.record_scan(hand_scan(wall=time.time()), f"T-{n}", lambda _facts: unpaid)
 
 
 async def test_a_cleanly_stopped_ledger_is_read_without_writing_beside_it(

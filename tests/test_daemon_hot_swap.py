@@ -188,3 +188,22 @@ def test_the_same_version_dropped_again_changes_nothing(
     wait_until(lambda: "last_refusal" in gate.status()["manifest"], what="the refusal")
     assert gate.status()["manifest"]["version"] == 1
     assert gate.scan("A109-1")["reason"] == "unknown_ticket"  # still the first v1
+
+
+def test_a_version_dropped_while_stopped_judges_multi_entry_tickets_by_their_own_rule(
+    tmp_path: Path, live: LiveWorld, launch: Launcher
+) -> None:
+    drop = tmp_path / "drop.gdm"
+    cfg = write_gate_config(tmp_path / "gate.toml", live, poll_ms=POLL_MS, signals="none")
+    gate = launch(cfg)
+    # A105-1 (L-0007) may enter 3 times: two entries are no double entry.
+    assert [gate.scan("A105-1")["outcome"] for _ in range(2)] == ["allow", "allow"]
+    assert gate.stop() == 0
+    drop_file(drop, live.manifest(2, tickets_csv=TICKETS_V2))
+    again = launch(cfg)
+    assert again.status()["manifest"]["version"] == 2
+    # The start judges conflicts under v2's rules from its first look: none is found, so
+    # none is counted (gate_conflicts_found_total) and none is recorded.
+    assert again.counters().get("conflicts", 0) == 0
+    assert query(again.ledger_path, "SELECT COUNT(*) FROM conflicts") == [(0,)]
+    assert again.scan("A105-1")["outcome"] == "allow"

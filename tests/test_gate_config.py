@@ -97,7 +97,7 @@ def test_the_shipped_example_loads_with_systemds_directories() -> None:
         "floor",
         None,
     )
-    assert config.gate.mode is ScanKind.ENTRY
+    assert config.gate.kind is ScanKind.ENTRY
     assert config.gate.repeat_window_ms == 3000
     assert config.gate.state_dir == Path("/var/lib/gate-daemon")
     assert config.ledger_path == Path("/var/lib/gate-daemon/ledger.sqlite")
@@ -152,7 +152,7 @@ def test_defaults_fill_what_is_left_out(tmp_path: Path) -> None:
     config = load_config(write(tmp_path, minimal), {})
     assert isinstance(config, GateConfig)
     assert config.gate.zone is None and config.gate.session is None
-    assert config.gate.mode is ScanKind.ENTRY
+    assert config.gate.kind is ScanKind.ENTRY
     assert config.input.kind is InputKind.NONE and config.input.path is None
     assert config.signals.kind is SignalsKind.CONSOLE
     assert config.signals.color == "auto"

@@ -120,11 +120,11 @@ async def test_the_button_releases_and_records_the_steward(
 
 async def test_the_exit_button_arms_an_exit_scan(tmp_path: Path, live: LiveWorld, pins: MockFactory) -> None:
     async with serving(tmp_path, live, pins, action="exit") as running:
-        assert (await running.gate.frame("A100-2", device="camera")) is not None
+        assert (await running.gate.sighted("A100-2", device="camera")) is not None
         running.gate._seen.clear()  # as if the repeat window had passed
         pins.pin(BUTTON).drive_low()
         await eventually(lambda: running.gate._armed is not None)
-        left = await running.gate.frame("A100-2", device="camera")
+        left = await running.gate.sighted("A100-2", device="camera")
         assert left is not None and left.decision.outcome is Outcome.ALLOW
         assert level(pins, RELAY)  # an exit is released like an entry
         counters = await running.ledger.counters()

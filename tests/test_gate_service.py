@@ -16,7 +16,7 @@ from hypothesis import strategies as st
 
 from gate_daemon.core.decision import Decision, Outcome, Reason, ScanKind
 from gate_daemon.gate.scan import ScanIdReused, gate_scan_id
-from gate_daemon.store.ledger import new_scan_id
+from gate_daemon.store.scans import new_scan_id
 from tests.gate_fixtures import GATE_ID, RecordingSignals, Rig, gate_rig, query
 from tests.support import SAT_START, SUN_START, World
 
@@ -77,11 +77,13 @@ async def test_the_answer_is_the_json_the_control_socket_sends(world: World, tmp
     async with gate_rig(world, tmp_path) as rig:
         result = await rig.gate.scan(REF_T0001, device="test", operator="anna")
         answer = result.as_dict()
-        assert answer["scan_id"] == result.scan_id
+        assert answer["scan_id"] == answer["record_id"] == result.scan_id
         assert answer["recorded"] is True
         assert "duplicate" not in answer
         stored = json.loads(rig.scalar("SELECT decision FROM scans WHERE uuid = ?", (result.scan_id,)))
-        assert {k: v for k, v in answer.items() if k not in ("scan_id", "recorded")} == stored
+        assert {k: v for k, v in answer.items() if k not in ("scan_id", "record_id", "recorded")} == stored
+        # With the client's own id, the answer carries both: the client's to retry with.
+        assert result.as_dict(client_id="c-1") == {**answer, "scan_id": "c-1"}
         assert rig.rows("SELECT device, operator FROM scans") == [("test", "anna")]
         assert rig.rows("SELECT operator FROM redemptions") == [("anna",)]
 
@@ -133,7 +135,7 @@ async def test_an_exit_without_an_entry_is_not_inside(world: World, tmp_path: Pa
 
 
 async def test_an_exit_gate_records_exits(world: World, tmp_path: Path) -> None:
-    async with gate_rig(world, tmp_path, mode=ScanKind.EXIT) as rig:
+    async with gate_rig(world, tmp_path, kind=ScanKind.EXIT) as rig:
         scan = rig.gate.scan
         assert (await scan(REF_T0001, device="test")).decision.reason is Reason.NOT_INSIDE
         assert (await scan(REF_T0001, device="test", kind=ScanKind.ENTRY)).decision.reason is Reason.OK
@@ -223,23 +225,23 @@ async def test_a_broken_light_does_not_lose_the_scan(world: World, tmp_path: Pat
 
 async def test_repeat_frames_within_the_window_are_one_scan(world: World, tmp_path: Path) -> None:
     async with gate_rig(world, tmp_path, repeat_window=3.0) as rig:
-        first = await rig.gate.frame(REF_T0001, device="camera")
+        first = await rig.gate.sighted(REF_T0001, device="camera")
         rig.mono.now += 1.0
-        repeat = await rig.gate.frame(REF_T0001, device="camera")
+        repeat = await rig.gate.sighted(REF_T0001, device="camera")
         assert first is not None and first.decision.reason is Reason.OK
         assert repeat is None
         assert rig.gate.volatile["repeats"] == 1
         assert rig.scalar("SELECT COUNT(*) FROM scans") == 1
         # Another code in between is its own scan.
-        other = await rig.gate.frame(LEGACY_T0007, device="camera")
+        other = await rig.gate.sighted(LEGACY_T0007, device="camera")
         assert other is not None
         # The window counts from the last sighting: a code held in view stays one scan.
         rig.mono.now += 2.5
-        assert await rig.gate.frame(REF_T0001, device="camera") is None
+        assert await rig.gate.sighted(REF_T0001, device="camera") is None
         assert rig.gate.volatile["repeats"] == 2
         # Shown again after the window: scanned again (and now already used).
         rig.mono.now += 3.0
-        again = await rig.gate.frame(REF_T0001, device="camera")
+        again = await rig.gate.sighted(REF_T0001, device="camera")
         assert again is not None
         assert again.decision.reason is Reason.ALREADY_USED
         assert rig.scalar("SELECT COUNT(*) FROM scans") == 3

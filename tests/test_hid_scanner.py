@@ -333,7 +333,7 @@ async def test_hid_payloads_through_a_gate(bus: Bus, world: World, tmp_path: Pat
         scanner.scan("REF-SAT-FLOOR-0001")
         scanner.press(typed("O-105") + tap(ecodes.KEY_F5) + typed("-C2") + enter())
         scanner.scan("O-100-A2")
-        results = [await rig.gate.frame(await next_payload(found), device=source.name) for _ in range(3)]
+        results = [await rig.gate.sighted(await next_payload(found), device=source.name) for _ in range(3)]
         reasons = [r.decision.reason for r in results if r is not None]
         assert reasons == [Reason.OK, Reason.INVALID_PAYLOAD, Reason.WRONG_ZONE]
         assert rig.rows("SELECT DISTINCT device FROM scans") == [("hid",)]

@@ -161,8 +161,7 @@ async def test_a_signed_push_is_applied_and_answered_with_the_next_challenge(tmp
         assert reply.body == {"applied": 2, "duplicates": 0, "refused": []}
         assert HEADER_CHALLENGE in reply.headers
         assert await rig.stored() == sorted(r["uuid"] for r in records)
-        async with rig.ledger.serial:
-            facts = await rig.ledger.facts("L-0001")
+        facts = await rig.ledger.facts("L-0001")
         assert (facts.entries, facts.last_entry_gate) == (1, "gate-b")
         # The same records again: duplicates, a success.
         again = await rig.signed("gate-b", PUSH, {"records": records})

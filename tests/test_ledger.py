@@ -12,21 +12,15 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon.core.decision import LedgerFacts, ScanKind
+from gate_daemon.core.decision import Decision, LedgerFacts, Reason, ScanKind
 from gate_daemon.core.hlc import Stamp
+from gate_daemon.core.records import Redemption
 from gate_daemon.core.tokens import payload_fingerprint
-from gate_daemon.store.ledger import (
-    Ledger,
-    LedgerError,
-    ManifestState,
-    PolicyConflict,
-    Redemption,
-    ScanEvidence,
-    new_scan_id,
-)
+from gate_daemon.store.ledger import SCAN_ATTEMPTS, Ledger, LedgerError, ManifestState
+from gate_daemon.store.scans import PolicyConflict, RecordedScan, ScanRecord, new_scan_id
 from gate_daemon.store.schema import MIGRATIONS
 from tests.gate_fixtures import gate_rig, query, scalar
-from tests.support import EVENT_ID, SAT_START, World
+from tests.support import EVENT_ID, SAT_START, World, admit, hand_scan
 
 GATE = "north-1"
 WALL = float(SAT_START)
@@ -58,52 +52,31 @@ async def redeem(
     kind: ScanKind = ScanKind.ENTRY,
     *,
     wall: float = WALL,
-    facts: LedgerFacts | None = None,
     scan_id: str | None = None,
 ) -> Redemption:
-    """Commit one admitted scan the way the gate does, on the ledger's facts (or on ``facts``)."""
-    async with ledger.serial:
-        known = facts if facts is not None else await ledger.facts(ticket_id)
-        hlc = ledger.clock.tick(int(wall * 1000))
-        scan = evidence(scan_id or new_scan_id(), hlc=hlc, ticket_id=ticket_id, kind=kind, wall=wall)
-        record = await ledger.commit_scan(scan, ("scans", f"kind:{kind.value}"), known)
-    assert record is not None
-    return record
+    """Commit one admitted scan through the ledger's unit of work, made by anna."""
+    return await admit(ledger, ticket_id, kind, wall=wall, scan_id=scan_id, operator="anna")
 
 
-def evidence(
-    uuid: str,
-    *,
-    hlc: int,
-    ticket_id: str | None = "T-0001",
-    reason: str = "ok",
-    kind: ScanKind = ScanKind.ENTRY,
-    wall: float = WALL,
-) -> ScanEvidence:
-    decision = {
-        "outcome": "allow" if reason == "ok" else "deny",
-        "reason": reason,
-        "message": "Entry allowed",
-    }
-    if ticket_id:
-        decision["ticket_id"] = ticket_id
-    return ScanEvidence(
-        uuid=uuid,
-        hlc=hlc,
-        wall=wall,
-        gate=GATE,
-        device="test",
-        operator="anna",
-        fingerprint="00" * 16,
-        ticket_id=ticket_id,
-        kind=kind,
-        outcome=decision["outcome"],
-        reason=reason,
-        resolution="admitted" if reason == "ok" else "refused",
-        mode="offline",
-        manifest_version=1,
-        decision=decision,
-    )
+#: A refusal as the evidence log keeps it.
+CANCELED = Decision(Reason.CANCELED, "Order was canceled", ticket_id="T-0001")
+#: The counters one admitted entry scan adds to.
+ADMITTED = {
+    "scans": 1,
+    "offline_scans": 1,
+    "outcome:allow": 1,
+    "reason:ok": 1,
+    "kind:entry": 1,
+    "resolution:admitted": 1,
+}
+
+
+async def refuse(ledger: Ledger, *, wall: float = WALL, scan_id: str | None = None) -> ScanRecord:
+    """Commit one scan of T-0001 refused as canceled."""
+    scan = hand_scan(wall=wall, scan_id=scan_id, operator="anna")
+    recorded = await ledger.record_scan(scan, "T-0001", lambda _facts: CANCELED)
+    assert isinstance(recorded, ScanRecord) and recorded.redemption is None
+    return recorded
 
 
 # ------------------------------------------------------------------ opening
@@ -224,16 +197,23 @@ async def test_sequence_numbers_continue_after_reopen(db: Path) -> None:
 
 async def test_sequence_numbers_come_from_the_file_not_from_memory(db: Path) -> None:
     # A second writer on the same file cannot make this gate reuse a number: the primary
-    # key refuses it, the ledger takes up the file's numbering, and the retry (the gate
-    # decides again on PolicyConflict) takes the next one.
+    # key refuses it, the ledger takes up the file's numbering, and the scan is decided
+    # again and takes the next one.
     ledger = await Ledger.open(db, GATE)
     try:
         await redeem(ledger, "T-1")
         with raw(db) as conn:
             _insert(conn, seq=2, ticket_id="T-OTHER", epoch=ledger.epoch)
-        with pytest.raises(PolicyConflict):
-            await redeem(ledger, "T-2")
-        assert (await redeem(ledger, "T-2")).seq == 3
+        tries: list[LedgerFacts] = []
+
+        def allow(facts: LedgerFacts) -> Decision:
+            tries.append(facts)
+            return Decision(Reason.OK, "Entry allowed", ticket_id="T-2")
+
+        recorded = await ledger.record_scan(hand_scan(wall=WALL), "T-2", allow)
+        assert isinstance(recorded, ScanRecord) and recorded.redemption is not None
+        assert recorded.redemption.seq == 3
+        assert len(tries) == 2
         assert query(db, "SELECT ticket_id, seq FROM redemptions ORDER BY seq") == [
             ("T-1", 1),
             ("T-OTHER", 2),
@@ -247,16 +227,16 @@ async def test_the_clock_resumes_above_the_last_stamp_after_reopen(db: Path) -> 
     ledger = await Ledger.open(db, GATE)
     entry = await redeem(ledger, "T-1", wall=WALL + 3600)  # recorded while the clock ran an hour fast
     # A denial stamped later still: the clock must resume above the evidence log too.
-    async with ledger.serial:
-        await ledger.commit_scan(evidence(new_scan_id(), hlc=entry.hlc + 10, reason="canceled"), ())
+    denial = (await refuse(ledger, wall=WALL + 3600)).evidence.hlc
+    assert denial > entry.hlc
     await ledger.close()
 
     ledger = await Ledger.open(db, GATE)
     try:
-        assert ledger.clock.last == entry.hlc + 10
+        assert ledger.clock.last == denial
         # The wall clock is now back to the right time, an hour "earlier".
         after = await redeem(ledger, "T-2", wall=WALL)
-        assert after.hlc > entry.hlc + 10
+        assert after.hlc > denial
         assert Stamp.unpack(after.hlc).millis == Stamp.unpack(entry.hlc).millis
     finally:
         await ledger.close()
@@ -320,41 +300,68 @@ async def test_the_schema_checks_kinds_slots_and_sequences(db: Path) -> None:
             _insert(conn, seq=1, ticket_id="T-0002")
 
 
-async def test_a_scan_on_stale_facts_conflicts_and_writes_nothing(db: Path) -> None:
+async def test_a_scan_on_stale_facts_is_decided_again_and_its_stale_try_writes_nothing(db: Path) -> None:
     ledger = await Ledger.open(db, GATE)
     try:
-        first = await redeem(ledger, "T-0001")
-        assert first.slot == 1
-        lost_scan = new_scan_id()
-        with pytest.raises(PolicyConflict):
-            # Decided as if T-0001 had never entered: its slot 1 is taken.
-            await redeem(ledger, "T-0001", facts=LedgerFacts(), scan_id=lost_scan)
-        # Nothing of the refused scan is there: no redemption, no evidence, no counter.
-        assert await ledger.counters() == {"scans": 1, "kind:entry": 1}
-        assert await ledger.find_scan(lost_scan) is None
-        assert query(db, "SELECT ticket_id, slot, seq FROM redemptions") == [("T-0001", 1, 1)]
+        # Another writer admits T-0001 as this gate behind the ledger's back: the ledger's
+        # memory says T-0001 never entered, so the scan's first try sees stale facts.
+        with raw(db) as conn:
+            _insert(conn, seq=7, epoch=ledger.epoch)
+        tries: list[LedgerFacts] = []
+
+        def allow(facts: LedgerFacts) -> Decision:
+            tries.append(facts)
+            return Decision(Reason.OK, "Entry allowed", ticket_id="T-0001")
+
+        recorded = await ledger.record_scan(hand_scan(wall=WALL), "T-0001", allow)
+        # Its slot 1 was taken, so it was decided again, on the facts in the file.
+        assert [(facts.entries, facts.entry_slots) for facts in tries] == [(0, 0), (1, 1)]
+        assert isinstance(recorded, ScanRecord) and recorded.redemption is not None
+        # Nothing of the stale try is there: one evidence row, one count, and no number
+        # used (the scan's redemption follows the file's last one, with no gap).
+        assert await ledger.counters() == ADMITTED
         assert query(db, "SELECT COUNT(*) FROM scans") == [(1,)]
-        # The sequence did not advance: the next record takes number 2, with no gap.
-        await redeem(ledger, "T-0002")
-        # On fresh facts the ticket's next slot is free.
-        second = await redeem(ledger, "T-0001")
-        assert second.slot == 2
         assert query(db, "SELECT ticket_id, slot, seq FROM redemptions ORDER BY seq") == [
-            ("T-0001", 1, 1),
-            ("T-0002", 1, 2),
-            ("T-0001", 2, 3),
+            ("T-0001", 1, 7),
+            ("T-0001", 2, 8),
         ]
+        # On fresh facts the ticket's next slot is free.
+        assert (await redeem(ledger, "T-0001")).slot == 3
     finally:
         await ledger.close()
 
 
-async def test_a_second_record_with_the_same_scan_id_conflicts(db: Path) -> None:
+async def test_a_scan_whose_ticket_keeps_changing_gives_up_and_writes_nothing(db: Path) -> None:
+    ledger = await Ledger.open(db, GATE)
+    try:
+        with raw(db) as conn:
+
+            def allow(facts: LedgerFacts) -> Decision:
+                # Another writer takes the very slot this try is about to take.
+                slot = facts.entry_slots + 1
+                _insert(conn, seq=100 + slot, slot=slot, epoch=ledger.epoch)
+                return Decision(Reason.OK, "Entry allowed", ticket_id="T-0001")
+
+            with pytest.raises(PolicyConflict, match="kept changing"):
+                await ledger.record_scan(hand_scan(wall=WALL), "T-0001", allow)
+        assert query(db, "SELECT slot FROM redemptions ORDER BY slot") == [
+            (slot,) for slot in range(1, SCAN_ATTEMPTS + 1)
+        ]
+        assert query(db, "SELECT COUNT(*) FROM scans") == [(0,)]
+        assert await ledger.counters() == {}
+    finally:
+        await ledger.close()
+
+
+async def test_a_second_record_with_the_same_scan_id_is_answered_with_the_first(db: Path) -> None:
     ledger = await Ledger.open(db, GATE)
     try:
         scan_id = new_scan_id()
         await redeem(ledger, "T-0001", scan_id=scan_id)
-        with pytest.raises(PolicyConflict):
-            await redeem(ledger, "T-0002", scan_id=scan_id)
+        allowed = Decision(Reason.OK, "Entry allowed", ticket_id="T-0002")
+        again = await ledger.record_scan(hand_scan(wall=WALL, scan_id=scan_id), "T-0002", lambda _f: allowed)
+        assert isinstance(again, RecordedScan)
+        assert again.decision == Decision(Reason.OK, "Entry allowed", ticket_id="T-0001").as_dict()
         assert query(db, "SELECT ticket_id FROM redemptions") == [("T-0001",)]
         assert (await ledger.counters())["scans"] == 1
     finally:
@@ -434,9 +441,8 @@ async def test_facts_count_entries_exits_and_the_last_entry(db: Path) -> None:
         await redeem(ledger, "T-0008", wall=WALL)
         await redeem(ledger, "T-0008", ScanKind.EXIT, wall=WALL + 60)
         await redeem(ledger, "T-0008", wall=WALL + 120)
-        async with ledger.serial:
-            facts = await ledger.facts("T-0008")
-            nothing = await ledger.facts("T-0001")
+        facts = await ledger.facts("T-0008")
+        nothing = await ledger.facts("T-0001")
         assert facts == LedgerFacts(
             entries=2,
             exits=1,
@@ -460,8 +466,7 @@ async def test_a_void_takes_an_entry_back_and_keeps_its_slot(db: Path) -> None:
         voided = await ledger.void(first.uuid, wall=WALL + 9, operator=None, counters=["passage:not_passed"])
         again = await ledger.void(first.uuid, wall=WALL + 10, operator=None, counters=["passage:not_passed"])
         unknown = await ledger.void(new_scan_id(), wall=WALL + 10, operator=None, counters=["x"])
-        async with ledger.serial:
-            facts = await ledger.facts("T-0009")
+        facts = await ledger.facts("T-0009")
         assert voided is not None and (voided.kind, voided.voids, voided.seq) == ("void", first.uuid, 2)
         assert (again, unknown) == (None, None)
         assert (facts.entries, facts.inside, facts.entry_slots, facts.last_entry_at) == (0, False, 1, None)
@@ -490,8 +495,7 @@ async def test_a_version_1_file_is_migrated_with_its_redemptions(db: Path) -> No
         old.execute("PRAGMA user_version = 1")
     ledger = await Ledger.open(db, GATE)
     try:
-        async with ledger.serial:
-            facts = await ledger.facts("T-0001")
+        facts = await ledger.facts("T-0001")
         assert (facts.entries, facts.entry_slots) == (1, 1)
         assert query(db, "PRAGMA user_version") == [(len(MIGRATIONS),)]
         assert await ledger.void("u1", wall=2.0, operator="steward", counters=[]) is not None
@@ -529,16 +533,14 @@ async def test_a_new_ledger_remembers_no_manifest(db: Path) -> None:
 async def test_find_scan_returns_the_decision_recorded(db: Path) -> None:
     ledger = await Ledger.open(db, GATE)
     scan_id = new_scan_id()
-    async with ledger.serial:
-        scan = evidence(scan_id, hlc=ledger.clock.tick(int(WALL * 1000)), reason="canceled")
-        await ledger.commit_scan(scan, ("scans",))
+    await refuse(ledger, scan_id=scan_id)
     try:
         found = await ledger.find_scan(scan_id)
         assert found is not None and found.fingerprint == "00" * 16
         assert found.decision == {
             "outcome": "deny",
             "reason": "canceled",
-            "message": "Entry allowed",
+            "message": "Order was canceled",
             "ticket_id": "T-0001",
         }
         assert await ledger.find_scan(new_scan_id()) is None

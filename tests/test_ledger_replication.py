@@ -19,7 +19,9 @@ from gate_daemon.core.decision import LedgerFacts, ScanKind
 from gate_daemon.core.hlc import MAX_AHEAD_MS, Stamp
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.records import Redemption
-from gate_daemon.store.ledger import Ledger, read_conflicts
+from gate_daemon.store.conflicts import EntriesAllowed, single_entry
+from gate_daemon.store.ledger import Ledger
+from gate_daemon.store.offline_reads import read_conflicts
 from gate_daemon.store.schema import MIGRATIONS
 from tests import support
 
@@ -83,8 +85,7 @@ async def admit(
 
 
 async def facts_of(ledger: Ledger, ticket: str) -> LedgerFacts:
-    async with ledger.serial:
-        return await ledger.facts(ticket)
+    return await ledger.facts(ticket)
 
 
 def rows(path: Path, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
@@ -106,8 +107,8 @@ async def ledger(tmp_path: Path) -> Any:
 
 
 @contextlib.asynccontextmanager
-async def opened(path: Path, gate: str) -> Any:
-    ledger = await Ledger.open(path, gate)
+async def opened(path: Path, gate: str, entries_allowed: EntriesAllowed = single_entry) -> Any:
+    ledger = await Ledger.open(path, gate, entries_allowed=entries_allowed)
     try:
         yield ledger
     finally:
@@ -487,38 +488,38 @@ async def test_a_void_of_the_entry_that_stood_moves_the_conflict(ledger: Ledger)
     assert (await ledger.counters())["conflicts"] == 2  # each found once; moves are not new conflicts
 
 
-async def test_conflicts_follow_the_tickets_entry_policy(ledger: Ledger) -> None:
-    b = Origin("gate-b")
+async def test_conflicts_follow_the_tickets_entry_policy(tmp_path: Path) -> None:
     policies = {"T-RE": REENTRY, "T-3": 3}
-    ledger.entries_allowed = lambda ticket: policies.get(ticket, 1)
-    batch = [
-        b.make("T-RE", at=WALL),
-        b.make("T-RE", "exit", at=WALL + 1),
-        b.make("T-RE", at=WALL + 2),  # back in after an exit: fine
-        *(b.make("T-3", at=WALL + n) for n in range(3)),  # three of three: fine
-        b.make("T-1", at=WALL),
-    ]
-    assert (await ledger.learn(batch, now=WALL + 10)).conflicts == 0
-    late = Origin("gate-c").make("T-RE", at=WALL + 3)  # in again while inside
-    fourth = Origin("gate-d").make("T-3", at=WALL + 4)
-    assert (await ledger.learn([late, fourth], now=WALL + 10)).conflicts == 2
-    assert pairs(await ledger.conflicts()) == sorted(
-        [("T-RE", batch[2][0].uuid, late[0].uuid), ("T-3", batch[5][0].uuid, fourth[0].uuid)]
-    )
+    async with opened(tmp_path / "a.sqlite", "gate-a", lambda ticket: policies.get(ticket, 1)) as ledger:
+        b = Origin("gate-b")
+        batch = [
+            b.make("T-RE", at=WALL),
+            b.make("T-RE", "exit", at=WALL + 1),
+            b.make("T-RE", at=WALL + 2),  # back in after an exit: fine
+            *(b.make("T-3", at=WALL + n) for n in range(3)),  # three of three: fine
+            b.make("T-1", at=WALL),
+        ]
+        assert (await ledger.learn(batch, now=WALL + 10)).conflicts == 0
+        late = Origin("gate-c").make("T-RE", at=WALL + 3)  # in again while inside
+        fourth = Origin("gate-d").make("T-3", at=WALL + 4)
+        assert (await ledger.learn([late, fourth], now=WALL + 10)).conflicts == 2
+        assert pairs(await ledger.conflicts()) == sorted(
+            [("T-RE", batch[2][0].uuid, late[0].uuid), ("T-3", batch[5][0].uuid, fourth[0].uuid)]
+        )
 
 
-async def test_a_new_manifests_entry_policy_judges_the_tickets_again(ledger: Ledger) -> None:
+async def test_a_new_manifests_entry_policy_judges_the_tickets_again(tmp_path: Path) -> None:
     policies = {"T-1": 1}
-    ledger.entries_allowed = lambda ticket: policies.get(ticket, 1)
-    first, second = Origin("gate-b").make("T-1", at=WALL), Origin("gate-c").make("T-1", at=WALL + 1)
-    assert (await ledger.learn([first, second], now=WALL + 2)).conflicts == 1
-    policies["T-1"] = 2  # the next manifest sells T-1 as a two-entry ticket
-    assert await ledger.recheck_conflicts(WALL + 3) == 0
-    assert await ledger.conflicts() == []
-    policies["T-1"] = 1  # and back
-    assert await ledger.recheck_conflicts(WALL + 4) == 1
-    assert pairs(await ledger.conflicts()) == [("T-1", first[0].uuid, second[0].uuid)]
-    assert (await ledger.counters())["conflicts"] == 2  # found twice, counted twice
+    async with opened(tmp_path / "a.sqlite", "gate-a", lambda ticket: policies.get(ticket, 1)) as ledger:
+        first, second = Origin("gate-b").make("T-1", at=WALL), Origin("gate-c").make("T-1", at=WALL + 1)
+        assert (await ledger.learn([first, second], now=WALL + 2)).conflicts == 1
+        policies["T-1"] = 2  # the next manifest sells T-1 as a two-entry ticket
+        assert await ledger.recheck_conflicts(WALL + 3) == 0
+        assert await ledger.conflicts() == []
+        policies["T-1"] = 1  # and back
+        assert await ledger.recheck_conflicts(WALL + 4) == 1
+        assert pairs(await ledger.conflicts()) == [("T-1", first[0].uuid, second[0].uuid)]
+        assert (await ledger.counters())["conflicts"] == 2  # found twice, counted twice
 
 
 async def test_forced_entries_are_no_double_entry(ledger: Ledger) -> None:

@@ -18,7 +18,7 @@ from gate_daemon.core.decision import Checkpoint, Decision, Reason, ScanKind
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.net.online import BreakerSettings, OnlineDecider, Switch
 from gate_daemon.net.upstream import UpstreamClient
-from gate_daemon.store.ledger import read_counters
+from gate_daemon.store.offline_reads import read_counters
 from tests.fake_central import FakeCentral
 from tests.gate_fixtures import GATE_ID, Rig, gate_rig
 from tests.support import World

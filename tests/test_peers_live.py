@@ -31,7 +31,7 @@ from prometheus_client.parser import text_string_to_metric_families
 from gate_daemon.core.hlc import Stamp
 from gate_daemon.core.records import Redemption
 from gate_daemon.provision.keyfiles import read_secret
-from gate_daemon.store.ledger import read_conflicts, read_counters
+from gate_daemon.store.offline_reads import read_conflicts, read_counters
 from tests.gate_process import GateProcess, Launcher, free_port, gatectl, redemptions, wait_until
 from tests.link_proxy import Link, Mode, close_server
 from tests.live import LiveWorld, make_live_world, payload, ticket, tickets_csv, write_gate_config

@@ -39,7 +39,6 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
-from gate_daemon.daemon.app import _entries_allowed
 from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.gate.scan import Gate
 from gate_daemon.hardware.factory import NullSignals
@@ -48,6 +47,7 @@ from gate_daemon.net.lan import LanServer, create_app
 from gate_daemon.net.peers import Replicator
 from gate_daemon.net.replication import Replication
 from gate_daemon.provision.keyfiles import read_public, read_secret
+from gate_daemon.store.conflicts import entry_limit
 from gate_daemon.store.ledger import Ledger
 from tests.link_proxy import Link
 from tests.live import EVENT_ID, LiveWorld, make_live_world
@@ -155,7 +155,12 @@ class Node:
 async def open_node(world: LiveWorld, manifest: bytes, folder: Path, gate_id: str) -> Node:
     folder.mkdir(parents=True)
     (folder / "drop.gdm").write_bytes(manifest)
-    ledger = await Ledger.open(folder / "ledger.sqlite", gate_id)
+    # As the daemon wires it: conflicts judged by the active manifest's entry rules.
+    ledger = await Ledger.open(
+        folder / "ledger.sqlite",
+        gate_id,
+        entries_allowed=lambda ticket_id: entry_limit(watch.current, ticket_id),
+    )
     try:
         checkpoint = Checkpoint("floor", None)
         watch = ManifestWatch(
@@ -168,12 +173,11 @@ async def open_node(world: LiveWorld, manifest: bytes, folder: Path, gate_id: st
         )
         await watch.start()
         assert watch.current is not None
-        ledger.entries_allowed = _entries_allowed(watch)
         gate = Gate(
             gate_id=gate_id,
             event_id=EVENT_ID,
             checkpoint=checkpoint,
-            mode=ScanKind.ENTRY,
+            kind=ScanKind.ENTRY,
             ledger=ledger,
             manifests=watch,
             signals=NullSignals(),

@@ -93,7 +93,7 @@ async def running(
             if mono is not None:
                 mono.now = time.monotonic()
             if gate is not None:
-                await gate.frame(payload, device=source.name)
+                await gate.sighted(payload, device=source.name)
 
     task = asyncio.create_task(take())
     try:

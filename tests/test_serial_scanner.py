@@ -263,7 +263,9 @@ async def test_serial_payloads_through_a_gate(world: World, tmp_path: Path) -> N
         async with gate_rig(world, tmp_path / "gate") as rig, reading(source) as found:
             await opened(line)
             await line.send(b"REF-SAT-FLOOR-0001\r\n\x02O-105-C2\x03\r\nO-100-A2\r\n")
-            results = [await rig.gate.frame(await next_payload(found), device=source.name) for _ in range(3)]
+            results = [
+                await rig.gate.sighted(await next_payload(found), device=source.name) for _ in range(3)
+            ]
             reasons = [r.decision.reason for r in results if r is not None]
             assert reasons == [Reason.OK, Reason.INVALID_PAYLOAD, Reason.WRONG_ZONE]
             assert rig.rows("SELECT DISTINCT device FROM scans") == [("serial",)]

@@ -282,7 +282,7 @@ async def test_stdin_lines_become_payloads_until_end_of_input(world: World, tmp_
 
     # Through a real gate, every one of them has a named answer.
     async with gate_rig(world, tmp_path / "gate") as rig:
-        results = [await rig.gate.frame(p, device=source.name) for p in payloads]
+        results = [await rig.gate.sighted(p, device=source.name) for p in payloads]
         reasons = [r.decision.reason for r in results if r is not None]
         assert reasons == [
             Reason.OK,
@@ -435,7 +435,7 @@ async def test_image_folder_through_a_gate(world: World, tmp_path: Path) -> None
         await eventually(lambda: "before.png" in source._seen)
         place(folder, "frame-1.png", qr("REF-SAT-FLOOR-0001"))
         place(folder, "frame-2.png", qr("REF-SAT-FLOOR-0001"))  # the same code, next frame
-        results = [await rig.gate.frame(await next_payload(found), device=source.name) for _ in range(2)]
+        results = [await rig.gate.sighted(await next_payload(found), device=source.name) for _ in range(2)]
         assert results[0] is not None and results[0].decision.reason is Reason.OK
         assert results[1] is None  # a repeat within the window, not a second scan
         assert rig.gate.volatile["repeats"] == 1

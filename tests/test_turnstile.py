@@ -153,11 +153,11 @@ async def test_the_release_button_opens_and_is_recorded(
         assert result.decision.outcome is Outcome.ALLOW and relay_level(pins)
         assert rig.signals.shown[-1].reason is Reason.MANUAL_RELEASE
         row = rig.rows(
-            "SELECT device, operator, ticket_id, outcome, reason, resolution, fingerprint"
+            "SELECT device, operator, ticket_id, outcome, reason, resolution, fingerprint, manifest_version"
             " FROM scans WHERE uuid = ?",
             (result.scan_id,),
         )
-        assert row == [("button", "steward", None, "allow", "manual_release", "released", "")]
+        assert row == [("button", "steward", None, "allow", "manual_release", "released", "", 1)]
         assert rig.scalar("SELECT COUNT(*) FROM redemptions") == 0
         assert (await rig.ledger.counters())["manual_releases"] == 1
         await turnstile.aclose()
@@ -177,29 +177,29 @@ async def test_a_release_the_ledger_cannot_record_does_not_open(
 
 async def test_the_exit_button_makes_the_next_input_scan_an_exit(world: World, tmp_path: Path) -> None:
     async with gate_rig(world, tmp_path / "state") as rig:
-        entered = await rig.gate.frame(REF_T0001, device="camera")
+        entered = await rig.gate.sighted(REF_T0001, device="camera")
         assert entered is not None and entered.decision.outcome is Outcome.ALLOW
         rig.mono.now += 5  # past the repeat window
         rig.gate.arm_exit("steward", 10)
-        left = await rig.gate.frame(REF_T0001, device="camera")
+        left = await rig.gate.sighted(REF_T0001, device="camera")
         assert left is not None and left.decision.outcome is Outcome.ALLOW
         assert rig.rows("SELECT kind, operator, resolution FROM scans WHERE uuid = ?", (left.scan_id,)) == [
             ("exit", "steward", "exited")
         ]
         rig.mono.now += 5
         # Armed once: the next scan is an entry again (T-0001 allows one entry: used).
-        after = await rig.gate.frame(REF_T0001, device="camera")
+        after = await rig.gate.sighted(REF_T0001, device="camera")
         assert after is not None and after.decision.outcome is Outcome.ALREADY_USED
 
 
 async def test_a_stray_code_does_not_use_up_an_armed_exit(world: World, tmp_path: Path) -> None:
     async with gate_rig(world, tmp_path / "state") as rig:
-        assert (await rig.gate.frame(REF_T0001, device="camera")) is not None
+        assert (await rig.gate.sighted(REF_T0001, device="camera")) is not None
         rig.mono.now += 5
         rig.gate.arm_exit("steward", 10)
-        stray = await rig.gate.frame("hello, not a ticket", device="camera")
+        stray = await rig.gate.sighted("hello, not a ticket", device="camera")
         assert stray is not None and stray.decision.ticket_id is None
-        left = await rig.gate.frame(REF_T0001, device="camera")
+        left = await rig.gate.sighted(REF_T0001, device="camera")
         assert left is not None
         assert rig.rows("SELECT kind, resolution FROM scans WHERE uuid = ?", (left.scan_id,)) == [
             ("exit", "exited")
@@ -210,7 +210,7 @@ async def test_an_armed_exit_lapses(world: World, tmp_path: Path) -> None:
     async with gate_rig(world, tmp_path / "state") as rig:
         rig.gate.arm_exit("steward", 10)
         rig.mono.now += 11
-        result = await rig.gate.frame(REF_T0001, device="camera")
+        result = await rig.gate.sighted(REF_T0001, device="camera")
         assert result is not None
         assert rig.rows("SELECT kind FROM scans WHERE uuid = ?", (result.scan_id,)) == [
             (ScanKind.ENTRY.value,)

@@ -20,7 +20,7 @@ from typing import Any
 import pytest
 
 from gate_daemon.net.metrics import render
-from gate_daemon.store.ledger import read_conflicts
+from gate_daemon.store.offline_reads import read_conflicts
 from tests.central_fixtures import CentralWorld
 from tests.central_process import (
     CONVERGE,

@@ -9,7 +9,8 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon.store.ledger import Ledger, read_counters
+from gate_daemon.store.ledger import Ledger
+from gate_daemon.store.offline_reads import read_counters
 from gate_daemon.store.upstream_marks import Rejection, UpstreamMarks
 from tests.gate_fixtures import query
 from tests.support import admit

@@ -77,7 +77,7 @@ async def _run(work: Path, rounds: int) -> int:
         gate_id="bench-1",
         event_id=fixtures.EVENT_ID,
         checkpoint=Checkpoint(),
-        mode=ScanKind.ENTRY,
+        kind=ScanKind.ENTRY,
         ledger=ledger,
         manifests=fixtures.HeldManifest(manifest),
         signals=NullSignals(),

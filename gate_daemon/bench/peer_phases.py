@@ -28,7 +28,8 @@ from gate_daemon.hardware.factory import NullSignals
 from gate_daemon.net.lan import LanServer, create_app
 from gate_daemon.net.peers import Replicator
 from gate_daemon.net.replication import MAX_BATCH, Replication
-from gate_daemon.store.ledger import Learned, Ledger
+from gate_daemon.store.learning import Learned
+from gate_daemon.store.ledger import Ledger
 
 BUDGET_P99_MS = 50.0
 #: Seconds between pulls (the first is at start): long enough that pushes alone carry the
@@ -116,7 +117,7 @@ class PeerBench:
                 gate_id=gate_id,
                 event_id=fixtures.EVENT_ID,
                 checkpoint=Checkpoint(),
-                mode=ScanKind.ENTRY,
+                kind=ScanKind.ENTRY,
                 ledger=ledger,
                 manifests=held,
                 signals=NullSignals(),

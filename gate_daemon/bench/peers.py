@@ -50,7 +50,7 @@ from gate_daemon.net.replication import known_body
 from gate_daemon.provision.build import build_manifest
 from gate_daemon.provision.event import load_event
 from gate_daemon.provision.tickets import load_tickets
-from gate_daemon.store.ledger import LEARN_BATCH
+from gate_daemon.store.learning import LEARN_BATCH
 from gate_daemon.store.manifest_file import read_manifest
 
 GATES = 5

@@ -282,7 +282,7 @@ async def _decisions(
             gate_id=gate_id,
             event_id=fixtures.EVENT_ID,
             checkpoint=Checkpoint(),
-            mode=ScanKind.ENTRY,
+            kind=ScanKind.ENTRY,
             ledger=ledger,
             manifests=fixtures.HeldManifest(manifest),
             signals=NullSignals(),

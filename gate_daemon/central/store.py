@@ -5,22 +5,9 @@ One aiosqlite connection, WAL and ``synchronous = FULL``; every write is one
 heartbeat is all stored or not at all. ``PRAGMA user_version`` is the schema version; a
 newer file than this code knows is refused.
 
-Tables:
-
-- ``checkins``: every record stored, keyed by ``uuid``. A record pushed by its origin
-  carries its signature (``sig``) and a pull ``cursor``: the central's own counter,
-  given once, in the transaction that makes the record servable. A record made by
-  ``/v1/validate`` has neither (and no ``epoch``/``seq``, a provisional ``hlc`` from the
-  central's clock) until the gate's signed record with the same uuid arrives and
-  completes it. ``(origin, epoch, seq)`` and ``(voids, origin)`` are unique.
-- ``conflicts``: double entries (``gate_daemon.core.conflicts.losers``): each losing
-  entry with the entry that stands, recomputed for a ticket whenever its records change.
-- ``validations``: every ``/v1/validate`` answer by uuid (denials too), with the calling
-  gate and a digest of the payload (never the payload), for idempotent retries.
-- ``gates``: per gate, the last heartbeat: when (central time), how many, its counters
-  and status.
-- ``manifests``: the versions built (the files are beside the database).
-- ``meta``: ``created_at``.
+The tables are in ``gate_daemon.central.schema``; what a pushed batch collides with is read
+by ``gate_daemon.central.checkins``, and conflicts are judged by ``gate_daemon.store.conflicts``,
+as at the gates.
 
 ``read_report`` reads the file without the server (``gate-central report``).
 """
@@ -31,85 +18,25 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
-from dataclasses import dataclass, field
+from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-from gate_daemon.core.conflicts import Move, losers, ticket_facts
+from gate_daemon.core.conflicts import ticket_facts
 from gate_daemon.core.decision import Decision, LedgerFacts
 from gate_daemon.core.hlc import HybridClock
 from gate_daemon.core.records import Redemption
 from gate_daemon.errors import GateError
-from gate_daemon.store.transactions import immediate
+from gate_daemon.store.conflicts import EntriesAllowed, judge_again, ticket_moves
+from gate_daemon.store.migrations import NotWal, SchemaTooNew, durable, migrate
+from gate_daemon.store.redemptions import redemption
+from gate_daemon.store.transactions import immediate, scalar
 
-SCHEMA_VERSION = 1
-
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
-CREATE TABLE checkins (
-    uuid        TEXT PRIMARY KEY,
-    ticket_id   TEXT NOT NULL,
-    kind        TEXT NOT NULL CHECK (kind IN ('entry', 'exit', 'void')),
-    slot        INTEGER,
-    origin      TEXT NOT NULL,
-    epoch       TEXT,
-    seq         INTEGER,
-    hlc         INTEGER NOT NULL,
-    wall        REAL NOT NULL,
-    operator    TEXT,
-    mode        TEXT NOT NULL,
-    forced      INTEGER NOT NULL DEFAULT 0,
-    voids       TEXT,
-    sig         TEXT,
-    cursor      INTEGER UNIQUE,
-    received_at REAL NOT NULL,
-    UNIQUE (origin, epoch, seq),
-    UNIQUE (voids, origin),
-    CHECK ((sig IS NULL) = (cursor IS NULL))
-);
-CREATE INDEX checkins_ticket ON checkins (ticket_id);
-CREATE TABLE conflicts (
-    ticket_id   TEXT NOT NULL,
-    loser       TEXT NOT NULL,
-    winner      TEXT NOT NULL,
-    detected_at REAL NOT NULL,
-    PRIMARY KEY (ticket_id, loser)
-);
-CREATE TABLE validations (
-    uuid        TEXT PRIMARY KEY,
-    gate        TEXT NOT NULL,
-    fingerprint TEXT NOT NULL,
-    decision    TEXT NOT NULL,
-    decided_at  REAL NOT NULL
-);
-CREATE TABLE gates (
-    gate_id   TEXT PRIMARY KEY,
-    last_seen REAL NOT NULL,
-    beats     INTEGER NOT NULL,
-    sent_at   REAL NOT NULL,
-    counters  TEXT NOT NULL,
-    status    TEXT NOT NULL
-);
-CREATE TABLE manifests (
-    version     INTEGER PRIMARY KEY,
-    event_id    TEXT NOT NULL,
-    issued_at   INTEGER NOT NULL,
-    expires_at  INTEGER NOT NULL,
-    body_sha256 TEXT NOT NULL,
-    tickets     INTEGER NOT NULL,
-    file        TEXT NOT NULL,
-    built_at    REAL NOT NULL
-);
-"""
-
-_COLUMNS = (
-    "uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, operator, mode, forced, voids, sig, cursor"
-)
-#: Ids per ``IN (...)`` list (SQLite's default limit on parameters is 32766).
-_CHUNK = 500
+from .checkins import Held, held_for, values
+from .schema import COLUMNS, MIGRATIONS, SCHEMA_VERSION
 
 
 class StoreError(GateError):
@@ -153,10 +80,6 @@ class ManifestRow:
     file: str
 
 
-#: A ticket's entry limit for finding double entries (``core.conflicts.REENTRY`` for re-entry).
-EntriesAllowed = Callable[[str], int | None]
-
-
 class CentralStore:
     """The central's database."""
 
@@ -175,30 +98,18 @@ class CentralStore:
         except sqlite3.Error as exc:
             raise StoreError(f"cannot open {path}: {exc}") from None
         try:
-            await db.execute("PRAGMA busy_timeout = 5000")
-            mode = await _scalar(db, "PRAGMA journal_mode = WAL")
-            if str(mode).lower() != "wal":
-                raise StoreError(f"{path}: cannot use WAL mode (got {mode})")
-            await db.execute("PRAGMA synchronous = FULL")
-            version = int(await _scalar(db, "PRAGMA user_version") or 0)
-            if version > SCHEMA_VERSION:
-                raise StoreError(
-                    f"{path} has schema version {version}, newer than this gate-central understands "
-                    f"({SCHEMA_VERSION})"
-                )
-            if version == 0:
-                await db.execute("BEGIN IMMEDIATE")
-                try:
-                    for statement in _SCHEMA.split(";"):
-                        if statement.strip():
-                            await db.execute(statement)
-                    await db.execute("INSERT INTO meta VALUES ('created_at', strftime('%s', 'now'))")
-                    await db.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
-                    await db.execute("COMMIT")
-                except BaseException:
-                    await db.execute("ROLLBACK")
-                    raise
-            last = int(await _scalar(db, "SELECT COALESCE(MAX(hlc), 0) FROM checkins") or 0)
+            await durable(db)
+            await migrate(db, MIGRATIONS)
+            last = int(await scalar(db, "SELECT COALESCE(MAX(hlc), 0) FROM checkins") or 0)
+        except NotWal as exc:
+            await db.close()
+            raise StoreError(f"{path}: cannot use WAL mode (got {exc.mode})") from None
+        except SchemaTooNew as exc:
+            await db.close()
+            raise StoreError(
+                f"{path} has schema version {exc.version}, newer than this gate-central understands "
+                f"({exc.known})"
+            ) from None
         except sqlite3.DatabaseError as exc:
             await db.close()
             raise StoreError(f"{path} is not a usable central database: {exc}") from None
@@ -221,7 +132,7 @@ class CentralStore:
     async def cursor(self) -> int:
         """The latest pull cursor given (0 before any)."""
         async with self._lock:  # committed state only: see ``pull``
-            return int(await _scalar(self._db, "SELECT COALESCE(MAX(cursor), 0) FROM checkins") or 0)
+            return int(await scalar(self._db, "SELECT COALESCE(MAX(cursor), 0) FROM checkins") or 0)
 
     async def push(
         self,
@@ -237,8 +148,8 @@ class CentralStore:
         """
         now_ms = int(now * 1000)
         async with self._transaction() as db:
-            cursor = int(await _scalar(db, "SELECT COALESCE(MAX(cursor), 0) FROM checkins") or 0)
-            held = await self._held(db, records)
+            cursor = int(await scalar(db, "SELECT COALESCE(MAX(cursor), 0) FROM checkins") or 0)
+            held = await held_for(db, records)
             results: list[PushResult] = []
             inserts: list[tuple[Any, ...]] = []
             completions: list[tuple[Any, ...]] = []
@@ -247,19 +158,19 @@ class CentralStore:
                 result = _judge(record, held)
                 if result is None:
                     cursor += 1
-                    values = _values(record, signature, cursor)
+                    stored = values(record, signature, cursor)
                     if record.uuid in held.unsigned:
-                        completions.append((*values[1:], record.uuid))
+                        completions.append((*stored[1:], record.uuid))
                         result = PushResult(record.uuid, "duplicate")
                     else:
-                        inserts.append((*values, now))
+                        inserts.append((*stored, now))
                         result = PushResult(record.uuid, "applied")
                     held.taken(record)
                     touched.add(record.ticket_id)
                     self.clock.observe(record.hlc, now_ms)
                 results.append(result)
             await db.executemany(
-                f"INSERT INTO checkins ({_COLUMNS}, received_at)"  # noqa: S608 (constant columns)
+                f"INSERT INTO checkins ({COLUMNS}, received_at)"  # noqa: S608 (constant columns)
                 " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 inserts,
             )
@@ -270,7 +181,7 @@ class CentralStore:
                 " WHERE uuid = ?",
                 completions,
             )
-            standing = await self._recheck(db, touched, entries_allowed, now)
+            standing = (await judge_again(db, "checkins", touched, entries_allowed, now)).standing
         out = []
         for (record, _), result in zip(records, results, strict=True):
             winner = standing.get(record.uuid)
@@ -278,87 +189,6 @@ class CentralStore:
                 result = PushResult(record.uuid, "conflict", "double_entry", winner=winner)
             out.append(result)
         return out, cursor
-
-    async def _held(self, db: aiosqlite.Connection, records: Sequence[tuple[Redemption, str]]) -> _Held:
-        """What of the batch's uuids, sequence numbers and voids the database already holds."""
-        held = _Held()
-        uuids = sorted({r.uuid for r, _ in records})
-        for part in _chunks(uuids):
-            marks = ",".join("?" * len(part))
-            for uuid, ticket, kind, origin, sig in await db.execute_fetchall(
-                f"SELECT uuid, ticket_id, kind, origin, sig FROM checkins WHERE uuid IN ({marks})",  # noqa: S608
-                part,
-            ):
-                if sig is None:
-                    held.unsigned[str(uuid)] = (str(ticket), str(kind), str(origin))
-                else:
-                    held.signed.add(str(uuid))
-        logs: dict[tuple[str, str], set[int]] = {}
-        for record, _ in records:
-            logs.setdefault((record.origin, record.epoch), set()).add(record.seq)
-        for (origin, epoch), seqs in logs.items():
-            for part in _chunks(sorted(seqs)):
-                marks = ",".join("?" * len(part))
-                rows = await db.execute_fetchall(
-                    f"SELECT seq FROM checkins WHERE origin = ? AND epoch = ? AND seq IN ({marks})",  # noqa: S608
-                    (origin, epoch, *part),
-                )
-                held.seqs.update((origin, epoch, int(seq)) for (seq,) in rows)
-        voided = sorted({r.voids for r, _ in records if r.voids is not None})
-        for part in _chunks(voided):
-            marks = ",".join("?" * len(part))
-            rows = await db.execute_fetchall(
-                f"SELECT voids, origin FROM checkins WHERE voids IN ({marks})",  # noqa: S608
-                part,
-            )
-            held.voids.update((str(v), str(o)) for v, o in rows)
-        return held
-
-    async def _recheck(
-        self, db: aiosqlite.Connection, tickets: Iterable[str], entries_allowed: EntriesAllowed, now: float
-    ) -> dict[str, str]:
-        """Recompute the conflicts of ``tickets``; every loser's winner among them."""
-        standing: dict[str, str] = {}
-        candidates: list[str] = []
-        for part in _chunks(sorted(tickets)):
-            marks = ",".join("?" * len(part))
-            rows = await db.execute_fetchall(
-                f"SELECT ticket_id FROM checkins WHERE ticket_id IN ({marks}) AND kind = 'entry'"  # noqa: S608
-                " GROUP BY ticket_id HAVING COUNT(*) > 1",
-                part,
-            )
-            candidates += [str(t) for (t,) in rows]
-        for ticket_id in candidates:
-            pairs = losers(await self._moves(db, ticket_id), entries_allowed(ticket_id))
-            old = {
-                str(loser): str(winner)
-                for loser, winner in await db.execute_fetchall(
-                    "SELECT loser, winner FROM conflicts WHERE ticket_id = ?", (ticket_id,)
-                )
-            }
-            await db.executemany(
-                "DELETE FROM conflicts WHERE ticket_id = ? AND loser = ?",
-                [(ticket_id, loser) for loser in old if loser not in pairs],
-            )
-            await db.executemany(
-                "INSERT INTO conflicts (ticket_id, loser, winner, detected_at) VALUES (?, ?, ?, ?)"
-                " ON CONFLICT (ticket_id, loser) DO UPDATE SET winner = excluded.winner",
-                [
-                    (ticket_id, loser, winner, now)
-                    for loser, winner in pairs.items()
-                    if old.get(loser) != winner
-                ],
-            )
-            standing.update(pairs)
-        return standing
-
-    async def _moves(self, db: aiosqlite.Connection, ticket_id: str) -> list[Move]:
-        rows = await db.execute_fetchall(
-            "SELECT uuid, kind, hlc, origin, forced, voids, wall FROM checkins WHERE ticket_id = ?"
-            " ORDER BY hlc, uuid",
-            (ticket_id,),
-        )
-        return [Move(str(u), str(k), int(h), str(o), bool(f), v, float(w)) for u, k, h, o, f, v, w in rows]
 
     async def pull(self, after: int, limit: int) -> tuple[list[dict[str, Any]], int, bool]:
         """Servable records after cursor ``after``: wire forms, the last cursor, whether more remain.
@@ -369,12 +199,12 @@ class CentralStore:
         """
         async with self._lock:
             rows = await self._db.execute_fetchall(
-                f"SELECT {_COLUMNS} FROM checkins WHERE cursor > ? ORDER BY cursor LIMIT ?",  # noqa: S608
+                f"SELECT {COLUMNS} FROM checkins WHERE cursor > ? ORDER BY cursor LIMIT ?",  # noqa: S608
                 (after, limit + 1),
             )
         found = list(rows)
         page = found[:limit]
-        records = [_record(row).wire(str(row[13])) for row in page]
+        records = [redemption(row).wire(str(row[13])) for row in page]
         return records, int(page[-1][14]) if page else after, len(found) > limit
 
     async def checkins_of(self, ticket_id: str, limit: int = 5) -> list[dict[str, Any]]:
@@ -415,13 +245,13 @@ class CentralStore:
                     raise UuidReused(f"uuid {uuid} was used for another validation")
                 stored: dict[str, Any] = json.loads(held[2])
                 return stored
-            if await _scalar(db, "SELECT 1 FROM checkins WHERE uuid = ?", (uuid,)):
+            if await scalar(db, "SELECT 1 FROM checkins WHERE uuid = ?", (uuid,)):
                 raise UuidReused(f"uuid {uuid} is already a stored check-in's")
             if isinstance(judge, Decision):
                 decision = judge
             else:
                 assert ticket_id is not None
-                decision = judge(ticket_facts(await self._moves(db, ticket_id)))
+                decision = judge(ticket_facts(await ticket_moves(db, "checkins", ticket_id)))
             answer = decision.as_dict()
             if decision.outcome.value == "allow" and ticket_id is not None:
                 hlc = self.clock.tick(int(now * 1000))
@@ -453,7 +283,7 @@ class CentralStore:
             ticket_id = str(held[0])
             await db.execute("DELETE FROM checkins WHERE uuid = ?", (uuid,))
             await db.execute("DELETE FROM conflicts WHERE ticket_id = ?", (ticket_id,))
-            await self._recheck(db, {ticket_id}, entries_allowed, now)
+            await judge_again(db, "checkins", {ticket_id}, entries_allowed, now)
         return True
 
     # ------------------------------------------------------------------ heartbeats
@@ -495,26 +325,7 @@ class CentralStore:
             )  # fmt: skip
 
 
-@dataclass
-class _Held:
-    """What a push's records may collide with (filled from the database, then as the batch is stored)."""
-
-    signed: set[str] = field(default_factory=set)
-    #: uuid -> (ticket_id, kind, origin) of check-ins /v1/validate made, not yet signed.
-    unsigned: dict[str, tuple[str, str, str]] = field(default_factory=dict)
-    seqs: set[tuple[str, str, int]] = field(default_factory=set)
-    voids: set[tuple[str, str]] = field(default_factory=set)
-
-    def taken(self, record: Redemption) -> None:
-        """Count ``record`` as stored, for the records after it in the batch."""
-        self.signed.add(record.uuid)
-        self.unsigned.pop(record.uuid, None)
-        self.seqs.add((record.origin, record.epoch, record.seq))
-        if record.voids is not None:
-            self.voids.add((record.voids, record.origin))
-
-
-def _judge(record: Redemption, held: _Held) -> PushResult | None:
+def _judge(record: Redemption, held: Held) -> PushResult | None:
     """The answer for a record that cannot be stored; None when it is stored."""
     if record.uuid in held.signed:
         return PushResult(record.uuid, "duplicate")
@@ -530,44 +341,6 @@ def _judge(record: Redemption, held: _Held) -> PushResult | None:
             record.uuid, "rejected", "already_voided", f"gate {record.origin!r} already voided it"
         )
     return None
-
-
-def _values(record: Redemption, signature: str, cursor: int) -> tuple[Any, ...]:
-    """A record's columns in ``_COLUMNS`` order."""
-    return (
-        record.uuid, record.ticket_id, record.kind, record.slot, record.origin, record.epoch, record.seq,
-        record.hlc, record.wall, record.operator, record.mode, int(record.forced), record.voids, signature,
-        cursor,
-    )  # fmt: skip
-
-
-def _chunks(items: Sequence[Any]) -> list[Sequence[Any]]:
-    return [items[start : start + _CHUNK] for start in range(0, len(items), _CHUNK)]
-
-
-def _record(row: Sequence[Any]) -> Redemption:
-    uuid, ticket, kind, slot, origin, epoch, seq, hlc, wall, operator, mode, forced, voids = row[:13]
-    return Redemption(
-        uuid=str(uuid),
-        ticket_id=str(ticket),
-        kind=str(kind),
-        slot=None if slot is None else int(slot),
-        origin=str(origin),
-        epoch=str(epoch),
-        seq=int(seq),
-        hlc=int(hlc),
-        wall=float(wall),
-        operator=None if operator is None else str(operator),
-        mode=str(mode),
-        forced=bool(forced),
-        voids=None if voids is None else str(voids),
-    )
-
-
-async def _scalar(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
-    rows = await db.execute_fetchall(sql, params)
-    first = next(iter(rows), None)
-    return None if first is None else first[0]
 
 
 def read_report(path: Path) -> dict[str, Any]:

@@ -142,7 +142,7 @@ def cmd_check(path: Path) -> int:
     gate = config.gate
     where = ", ".join(f"{k} {v}" for k, v in (("zone", gate.zone), ("session", gate.session)) if v)
     print(
-        f"{path}: OK: gate {gate.id} for event {gate.event} ({gate.mode.value}"
+        f"{path}: OK: gate {gate.id} for event {gate.event} ({gate.kind.value}"
         f"{', ' + where if where else ''}), input {config.input.kind.value}, "
         f"signals {config.signals.kind.value}, control socket {config.control.socket}"
         + (f", LAN on {config.lan.host}:{config.lan.port}" if config.lan.enabled else "")

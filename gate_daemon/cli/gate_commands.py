@@ -27,7 +27,7 @@ from gate_daemon.core.snapshot import (
 from gate_daemon.core.times import format_span
 from gate_daemon.daemon.control import DEFAULT_SOCKET, ask
 from gate_daemon.errors import GateError
-from gate_daemon.store.ledger import read_conflicts, read_counters
+from gate_daemon.store.offline_reads import read_conflicts, read_counters
 
 
 def _socket(args: argparse.Namespace) -> Path:

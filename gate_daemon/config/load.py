@@ -173,7 +173,7 @@ def _gate(check: Checker, value: object, paths: _Paths) -> GateSection:
         zone=check.string(g, at, "zone", pattern=IDENT, max_bytes=16) or None,
         session=check.string(g, at, "session", pattern=IDENT, max_bytes=16) or None,
         state_dir=paths.value(g, at, "state_dir"),
-        mode=ScanKind(mode_text),
+        kind=ScanKind(mode_text),
         repeat_window_ms=check.integer(g, at, "repeat_window_ms", low=0, high=600_000, default=3000),
         decision=decision,
     )

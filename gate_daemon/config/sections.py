@@ -62,7 +62,8 @@ class GateSection:
     zone: str | None
     session: str | None
     state_dir: Path
-    mode: ScanKind
+    #: What the gate's input scans are, entries or exits (the TOML key ``mode``).
+    kind: ScanKind
     repeat_window_ms: int
     #: "local" (the gate decides alone) or "online-first" (the central first, within a deadline).
     decision: str = "local"

@@ -37,7 +37,6 @@ from gate_daemon.config.sections import ButtonAction, GateConfig
 from gate_daemon.core import counters
 from gate_daemon.core.decision import Checkpoint
 from gate_daemon.core.keys import PublicKey
-from gate_daemon.core.tokens import REENTRY
 from gate_daemon.daemon import network
 from gate_daemon.daemon.control import ControlServer
 from gate_daemon.daemon.status import GateStatus
@@ -50,6 +49,7 @@ from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.factory import make_button, make_input, make_signals, make_turnstile_pins
 from gate_daemon.hardware.ports import Contact, ScanInput, Signals
 from gate_daemon.provision.keyfiles import read_public
+from gate_daemon.store.conflicts import entry_limit
 from gate_daemon.store.ledger import Ledger
 
 if TYPE_CHECKING:
@@ -138,11 +138,19 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         stack.callback(os.close, claim_state_dir(state))
         signals = make_signals(config, pin_factory)
         stack.push_async_callback(_quietly, "the signals", signals.aclose)
-        ledger = await Ledger.open(config.ledger_path, config.gate.id)
+        # Double entries are judged by the active manifest's entry rules from the first
+        # judgement on, the manifest watch's own at start included: ``manifests`` is bound
+        # before it starts.
+        ledger = await Ledger.open(
+            config.ledger_path,
+            config.gate.id,
+            entries_allowed=lambda ticket_id: entry_limit(manifests.current, ticket_id),
+        )
         stack.push_async_callback(ledger.close)
         clock = await GateClock.load(ledger, warn_offset=config.upstream.clock_warn_s)
         checkpoint = Checkpoint(config.gate.zone, config.gate.session)
-        manifests = await _manifest_watch(config, keys, ledger, checkpoint, clock)
+        manifests = _manifest_watch(config, keys, ledger, checkpoint, clock)
+        await _activate(manifests, clock)
         turnstile = _turnstile(config, ledger, pin_factory)
         if turnstile is not None:
             stack.push_async_callback(_quietly, "the turnstile", turnstile.aclose)
@@ -150,7 +158,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             gate_id=config.gate.id,
             event_id=config.gate.event,
             checkpoint=checkpoint,
-            mode=config.gate.mode,
+            kind=config.gate.kind,
             ledger=ledger,
             manifests=manifests,
             signals=signals,
@@ -178,7 +186,6 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         button = make_button(config, pin_factory)
         if button is not None:
             stack.push_async_callback(_quietly, "the button", button.aclose)
-        ledger.entries_allowed = _entries_allowed(manifests)
         await ledger.recheck_conflicts(time.time())  # the manifest may have changed while stopped
         lan = await network.serve_lan(config, stack, status, shared) if config.lan.enabled else None
         search = None if status.sync is None else status.sync.client.search
@@ -212,11 +219,11 @@ async def _save_clock(clock: GateClock, ledger: Ledger) -> None:
         await clock.save(ledger)
 
 
-async def _manifest_watch(
+def _manifest_watch(
     config: GateConfig, keys: list[PublicKey], ledger: Ledger, checkpoint: Checkpoint, clock: GateClock
 ) -> ManifestWatch:
-    """The manifest watch, started: the active manifest is verified and bounds the clock."""
-    manifests = ManifestWatch(
+    """The manifest watch, not yet started."""
+    return ManifestWatch(
         drop_path=config.manifest.path,
         private_path=config.active_manifest_path,
         trusted=keys,
@@ -225,12 +232,15 @@ async def _manifest_watch(
         checkpoint=checkpoint,
         clock=clock.now,
     )
+
+
+async def _activate(manifests: ManifestWatch, clock: GateClock) -> None:
+    """Start the manifest watch: the active manifest is verified and bounds the clock."""
     await manifests.start()
     if manifests.current is not None:
         # A Pi that booted at 1970 decides no earlier than its manifest was made.
         clock.raise_floor(float(manifests.current.header.issued_at), "manifest")
     clock.ceiling = lambda: None if manifests.current is None else float(manifests.current.header.expires_at)
-    return manifests
 
 
 def _turnstile(config: GateConfig, ledger: Ledger, pin_factory: Any) -> Turnstile | None:
@@ -242,26 +252,13 @@ def _turnstile(config: GateConfig, ledger: Ledger, pin_factory: Any) -> Turnstil
     return Turnstile(ledger, relay, passage, pass_timeout=config.turnstile.pass_timeout_ms / 1000)
 
 
-def _entries_allowed(manifests: ManifestWatch) -> Callable[[str], int | None]:
-    """A ticket's entry limit from the active manifest, for finding double entries."""
-
-    def allowed(ticket_id: str) -> int | None:
-        manifest = manifests.current
-        entry = manifest.find_ticket(ticket_id) if manifest is not None else None
-        if entry is None:
-            return 1  # a ticket known only by its signed payload: counted as single-entry
-        return None if entry.entries == REENTRY else entry.entries
-
-    return allowed
-
-
 async def _input_loop(running: RunningGate) -> None:
     source = running.source
     if source is None:
         return
     async for payload in source.payloads():
         # Shielded: a shutdown lets the scan commit and show rather than cut it off.
-        task = asyncio.ensure_future(running.gate.frame(payload, device=source.name))
+        task = asyncio.ensure_future(running.gate.sighted(payload, device=source.name))
         running.in_flight.add(task)
         task.add_done_callback(running.in_flight.discard)
         await asyncio.shield(task)

@@ -231,14 +231,7 @@ class ControlServer:
             )
         except ScanIdReused as exc:
             raise BadRequest("bad_request", str(exc)) from None
-        answer = result.as_dict()
-        # The ledger's id for the scan (its evidence row, its redemption): a client's id is
-        # recorded under one of this gate's own (``gate_scan_id``); ``scan_id`` stays the
-        # client's, to retry with.
-        answer["record_id"] = result.scan_id
-        if scan_id is not None:
-            answer["scan_id"] = scan_id
-        return {"ok": True, "decision": answer}
+        return {"ok": True, "decision": result.as_dict(client_id=scan_id)}
 
 
 def _printable(value: object, limit: int) -> bool:

@@ -62,7 +62,7 @@ class GateStatus:
             "event": cfg.gate.event,
             "zone": cfg.gate.zone,
             "session": cfg.gate.session,
-            "mode": cfg.gate.mode.value,
+            "mode": cfg.gate.kind.value,
             "decision": cfg.gate.decision,
             "input": cfg.input.kind.value,
             "signals": cfg.signals.kind.value,
@@ -154,4 +154,4 @@ class GateStatus:
         if self.problem is not None:
             return f"gate {gate.id}: OUT OF SERVICE, {self.problem}"
         age = format_span(max(0.0, time.time() - manifest.header.issued_at))
-        return f"gate {gate.id} ({gate.mode.value}): manifest v{manifest.version}, {age} old"
+        return f"gate {gate.id} ({gate.kind.value}): manifest v{manifest.version}, {age} old"

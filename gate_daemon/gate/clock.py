@@ -69,14 +69,13 @@ class GateClock:
     @classmethod
     async def load(cls, ledger: Ledger, **kwargs: Any) -> GateClock:
         """The clock with the floor kept in ``ledger``."""
-        async with ledger.transaction() as tx:
-            row = await (await tx.execute("SELECT value FROM meta WHERE key = 'time_floor'")).fetchone()
+        kept = await ledger.time_floor()
         floor = 0.0
-        if row is not None:
+        if kept is not None:
             try:
-                floor = float(row[0])
+                floor = float(kept)
             except ValueError:
-                log.error("the ledger's time floor %r is not a number; starting without one", row[0])
+                log.error("the ledger's time floor %r is not a number; starting without one", kept)
         return cls(floor, **kwargs)
 
     def now(self) -> float:
@@ -161,6 +160,5 @@ class GateClock:
         if self.floor <= self._saved:
             return
         floor = self.floor
-        async with ledger.transaction() as tx:
-            await tx.set_meta([("time_floor", repr(floor))])
+        await ledger.keep_time_floor(floor)
         self._saved = floor

@@ -1,13 +1,14 @@
 """The gate service: payload -> decide -> commit -> signal.
 
 Every scan, from an input or from the control socket, goes through ``Gate.scan``. The
-decision is computed against the active manifest and the ledger's facts inside one
-ledger transaction, committed with its evidence row and counters, and only then shown.
+payload is identified against the active manifest, then the ledger's unit of work
+(``Ledger.record_scan``) decides it on the ticket's facts (``core.decision.decide``) and
+commits it with its evidence row and counters; only then is it shown.
 A scan that cannot be committed is refused with ``ledger_unavailable``: the gate never
 shows a decision that a power cut could take back.
 
-Inputs call ``Gate.frame`` instead: a camera sees one QR code in many frames, so the same
-payload again within ``repeat_window`` of its last sighting is the same scan and is
+Inputs call ``Gate.sighted`` instead: a camera sees one QR code in many frames, so the
+same payload again within ``repeat_window`` of its last sighting is the same scan and is
 dropped (counted in memory as a repeat).
 
 With a turnstile, an ``allow`` pulses its relay once committed and shown; a steward's
@@ -41,12 +42,11 @@ from gate_daemon.core.tokens import payload_fingerprint
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.ports import Signals
-from gate_daemon.store.ledger import Ledger, PolicyConflict, ScanEvidence, new_scan_id
+from gate_daemon.store.ledger import Ledger
+from gate_daemon.store.scans import PolicyConflict, RecordedScan, Route, Scan, new_scan_id
 
 log = logging.getLogger(__name__)
 
-#: How often a scan is re-decided when its redemption lost a race on stale facts.
-_RETRIES = 3
 #: Distinct payloads remembered for repeat suppression.
 _REPEAT_MEMORY = 1024
 
@@ -84,13 +84,19 @@ class ScanResult:
     recorded: bool = True
     duplicate: bool = False
 
-    def as_dict(self) -> dict[str, Any]:
-        """The JSON answer the control socket returns."""
+    def as_dict(self, client_id: str | None = None) -> dict[str, Any]:
+        """The JSON answer the control socket returns: the decision, and the scan's ids and state.
+
+        ``record_id`` is the ledger's id for the scan (its evidence row, its redemption);
+        ``scan_id`` is the client's own id when it gave one (``client_id``, to retry with:
+        the gate records it under ``gate_scan_id``), else the same.
+        """
         out = self.decision.as_dict()
-        out["scan_id"] = self.scan_id
+        out["scan_id"] = client_id or self.scan_id
         out["recorded"] = self.recorded
         if self.duplicate:
             out["duplicate"] = True
+        out["record_id"] = self.scan_id
         return out
 
 
@@ -112,7 +118,7 @@ class Gate:
         gate_id: str,
         event_id: str,
         checkpoint: Checkpoint,
-        mode: ScanKind,
+        kind: ScanKind,
         ledger: Ledger,
         manifests: ManifestSource,
         signals: Signals,
@@ -126,7 +132,8 @@ class Gate:
         self.online = online
         self.event_id = event_id
         self.checkpoint = checkpoint
-        self.mode = mode
+        #: What this gate's input scans are: entries, or exits (an exit lane).
+        self.kind = kind
         self.ledger = ledger
         self.manifests = manifests
         self.signals = signals
@@ -139,12 +146,12 @@ class Gate:
         #: Counts kept in memory only: events too frequent or too broken to persist.
         self.volatile: dict[str, int] = {"repeats": 0, "unrecorded": 0}
 
-    async def frame(self, payload: str, *, device: str) -> ScanResult | None:
-        """A payload seen by an input; None when it repeats one seen within the window."""
+    async def sighted(self, payload: str, *, device: str) -> ScanResult | None:
+        """A payload an input decoded; None when it repeats one seen within the window."""
         now = self._monotonic()
-        key = payload_fingerprint(self.event_id, payload)
-        last = self._seen.get(key)
-        self._seen[key] = now
+        fingerprint = payload_fingerprint(self.event_id, payload)
+        last = self._seen.get(fingerprint)
+        self._seen[fingerprint] = now
         if last is not None and now - last < self.repeat_window:
             self.volatile["repeats"] += 1
             return None
@@ -152,12 +159,12 @@ class Gate:
             self._forget(now)
         armed, self._armed = self._armed, None
         if armed is not None and now < armed[0]:
-            result = await self.scan(payload, device=device, operator=armed[1], kind=ScanKind.EXIT)
+            result = await self._scan(payload, fingerprint, device, operator=armed[1], kind=ScanKind.EXIT)
             if result.decision.ticket_id is None and self._armed is None:
                 # Not a ticket (a stray code in view): the exit still waits for the one that is.
                 self._armed = armed
             return result
-        return await self.scan(payload, device=device)
+        return await self._scan(payload, fingerprint, device)
 
     def arm_exit(self, operator: str, seconds: float) -> None:
         """Make the next input scan of a ticket within ``seconds`` an exit scan made by ``operator``."""
@@ -165,38 +172,21 @@ class Gate:
 
     async def release(self, *, device: str, operator: str) -> ScanResult:
         """Release the turnstile by hand: recorded in the evidence log, then shown and pulsed."""
-        scan_id = new_scan_id()
-        manifest = self.manifests.current
         decision = Decision(Reason.MANUAL_RELEASE, "Released by staff")
+        # No payload, so no fingerprint; decided here, on whatever manifest is active.
+        scan = self._scan_of(
+            new_scan_id(), "", device, operator, self.kind, route="offline", manifest=self.manifests.current
+        )
         try:
-            async with self.ledger.serial:
-                wall = self._clock()
-                evidence = ScanEvidence(
-                    uuid=scan_id,
-                    hlc=self.ledger.clock.tick(int(wall * 1000)),
-                    wall=wall,
-                    gate=self.gate_id,
-                    device=device,
-                    operator=operator,
-                    fingerprint="",
-                    ticket_id=None,
-                    kind=self.mode,
-                    outcome=decision.outcome.value,
-                    reason=decision.reason.value,
-                    resolution="released",
-                    mode="offline",
-                    manifest_version=manifest.version if manifest is not None else None,
-                    decision=decision.as_dict(),
-                )
-                await self.ledger.commit_scan(evidence, ("manual_releases",))
+            await self.ledger.record_scan(scan, None, lambda _facts: decision)
         except (sqlite3.Error, ValueError, PolicyConflict) as exc:
             # Not recorded, not released: the button is pressed again, or the steward
             # opens the turnstile with its own key, which leaves no gap in the record.
-            return self._unrecorded(scan_id, f"ledger error: {exc}")
+            return self._unrecorded(scan.uuid, f"ledger error: {exc}")
         self._show(decision)
         if self.turnstile is not None:
             self.turnstile.release(None)
-        return ScanResult(scan_id, decision)
+        return ScanResult(scan.uuid, decision)
 
     def _forget(self, now: float) -> None:
         stale = [k for k, seen in self._seen.items() if now - seen >= self.repeat_window]
@@ -219,17 +209,31 @@ class Gate:
         A ``scan_id`` already recorded is answered with its recorded decision (a retried
         request); ``ScanIdReused`` if it was recorded for another payload.
         """
+        fingerprint = payload_fingerprint(self.event_id, payload)
+        return await self._scan(payload, fingerprint, device, operator=operator, kind=kind, scan_id=scan_id)
+
+    async def _scan(
+        self,
+        payload: str,
+        fingerprint: str,
+        device: str,
+        *,
+        operator: str | None = None,
+        kind: ScanKind | None = None,
+        scan_id: str | None = None,
+    ) -> ScanResult:
         if scan_id is not None:
             # A client's id is made this gate's own: the same id retried at another gate
             # must make another record there, not one that every gate takes for this one.
             client, scan_id = scan_id, gate_scan_id(self.gate_id, scan_id)
             try:
-                prior = await self._prior(scan_id, payload)
+                prior = await self._prior(scan_id, fingerprint)
             except ScanIdReused:
                 raise ScanIdReused(f"scan id {client} was recorded for another payload") from None
             if prior is not None:
                 return prior
-        result = await self._commit(payload, device, operator, kind or self.mode, scan_id or new_scan_id())
+        scan_id = scan_id or new_scan_id()
+        result = await self._record(payload, fingerprint, device, operator, kind or self.kind, scan_id)
         if self.online is not None and not result.duplicate:
             admitted = result.recorded and result.decision.outcome is Outcome.ALLOW
             self.online.settled(result.scan_id, admitted)
@@ -240,93 +244,76 @@ class Gate:
                 self.turnstile.release(result.scan_id)
         return result
 
-    async def _prior(self, scan_id: str, payload: str) -> ScanResult | None:
+    async def _prior(self, scan_id: str, fingerprint: str) -> ScanResult | None:
         try:
             recorded = await self.ledger.find_scan(scan_id)
         except (sqlite3.Error, ValueError):
             return None
-        if recorded is None:
-            return None
-        if recorded.fingerprint != payload_fingerprint(self.event_id, payload):
-            raise ScanIdReused(f"scan id {scan_id} was recorded for another payload")
-        return ScanResult(scan_id, Decision.from_dict(recorded.decision), duplicate=True)
+        return None if recorded is None else _duplicate(scan_id, fingerprint, recorded)
 
-    async def _commit(
-        self, payload: str, device: str, operator: str | None, kind: ScanKind, scan_id: str
+    async def _record(
+        self, payload: str, fingerprint: str, device: str, operator: str | None, kind: ScanKind, scan_id: str
     ) -> ScanResult:
         # Online-first: the central's word, asked before the ledger is locked (other scans
         # must not wait on the network); None when it did not answer in time.
         remote = None if self.online is None else await self.online.decide(scan_id, payload, kind)
-        mode = "offline" if remote is None else "online"
+        route: Route = "offline" if remote is None else "online"
         manifest = self.manifests.current
-        wall = self._clock()
-        fingerprint = payload_fingerprint(self.event_id, payload)
-        for _attempt in range(_RETRIES):
-            try:
-                async with self.ledger.serial:
-                    hlc = self.ledger.clock.tick(int(wall * 1000))
-                    decision, facts = await self._decide(payload, manifest, wall, kind)
-                    if remote is not None:
-                        decision = _together(decision, remote, scan_id)
-                    admitted = decision.outcome is Outcome.ALLOW and decision.ticket_id is not None
-                    resolution = "refused"
-                    if admitted:
-                        resolution = "admitted" if kind is ScanKind.ENTRY else "exited"
-                    evidence = ScanEvidence(
-                        uuid=scan_id,
-                        hlc=hlc,
-                        wall=wall,
-                        gate=self.gate_id,
-                        device=device,
-                        operator=operator,
-                        fingerprint=fingerprint,
-                        ticket_id=decision.ticket_id,
-                        kind=kind,
-                        outcome=decision.outcome.value,
-                        reason=decision.reason.value,
-                        resolution=resolution,
-                        mode=mode,
-                        manifest_version=manifest.version if manifest is not None else None,
-                        decision=decision.as_dict(),
-                    )
-                    counters = (
-                        "scans",
-                        f"{mode}_scans",
-                        f"outcome:{decision.outcome.value}",
-                        f"reason:{decision.reason.value}",
-                        f"kind:{kind.value}",
-                        f"resolution:{resolution}",
-                    )
-                    await self.ledger.commit_scan(evidence, counters, facts if admitted else None)
-                return ScanResult(scan_id, decision)
-            except PolicyConflict:
-                # The same scan id committed meanwhile (a retried request): that is its answer.
-                prior = await self._prior(scan_id, payload)
-                if prior is not None:
-                    return prior
-                log.warning("scan %s lost a race for its ticket's entry; deciding again", scan_id)
-            except (sqlite3.Error, ValueError) as exc:
-                # ValueError: aiosqlite's answer once the connection is closed (a scan that
-                # outlived shutdown's wait).
-                return self._unrecorded(scan_id, f"ledger error: {exc}")
-        return self._unrecorded(scan_id, "the ticket's entries kept changing under the scan")
+        scan = self._scan_of(scan_id, fingerprint, device, operator, kind, route=route, manifest=manifest)
+        found = self._identify(payload, manifest, scan.wall)
 
-    async def _decide(
-        self, payload: str, manifest: Manifest | None, wall: float, kind: ScanKind
-    ) -> tuple[Decision, LedgerFacts]:
+        def verdict(facts: LedgerFacts) -> Decision:
+            if isinstance(found, Decision):
+                local = found
+            else:
+                assert manifest is not None  # identify() answers manifest_missing without one
+                local = decide(found, manifest, self.checkpoint, facts, scan.wall, kind)
+            return local if remote is None else _both_allow(local, remote, scan_id)
+
+        ticket_id = found.ticket_id if isinstance(found, Ticket) else None
         try:
-            found = identify(payload, manifest, wall)
-            if not isinstance(found, Ticket):
-                return found, LedgerFacts()
-            assert manifest is not None
-            facts = await self.ledger.facts(found.ticket_id)
-            return decide(found, manifest, self.checkpoint, facts, wall, kind), facts
+            recorded = await self.ledger.record_scan(scan, ticket_id, verdict)
+        except PolicyConflict as exc:
+            return self._unrecorded(scan_id, str(exc))
+        except (sqlite3.Error, ValueError) as exc:
+            # ValueError: aiosqlite's answer once the connection is closed (a scan that
+            # outlived shutdown's wait).
+            return self._unrecorded(scan_id, f"ledger error: {exc}")
+        if isinstance(recorded, RecordedScan):
+            # The same scan id committed meanwhile (a retried request): that is its answer.
+            return _duplicate(scan_id, fingerprint, recorded)
+        return ScanResult(scan_id, recorded.evidence.decision)
+
+    def _scan_of(
+        self,
+        scan_id: str,
+        fingerprint: str,
+        device: str,
+        operator: str | None,
+        kind: ScanKind,
+        *,
+        route: Route,
+        manifest: Manifest | None,
+    ) -> Scan:
+        """The scan as the ledger records it: made now, decided on ``manifest``."""
+        return Scan(
+            uuid=scan_id,
+            wall=self._clock(),
+            device=device,
+            operator=operator,
+            fingerprint=fingerprint,
+            kind=kind,
+            route=route,
+            manifest_version=manifest.version if manifest is not None else None,
+        )
+
+    def _identify(self, payload: str, manifest: Manifest | None, wall: float) -> Ticket | Decision:
+        try:
+            return identify(payload, manifest, wall)
         except ManifestRefused as exc:
             # Only a manifest whose signed body is corrupt gets here: treat as none.
             log.error("the active manifest is unusable (%s); denying scans as manifest_missing", exc)
-            return Decision(
-                Reason.MANIFEST_MISSING, "Out of service: the ticket list is unusable"
-            ), LedgerFacts()
+            return Decision(Reason.MANIFEST_MISSING, "Out of service: the ticket list is unusable")
 
     def _unrecorded(self, scan_id: str, why: str) -> ScanResult:
         self.volatile["unrecorded"] += 1
@@ -341,7 +328,14 @@ class Gate:
             log.exception("signals failed to show a decision")
 
 
-def _together(local: Decision, remote: Decision, scan_id: str) -> Decision:
+def _duplicate(scan_id: str, fingerprint: str, recorded: RecordedScan) -> ScanResult:
+    """A retried scan's answer: what was recorded under its id, if for the same payload."""
+    if recorded.fingerprint != fingerprint:
+        raise ScanIdReused(f"scan id {scan_id} was recorded for another payload")
+    return ScanResult(scan_id, Decision.from_dict(recorded.decision), duplicate=True)
+
+
+def _both_allow(local: Decision, remote: Decision, scan_id: str) -> Decision:
     """Online-first: a ticket goes in only when both the central and this gate say so.
 
     The central's refusal stands (it knows of redemptions at devices this gate cannot

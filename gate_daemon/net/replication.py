@@ -31,7 +31,8 @@ from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.records import MAX_TEXT, RecordError, Redemption, parse_record
 from gate_daemon.errors import WireError
 from gate_daemon.net.peer_auth import Admitted, Caller, Challenges, admit
-from gate_daemon.store.ledger import Learned, Ledger
+from gate_daemon.store.learning import Learned
+from gate_daemon.store.ledger import Ledger
 
 #: Records in one push or one pull answer, at most.
 MAX_BATCH = 500

@@ -5,12 +5,15 @@ was cancelled still runs in the database thread, and a transaction left open wou
 swallow every later write (each committing into it, never durably): so whatever goes
 wrong inside, the block waits for what it started (through any further cancellation),
 rolls back what is open, and only then lets go. The caller holds its own lock around it.
+
+Also here: ``Transaction``, the ledger's writes inside such a block, and ``scalar``, the
+one-value read both stores use.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable, Sequence
 from contextlib import asynccontextmanager
 from typing import Any
 
@@ -34,6 +37,29 @@ async def immediate(db: aiosqlite.Connection) -> AsyncIterator[None]:
         raise
 
 
+class Transaction:
+    """Writes outside a scan (manifest activations, counters, marks) inside one ``immediate`` block."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+
+    async def execute(self, sql: str, params: tuple[Any, ...] = ()) -> aiosqlite.Cursor:
+        """Run one statement inside the transaction."""
+        return await self._db.execute(sql, params)
+
+    async def count(self, names: Iterable[str]) -> None:
+        """Add one to each named counter."""
+        await self._db.executemany(
+            "INSERT INTO counters (name, value) VALUES (?, 1)"
+            " ON CONFLICT (name) DO UPDATE SET value = value + 1",
+            [(name,) for name in names],
+        )
+
+    async def set_meta(self, values: Iterable[tuple[str, str]]) -> None:
+        """Set ``meta`` keys."""
+        await self._db.executemany("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", values)
+
+
 async def finish(step: asyncio.Future[Any]) -> bool:
     """Wait until a queued database step is done, whatever cancellations arrive meanwhile.
 
@@ -51,3 +77,10 @@ async def finish(step: asyncio.Future[Any]) -> bool:
     if not step.cancelled():
         step.exception()  # retrieved: never "exception was never retrieved"
     return cancelled
+
+
+async def scalar(db: aiosqlite.Connection, sql: str, params: Sequence[Any] = ()) -> Any:
+    """The first column of the first row ``sql`` returns, or None when it returns none."""
+    rows = await db.execute_fetchall(sql, params)
+    first = next(iter(rows), None)
+    return None if first is None else first[0]

@@ -1,0 +1,89 @@
+"""The central's schema: its tables, as numbered migrations (``gate_daemon.store.migrations``).
+
+Tables:
+
+- ``checkins``: every record stored, keyed by ``uuid``. A record pushed by its origin
+  carries its signature (``sig``) and a pull ``cursor``: the central's own counter,
+  given once, in the transaction that makes the record servable. A record made by
+  ``/v1/validate`` has neither (and no ``epoch``/``seq``, a provisional ``hlc`` from the
+  central's clock) until the gate's signed record with the same uuid arrives and
+  completes it. ``(origin, epoch, seq)`` and ``(voids, origin)`` are unique.
+- ``conflicts``: double entries (``gate_daemon.core.conflicts.losers``): each losing
+  entry with the entry that stands, recomputed for a ticket whenever its records change.
+- ``validations``: every ``/v1/validate`` answer by uuid (denials too), with the calling
+  gate and a digest of the payload (never the payload), for idempotent retries.
+- ``gates``: per gate, the last heartbeat: when (central time), how many, its counters
+  and status.
+- ``manifests``: the versions built (the files are beside the database).
+- ``meta``: ``created_at``.
+"""
+
+from __future__ import annotations
+
+from gate_daemon.store.redemptions import COLUMNS as RECORD_COLUMNS
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+CREATE TABLE meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE checkins (
+    uuid        TEXT PRIMARY KEY,
+    ticket_id   TEXT NOT NULL,
+    kind        TEXT NOT NULL CHECK (kind IN ('entry', 'exit', 'void')),
+    slot        INTEGER,
+    origin      TEXT NOT NULL,
+    epoch       TEXT,
+    seq         INTEGER,
+    hlc         INTEGER NOT NULL,
+    wall        REAL NOT NULL,
+    operator    TEXT,
+    mode        TEXT NOT NULL,
+    forced      INTEGER NOT NULL DEFAULT 0,
+    voids       TEXT,
+    sig         TEXT,
+    cursor      INTEGER UNIQUE,
+    received_at REAL NOT NULL,
+    UNIQUE (origin, epoch, seq),
+    UNIQUE (voids, origin),
+    CHECK ((sig IS NULL) = (cursor IS NULL))
+);
+CREATE INDEX checkins_ticket ON checkins (ticket_id);
+CREATE TABLE conflicts (
+    ticket_id   TEXT NOT NULL,
+    loser       TEXT NOT NULL,
+    winner      TEXT NOT NULL,
+    detected_at REAL NOT NULL,
+    PRIMARY KEY (ticket_id, loser)
+);
+CREATE TABLE validations (
+    uuid        TEXT PRIMARY KEY,
+    gate        TEXT NOT NULL,
+    fingerprint TEXT NOT NULL,
+    decision    TEXT NOT NULL,
+    decided_at  REAL NOT NULL
+);
+CREATE TABLE gates (
+    gate_id   TEXT PRIMARY KEY,
+    last_seen REAL NOT NULL,
+    beats     INTEGER NOT NULL,
+    sent_at   REAL NOT NULL,
+    counters  TEXT NOT NULL,
+    status    TEXT NOT NULL
+);
+CREATE TABLE manifests (
+    version     INTEGER PRIMARY KEY,
+    event_id    TEXT NOT NULL,
+    issued_at   INTEGER NOT NULL,
+    expires_at  INTEGER NOT NULL,
+    body_sha256 TEXT NOT NULL,
+    tickets     INTEGER NOT NULL,
+    file        TEXT NOT NULL,
+    built_at    REAL NOT NULL
+);
+INSERT INTO meta VALUES ('created_at', strftime('%s', 'now'));
+""",
+)
+#: The schema version this code writes and reads (``PRAGMA user_version``).
+SCHEMA_VERSION = len(MIGRATIONS)
+
+#: A check-in's columns: a record's (``store.redemptions.COLUMNS``), its signature and cursor.
+COLUMNS = f"{RECORD_COLUMNS}, sig, cursor"

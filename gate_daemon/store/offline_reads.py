@@ -1,0 +1,53 @@
+"""A ledger file read without the daemon, which may be stopped, dead or running.
+
+For ``gatectl counters --ledger`` and ``gatectl report conflicts --ledger``: plain
+``sqlite3``, read-only, never a write (a reader outside the gate's group must not even
+create the ``-shm`` file when it can avoid it).
+"""
+
+from __future__ import annotations
+
+import sqlite3
+import urllib.parse
+from pathlib import Path
+
+from gate_daemon.store.conflicts import SELECT_CONFLICTS, Conflict, conflict
+from gate_daemon.store.ledger import LedgerError
+
+
+def _open_read_only(path: Path) -> sqlite3.Connection:
+    """A read-only connection to a ledger file whose daemon may be stopped, dead or running."""
+    if not path.is_file():
+        raise LedgerError(f"no ledger at {path}")
+    # A cleanly closed ledger has no WAL: open it immutable, which needs no -shm file (a
+    # reader outside the gate's group may not create one). After a crash, or while the
+    # gate runs, the WAL holds committed scans, so it must be read: read-only then.
+    wal = Path(f"{path}-wal")
+    flags = "mode=ro" if wal.exists() else "immutable=1"
+    try:
+        return sqlite3.connect(f"file:{urllib.parse.quote(str(path.absolute()))}?{flags}", uri=True)
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+
+
+def read_counters(path: Path) -> dict[str, int]:
+    """The counters of a ledger file."""
+    db = _open_read_only(path)
+    try:
+        rows = db.execute("SELECT name, value FROM counters ORDER BY name").fetchall()
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+    finally:
+        db.close()
+    return {str(name): int(value) for name, value in rows}
+
+
+def read_conflicts(path: Path) -> list[Conflict]:
+    """The double entries recorded in a ledger file, oldest loser first."""
+    db = _open_read_only(path)
+    try:
+        return [conflict(row) for row in db.execute(SELECT_CONFLICTS).fetchall()]
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+    finally:
+        db.close()
