@@ -4,8 +4,11 @@
 route takes a signed request (``gate_daemon.net.peer_auth``) from a gate in the latest
 manifest's roster: ``admit`` runs on the headers before the body is read, then the
 signature is verified over method, ``rel_url.raw_path_qs`` and body. An answer to a
-request that was admitted (its challenge spent) carries a fresh ``Gate-Challenge``,
-errors included; one refused before that does not, so challenges stay rate-limited.
+request whose signature verified carries a fresh ``Gate-Challenge``, errors included;
+one refused before that (a forged signature among them) does not: a new challenge then
+comes only from the rate-limited ``/v1/challenge``, so forged requests cannot buy more
+verification work than the rate limit allows. A challenge is spent before the body is
+read, and one address holds at most ``peer_auth.MAX_SPENT_PER_CLIENT`` spent challenges.
 
 Every error is ``{"error": NAME, "detail": ...}``; never a traceback. A ``405`` carries
 ``Allow``; a request that is not HTTP at all gets aiohttp's plain-text 400 and one
@@ -51,8 +54,8 @@ log = logging.getLogger(__name__)
 
 CENTRAL: web.AppKey[Central] = web.AppKey("central", Central)
 LIMITER = web.AppKey("limiter", RateLimiter)
-#: Set on a request whose challenge was spent: its answer carries the next one.
-ADMITTED: web.RequestKey[bool] = web.RequestKey("admitted", bool)
+#: Set on a request whose signature verified: its answer carries the next challenge.
+AUTHENTICATED: web.RequestKey[bool] = web.RequestKey("authenticated", bool)
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -84,7 +87,7 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
     except Exception:
         log.exception("%s %s failed", request.method, request.path)
         response = _error(500, "internal", "the central failed on this request")
-    if request.get(ADMITTED):
+    if request.get(AUTHENTICATED):
         response.headers[HEADER_CHALLENGE] = request.app[CENTRAL].challenges.issue()
     return response
 
@@ -100,14 +103,15 @@ async def _challenge(request: web.Request) -> web.Response:
 async def _signed(request: web.Request, max_body: int = MAX_BODY) -> tuple[Caller, bytes]:
     """The authenticated caller and the body; a ``WireError`` (``AuthError``, ``ApiError``) otherwise."""
     central = request.app[CENTRAL]
-    admitted = admit(central.challenges, central.roster(), request.headers)  # before the body is read
-    request[ADMITTED] = True
+    # Before the body is read: a request that cannot be genuine costs no more.
+    admitted = admit(central.challenges, central.roster(), request.headers, request.remote or "?")
     if request.content_length is not None and request.content_length > max_body:
         raise ApiError("too_large", f"the body is over {max_body} bytes", 413)
     body = await request.read()
     if len(body) > max_body:
         raise ApiError("too_large", f"the body is over {max_body} bytes", 413)
     caller = admitted.verify(request.method, request.rel_url.raw_path_qs, body)
+    request[AUTHENTICATED] = True
     return caller, body
 
 

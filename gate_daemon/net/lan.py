@@ -130,7 +130,7 @@ async def _challenge(request: web.Request) -> web.Response:
 async def _signed_body(request: web.Request) -> tuple[Replication, dict[str, Any]]:
     """The authenticated request's JSON object; the errors above otherwise."""
     replication = request.app[REPLICATION]
-    admitted = replication.admit(request.headers)  # before the body is read
+    admitted = replication.admit(request.headers, request.remote or "?")  # before the body is read
     body = await request.read()
     replication.verify(admitted, request.method, request.path_qs, body)
     try:

@@ -54,6 +54,10 @@ MAX_CHALLENGE = 200
 STALE = frozenset({"bad_nonce", "stale_nonce", "replayed"})
 #: Spent challenges remembered at most (more are refused as ``busy`` until some expire).
 MAX_SPENT = 65536
+#: Spent challenges remembered at most for one client address: one address that spends
+#: challenges faster than any gate does (a gate draining to the central spends about 12 a
+#: second, 360 in a ``TTL``) is refused as ``busy`` alone, and the others go on.
+MAX_SPENT_PER_CLIENT = 4096
 
 HEADER_GATE = "Gate-Id"
 HEADER_TIME = "Gate-Time"
@@ -107,7 +111,9 @@ class Challenges:
         self._secret = os.urandom(32)
         self._clock = clock
         self.ttl = ttl
-        self._spent: dict[str, float] = {}  # nonce -> when it expires; insertion order = expiry order
+        # nonce -> (when it expires, who spent it); insertion order = expiry order
+        self._spent: dict[str, tuple[float, str]] = {}
+        self._by_client: dict[str, int] = {}
 
     def issue(self) -> str:
         """A fresh challenge."""
@@ -116,8 +122,12 @@ class Challenges:
         mac = hmac.new(self._secret, body, hashlib.sha256).digest()[:_MAC]
         return base64.urlsafe_b64encode(body + mac).decode().rstrip("=")
 
-    def spend(self, nonce: str) -> None:
-        """Accept ``nonce`` once (issued here, unexpired, unused); ``AuthError``, or ``busy`` when full."""
+    def spend(self, nonce: str, client: str = "") -> None:
+        """Accept ``nonce`` once (issued here, unexpired, unused); ``AuthError``, or ``busy`` when full.
+
+        ``client`` is the caller's address: one client holds at most ``MAX_SPENT_PER_CLIENT``
+        of the spent challenges remembered.
+        """
         try:
             raw = base64.urlsafe_b64decode(nonce + "=" * (-len(nonce) % 4))
         except (binascii.Error, ValueError):
@@ -133,18 +143,25 @@ class Challenges:
             raise AuthError("stale_nonce", f"the challenge is older than {self.ttl:g} s; get a new one")
         if nonce in self._spent:
             raise AuthError("replayed", "the challenge was already used")
-        if len(self._spent) >= MAX_SPENT:
+        held = self._by_client.get(client, 0)
+        if len(self._spent) >= MAX_SPENT or held >= MAX_SPENT_PER_CLIENT:
             raise WireError("busy", "too many requests in flight; retry shortly", 503)
         # Remembered until it can no longer be valid in any case (issued <= now), so that
         # the dict's order is the order of expiry and ``_forget`` can stop at the first.
-        self._spent[nonce] = now + self.ttl
+        self._spent[nonce] = (now + self.ttl, client)
+        self._by_client[client] = held + 1
 
     def _forget(self, now: float) -> None:
         while self._spent:
-            nonce, expires = next(iter(self._spent.items()))
+            nonce, (expires, client) = next(iter(self._spent.items()))
             if expires >= now:
                 break
             del self._spent[nonce]
+            left = self._by_client[client] - 1
+            if left:
+                self._by_client[client] = left
+            else:
+                del self._by_client[client]
 
 
 @dataclass(frozen=True, slots=True)
@@ -172,7 +189,10 @@ class Admitted:
 
 
 def admit(
-    challenges: Challenges, roster: Mapping[str, PublicKey] | None, headers: Mapping[str, str]
+    challenges: Challenges,
+    roster: Mapping[str, PublicKey] | None,
+    headers: Mapping[str, str],
+    client: str = "",
 ) -> Admitted:
     """The checks that need no body: headers, roster, challenge (spent here). ``WireError`` otherwise.
 
@@ -190,5 +210,5 @@ def admit(
     key = roster.get(gate_id)
     if key is None:
         raise AuthError("unknown_gate", f"gate {gate_id[:64]!r} is not in the manifest's roster", status=403)
-    challenges.spend(nonce)
+    challenges.spend(nonce, client)
     return Admitted(gate_id, key, stamp, nonce, signature)

@@ -139,10 +139,10 @@ class Replication:
             return f"the roster lists another key ({listed.kid}) for this gate than its own ({own})"
         return None
 
-    def admit(self, headers: Mapping[str, str]) -> Admitted:
+    def admit(self, headers: Mapping[str, str], client: str = "") -> Admitted:
         """The checks of a peer request that need no body (its challenge is spent); refusals counted."""
         try:
-            return admit(self.challenges, self.roster(), headers)
+            return admit(self.challenges, self.roster(), headers, client)
         except WireError as exc:  # an AuthError, or busy, no_roster, bad_request
             self._refused(exc)
             raise
