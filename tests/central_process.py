@@ -27,7 +27,7 @@ from types import TracebackType
 from typing import IO, Any
 
 from gate_daemon.central.config import load_central_config
-from gate_daemon.central.store import read_report
+from gate_daemon.store.central.checkin_book import read_report
 from tests.central_fixtures import CentralWorld, make_central_world
 from tests.gate_process import BIN, SYSTEMD_VARIABLES, TIMEOUT, GateProcess, redemptions, wait_until
 from tests.live import tickets_csv, write_gate_config

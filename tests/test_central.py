@@ -10,12 +10,12 @@ import hashlib
 import uuid as uuidlib
 from pathlib import Path
 
-from gate_daemon.central.store import read_report
 from gate_daemon.core.delta import apply_delta
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import open_manifest, peek_header
 from gate_daemon.core.records import parse_record
 from gate_daemon.net.peer_auth import HEADER_CHALLENGE
+from gate_daemon.store.central.checkin_book import read_report
 from gate_daemon.store.manifest_file import read_manifest
 from tests.central_fixtures import CentralWorld, make_central_world, serving
 from tests.live import TICKETS_CSV

@@ -10,8 +10,8 @@ from typing import Any
 
 import pytest
 
-from gate_daemon.central.store import CentralStore
 from gate_daemon.core.records import Redemption
+from gate_daemon.store.central.checkin_book import CentralStore
 
 
 def _entry(ticket: str, seq: int, slot: int) -> Redemption:

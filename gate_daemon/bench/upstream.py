@@ -41,7 +41,6 @@ import httpx
 
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.stats import percentile
-from gate_daemon.central.store import read_report
 from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
 from gate_daemon.core.hlc import Stamp
 from gate_daemon.core.keys import SecretKey
@@ -56,6 +55,7 @@ from gate_daemon.net.replication import Replication
 from gate_daemon.net.sync import SyncSettings, UpstreamSync
 from gate_daemon.net.upstream import UpstreamClient
 from gate_daemon.provision.keyfiles import write_keypair
+from gate_daemon.store.central.checkin_book import read_report
 from gate_daemon.store.ledger import Ledger
 from gate_daemon.store.manifest_file import read_manifest
 from gate_daemon.store.upstream_marks import UpstreamMarks

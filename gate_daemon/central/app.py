@@ -31,11 +31,11 @@ from gate_daemon.errors import GateError, WireError
 from gate_daemon.net.http_edge import MalformedRequestLog, refusal
 from gate_daemon.net.lan import RateLimiter
 from gate_daemon.net.peer_auth import HEADER_CHALLENGE, Caller, admit
+from gate_daemon.store.central.checkin_book import UuidReused
 
 from .config import CentralConfig
 from .manifests import GateAhead
 from .service import Central
-from .store import UuidReused
 from .wire import (
     MAX_BODY,
     MAX_HEARTBEAT,

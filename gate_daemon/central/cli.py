@@ -25,9 +25,9 @@ from gate_daemon.errors import GateError, run_command
 from gate_daemon.provision.event import load_event
 from gate_daemon.provision.keyfiles import read_secret
 from gate_daemon.provision.tickets import load_tickets
+from gate_daemon.store.central.checkin_book import read_report
 
 from .config import CentralConfig, load_central_config
-from .store import read_report
 
 log = logging.getLogger("gate_daemon.central")
 

@@ -36,9 +36,8 @@ from gate_daemon.files import read_regular, write_atomic
 from gate_daemon.provision.build import MAX_VERSION, build_manifest, default_expiry
 from gate_daemon.provision.event import EventSpec, load_event
 from gate_daemon.provision.tickets import load_tickets
+from gate_daemon.store.central.checkin_book import CentralStore, ManifestRow
 from gate_daemon.store.manifest_file import MAX_MANIFEST, read_manifest
-
-from .store import CentralStore, ManifestRow
 
 log = logging.getLogger(__name__)
 

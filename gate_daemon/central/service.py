@@ -20,11 +20,11 @@ from gate_daemon.core.manifest import Manifest
 from gate_daemon.net.peer_auth import Challenges
 from gate_daemon.net.replication import Refusal, verify_record
 from gate_daemon.provision.keyfiles import read_secret
+from gate_daemon.store.central.checkin_book import CentralStore, PushResult
 
 from . import search
 from .config import CentralConfig
 from .manifests import ManifestBook, Served
-from .store import CentralStore, PushResult
 from .wire import ApiError, Heartbeat, ValidateRequest, bad
 
 log = logging.getLogger(__name__)

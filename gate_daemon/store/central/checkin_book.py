@@ -5,8 +5,8 @@ One aiosqlite connection, WAL and ``synchronous = FULL``; every write is one
 heartbeat is all stored or not at all. ``PRAGMA user_version`` is the schema version; a
 newer file than this code knows is refused.
 
-The tables are in ``gate_daemon.central.schema``; what a pushed batch collides with is read
-by ``gate_daemon.central.checkins``, and conflicts are judged by ``gate_daemon.store.conflicts``,
+The tables are in ``gate_daemon.store.central.schema``; what a pushed batch collides with is read
+by ``gate_daemon.store.central.checkins``, and conflicts are judged by ``gate_daemon.store.conflicts``,
 as at the gates.
 
 ``read_report`` reads the file without the server (``gate-central report``).
@@ -30,13 +30,12 @@ from gate_daemon.core.decision import Decision, LedgerFacts
 from gate_daemon.core.hlc import HybridClock
 from gate_daemon.core.records import Redemption
 from gate_daemon.errors import GateError
+from gate_daemon.store.central.checkins import Held, held_for, values
+from gate_daemon.store.central.schema import COLUMNS, MIGRATIONS, SCHEMA_VERSION
 from gate_daemon.store.conflicts import EntriesAllowed, judge_again, ticket_moves
 from gate_daemon.store.migrations import NotWal, SchemaTooNew, durable, migrate
 from gate_daemon.store.redemptions import redemption
 from gate_daemon.store.transactions import immediate, scalar
-
-from .checkins import Held, held_for, values
-from .schema import COLUMNS, MIGRATIONS, SCHEMA_VERSION
 
 
 class StoreError(GateError):

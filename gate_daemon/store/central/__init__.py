@@ -1,0 +1,1 @@
+"""The reference central's SQLite file: schema, check-ins, conflicts, validations, heartbeats."""
