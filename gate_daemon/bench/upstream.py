@@ -321,7 +321,7 @@ async def _decisions(
         opened = online.last_switch
         central.send_signal(signal.SIGCONT)
         waited = time.perf_counter()
-        while online.mode != "online" and time.perf_counter() - waited < 30:
+        while online.route != "online" and time.perf_counter() - waited < 30:
             await asyncio.sleep(0.05)
         closed = online.last_switch
     finally:
@@ -350,7 +350,7 @@ async def _decisions(
         "after_switch": _ms(hung[BREAKER.failures :]),
         "max_ms": round(max(hung) / 1e6, 1),
         "switched_offline_after_ms": None if opened is None else round(opened.took * 1000),
-        "back_online": online.mode == "online",
+        "back_online": online.route == "online",
         "back_online_after_ms": None
         if closed is None or closed.to != "online"
         else round(closed.took * 1000),
