@@ -67,6 +67,7 @@ def _guarded(work: Path, rounds: int) -> int:
 
 
 async def _run(work: Path, rounds: int) -> int:
+    """Time ``rounds`` admissions and their repeats beside bare commits; print the table."""
     issuer, manifest = _event(work)
     ledger = await Ledger.open(fresh_database(work / "ledger.sqlite"), "bench-1")
     bare = _BareCommit(fresh_database(work / "bare.sqlite"))
@@ -164,6 +165,7 @@ async def _interleaved(gate: Gate, bare: _BareCommit, payloads: list[str]) -> _T
 
 
 def _print_table(work: Path, rounds: int, timings: _Timings) -> None:
+    """The figures against their budgets, as docs/PERFORMANCE.md quotes them."""
     g, a, b = summary_us(timings.first), summary_us(timings.again), summary_us(timings.bare)
     print(f"# gatectl bench gate --rounds {rounds}")
     print(f"# {platform.machine()}, Python {sys.version.split()[0]}, work dir {work} ({_fs(work)})")

@@ -277,6 +277,7 @@ async def _fetch_manifest(client: UpstreamClient, path: Path, signer: SecretKey)
 
 
 async def _stopped(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended."""
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError):
         await task
