@@ -591,3 +591,43 @@ async def test_a_link_to_no_one_is_unreachable(tmp_path: Path) -> None:
                 await peer.pull()
     assert caught.value.name == "unreachable" and caught.value.status is None
     assert str(caught.value).startswith("unreachable: ConnectError: ")
+
+
+@contextlib.asynccontextmanager
+async def impostor(answer: bytes | None) -> AsyncIterator[str]:
+    """A listener on 127.0.0.1 that reads a request and writes ``answer`` (None: nothing), then closes."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        await reader.read(4096)
+        if answer is not None:
+            writer.write(answer)
+            await writer.drain()
+        writer.close()
+
+    server = await asyncio.start_server(handle, "127.0.0.1", 0)
+    try:
+        yield f"127.0.0.1:{server.sockets[0].getsockname()[1]}"
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@pytest.mark.parametrize(
+    ("answer", "detail"),
+    [
+        (b"SSH-2.0-OpenSSH_9.2\r\n\r\n", "unreachable: not an HTTP answer: "),
+        (None, "unreachable: not an HTTP answer: "),
+        (b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\n\r\n{", "unreachable: "),
+    ],
+    ids=["not-http", "hangs-up", "cut-short"],
+)
+async def test_a_peer_that_is_no_gate_is_unreachable_not_a_timeout(
+    tmp_path: Path, answer: bytes | None, detail: str
+) -> None:
+    # What aiohttp raises for each (a response error, a disconnection, a payload error)
+    # must reach the link as the httpx error of the same failure, never as a timeout.
+    async with impostor(answer) as address, serving(tmp_path) as rig, linked(rig, tmp_path, address) as peer:
+        with pytest.raises(PeerError) as caught:
+            await peer.pull()
+    assert caught.value.name == "unreachable" and caught.value.status is None
+    assert str(caught.value).startswith(detail), str(caught.value)

@@ -182,9 +182,9 @@ async def test_a_central_that_hangs_opens_the_breaker_after_failures_calls(
     central.down()
     assert await ask(decider, "u-1") is None
     assert await ask(decider, "u-2") is None
-    assert decider.mode == "online" and switches == []
+    assert decider.route == "online" and switches == []
     assert await ask(decider, "u-3") is None
-    assert decider.mode == "offline"
+    assert decider.route == "offline"
     assert decider.switches == {"online": 0, "offline": 1}
     assert [s.to for s in switches] == ["offline"] and switches[0] is decider.last_switch
     assert switches[0].why.startswith("timeout: ")
@@ -215,16 +215,16 @@ async def test_a_good_answer_ends_a_streak(central: Central, make: Make) -> None
     central.down()
     assert await ask(decider, "u-4") is None
     assert await ask(decider, "u-5") is None
-    assert decider.mode == "online"  # two in a row, not three
+    assert decider.route == "online"  # two in a row, not three
     assert await ask(decider, "u-6") is None
-    assert decider.mode == "offline"
+    assert decider.route == "offline"
 
 
 async def test_while_offline_no_call_is_made(central: Central, make: Make) -> None:
     decider = make(failures=1)
     central.down()
     assert await ask(decider, "u-1") is None
-    assert decider.mode == "offline"
+    assert decider.route == "offline"
     central.up()  # the central is well, but only the probe may find out
     for n in range(5):
         assert await ask(decider, f"u-{n + 2}") is None
@@ -238,9 +238,9 @@ async def test_slow_answers_count_toward_opening(central: Central, make: Make) -
     central.delay = 0.1
     for n in range(2):
         assert await ask(decider, f"u-{n}") == Decision.from_dict(ALLOW)
-    assert decider.mode == "online"
+    assert decider.route == "online"
     assert await ask(decider, "u-2") == Decision.from_dict(ALLOW)
-    assert decider.mode == "offline"
+    assert decider.route == "offline"
     assert decider.calls == {"answered": 3, "failed": 0, "slow": 3, "skipped": 0}
     assert decider.last_switch is not None and decider.last_switch.why.startswith("slow: answered in ")
 
@@ -250,7 +250,7 @@ async def test_a_refusing_central_counts_as_failing(central: Central, make: Make
     central.decision = {"not": "a decision"}
     assert await ask(decider) is None
     assert await ask(decider) is None
-    assert decider.mode == "offline"
+    assert decider.route == "offline"
     assert decider.last_error is not None and decider.last_error.startswith("bad_reply: ")
 
 
@@ -264,9 +264,9 @@ async def test_the_probe_closes_the_breaker_once_the_central_answers_again(
     decider.probing()  # type: ignore[attr-defined]
     # While the central stays down, probes time out and the gate stays offline.
     await eventually(lambda: (decider.last_error or "").startswith("probe: timeout"))
-    assert decider.mode == "offline"
+    assert decider.route == "offline"
     central.up()
-    await eventually(lambda: decider.mode == "online", timeout=GUARD)
+    await eventually(lambda: decider.route == "online", timeout=GUARD)
     assert decider.switches == {"online": 1, "offline": 1}
     assert [s.to for s in switches] == ["offline", "online"]
     assert switches[1].why == "the central answers quickly again"
@@ -285,18 +285,18 @@ async def test_back_online_on_the_probes_word_one_bad_call_is_enough_to_go_back(
     central.down()  # validate hangs, challenges answer
     for n in range(3):
         assert await ask(decider, f"u-{n}") is None
-    assert decider.mode == "offline"
+    assert decider.route == "offline"
     decider.probing()  # type: ignore[attr-defined]
-    await eventually(lambda: decider.mode == "online", timeout=GUARD)
+    await eventually(lambda: decider.route == "online", timeout=GUARD)
     assert await ask(decider, "u-9") is None
-    assert decider.mode == "offline" and decider.switches == {"online": 1, "offline": 2}
+    assert decider.route == "offline" and decider.switches == {"online": 1, "offline": 2}
     # Once a scan's call is answered quickly, it takes a whole streak again.
     central.up()
-    await eventually(lambda: decider.mode == "online", timeout=GUARD)
+    await eventually(lambda: decider.route == "online", timeout=GUARD)
     assert await ask(decider, "u-10") == Decision.from_dict(ALLOW)
     central.down()
     assert await ask(decider, "u-11") is None
-    assert decider.mode == "online"
+    assert decider.route == "online"
 
 
 async def test_the_probe_does_nothing_while_online(central: Central, make: Make) -> None:
@@ -304,7 +304,7 @@ async def test_the_probe_does_nothing_while_online(central: Central, make: Make)
     decider.probing()  # type: ignore[attr-defined]
     gets = central.fake.challenge_gets
     await asyncio.sleep(0.1)
-    assert central.fake.challenge_gets == gets and decider.mode == "online"
+    assert central.fake.challenge_gets == gets and decider.route == "online"
 
 
 async def test_status_while_offline(central: Central, make: Make) -> None:

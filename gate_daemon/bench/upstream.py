@@ -40,16 +40,16 @@ from typing import Any
 import httpx
 
 from gate_daemon.bench import fixtures
+from gate_daemon.bench.gate import benched_gate, fresh_database, signed_tickets, time_scans
 from gate_daemon.bench.stats import percentile
-from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
+from gate_daemon.core.decision import Checkpoint, Outcome
 from gate_daemon.core.hlc import Stamp
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
+from gate_daemon.core.manifest import Manifest
 from gate_daemon.errors import GateError
 from gate_daemon.gate.clock import GateClock
 from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.gate.scan import Gate
-from gate_daemon.hardware.factory import NullSignals
 from gate_daemon.net.online import BreakerSettings, OnlineDecider
 from gate_daemon.net.replication import Replication
 from gate_daemon.net.sync import SyncSettings, UpstreamSync
@@ -108,8 +108,7 @@ async def _measure(work: Path, records: int, rounds: int) -> dict[str, Any]:
             roster.write(f'\n[[gates]]\nid = "{gate_id}"\npub = "{key.public.text()}"\n')
     fixtures.write_tickets(work / "tickets.csv", TICKETS)
     state = work / "central"
-    for stale in ("central.sqlite", "central.sqlite-wal", "central.sqlite-shm"):
-        (state / stale).unlink(missing_ok=True)
+    fresh_database(state / "central.sqlite")
     (work / "central.toml").write_text(
         "[central]\n"
         'id = "bench-central"\n'
@@ -171,9 +170,7 @@ async def _drain(
     work: Path, url: str, key: SecretKey, signer: SecretKey, records: int, central_state: Path
 ) -> dict[str, Any]:
     """A backlog of ``records`` drained to the central; timed and counted."""
-    path = work / "drain.sqlite"
-    for suffix in ("", "-wal", "-shm"):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    path = fresh_database(work / "drain.sqlite")
     ledger = await Ledger.open(path, "bench-drain")
     epoch = ledger.epoch
     await ledger.close()
@@ -182,9 +179,7 @@ async def _drain(
     client = _client(url, "bench-drain", key)
     try:
         manifest_file = work / "drain-manifest.gdm"
-        fetched = await client.manifest(None, manifest_file, max_bytes=1 << 30, timeout=60)
-        assert fetched is not None
-        manifest = read_manifest(manifest_file, [signer.public])
+        manifest = await _fetch_manifest(client, manifest_file, signer)
         replication = Replication(ledger, key, lambda: manifest)
         marks = await UpstreamMarks.load(ledger)
         watch = ManifestWatch(
@@ -256,107 +251,92 @@ async def _decisions(
     central: subprocess.Popen[str],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """Local and online-first scans interleaved; then the online-first gate with the central hung."""
-    client = _client(url, "bench-online", keys["bench-online"])
-    manifest_file = work / "decide-manifest.gdm"
-    fetched = await client.manifest(None, manifest_file, max_bytes=1 << 30, timeout=60)
+    async with contextlib.AsyncExitStack() as stack:
+        client = _client(url, "bench-online", keys["bench-online"])
+        stack.push_async_callback(client.aclose)
+        manifest = await _fetch_manifest(client, work / "decide-manifest.gdm", signer)
+        online = OnlineDecider(client, Checkpoint(), BREAKER)
+        ledgers: dict[str, Ledger] = {}
+        for gate_id in ("bench-local", "bench-online"):
+            ledgers[gate_id] = await Ledger.open(fresh_database(work / f"{gate_id}.sqlite"), gate_id)
+            stack.push_async_callback(ledgers[gate_id].close)
+        local = benched_gate("bench-local", ledgers["bench-local"], manifest)
+        remote = benched_gate("bench-online", ledgers["bench-online"], manifest, online)
+        probe = asyncio.create_task(online.run())
+        stack.push_async_callback(_stopped, probe)
+        decision = await _side_by_side(local, remote, issuer, rounds)
+        decision["online_calls"] = dict(online.calls)
+        return decision, await _hung(remote, online, issuer, central)
+
+
+async def _fetch_manifest(client: UpstreamClient, path: Path, signer: SecretKey) -> Manifest:
+    """The central's manifest, downloaded to ``path`` and read."""
+    fetched = await client.manifest(None, path, max_bytes=1 << 30, timeout=60)
     assert fetched is not None
-    manifest = read_manifest(manifest_file, [signer.public])
-    tag = event_tag(fixtures.EVENT_ID)
+    return read_manifest(path, [signer.public])
 
-    def payloads(prefix: str, count: int) -> list[str]:
-        return [
-            encode_signed(TicketClaims(ticket_id=f"{prefix}-{i:06d}", event_tag=tag), issuer)
-            for i in range(count)
-        ]
 
-    gates: dict[str, Gate] = {}
-    ledgers: list[Ledger] = []
-    online = OnlineDecider(client, Checkpoint(), BREAKER)
-    for gate_id in ("bench-local", "bench-online"):
-        path = work / f"{gate_id}.sqlite"
-        for suffix in ("", "-wal", "-shm"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        ledger = await Ledger.open(path, gate_id)
-        ledgers.append(ledger)
-        gates[gate_id] = Gate(
-            gate_id=gate_id,
-            event_id=fixtures.EVENT_ID,
-            checkpoint=Checkpoint(),
-            kind=ScanKind.ENTRY,
-            ledger=ledger,
-            manifests=fixtures.HeldManifest(manifest),
-            signals=NullSignals(),
-            online=online if gate_id == "bench-online" else None,
-        )
+async def _stopped(task: asyncio.Task[None]) -> None:
+    """Cancel ``task`` and wait until it has ended."""
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+
+
+async def _side_by_side(local: Gate, remote: Gate, issuer: SecretKey, rounds: int) -> dict[str, Any]:
+    """``rounds`` scans at a gate deciding alone and at one asking the central, batches in turn."""
+    for gate, prefix in ((local, "L"), (remote, "O")):
+        await gate.scan(signed_tickets(issuer, f"{prefix}W", 1)[0], device="bench")  # warm the path
+    sides = {
+        "local": (local, signed_tickets(issuer, "L", rounds)),
+        "online": (remote, signed_tickets(issuer, "O", rounds)),
+    }
     samples: dict[str, list[int]] = {"local": [], "online": []}
     outcomes: dict[str, dict[str, int]] = {"local": {}, "online": {}}
-    probe = asyncio.create_task(online.run())
-    try:
-        for gate_id, prefix in (("bench-local", "L"), ("bench-online", "O")):
-            await gates[gate_id].scan(payloads(f"{prefix}W", 1)[0], device="bench")  # warm the path
-        local, remote = payloads("L", rounds), payloads("O", rounds)
-        for start in range(0, rounds, BATCH):
-            for side, gate_id, batch in (
-                ("local", "bench-local", local[start : start + BATCH]),
-                ("online", "bench-online", remote[start : start + BATCH]),
-            ):
-                for payload in batch:
-                    t0 = time.perf_counter_ns()
-                    result = await gates[gate_id].scan(payload, device="bench")
-                    samples[side].append(time.perf_counter_ns() - t0)
-                    name = result.decision.outcome.value
-                    outcomes[side][name] = outcomes[side].get(name, 0) + 1
-        online_calls = dict(online.calls)
-        # The central hangs: its process stops answering, its socket still accepts.
-        central.send_signal(signal.SIGSTOP)
-        hung: list[int] = []
-        hung_outcomes: dict[str, int] = {}
-        for payload in payloads("H", 50):
-            t0 = time.perf_counter_ns()
-            result = await gates["bench-online"].scan(payload, device="bench")
-            hung.append(time.perf_counter_ns() - t0)
-            hung_outcomes[result.decision.outcome.value] = (
-                hung_outcomes.get(result.decision.outcome.value, 0) + 1
-            )
-        opened = online.last_switch
-        central.send_signal(signal.SIGCONT)
-        waited = time.perf_counter()
-        while online.mode != "online" and time.perf_counter() - waited < 30:
-            await asyncio.sleep(0.05)
-        closed = online.last_switch
-    finally:
-        probe.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await probe
-        await client.aclose()
-        for ledger in ledgers:
-            await ledger.close()
+    for start in range(0, rounds, BATCH):
+        for side, (gate, payloads) in sides.items():
+            await time_scans(gate, payloads[start : start + BATCH], samples[side], outcomes[side])
     allow = Outcome.ALLOW.value
     if outcomes["local"].get(allow) != rounds or outcomes["online"].get(allow) != rounds:
         raise GateError(f"benchmark expected {rounds} admissions on each side, got {outcomes}")
     local_ms, online_ms = _ms(samples["local"]), _ms(samples["online"])
-    decision = {
+    return {
         "local": local_ms,
         "online_first": online_ms,
         "ratio_p50": round(online_ms["p50_ms"] / local_ms["p50_ms"], 2) if local_ms["p50_ms"] else None,
         "ratio_p99": round(online_ms["p99_ms"] / local_ms["p99_ms"], 2) if local_ms["p99_ms"] else None,
-        "online_calls": online_calls,
         "timeout_ms": BREAKER.timeout * 1000,
     }
-    hang = {
+
+
+async def _hung(
+    remote: Gate, online: OnlineDecider, issuer: SecretKey, central: subprocess.Popen[str]
+) -> dict[str, Any]:
+    """Scans at the online-first gate while the central hangs, then the wait until it is asked again."""
+    # The central hangs: its process stops answering, its socket still accepts.
+    central.send_signal(signal.SIGSTOP)
+    hung: list[int] = []
+    hung_outcomes: dict[str, int] = {}
+    await time_scans(remote, signed_tickets(issuer, "H", 50), hung, hung_outcomes)
+    opened = online.last_switch
+    central.send_signal(signal.SIGCONT)
+    waited = time.perf_counter()
+    while online.route != "online" and time.perf_counter() - waited < 30:
+        await asyncio.sleep(0.05)
+    closed = online.last_switch
+    return {
         "scans": len(hung),
         "outcomes": hung_outcomes,
         "first_scans_ms": [round(ns / 1e6, 1) for ns in hung[: BREAKER.failures + 1]],
         "after_switch": _ms(hung[BREAKER.failures :]),
         "max_ms": round(max(hung) / 1e6, 1),
         "switched_offline_after_ms": None if opened is None else round(opened.took * 1000),
-        "back_online": online.mode == "online",
+        "back_online": online.route == "online",
         "back_online_after_ms": None
         if closed is None or closed.to != "online"
         else round(closed.took * 1000),
         "switches": dict(online.switches),
     }
-    return decision, hang
 
 
 def _ms(samples_ns: list[int]) -> dict[str, float]:

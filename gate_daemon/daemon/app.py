@@ -43,6 +43,7 @@ from gate_daemon.daemon.status import GateStatus
 from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.errors import GateError
 from gate_daemon.gate.clock import GateClock
+from gate_daemon.gate.counts import count_softly
 from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.gate.scan import Gate
 from gate_daemon.gate.turnstile import Turnstile
@@ -92,14 +93,6 @@ class RunningGate:
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
     sync: UpstreamSync | None = None
     online: OnlineDecider | None = None
-
-
-async def count_softly(ledger: Ledger, name: str) -> None:
-    """Add one to a counter; a ledger that cannot take it is logged, never fatal."""
-    try:
-        await ledger.bump([name])
-    except (sqlite3.Error, ValueError) as exc:
-        log.error("cannot count %s in the ledger: %s", name, exc)
 
 
 def claim_state_dir(state: Path) -> int:

@@ -27,6 +27,7 @@ from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import Manifest, check_successor
 from gate_daemon.core.times import format_instant
 from gate_daemon.errors import ManifestRefused
+from gate_daemon.gate.counts import count_softly
 from gate_daemon.store.ledger import Ledger, LedgerError, ManifestState
 from gate_daemon.store.manifest_file import install_manifest, read_manifest, sweep_partial_installs
 
@@ -91,7 +92,7 @@ class ManifestWatch:
                 log.error("the gate's own manifest copy %s is refused: %s", self.private_path, exc)
                 detail = f"the gate's own copy {self.private_path}: {exc.detail}"
                 self.refusal = Refusal(exc.reason, detail, self._clock())
-                await self._count(labelled(Family.MANIFEST_REFUSED, exc.reason))
+                await count_softly(self.ledger, labelled(Family.MANIFEST_REFUSED, exc.reason))
             else:
                 self._current = manifest
                 self.activated_at = state.activated_at
@@ -239,14 +240,8 @@ class ManifestWatch:
             return False  # an unreadable file looked at again at each poll: said and counted once
         kept = f"keeping version {self._current.version}" if self._current else "the gate has NO manifest"
         log.error("manifest %s refused (%s): %s; %s", source, exc.reason, exc.detail, kept)
-        await self._count(labelled(Family.MANIFEST_REFUSED, exc.reason))
+        await count_softly(self.ledger, labelled(Family.MANIFEST_REFUSED, exc.reason))
         return False
-
-    async def _count(self, name: str) -> None:
-        try:
-            await self.ledger.bump([name])
-        except (sqlite3.Error, ValueError) as exc:
-            log.error("cannot count %s in the ledger: %s", name, exc)
 
     async def run(self, interval: float) -> None:
         """Check the drop file every ``interval`` seconds until cancelled; nothing stops it."""

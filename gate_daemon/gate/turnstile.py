@@ -36,6 +36,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gate_daemon.core.counters import Family, labelled
+from gate_daemon.gate.counts import count_softly
 from gate_daemon.hardware.ports import Contact, Relay
 from gate_daemon.store.ledger import Ledger
 
@@ -116,15 +117,11 @@ class Turnstile:
             self._count(labelled(Family.PASSAGE, "unreleased"))
 
     def _count(self, name: str) -> None:
-        task = asyncio.get_running_loop().create_task(self._bump(name))
+        # The sensor's callback runs on the loop but cannot wait: the count runs as a task,
+        # awaited at ``aclose`` while the ledger is still open.
+        task = asyncio.get_running_loop().create_task(count_softly(self.ledger, name))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
-
-    async def _bump(self, name: str) -> None:
-        try:
-            await self.ledger.bump([name])
-        except (sqlite3.Error, ValueError) as exc:
-            log.error("cannot count %s in the ledger: %s", name, exc)
 
     async def run(self) -> None:
         """Void the admissions whose deadline passed without a passage; runs until cancelled."""

@@ -9,7 +9,9 @@ hot path of propagation (``gatectl bench peers``). aiohttp serves the LAN API al
 aiohttp's errors become httpx's here (``httpx.ConnectError``, ``httpx.ReadTimeout``,
 ``httpx.RemoteProtocolError``, ``httpx.ReadError``), so callers name them as for any
 httpx client. Only what the peer links use is carried: whole request bodies, no redirects,
-no proxies from the environment, answers streamed undecoded.
+no proxies from the environment, answers streamed undecoded. (The ``httpx-aiohttp``
+package is as fast but names a refused connection a timeout and lets an answer that is
+not HTTP through untranslated: docs/CHOICES.md.)
 """
 
 from __future__ import annotations

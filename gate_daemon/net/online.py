@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from gate_daemon.core.decision import Checkpoint, Decision, Outcome, ScanKind
 from gate_daemon.core.snapshot import OnlineStatus
 from gate_daemon.net.upstream import UpstreamClient, UpstreamError
+from gate_daemon.store.scans import Route
 
 log = logging.getLogger(__name__)
 
@@ -53,9 +54,9 @@ class BreakerSettings:
 
 @dataclass(frozen=True, slots=True)
 class Switch:
-    """One change of mode."""
+    """One change of route: the breaker opened (to ``offline``) or closed (to ``online``)."""
 
-    to: str
+    to: Route
     at: float
     why: str
     took: float
@@ -80,7 +81,8 @@ class OnlineDecider:
         self.on_switch = on_switch
         self._clock = clock
         self._monotonic = monotonic
-        self.mode = "online"
+        #: The route scans take now: asked at the central first (breaker closed), or decided here.
+        self.route: Route = "online"
         self._streak = 0
         self._streak_started: float | None = None
         self._offline_since: float | None = None
@@ -101,7 +103,7 @@ class OnlineDecider:
 
     async def decide(self, uuid: str, payload: str, kind: ScanKind) -> Decision | None:
         """Ask the central, within the hard timeout; None when the gate must decide alone."""
-        if self.mode != "online":
+        if self.route != "online":
             self.calls["skipped"] += 1
             return None
         started = self._monotonic()
@@ -161,17 +163,17 @@ class OnlineDecider:
         if self._streak == 0:
             self._streak_started = started
         self._streak += 1
-        if (self._trial or self._streak >= self.settings.failures) and self.mode == "online":
+        if (self._trial or self._streak >= self.settings.failures) and self.route == "online":
             self._switch("offline", why, self._monotonic() - (self._streak_started or started))
 
-    def _switch(self, to: str, why: str, took: float) -> None:
+    def _switch(self, to: Route, why: str, took: float) -> None:
         now = self._monotonic()
         if to == "offline":
             self._offline_since = now
         elif self._offline_since is not None:
             self.offline_seconds += now - self._offline_since
             self._offline_since = None
-        self.mode = to
+        self.route = to
         self._streak, self._streak_started, self._good_probes = 0, None, 0
         # Back online on the probe's word (a challenge answered quickly), which says less than a
         # validate answer: until a scan's call confirms it, one bad call is enough to go back.
@@ -187,7 +189,7 @@ class OnlineDecider:
         while True:
             await asyncio.sleep(self.settings.probe_interval)
             await self._release_marks()
-            if self.mode == "online":
+            if self.route == "online":
                 continue
             started = self._monotonic()
             try:
@@ -235,7 +237,7 @@ class OnlineDecider:
         ordered = sorted(self.latencies)
         last = self.last_switch
         return {
-            "mode": self.mode,
+            "mode": self.route,  # the key status, metrics and gatectl read
             "timeout_ms": self.settings.timeout * 1000,
             "switches": dict(self.switches),
             "offline_seconds": offline,
