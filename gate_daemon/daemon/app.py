@@ -148,6 +148,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         )
         stack.push_async_callback(ledger.close)
         clock = await GateClock.load(ledger, warn_offset=config.upstream.clock_warn_s)
+        stack.push_async_callback(_save_clock, clock, ledger)  # the floor, carried on, kept at the end
         checkpoint = Checkpoint(config.gate.zone, config.gate.session)
         manifests = _manifest_watch(config, keys, ledger, checkpoint, clock)
         await _activate(manifests, clock)
@@ -173,8 +174,6 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         status = GateStatus(config, ledger, manifests, gate, source, clock=clock)
         shared = network.replication(config, ledger, manifests)
         if config.upstream.url is not None and shared is not None:
-            # The floor the central's answers raise is kept once its client is closed.
-            stack.push_async_callback(_save_clock, clock, ledger)
             client = network.upstream_client(config, shared, clock)
             stack.push_async_callback(_quietly, "the central's client", client.aclose)
             status.sync = await network.upstream_sync(config, client, shared, manifests, clock, status)
@@ -241,6 +240,9 @@ async def _activate(manifests: ManifestWatch, clock: GateClock) -> None:
         # A Pi that booted at 1970 decides no earlier than its manifest was made.
         clock.raise_floor(float(manifests.current.header.issued_at), "manifest")
     clock.ceiling = lambda: None if manifests.current is None else float(manifests.current.header.expires_at)
+    # Nor earlier than the times its ledger's records show have passed, up to that expiry.
+    clock.remember()
+    clock.check()  # what is wrong with the clock, and whether the gate can know the time, said once
 
 
 def _turnstile(config: GateConfig, ledger: Ledger, pin_factory: Any) -> Turnstile | None:
