@@ -174,7 +174,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         status = GateStatus(config, ledger, manifests, gate, source, clock=clock)
         shared = network.replication(config, ledger, manifests)
         if config.upstream.url is not None and shared is not None:
-            client = network.upstream_client(config, shared, clock)
+            client = network.upstream_client(config, shared, clock, keys)
             stack.push_async_callback(_quietly, "the central's client", client.aclose)
             status.sync = await network.upstream_sync(config, client, shared, manifests, clock, status)
             if config.gate.decision == "online-first":
