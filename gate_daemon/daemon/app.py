@@ -152,7 +152,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         checkpoint = Checkpoint(config.gate.zone, config.gate.session)
         manifests = _manifest_watch(config, keys, ledger, checkpoint, clock)
         await _activate(manifests, clock)
-        turnstile = _turnstile(config, ledger, pin_factory)
+        turnstile = _turnstile(config, ledger, pin_factory, clock)
         if turnstile is not None:
             stack.push_async_callback(_quietly, "the turnstile", turnstile.aclose)
         gate = Gate(
@@ -185,7 +185,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         button = make_button(config, pin_factory)
         if button is not None:
             stack.push_async_callback(_quietly, "the button", button.aclose)
-        await ledger.recheck_conflicts(time.time())  # the manifest may have changed while stopped
+        await ledger.recheck_conflicts(clock.now())  # the manifest may have changed while stopped
         lan = await network.serve_lan(config, stack, status, shared) if config.lan.enabled else None
         search = None if status.sync is None else status.sync.client.search
         control = ControlServer(config.control.socket, gate, status.snapshot, search)
@@ -245,13 +245,19 @@ async def _activate(manifests: ManifestWatch, clock: GateClock) -> None:
     clock.check()  # what is wrong with the clock, and whether the gate can know the time, said once
 
 
-def _turnstile(config: GateConfig, ledger: Ledger, pin_factory: Any) -> Turnstile | None:
-    """The turnstile service on the relay and passage sensor the config wires, if any."""
+def _turnstile(config: GateConfig, ledger: Ledger, pin_factory: Any, clock: GateClock) -> Turnstile | None:
+    """The turnstile service on the relay and passage sensor the config wires, if any.
+
+    Its voids are stamped with the decision clock's time, as the scans are: the system
+    clock may be a day off, and this gate's own records set its floor at the next start.
+    """
     pins = make_turnstile_pins(config, pin_factory)
     if pins is None:
         return None
     relay, passage = pins
-    return Turnstile(ledger, relay, passage, pass_timeout=config.turnstile.pass_timeout_ms / 1000)
+    return Turnstile(
+        ledger, relay, passage, pass_timeout=config.turnstile.pass_timeout_ms / 1000, clock=clock.now
+    )
 
 
 async def _input_loop(running: RunningGate) -> None:
@@ -311,7 +317,7 @@ def service_problem(running: RunningGate, ledger_ok: bool) -> str | None:
     manifest = running.manifests.current
     if manifest is None:
         return "no valid manifest"
-    if time.time() > manifest.header.expires_at:
+    if running.status.clock.now() > manifest.header.expires_at:  # the time decisions use
         return "the manifest has expired"
     if not ledger_ok:
         return "the ledger does not answer"
