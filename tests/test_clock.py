@@ -1,5 +1,6 @@
-"""The gate's clock: never earlier than a floor it has earned (kept in the ledger's file), its offset
-from the central's Date headers, and warnings in words."""
+"""The gate's clock: never earlier than a floor it has earned (kept in the ledger's file) and carried on
+by the monotonic clock, its offset from the central's signed time and Date headers, decisions with the
+central's time when the system clock is off, and warnings in words."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon.gate.clock import GateClock
+from gate_daemon.gate.clock import ESTIMATE_AGE, TRUSTED_FOR, GateClock
 from gate_daemon.store.ledger import Ledger
 from tests.gate_fixtures import Clock, query
 
@@ -40,11 +41,20 @@ def flag(tmp_path: Path, *, synced: bool | None) -> Path:
 
 
 def clock_at(tmp_path: Path, now: float, floor: float = 0.0, **kwargs: object) -> tuple[GateClock, Clock]:
+    """A clock whose system clock reads ``now``; its monotonic clock stands still unless given."""
     system = Clock(now)
     if "synced_flag" not in kwargs:
         kwargs["synced_flag"] = flag(tmp_path, synced=True)
     kwargs.setdefault("ceiling", lambda: EXPIRES)  # an active manifest expiring a day after T
+    kwargs.setdefault("monotonic", Clock(0.0))
     return GateClock(floor, system=system, **kwargs), system  # type: ignore[arg-type]
+
+
+def running(tmp_path: Path, now: float, **kwargs: object) -> tuple[GateClock, Clock, Clock]:
+    """A clock whose system clock reads ``now``, with the monotonic clock the test moves on."""
+    monotonic = Clock(500.0)
+    clock, system = clock_at(tmp_path, now, monotonic=monotonic, **kwargs)
+    return clock, system, monotonic
 
 
 # ------------------------------------------------------------------ the floor
@@ -70,11 +80,45 @@ def test_the_floor_only_rises(tmp_path: Path) -> None:
     assert (clock.floor, clock.floor_source) == (T + 10, "server")
 
 
+def test_the_decision_time_runs_on_from_the_floor(tmp_path: Path) -> None:
+    """A system clock behind the floor must not freeze the gate at the floor: time passes from it."""
+    clock, system, monotonic = running(tmp_path, 1000.0)  # a Pi that booted without network: near 1970
+    clock.raise_floor(T, "manifest")
+    assert clock.now() == T
+    monotonic.now += 2.0
+    assert clock.now() == T + 2.0  # not T for ever: sessions open, windows end
+    monotonic.now += 58.0
+    assert clock.now() == T + 60.0 and clock.earliest() == T + 60.0
+    system.now = T + 3600  # the system clock is set, and is later: it is decided with
+    assert clock.now() == T + 3600
+
+
+def test_a_floor_runs_from_when_it_was_learned(tmp_path: Path) -> None:
+    clock, _, monotonic = running(tmp_path, 1000.0)
+    clock.raise_floor(T, "history", at=monotonic.now - 10)  # known ten seconds ago
+    assert clock.now() == T + 10
+    clock.raise_floor(T + 5, "manifest")  # learned now, but earlier than the running floor
+    assert (clock.now(), clock.floor_source) == (T + 10, "history")
+    clock.raise_floor(T + 11, "server")
+    assert (clock.now(), clock.floor_source) == (T + 11, "server")
+
+
+async def test_saving_keeps_the_running_floor(ledger: Ledger, tmp_path: Path) -> None:
+    monotonic = Clock(100.0)
+    clock = await GateClock.load(ledger, system=Clock(1000.0), monotonic=monotonic)
+    clock.raise_floor(T, "manifest")
+    monotonic.now += 30.0
+    await clock.save(ledger)
+    assert query(ledger.path, "SELECT value FROM meta WHERE key = 'time_floor'") == [(repr(T + 30.0),)]
+    again = await GateClock.load(ledger, system=Clock(1000.0), monotonic=Clock(0.0))
+    assert (again.now(), again.floor_source) == (T + 30.0, "ledger")
+
+
 async def test_the_floor_is_kept_in_the_ledgers_file(tmp_path: Path) -> None:
     path = tmp_path / "ledger.sqlite"
     ledger = await Ledger.open(path, "north-1")
     try:
-        clock = await GateClock.load(ledger, system=Clock(1000.0))
+        clock = await GateClock.load(ledger, system=Clock(1000.0), monotonic=Clock(0.0))
         assert (clock.floor, clock.floor_source) == (0.0, None)
         clock.raise_floor(T + 0.25, "manifest")
         await clock.save(ledger)
@@ -83,7 +127,7 @@ async def test_the_floor_is_kept_in_the_ledgers_file(tmp_path: Path) -> None:
     assert query(path, "SELECT value FROM meta WHERE key = 'time_floor'") == [(repr(T + 0.25),)]
     ledger = await Ledger.open(path, "north-1")
     try:
-        again = await GateClock.load(ledger, system=Clock(1000.0))
+        again = await GateClock.load(ledger, system=Clock(1000.0), monotonic=Clock(0.0))
     finally:
         await ledger.close()
     assert (again.floor, again.floor_source) == (T + 0.25, "ledger")
@@ -91,7 +135,7 @@ async def test_the_floor_is_kept_in_the_ledgers_file(tmp_path: Path) -> None:
 
 
 async def test_save_writes_only_when_the_floor_rose(ledger: Ledger) -> None:
-    clock = await GateClock.load(ledger, system=Clock(T))
+    clock = await GateClock.load(ledger, system=Clock(T), monotonic=Clock(0.0))  # no time passes
     await clock.save(ledger)  # nothing earned: nothing written
     assert query(ledger.path, "SELECT COUNT(*) FROM meta WHERE key = 'time_floor'") == [(0,)]
     clock.raise_floor(T, "server")
@@ -109,14 +153,14 @@ async def test_save_writes_only_when_the_floor_rose(ledger: Ledger) -> None:
 
 
 async def test_a_loaded_floor_is_not_saved_again(ledger: Ledger) -> None:
-    clock = await GateClock.load(ledger)
+    clock = await GateClock.load(ledger, monotonic=Clock(0.0))  # no time passes: the floor does not move
     clock.raise_floor(T, "manifest")
     await clock.save(ledger)
     with sqlite3.connect(ledger.path) as conn:
         conn.execute("UPDATE meta SET value = 'sentinel' WHERE key = 'time_floor'")
     conn.close()
     # Not loaded from 'sentinel' here: a fresh clock with the floor it would have loaded.
-    fresh = GateClock(T)
+    fresh = GateClock(T, monotonic=Clock(0.0))
     await fresh.save(ledger)
     assert query(ledger.path, "SELECT value FROM meta WHERE key = 'time_floor'") == [("sentinel",)]
 
@@ -130,6 +174,18 @@ async def test_a_floor_that_is_not_a_number_is_ignored_with_an_error(
         clock = await GateClock.load(ledger, system=Clock(T))
     assert clock.floor == 0.0 and clock.now() == T
     assert "'yesterday' is not a number" in caplog.text
+
+
+@pytest.mark.parametrize("kept", ["nan", "inf", "-5.0"])
+async def test_a_floor_that_is_not_a_time_is_ignored_with_an_error(
+    ledger: Ledger, caplog: pytest.LogCaptureFixture, kept: str
+) -> None:
+    async with ledger.transaction() as tx:
+        await tx.set_meta([("time_floor", kept)])
+    with caplog.at_level(logging.ERROR, logger="gate_daemon.gate.clock"):
+        clock = await GateClock.load(ledger, system=Clock(T), monotonic=Clock(0.0))
+    assert clock.floor == 0.0 and clock.now() == T
+    assert f"{kept!r} is not a time" in caplog.text
 
 
 # ------------------------------------------------------------------ the central's Date
@@ -201,6 +257,134 @@ def test_a_lucky_estimate_ages_while_the_clock_drifts(tmp_path: Path) -> None:
         clock.saw_server(at, sent=system.now, received=system.now + 0.01)
     assert clock.offset == pytest.approx(7200 * drift, abs=0.1)
     assert clock.warning() == "the system clock is 14 s ahead of the central server's"
+
+
+# ------------------------------------------------------------------ the central's signed time
+
+DAY = 86400.0
+
+
+def test_a_clock_a_day_ahead_decides_with_the_centrals_signed_time(tmp_path: Path) -> None:
+    clock, system, monotonic = running(tmp_path, T + DAY)
+    assert clock.now() == T + DAY  # nothing known yet: the system clock, a day ahead
+    clock.saw_signed_time(T, sent=T + DAY, received=T + DAY + 0.2, rtt=0.2)
+    # The central read its clock mid-exchange: its time now is T plus half the round trip.
+    assert clock.now() == pytest.approx(T + 0.1)
+    monotonic.now += 60.0
+    system.now += 60.0
+    assert clock.now() == pytest.approx(T + 60.1)  # carried on by the monotonic clock
+    assert clock.offset == pytest.approx(DAY + 0.1) and clock.authenticated
+    assert clock.warning() == (
+        "the system clock is 86400 s ahead of the central's signed time; "
+        "deciding with the central's time instead"
+    )
+    status = clock.status()
+    assert (status["source"], status["authenticated"], status["known"]) == ("central", True, True)
+    assert status["central_age_s"] == pytest.approx(60.1)
+
+
+def test_a_clock_behind_decides_with_the_centrals_signed_time_and_its_floor_rises(tmp_path: Path) -> None:
+    clock, _, monotonic = running(tmp_path, 1000.0, ceiling=lambda: None)  # no manifest: no cap needed
+    clock.saw_signed_time(T, sent=1000.0, received=1000.1, rtt=0.1)
+    assert (clock.floor, clock.floor_source) == (T, "central")  # signed by the manifest key
+    assert clock.now() == pytest.approx(T + 0.05)
+    monotonic.now += 10
+    assert clock.now() == pytest.approx(T + 10.05)
+
+
+def test_a_signed_time_within_the_threshold_leaves_the_system_clock(tmp_path: Path) -> None:
+    clock, system, _ = running(tmp_path, T + 2)
+    clock.saw_signed_time(T, sent=T + 2, received=T + 2.1, rtt=0.1)
+    assert clock.now() == T + 2 and clock.source() == "system"
+    assert clock.warning() is None and clock.offset == pytest.approx(2.05)
+    system.now = T + 3 * DAY  # stepped later, by hand or by a bad NTP server: the central's time holds
+    assert clock.now() == pytest.approx(T + 0.05) and clock.source() == "central"
+
+
+def test_the_centrals_signed_time_ages_out(tmp_path: Path) -> None:
+    clock, system, monotonic = running(tmp_path, T + DAY)
+    clock.saw_signed_time(T, sent=T + DAY, received=T + DAY, rtt=0.0)
+    monotonic.now += TRUSTED_FOR + 1
+    system.now += TRUSTED_FOR + 1
+    # The monotonic clock may have drifted too far: the system clock again, still warned about.
+    assert clock.now() == T + DAY + TRUSTED_FOR + 1 and clock.source() == "system"
+    assert clock.warning() == "the system clock is 86400 s ahead of the central server's"
+    assert clock.status()["central_age_s"] is None and clock.known() is True  # synchronised (the flag)
+
+
+def test_a_quicker_signed_exchange_replaces_a_slower_one(tmp_path: Path) -> None:
+    clock, system, monotonic = running(tmp_path, T + DAY)
+    clock.saw_signed_time(T, sent=T + DAY, received=T + DAY + 1.0, rtt=1.0)
+    monotonic.now += 10
+    system.now += 10
+    clock.saw_signed_time(T + 12, sent=T + DAY + 10, received=T + DAY + 13, rtt=3.0)  # slow: not taken
+    assert clock.rtt == 1.0 and clock.now() == pytest.approx(T + 10.5)
+    clock.saw_signed_time(T + 10.2, sent=T + DAY + 10, received=T + DAY + 10.2, rtt=0.2)
+    assert clock.rtt == 0.2 and clock.now() == pytest.approx(T + 10.3)
+    monotonic.now += ESTIMATE_AGE + 1  # an old estimate gives way even to a slower answer
+    clock.saw_signed_time(T + 80, sent=T + DAY + 71, received=T + DAY + 73, rtt=2.0)
+    assert clock.rtt == 2.0 and clock.now() == pytest.approx(T + 81)
+
+
+def test_a_date_header_does_not_replace_the_signed_estimate(tmp_path: Path) -> None:
+    clock, _, _ = running(tmp_path, T + DAY)
+    clock.saw_signed_time(T, sent=T + DAY, received=T + DAY, rtt=0.0)
+    clock.saw_server(T + 2 * DAY, sent=T + DAY, received=T + DAY)  # a forged Date on the path
+    assert clock.offset == pytest.approx(DAY) and clock.authenticated
+    assert clock.now() == pytest.approx(T)
+
+
+def test_a_floor_ahead_of_the_centrals_signed_time_is_taken_down(tmp_path: Path) -> None:
+    """A floor from a clock that was wrong earlier (this gate's own records) must not outvote the central."""
+    clock, _, _ = running(tmp_path, T + DAY)
+    clock.raise_floor(T + DAY, "history")
+    clock.saw_signed_time(T, sent=T + DAY, received=T + DAY + 0.2, rtt=0.2)
+    assert (clock.floor, clock.floor_source) == (T, "central")
+    assert clock.now() == pytest.approx(T + 0.1)
+
+
+def test_a_floor_within_the_round_trip_of_the_signed_time_stays(tmp_path: Path) -> None:
+    clock, _, _ = running(tmp_path, T)
+    clock.raise_floor(T + 3, "manifest")  # within the threshold: nothing shows it wrong
+    clock.saw_signed_time(T, sent=T, received=T + 0.2, rtt=0.2)
+    assert (clock.floor, clock.floor_source) == (T + 3, "manifest")
+
+
+def test_answers_without_a_good_signed_time_are_counted_and_said_once(
+    tmp_path: Path, caplog: pytest.LogCaptureFixture
+) -> None:
+    clock, _, _ = running(tmp_path, T)
+    with caplog.at_level(logging.WARNING, logger="gate_daemon.gate.clock"):
+        for _ in range(3):
+            clock.unsigned_answer("its answers carry no Central-Time header")
+        clock.unsigned_answer("its Central-Time is not signed by a trusted manifest key")
+    assert clock.status()["unsigned_answers"] == 4
+    assert [r.getMessage() for r in caplog.records] == [
+        "clock: the central's time is not taken from its answers: its answers carry no Central-Time header",
+        "clock: the central's time is not taken from its answers: "
+        "its Central-Time is not signed by a trusted manifest key",
+    ]
+
+
+def test_a_gate_that_cannot_know_the_time_says_so(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    clock, _, _ = running(tmp_path, 1000.0, synced_flag=flag(tmp_path, synced=False))
+    assert clock.known() is False and clock.status()["known"] is False
+    with caplog.at_level(logging.WARNING, logger="gate_daemon.gate.clock"):
+        clock.check()
+        clock.check()
+    (said,) = [r.getMessage() for r in caplog.records]
+    assert said == (
+        "clock: the system clock is not synchronised (systemd-timesyncd says so); this gate cannot know the "
+        "time (no synchronised clock, no signed time from the central): it decides with the system clock, "
+        "with no floor"
+    )
+    clock.saw_signed_time(T, sent=1000.0, received=1000.0, rtt=0.0)
+    assert clock.known() is True and clock.source() == "central"
+
+
+def test_without_timesyncd_or_the_central_the_gate_cannot_say(tmp_path: Path) -> None:
+    clock, _, _ = running(tmp_path, T, synced_flag=flag(tmp_path, synced=None))
+    assert clock.known() is None and clock.warning() is None
 
 
 # ------------------------------------------------------------------ warnings
@@ -287,9 +471,15 @@ def test_status_fields(tmp_path: Path) -> None:
         "rtt_s": None,
         "synchronised": True,
         "warning": None,
+        "source": "system",
+        "authenticated": False,
+        "central_age_s": None,
+        "known": True,
+        "unsigned_answers": 0,
     }
     clock.saw_server(T, sent=T - 100, received=T - 99.8)
     status = clock.status()
     assert status["now"] == T and status["floor"] == T and status["floor_source"] == "server"
     assert status["offset_s"] == pytest.approx(-100.4) and status["rtt_s"] == pytest.approx(0.2)
     assert "behind" in status["warning"]
+    assert (status["source"], status["authenticated"], status["central_age_s"]) == ("floor", False, None)

@@ -43,13 +43,6 @@ LONG_MODULES: dict[str, str] = {}
 #: Functions allowed over MAX_FUNCTION_LINES ("folder/module.py:Qual.name": why). None so far.
 LONG_FUNCTIONS: dict[str, str] = {}
 
-#: TEMPORARY. Offenders in modules that are being split right now, on other branches of
-#: the "One house" redesign (issue 12). This list MUST BE EMPTY when the redesign lands;
-#: an entry that no longer offends fails the test, so it cannot outlive its split.
-PENDING_SPLIT = {
-    "store/ledger.py",  # 905 lines
-}
-
 
 @dataclass(frozen=True)
 class Source:
@@ -177,18 +170,14 @@ def loops(imports: list[Import], floors: dict[str, str]) -> list[str]:
     return out
 
 
-def _pending(key: str) -> bool:
-    return key in PENDING_SPLIT
-
-
 def test_no_module_is_long() -> None:
     long = {s.name: s.lines for s in SOURCES if s.lines > MAX_MODULE_LINES}
     wrong = [
         f"{name}: {lines} lines (at most {MAX_MODULE_LINES})"
         for name, lines in sorted(long.items())
-        if name not in LONG_MODULES and not _pending(name)
+        if name not in LONG_MODULES
     ]
-    stale = [name for name in sorted({*LONG_MODULES, *PENDING_SPLIT}) if ":" not in name and name not in long]
+    stale = [name for name in sorted(LONG_MODULES) if name not in long]
     assert not wrong, "modules to split:\n" + "\n".join(wrong)
     assert not stale, "no longer over the limit, remove from the allow-lists: " + ", ".join(stale)
 
@@ -203,8 +192,8 @@ def test_no_function_is_long() -> None:
                 long[key] = (
                     f"{source.name}:{node.lineno}: {qualname}: {size} lines (at most {MAX_FUNCTION_LINES})"
                 )
-    wrong = [text for key, text in sorted(long.items()) if key not in LONG_FUNCTIONS and not _pending(key)]
-    stale = [key for key in sorted({*LONG_FUNCTIONS, *PENDING_SPLIT}) if ":" in key and key not in long]
+    wrong = [text for key, text in sorted(long.items()) if key not in LONG_FUNCTIONS]
+    stale = [key for key in sorted(LONG_FUNCTIONS) if key not in long]
     assert not wrong, "functions to split:\n" + "\n".join(wrong)
     assert not stale, "no longer over the limit, remove from the allow-lists: " + ", ".join(stale)
 

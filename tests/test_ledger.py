@@ -16,7 +16,8 @@ from gate_daemon.core.decision import Decision, LedgerFacts, Reason, ScanKind
 from gate_daemon.core.hlc import Stamp
 from gate_daemon.core.records import Redemption
 from gate_daemon.core.tokens import payload_fingerprint
-from gate_daemon.store.ledger import SCAN_ATTEMPTS, Ledger, LedgerError, ManifestState
+from gate_daemon.store.ledger import SCAN_ATTEMPTS, Ledger, LedgerError
+from gate_daemon.store.manifest_state import ManifestState
 from gate_daemon.store.scans import PolicyConflict, RecordedScan, ScanRecord, new_scan_id
 from gate_daemon.store.schema import MIGRATIONS
 from tests.gate_fixtures import gate_rig, query, scalar

@@ -28,9 +28,10 @@ from typing import Any
 from aiohttp import web
 
 from gate_daemon.errors import GateError, WireError
+from gate_daemon.net.central_time import HEADER_CENTRAL_TIME
 from gate_daemon.net.http_edge import MalformedRequestLog, refusal
 from gate_daemon.net.lan import RateLimiter
-from gate_daemon.net.peer_auth import HEADER_CHALLENGE, Caller, admit
+from gate_daemon.net.peer_auth import HEADER_CHALLENGE, HEADER_SIGNATURE, Caller, admit
 from gate_daemon.store.central.checkin_book import UuidReused
 
 from .config import CentralConfig
@@ -89,7 +90,19 @@ async def _errors(request: web.Request, handler: Handler) -> web.StreamResponse:
         response = _error(500, "internal", "the central failed on this request")
     if request.get(AUTHENTICATED):
         response.headers[HEADER_CHALLENGE] = request.app[CENTRAL].challenges.issue()
+    _sign_time(request, response)
     return response
+
+
+def _sign_time(request: web.Request, response: web.StreamResponse) -> None:
+    """Put the central's signed time in a successful answer to a signed request (``net.central_time``).
+
+    Bound to the request's own signature, so it answers that request only; a signed route
+    answers below 400 only once the signature verified.
+    """
+    signature = request.headers.get(HEADER_SIGNATURE)
+    if request.get(AUTHENTICATED) and signature is not None and response.status < 400:
+        response.headers[HEADER_CENTRAL_TIME] = request.app[CENTRAL].book.sign_time(signature)
 
 
 async def _challenge(request: web.Request) -> web.Response:

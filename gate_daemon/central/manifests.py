@@ -33,6 +33,7 @@ from gate_daemon.core.manifest import Manifest, peek_header
 from gate_daemon.core.tokens import REENTRY
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.files import read_regular, write_atomic
+from gate_daemon.net.central_time import signed_time
 from gate_daemon.provision.build import MAX_VERSION, build_manifest, default_expiry
 from gate_daemon.provision.event import EventSpec, load_event
 from gate_daemon.provision.tickets import load_tickets
@@ -97,6 +98,10 @@ class ManifestBook:
     def trusted(self) -> list[PublicKey]:
         """The key the central's manifests verify with."""
         return [self._key.public]
+
+    def sign_time(self, request_signature: str) -> str:
+        """The central's time now, signed with the manifest key for one request (``net.central_time``)."""
+        return signed_time(self._key, self._clock(), request_signature)
 
     def roster(self) -> Mapping[str, PublicKey] | None:
         """The latest manifest's gates with their keys; None before any manifest."""

@@ -168,15 +168,27 @@ class OnlineStatus(TypedDict):
 
 
 class ClockStatus(TypedDict):
-    """The gate's time and what is known of its error."""
+    """The gate's time and what is known of its error (``gate_daemon.gate.clock``)."""
 
     now: float
+    #: The latest time known to have passed, carried on by the monotonic clock.
     floor: float | None
     floor_source: str | None
+    #: The system clock minus the central's (its signed time, or its ``Date``).
     offset_s: float | None
     rtt_s: float | None
     synchronised: bool | None
     warning: str | None
+    #: Where decisions take the time from: "system", "central" (its signed time) or "floor".
+    source: str
+    #: Whether ``offset_s`` comes from the central's signed time.
+    authenticated: bool
+    #: Seconds since the central's signed time that steers decisions was read; None without one.
+    central_age_s: float | None
+    #: Whether the gate knows the time (synchronised, or the central's signed time); None: cannot say.
+    known: bool | None
+    #: Answers of the central whose signed time was missing or did not verify.
+    unsigned_answers: int
 
 
 class GateSnapshot(TypedDict):

@@ -141,10 +141,11 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         )
         stack.push_async_callback(ledger.close)
         clock = await GateClock.load(ledger, warn_offset=config.upstream.clock_warn_s)
+        stack.push_async_callback(_save_clock, clock, ledger)  # the floor, carried on, kept at the end
         checkpoint = Checkpoint(config.gate.zone, config.gate.session)
         manifests = _manifest_watch(config, keys, ledger, checkpoint, clock)
         await _activate(manifests, clock)
-        turnstile = _turnstile(config, ledger, pin_factory)
+        turnstile = _turnstile(config, ledger, pin_factory, clock)
         if turnstile is not None:
             stack.push_async_callback(_quietly, "the turnstile", turnstile.aclose)
         gate = Gate(
@@ -166,9 +167,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         status = GateStatus(config, ledger, manifests, gate, source, clock=clock)
         shared = network.replication(config, ledger, manifests)
         if config.upstream.url is not None and shared is not None:
-            # The floor the central's answers raise is kept once its client is closed.
-            stack.push_async_callback(_save_clock, clock, ledger)
-            client = network.upstream_client(config, shared, clock)
+            client = network.upstream_client(config, shared, clock, keys)
             stack.push_async_callback(_quietly, "the central's client", client.aclose)
             status.sync = await network.upstream_sync(config, client, shared, manifests, clock, status)
             if config.gate.decision == "online-first":
@@ -179,7 +178,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         button = make_button(config, pin_factory)
         if button is not None:
             stack.push_async_callback(_quietly, "the button", button.aclose)
-        await ledger.recheck_conflicts(time.time())  # the manifest may have changed while stopped
+        await ledger.recheck_conflicts(clock.now())  # the manifest may have changed while stopped
         lan = await network.serve_lan(config, stack, status, shared) if config.lan.enabled else None
         search = None if status.sync is None else status.sync.client.search
         control = ControlServer(config.control.socket, gate, status.snapshot, search)
@@ -234,15 +233,24 @@ async def _activate(manifests: ManifestWatch, clock: GateClock) -> None:
         # A Pi that booted at 1970 decides no earlier than its manifest was made.
         clock.raise_floor(float(manifests.current.header.issued_at), "manifest")
     clock.ceiling = lambda: None if manifests.current is None else float(manifests.current.header.expires_at)
+    # Nor earlier than the times its ledger's records show have passed, up to that expiry.
+    clock.remember()
+    clock.check()  # what is wrong with the clock, and whether the gate can know the time, said once
 
 
-def _turnstile(config: GateConfig, ledger: Ledger, pin_factory: Any) -> Turnstile | None:
-    """The turnstile service on the relay and passage sensor the config wires, if any."""
+def _turnstile(config: GateConfig, ledger: Ledger, pin_factory: Any, clock: GateClock) -> Turnstile | None:
+    """The turnstile service on the relay and passage sensor the config wires, if any.
+
+    Its voids are stamped with the decision clock's time, as the scans are: the system
+    clock may be a day off, and this gate's own records set its floor at the next start.
+    """
     pins = make_turnstile_pins(config, pin_factory)
     if pins is None:
         return None
     relay, passage = pins
-    return Turnstile(ledger, relay, passage, pass_timeout=config.turnstile.pass_timeout_ms / 1000)
+    return Turnstile(
+        ledger, relay, passage, pass_timeout=config.turnstile.pass_timeout_ms / 1000, clock=clock.now
+    )
 
 
 async def _input_loop(running: RunningGate) -> None:
@@ -302,7 +310,7 @@ def service_problem(running: RunningGate, ledger_ok: bool) -> str | None:
     manifest = running.manifests.current
     if manifest is None:
         return "no valid manifest"
-    if time.time() > manifest.header.expires_at:
+    if running.status.clock.now() > manifest.header.expires_at:  # the time decisions use
         return "the manifest has expired"
     if not ledger_ok:
         return "the ledger does not answer"

@@ -17,6 +17,7 @@ from typing import TYPE_CHECKING, Any
 from gate_daemon.config.sections import GateConfig
 from gate_daemon.core.counters import Family, labelled
 from gate_daemon.core.decision import Checkpoint
+from gate_daemon.core.keys import PublicKey
 from gate_daemon.daemon.status import GateStatus
 from gate_daemon.errors import GateError
 from gate_daemon.gate.clock import GateClock
@@ -100,8 +101,11 @@ async def _discovery(config: GateConfig, port: int, replicator: Replicator) -> D
     return discovery
 
 
-def upstream_client(config: GateConfig, shared: Replication, clock: GateClock) -> UpstreamClient:
-    """The central's client, signing with the gate's key; its answers' ``Date`` feeds the clock."""
+def upstream_client(
+    config: GateConfig, shared: Replication, clock: GateClock, trusted: list[PublicKey]
+) -> UpstreamClient:
+    """The central's client, signing with the gate's key; its answers' time (signed, checked with
+    ``trusted``, else their ``Date``) feeds the clock."""
     import httpx
 
     from gate_daemon.net.upstream import UpstreamClient
@@ -116,6 +120,9 @@ def upstream_client(config: GateConfig, shared: Replication, clock: GateClock) -
         client=httpx.AsyncClient(timeout=timeout, trust_env=False),
         timeout=timeout,
         on_date=clock.saw_server,
+        trusted=trusted,
+        on_signed_time=clock.saw_signed_time,
+        on_unsigned=clock.unsigned_answer,
     )
 
 

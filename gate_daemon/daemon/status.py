@@ -71,7 +71,7 @@ class GateStatus:
             "problem": self.problem,
             "turnstile": self._turnstile(),
             "input_state": self._input(),
-            "manifest": self._manifest(now),
+            "manifest": self._manifest(self.clock.now()),  # expired by the time decisions use
             "ledger": {"path": str(self.ledger.path), "epoch": self.ledger.epoch},
             "counters": await self.ledger.counters(),
             "since_start": dict(self.gate.volatile),
@@ -153,5 +153,5 @@ class GateStatus:
             return f"gate {gate.id}: OUT OF SERVICE, no valid manifest"
         if self.problem is not None:
             return f"gate {gate.id}: OUT OF SERVICE, {self.problem}"
-        age = format_span(max(0.0, time.time() - manifest.header.issued_at))
+        age = format_span(max(0.0, self.clock.now() - manifest.header.issued_at))
         return f"gate {gate.id} ({gate.kind.value}): manifest v{manifest.version}, {age} old"

@@ -28,8 +28,9 @@ from gate_daemon.core.manifest import Manifest, check_successor
 from gate_daemon.core.times import format_instant
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.gate.counts import count_softly
-from gate_daemon.store.ledger import Ledger, LedgerError, ManifestState
+from gate_daemon.store.ledger import Ledger, LedgerError
 from gate_daemon.store.manifest_file import install_manifest, read_manifest, sweep_partial_installs
+from gate_daemon.store.manifest_state import ManifestState
 
 log = logging.getLogger(__name__)
 

@@ -255,17 +255,47 @@ def _upstream(sync: UpstreamStatus | None, online: OnlineStatus | None) -> Itera
 
 
 def _clock(clock: ClockStatus) -> Iterator[Metric]:
-    """The clock's estimated error and whether it is trusted."""
+    """The clock's estimated error, where decisions take the time from, and whether it is known."""
     if clock["offset_s"] is not None:
         yield GaugeMetricFamily(
             "gate_clock_offset_seconds",
-            "The system clock minus the central's (from its Date headers).",
+            "The system clock minus the central's (its signed time, else its Date headers).",
             value=clock["offset_s"],
         )
     yield GaugeMetricFamily(
         "gate_clock_ok",
         "0 while the clock is known to be wrong (status says why).",
         value=int(clock["warning"] is None),
+    )
+    source = GaugeMetricFamily(
+        "gate_clock_source",
+        "1 for where decisions take the time from: system, central (its signed time) or floor.",
+        labels=["source"],
+    )
+    for name in ("system", "central", "floor"):
+        source.add_metric([name], int(clock["source"] == name))
+    yield source
+    yield GaugeMetricFamily(
+        "gate_clock_authenticated",
+        "1 while the offset comes from the central's signed time.",
+        value=int(clock["authenticated"]),
+    )
+    if clock["known"] is not None:
+        yield GaugeMetricFamily(
+            "gate_clock_known",
+            "0 while the gate cannot know the time (no synchronised clock, no signed time from the central).",
+            value=int(clock["known"]),
+        )
+    if clock["central_age_s"] is not None:
+        yield GaugeMetricFamily(
+            "gate_clock_central_age_seconds",
+            "Seconds since the central's signed time that steers decisions was read.",
+            value=clock["central_age_s"],
+        )
+    yield CounterMetricFamily(
+        "gate_clock_unsigned_answers",
+        "Answers of the central whose signed time was missing or did not verify (since start).",
+        value=clock["unsigned_answers"],
     )
 
 

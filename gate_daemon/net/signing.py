@@ -24,6 +24,7 @@ import contextlib
 import json
 import time
 from collections.abc import AsyncGenerator, AsyncIterator, Callable, Generator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
@@ -38,8 +39,18 @@ MAX_NAME = 64
 _PROXY_DOWN = frozenset({502, 503, 504})
 
 ErrorType = type[WireError]
-#: Told of every answer the flow receives, with the moment (``clock``) its request was sent.
-AnswerHook = Callable[[httpx.Response, float], None]
+
+
+@dataclass(frozen=True, slots=True)
+class Sent:
+    """When a request left: the system clock's reading and the monotonic clock's."""
+
+    wall: float
+    monotonic: float
+
+
+#: Told of every answer the flow receives, with the moment its request was sent.
+AnswerHook = Callable[[httpx.Response, Sent], None]
 
 
 class ChallengeAuth(httpx.Auth):
@@ -86,7 +97,7 @@ class ChallengeAuth(httpx.Auth):
         for attempt in (1, 2):
             nonce = self._take()
             if nonce is None:
-                sent = self._clock()
+                sent = self._sent()
                 answer = yield httpx.Request(
                     "GET",
                     self.challenge_url,
@@ -100,7 +111,7 @@ class ChallengeAuth(httpx.Auth):
             request.headers.update(
                 sign_request(self.key, self.gate_id, request.method, path, request.content, nonce, stamp)
             )
-            sent = self._clock()
+            sent = self._sent()
             response = yield request
             self._answered(response, sent)
             if attempt == 2 or response.status_code < 400:
@@ -127,6 +138,10 @@ class ChallengeAuth(httpx.Auth):
             except StopIteration:
                 return
 
+    def _sent(self) -> Sent:
+        """The clocks' readings as a request leaves."""
+        return Sent(self._clock(), self._monotonic())
+
     def _take(self) -> str | None:
         now = self._monotonic()
         while self._held:
@@ -135,7 +150,7 @@ class ChallengeAuth(httpx.Auth):
                 return challenge
         return None  # none, or all too old: the server would refuse them as stale
 
-    def _answered(self, response: httpx.Response, sent: float) -> None:
+    def _answered(self, response: httpx.Response, sent: Sent) -> None:
         challenge = response.headers.get(HEADER_CHALLENGE)
         if challenge and len(challenge) <= MAX_CHALLENGE:
             self._held.append((self._monotonic(), challenge))

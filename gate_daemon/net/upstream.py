@@ -15,9 +15,15 @@ what went wrong::
 httpx's errors are translated at one place (``net.signing.exchange``), and nothing else
 escapes. Requests are signed with the gate's key exactly like peer requests, by the one
 signed-request flow (``net.signing.ChallengeAuth``): the central issues the challenges,
-and each answer carries the next one. Every answer's ``Date`` header is handed to
-``on_date`` with the moment the request was sent and the moment the answer came, so the
-gate can estimate its clock's offset.
+and each answer carries the next one.
+
+The central's successful answers tell the time. One to a signed request carries the
+central's signed time (``net.central_time``): checked with the ``trusted`` manifest keys,
+it goes to ``on_signed_time`` with the system clock's readings as the request left and as
+the answer came, and the round trip by the monotonic clock. One whose signed time is
+missing or does not verify is told to ``on_unsigned`` (never an error of the call), and
+its ``Date`` header, like that of every other answer, goes to ``on_date`` with the two
+readings, so the gate can still estimate its clock's offset.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ import contextlib
 import email.utils
 import json
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from contextlib import AbstractAsyncContextManager
 from dataclasses import dataclass
 from pathlib import Path
@@ -37,10 +43,13 @@ from urllib.parse import urlencode
 import httpx
 
 from gate_daemon.core.decision import Decision
-from gate_daemon.core.keys import SecretKey
+from gate_daemon.core.keys import PublicKey, SecretKey
 from gate_daemon.errors import WireError
+from gate_daemon.net.central_time import HEADER_CENTRAL_TIME, CentralTimeError, read_signed_time
+from gate_daemon.net.peer_auth import HEADER_SIGNATURE
 from gate_daemon.net.signing import (
     ChallengeAuth,
+    Sent,
     exchange,
     json_object,
     parse_challenge,
@@ -110,6 +119,9 @@ class ManifestFetch:
 
 
 Progress = Callable[[int, int | None], None]
+#: The central's checked signed time, the system clock as the request left and as the answer came,
+#: and the round trip by the monotonic clock.
+SignedTimeHook = Callable[[float, float, float, float], None]
 
 
 class UpstreamClient:
@@ -124,6 +136,9 @@ class UpstreamClient:
         client: httpx.AsyncClient,
         timeout: float,
         on_date: Callable[[float, float, float], None] | None = None,
+        trusted: Sequence[PublicKey] = (),
+        on_signed_time: SignedTimeHook | None = None,
+        on_unsigned: Callable[[str], None] | None = None,
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
     ) -> None:
@@ -133,14 +148,19 @@ class UpstreamClient:
         self.client = client
         self.timeout = timeout
         self.on_date = on_date
+        #: The keys the central's signed time must verify with: the gate's manifest keys.
+        self.trusted = tuple(trusted)
+        self.on_signed_time = on_signed_time
+        self.on_unsigned = on_unsigned
         self._clock = clock
+        self._monotonic = monotonic
         self._auth = ChallengeAuth(
             self.base_url,
             key,
             gate_id,
             error=UpstreamError,
             max_reply=MAX_REPLY,
-            on_answer=self._saw_date,
+            on_answer=self._saw_time,
             clock=clock,
             monotonic=monotonic,
         )
@@ -272,9 +292,9 @@ class UpstreamClient:
 
     async def ping(self, timeout: float) -> None:
         """Fetch a challenge: the cheapest sign of a central that answers."""
-        sent = self._clock()
+        sent = Sent(self._clock(), self._monotonic())
         async with self._exchange("GET", "/v1/challenge", None, timeout, signed=False) as response:
-            self._saw_date(response, sent)
+            self._saw_time(response, sent)
             body = await _read(response)
         parse_challenge(response.status_code, body, UpstreamError)
 
@@ -315,13 +335,26 @@ class UpstreamClient:
             self.client, request, auth=auth, timeout=timeout, error=UpstreamError, garbled="bad_reply"
         )
 
-    def _saw_date(self, response: httpx.Response, sent: float) -> None:
-        """Hand an answer's ``Date`` to ``on_date``: only the central's own, not a proxy's error page's."""
+    def _saw_time(self, response: httpx.Response, sent: Sent) -> None:
+        """Hand the time an answer tells on: only the central's own answers, not a proxy's error page."""
+        if response.status_code >= 400:
+            return
+        received, elapsed = self._clock(), self._monotonic() - sent.monotonic
+        binding = response.request.headers.get(HEADER_SIGNATURE)
+        if binding is not None and self.trusted and self.on_signed_time is not None:
+            try:
+                central = read_signed_time(response.headers.get(HEADER_CENTRAL_TIME), binding, self.trusted)
+            except CentralTimeError as exc:
+                if self.on_unsigned is not None:
+                    self.on_unsigned(str(exc))
+            else:
+                self.on_signed_time(central, sent.wall, received, max(0.0, elapsed))
+                return
         value = response.headers.get("date")
-        if value is None or self.on_date is None or response.status_code >= 400:
+        if value is None or self.on_date is None:
             return
         with contextlib.suppress(TypeError, ValueError, IndexError, OverflowError):
-            self.on_date(email.utils.parsedate_to_datetime(value).timestamp(), sent, self._clock())
+            self.on_date(email.utils.parsedate_to_datetime(value).timestamp(), sent.wall, received)
 
 
 async def _read(response: httpx.Response) -> bytes:

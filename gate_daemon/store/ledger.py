@@ -27,7 +27,6 @@ import time
 import uuid as uuidlib
 from collections.abc import AsyncIterator, Callable, Container, Iterable, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import aiosqlite
@@ -50,6 +49,7 @@ from gate_daemon.store.conflicts import (
 from gate_daemon.store.learning import Learned, Learner
 from gate_daemon.store.log_reader import LogReader
 from gate_daemon.store.logs import LogId, OriginLogs, last_seq
+from gate_daemon.store.manifest_state import ManifestState, manifest_meta, read_manifest_state
 from gate_daemon.store.migrations import NotWal, SchemaTooNew, durable, migrate
 from gate_daemon.store.redeemed import RedeemedFilter
 from gate_daemon.store.redemptions import INSERT_OWN, row
@@ -67,6 +67,7 @@ from gate_daemon.store.scans import (
     resolution,
 )
 from gate_daemon.store.schema import MIGRATIONS
+from gate_daemon.store.time_evidence import TimeEvidence, keep_floor, latest_scan_stamp, read_evidence
 from gate_daemon.store.transactions import Transaction, immediate, scalar
 
 log = logging.getLogger(__name__)
@@ -77,16 +78,6 @@ SCAN_ATTEMPTS = 3
 
 class LedgerError(GateError):
     """The ledger file cannot be used (unreadable, corrupt, another gate's, too new)."""
-
-
-@dataclass(frozen=True, slots=True)
-class ManifestState:
-    """What the ledger remembers of the last manifest activated."""
-
-    version: int = 0
-    body_sha256: str | None = None
-    issued_at: int | None = None
-    activated_at: float | None = None
 
 
 class Ledger:
@@ -364,41 +355,25 @@ class Ledger:
             await tx.count(names)
 
     async def manifest_state(self) -> ManifestState:
-        """The last manifest activated, as recorded."""
+        """The last manifest activated, as recorded (``gate_daemon.store.manifest_state``)."""
         async with self._lock:
-            rows = await self._db.execute_fetchall("SELECT key, value FROM meta WHERE key LIKE 'manifest_%'")
-        meta = {str(k): str(v) for k, v in rows}
-        if "manifest_version" not in meta:
-            return ManifestState()
-        return ManifestState(
-            version=int(meta["manifest_version"]),
-            body_sha256=meta.get("manifest_sha256"),
-            issued_at=int(meta["manifest_issued_at"]) if "manifest_issued_at" in meta else None,
-            activated_at=float(meta["manifest_activated_at"]) if "manifest_activated_at" in meta else None,
-        )
+            return await read_manifest_state(self._db)
 
     async def record_manifest(self, state: ManifestState) -> None:
         """Remember the manifest just activated, so an older one is refused after restarts."""
-        values = [
-            ("manifest_version", str(state.version)),
-            ("manifest_sha256", state.body_sha256 or ""),
-            ("manifest_issued_at", str(state.issued_at or 0)),
-            ("manifest_activated_at", repr(state.activated_at or time.time())),
-        ]
         async with self.transaction() as tx:
-            await tx.set_meta(values)
+            await tx.set_meta(manifest_meta(state))
             await tx.count([MANIFEST_ACTIVATIONS])
 
-    async def time_floor(self) -> str | None:
-        """The time floor kept in the file (``meta`` key ``time_floor``), as kept; None before one is."""
+    async def time_evidence(self) -> TimeEvidence:
+        """The time floor kept and the latest stamps held (``gate_daemon.store.time_evidence``)."""
         async with self._lock:
-            value = await scalar(self._db, "SELECT value FROM meta WHERE key = 'time_floor'")
-        return None if value is None else str(value)
+            return await read_evidence(self._db, self.gate_id, self.epoch)
 
     async def keep_time_floor(self, floor: float) -> None:
         """Keep ``floor``, the latest time this gate knows has passed, in the file."""
         async with self.transaction() as tx:
-            await tx.set_meta([("time_floor", repr(floor))])
+            await keep_floor(tx, floor)
 
     # ---------------------------------------------------------------- conflicts
 
@@ -490,13 +465,13 @@ async def _last_stamp(db: aiosqlite.Connection, gate_id: str, epoch: str) -> int
     """The stamp the clock resumes after: every stamp this gate made, and those it learned.
 
     A learned stamp too far ahead of the wall clock is not followed (a peer whose clock was
-    a day fast must not drag this one a day ahead at the next start).
+    a day fast must not drag this one a day ahead at the next start). The scans' latest
+    stamp is the one their statement keeps, not a read of the whole evidence log.
     """
     ahead = Stamp(int(time.time() * 1000) + MAX_AHEAD_MS, (1 << LOGICAL_BITS) - 1).packed
     last = await scalar(
         db,
-        "SELECT MAX(h) FROM (SELECT MAX(hlc) AS h FROM redemptions"
-        " WHERE (origin = ? AND epoch = ?) OR hlc <= ? UNION ALL SELECT MAX(hlc) FROM scans)",
+        "SELECT MAX(hlc) FROM redemptions WHERE (origin = ? AND epoch = ?) OR hlc <= ?",
         (gate_id, epoch, ahead),
     )
-    return int(last or 0)
+    return max(int(last or 0), await latest_scan_stamp(db) or 0)

@@ -43,12 +43,15 @@ Tables:
   (applied, duplicate, conflict or rejected), so the log moves on past it.
 - ``upstream_rejections`` (migration 5): records the central refused for good, with its
   reason: evidence, never sent again. ``meta`` keys ``upstream_after`` (the central's
-  pull cursor reached) and ``time_floor`` (the latest time this gate knows has passed).
+  pull cursor reached) and ``time_floor`` (the latest time this gate knows has passed); and
+  (migration 6) ``latest_scan_ms`` and ``latest_scan_hlc``, the latest scan's time and
+  stamp, kept by the scan's own statement (``gate_daemon.store.time_evidence``).
 - ``scan_commits``: not a table but the one statement a scan commits through. Inserting a
   row into this view runs a trigger that writes the redemption (when the row says so,
   numbered next in this gate's sequence: by the file itself until migration 3, by the
   ledger since (it signs what it numbers; the primary key still refuses a reused
-  number)), the evidence row and the counters: one statement, so one atomic, fsynced
+  number)), the evidence row, the counters and (since migration 6) the latest scan's
+  marks in ``meta``: one statement, so one atomic, fsynced
   transaction and one trip to the database thread. A redemption refused by the unique index aborts
   the whole statement, evidence and counters included.
 """
@@ -107,6 +110,39 @@ _SCAN_COMMITS_3 = """
         INSERT INTO counters (name, value)
             SELECT value, 1 FROM json_each(NEW.counters) WHERE true
             ON CONFLICT (name) DO UPDATE SET value = value + 1;
+    END;
+"""
+
+#: Migration 6's version: the scan also keeps the latest scan's time and stamp in ``meta``
+#: (milliseconds cut down, so the kept time is never later than the scan's).
+_SCAN_COMMITS_6 = """
+    CREATE VIEW scan_commits AS SELECT
+        NULL AS uuid, NULL AS hlc, NULL AS wall, NULL AS gate, NULL AS device, NULL AS operator,
+        NULL AS fingerprint, NULL AS ticket_id, NULL AS kind, NULL AS outcome, NULL AS reason,
+        NULL AS resolution, NULL AS mode, NULL AS manifest_version, NULL AS decision,
+        NULL AS redeem, NULL AS slot, NULL AS origin, NULL AS epoch, NULL AS seq, NULL AS forced,
+        NULL AS counters;
+
+    CREATE TRIGGER scan_commits_insert INSTEAD OF INSERT ON scan_commits
+    BEGIN
+        INSERT INTO redemptions (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, operator,
+                                 mode, forced)
+            SELECT NEW.uuid, NEW.ticket_id, NEW.kind, NEW.slot, NEW.origin, NEW.epoch, NEW.seq,
+                   NEW.hlc, NEW.wall, NEW.operator, NEW.mode, NEW.forced
+            WHERE NEW.redeem;
+        INSERT INTO scans (uuid, hlc, wall, gate, device, operator, fingerprint, ticket_id, kind, outcome,
+                           reason, resolution, mode, manifest_version, decision)
+            VALUES (NEW.uuid, NEW.hlc, NEW.wall, NEW.gate, NEW.device, NEW.operator, NEW.fingerprint,
+                    NEW.ticket_id, NEW.kind, NEW.outcome, NEW.reason, NEW.resolution, NEW.mode,
+                    NEW.manifest_version, NEW.decision);
+        INSERT INTO counters (name, value)
+            SELECT value, 1 FROM json_each(NEW.counters) WHERE true
+            ON CONFLICT (name) DO UPDATE SET value = value + 1;
+        INSERT INTO meta (key, value) VALUES ('latest_scan_ms', CAST(NEW.wall * 1000 AS INTEGER))
+            ON CONFLICT (key) DO UPDATE
+            SET value = max(CAST(value AS INTEGER), CAST(NEW.wall * 1000 AS INTEGER));
+        INSERT INTO meta (key, value) VALUES ('latest_scan_hlc', NEW.hlc)
+            ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), NEW.hlc);
     END;
 """
 
@@ -291,4 +327,18 @@ MIGRATIONS: tuple[str, ...] = (
         rejected_at REAL NOT NULL
     ) WITHOUT ROWID;
     """,
+    # 6: the scan's statement keeps the latest scan's time (milliseconds, cut down) and
+    # hybrid-clock stamp in ``meta``, so a start reads two rows, not the whole evidence log:
+    # the time floor counts what this gate saw, and the hybrid clock resumes after its last
+    # stamp. Seeded once from the log as it stands.
+    """
+    DROP TRIGGER scan_commits_insert;
+    DROP VIEW scan_commits;
+    INSERT INTO meta (key, value)
+        SELECT 'latest_scan_ms', CAST(wall * 1000 AS INTEGER) FROM (SELECT MAX(wall) AS wall FROM scans)
+         WHERE wall IS NOT NULL;
+    INSERT INTO meta (key, value)
+        SELECT 'latest_scan_hlc', hlc FROM (SELECT MAX(hlc) AS hlc FROM scans) WHERE hlc IS NOT NULL;
+    """  # noqa: S608 (constants only)
+    + _SCAN_COMMITS_6,
 )
