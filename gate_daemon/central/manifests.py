@@ -30,7 +30,6 @@ from pathlib import Path
 from gate_daemon.core.delta import plan_delta
 from gate_daemon.core.keys import PublicKey, SecretKey
 from gate_daemon.core.manifest import Manifest, peek_header
-from gate_daemon.core.tokens import REENTRY
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.files import read_regular, write_atomic
 from gate_daemon.net.central_time import signed_time
@@ -38,6 +37,7 @@ from gate_daemon.provision.build import MAX_VERSION, build_manifest, default_exp
 from gate_daemon.provision.event import EventSpec, load_event
 from gate_daemon.provision.tickets import load_tickets
 from gate_daemon.store.central.checkin_book import CentralStore, ManifestRow
+from gate_daemon.store.conflicts import entry_limit
 from gate_daemon.store.manifest_file import MAX_MANIFEST, read_manifest
 
 log = logging.getLogger(__name__)
@@ -108,11 +108,8 @@ class ManifestBook:
         return self._roster
 
     def entries_allowed(self, ticket_id: str) -> int | None:
-        """A ticket's entry limit for double entries (as a gate derives it); None for re-entry."""
-        entry = self.latest.find_ticket(ticket_id) if self.latest is not None else None
-        if entry is None:
-            return 1  # a ticket known only by its signed payload: counted as single-entry
-        return None if entry.entries == REENTRY else entry.entries
+        """A ticket's entry limit for double entries, derived as a gate derives it; None for re-entry."""
+        return entry_limit(self.latest, ticket_id)
 
     async def open(self) -> None:
         """Load the versions recorded, then build one if the inputs changed (or none exists).
