@@ -115,36 +115,16 @@ _SCAN_COMMITS_3 = """
 
 #: Migration 6's version: the scan also keeps the latest scan's time and stamp in ``meta``
 #: (milliseconds cut down, so the kept time is never later than the scan's).
-_SCAN_COMMITS_6 = """
-    CREATE VIEW scan_commits AS SELECT
-        NULL AS uuid, NULL AS hlc, NULL AS wall, NULL AS gate, NULL AS device, NULL AS operator,
-        NULL AS fingerprint, NULL AS ticket_id, NULL AS kind, NULL AS outcome, NULL AS reason,
-        NULL AS resolution, NULL AS mode, NULL AS manifest_version, NULL AS decision,
-        NULL AS redeem, NULL AS slot, NULL AS origin, NULL AS epoch, NULL AS seq, NULL AS forced,
-        NULL AS counters;
-
-    CREATE TRIGGER scan_commits_insert INSTEAD OF INSERT ON scan_commits
-    BEGIN
-        INSERT INTO redemptions (uuid, ticket_id, kind, slot, origin, epoch, seq, hlc, wall, operator,
-                                 mode, forced)
-            SELECT NEW.uuid, NEW.ticket_id, NEW.kind, NEW.slot, NEW.origin, NEW.epoch, NEW.seq,
-                   NEW.hlc, NEW.wall, NEW.operator, NEW.mode, NEW.forced
-            WHERE NEW.redeem;
-        INSERT INTO scans (uuid, hlc, wall, gate, device, operator, fingerprint, ticket_id, kind, outcome,
-                           reason, resolution, mode, manifest_version, decision)
-            VALUES (NEW.uuid, NEW.hlc, NEW.wall, NEW.gate, NEW.device, NEW.operator, NEW.fingerprint,
-                    NEW.ticket_id, NEW.kind, NEW.outcome, NEW.reason, NEW.resolution, NEW.mode,
-                    NEW.manifest_version, NEW.decision);
-        INSERT INTO counters (name, value)
-            SELECT value, 1 FROM json_each(NEW.counters) WHERE true
-            ON CONFLICT (name) DO UPDATE SET value = value + 1;
-        INSERT INTO meta (key, value) VALUES ('latest_scan_ms', CAST(NEW.wall * 1000 AS INTEGER))
+_SCAN_COMMITS_6 = _SCAN_COMMITS_3.replace(
+    "    END;\n",
+    """        INSERT INTO meta (key, value) VALUES ('latest_scan_ms', CAST(NEW.wall * 1000 AS INTEGER))
             ON CONFLICT (key) DO UPDATE
             SET value = max(CAST(value AS INTEGER), CAST(NEW.wall * 1000 AS INTEGER));
         INSERT INTO meta (key, value) VALUES ('latest_scan_hlc', NEW.hlc)
             ON CONFLICT (key) DO UPDATE SET value = max(CAST(value AS INTEGER), NEW.hlc);
     END;
-"""
+""",
+)
 
 MIGRATIONS: tuple[str, ...] = (
     """
