@@ -83,3 +83,14 @@ def test_one_client_cannot_fill_the_spent_challenges_for_everyone(monkeypatch: p
     challenges.spend(challenges.issue(), "10.0.0.2")  # another client goes on
     now[0] += 31.0  # the spent ones expire: the client may spend again
     challenges.spend(challenges.issue(), "10.0.0.9")
+
+
+@pytest.mark.parametrize("variant", ["!{n}", "{n}!", "{n5}.{rest}", "{n}==", " {n}"])
+def test_a_spent_challenge_written_another_way_is_not_a_new_one(variant: str) -> None:
+    challenges = Challenges()
+    nonce = challenges.issue()
+    challenges.spend(nonce, "10.0.0.9")
+    other = variant.format(n=nonce, n5=nonce[:5], rest=nonce[5:])
+    with pytest.raises(WireError) as refused:
+        challenges.spend(other, "10.0.0.9")
+    assert refused.value.name == "bad_nonce"
