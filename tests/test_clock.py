@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon.gate.clock import ESTIMATE_AGE, TRUSTED_FOR, GateClock
+from gate_daemon.gate.clock import DRIFT, ESTIMATE_AGE, GateClock
 from gate_daemon.store.ledger import Ledger
 from tests.gate_fixtures import Clock, query
 
@@ -301,15 +301,38 @@ def test_a_signed_time_within_the_threshold_leaves_the_system_clock(tmp_path: Pa
     assert clock.now() == pytest.approx(T + 0.05) and clock.source() == "central"
 
 
-def test_the_centrals_signed_time_ages_out(tmp_path: Path) -> None:
+def test_a_day_off_stays_corrected_long_after_the_central_was_heard(tmp_path: Path) -> None:
     clock, system, monotonic = running(tmp_path, T + DAY)
     clock.saw_signed_time(T, sent=T + DAY, received=T + DAY, rtt=0.0)
-    monotonic.now += TRUSTED_FOR + 1
-    system.now += TRUSTED_FOR + 1
-    # The monotonic clock may have drifted too far: the system clock again, still warned about.
-    assert clock.now() == T + DAY + TRUSTED_FOR + 1 and clock.source() == "system"
-    assert clock.warning() == "the system clock is 86400 s ahead of the central server's"
-    assert clock.status()["central_age_s"] is None and clock.known() is True  # synchronised (the flag)
+    monotonic.now += 3 * DAY  # offline for days: the crystal drifts seconds, the clock is a day off
+    system.now += 3 * DAY
+    assert clock.now() == pytest.approx(T + 3 * DAY) and clock.source() == "central"
+    # It no longer counts as knowing the time, for status, once TRUSTED_FOR has passed.
+    assert clock.status()["central_age_s"] is None
+
+
+def test_a_small_correction_gives_way_once_drift_could_explain_it(tmp_path: Path) -> None:
+    clock, system, monotonic = running(tmp_path, T + 60)
+    clock.saw_signed_time(T, sent=T + 60, received=T + 60, rtt=0.0)
+    assert clock.source() == "central"
+    gone = (60 - clock.warn_offset) / DRIFT + 3600  # by then 100 ppm of drift is more than 60 s
+    monotonic.now += gone
+    system.now += gone
+    assert clock.now() == T + 60 + gone and clock.source() == "system"
+    assert clock.warning() == "the system clock is 60 s ahead of the central server's"
+
+
+def test_a_signed_time_from_a_held_back_exchange_steers_nothing(tmp_path: Path) -> None:
+    clock, system, monotonic = running(tmp_path, T)  # a right system clock
+    # The request was held 100 s on the way: the central read T + 100, and the answer came at
+    # once, so from the exchange's midpoint its time would look 50 s ahead.
+    monotonic.now += 100
+    system.now += 100
+    clock.saw_signed_time(T + 100, sent=T, received=T + 100, rtt=100.0)
+    assert clock.reference is None and clock.now() == T + 100 and clock.source() == "system"
+    clock.saw_signed_time(T + 100.05, sent=T + 100, received=T + 100.1, rtt=0.1)  # a quick one
+    assert clock.reference is not None and clock.corrected() is None  # within the threshold
+    assert clock.now() == pytest.approx(T + 100.05)  # the floor it raised, no more
 
 
 def test_a_quicker_signed_exchange_replaces_a_slower_one(tmp_path: Path) -> None:

@@ -28,12 +28,14 @@ to it.
 
 The central's signed time also says how far off the system clock is. When that is more
 than the threshold, the gate decides with the central's time, carried on by the
-monotonic clock from the exchange's midpoint (good to half the round trip plus the
-crystal's drift), for ``TRUSTED_FOR`` after it was read. The ``Date`` header only
-estimates the offset for a warning (one-second resolution: good to about half a second
-plus half the round trip). Status, metrics and the console say which time decisions
-use, how far off the system clock is, and when the gate cannot know the time at all: no
-synchronised clock and no signed time from the central (then it decides with the system
+monotonic clock from the exchange's midpoint, for as long as the system clock is further
+from it than the threshold plus what it may be wrong by (half the round trip plus the
+crystal's drift since: ``corrected``); an exchange slower than the threshold is not
+taken. The ``Date`` header only estimates the offset for a warning (one-second
+resolution: good to about half a second plus half the round trip). Status, metrics and
+the console say which time decisions use, how far off the system clock is, and when the
+gate cannot know the time at all: no synchronised clock and no signed time from the
+central (then it decides with the system
 clock, never earlier than the floor).
 """
 
@@ -56,10 +58,13 @@ log = logging.getLogger(__name__)
 SYNCED_FLAG = Path("/run/systemd/timesync/synchronized")
 #: Only a clock this far off is worth a warning (``Date`` has one-second resolution).
 DEFAULT_WARN_OFFSET = 5.0
-#: How long the central's signed time steers decisions after it was read. The monotonic
-#: clock it is carried on by drifts with the board's crystal (up to about 100 ppm on a
-#: Pi without NTP: under 2.2 s in 6 hours, inside the default threshold).
+#: How long after it was read the central's signed time counts as knowing the time (status
+#: ``known``, and a ``Date`` header saying nothing more). Decisions follow it for as long as
+#: the system clock is further from it than the threshold plus ``DRIFT`` since.
 TRUSTED_FOR = 6 * 3600.0
+#: How fast the monotonic clock the central's time is carried on by may drift: a board's
+#: crystal without NTP, about 100 ppm (under 2.2 s in 6 hours, 8.6 s a day).
+DRIFT = 1e-4
 #: An offset estimate older than this gives way to the next answer, however slow.
 ESTIMATE_AGE = 60.0
 #: How many origins' records must show a time before it counts for the floor.
@@ -174,13 +179,28 @@ class GateClock:
         elapsed = self._monotonic() - reference.at
         return reference.central + elapsed if elapsed <= TRUSTED_FOR else None
 
+    def corrected(self) -> float | None:
+        """The central's time carried on, where it shows the system clock off; None where it does not.
+
+        Off means further from it than the threshold plus what the carried-on time may be
+        wrong by: half the round trip it was read in, and the crystal's drift since. So a
+        clock a day off stays corrected for days after the central was last heard, and a
+        small offset gives way to the system clock once the drift could explain it.
+        """
+        reference = self.reference
+        if reference is None:
+            return None
+        elapsed = max(0.0, self._monotonic() - reference.at)
+        central = reference.central + elapsed
+        doubt = reference.rtt / 2 + DRIFT * elapsed
+        return central if abs(self._system() - central) > self.warn_offset + doubt else None
+
     def _reading(self) -> tuple[float, str]:
         """The system clock, or the central's signed time where that shows the system clock is off."""
-        system = self._system()
-        central = self.central_time()
-        if central is not None and abs(system - central) > self.warn_offset:
-            return central, "central"
-        return system, "system"
+        corrected = self.corrected()
+        if corrected is not None:
+            return corrected, "central"
+        return self._system(), "system"
 
     def source(self) -> str:
         """Where decisions take the time from now: ``system``, ``central`` or ``floor``."""
@@ -229,7 +249,10 @@ class GateClock:
         now = self._monotonic()
         reference = Reference(central, now - rtt / 2, rtt)
         kept = self.reference
-        if kept is None or rtt <= kept.rtt * 2 or reference.at - kept.at > ESTIMATE_AGE:
+        # An exchange held back (on the path, or a long download) leaves the time it carries
+        # uncertain by half its round trip: one slower than the threshold steers nothing.
+        quick = rtt <= self.warn_offset
+        if quick and (kept is None or rtt <= kept.rtt * 2 or reference.at - kept.at > ESTIMATE_AGE):
             self.reference = reference
             self.offset, self.rtt, self.authenticated = (sent + received) / 2 - central, rtt, True
             self._estimated_at = received
@@ -279,8 +302,8 @@ class GateClock:
     def _problem(self) -> tuple[str, str] | None:
         """(kind, words) of what is wrong: the kind stays while the seconds in the words change."""
         system = self._system()
-        central = self.central_time()
-        if central is not None and abs(system - central) > self.warn_offset:
+        central = self.corrected()
+        if central is not None:
             side = "ahead of" if system > central else "behind"
             return "corrected", (
                 f"the system clock is {abs(system - central):.0f} s {side} the central's signed time; "
