@@ -82,3 +82,27 @@ async def test_the_manifest_expires_by_the_decision_time(
         running.status.clock.raise_floor(manifest.header.expires_at + 1, "central")
         assert app.service_problem(running, True) == "the manifest has expired"
         assert (await running.status.snapshot())["manifest"]["expired"] is True
+
+
+async def test_a_manifest_that_comes_after_start_brings_the_history_floor(
+    tmp_path: Path, live: LiveWorld, pins: MockFactory
+) -> None:
+    drop = tmp_path / "drop.gdm"
+    async with serving(tmp_path, live, pins) as running:
+        ahead = time.time() + HOUR
+        running.status.clock.raise_floor(ahead, "central")
+        assert (await running.gate.scan("A100-2", device="test")).decision.outcome is Outcome.ALLOW
+        active = running.manifests.private_path
+    # Killed before it kept its floor (as by kill -9), then started with no manifest at all:
+    # nothing is admitted, and the history has no cap yet.
+    with contextlib.closing(sqlite3.connect(running.ledger.path)) as conn, conn:
+        conn.execute("DELETE FROM meta WHERE key = 'time_floor'")
+    drop.unlink()
+    active.unlink()
+    async with serving(tmp_path, live, pins) as running:
+        clock = running.status.clock
+        assert running.manifests.current is None and clock.earliest() < ahead
+        drop.write_bytes(live.manifest(1))  # the tech drops it again
+        await eventually(lambda: running.manifests.current is not None)
+        # The gate's own scan an hour ahead is history it has seen: the floor comes with the manifest.
+        assert clock.earliest() >= ahead and clock.floor_source == "history"

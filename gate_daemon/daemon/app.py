@@ -37,6 +37,7 @@ from gate_daemon.config.sections import ButtonAction, GateConfig
 from gate_daemon.core import counters
 from gate_daemon.core.decision import Checkpoint
 from gate_daemon.core.keys import PublicKey
+from gate_daemon.core.manifest import Manifest
 from gate_daemon.daemon import network
 from gate_daemon.daemon.control import ControlServer
 from gate_daemon.daemon.status import GateStatus
@@ -223,19 +224,23 @@ def _manifest_watch(
         event_id=config.gate.event,
         checkpoint=checkpoint,
         clock=clock.now,
+        activated=functools.partial(_bound_clock, clock),
     )
 
 
 async def _activate(manifests: ManifestWatch, clock: GateClock) -> None:
     """Start the manifest watch: the active manifest is verified and bounds the clock."""
-    await manifests.start()
-    if manifests.current is not None:
-        # A Pi that booted at 1970 decides no earlier than its manifest was made.
-        clock.raise_floor(float(manifests.current.header.issued_at), "manifest")
     clock.ceiling = lambda: None if manifests.current is None else float(manifests.current.header.expires_at)
-    # Nor earlier than the times its ledger's records show have passed, up to that expiry.
-    clock.remember()
+    await manifests.start()
     clock.check()  # what is wrong with the clock, and whether the gate can know the time, said once
+
+
+def _bound_clock(clock: GateClock, manifest: Manifest) -> None:
+    """A manifest became active (at start, dropped, or from the central): it bounds the clock."""
+    # A Pi that booted at 1970 decides no earlier than its manifest was made, nor earlier
+    # than the times its ledger's records show have passed, up to the manifest's expiry.
+    clock.raise_floor(float(manifest.header.issued_at), "manifest")
+    clock.remember()
 
 
 def _turnstile(config: GateConfig, ledger: Ledger, pin_factory: Any, clock: GateClock) -> Turnstile | None:

@@ -57,6 +57,7 @@ class ManifestWatch:
         event_id: str,
         checkpoint: Checkpoint,
         clock: Callable[[], float] = time.time,
+        activated: Callable[[Manifest], None] | None = None,
     ) -> None:
         self.drop_path = drop_path
         self.private_path = private_path
@@ -65,6 +66,8 @@ class ManifestWatch:
         self.event_id = event_id
         self.checkpoint = checkpoint
         self._clock = clock
+        #: Told of every manifest that becomes active, at start or later (the clock's bounds).
+        self._activated = activated
         self._current: Manifest | None = None
         self._seen: tuple[int, int, int] | None = None
         self.refusal: Refusal | None = None
@@ -76,6 +79,11 @@ class ManifestWatch:
     def current(self) -> Manifest | None:
         """The manifest scans are decided against, or None."""
         return self._current
+
+    def _activate(self, manifest: Manifest) -> None:
+        self._current = manifest
+        if self._activated is not None:
+            self._activated(manifest)
 
     async def start(self) -> None:
         """Open the private copy, then take the drop file if it is newer."""
@@ -95,7 +103,7 @@ class ManifestWatch:
                 self.refusal = Refusal(exc.reason, detail, self._clock())
                 await count_softly(self.ledger, labelled(Family.MANIFEST_REFUSED, exc.reason))
             else:
-                self._current = manifest
+                self._activate(manifest)
                 self.activated_at = state.activated_at
                 if manifest.version > state.version:
                     # Killed between installing the copy and recording it: record it now, so
@@ -202,7 +210,7 @@ class ManifestWatch:
             # Verified and installed: use it. Its version is recorded at the next start,
             # which opens the installed copy.
             log.error("manifest version %d could not be recorded in the ledger: %s", manifest.version, exc)
-        self._current = manifest
+        self._activate(manifest)
         self.activated_at = now
         self.refusal = None
         await self._recheck_conflicts(now)

@@ -355,9 +355,6 @@ class UpstreamSync:
             (self.download_dir / "manifest.assembled").unlink(missing_ok=True)
         if activated:
             self.totals.manifests += 1
-            active = self.manifests.current
-            if active is not None:
-                self.clock.raise_floor(float(active.header.issued_at), "manifest")
             await self.ledger.bump([labelled(Family.UPSTREAM, "manifests")])
         return activated
 
