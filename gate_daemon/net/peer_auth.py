@@ -54,10 +54,10 @@ MAX_CHALLENGE = 200
 STALE = frozenset({"bad_nonce", "stale_nonce", "replayed"})
 #: Spent challenges remembered at most (more are refused as ``busy`` until some expire).
 MAX_SPENT = 65536
-#: Spent challenges remembered at most for one client address: one address that spends
-#: challenges faster than any gate does (a gate draining to the central spends about 12 a
-#: second, 360 in a ``TTL``) is refused as ``busy`` alone, and the others go on.
-MAX_SPENT_PER_CLIENT = 4096
+#: Spent challenges remembered at most for one client address, a quarter of ``MAX_SPENT``:
+#: one address cannot take the table from the others (a gate draining to the central at
+#: full speed holds about 360, 12 a second for a ``TTL``; behind one proxy, some 45 at once).
+MAX_SPENT_PER_CLIENT = MAX_SPENT // 4
 
 HEADER_GATE = "Gate-Id"
 HEADER_TIME = "Gate-Time"
