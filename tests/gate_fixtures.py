@@ -6,6 +6,7 @@ asked to show). Everything else is the package's own code on real files.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import itertools
 import os
@@ -16,7 +17,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gate_daemon.config.sections import GateConfig
 from gate_daemon.core.decision import Checkpoint, Decision, ScanKind
+from gate_daemon.daemon import app
+from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.gate.scan import Gate
 from gate_daemon.store.ledger import Ledger
@@ -177,3 +181,17 @@ async def gate_rig(
         yield Rig(world, state, ledger, watch, gate, signals, clock, mono)
     finally:
         await ledger.close()
+
+
+@asynccontextmanager
+async def serving_config(config: GateConfig, *, pin_factory: Any = None) -> AsyncIterator[app.RunningGate]:
+    """A whole gate started from ``config`` (``app.start``) and served (``app.serve``) until the block
+    ends; it must then stop cleanly (exit status 0)."""
+    running = await app.start(config, pin_factory=pin_factory)
+    stop = asyncio.Event()
+    task = asyncio.create_task(app.serve(running, Notifier(None), stop))
+    try:
+        yield running
+    finally:
+        stop.set()
+        assert await task == 0

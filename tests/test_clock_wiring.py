@@ -3,7 +3,6 @@ records and how it judges its manifest go by the time it decides with, not by th
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
 import sqlite3
 import time
@@ -16,7 +15,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 from gate_daemon.config.load import load_config
 from gate_daemon.core.decision import Outcome
 from gate_daemon.daemon import app
-from gate_daemon.daemon.systemd import Notifier
+from tests.gate_fixtures import serving_config
 from tests.live import LiveWorld, write_gate_config
 from tests.waiting import eventually
 
@@ -40,14 +39,8 @@ def pins() -> Iterator[MockFactory]:
 @contextlib.asynccontextmanager
 async def serving(tmp_path: Path, live: LiveWorld, pins: MockFactory) -> AsyncIterator[app.RunningGate]:
     path = write_gate_config(tmp_path / "gate.toml", live, extra=TURNSTILE)
-    running = await app.start(load_config(path, {}), pin_factory=pins)
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.serve(running, Notifier(None), stop))
-    try:
+    async with serving_config(load_config(path, {}), pin_factory=pins) as running:
         yield running
-    finally:
-        stop.set()
-        assert await task == 0
 
 
 def walls(ledger: Path, sql: str) -> list[float]:

@@ -11,10 +11,10 @@ import pytest
 
 from gate_daemon.config.load import load_config
 from gate_daemon.daemon import app
-from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.errors import SourceError
 from gate_daemon.net.discovery import Discovery
 from gate_daemon.provision.keyfiles import write_keypair
+from tests.gate_fixtures import serving_config
 from tests.live import LiveWorld, make_live_world, write_gate_config
 from tests.waiting import eventually
 
@@ -28,14 +28,8 @@ async def discovering(
     path = write_gate_config(
         tmp_path / gate / "gate.toml", world, gate_id=gate, manifest_path=tmp_path / "drop.gdm", extra=extra
     )
-    running = await app.start(load_config(path, {}))
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.serve(running, Notifier(None), stop))
-    try:
+    async with serving_config(load_config(path, {})) as running:
         yield running
-    finally:
-        stop.set()
-        assert await task == 0
 
 
 async def test_gates_of_one_event_find_each_other_and_share_a_ticket(tmp_path: Path) -> None:

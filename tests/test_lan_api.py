@@ -15,8 +15,8 @@ from prometheus_client.parser import text_string_to_metric_families
 
 from gate_daemon.config.load import load_config
 from gate_daemon.daemon import app
-from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.net.lan import LanServer, RateLimiter, create_app
+from tests.gate_fixtures import serving_config
 from tests.live import LiveWorld, write_gate_config
 
 
@@ -25,14 +25,8 @@ async def serving(
     tmp_path: Path, live: LiveWorld, lan: str = '[lan]\nlisten = "127.0.0.1:0"\n'
 ) -> AsyncIterator[app.RunningGate]:
     config = load_config(write_gate_config(tmp_path / "gate.toml", live, extra=lan), {})
-    running = await app.start(config)
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.serve(running, Notifier(None), stop))
-    try:
+    async with serving_config(config) as running:
         yield running
-    finally:
-        stop.set()
-        assert await task == 0
 
 
 def url(running: app.RunningGate, path: str) -> str:

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import dataclasses
 from collections.abc import Iterator, Mapping
 from pathlib import Path
@@ -14,9 +13,8 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from gate_daemon.config.load import load_config
 from gate_daemon.core import snapshot
-from gate_daemon.daemon import app
-from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.hardware.picamera_input import CameraStats
+from tests.gate_fixtures import serving_config
 from tests.live import make_live_world, write_gate_config
 
 PARTS = """
@@ -58,10 +56,7 @@ async def test_every_part_of_a_served_status_has_its_declared_keys(tmp_path: Pat
         decision="online-first",
         extra=PARTS.format(key=live.gate_keys["north-1"]),
     )
-    running = await app.start(load_config(path, {}), pin_factory=pins)
-    stop = asyncio.Event()
-    task = asyncio.create_task(app.serve(running, Notifier(None), stop))
-    try:
+    async with serving_config(load_config(path, {}), pin_factory=pins) as running:
         # The central is down: decided here, and online-first switches offline at once.
         await running.gate.scan("A100-2", device="test")
         assert running.online is not None and running.online.last_switch is not None
@@ -69,9 +64,6 @@ async def test_every_part_of_a_served_status_has_its_declared_keys(tmp_path: Pat
         status = f"http://127.0.0.1:{running.lan.port}/v1/status"
         async with aiohttp.ClientSession() as http, http.get(status) as response:
             served = await response.json()
-    finally:
-        stop.set()
-        assert await task == 0
     keys_of(served, snapshot.GateSnapshot)
     keys_of(served["manifest"], snapshot.ManifestStatus)
     assert "version" in served["manifest"]
