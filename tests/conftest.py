@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from tests.browser import chromium, page  # noqa: F401  (fixtures: pages in Debian's Chromium)
 from tests.central_fixtures import CentralWorld
 from tests.central_process import CentralProcess, numbered_central_world
 from tests.gate_process import Launcher, launcher
