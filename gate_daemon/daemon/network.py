@@ -68,7 +68,8 @@ async def serve_lan(
         )
         status.ledger.subscribe(replicator.committed)
     status.replication, status.replicator = shared, replicator
-    listening = LanServer(create_app(status.snapshot, rate=config.lan.rate, replication=shared))
+    app = create_app(status.snapshot, rate=config.lan.rate, replication=shared, lane=status.gate.lane)
+    listening = LanServer(app)
     await listening.start(config.lan.host, config.lan.port)
     stack.push_async_callback(listening.aclose)  # once it listens: a failed start cleans up itself
     if shared is not None and shared.problem is not None:
