@@ -8,8 +8,10 @@ turnstile relay on gpiozero's mock pins.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import json
-from collections.abc import AsyncIterator, Iterator
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -19,9 +21,11 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from gate_daemon.config.load import load_config
+from gate_daemon.core.keys import SecretKey
 from gate_daemon.daemon import app
 from gate_daemon.daemon.control import ask
 from gate_daemon.net.metrics import render
+from gate_daemon.provision.keyfiles import read_secret
 from tests.gate_fixtures import query, serving_config
 from tests.live import LiveWorld, make_live_world, write_gate_config
 from tests.waiting import eventually
@@ -180,3 +184,131 @@ async def test_a_message_shows_in_status_and_an_empty_one_clears_it(
         assert (await status(base))["lane"]["message"] == text
         code, answer = await post(base, world.command("message", ""))
         assert code == 200 and answer["state"]["message"] is None
+
+
+async def test_a_forced_mode_shows_in_status_and_metrics(
+    world: LiveWorld, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate(world, tmp_path, pins) as (running, base):
+        code, answer = await post(base, world.command("mode", "offline"))
+        assert code == 200 and answer["state"]["mode_forced"] == "offline"
+        metrics = render(await running.status.snapshot()).decode()
+        assert 'gate_mode_forced{mode="offline"} 1.0' in metrics
+        code, answer = await post(base, world.command("mode", "auto"))
+        assert code == 200 and answer["state"]["mode_forced"] is None
+
+
+# ------------------------------------------------------------------ refusals change nothing
+
+
+def forged(world: LiveWorld) -> dict[str, Any]:
+    """Signed by kim's key, claiming to be sam."""
+    return world.command("lane", "closed", supervisor="sam", key=read_secret(world.supervisor_keys["kim"]))
+
+
+def unsigned(world: LiveWorld) -> dict[str, Any]:
+    envelope = world.command("lane", "closed")
+    del envelope["sig"]
+    return envelope
+
+
+def tampered(world: LiveWorld) -> dict[str, Any]:
+    """A genuine envelope whose value was changed after signing."""
+    envelope = world.command("lane", "open")
+    envelope["command"]["value"] = "closed"
+    return envelope
+
+
+REFUSED: dict[str, tuple[Callable[[LiveWorld], object], int, str]] = {
+    "forged": (forged, 403, "bad_signature"),
+    "tampered": (tampered, 403, "bad_signature"),
+    "unsigned": (unsigned, 403, "bad_signature"),
+    "bad-sig-length": (lambda w: {**w.command("lane", "closed"), "sig": "AAAA"}, 403, "bad_signature"),
+    "unknown-supervisor": (
+        lambda w: w.command("lane", "closed", supervisor="mallory", key=SecretKey.generate()),
+        403,
+        "unknown_supervisor",
+    ),
+    "wrong-gate": (lambda w: w.command("lane", "closed", gate="south-1"), 403, "wrong_gate"),
+    "wrong-event": (lambda w: w.command("lane", "closed", event="other-2026"), 403, "wrong_event"),
+    "expired": (
+        lambda w: w.command("lane", "closed", issued_ms=int((w.now - 2 * 86400) * 1000)),
+        403,
+        "expired",
+    ),
+    "from-the-future": (
+        lambda w: w.command("lane", "closed", issued_ms=int((time.time() + 2 * 86400) * 1000)),
+        403,
+        "expired",
+    ),
+    "bad-value": (lambda w: w.command("lane", "x"), 400, "bad_command"),
+    "not-an-object": (lambda w: ["lane", "closed"], 400, "bad_command"),
+}
+
+
+@pytest.mark.parametrize("case", sorted(REFUSED))
+async def test_a_refused_command_is_named_recorded_and_changes_nothing(
+    case: str, world: LiveWorld, tmp_path: Path, pins: MockFactory
+) -> None:
+    make, status_code, name = REFUSED[case]
+    async with gate(world, tmp_path, pins) as (running, base):
+        before = (await status(base))["lane"]
+        code, answer = await post(base, make(world))
+        assert (code, answer["error"]) == (status_code, name), answer
+        assert (await status(base))["lane"] == before
+        assert (await running.gate.scan(FIRST, device="test")).decision.reason.value == "ok"
+        rows = commands(running)
+        assert [row[0] for row in rows] == [name]
+        assert (await running.ledger.counters())[f"command:{name}"] == 1
+
+
+async def test_a_replayed_command_is_a_no_op_and_an_older_one_stale(
+    world: LiveWorld, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate(world, tmp_path, pins) as (running, base):
+        now_ms = int(time.time() * 1000)
+        close = world.command("lane", "closed", issued_ms=now_ms)
+        assert (await post(base, close))[1]["applied"] is True
+        # The very command again (the central's copy, or a replay): nothing changes.
+        code, answer = await post(base, close)
+        assert code == 200 and answer["applied"] is False and answer["state"]["state"] == "closed"
+        # Its nonce on another command: refused.
+        reuse = world.command("lane", "open", issued_ms=now_ms + 5, nonce=close["command"]["nonce"])
+        assert (await post(base, reuse))[1]["error"] == "replayed"
+        # Issued before the one applied: stale, whichever path brought it late.
+        older = world.command("lane", "open", issued_ms=now_ms - 1000)
+        code, answer = await post(base, older)
+        assert (code, answer["error"]) == (409, "stale")
+        # Another kind is ordered on its own.
+        assert (await post(base, world.command("message", "hi", issued_ms=now_ms - 1000)))[0] == 200
+        assert (await status(base))["lane"]["state"] == "closed"
+        outcomes = [row[0] for row in commands(running)]
+        assert outcomes == ["applied", "replayed", "replayed", "stale", "applied"]
+
+
+async def test_a_supervisor_dropped_from_a_newer_manifest_is_refused(
+    world: LiveWorld, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate(world, tmp_path, pins) as (running, base):
+        assert (await post(base, world.command("lane", "supervised", supervisor="sam")))[0] == 200
+        without_sam = dataclasses.replace(
+            world.event, supervisors=tuple(s for s in world.event.supervisors if s.id != "sam")
+        )
+        (tmp_path / "drop.gdm").write_bytes(world.manifest(2, event=without_sam))
+        await eventually(
+            lambda: running.manifests.current is not None and running.manifests.current.version == 2
+        )
+        code, answer = await post(base, world.command("lane", "closed", supervisor="sam"))
+        assert (code, answer["error"]) == (403, "unknown_supervisor")
+        assert (await status(base))["lane"]["state"] == "supervised"
+        assert (await post(base, world.command("lane", "open", supervisor="kim")))[0] == 200
+
+
+async def test_a_gate_whose_manifest_names_no_supervisors_takes_no_command(
+    tmp_path: Path, pins: MockFactory
+) -> None:
+    bare = make_live_world(tmp_path / "bare")
+    signed_anyway = make_live_world(tmp_path / "other", supervisors=("sam",))
+    async with gate(bare, tmp_path, pins) as (_running, base):
+        code, answer = await post(base, signed_anyway.command("lane", "closed"))
+        assert (code, answer["error"]) == (403, "unknown_supervisor")

@@ -149,7 +149,7 @@ async def upstream_sync(
         heartbeat_interval=up.heartbeat_interval_s,
     )
     marks = await UpstreamMarks.load(shared.ledger)
-    return UpstreamSync(
+    sync = UpstreamSync(
         client,
         shared,
         marks,
@@ -159,6 +159,8 @@ async def upstream_sync(
         download_dir=config.gate.state_dir,
         status=status.snapshot,
     )
+    sync.lane = status.gate.lane  # supervisors' commands in the heartbeat's answers
+    return sync
 
 
 def online_decider(

@@ -27,6 +27,7 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from gate_daemon.core.commands import (
+    NONCE,
     Command,
     CommandRefused,
     LaneState,
@@ -48,6 +49,8 @@ CONFIRMED = labelled(Family.LANE, "confirmed")
 NOT_CONFIRMED = labelled(Family.LANE, "not_confirmed")
 #: Allows held at once; more are voided at once (nobody can confirm a queue that long).
 MAX_HELD = 64
+#: Commands taken from one heartbeat answer, at most.
+MAX_DELIVERED = 64
 
 
 class _Manifests(Protocol):
@@ -144,6 +147,25 @@ class Lane:
             self.on_mode(self.state.mode_forced)
         return True
 
+    async def deliver(self, envelopes: object) -> list[str]:
+        """Commands from the central's heartbeat answer, each through ``command``; the nonces taken.
+
+        A refused one is taken too (its refusal is in the evidence log; the central need not
+        send it again); one the ledger could not record is not, and comes again.
+        """
+        if not isinstance(envelopes, list):
+            if envelopes is not None:
+                log.warning("the central's heartbeat answer carries commands that are not a list")
+            return []
+        taken = []
+        for envelope in envelopes[:MAX_DELIVERED]:
+            with contextlib.suppress(CommandRefused):
+                await self.command(envelope, via="central")
+            nonce = _nonce(envelope)
+            if nonce is not None:
+                taken.append(nonce)
+        return taken
+
     # ---------------------------------------------------------------- held allows
 
     def hold(self, scan_id: str, decision: Decision) -> None:
@@ -225,3 +247,10 @@ class Lane:
                 "until_ms": first.until_ms,
             },
         }
+
+
+def _nonce(envelope: object) -> str | None:
+    """The nonce an envelope's command names, when it names one."""
+    body = envelope.get("command") if isinstance(envelope, dict) else None
+    nonce = body.get("nonce") if isinstance(body, dict) else None
+    return nonce if isinstance(nonce, str) and NONCE.fullmatch(nonce) else None
