@@ -84,6 +84,7 @@ def test_an_envelope_round_trips_and_verifies() -> None:
     [
         ({"v": 2}, "command.v"),
         ({"v": True}, "command.v"),
+        ({"v": 1.5}, "command.v"),
         ({"event": ""}, "command.event"),
         ({"gate": "north 1"}, "command.gate"),
         ({"gate": "x" * 65}, "command.gate"),
@@ -97,6 +98,7 @@ def test_an_envelope_round_trips_and_verifies() -> None:
         ({"kind": "message", "value": "bell\x07"}, "command.value"),
         ({"kind": "message", "value": "sep\u2028"}, "command.value"),
         ({"issued_ms": 1.5}, "command.issued_ms"),
+        ({"issued_ms": float("inf")}, "command.issued_ms"),
         ({"issued_ms": -1}, "command.issued_ms"),
         ({"issued_ms": 2**53}, "command.issued_ms"),
         ({"issued_ms": "1767222000000"}, "command.issued_ms"),
