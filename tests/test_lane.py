@@ -341,3 +341,16 @@ async def test_the_release_button_confirms_a_held_allow_and_releases_by_hand_oth
         pins.pin(5).drive_low()
         pins.pin(5).drive_high()
         await eventually(lambda: query(running.ledger.path, COUNTED, ("manual_releases",)) == [(1,)])
+
+
+async def test_an_allow_held_when_the_gate_stops_is_voided(
+    world: LiveWorld, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate(world, tmp_path, pins) as (running, base):
+        await post(base, world.command("lane", "supervised"))
+        held = await running.gate.scan(SECOND, device="test")
+        assert held.pending
+    # Stopped before anyone confirmed: the turnstile never opened, so the entry did not happen.
+    rows = query(running.ledger.path, "SELECT resolution FROM scans WHERE uuid = ?", (held.scan_id,))
+    assert rows == [("not_confirmed",)]
+    assert query(running.ledger.path, "SELECT COUNT(*) FROM redemptions WHERE kind = 'void'") == [(1,)]
