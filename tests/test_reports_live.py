@@ -80,6 +80,11 @@ def rows_of(text: str) -> list[dict[str, str]]:
     return list(csv.DictReader(io.StringIO(text)))
 
 
+def _same(rows: list[tuple[Any, ...]]) -> bool:
+    """Two meta rows holding one value."""
+    return len(rows) == 2 and rows[0][0] == rows[1][0]
+
+
 def learned(gate: GateProcess, uuid: str) -> bool:
     return bool(query(gate.ledger_path, "SELECT 1 FROM redemptions WHERE uuid = ?", uuid))
 
@@ -137,6 +142,11 @@ def test_was_this_person_let_in_is_answered_at_the_gate_and_at_the_central(
     wait_until(
         lambda: len(evidence_at(central, ticket(7))) == 2, CONVERGE, "both gates' evidence at the central"
     )
+    marks = "SELECT value FROM meta WHERE key IN ('upstream_evidence_hlc', 'latest_scan_hlc') ORDER BY key"
+    for gate in (north, south):  # each gate's cursor stands at its latest scan: nothing is sent twice
+        wait_until(
+            lambda g=gate: len({v for (v,) in query(g.ledger_path, marks)}) == 1, CONVERGE, "the cursor"
+        )
     config = str(central_world.config_path)
     venue = json.loads(ok("gate-central", "report", "ticket", ticket(7), "--config", config, "--json"))
     assert [(r["gate"], r["source"], r["outcome"], r["record"]) for r in venue["rows"]] == [

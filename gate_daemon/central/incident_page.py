@@ -23,7 +23,7 @@ WIDTH = 960
 CHART_H = 240
 LANE_H = 26
 LEFT = 110
-RIGHT = 20
+RIGHT = 40
 
 _CSS = """
 body { font: 14px/1.4 system-ui, sans-serif; color: #111; margin: 24px; max-width: 1000px; }
@@ -78,7 +78,9 @@ def _colour(index: int) -> str:
 
 
 def _bucket_name(seconds: int) -> str:
-    return "minute" if seconds == 60 else f"{seconds // 60} minutes"
+    if seconds == 60:
+        return "minute"
+    return f"{seconds} seconds" if seconds < 60 else f"{seconds // 60} minutes"
 
 
 def _totals(incident: Incident) -> str:

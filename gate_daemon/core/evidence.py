@@ -72,7 +72,7 @@ def parse_scan(data: object) -> EvidenceScan:
     """An uploaded row, checked field by field."""
     if not isinstance(data, Mapping):
         raise EvidenceError("scan", "must be a JSON object")
-    unknown = sorted(str(k)[:64] for k in data if k not in FIELDS)
+    unknown = sorted(repr(k)[:64] for k in data if k not in FIELDS)
     if unknown:
         raise EvidenceError(unknown[0], "is not a field of an evidence row")
     missing = [name for name in FIELDS if name not in data]

@@ -6,8 +6,9 @@ per scan, uploaded once the central can be reached) and its records (``Receipt``
 each was scanned and when the central held it). From these:
 
 - *unheard* periods: a gate's heartbeats stop for longer than three of its usual
-  intervals (at least ``MIN_GAP_S``): the central could not hear it (the central was down,
-  or the link, or the gate). A gate still silent at the end is unheard to the end.
+  intervals (the median of the shorter half of its intervals; at least ``MIN_GAP_S``):
+  the central could not hear it (the central was down, or the link, or the gate). A
+  gate still silent at the end is unheard to the end.
 - *offline* periods: an online-first gate's beats say it decides offline (its breaker open).
 - mode switches: a gate's route changing between two beats, or between two scans.
 - fault windows: unheard periods of all gates merged where they overlap; these are the
@@ -45,6 +46,9 @@ MIN_GAP_S = 3.0
 GAP_INTERVALS = 3
 #: The most buckets a scans-per-time chart has (a long period gets wider buckets).
 MAX_BUCKETS = 720
+#: The fewest buckets a short period's chart has, and the widths tried for it (widest first).
+MIN_BUCKETS = 30
+SHORT_BUCKETS = (60, 30, 15, 10, 5, 1)
 #: Denials that say the gate itself was in trouble, not the ticket.
 GATE_FAULTS = frozenset({"manifest_missing", "manifest_expired", "ledger_unavailable"})
 
@@ -207,9 +211,16 @@ def analyse(data: IncidentData) -> Incident:
 
 
 def bucket_seconds(span: float) -> int:
-    """The width of a chart's bucket: a minute, or whole minutes so that at most ``MAX_BUCKETS`` fit."""
-    minutes = max(1, math.ceil(span / 60 / MAX_BUCKETS))
-    return 60 * minutes
+    """The width of a chart's bucket: a minute; less for a period under half an hour (at least
+    ``MIN_BUCKETS`` then), whole minutes past twelve hours (at most ``MAX_BUCKETS``)."""
+    for short in SHORT_BUCKETS:
+        if span / short >= MIN_BUCKETS:
+            break
+    else:
+        return SHORT_BUCKETS[-1]
+    if short < 60:
+        return short
+    return 60 * max(1, math.ceil(span / 60 / MAX_BUCKETS))
 
 
 def per_bucket(
@@ -226,8 +237,10 @@ def per_bucket(
 
 def _gap(times: Sequence[float]) -> float:
     """How long a silence must be to count as unheard, from a gate's usual interval between beats."""
-    steps = [b - a for a, b in itertools.pairwise(times) if b > a]
-    usual = statistics.median(steps) if steps else MIN_GAP_S
+    steps = sorted(b - a for a, b in itertools.pairwise(times) if b > a)
+    # The median of the shorter half: the silences themselves (and few beats) must not set the pace,
+    # and a beat retried early after a failure now and then must not either.
+    usual = statistics.median(steps[: (len(steps) + 1) // 2]) if steps else MIN_GAP_S
     return max(MIN_GAP_S, GAP_INTERVALS * usual)
 
 

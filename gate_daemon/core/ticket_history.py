@@ -212,9 +212,9 @@ def as_text(ticket_id: str, rows: list[HistoryRow], admitted: list[Admission]) -
 
 
 def as_csv(rows: list[HistoryRow]) -> str:
-    """The rows as CSV with a header line (``COLUMNS``)."""
+    """The rows as CSV (RFC 4180) with a header line (``COLUMNS``)."""
     out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
+    writer = csv.writer(out)  # RFC 4180: CRLF, so a CR or LF in a cell is quoted
     writer.writerow(COLUMNS)
     for r in rows:
         writer.writerow([_csv_cell(getattr(r, c)) for c in COLUMNS])
