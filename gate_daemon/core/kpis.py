@@ -28,6 +28,7 @@ from __future__ import annotations
 import statistics
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TypeVar
 
 OFFLINE = "offline"
 
@@ -68,6 +69,9 @@ class Arrival:
     gate: str
     scanned_ms: int
     received_ms: int
+
+
+_Gated = TypeVar("_Gated", "ScanPoint", "ModeSwitch", "Arrival")
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,17 +118,26 @@ def kpis_per_gate(
     """
     scans, windows, switches, arrivals = list(scans), list(windows), list(switches), list(arrivals)
     gates = _gates(scans, switches, arrivals) | set(conflicts) | set(entries)
+    scans_of, switches_of, arrivals_of = _split(scans), _split(switches), _split(arrivals)
     out: dict[str, Kpis] = {}
     for gate in sorted(gates):
         mine = [w for w in windows if not w.gates or gate in w.gates]
         out[gate] = failover_kpis(
-            [s for s in scans if s.gate == gate],
+            scans_of.get(gate, []),
             [Window(w.start_ms, w.end_ms, w.label, (gate,)) for w in mine],
-            [s for s in switches if s.gate == gate],
-            [a for a in arrivals if a.gate == gate],
+            switches_of.get(gate, []),
+            arrivals_of.get(gate, []),
             conflicts.get(gate, 0),
             entries.get(gate, 0),
         )
+    return out
+
+
+def _split(items: Iterable[_Gated]) -> dict[str, list[_Gated]]:
+    """``items`` by their gate, in their order."""
+    out: dict[str, list[_Gated]] = {}
+    for item in items:
+        out.setdefault(item.gate, []).append(item)
     return out
 
 
@@ -172,12 +185,15 @@ def _switch_samples(
 
 def _drop_samples(windows: Sequence[Window], scans: Sequence[ScanPoint], everyone: set[str]) -> list[float]:
     samples = []
+    by_gate: dict[str, list[int]] = {}
+    for scan in scans:
+        by_gate.setdefault(scan.gate, []).append(scan.at_ms)
     for window in windows:
         span = window.end_ms - window.start_ms
         if span <= 0:
             continue
         for gate in _affected(window, everyone):
-            times = [s.at_ms for s in scans if s.gate == gate]
+            times = by_gate.get(gate, [])
             during = sum(1 for t in times if window.start_ms <= t < window.end_ms)
             before = sum(1 for t in times if window.start_ms - span <= t < window.start_ms)
             if before:
