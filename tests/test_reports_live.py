@@ -294,6 +294,7 @@ def test_the_incident_page_shows_a_central_outage_with_its_kpis(
         (("gatectl", "report", "ticket", "a\tb", "--ledger", "x"), "printable text"),
         (("gatectl", "report", "ticket", "P-001", "--ledger", "/nonexistent/ledger.sqlite"), "no ledger at"),
         (("gatectl", "report", "conflicts", "P-001"), "takes no ticket id"),
+        (("gatectl", "report", "conflicts", "--config", "gate.toml"), "--csv or --config"),
     ],
 )
 def test_bad_arguments_at_the_gate_get_named_errors(argv: tuple[str, ...], named: str) -> None:

@@ -78,8 +78,8 @@ def _colour(index: int) -> str:
 
 
 def _bucket_name(seconds: int) -> str:
-    if seconds == 60:
-        return "minute"
+    if seconds in (1, 60):
+        return "second" if seconds == 1 else "minute"
     return f"{seconds} seconds" if seconds < 60 else f"{seconds // 60} minutes"
 
 
@@ -170,7 +170,8 @@ def _axis(incident: Incident, bottom: float) -> str:
 
 def _scan_chart(incident: Incident) -> str:
     top, bottom = 10.0, CHART_H - 30.0
-    peak = max([1, *(max(v, default=0) for v in incident.series.values())])
+    # The axis's top: the busiest bucket rounded up to a multiple of four, so the ticks are whole.
+    peak = 4 * -(-max([1, *(max(v, default=0) for v in incident.series.values())]) // 4)
     out = [
         f'<svg id="scans-chart" width="{WIDTH}" height="{CHART_H}" role="img" aria-label="scans per time">'
     ]

@@ -196,8 +196,10 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Print a gate's double entries (records from other gates met its own), or a ticket's history."""
     if args.what == "ticket":
         return report_ticket(args)
-    if args.ticket_id is not None or args.csv:
-        raise GateError("report conflicts takes no ticket id and no --csv (did you mean: report ticket ID?)")
+    if args.ticket_id is not None or args.csv or args.config is not None:
+        raise GateError(
+            "report conflicts takes no ticket id, --csv or --config (did you mean: report ticket ID?)"
+        )
     if args.ledger is not None:
         conflicts = [conflict.as_dict() for conflict in read_conflicts(args.ledger)]
     else:
