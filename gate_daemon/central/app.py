@@ -44,6 +44,7 @@ from .wire import (
     MAX_COMMAND,
     MAX_HEARTBEAT,
     ApiError,
+    parse_evidence,
     parse_gate,
     parse_have,
     parse_heartbeat,
@@ -210,6 +211,12 @@ def _limit(request: web.Request) -> None:
         raise ApiError("rate_limited", "too many requests from this address; slow down", 429)
 
 
+async def _evidence(request: web.Request) -> web.Response:
+    caller, body = await _signed(request)
+    scans = parse_evidence(parse_object(body))
+    return web.json_response(await request.app[CENTRAL].evidence(caller.gate_id, scans))
+
+
 #: Every route: (method, path, handler). The OpenAPI document lists the same.
 ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]], ...] = (
     ("GET", "/v1/challenge", _challenge),
@@ -222,6 +229,7 @@ ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]],
     ("POST", "/v1/heartbeat", _heartbeat),
     ("POST", "/v1/commands", _post_command),
     ("GET", "/v1/commands", _list_commands),
+    ("POST", "/v1/evidence", _evidence),
 )
 
 

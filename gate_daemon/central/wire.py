@@ -15,6 +15,7 @@ from typing import Any
 
 from gate_daemon.core.commands import IDENT, NONCE
 from gate_daemon.core.decision import ScanKind
+from gate_daemon.core.evidence import EvidenceError, EvidenceScan, parse_scan
 from gate_daemon.errors import WireError
 
 #: Request bodies larger than this are refused (``too_large``).
@@ -221,3 +222,20 @@ def parse_gate(query: Mapping[str, str]) -> str:
     if IDENT.fullmatch(gate) is None:
         raise bad("gate: must be a gate id (letters, digits, . _ -; at most 64)")
     return gate
+
+
+def parse_evidence(data: Mapping[str, Any]) -> list[EvidenceScan]:
+    """A ``POST /v1/evidence`` body: the gate's evidence rows, each checked (``scans[i].field: ...``)."""
+    _fields(data, {"scans"}, {"scans"})
+    scans = data["scans"]
+    if not isinstance(scans, list) or not scans:
+        raise bad(f"scans: must be a list of 1 to {MAX_RECORDS} evidence rows")
+    if len(scans) > MAX_RECORDS:
+        raise ApiError("too_large", f"scans: at most {MAX_RECORDS} in one upload, got {len(scans)}", 413)
+    out = []
+    for index, item in enumerate(scans):
+        try:
+            out.append(parse_scan(item))
+        except EvidenceError as exc:
+            raise bad(f"scans[{index}].{exc.field}: {exc.detail}") from None
+    return out

@@ -34,6 +34,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from gate_daemon.bench import commands
 
         return commands.run(args)
+    if args.suite == "reports":
+        from gate_daemon.bench import reports
+
+        return reports.run(args)
     from gate_daemon.bench import core
 
     return core.run(args)
@@ -59,10 +63,11 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("bench", help="measure the gate's budgets")
     p.add_argument(
         "suite",
-        choices=["core", "gate", "decode", "peers", "upstream", "commands"],
+        choices=["core", "gate", "decode", "peers", "upstream", "commands", "reports"],
         help="core: decision and manifests; gate: committed scans; decode: QR decoders on camera frames; "
         "peers: gates sharing redemptions on loopback; upstream: the reference central (drain, "
-        "online-first); commands: supervisors' commands verified and applied",
+        "online-first); commands: supervisors' commands verified and applied; "
+        "reports: the evidence upload's reads, a ticket's report, an incident report",
     )
     p.add_argument("--sizes", default="100000,1000000", help="core: manifest sizes (comma separated)")
     p.add_argument(
@@ -77,10 +82,13 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--records",
         type=positive,
-        help="peers: redemptions made apart, then shared (default 10000); upstream: to drain (default 50000)",
+        help="peers: redemptions made apart, then shared (default 10000); upstream: to drain (default 50000);"
+        " reports: scans in the evidence log and at the central (default 50000)",
     )
     p.add_argument(
-        "--json", action="store_true", help="decode, peers, upstream, commands: print the figures as JSON"
+        "--json",
+        action="store_true",
+        help="decode, peers, upstream, commands, reports: print the figures as JSON",
     )
     p.set_defaults(func=cmd_bench)
 

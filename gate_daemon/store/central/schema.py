@@ -20,6 +20,13 @@ Tables:
   verified against the latest manifest, by nonce: the envelope as received, for the gate
   it names, until that gate's heartbeat acknowledges it (``acked_at``)
   (``gate_daemon.store.central.command_queue``).
+- ``evidence`` (migration 3): the gates' evidence logs, uploaded: one row per scan at a
+  gate, denials included (when, which device, who, the outcome, reason and resolution, the
+  decision mode), keyed by the scan's uuid and stored once (a resend is a duplicate).
+  Never the payload nor its fingerprint. ``received_at`` is the central's time.
+- ``beats`` (migration 3): every heartbeat, not only the last: when (central time), the
+  gate's decision route then (``online`` or ``offline``) and a few of its counters, for the
+  incident report's offline periods and mode switches.
 """
 
 from __future__ import annotations
@@ -99,6 +106,37 @@ CREATE TABLE commands (
     acked_at    REAL
 );
 CREATE INDEX commands_by_gate ON commands (gate, issued_ms);
+""",
+    # 3: dispute evidence and heartbeat history (docs/REPORTS.md).
+    """
+CREATE TABLE evidence (
+    uuid             TEXT PRIMARY KEY,
+    gate             TEXT NOT NULL,
+    hlc              INTEGER NOT NULL,
+    wall             REAL NOT NULL,
+    device           TEXT NOT NULL,
+    operator         TEXT,
+    ticket_id        TEXT,
+    kind             TEXT NOT NULL,
+    outcome          TEXT NOT NULL,
+    reason           TEXT NOT NULL,
+    resolution       TEXT NOT NULL,
+    mode             TEXT NOT NULL,
+    manifest_version INTEGER,
+    received_at      REAL NOT NULL
+);
+CREATE INDEX evidence_ticket ON evidence (ticket_id);
+CREATE INDEX evidence_wall ON evidence (wall);
+CREATE TABLE beats (
+    gate     TEXT NOT NULL,
+    at       REAL NOT NULL,
+    sent_at  REAL NOT NULL,
+    mode     TEXT NOT NULL,
+    scans    INTEGER NOT NULL,
+    offline  INTEGER NOT NULL,
+    pending  INTEGER
+);
+CREATE INDEX beats_at ON beats (at);
 """,
 )
 #: The schema version this code writes and reads (``PRAGMA user_version``).
