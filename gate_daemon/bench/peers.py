@@ -62,6 +62,10 @@ TICKETS = 1000
 
 def run(args: argparse.Namespace) -> int:
     """Run the suite and print the table (or JSON)."""
+    if getattr(args, "process", False):
+        from gate_daemon.bench import solo
+
+        return solo.run(args)
     gates = args.gates or GATES
     if not 2 <= gates <= 64:
         raise GateError(f"--gates must be 2 to 64, got {gates}")

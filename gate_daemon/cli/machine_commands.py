@@ -75,6 +75,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="peers: redemptions made apart, then shared (default 10000); upstream: to drain (default 50000)",
     )
     p.add_argument("--json", action="store_true", help="decode, peers, upstream: print the figures as JSON")
+    p.add_argument(
+        "--process",
+        action="store_true",
+        help="peers: the measured gate as a gate-daemon process of its own, its scans timed while it "
+        "learns a backlog from peer processes and drains it to gate-central (--records, default 20000)",
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(
