@@ -260,9 +260,10 @@ def print_table(r: dict[str, Any]) -> None:
     print("|---|---|---|")
     i = r["idle"]
     print(f"| scan, idle ({i['count']} scans) | p50 {i['p50_ms']:.2f} ms, p99 {i['p99_ms']:.2f} ms |  |")
+    peers = "peer" if r["feeders"] == 1 else "peers"
     limit = f"p99 <= {r['budget_ratio']:g}x idle ({r['budget_ratio'] * i['p99_ms']:.2f} ms)"
     for phase, what in (
-        ("catching_up", f"while it learns {r['records']} records from {r['feeders']} peers"),
+        ("catching_up", f"while it learns {r['records']} records from {r['feeders']} {peers}"),
         ("draining", f"while it drains {r['drained']} records to the central"),
     ):
         b = r[phase]
