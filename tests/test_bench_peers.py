@@ -62,7 +62,16 @@ def test_bench_peers_prints_json(tmp_path: Path, capsys: pytest.CaptureFixture[s
 
 
 @pytest.mark.parametrize(
-    ("option", "error"), [(["--gates", "1"], "--gates must be 2"), (["--records", "3"], "--records must be")]
+    ("option", "error"),
+    [
+        (["--gates", "1"], "--gates must be 2"),
+        (["--records", "3"], "--records must be"),
+        (["--process", "--gates", "1"], "--gates must be 2 to 17 with --process, got 1"),
+        (
+            ["--process", "--gates", "5", "--records", "3"],
+            "--records must be at least the feeders' number (4)",
+        ),
+    ],
 )
 def test_bench_peers_refuses_sizes_it_cannot_use(
     option: list[str], error: str, capsys: pytest.CaptureFixture[str]

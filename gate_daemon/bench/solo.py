@@ -32,6 +32,7 @@ import os
 import platform
 import signal
 import socket
+import sqlite3
 import sys
 import tempfile
 import time
@@ -164,13 +165,13 @@ def run(args: Any) -> int:
 def _guarded(work: Path, feeders: int, records: int, idle: int) -> dict[str, Any]:
     try:
         venue = prepare(work, feeders, records)
-    except OSError as exc:
+    except (OSError, sqlite3.Error) as exc:
         raise GateError(f"benchmark cannot use {work}: {exc}") from None
     cpus = os.sched_getaffinity(0)
     try:
         start(venue)
         return measure(venue, idle)
-    except OSError as exc:
+    except (OSError, sqlite3.Error) as exc:
         raise GateError(f"benchmark cannot run in {work}: {exc}") from None
     finally:
         os.sched_setaffinity(0, cpus)
