@@ -41,11 +41,12 @@ from pathlib import Path
 from typing import Any
 
 from gate_daemon.bench import fixtures
-from gate_daemon.bench.solo_venue import MEASURED, SoloVenue, prepare, read_one, start
+from gate_daemon.bench.solo_venue import MEASURED, SoloVenue, prepare, start
 from gate_daemon.bench.stats import percentile
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.errors import GateError
+from gate_daemon.store.offline_reads import read_progress
 
 FEEDERS = 4
 RECORDS = 20_000
@@ -194,9 +195,8 @@ def measure(venue: SoloVenue, idle_count: int) -> dict[str, Any]:
 
         catching = scanner.during(lambda: _learned(venue), learned, venue.records, alive)
         idle += scanner.idle(idle_count)
-        target = _learned(venue) + read_one(
-            venue.ledger, "SELECT MAX(seq) FROM redemptions WHERE origin = ?", MEASURED
-        )
+        held = read_progress(venue.ledger, MEASURED)
+        target = held.learned + held.own
         acked = _acked(venue)
         venue.central.signal(signal.SIGCONT)
         draining = scanner.during(lambda: _acked(venue), acked, target, alive)
@@ -229,12 +229,12 @@ def measure(venue: SoloVenue, idle_count: int) -> dict[str, Any]:
 
 def _learned(venue: SoloVenue) -> int:
     """Records of other gates the measured gate holds without a gap (its logs' runs)."""
-    return read_one(venue.ledger, "SELECT SUM(seq) FROM cursors WHERE origin != ?", MEASURED)
+    return read_progress(venue.ledger, MEASURED).learned
 
 
 def _acked(venue: SoloVenue) -> int:
     """Records the central has answered for, as the measured gate's file says."""
-    return read_one(venue.ledger, "SELECT SUM(seq) FROM upstream_acks")
+    return read_progress(venue.ledger, MEASURED).answered
 
 
 def _ms(samples_ns: list[int]) -> dict[str, Any]:

@@ -16,14 +16,12 @@ import os
 import shutil
 import signal
 import socket
-import sqlite3
 import subprocess
 import sys
 import time
-import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import IO, Any
+from typing import IO
 
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.upstream import write_backlog
@@ -272,11 +270,3 @@ def _wait_answering(daemon: Daemon, path: Path) -> None:
                 return
         time.sleep(0.05)
     raise GateError(f"bench gate {daemon.name} did not answer on {path} within {START_LIMIT:g} s")
-
-
-def read_one(db: Path, sql: str, *params: Any) -> int:
-    """One number read from a SQLite file on a read-only connection (0 for none)."""
-    uri = f"file:{urllib.parse.quote(str(db))}?mode=ro"
-    with contextlib.closing(sqlite3.connect(uri, uri=True, timeout=10)) as conn:
-        row = conn.execute(sql, params).fetchone()
-    return int(row[0] or 0) if row else 0
