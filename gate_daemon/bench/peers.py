@@ -25,7 +25,9 @@ are made by ``Gate.scan`` of fresh signed tickets, as at a real gate. Four phase
    signed) and stored (transactions of ``LEARN_BATCH``), and one record's signature and
    its check.
 
-Timing is ``perf_counter_ns`` in the one process: no clocks are compared.
+Timing is ``perf_counter_ns`` in the one process: no clocks are compared. With
+``--process``, ``gate_daemon.bench.solo`` runs instead: the measured gate in a process of
+its own, its scans timed while it catches up and while it drains to the central.
 """
 
 from __future__ import annotations
@@ -62,6 +64,10 @@ TICKETS = 1000
 
 def run(args: argparse.Namespace) -> int:
     """Run the suite and print the table (or JSON)."""
+    if getattr(args, "process", False):
+        from gate_daemon.bench import solo
+
+        return solo.run(args)
     gates = args.gates or GATES
     if not 2 <= gates <= 64:
         raise GateError(f"--gates must be 2 to 64, got {gates}")

@@ -174,7 +174,7 @@ async def _drain(
     ledger = await Ledger.open(path, "bench-drain")
     epoch = ledger.epoch
     await ledger.close()
-    _write_backlog(path, "bench-drain", epoch, records)
+    write_backlog(path, "bench-drain", epoch, records)
     ledger = await Ledger.open(path, "bench-drain")
     client = _client(url, "bench-drain", key)
     try:
@@ -221,11 +221,11 @@ async def _drain(
     }
 
 
-def _write_backlog(path: Path, gate_id: str, epoch: str, records: int) -> None:
-    """``records`` entries of this gate's own log, as its scans would have left them."""
+def write_backlog(path: Path, gate_id: str, epoch: str, records: int, *, prefix: str = "B") -> None:
+    """``records`` entries of this gate's own log, as its scans left them (tickets ``PREFIX-n``)."""
     start = int(time.time() * 1000) - records
     rows = [
-        (str(uuidlib.uuid4()), f"B-{i:07d}", "entry", 1, gate_id, epoch, i + 1,
+        (str(uuidlib.uuid4()), f"{prefix}-{i:07d}", "entry", 1, gate_id, epoch, i + 1,
          Stamp(start + i, 0).packed, (start + i) / 1000, None, "offline", 0, None, None)
         for i in range(records)
     ]  # fmt: skip

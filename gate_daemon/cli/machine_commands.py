@@ -74,21 +74,30 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         "--rounds",
         type=positive,
         help="decisions, lookups or propagations to time (default: core 20000, gate 2000, peers 1000, "
-        "upstream 500, commands 500)",
+        "upstream 500, commands 500; peers --process: idle scans in each of its three idle phases, 200)",
     )
     p.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp dir)")
     p.add_argument("--frames", type=positive, help="decode: frames of each kind to decode (default 50)")
-    p.add_argument("--gates", type=positive, help="peers: gates sharing redemptions (default 5)")
+    p.add_argument(
+        "--gates", type=positive, help="peers: gates sharing redemptions (default 5; with --process, 2 to 17)"
+    )
     p.add_argument(
         "--records",
         type=positive,
-        help="peers: redemptions made apart, then shared (default 10000); upstream: to drain (default 50000);"
-        " reports: scans in the evidence log and at the central (default 50000)",
+        help="peers: redemptions made apart, then shared (default 10000; with --process, the feeders' "
+        "backlog, 20000); upstream: to drain (default 50000); reports: scans in the evidence log and at the "
+        "central (default 50000)",
     )
     p.add_argument(
         "--json",
         action="store_true",
         help="decode, peers, upstream, commands, reports: print the figures as JSON",
+    )
+    p.add_argument(
+        "--process",
+        action="store_true",
+        help="peers: the measured gate as a gate-daemon process of its own, its scans timed while it "
+        "learns a backlog from peer processes and drains it to gate-central (--records, default 20000)",
     )
     p.set_defaults(func=cmd_bench)
 

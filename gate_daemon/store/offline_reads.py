@@ -1,6 +1,7 @@
 """A ledger file read without the daemon, which may be stopped, dead or running.
 
-For ``gatectl counters --ledger`` and ``gatectl report conflicts --ledger``: plain
+For ``gatectl counters --ledger``, ``gatectl report conflicts --ledger`` and the
+progress ``gatectl bench peers --process`` watches: plain
 ``sqlite3``, read-only, never a write (a reader outside the gate's group must not even
 create the ``-shm`` file when it can avoid it).
 """
@@ -9,6 +10,7 @@ from __future__ import annotations
 
 import sqlite3
 import urllib.parse
+from dataclasses import dataclass
 from pathlib import Path
 
 from gate_daemon.store.conflicts import SELECT_CONFLICTS, Conflict, conflict
@@ -51,3 +53,34 @@ def read_conflicts(path: Path) -> list[Conflict]:
         raise LedgerError(f"cannot read ledger {path}: {exc}") from None
     finally:
         db.close()
+
+
+@dataclass(frozen=True, slots=True)
+class LogProgress:
+    """How far a ledger file has come with the logs of others and with the central."""
+
+    #: Records of other gates held without a gap (the sum of their logs' unbroken runs).
+    learned: int
+    #: This gate's own records (its last sequence number).
+    own: int
+    #: Records the central has answered for (the sum of the drain's positions).
+    answered: int
+
+
+def read_progress(path: Path, gate_id: str) -> LogProgress:
+    """What ``gate_id``'s ledger file holds of others' logs, of its own, and what the central answered for."""
+    db = open_read_only(path)
+    try:
+        learned, own, answered = (
+            int(db.execute(sql, params).fetchone()[0] or 0)
+            for sql, params in (
+                ("SELECT SUM(seq) FROM cursors WHERE origin != ?", (gate_id,)),
+                ("SELECT MAX(seq) FROM redemptions WHERE origin = ?", (gate_id,)),
+                ("SELECT SUM(seq) FROM upstream_acks", ()),
+            )
+        )
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+    finally:
+        db.close()
+    return LogProgress(learned, own, answered)
