@@ -38,6 +38,7 @@ from pathlib import Path
 from typing import Any
 
 from gate_daemon.core.counters import Family, labelled
+from gate_daemon.core.fleet import heartbeat_status
 from gate_daemon.core.records import Redemption
 from gate_daemon.core.snapshot import DownloadStatus, GateSnapshot, LoopStatus, UpstreamStatus
 from gate_daemon.errors import ManifestRefused
@@ -379,7 +380,7 @@ class UpstreamSync:
     async def heartbeat(self) -> None:
         """Counters and a short status to the central; the floor kept while at it."""
         counters = await self.ledger.counters()
-        status = {} if self._status is None else _brief(await self._status())
+        status = {} if self._status is None else heartbeat_status(await self._status())
         await self.client.heartbeat(counters, status)
         await self.clock.save(self.ledger)
 
@@ -400,15 +401,3 @@ class UpstreamSync:
             "manifests": self.totals.manifests,
             "download": None if self.download is None else self.download.copy(),
         }
-
-
-def _brief(status: GateSnapshot) -> dict[str, Any]:
-    """What the central keeps of a gate's status: small and free of secrets."""
-    return {
-        "mode": status["mode"],
-        "zone": status["zone"],
-        "manifest": status["manifest"],
-        "decision": status["decision"],
-        "clock": status["clock"],
-        "uptime_seconds": status["uptime_seconds"],
-    }
