@@ -1,8 +1,9 @@
 """The fleet page's SOP cards: one Markdown file per condition, in the folder the venue writes.
 
-``[central] sop = "sop/"`` names the folder; ``sop/NAME.md`` is the card for condition
-``NAME`` (``gate_daemon.core.fleet.Condition``) and ``central_down.md`` the one the page
-shows when it cannot reach the central. Cards are rendered on the server with
+``[central] sop = "sop/"`` names the folder; each condition
+(``gate_daemon.core.fleet.Condition``) has its card ``sop/FILE.md`` (``FILES``: the
+condition's name, ``gate_`` before the two that are about the gate as a whole), and
+``central_down.md`` is also the one the page shows when it cannot reach the central. Cards are rendered on the server with
 markdown-it-py (the ``central`` extra) in its CommonMark preset with raw HTML off, so a
 card's ``<script>`` is shown as text; links to ``javascript:`` and the like are dropped.
 Without markdown-it-py a card is shown as escaped plain text. A card is read again when
@@ -23,8 +24,13 @@ log = logging.getLogger(__name__)
 
 #: A card's size, at most: a card is a few lines for a person under pressure.
 MAX_CARD = 64 * 1024
-#: Every card the page may ask for: the conditions, and the central being down.
-NAMES = (*(str(c) for c in Condition), "central_down")
+#: Each condition's card file, without ``.md``.
+FILES = {
+    str(c): {Condition.UNREACHABLE: "gate_unreachable", Condition.OUT_OF_SERVICE: "gate_out_of_service"}.get(
+        c, str(c)
+    )
+    for c in Condition
+}
 
 
 def _renderer() -> Callable[[str], str]:
@@ -48,10 +54,10 @@ class SopCards:
         self._cache: dict[str, tuple[tuple[int, int], str]] = {}
 
     def card(self, name: str) -> str | None:
-        """The card for ``name`` as HTML; None without a folder, an unknown name or no such file."""
-        if self.folder is None or name not in NAMES:
+        """The card of condition ``name`` as HTML; None without a folder, for another name or no such file."""
+        if self.folder is None or name not in FILES:
             return None
-        path = self.folder / f"{name}.md"
+        path = self.folder / f"{FILES[name]}.md"
         try:
             stat = path.stat()
         except OSError:

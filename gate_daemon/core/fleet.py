@@ -137,6 +137,11 @@ def _bool(value: object) -> bool | None:
     return value if isinstance(value, bool) else None
 
 
+def _count(counters: object, name: str) -> int | None:
+    """A persisted counter: 0 when the counters say nothing of it yet, None without counters."""
+    return _int(counters.get(name, 0)) if isinstance(counters, Mapping) else None
+
+
 def _mode(status: Mapping[str, Any]) -> str | None:
     """How the gate decides: ``online``/``offline`` (online-first) or ``local``; ``(forced)`` by command."""
     decision = _str(status.get("decision"))
@@ -182,11 +187,11 @@ def observe(
         mode=_mode(status),
         manifest_version=_int(_at(status, "manifest", "version")) if manifest_active else None,
         manifest_age_s=None if age is None else age + heard_s,
-        scans=_int(_at(counts, "scans")),
-        offline_scans=_int(_at(counts, "offline_scans")),
+        scans=_count(counts, "scans"),
+        offline_scans=_count(counts, "offline_scans"),
         pending_upstream=_int(_at(status, "upstream", "pending")),
         peer_lag_s=_peer_lag(status),
-        conflicts=conflicts if conflicts is not None else _int(_at(counts, "conflicts")),
+        conflicts=conflicts if conflicts is not None else _count(counts, "conflicts"),
         clock_offset_s=_float(_at(status, "clock", "offset_s")),
         last_heard_s=heard_s,
         in_service=in_service,

@@ -89,7 +89,7 @@ function cards(names, sop) {
     if (sop && sop[name]) {
       body.innerHTML = sop[name]; // rendered by the central from the venue's Markdown, raw HTML off
     } else {
-      body.append(el("p", `No SOP card: write sop/${name}.md on the central.`, "no-card"));
+      body.append(el("p", "No SOP card for this on the central ([central] sop).", "no-card"));
     }
     card.append(body);
     box.append(card);
