@@ -143,8 +143,15 @@ def snapshot(
             "unsigned_answers": 0,
         },
     }
-    if lane is not None:
-        status["lane"] = lane
+    status["lane"] = {
+        "state": "open",
+        "since_ms": None,
+        "by": None,
+        "message": None,
+        "mode_forced": None,
+        "pending": None,
+        **(lane or {}),
+    }
     loaded: GateSnapshot = json.loads(json.dumps(status))
     return loaded
 
@@ -154,7 +161,7 @@ def test_a_whole_status_reads_into_every_column() -> None:
     assert view == GateView(
         gate="north-1",
         reachable=True,
-        lane=None,
+        lane="open",
         mode="local",
         manifest_version=7,
         manifest_age_s=120.0,

@@ -3,11 +3,12 @@
 ``[central] sop = "sop/"`` names the folder; each condition
 (``gate_daemon.core.fleet.Condition``) has its card ``sop/FILE.md`` (``FILES``: the
 condition's name, ``gate_`` before the two that are about the gate as a whole), and
-``central_down.md`` is also the one the page shows when it cannot reach the central. Cards are rendered on the server with
-markdown-it-py (the ``central`` extra) in its CommonMark preset with raw HTML off, so a
-card's ``<script>`` is shown as text; links to ``javascript:`` and the like are dropped.
-Without markdown-it-py a card is shown as escaped plain text. A card is read again when
-its file changes, so the venue edits it while the central runs.
+``central_down.md`` is also the one the page shows when it cannot reach the central.
+Cards are rendered on the server with markdown-it-py (the ``central`` extra) in its
+CommonMark preset with raw HTML off, so a card's ``<script>`` is shown as text; links to
+``javascript:`` and the like are dropped. Without markdown-it-py a card is shown as
+escaped plain text. A card is read again when its file changes, so the venue edits it
+while the central runs.
 """
 
 from __future__ import annotations

@@ -249,6 +249,7 @@ def heartbeat_status(snapshot: GateSnapshot) -> dict[str, Any]:
         "uptime_seconds": snapshot["uptime_seconds"],
         "in_service": snapshot["in_service"],
         "problem": snapshot["problem"],
+        "lane": snapshot["lane"],
         "upstream": None if upstream is None else {"up": upstream["up"], "pending": upstream["pending"]},
         "online": None if online is None else {"mode": online["mode"]},
         "replication": None
@@ -261,9 +262,6 @@ def heartbeat_status(snapshot: GateSnapshot) -> dict[str, Any]:
             ],
         },
     }
-    lane = _at(snapshot, "lane")
-    if lane is not None:
-        brief["lane"] = lane
     return brief
 
 
