@@ -16,12 +16,15 @@ from typing import Any
 
 import pytest
 
-from tests.central_fixtures import CentralWorld
+from gate_daemon.provision.keyfiles import write_keypair
+from tests.central_fixtures import GATES, CentralWorld
 from tests.central_process import CONVERGE, SYNC, CentralProcess, numbered_central_world
 from tests.gate_process import GateProcess, Launcher, free_port, wait_until
-from tests.live import write_gate_config
+from tests.live import event_toml, write_gate_config
 
 ROOT = Path(__file__).resolve().parents[1]
+#: The venue's supervisor (``sam.key`` beside the central's files).
+SUPERVISOR = "sam"
 #: Seconds without a heartbeat before the central calls a gate unreachable.
 SILENT_S = 3
 
@@ -86,8 +89,10 @@ class Venue:
 
 
 def venue_world(root: Path) -> CentralWorld:
-    """The central's files, with the shipped SOP cards and a short ``silent_s``."""
+    """The central's files, with supervisor ``sam``, the shipped SOP cards and a short ``silent_s``."""
     world = numbered_central_world(root)
+    world.live.supervisor_keys[SUPERVISOR] = write_keypair(root / SUPERVISOR)[0]
+    (root / "event.toml").write_text(event_toml(world.live.now, GATES, (SUPERVISOR,)))
     shutil.copytree(ROOT / "config" / "sop", root / "sop")
     text = world.config_path.read_text()
     world.config_path.write_text(f'{text}sop = "sop"\n\n[fleet]\nsilent_s = {SILENT_S}\n')
