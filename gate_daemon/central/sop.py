@@ -51,6 +51,8 @@ class SopCards:
 
     def __init__(self, folder: Path | None) -> None:
         self.folder = folder
+        if folder is not None and not folder.is_dir():
+            log.warning("SOP cards: %s is not a folder; the fleet page shows no cards", folder)
         self._render = _renderer()
         self._cache: dict[str, tuple[tuple[int, int], str]] = {}
 
