@@ -18,7 +18,7 @@ from typing import Any
 
 import httpx
 
-from gate_daemon.core.fleet import Attention, GateView, Thresholds, assemble, explain, observe, rank
+from gate_daemon.core.fleet import Attention, GateView, Thresholds, assemble, explain, observe, rank, span
 from gate_daemon.core.times import format_span
 from gate_daemon.errors import GateError
 
@@ -129,10 +129,10 @@ def _cells(view: GateView) -> list[str]:
         some(view.scans),
         some(view.offline_scans),
         some(view.pending_upstream),
-        some(view.peer_lag_s, format_span),
+        some(view.peer_lag_s, span),
         some(view.conflicts),
         some(view.clock_offset_s, lambda s: f"{s:+.1f} s"),
-        some(view.last_heard_s, lambda s: f"{format_span(s)} ago"),
+        some(view.last_heard_s, lambda s: f"{span(s)} ago"),
     ]
 
 

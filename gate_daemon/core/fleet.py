@@ -290,9 +290,15 @@ def conditions(view: GateView, limits: Thresholds) -> tuple[Condition, ...]:
     return tuple(found)
 
 
+def span(seconds: float) -> str:
+    """A duration for people: tenths of a second under 10 s, whole seconds under 2 min, then coarser."""
+    if seconds < 10:
+        return f"{max(0.0, seconds):.1f} s"
+    return f"{seconds:.0f} s" if seconds < 120 else format_span(seconds)
+
+
 def explain(view: GateView, condition: Condition, limits: Thresholds) -> str:
     """``condition`` of ``view`` in words, with the figure and the threshold it crossed."""
-    span = format_span
     match condition:
         case Condition.UNREACHABLE:
             if view.last_heard_s is not None:

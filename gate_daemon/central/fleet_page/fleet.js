@@ -23,8 +23,10 @@ function el(tag, text, className) {
 }
 
 function span(seconds) {
-  // As the gates say a duration: 45 s, 12 min, 3 h 05 min, 2 d 4 h.
-  const s = Math.max(0, Math.floor(seconds));
+  // As gatectl fleet says a duration: 0.8 s, 45 s, 12 min, 3 h 05 min, 2 d 4 h.
+  if (seconds < 10) return `${Math.max(0, seconds).toFixed(1)} s`;
+  if (seconds < 120) return `${Math.round(seconds)} s`;
+  const s = Math.floor(seconds);
   if (s < 60) return `${s} s`;
   if (s < 3600) return `${Math.floor(s / 60)} min`;
   if (s < 86400) return `${Math.floor(s / 3600)} h ${String(Math.floor((s % 3600) / 60)).padStart(2, "0")} min`;
