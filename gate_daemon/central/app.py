@@ -60,6 +60,8 @@ log = logging.getLogger(__name__)
 
 CENTRAL: web.AppKey[Central] = web.AppKey("central", Central)
 LIMITER = web.AppKey("limiter", RateLimiter)
+#: The supervisors' unsigned routes have their own limit: they cannot starve ``/v1/challenge``.
+COMMAND_LIMITER = web.AppKey("command_limiter", RateLimiter)
 #: Set on a request whose signature verified: its answer carries the next challenge.
 AUTHENTICATED: web.RequestKey[bool] = web.RequestKey("authenticated", bool)
 
@@ -204,8 +206,8 @@ async def _list_commands(request: web.Request) -> web.Response:
 
 
 def _limit(request: web.Request) -> None:
-    """Unsigned routes are limited per address (``/v1/challenge``, the commands')."""
-    if not request.app[LIMITER].allow(request.remote or "?"):
+    """The commands' routes are limited per address, as ``/v1/challenge`` is (on a bucket of their own)."""
+    if not request.app[COMMAND_LIMITER].allow(request.remote or "?"):
         raise ApiError("rate_limited", "too many requests from this address; slow down", 429)
 
 
@@ -242,6 +244,7 @@ def create_app(
         handler_args={"logger": MalformedRequestLog(log, "central")},
     )
     app[LIMITER] = RateLimiter(config.rate)
+    app[COMMAND_LIMITER] = RateLimiter(config.rate)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     add_fleet_routes(app, config, lambda: app[CENTRAL], clock)

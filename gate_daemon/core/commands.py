@@ -192,7 +192,7 @@ def parse_command(body: object) -> Command:
     extra = sorted(str(k) for k in set(body) - KEYS)
     if extra:
         raise CommandRefused("bad_command", f"command.{extra[0]}: unknown field")
-    if type(body["v"]) is not int or body["v"] != VERSION:
+    if _whole(body["v"]) != VERSION:
         raise CommandRefused("bad_command", f"command.v: must be {VERSION}")
     event = _ident(body, "event")
     gate = _ident(body, "gate")
@@ -201,13 +201,20 @@ def parse_command(body: object) -> Command:
     if kind not in ("lane", "mode", "message"):
         raise CommandRefused("bad_command", 'command.kind: must be "lane", "mode" or "message"')
     value = _value(kind, body["value"])
-    issued = body["issued_ms"]
-    if type(issued) is not int or not 0 <= issued <= MAX_MS:
+    issued = _whole(body["issued_ms"])
+    if issued is None or not 0 <= issued <= MAX_MS:
         raise CommandRefused("bad_command", "command.issued_ms: must be an integer of unix milliseconds")
     nonce = body["nonce"]
     if not isinstance(nonce, str) or NONCE.fullmatch(nonce) is None:
         raise CommandRefused("bad_command", "command.nonce: must be 32 lowercase hex digits")
     return Command(event, gate, kind, value, supervisor, issued, nonce)
+
+
+def _whole(value: object) -> int | None:
+    """An integer as JSON Schema reads one (``7`` or ``7.0``); None for anything else."""
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    return value if type(value) is int else None
 
 
 def _ident(body: dict[str, Any], key: str) -> str:
