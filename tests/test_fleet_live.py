@@ -134,6 +134,8 @@ def test_the_central_down_or_a_bad_gates_file_is_named(tmp_path: Path) -> None:
     assert missing.returncode == 1 and "cannot read" in missing.stderr
     usage = fleet("--gates", bad, "--clock-s", "-1")
     assert usage.returncode == 2 and "--clock-s" in usage.stderr
+    usage = fleet("--gates", bad, "--backlog", "0")
+    assert usage.returncode == 2 and "--backlog" in usage.stderr
 
 
 def test_only_the_allowed_networks_read_the_fleet() -> None:

@@ -18,6 +18,7 @@ from typing import Any
 
 import httpx
 
+from gate_daemon.cli.command_line import positive
 from gate_daemon.core.fleet import Attention, GateView, Thresholds, assemble, explain, observe, rank, span
 from gate_daemon.core.times import format_span
 from gate_daemon.errors import GateError
@@ -156,7 +157,11 @@ def print_table(ranked: list[Attention], limits: Thresholds) -> None:
 def cmd_fleet(args: argparse.Namespace) -> int:
     """Print every gate's state; exit 1 when one needs attention."""
     limits = Thresholds(
-        manifest_age_s=args.manifest_age_s, clock_s=args.clock_s, lag_s=args.lag_s, silent_s=args.silent_s
+        manifest_age_s=args.manifest_age_s,
+        clock_s=args.clock_s,
+        lag_s=args.lag_s,
+        silent_s=args.silent_s,
+        backlog=args.backlog,
     )
     if args.central:
         ranked, source = from_central(args.central, limits), "central"
@@ -218,5 +223,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         default=default.silent_s,
         metavar="N",
         help=f"--central: no heartbeat for N seconds is unreachable (default {default.silent_s:g})",
+    )
+    p.add_argument(
+        "--backlog",
+        type=positive,
+        default=default.backlog,
+        metavar="N",
+        help=f"more than N records waiting for the central need attention (default {default.backlog})",
     )
     p.set_defaults(func=cmd_fleet)  # fmt: skip
