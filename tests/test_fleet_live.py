@@ -107,6 +107,7 @@ def test_the_central_judges_with_its_own_thresholds_and_serves_the_sop_cards(ven
     )
     state = answer()
     assert state["gates"][0]["error"] == "never heard from"
+    assert state["gates"][0]["reasons"] == ["never heard from"]
     assert state["attention"] == 1, conditions_by_gate(state)
     assert state["thresholds"]["silent_s"] == SILENT_S
     assert state["event"] == "live-2026" and state["roster"] == ["north-1", "south-1"]

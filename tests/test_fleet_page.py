@@ -43,6 +43,7 @@ def test_the_fleet_page_shows_a_gate_going_down_and_back(venue: Venue, page: Pag
     expect(rows.first).to_have_attribute("data-conditions", "unreachable", timeout=WAIT_MS)
     expect(rows.first).to_have_class("attention")
     expect(rows.first.locator("td").nth(1)).to_have_text("NO")
+    expect(rows.first.locator(".reason")).to_contain_text("not heard from for")
     expect(page.locator("#summary")).to_have_text("1 of 2 gates need attention")
     card = page.locator('#cards article[data-condition="unreachable"]')
     expect(card.locator("strong").first).to_have_text("The gate does not answer.")

@@ -246,6 +246,9 @@ def test_the_central_view_silent_gates_and_gates_never_heard() -> None:
         ("north-1", ()),
     ]
     assert ranked[1].view.error == "never heard from"
+    assert ranked[0].reasons == ("not heard from for 31 s (over 30 s)",)
+    assert ranked[1].reasons == ("never heard from",) and ranked[2].reasons == ()
+    assert ranked[0].as_dict()["reasons"] == ["not heard from for 31 s (over 30 s)"]
     assert ranked[2].view.scans == 4 and ranked[2].view.last_heard_s == 5
 
 

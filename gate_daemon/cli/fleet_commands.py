@@ -19,7 +19,7 @@ from typing import Any
 import httpx
 
 from gate_daemon.cli.command_line import positive
-from gate_daemon.core.fleet import Attention, GateView, Thresholds, assemble, explain, observe, rank, span
+from gate_daemon.core.fleet import Attention, GateView, Thresholds, assemble, observe, rank, span
 from gate_daemon.core.times import format_span
 from gate_daemon.errors import GateError
 
@@ -137,7 +137,7 @@ def _cells(view: GateView) -> list[str]:
     ]
 
 
-def print_table(ranked: list[Attention], limits: Thresholds) -> None:
+def print_table(ranked: list[Attention]) -> None:
     """The fleet as a table, then the gates needing attention with the reasons."""
     rows = [list(COLUMNS), *(_cells(item.view) for item in ranked)]
     widths = [max(len(row[i]) for row in rows) for i in range(len(COLUMNS))]
@@ -150,8 +150,8 @@ def print_table(ranked: list[Attention], limits: Thresholds) -> None:
         return
     print(f"{len(needing)} of {len(ranked)} gates need attention:")
     for item in needing:
-        for condition in item.conditions:
-            print(f"  {item.view.gate}: {condition}: {explain(item.view, condition, limits)}")
+        for condition, reason in zip(item.conditions, item.reasons, strict=True):
+            print(f"  {item.view.gate}: {condition}: {reason}")
 
 
 def cmd_fleet(args: argparse.Namespace) -> int:
@@ -174,7 +174,7 @@ def cmd_fleet(args: argparse.Namespace) -> int:
             json.dumps({**shown, "gates": [item.as_dict() for item in ranked]}, indent=2, ensure_ascii=False)
         )
     else:
-        print_table(ranked, limits)
+        print_table(ranked)
     return 1 if any(item.needed for item in ranked) else 0
 
 

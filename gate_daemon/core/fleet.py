@@ -96,6 +96,8 @@ class Attention:
 
     view: GateView
     conditions: tuple[Condition, ...]
+    #: Each condition in words (``explain``), in the same order.
+    reasons: tuple[str, ...] = ()
 
     @property
     def needed(self) -> bool:
@@ -103,8 +105,12 @@ class Attention:
         return bool(self.conditions)
 
     def as_dict(self) -> dict[str, Any]:
-        """JSON-ready: the view's fields and ``conditions`` by name."""
-        return {**asdict(self.view), "conditions": [str(c) for c in self.conditions]}
+        """JSON-ready: the view's fields, ``conditions`` by name and their ``reasons``."""
+        return {
+            **asdict(self.view),
+            "conditions": [str(c) for c in self.conditions],
+            "reasons": list(self.reasons),
+        }
 
 
 # ------------------------------------------------------------------ reading a status
@@ -323,7 +329,10 @@ def explain(view: GateView, condition: Condition, limits: Thresholds) -> str:
 
 def rank(views: Iterable[GateView], limits: Thresholds) -> list[Attention]:
     """Every gate judged: those needing attention first (the most urgent condition first), then by id."""
-    judged = [Attention(view, conditions(view, limits)) for view in views]
+    judged = []
+    for view in views:
+        found = conditions(view, limits)
+        judged.append(Attention(view, found, tuple(explain(view, c, limits) for c in found)))
 
     def order(item: Attention) -> tuple[int, int, str]:
         worst = min((_URGENCY[c] for c in item.conditions), default=len(_URGENCY))

@@ -73,9 +73,10 @@ function row(gate, beat) {
   }
   const needs = el("td");
   if (!gate.conditions.length) needs.append(el("span", "all well", "well"));
-  for (const name of gate.conditions) needs.append(el("span", name, `condition ${name}`));
-  const why = gate.error || (gate.conditions.includes("out_of_service") ? gate.problem : null);
-  if (why) needs.append(el("span", ` ${why}`));
+  gate.conditions.forEach((name, i) => {
+    needs.append(el("span", name, `condition ${name}`));
+    needs.append(el("span", gate.reasons[i], "reason"));
+  });
   tr.append(needs);
   return tr;
 }
