@@ -132,7 +132,7 @@ def _cells(view: GateView) -> list[str]:
         some(view.pending_upstream),
         some(view.peer_lag_s, span),
         some(view.conflicts),
-        some(view.clock_offset_s, lambda s: f"{s:+.1f} s"),
+        some(view.clock_offset_s, lambda s: f"{round(s, 1) + 0.0:+.1f} s"),  # + 0.0: no "-0.0"
         some(view.last_heard_s, lambda s: f"{span(s)} ago"),
     ]
 

@@ -33,6 +33,11 @@ function span(seconds) {
   return `${Math.floor(s / 86400)} d ${Math.floor((s % 86400) / 3600)} h`;
 }
 
+function offset(seconds) {
+  const tenths = Math.round(seconds * 10) / 10 || 0; // no "-0.0"
+  return `${tenths >= 0 ? "+" : ""}${tenths.toFixed(1)} s`;
+}
+
 function orDash(value, shown) {
   return value === null || value === undefined ? "–" : shown(value);
 }
@@ -65,7 +70,7 @@ function row(gate, beat) {
     [orDash(gate.pending_upstream, (n) => n), "num"],
     [orDash(gate.peer_lag_s, (s) => span(s)), "num"],
     [orDash(gate.conflicts, (n) => n), "num"],
-    [orDash(gate.clock_offset_s, (s) => `${s >= 0 ? "+" : ""}${s.toFixed(1)} s`), "num"],
+    [orDash(gate.clock_offset_s, offset), "num"],
     [orDash(gate.last_heard_s, (s) => `${span(s)} ago`)],
   ];
   for (const cell of cells) {
