@@ -12,6 +12,7 @@ from hypothesis import settings
 from tests.browser import chromium, page  # noqa: F401  (fixtures: pages in Debian's Chromium)
 from tests.central_fixtures import CentralWorld
 from tests.central_process import CentralProcess, numbered_central_world
+from tests.fleet_fixtures import venue  # noqa: F401  (fixture: a central and gates that beat to it)
 from tests.gate_process import Launcher, launcher
 from tests.live import LiveWorld, make_live_world
 from tests.loop_thread import LoopThread

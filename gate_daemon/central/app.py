@@ -37,6 +37,7 @@ from gate_daemon.net.peer_auth import HEADER_CHALLENGE, HEADER_SIGNATURE, Caller
 from gate_daemon.store.central.checkin_book import UuidReused
 
 from .config import CentralConfig
+from .fleet import add_fleet_routes
 from .manifests import GateAhead
 from .service import Central
 from .wire import (
@@ -254,6 +255,7 @@ def create_app(
     app[COMMAND_LIMITER] = RateLimiter(config.rate)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
+    add_fleet_routes(app, config, lambda: app[CENTRAL], clock)
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         opened = central is None

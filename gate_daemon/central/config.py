@@ -9,6 +9,7 @@ sets for the service (``LoadCredential=``, ``StateDirectory=``; systemd/gate-cen
 
 from __future__ import annotations
 
+import ipaddress
 import os
 import re
 from collections.abc import Mapping
@@ -17,11 +18,28 @@ from pathlib import Path
 from typing import Any
 
 from gate_daemon.config.toml import Checker, KeyPath, expand_dirs, load
+from gate_daemon.core.fleet import Thresholds
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>[0-9]{1,5})")
-TOP_KEYS = {"central"}
-CENTRAL_KEYS = {"id", "listen", "state_dir", "event", "tickets", "key", "poll_ms", "rate"}
+TOP_KEYS = {"central", "fleet"}
+CENTRAL_KEYS = {
+    "id",
+    "listen",
+    "state_dir",
+    "event",
+    "tickets",
+    "key",
+    "poll_ms",
+    "rate",
+    "sop",
+    "fleet_allow",
+}
+FLEET_KEYS = {"silent_s", "manifest_age_s", "clock_s", "lag_s", "backlog"}
+Network = ipaddress.IPv4Network | ipaddress.IPv6Network
+DEFAULT_THRESHOLDS = Thresholds()
+#: Who may read the fleet (``/fleet``, ``/v1/fleet``) unless ``fleet_allow`` says otherwise: this machine.
+LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
 _REQUIRED = {"state_dir", "event", "tickets", "key"}
 #: The directories systemd/gate-central.service gives the central (it has no runtime directory).
 SYSTEMD_DIRS = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY")
@@ -42,6 +60,12 @@ class CentralConfig:
     poll_ms: int = 2000
     #: ``GET /v1/challenge`` requests a second per client address (bursts of twice that).
     rate: int = 20
+    #: The folder of SOP cards (``NAME.md`` per fleet condition); None: the page shows none.
+    sop: Path | None = None
+    #: The client networks that may read the fleet (the page and ``GET /v1/fleet``).
+    fleet_allow: tuple[Network, ...] = LOOPBACK
+    #: When a gate needs attention (``[fleet]``).
+    thresholds: Thresholds = DEFAULT_THRESHOLDS
 
     @property
     def database(self) -> Path:
@@ -83,6 +107,7 @@ def load_central_config(path: Path, environ: Mapping[str, str] | None = None) ->
             return Path()
 
     host, port = _listen(check, tbl, at)
+    sop = path_value("sop") if "sop" in tbl else None
     config = CentralConfig(
         id=check.string(tbl, at, "id", default="central", pattern=IDENT, max_bytes=64),
         host=host,
@@ -93,6 +118,9 @@ def load_central_config(path: Path, environ: Mapping[str, str] | None = None) ->
         key=path_value("key"),
         poll_ms=check.integer(tbl, at, "poll_ms", low=100, high=3_600_000, default=2000),
         rate=check.integer(tbl, at, "rate", low=1, high=10_000, default=20),
+        sop=sop,
+        fleet_allow=_networks(check, tbl, at),
+        thresholds=_thresholds(check, doc.get("fleet", {})),
     )
     check.finish()
     return config
@@ -106,3 +134,30 @@ def _listen(check: Checker, tbl: dict[str, Any], at: KeyPath) -> tuple[str, int]
         check.problem((*at, "listen"), f"{listen!r} must be HOST:PORT (127.0.0.1:8700, [::]:8700)")
         return "127.0.0.1", 8700
     return match.group("v6") or match.group("host"), port
+
+
+def _networks(check: Checker, tbl: dict[str, Any], at: KeyPath) -> tuple[Network, ...]:
+    if "fleet_allow" not in tbl:
+        return LOOPBACK
+    networks = []
+    for text in check.strings(tbl, at, "fleet_allow"):
+        try:
+            networks.append(ipaddress.ip_network(text))
+        except ValueError:
+            check.problem((*at, "fleet_allow"), f"{text!r} is not a network (10.0.0.0/8, ::1/128, 127.0.0.1)")
+    return tuple(networks)
+
+
+def _thresholds(check: Checker, value: object) -> Thresholds:
+    at: KeyPath = ("fleet",)
+    tbl = check.table(value, at, FLEET_KEYS)
+    default = Thresholds()
+    return Thresholds(
+        silent_s=check.number(tbl, at, "silent_s", low=1, high=86_400, default=default.silent_s),
+        manifest_age_s=check.number(
+            tbl, at, "manifest_age_s", low=60, high=366 * 86_400, default=default.manifest_age_s
+        ),
+        clock_s=check.number(tbl, at, "clock_s", low=0.1, high=86_400, default=default.clock_s),
+        lag_s=check.number(tbl, at, "lag_s", low=1, high=86_400, default=default.lag_s),
+        backlog=check.integer(tbl, at, "backlog", low=1, high=10_000_000, default=default.backlog),
+    )

@@ -11,7 +11,13 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gate_daemon.cli import gate_commands, machine_commands, provision_commands, supervisor_commands
+from gate_daemon.cli import (
+    fleet_commands,
+    gate_commands,
+    machine_commands,
+    provision_commands,
+    supervisor_commands,
+)
 from gate_daemon.errors import GateError, run_command
 
 
@@ -25,6 +31,7 @@ def parser() -> argparse.ArgumentParser:
     gate_commands.add_commands(sub)
     machine_commands.add_commands(sub)
     supervisor_commands.add_commands(sub)
+    fleet_commands.add_commands(sub)
     return top
 
 

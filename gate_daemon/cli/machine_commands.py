@@ -38,6 +38,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from gate_daemon.bench import reports
 
         return reports.run(args)
+    if args.suite == "fleet":
+        from gate_daemon.bench import fleet
+
+        return fleet.run(args)
     from gate_daemon.bench import core
 
     return core.run(args)
@@ -63,23 +67,28 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("bench", help="measure the gate's budgets")
     p.add_argument(
         "suite",
-        choices=["core", "gate", "decode", "peers", "upstream", "commands", "reports"],
+        choices=["core", "gate", "decode", "peers", "upstream", "commands", "reports", "fleet"],
         help="core: decision and manifests; gate: committed scans; decode: QR decoders on camera frames; "
         "peers: gates sharing redemptions on loopback; upstream: the reference central (drain, "
         "online-first); commands: supervisors' commands verified and applied; "
-        "reports: the evidence upload's reads, a ticket's report, an incident report",
+        "reports: the evidence upload's reads, a ticket's report, an incident report; "
+        "fleet: heartbeats and /v1/fleet at the central",
     )
     p.add_argument("--sizes", default="100000,1000000", help="core: manifest sizes (comma separated)")
     p.add_argument(
         "--rounds",
         type=positive,
         help="decisions, lookups or propagations to time (default: core 20000, gate 2000, peers 1000, "
-        "upstream 500, commands 500; peers --process: idle scans in each of its three idle phases, 200)",
+        "upstream 500, commands 500; peers --process: idle scans in each of its three idle phases, 200; "
+        "fleet: /v1/fleet reads, 200)",
     )
     p.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp dir)")
     p.add_argument("--frames", type=positive, help="decode: frames of each kind to decode (default 50)")
     p.add_argument(
-        "--gates", type=positive, help="peers: gates sharing redemptions (default 5; with --process, 2 to 17)"
+        "--gates",
+        type=positive,
+        help="peers: gates sharing redemptions (default 5; with --process, 2 to 17); "
+        "fleet: gates (default 200)",
     )
     p.add_argument(
         "--records",

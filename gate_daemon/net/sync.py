@@ -43,6 +43,7 @@ from typing import Any
 
 from gate_daemon.core.counters import Family, labelled
 from gate_daemon.core.evidence import EvidenceError, parse_scan
+from gate_daemon.core.fleet import heartbeat_status
 from gate_daemon.core.records import Redemption
 from gate_daemon.core.snapshot import DownloadStatus, GateSnapshot, LoopStatus, UpstreamStatus
 from gate_daemon.errors import ManifestRefused
@@ -391,7 +392,7 @@ class UpstreamSync:
     async def heartbeat(self) -> None:
         """Counters and a short status to the central; the floor kept while at it."""
         counters = await self.ledger.counters()
-        status = {} if self._status is None else _brief(await self._status())
+        status = {} if self._status is None else heartbeat_status(await self._status())
         acked = self._acked[:]
         answer = await self.client.heartbeat(counters, status, acked=acked)
         del self._acked[: len(acked)]
@@ -432,19 +433,3 @@ class UpstreamSync:
             "manifests": self.totals.manifests,
             "download": None if self.download is None else self.download.copy(),
         }
-
-
-def _brief(status: GateSnapshot) -> dict[str, Any]:
-    """What the central keeps of a gate's status: small and free of secrets."""
-    return {
-        "mode": status["mode"],
-        "zone": status["zone"],
-        "manifest": status["manifest"],
-        "decision": status["decision"],
-        "clock": status["clock"],
-        "uptime_seconds": status["uptime_seconds"],
-        "lane": status["lane"],
-        # For the central's heartbeat history (docs/REPORTS.md): how it decided, and its backlog.
-        "route": "offline" if status["online"] is None else status["online"]["mode"],
-        "pending": None if status["upstream"] is None else status["upstream"]["pending"],
-    }

@@ -336,6 +336,24 @@ class CentralStore:
             )  # fmt: skip
         return len(fresh), len(scans) - len(fresh)
 
+    async def heard(self) -> list[dict[str, Any]]:
+        """Every gate's last heartbeat, by gate id: gate, last_seen, beats, sent_at, counters, status."""
+        async with self._lock:
+            rows = await self._db.execute_fetchall(
+                "SELECT gate_id, last_seen, beats, sent_at, counters, status FROM gates ORDER BY gate_id"
+            )
+        return [
+            {
+                "gate": g,
+                "last_seen": s,
+                "beats": b,
+                "sent_at": a,
+                "counters": json.loads(c),
+                "status": json.loads(t),
+            }
+            for g, s, b, a, c, t in rows
+        ]
+
     # ------------------------------------------------------------------ manifests
 
     async def manifests(self) -> list[ManifestRow]:
