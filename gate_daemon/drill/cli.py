@@ -25,7 +25,7 @@ from types import FrameType
 from typing import Any
 
 from gate_daemon.daemon.control import ask
-from gate_daemon.drill import page
+from gate_daemon.drill import network, page
 from gate_daemon.drill.crowd import plan_crowd
 from gate_daemon.drill.driver import Driver
 from gate_daemon.drill.faults import Timeline, skewed_gates
@@ -48,6 +48,9 @@ def parser() -> argparse.ArgumentParser:
     p.add_argument("--out", type=Path, help="the folder for report.json, report.html and the venue's files")
     p.add_argument("--settle", type=float, default=180.0, help="seconds to wait for convergence at the end")
     p.add_argument("--list", action="store_true", help="list the bundled scenarios")
+    p.add_argument(
+        "--sweep", action="store_true", help="remove what a drill that was killed left behind, and exit"
+    )
     return p
 
 
@@ -62,6 +65,11 @@ def drill(args: argparse.Namespace) -> int:
     if args.list:
         for name in bundled():
             print(f"{name}: {load_scenario(name).description}")
+        return 0
+    if args.sweep:
+        network.check_host()
+        for line in network.sweep():
+            print(f"gate-drill: removed {line}")
         return 0
     if not args.scenario or args.out is None:
         raise GateError("give --scenario NAME|FILE and --out DIR (or --list)")

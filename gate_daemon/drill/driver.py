@@ -23,6 +23,9 @@ from pathlib import Path
 
 from gate_daemon.drill.crowd import Plan, Visit
 
+#: How often each gate's status is read for its breaker's switches.
+WATCH_S = 1.0
+
 
 @dataclass
 class Scan:
@@ -78,6 +81,8 @@ class Driver:
         for event in self.up.values():
             event.set()
         self.scans: list[Scan] = []
+        #: Online-first's switches as each gate's status reports them: (gate, to mode, at ms by its clock).
+        self.switches: set[tuple[int, str, int]] = set()
         self.gate_of: dict[int, int] = {}
         self.doors_open = 0.0
 
@@ -97,6 +102,7 @@ class Driver:
         """Dispatch every visit at its time and wait until the queues are empty (or the deadline)."""
         self.doors_open = self.clock()
         workers = [asyncio.create_task(self._worker(n), name=f"drill-gate-{n}") for n in self.sockets]
+        workers += [asyncio.create_task(self._watch(n), name=f"drill-watch-{n}") for n in self.sockets]
         try:
             await asyncio.wait_for(self._dispatch_and_drain(), timeout=deadline_s)
         except TimeoutError:
@@ -148,6 +154,29 @@ class Driver:
         finally:
             if connection is not None:
                 connection[1].close()
+
+    async def _watch(self, number: int) -> None:
+        """Read the gate's breaker from its status every second: its last switch, when and to what."""
+        while True:
+            await asyncio.sleep(WATCH_S)
+            if not self.up[number].is_set():
+                continue
+            try:
+                reader, writer = await asyncio.open_unix_connection(str(self.sockets[number]))
+            except OSError:
+                continue
+            try:
+                writer.write(b'{"op": "status"}\n')
+                await writer.drain()
+                answer = json.loads(await asyncio.wait_for(reader.readline(), timeout=10) or b"{}")
+            except (OSError, TimeoutError, ValueError):
+                continue
+            finally:
+                writer.close()
+            online = (answer.get("status") or {}).get("online") or {}
+            last = online.get("last_switch")
+            if last:
+                self.switches.add((number, str(last["to"]), int(float(last["at"]) * 1000)))
 
     async def _scan(
         self, number: int, scan: Scan, connection: tuple[asyncio.StreamReader, asyncio.StreamWriter] | None

@@ -133,7 +133,11 @@ def build_report(
         "scenario": scenario.name,
         "description": scenario.description,
         "gates": venue.size,
-        "latency_by": "user-space relay (the kernel has no netem)",
+        "latency_by": (
+            "user-space relay (the kernel has no netem)"
+            if any(f.kind == "latency" for f in scenario.faults)
+            else "no latency fault"
+        ),
         "kpis": kpis,
         "lost": len(lost),
         "lost_records": lost[:50],
@@ -187,21 +191,18 @@ def _diff(found: Counter[str], expected: Counter[str]) -> dict[str, int]:
 def _kpis(
     venue: Venue, driver: Driver, timeline: Timeline, holdings: Holdings
 ) -> tuple[dict[str, Any], dict[str, Any]]:
-    points, switches = [], []
     sent = {s.record_id: s.sent_ms for s in driver.scans if s.record_id}
-    for number in venue.machines:
-        gate = venue.gate_id(number)
-        answered = sorted(
-            (s for s in driver.scans if s.gate == number and s.answered_ms is not None),
-            key=lambda s: s.sent_ms,
+    points = [
+        ScanPoint(
+            int(s.answered_ms),
+            venue.gate_id(s.gate),
+            str(s.outcome),
+            holdings.modes[venue.gate_id(s.gate)].get(s.record_id or "", ("unknown", 0.0))[0],
         )
-        previous = "online"
-        for scan in answered:
-            mode = holdings.modes[gate].get(scan.record_id or "", ("unknown", 0.0))[0]
-            points.append(ScanPoint(int(scan.answered_ms or 0), gate, str(scan.outcome), mode))
-            if mode in ("online", "offline") and mode != previous:
-                switches.append(ModeSwitch(scan.sent_ms, gate, mode))
-                previous = mode
+        for s in driver.scans
+        if s.answered_ms is not None
+    ]
+    switches = [ModeSwitch(at, venue.gate_id(n), to) for n, to, at in sorted(driver.switches)]
     arrivals = [
         Arrival(origin, sent[uuid], int(received * 1000))
         for uuid, (_, _, origin, received) in holdings.central.items()
