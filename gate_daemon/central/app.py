@@ -41,6 +41,7 @@ from .wire import (
     MAX_BODY,
     MAX_HEARTBEAT,
     ApiError,
+    parse_evidence,
     parse_have,
     parse_heartbeat,
     parse_object,
@@ -182,6 +183,12 @@ async def _heartbeat(request: web.Request) -> web.Response:
     return web.json_response(await request.app[CENTRAL].heartbeat(caller.gate_id, beat))
 
 
+async def _evidence(request: web.Request) -> web.Response:
+    caller, body = await _signed(request)
+    scans = parse_evidence(parse_object(body))
+    return web.json_response(await request.app[CENTRAL].evidence(caller.gate_id, scans))
+
+
 #: Every route: (method, path, handler). The OpenAPI document lists the same.
 ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]], ...] = (
     ("GET", "/v1/challenge", _challenge),
@@ -192,6 +199,7 @@ ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]],
     ("POST", "/v1/validate", _validate),
     ("POST", "/v1/validate/release", _release),
     ("POST", "/v1/heartbeat", _heartbeat),
+    ("POST", "/v1/evidence", _evidence),
 )
 
 

@@ -3,6 +3,8 @@
     gate-central --config FILE                 serve until SIGTERM or SIGINT
     gate-central check-config FILE             validate the config and the event's inputs
     gate-central report --config FILE [--json] check-ins, conflicts, gates' heartbeats
+    gate-central report ticket ID --config FILE [--json|--csv]   a ticket at every gate
+    gate-central report incident --from T --to T --config FILE -o incident.html [--json]
 
 Errors are one ``ErrorName: message`` (a config's problems follow, one a line) and exit 1.
 """
@@ -28,6 +30,7 @@ from gate_daemon.provision.tickets import load_tickets
 from gate_daemon.store.central.checkin_book import read_report
 
 from .config import CentralConfig, load_central_config
+from .report_commands import cmd_report_incident, cmd_report_ticket
 
 log = logging.getLogger("gate_daemon.central")
 
@@ -88,7 +91,13 @@ def cmd_check_config(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Print what the central's database holds."""
+    """Print what the central's database holds, a ticket's history or an incident report."""
+    if args.what == "ticket":
+        return cmd_report_ticket(args)
+    if args.what == "incident":
+        return cmd_report_incident(args)
+    if args.ticket_id is not None or args.csv or args.output or args.period_from or args.period_to:
+        raise GateError("report without ticket or incident takes only --config and --json")
     config = load_central_config(args.config)
     report = read_report(config.database)
     if args.json:
@@ -133,9 +142,26 @@ def parser() -> argparse.ArgumentParser:
     c = sub.add_parser("check-config", help="validate a config and the event's inputs; exit 1 on problems")
     c.add_argument("file", type=Path)
     c.set_defaults(func=cmd_check_config)
-    r = sub.add_parser("report", help="what the central holds: check-ins, conflicts, gates' heartbeats")
+    r = sub.add_parser(
+        "report",
+        help="what the central holds: check-ins, conflicts, gates' heartbeats; a ticket; an incident",
+    )
+    r.add_argument(
+        "what",
+        nargs="?",
+        choices=["ticket", "incident"],
+        help="ticket ID: every scan and record of a ticket at every gate; incident: a page for a period",
+    )
+    r.add_argument("ticket_id", nargs="?", metavar="ID", help="the ticket (report ticket)")
     r.add_argument("--config", type=Path, required=True)
-    r.add_argument("--json", action="store_true", help="as JSON")
+    output = r.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="as JSON")
+    output.add_argument("--csv", action="store_true", help="report ticket: the rows as CSV")
+    r.add_argument("--from", dest="period_from", metavar="TIME", help="report incident: from (RFC 3339)")
+    r.add_argument("--to", dest="period_to", metavar="TIME", help="report incident: to (RFC 3339)")
+    r.add_argument(
+        "-o", "--output", type=Path, metavar="FILE", help="report incident: write the HTML page here"
+    )
     r.set_defaults(func=cmd_report)
     return p
 

@@ -15,6 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 from gate_daemon.core.decision import Checkpoint, Decision, LedgerFacts, decide, identify
+from gate_daemon.core.evidence import EvidenceScan
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.net.peer_auth import Challenges
@@ -167,6 +168,11 @@ class Central:
             shown["checkins"] = await self.store.checkins_of(hit.entry.ticket_id)
             results.append(shown)
         return {"query": q, "results": results}
+
+    async def evidence(self, gate: str, scans: list[EvidenceScan]) -> dict[str, Any]:
+        """Keep a gate's evidence rows (its own scans: the caller is the gate); idempotent by uuid."""
+        stored, duplicate = await self.store.store_evidence(gate, scans, self._clock())
+        return {"stored": stored, "duplicate": duplicate}
 
     async def heartbeat(self, gate: str, beat: Heartbeat) -> dict[str, Any]:
         """Keep a gate's heartbeat; what the central knows that the gate may want."""

@@ -14,6 +14,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gate_daemon.core.decision import ScanKind
+from gate_daemon.core.evidence import EvidenceError, EvidenceScan, parse_scan
 from gate_daemon.errors import WireError
 
 #: Request bodies larger than this are refused (``too_large``).
@@ -200,3 +201,20 @@ def parse_heartbeat(data: Mapping[str, Any]) -> Heartbeat:
     if not isinstance(status, dict):
         raise bad("status: must be an object")
     return Heartbeat(float(sent_at), whole, status)
+
+
+def parse_evidence(data: Mapping[str, Any]) -> list[EvidenceScan]:
+    """A ``POST /v1/evidence`` body: the gate's evidence rows, each checked (``scans[i].field: ...``)."""
+    _fields(data, {"scans"}, {"scans"})
+    scans = data["scans"]
+    if not isinstance(scans, list) or not scans:
+        raise bad(f"scans: must be a list of 1 to {MAX_RECORDS} evidence rows")
+    if len(scans) > MAX_RECORDS:
+        raise ApiError("too_large", f"scans: at most {MAX_RECORDS} in one upload, got {len(scans)}", 413)
+    out = []
+    for index, item in enumerate(scans):
+        try:
+            out.append(parse_scan(item))
+        except EvidenceError as exc:
+            raise bad(f"scans[{index}].{exc.field}: {exc.detail}") from None
+    return out

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gate_daemon.cli.command_line import EXIT_CODES, payload_argument, positive, read_payload
+from gate_daemon.cli.ticket_report import report_ticket
 from gate_daemon.core import counters
 from gate_daemon.core.counters import Family, by_label, labelled
 from gate_daemon.core.decision import Outcome
@@ -192,7 +193,11 @@ def cmd_counters(args: argparse.Namespace) -> int:
 
 
 def cmd_report(args: argparse.Namespace) -> int:
-    """Print the double entries a gate recorded when records from other gates met its own."""
+    """Print a gate's double entries (records from other gates met its own), or a ticket's history."""
+    if args.what == "ticket":
+        return report_ticket(args)
+    if args.ticket_id is not None or args.csv:
+        raise GateError("report conflicts takes no ticket id and no --csv (did you mean: report ticket ID?)")
     if args.ledger is not None:
         conflicts = [conflict.as_dict() for conflict in read_conflicts(args.ledger)]
     else:
@@ -256,13 +261,25 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
 
     p = sub.add_parser("report", help="reports from a gate's ledger")
     p.add_argument(
-        "what", choices=["conflicts"], help="conflicts: tickets admitted at two gates that could not talk"
+        "what",
+        choices=["conflicts", "ticket"],
+        help="conflicts: tickets admitted at two gates that could not talk; ticket ID: every scan and record"
+        " of one ticket (was this person let in, where and when?)",
     )
+    p.add_argument("ticket_id", nargs="?", metavar="ID", help="the ticket (report ticket)")
     _socket_option(p)
     p.add_argument(
         "--ledger", type=Path, help="read it from this ledger file instead (works with the gate stopped)"
     )
-    p.add_argument("--json", action="store_true", help="print it as JSON")
+    p.add_argument(
+        "--config",
+        type=Path,
+        help="report ticket without --ledger: read the ledger of the gate configured here"
+        " (default /etc/gate-daemon/gate.toml)",
+    )
+    output = p.add_mutually_exclusive_group()
+    output.add_argument("--json", action="store_true", help="print it as JSON")
+    output.add_argument("--csv", action="store_true", help="report ticket: print the rows as CSV")
     p.set_defaults(func=cmd_report)
 
 

@@ -19,6 +19,8 @@ scan path (a scan commits to the ledger and is done; these read what was committ
   origin gates' keys and learned through the ledger like a peer's, so a ticket used at a
   gate outside this LAN is ``already_used`` here.
 - **heartbeat**: the gate's counters and a short status, every ``heartbeat_interval``.
+- **evidence**: every ``heartbeat_interval``, this gate's evidence rows the central has not
+  had (``store.evidence_upload``), in batches, without the payload (``core.evidence``).
 
 Every answer's ``Date`` header feeds the gate's clock (offset estimate and time floor).
 """
@@ -38,6 +40,7 @@ from pathlib import Path
 from typing import Any
 
 from gate_daemon.core.counters import Family, labelled
+from gate_daemon.core.evidence import EvidenceError, parse_scan
 from gate_daemon.core.records import Redemption
 from gate_daemon.core.snapshot import DownloadStatus, GateSnapshot, LoopStatus, UpstreamStatus
 from gate_daemon.errors import ManifestRefused
@@ -45,6 +48,7 @@ from gate_daemon.gate.clock import GateClock
 from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.net.replication import Replication
 from gate_daemon.net.upstream import MAX_BATCH, ManifestFetch, PushAnswer, UpstreamClient, UpstreamError
+from gate_daemon.store.evidence_upload import EvidenceCursor
 from gate_daemon.store.manifest_file import MAX_MANIFEST, write_delta_result
 from gate_daemon.store.upstream_marks import Rejection, UpstreamMarks
 
@@ -132,7 +136,8 @@ class UpstreamSync:
         self.download_dir = download_dir
         self._status = status
         self._monotonic = monotonic
-        self.loops = {name: LoopState() for name in ("manifest", "drain", "pull", "heartbeat")}
+        self.loops = {name: LoopState() for name in ("manifest", "drain", "pull", "heartbeat", "evidence")}
+        self.evidence = EvidenceCursor(self.ledger)
         self.totals = SyncTotals()
         self.download: DownloadStatus | None = None
         self._wake = asyncio.Event()
@@ -149,6 +154,7 @@ class UpstreamSync:
             group.create_task(self._drain_loop())
             group.create_task(self._every("pull", self.pull, self.settings.pull_interval))
             group.create_task(self._every("heartbeat", self.heartbeat, self.settings.heartbeat_interval))
+            group.create_task(self._every("evidence", self.upload_evidence, self.settings.heartbeat_interval))
 
     async def _every(self, name: str, step: Callable[[], Awaitable[Any]], interval: float) -> None:
         while True:
@@ -383,6 +389,22 @@ class UpstreamSync:
         await self.client.heartbeat(counters, status)
         await self.clock.save(self.ledger)
 
+    async def upload_evidence(self) -> int:
+        """Send the evidence rows the central has not had, batch by batch; how many were sent."""
+        sent = 0
+        while rows := await self.evidence.batch(self.settings.batch):
+            scans = []
+            for row in rows:
+                try:
+                    scans.append(parse_scan(row).as_dict())
+                except EvidenceError as exc:  # never sent, or the upload would stop at it for good
+                    log.warning("evidence row %s is not sent: %s", row["uuid"], exc)
+            if scans:
+                await self.client.evidence(scans)
+            await self.evidence.advance(int(rows[-1]["hlc"]))
+            sent += len(scans)
+        return sent
+
     # ------------------------------------------------------------------ status
 
     def status(self) -> UpstreamStatus:
@@ -411,4 +433,7 @@ def _brief(status: GateSnapshot) -> dict[str, Any]:
         "decision": status["decision"],
         "clock": status["clock"],
         "uptime_seconds": status["uptime_seconds"],
+        # For the central's heartbeat history (docs/REPORTS.md): how it decided, and its backlog.
+        "route": "offline" if status["online"] is None else status["online"]["mode"],
+        "pending": None if status["upstream"] is None else status["upstream"]["pending"],
     }

@@ -254,6 +254,20 @@ class UpstreamClient:
         body = {"sent_at": self._clock(), "counters": counters, "status": status}
         return await self._json("POST", "/v1/heartbeat", body)
 
+    async def evidence(self, scans: list[dict[str, Any]]) -> tuple[int, int]:
+        """Send evidence rows (``core.evidence``); how many the central stored anew and already held."""
+        reply = await self._json("POST", "/v1/evidence", {"scans": scans})
+        stored, duplicate = reply.get("stored"), reply.get("duplicate")
+        for value in (stored, duplicate):
+            if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= len(scans):
+                raise UpstreamError(
+                    "bad_reply", f"an evidence answer needs stored and duplicate (0 to {len(scans)})"
+                )
+        assert isinstance(stored, int) and isinstance(duplicate, int)
+        if stored + duplicate != len(scans):
+            raise UpstreamError("bad_reply", f"an evidence answer must account for all {len(scans)} rows")
+        return stored, duplicate
+
     async def manifest(
         self,
         have: int | None,

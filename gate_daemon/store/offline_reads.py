@@ -15,7 +15,7 @@ from gate_daemon.store.conflicts import SELECT_CONFLICTS, Conflict, conflict
 from gate_daemon.store.ledger import LedgerError
 
 
-def _open_read_only(path: Path) -> sqlite3.Connection:
+def open_read_only(path: Path) -> sqlite3.Connection:
     """A read-only connection to a ledger file whose daemon may be stopped, dead or running."""
     if not path.is_file():
         raise LedgerError(f"no ledger at {path}")
@@ -32,7 +32,7 @@ def _open_read_only(path: Path) -> sqlite3.Connection:
 
 def read_counters(path: Path) -> dict[str, int]:
     """The counters of a ledger file."""
-    db = _open_read_only(path)
+    db = open_read_only(path)
     try:
         rows = db.execute("SELECT name, value FROM counters ORDER BY name").fetchall()
     except sqlite3.Error as exc:
@@ -44,7 +44,7 @@ def read_counters(path: Path) -> dict[str, int]:
 
 def read_conflicts(path: Path) -> list[Conflict]:
     """The double entries recorded in a ledger file, oldest loser first."""
-    db = _open_read_only(path)
+    db = open_read_only(path)
     try:
         return [conflict(row) for row in db.execute(SELECT_CONFLICTS).fetchall()]
     except sqlite3.Error as exc:

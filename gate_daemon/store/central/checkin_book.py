@@ -27,6 +27,7 @@ import aiosqlite
 
 from gate_daemon.core.conflicts import ticket_facts
 from gate_daemon.core.decision import Decision, LedgerFacts
+from gate_daemon.core.evidence import EvidenceScan
 from gate_daemon.core.hlc import HybridClock
 from gate_daemon.core.records import Redemption
 from gate_daemon.errors import GateError
@@ -290,7 +291,7 @@ class CentralStore:
     async def heartbeat(
         self, gate: str, sent_at: float, counters: Mapping[str, int], status: Mapping[str, Any], now: float
     ) -> None:
-        """Keep a gate's latest heartbeat."""
+        """Keep a gate's latest heartbeat, and the beat in the history (``beats``)."""
         async with self._transaction() as db:
             await db.execute(
                 "INSERT INTO gates (gate_id, last_seen, beats, sent_at, counters, status)"
@@ -299,6 +300,37 @@ class CentralStore:
                 " counters = excluded.counters, status = excluded.status",
                 (gate, now, sent_at, json.dumps(dict(counters)), json.dumps(dict(status))),
             )
+            await db.execute(
+                "INSERT INTO beats (gate, at, sent_at, mode, scans, offline, pending)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                beat_row(gate, now, sent_at, counters, status),
+            )
+
+    # ------------------------------------------------------------------ evidence
+
+    async def store_evidence(self, gate: str, scans: Sequence[EvidenceScan], now: float) -> tuple[int, int]:
+        """Keep a gate's uploaded evidence rows, each once; how many were new and how many held already."""
+        async with self._transaction() as db:
+            uuids = [s.uuid for s in scans]
+            held = {
+                str(row[0])
+                for row in await db.execute_fetchall(
+                    f"SELECT uuid FROM evidence WHERE uuid IN ({', '.join('?' * len(uuids))})",  # noqa: S608
+                    uuids,
+                )
+            }
+            fresh = {s.uuid: s for s in scans if s.uuid not in held}
+            await db.executemany(
+                "INSERT INTO evidence (uuid, gate, hlc, wall, device, operator, ticket_id, kind, outcome,"
+                " reason, resolution, mode, manifest_version, received_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                [
+                    (s.uuid, gate, s.hlc, s.wall, s.device, s.operator, s.ticket_id, s.kind, s.outcome,
+                     s.reason, s.resolution, s.mode, s.manifest_version, now)
+                    for s in fresh.values()
+                ],
+            )  # fmt: skip
+        return len(fresh), len(scans) - len(fresh)
 
     # ------------------------------------------------------------------ manifests
 
@@ -322,6 +354,19 @@ class CentralStore:
                 (row.version, row.event_id, row.issued_at, row.expires_at, row.body_sha256, row.tickets,
                  row.file, now),
             )  # fmt: skip
+
+
+def beat_row(
+    gate: str, now: float, sent_at: float, counters: Mapping[str, int], status: Mapping[str, Any]
+) -> tuple[Any, ...]:
+    """A heartbeat's row in ``beats``: the route the gate decided by (``unknown`` if it did not say)."""
+    route = status.get("route")
+    if route not in ("online", "offline"):
+        route = "offline" if status.get("decision") == "offline" else "unknown"
+    pending = status.get("pending")
+    if isinstance(pending, bool) or not isinstance(pending, int):
+        pending = None
+    return (gate, now, sent_at, route, counters.get("scans", 0), counters.get("offline_scans", 0), pending)
 
 
 def _judge(record: Redemption, held: Held) -> PushResult | None:

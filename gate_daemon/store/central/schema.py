@@ -16,6 +16,13 @@ Tables:
   and status.
 - ``manifests``: the versions built (the files are beside the database).
 - ``meta``: ``created_at``.
+- ``evidence`` (migration 2): the gates' evidence logs, uploaded: one row per scan at a
+  gate, denials included (when, which device, who, the outcome, reason and resolution, the
+  decision mode), keyed by the scan's uuid and stored once (a resend is a duplicate).
+  Never the payload nor its fingerprint. ``received_at`` is the central's time.
+- ``beats`` (migration 2): every heartbeat, not only the last: when (central time), the
+  gate's decision route then (``online`` or ``offline``) and a few of its counters, for the
+  incident report's offline periods and mode switches.
 """
 
 from __future__ import annotations
@@ -80,6 +87,37 @@ CREATE TABLE manifests (
     built_at    REAL NOT NULL
 );
 INSERT INTO meta VALUES ('created_at', strftime('%s', 'now'));
+""",
+    # 2: dispute evidence and heartbeat history (docs/REPORTS.md).
+    """
+CREATE TABLE evidence (
+    uuid             TEXT PRIMARY KEY,
+    gate             TEXT NOT NULL,
+    hlc              INTEGER NOT NULL,
+    wall             REAL NOT NULL,
+    device           TEXT NOT NULL,
+    operator         TEXT,
+    ticket_id        TEXT,
+    kind             TEXT NOT NULL,
+    outcome          TEXT NOT NULL,
+    reason           TEXT NOT NULL,
+    resolution       TEXT NOT NULL,
+    mode             TEXT NOT NULL,
+    manifest_version INTEGER,
+    received_at      REAL NOT NULL
+);
+CREATE INDEX evidence_ticket ON evidence (ticket_id);
+CREATE INDEX evidence_wall ON evidence (wall);
+CREATE TABLE beats (
+    gate     TEXT NOT NULL,
+    at       REAL NOT NULL,
+    sent_at  REAL NOT NULL,
+    mode     TEXT NOT NULL,
+    scans    INTEGER NOT NULL,
+    offline  INTEGER NOT NULL,
+    pending  INTEGER
+);
+CREATE INDEX beats_at ON beats (at);
 """,
 )
 #: The schema version this code writes and reads (``PRAGMA user_version``).

@@ -1,0 +1,109 @@
+"""The central's database read for reports: a ticket's history, and an incident's data.
+
+Read-only, with plain ``sqlite3`` (the server may run): ``gate-central report ticket`` and
+``gate-central report incident`` (docs/REPORTS.md). Rows come out as the pure types of
+``core.ticket_history`` and ``core.incident``; nothing here judges them.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from collections.abc import Iterator
+from pathlib import Path
+
+from gate_daemon.core.incident import Beat, Collision, IncidentData, Receipt, ScanMark
+from gate_daemon.store.central.checkin_book import StoreError
+from gate_daemon.store.central.schema import SCHEMA_VERSION
+from gate_daemon.store.ticket_history import TicketFacts, record_fact, scan_fact
+
+#: Beats read before and after the period, so an offline period that crosses its edges is seen.
+MARGIN_S = 3600.0
+
+
+@contextlib.contextmanager
+def _reading(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the central's database; ``StoreError`` naming the file otherwise."""
+    if not path.is_file():
+        raise StoreError(f"{path}: no such database (has gate-central run with this state_dir?)")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot open {path}: {exc}") from None
+    try:
+        version = int(db.execute("PRAGMA user_version").fetchone()[0])
+        if version != SCHEMA_VERSION:
+            raise StoreError(f"{path} has schema version {version}, this gate-central reads {SCHEMA_VERSION}")
+        yield db
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a central database: {exc}") from None
+    finally:
+        db.close()
+
+
+def read_ticket(path: Path, ticket_id: str) -> TicketFacts:
+    """Every gate's scans of the ticket (uploaded evidence), its check-ins and its conflicts."""
+    with _reading(path) as db:
+        scans = db.execute(
+            "SELECT uuid, hlc, wall, gate, device, operator, kind, outcome, reason, resolution, mode"
+            " FROM evidence WHERE ticket_id = ? ORDER BY hlc, uuid",
+            (ticket_id,),
+        ).fetchall()
+        records = db.execute(
+            "SELECT uuid, hlc, wall, origin, kind, operator, mode, forced, voids"
+            " FROM checkins WHERE ticket_id = ? ORDER BY hlc, uuid",
+            (ticket_id,),
+        ).fetchall()
+        conflicts = db.execute(
+            "SELECT loser, winner FROM conflicts WHERE ticket_id = ?", (ticket_id,)
+        ).fetchall()
+    return TicketFacts(
+        [scan_fact(tuple(r)) for r in scans],
+        [record_fact(tuple(r)) for r in records],
+        {str(lo): str(w) for lo, w in conflicts},
+    )
+
+
+def read_incident(path: Path, start: float, end: float) -> IncidentData:
+    """What the central holds of ``start`` to ``end`` (UTC seconds), and of an equal span before it.
+
+    The span before is for throughput before a fault; beats a margin either side, for
+    offline periods that cross the edges.
+    """
+    before = start - (end - start)
+    with _reading(path) as db:
+        scans = db.execute(
+            "SELECT wall, gate, outcome, reason, mode FROM evidence WHERE wall >= ? AND wall < ?"
+            " ORDER BY wall",
+            (before, end),
+        ).fetchall()
+        beats = db.execute(
+            "SELECT gate, at, mode, scans, offline, pending FROM beats WHERE at >= ? AND at < ? ORDER BY at",
+            (start - MARGIN_S, end + MARGIN_S),
+        ).fetchall()
+        receipts = db.execute(
+            "SELECT origin, kind, forced, wall, received_at FROM checkins WHERE wall >= ? AND wall < ?",
+            (start, end),
+        ).fetchall()
+        collisions = db.execute(
+            "SELECT c.ticket_id, l.origin, l.wall, l.uuid, w.origin, w.wall, w.uuid FROM conflicts c"
+            " JOIN checkins l ON l.uuid = c.loser JOIN checkins w ON w.uuid = c.winner"
+            " WHERE l.wall >= ? AND l.wall < ? ORDER BY l.wall",
+            (start, end),
+        ).fetchall()
+        heard = db.execute("SELECT gate_id FROM gates ORDER BY gate_id").fetchall()
+    return IncidentData(
+        start=start,
+        end=end,
+        scans=[ScanMark(float(w), str(g), str(o), str(r), str(m)) for w, g, o, r, m in scans],
+        beats=[
+            Beat(str(g), float(a), str(m), int(s), int(o), None if p is None else int(p))
+            for g, a, m, s, o, p in beats
+        ],
+        receipts=[Receipt(str(g), str(k), bool(f), float(w), float(r)) for g, k, f, w, r in receipts],
+        collisions=[
+            Collision(str(t), str(lg), float(lw), str(lu), str(wg), float(ww), str(wu))
+            for t, lg, lw, lu, wg, ww, wu in collisions
+        ],
+        gates=[str(g) for (g,) in heard],
+    )
