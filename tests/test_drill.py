@@ -92,7 +92,12 @@ def test_a_short_drill_holds_the_invariants_and_leaves_nothing_behind(tmp_path: 
     assert report["invariants_hold"]
     assert [w["kind"] for w in report["windows"]] == ["central-down", "split"]
     assert report["unanswered"] == 0 and report["scans"] == len(report["scan_log"])
-    assert set(report["kpis"]) >= {"mode_switch_s", "throughput_drop_pct", "conflict_rate", "sync_restoration_s"}
+    assert set(report["kpis"]) >= {
+        "mode_switch_s",
+        "throughput_drop_pct",
+        "conflict_rate",
+        "sync_restoration_s",
+    }
     assert "Invariants hold" in (out / "report.html").read_text()
     assert network.leftovers() == []
     assert processes_under(out) == []
@@ -132,7 +137,9 @@ def test_what_a_killed_drill_left_is_swept(tmp_path: Path) -> None:
     drill.kill()
     drill.wait(timeout=TIMEOUT)
     assert network.leftovers(), "a drill killed outright cannot clean up"
-    swept = subprocess.run([str(GATE_DRILL), "--sweep"], capture_output=True, text=True, timeout=120, check=False)
+    swept = subprocess.run(
+        [str(GATE_DRILL), "--sweep"], capture_output=True, text=True, timeout=120, check=False
+    )
     assert swept.returncode == 0, swept.stderr
     assert "removed namespace drl-g1" in swept.stdout
     assert network.leftovers() == []

@@ -1,4 +1,4 @@
-"""The drill's pure parts: scenarios read (and refused with where), the crowd planned, the KPIs, the page."""
+"""The drill's pure parts: scenarios read (and refused with where), the crowd planned, the page."""
 
 from __future__ import annotations
 
@@ -11,7 +11,6 @@ from hypothesis import strategies as st
 from playwright.sync_api import Page
 
 from gate_daemon.drill.crowd import plan_crowd
-from gate_daemon.drill.failover import Arrival, ModeSwitch, ScanPoint, Window, failover_kpis, kpis_per_gate
 from gate_daemon.drill.faults import gates_of, islands_of
 from gate_daemon.drill.page import render
 from gate_daemon.drill.scenario import ScenarioError, bundled, load_scenario, parse_scenario
@@ -40,7 +39,16 @@ count = 4
 def test_every_bundled_scenario_loads() -> None:
     assert tuple(bundled()) == BUNDLED
     kinds = {fault.kind for name in BUNDLED for fault in load_scenario(name).faults}
-    assert kinds == {"central-down", "split", "loss", "bandwidth", "latency", "power-cut", "clock-skew", "cancel"}
+    assert kinds == {
+        "central-down",
+        "split",
+        "loss",
+        "bandwidth",
+        "latency",
+        "power-cut",
+        "clock-skew",
+        "cancel",
+    }
 
 
 @pytest.mark.parametrize(
@@ -51,14 +59,22 @@ def test_every_bundled_scenario_loads() -> None:
         ('name = "x"\nduration_s = 60\n[crowd]\npace_s = 0\n', "scenario: crowd.pace_s"),
         ('name = "x"\nduration_s = 60\n[[faults]]\nkind = "flood"\n', "scenario: faults[0].kind"),
         ('name = "x"\nduration_s = 60\n[[faults]]\nkind = "loss"\npercent = 101\n', "faults[0].percent"),
-        ('name = "x"\nduration_s = 60\n[[faults]]\nkind = "split"\npercent = 5\n', "faults[0].percent: unknown"),
-        ('name = "x"\nduration_s = 60\n[[faults]]\nkind = "clock-skew"\noffset = "1 day"\n', "faults[0].offset"),
+        (
+            'name = "x"\nduration_s = 60\n[[faults]]\nkind = "split"\npercent = 5\n',
+            "faults[0].percent: unknown",
+        ),
+        (
+            'name = "x"\nduration_s = 60\n[[faults]]\nkind = "clock-skew"\noffset = "1 day"\n',
+            "faults[0].offset",
+        ),
         ('name = "x"\nduration_s = 60\n[crowd]\nmix = { paper = 1 }\n', "crowd.mix"),
         ("name = \n", "scenario: not TOML"),
     ],
 )
 def test_bad_scenarios_are_refused_with_where(text: str, where: str) -> None:
-    with pytest.raises(ScenarioError, match=where.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")):
+    with pytest.raises(
+        ScenarioError, match=where.replace("[", r"\[").replace("]", r"\]").replace(".", r"\.")
+    ):
         parse_scenario(text)
 
 
@@ -126,33 +142,15 @@ def test_a_cancellation_picks_tickets_shown_once_after_it() -> None:
 
 
 def test_fault_gates_wrap_and_islands_cover_the_venue() -> None:
-    fault = parse_scenario('name = "w"\nduration_s = 60\n[[faults]]\nkind = "power-cut"\ngates = [2, 6]\n').faults[0]
+    fault = parse_scenario(
+        'name = "w"\nduration_s = 60\n[[faults]]\nkind = "power-cut"\ngates = [2, 6]\n'
+    ).faults[0]
     assert gates_of(fault, 4) == (2,)
     split = parse_scenario('name = "s"\nduration_s = 60\n[[faults]]\nkind = "split"\nislands = 3\n').faults[0]
     islands = islands_of(split, 8)
     assert sorted(n for island in islands for n in island) == list(range(1, 9))
     assert len(islands) == 3 and all(islands)
     assert islands_of(split, 2) == [[1], [2]]
-
-
-def test_the_failover_kpis_by_their_definitions() -> None:
-    window = Window(60_000, 120_000, "central down")
-    scans = [ScanPoint(t, "a", "allow", "online") for t in range(0, 60_000, 1000)]  # 60 before
-    scans += [ScanPoint(t, "a", "allow", "offline") for t in range(60_000, 120_000, 2000)]  # 30 during
-    scans += [ScanPoint(t, "b", "allow", "online") for t in range(0, 120_000, 1000)]  # no drop
-    switches = [ModeSwitch(61_500, "a", "offline"), ModeSwitch(64_500, "b", "offline")]
-    arrivals = [Arrival("a", 70_000, 125_000), Arrival("b", 119_000, 121_000), Arrival("a", 10_000, 11_000)]
-    kpis = failover_kpis(scans, [window], switches, arrivals, conflicts=3, entries=300)
-    assert kpis.mode_switch_s == pytest.approx(3.0)  # median of 1.5 and 4.5
-    assert kpis.throughput_drop_pct == pytest.approx(25.0)  # median of 50 and 0
-    assert kpis.conflict_rate == pytest.approx(0.01)
-    assert kpis.sync_restoration_s == pytest.approx(5.0)
-    per_gate = kpis_per_gate(scans, [window], switches, arrivals, {"a": 1}, {"a": 10, "b": 5})
-    assert per_gate["a"].throughput_drop_pct == pytest.approx(50.0)
-    assert per_gate["b"].sync_restoration_s == pytest.approx(1.0)
-    assert per_gate["a"].conflict_rate == pytest.approx(0.1) and per_gate["b"].conflict_rate == 0
-    empty = failover_kpis([], [], [], [], 0, 0)
-    assert (empty.mode_switch_s, empty.conflict_rate, empty.sync_restoration_s) == (None, None, None)
 
 
 def test_the_report_page_draws_gates_and_windows(page: Page, tmp_path: Path) -> None:
@@ -172,7 +170,12 @@ def test_the_report_page_draws_gates_and_windows(page: Page, tmp_path: Path) -> 
         "description": "d",
         "gates": 2,
         "invariants_hold": False,
-        "kpis": {"mode_switch_s": 0.6, "throughput_drop_pct": 12.5, "conflict_rate": 0.0, "sync_restoration_s": None},
+        "kpis": {
+            "mode_switch_s": 0.6,
+            "throughput_drop_pct": 12.5,
+            "conflict_rate": 0.0,
+            "sync_restoration_s": None,
+        },
         "lost": 1,
         "converged": True,
         "conflicts_expected": 0,

@@ -20,9 +20,9 @@ from collections import Counter
 from dataclasses import dataclass
 from typing import Any
 
+from gate_daemon.core.kpis import Arrival, Kpis, ModeSwitch, ScanPoint, Window, failover_kpis, kpis_per_gate
 from gate_daemon.drill import network
 from gate_daemon.drill.driver import Driver, Scan
-from gate_daemon.drill.failover import Arrival, ModeSwitch, ScanPoint, Window, failover_kpis, kpis_per_gate
 from gate_daemon.drill.faults import Timeline
 from gate_daemon.drill.scenario import Scenario
 from gate_daemon.drill.venue import Venue
@@ -216,7 +216,21 @@ def _kpis(
         points, windows, switches, arrivals, sum(holdings.central_conflicts.values()), sum(admitted.values())
     )
     per_gate = kpis_per_gate(points, windows, switches, arrivals, dict(losers), dict(admitted))
-    return venue_kpis.as_dict(), {g: k.as_dict() for g, k in per_gate.items()}
+    return _kpi_dict(venue_kpis), {g: _kpi_dict(k) for g, k in per_gate.items()}
+
+
+def _kpi_dict(kpis: Kpis) -> dict[str, float | None]:
+    """The four figures for report.json, rounded."""
+
+    def rounded(value: float | None, digits: int = 3) -> float | None:
+        return None if value is None else round(value, digits)
+
+    return {
+        "mode_switch_s": rounded(kpis.mode_switch_s),
+        "throughput_drop_pct": rounded(kpis.throughput_drop_pct),
+        "conflict_rate": rounded(kpis.conflict_rate, 5),
+        "sync_restoration_s": rounded(kpis.sync_restoration_s),
+    }
 
 
 def _loser_ids(venue: Venue, holdings: Holdings) -> list[str]:

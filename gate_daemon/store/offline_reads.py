@@ -55,7 +55,7 @@ def read_conflicts(path: Path) -> list[Conflict]:
 
 def read_records(path: Path) -> dict[str, tuple[str, str, str, str]]:
     """Every record a ledger file holds, its own and learned: uuid -> (ticket, kind, origin, mode)."""
-    db = _open_read_only(path)
+    db = open_read_only(path)
     try:
         rows = db.execute("SELECT uuid, ticket_id, kind, origin, mode FROM redemptions").fetchall()
     except sqlite3.Error as exc:
@@ -67,7 +67,7 @@ def read_records(path: Path) -> dict[str, tuple[str, str, str, str]]:
 
 def read_scan_modes(path: Path) -> dict[str, tuple[str, float]]:
     """Each scan's evidence row in a ledger file: uuid -> (mode it was decided in, wall seconds)."""
-    db = _open_read_only(path)
+    db = open_read_only(path)
     try:
         rows = db.execute("SELECT uuid, mode, wall FROM scans").fetchall()
     except sqlite3.Error as exc:
