@@ -114,28 +114,34 @@ def _start(tmp_path: Path) -> tuple[subprocess.Popen[str], Path]:
         text=True,
     )
     assert drill.stdout is not None
-    deadline = time.monotonic() + TIMEOUT
-    for line in drill.stdout:
-        if "doors open" in line or time.monotonic() > deadline:
-            break
-    assert drill.poll() is None, "the drill ended before doors-open"
-    assert network.leftovers() and processes_under(out)
+    try:
+        for line in drill.stdout:
+            if "doors open" in line:
+                break
+        assert drill.poll() is None, "the drill ended before doors-open"
+        assert network.leftovers() and processes_under(out)
+    except BaseException:
+        with drill:
+            drill.kill()
+        raise
     return drill, out
 
 
 @pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
 def test_a_drill_interrupted_tears_its_venue_down(tmp_path: Path, signum: int) -> None:
     drill, out = _start(tmp_path)
-    drill.send_signal(signum)
-    assert drill.wait(timeout=TIMEOUT) == 130
+    with drill:
+        drill.send_signal(signum)
+        assert drill.wait(timeout=TIMEOUT) == 130
     assert network.leftovers() == []
     assert processes_under(out) == []
 
 
 def test_what_a_killed_drill_left_is_swept(tmp_path: Path) -> None:
     drill, out = _start(tmp_path)
-    drill.kill()
-    drill.wait(timeout=TIMEOUT)
+    with drill:
+        drill.kill()
+        drill.wait(timeout=TIMEOUT)
     assert network.leftovers(), "a drill killed outright cannot clean up"
     swept = subprocess.run(
         [str(GATE_DRILL), "--sweep"], capture_output=True, text=True, timeout=120, check=False

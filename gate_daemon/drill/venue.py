@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import fcntl
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -35,6 +36,8 @@ from gate_daemon.provision.keyfiles import write_keypair
 
 EVENT_ID = "drill"
 LOCK = Path("/run/gate-drill.lock")
+#: The gates' control sockets: a unix socket's path must be short, wherever --out is.
+SOCKETS = Path("/run/gate-drill")
 BIN = Path(sys.executable).parent
 #: How long a process may take to come up (a 30-gate venue starts on 2 busy cores).
 START_TIMEOUT = 120.0
@@ -174,7 +177,7 @@ class Venue:
 
     def socket(self, number: int) -> Path:
         """Gate ``number``'s control socket."""
-        return self.gate_dir(number) / "state" / "control.sock"
+        return SOCKETS / f"{self.gate_id(number)}.sock"
 
     @property
     def central_db(self) -> Path:
@@ -199,6 +202,8 @@ class Venue:
             raise DrillError(f"another drill runs on this machine (it holds {LOCK})") from None
         try:
             network.sweep()
+            shutil.rmtree(SOCKETS, ignore_errors=True)
+            SOCKETS.mkdir(mode=0o700)
             self._write_files()
             network.build_lan()
             network.plug(self.central_machine)
@@ -220,6 +225,7 @@ class Venue:
             with contextlib.suppress(Exception):
                 proc.stop()
         network.sweep()
+        shutil.rmtree(SOCKETS, ignore_errors=True)
         if self._lock is not None:
             self._lock.close()
             self._lock = None
