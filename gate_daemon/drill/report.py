@@ -33,7 +33,8 @@ from gate_daemon.store.offline_reads import read_conflicts, read_records, read_s
 #: Fault kinds the failover KPIs are measured over (the others are not outages).
 OUTAGES = ("central-down", "split", "loss", "bandwidth", "latency", "power-cut")
 
-Record = tuple[str, str, str, str]
+#: A record as the drill compares them: (ticket, kind, origin, hlc).
+Record = tuple[str, str, str, int]
 
 
 @dataclass
@@ -41,15 +42,15 @@ class Holdings:
     """What every machine holds."""
 
     gates: dict[str, dict[str, Record]]
-    central: dict[str, tuple[str, str, str, float]]
+    central: dict[str, tuple[str, str, str, int, float]]
     modes: dict[str, dict[str, tuple[str, float]]]
     gate_conflicts: dict[str, Counter[str]]
     central_conflicts: Counter[str]
 
-    def union(self) -> dict[str, tuple[str, str, str]]:
-        """Every record held anywhere: uuid -> (ticket, kind, origin)."""
-        out = {uuid: record[:3] for held in self.gates.values() for uuid, record in held.items()}
-        out.update({uuid: record[:3] for uuid, record in self.central.items()})
+    def union(self) -> dict[str, Record]:
+        """Every record held anywhere."""
+        out = {uuid: record for held in self.gates.values() for uuid, record in held.items()}
+        out.update({uuid: record[:4] for uuid, record in self.central.items()})
         return out
 
     def converged(self) -> bool:
@@ -71,14 +72,28 @@ def read_holdings(venue: Venue) -> Holdings:
     return Holdings(gates, read_checkins(venue.central_db), modes, conflicts, central_conflicts)
 
 
-def expected_conflicts(union: dict[str, tuple[str, str, str]], venue: Venue) -> Counter[str]:
-    """Each ticket's entries beyond what it allows, over the union of records."""
-    entries = Counter(ticket for ticket, kind, _ in union.values() if kind == "entry")
+def expected_conflicts(union: dict[str, Record], venue: Venue) -> Counter[str]:
+    """Each ticket's double entries over the union of records.
+
+    A counted ticket: its entries beyond what it allows. A re-entry ticket: its entries
+    while inside, replayed in hybrid-clock order (the only order gates that could not talk
+    share; uuid breaks ties), an exit letting it out.
+    """
+    moves: dict[str, list[tuple[int, str, str]]] = {}
+    for uuid, (ticket, kind, _, hlc) in union.items():
+        moves.setdefault(ticket, []).append((hlc, uuid, kind))
     out: Counter[str] = Counter()
-    for ticket_id, count in entries.items():
+    for ticket_id, rows in moves.items():
         allowed = venue.plan.ticket(ticket_id).entries
-        if allowed != "reentry" and count > int(allowed):
-            out[ticket_id] = count - int(allowed)
+        if allowed == "reentry":
+            inside, excess = False, 0
+            for _, _, kind in sorted(rows):
+                excess += kind == "entry" and inside
+                inside = kind == "entry"
+        else:
+            excess = max(0, sum(kind == "entry" for _, _, kind in rows) - int(allowed))
+        if excess:
+            out[ticket_id] = excess
     return out
 
 
@@ -205,7 +220,7 @@ def _kpis(
     switches = [ModeSwitch(at, venue.gate_id(n), to) for n, to, at in sorted(driver.switches)]
     arrivals = [
         Arrival(origin, sent[uuid], int(received * 1000))
-        for uuid, (_, _, origin, received) in holdings.central.items()
+        for uuid, (_, _, origin, _, received) in holdings.central.items()
         if uuid in sent
     ]
     windows = [Window(w.start_ms, w.end_ms, w.label, w.gates) for w in timeline.windows if w.kind in OUTAGES]

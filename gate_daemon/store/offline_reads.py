@@ -53,16 +53,16 @@ def read_conflicts(path: Path) -> list[Conflict]:
         db.close()
 
 
-def read_records(path: Path) -> dict[str, tuple[str, str, str, str]]:
-    """Every record a ledger file holds, its own and learned: uuid -> (ticket, kind, origin, mode)."""
+def read_records(path: Path) -> dict[str, tuple[str, str, str, int]]:
+    """Every record a ledger file holds, its own and learned: uuid -> (ticket, kind, origin, hlc)."""
     db = open_read_only(path)
     try:
-        rows = db.execute("SELECT uuid, ticket_id, kind, origin, mode FROM redemptions").fetchall()
+        rows = db.execute("SELECT uuid, ticket_id, kind, origin, hlc FROM redemptions").fetchall()
     except sqlite3.Error as exc:
         raise LedgerError(f"cannot read ledger {path}: {exc}") from None
     finally:
         db.close()
-    return {str(u): (str(t), str(k), str(o), str(m)) for u, t, k, o, m in rows}
+    return {str(u): (str(t), str(k), str(o), int(h)) for u, t, k, o, h in rows}
 
 
 def read_scan_modes(path: Path) -> dict[str, tuple[str, float]]:
