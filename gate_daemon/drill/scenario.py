@@ -182,7 +182,8 @@ def _fault(table: _Table, duration: float) -> Fault:
         raise ScenarioError(f"{table.where('kind')}: {kind!r} is not one of {', '.join(FAULT_KEYS)}")
     table.only({"kind", "at_s", "for_s"} | FAULT_KEYS[kind])
     at = table.number("at_s", 0, duration, default=0)
-    span = table.number("for_s", 0, 86400, default=duration - at)
+    # A cancellation is a moment (the manifest is published), the other faults last to the end.
+    span = table.number("for_s", 0, 86400, default=0 if kind == "cancel" else duration - at)
     values: dict[str, Any] = {}
     if "gates" in FAULT_KEYS[kind]:
         values["gates"] = table.gates()
