@@ -1,8 +1,7 @@
-"""The drill's parts without a venue: scenarios (and refusals saying where), crowd, page, relay."""
+"""The drill's parts without a venue: scenarios (and refusals saying where), crowd, page."""
 
 from __future__ import annotations
 
-import asyncio
 import string
 from pathlib import Path
 
@@ -14,7 +13,6 @@ from playwright.sync_api import Page
 from gate_daemon.drill.crowd import plan_crowd
 from gate_daemon.drill.faults import gates_of, islands_of
 from gate_daemon.drill.page import render
-from gate_daemon.drill.relay import Relay
 from gate_daemon.drill.scenario import ScenarioError, bundled, load_scenario, parse_scenario
 
 BUNDLED = ("bad-wifi", "central-outage", "clock-skew", "doors-open", "power-cut", "split-venue")
@@ -207,32 +205,3 @@ def test_the_report_page_draws_gates_and_windows(page: Page, tmp_path: Path) -> 
     assert page.locator("svg rect.window").count() == 1
     assert page.locator("#gates tr").count() == 3
     assert "12.5 %" in page.locator("#kpis").inner_text()
-
-
-async def test_the_latency_relay_carries_every_byte_in_order() -> None:
-    async def echo(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        while chunk := await reader.read(1 << 16):
-            writer.write(chunk)
-            await writer.drain()
-        writer.close()
-
-    server = await asyncio.start_server(echo, "127.0.0.1", 0)
-    target = server.sockets[0].getsockname()[:2]
-    relay = await Relay(("127.0.0.1", 0), target, delay_ms=20, jitter_ms=15).start()
-    assert relay._server is not None
-    port = relay._server.sockets[0].getsockname()[1]
-    try:
-        reader, writer = await asyncio.open_connection("127.0.0.1", port)
-        sent = b"".join(f"chunk {n:05d};".encode() for n in range(2000))
-        for n in range(0, len(sent), 700):
-            writer.write(sent[n : n + 700])
-            await writer.drain()
-        writer.write_eof()
-        received = await asyncio.wait_for(reader.read(), timeout=60)
-        writer.close()
-        assert received == sent
-        assert relay.connections == 1 and relay.bytes == 2 * len(sent)
-    finally:
-        await relay.aclose()
-        server.close()
-        await server.wait_closed()
