@@ -34,6 +34,7 @@ FLOORS = {
     "daemon": 6,
     "central": 7,
     "bench": 8,
+    "drill": 8,
     "cli": 9,
 }
 

@@ -84,3 +84,27 @@ def read_progress(path: Path, gate_id: str) -> LogProgress:
     finally:
         db.close()
     return LogProgress(learned, own, answered)
+
+
+def read_records(path: Path) -> dict[str, tuple[str, str, str, int]]:
+    """Every record a ledger file holds, its own and learned: uuid -> (ticket, kind, origin, hlc)."""
+    db = open_read_only(path)
+    try:
+        rows = db.execute("SELECT uuid, ticket_id, kind, origin, hlc FROM redemptions").fetchall()
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+    finally:
+        db.close()
+    return {str(u): (str(t), str(k), str(o), int(h)) for u, t, k, o, h in rows}
+
+
+def read_scan_modes(path: Path) -> dict[str, tuple[str, float]]:
+    """Each scan's evidence row in a ledger file: uuid -> (mode it was decided in, wall seconds)."""
+    db = open_read_only(path)
+    try:
+        rows = db.execute("SELECT uuid, mode, wall FROM scans").fetchall()
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+    finally:
+        db.close()
+    return {str(u): (str(m), float(w)) for u, m, w in rows}

@@ -463,3 +463,20 @@ def read_report(path: Path) -> dict[str, Any]:
         "gates": gates,
         "manifest": manifest,
     }
+
+
+def read_checkins(path: Path) -> dict[str, tuple[str, str, str, int, float]]:
+    """Every check-in the central holds: uuid -> (ticket, kind, origin, hlc, received_at), read-only."""
+    if not path.is_file():
+        raise StoreError(f"{path}: no such database (has gate-central run with this state_dir?)")
+    try:
+        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
+        try:
+            rows = db.execute(
+                "SELECT uuid, ticket_id, kind, origin, hlc, received_at FROM checkins"
+            ).fetchall()
+        finally:
+            db.close()
+    except sqlite3.Error as exc:
+        raise StoreError(f"cannot read {path}: {exc}") from None
+    return {str(u): (str(t), str(k), str(o), int(h), float(r)) for u, t, k, o, h, r in rows}
