@@ -94,6 +94,8 @@ class RunningGate:
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
     sync: UpstreamSync | None = None
     online: OnlineDecider | None = None
+    #: The port the gate screen listens on (``[screen]``), if it does.
+    screen_port: int | None = None
 
 
 def claim_state_dir(state: Path) -> int:
@@ -181,6 +183,9 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             stack.push_async_callback(_quietly, "the button", button.aclose)
         await ledger.recheck_conflicts(clock.now())  # the manifest may have changed while stopped
         lan = await network.serve_lan(config, stack, status, shared) if config.lan.enabled else None
+        screen = None
+        if config.screen.enabled:
+            screen = await network.serve_screen(config, stack, gate, status, clock)
         search = None if status.sync is None else status.sync.client.search
         control = ControlServer(config.control.socket, gate, status.snapshot, search)
         await control.start()
@@ -189,6 +194,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
     return RunningGate(
         config, ledger, manifests, gate, signals, source, status, resources, turnstile, button, lan,
         replicator=status.replicator, in_flight=in_flight, sync=status.sync, online=status.online,
+        screen_port=screen,
     )  # fmt: skip
 
 

@@ -40,6 +40,7 @@ from gate_daemon.core.decision import (
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.tokens import payload_fingerprint
 from gate_daemon.errors import GateError, ManifestRefused
+from gate_daemon.gate.feed import ResultFeed, Subscription
 from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.ports import Signals
 from gate_daemon.store.ledger import Ledger
@@ -145,6 +146,12 @@ class Gate:
         self._seen: dict[str, float] = {}
         #: Counts kept in memory only: events too frequent or too broken to persist.
         self.volatile: dict[str, int] = {"repeats": 0, "unrecorded": 0}
+        #: Every result shown, for its subscribers (the gate screen).
+        self.results: ResultFeed[ScanResult] = ResultFeed(monotonic=monotonic)
+
+    def subscribe(self) -> Subscription[ScanResult]:
+        """Every result this gate shows from now on, as it is shown (``gate_daemon.gate.feed``)."""
+        return self.results.subscribe()
 
     async def sighted(self, payload: str, *, device: str) -> ScanResult | None:
         """A payload an input decoded; None when it repeats one seen within the window."""
@@ -186,7 +193,9 @@ class Gate:
         self._show(decision)
         if self.turnstile is not None:
             self.turnstile.release(None)
-        return ScanResult(scan.uuid, decision)
+        result = ScanResult(scan.uuid, decision)
+        self.results.publish(result)
+        return result
 
     def _forget(self, now: float) -> None:
         stale = [k for k, seen in self._seen.items() if now - seen >= self.repeat_window]
@@ -242,6 +251,7 @@ class Gate:
             decision = result.decision
             if self.turnstile is not None and decision.reason is Reason.OK and decision.ticket_id is not None:
                 self.turnstile.release(result.scan_id)
+            self.results.publish(result)
         return result
 
     async def _prior(self, scan_id: str, fingerprint: str) -> ScanResult | None:
