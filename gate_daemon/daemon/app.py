@@ -94,8 +94,6 @@ class RunningGate:
     in_flight: set[asyncio.Task[Any]] = field(default_factory=set)
     sync: UpstreamSync | None = None
     online: OnlineDecider | None = None
-    #: The port the gate screen listens on (``[screen]``), if it does.
-    screen_port: int | None = None
 
 
 def claim_state_dir(state: Path) -> int:
@@ -116,13 +114,13 @@ def claim_state_dir(state: Path) -> int:
 async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factory: Any = None) -> RunningGate:
     """Open everything the gate needs, in order; raise ``GateError`` naming what failed.
 
-    Each resource goes on the exit stack as it opens, in the reverse of shutdown's order:
-    the control socket, discovery and the LAN close first (no new scans or requests),
-    then the button (no release may start once the gate is stopping), then the scans in
-    flight settle, then the central's client (one of them may be asking it), the input,
-    the turnstile (its relay locks and its last counters are written while the ledger is
-    open), the ledger (a scan still running commits, or not, before the lights go dark),
-    the lights and the state directory's lock.
+    Each resource goes on the exit stack as it opens, in the reverse of shutdown's order: the control
+    socket, the screen (its manual scan under way commits), discovery and the LAN close first (no new
+    scans or requests), then the button (no release may start once the gate is stopping), then the
+    scans in flight settle, then the central's client (one of them may be asking it), the input, the
+    turnstile (its relay locks and its last counters are written while the ledger is open), the
+    ledger (a scan still running commits, or not, before the lights go dark), the lights and the
+    state directory's lock.
     """
     state = config.gate.state_dir
     try:
@@ -183,9 +181,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             stack.push_async_callback(_quietly, "the button", button.aclose)
         await ledger.recheck_conflicts(clock.now())  # the manifest may have changed while stopped
         lan = await network.serve_lan(config, stack, status, shared) if config.lan.enabled else None
-        screen = None
-        if config.screen.enabled:
-            screen = await network.serve_screen(config, stack, gate, status, clock)
+        await network.serve_screen(config, stack, gate, status, clock)
         search = None if status.sync is None else status.sync.client.search
         control = ControlServer(config.control.socket, gate, status.snapshot, search)
         await control.start()
@@ -194,7 +190,6 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
     return RunningGate(
         config, ledger, manifests, gate, signals, source, status, resources, turnstile, button, lan,
         replicator=status.replicator, in_flight=in_flight, sync=status.sync, online=status.online,
-        screen_port=screen,
     )  # fmt: skip
 
 

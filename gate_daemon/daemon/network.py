@@ -195,13 +195,17 @@ def online_decider(
 
 async def serve_screen(
     config: GateConfig, stack: contextlib.AsyncExitStack, gate: Gate, status: GateStatus, clock: GateClock
-) -> int:
-    """The gate screen listening on ``[screen] listen`` (docs/SCREEN.md); the port it listens on."""
+) -> None:
+    """The gate screen listening on ``[screen] listen`` (docs/SCREEN.md), if the config has one.
+
+    The port it listens on goes into ``status.screen_port``.
+    """
+    section = config.screen
+    if section.host is None:
+        return
     from gate_daemon.config.screen import is_loopback
     from gate_daemon.net.screen import Screen, ScreenServer, ScreenSettings, create_app
 
-    section = config.screen
-    assert section.host is not None
     settings = ScreenSettings(
         hold_ms=config.signals.hold_ms,
         names=section.names,
@@ -211,5 +215,5 @@ async def serve_screen(
     server = ScreenServer(create_app(Screen(gate, status.snapshot, clock.now, settings)))
     await server.start(section.host, section.port)
     stack.push_async_callback(server.aclose)  # once it listens: a failed start cleans up itself
+    status.screen_port = server.port
     log.info("gate screen on http://%s:%d/screen", section.host, server.port)
-    return server.port
