@@ -140,7 +140,7 @@ def test_the_screen_returns_to_ready_after_the_hold(
     gate, url = screen_gate(tmp_path, live, launch, hold_ms=300)
     ready(page, url)
     gate.scan("A100-2")
-    page.wait_for_function("document.body.dataset.state === 'allow'", timeout=SHOWN)
+    page.wait_for_function("() => document.body.dataset.state === 'allow'", timeout=SHOWN)
     expect(page.locator("#headline")).to_have_text("Ready", timeout=SHOWN)
     assert page.evaluate("document.body.dataset.state") == "ready"
 
@@ -153,7 +153,7 @@ def test_out_of_service_when_the_manifest_expires(
     ready(page, url)
     expect(page.locator("#headline")).to_have_text("Out of service", timeout=60_000)
     wait_colour(page, OUT_OF_SERVICE)
-    expect(page.locator("#text")).to_have_text("the manifest has expired")
+    expect(page.locator("#text")).to_have_text("The manifest has expired")
     expect(page.locator("#advice")).to_contain_text("newer ticket list")
     assert gate.scan("A100-2")["reason"] == "manifest_expired"
     expect(page.locator("#text")).to_have_text("This gate's ticket list has expired")
@@ -170,7 +170,7 @@ def test_out_of_service_without_a_manifest(
     gate, url = screen_gate(tmp_path, live, launch, manifest=b"")
     page.goto(url)
     expect(page.locator("#headline")).to_have_text("Out of service", timeout=SHOWN)
-    expect(page.locator("#text")).to_have_text("no valid manifest")
+    expect(page.locator("#text")).to_have_text("No valid manifest")
     expect(page.locator("#advice")).to_contain_text("signed ticket list")
     assert gate.status()["in_service"] is False
 

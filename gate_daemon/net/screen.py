@@ -185,6 +185,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
                 if waiting.done():
                     result, waiting = waiting.result(), None
                     await response.write(_event("scan", screen.scan(result)))
+                    await response.write(_event("status", await screen.strip()))  # its count, at once
                 elif not stop.done():
                     await response.write(_event("status", await screen.strip()))
         except ConnectionError:

@@ -92,12 +92,15 @@
       set("countdown", "");
     }
     if (holdTimer !== null) clearTimeout(holdTimer);
-    holdTimer = setTimeout(() => {
-      holdTimer = null;
-      shown = null;
-      stopCountdown();
-      idle();
-    }, holdMs);
+    holdTimer = setTimeout(endHold, holdMs);
+  }
+
+  function endHold() {
+    if (holdTimer !== null) clearTimeout(holdTimer);
+    holdTimer = null;
+    shown = null;
+    stopCountdown();
+    idle();
   }
 
   function idle() {
@@ -116,7 +119,7 @@
     if (status !== null && !status.in_service) {
       body.dataset.state = "out_of_service";
       set("headline", "Out of service");
-      set("text", status.problem);
+      set("text", status.problem.charAt(0).toUpperCase() + status.problem.slice(1));
       set("details", "");
       set("advice", status.advice);
       return;
@@ -164,7 +167,7 @@
     } else if (lostTimer === null) {
       lostTimer = setTimeout(() => {
         lostTimer = null;
-        idle();
+        endHold(); // a decision kept on a screen that lost its gate would be taken for a new one
       }, OFFLINE_AFTER_MS);
     }
   }
