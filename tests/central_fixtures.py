@@ -41,9 +41,9 @@ class CentralWorld:
         return load_central_config(self.config_path)
 
 
-def make_central_world(root: Path, *, extra: str = "") -> CentralWorld:
+def make_central_world(root: Path, *, extra: str = "", supervisors: tuple[str, ...] = ()) -> CentralWorld:
     """Keys, event.toml, tickets.csv and central.toml under ``root`` (paths relative to the config)."""
-    live = make_live_world(root, GATES)
+    live = make_live_world(root, GATES, supervisors)
     tickets = root / "tickets.csv"
     tickets.write_text(TICKETS_CSV)
     config = root / "central.toml"

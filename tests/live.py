@@ -7,16 +7,19 @@ session ``later`` opens in two days. Built through the package's own writers.
 
 from __future__ import annotations
 
+import secrets
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from gate_daemon.core.commands import Command, sign
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.times import format_instant
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.provision.build import build_manifest
 from gate_daemon.provision.event import EventSpec, load_event
-from gate_daemon.provision.keyfiles import write_keypair
+from gate_daemon.provision.keyfiles import read_secret, write_keypair
 from gate_daemon.provision.tickets import load_tickets
 
 EVENT_ID = "live-2026"
@@ -54,9 +57,10 @@ def ticket(n: int) -> str:
     return f"P-{n:03d}"
 
 
-def event_toml(now: float, gates: tuple[str, ...] = ()) -> str:
-    """The live event, with session ``now`` open at ``now``, and ``gates`` in its roster."""
+def event_toml(now: float, gates: tuple[str, ...] = (), supervisors: tuple[str, ...] = ()) -> str:
+    """The live event, session ``now`` open at ``now``, with ``gates`` and ``supervisors`` in its rosters."""
     roster = "".join(f'\n[[gates]]\nid = "{gate}"\npub = "{gate}.pub"\n' for gate in gates)
+    roster += "".join(f'\n[[supervisors]]\nid = "{who}"\npub = "{who}.pub"\n' for who in supervisors)
     return f"""\
 ticket_keys = ["issuer.pub"]
 
@@ -99,6 +103,8 @@ class LiveWorld:
     now: float
     #: Each roster gate's secret key file.
     gate_keys: dict[str, Path]
+    #: Each roster supervisor's secret key file.
+    supervisor_keys: dict[str, Path] = field(default_factory=dict)
 
     def manifest(
         self,
@@ -107,13 +113,14 @@ class LiveWorld:
         tickets_csv: str = TICKETS_CSV,
         expires_in: float = 7 * 86400,
         key: SecretKey | None = None,
+        event: EventSpec | None = None,
     ) -> bytes:
-        """A signed full manifest of the live event."""
+        """A signed full manifest of the live event (or of ``event``, another version of it)."""
         path = self.dir / f"tickets-v{version}.csv"
         path.write_text(tickets_csv)
         tickets = load_tickets(path, self.event)
         return build_manifest(
-            self.event,
+            event or self.event,
             tickets,
             key or self.signer,
             version=version,
@@ -121,22 +128,49 @@ class LiveWorld:
             expires_at=int(self.now + expires_in),
         )
 
+    def command(
+        self,
+        kind: str,
+        value: str,
+        *,
+        gate: str = "north-1",
+        supervisor: str | None = None,
+        issued_ms: int | None = None,
+        nonce: str | None = None,
+        event: str = EVENT_ID,
+        key: SecretKey | None = None,
+    ) -> dict[str, Any]:
+        """A supervisor's signed command envelope (the first supervisor's, by default)."""
+        who = supervisor or next(iter(self.supervisor_keys))
+        body = Command(
+            event=event,
+            gate=gate,
+            kind=kind,  # type: ignore[arg-type]
+            value=value,
+            supervisor=who,
+            issued_ms=int(time.time() * 1000) if issued_ms is None else issued_ms,
+            nonce=nonce or secrets.token_hex(16),
+        )
+        return sign(body, key or read_secret(self.supervisor_keys[who])).envelope()
+
     def sign(self, ticket_id: str, **claims: object) -> str:
         """A signed ticket payload from the event's issuer."""
         body = TicketClaims(ticket_id=ticket_id, event_tag=event_tag(EVENT_ID), **claims)  # type: ignore[arg-type]
         return encode_signed(body, self.issuer)
 
 
-def make_live_world(root: Path, gates: tuple[str, ...] = ()) -> LiveWorld:
-    """Write keys and event.toml into ``root``, with a key for each of ``gates`` in the roster."""
+def make_live_world(root: Path, gates: tuple[str, ...] = (), supervisors: tuple[str, ...] = ()) -> LiveWorld:
+    """Write keys and event.toml into ``root``, with a key for each of ``gates`` and ``supervisors``."""
     root.mkdir(parents=True, exist_ok=True)
     _, signer_pub, signer = write_keypair(root / "signer")
     _, _, issuer = write_keypair(root / "issuer")
     gate_keys = {gate: write_keypair(root / gate)[0] for gate in gates}
+    supervisor_keys = {who: write_keypair(root / who)[0] for who in supervisors}
     now = time.time()
     event_path = root / "event.toml"
-    event_path.write_text(event_toml(now, gates))
-    return LiveWorld(root, signer, signer_pub, issuer, load_event(event_path), now, gate_keys)
+    event_path.write_text(event_toml(now, gates, supervisors))
+    event = load_event(event_path)
+    return LiveWorld(root, signer, signer_pub, issuer, event, now, gate_keys, supervisor_keys)
 
 
 def write_gate_config(
@@ -155,6 +189,7 @@ def write_gate_config(
     poll_ms: int = 200,
     socket: Path | None = None,
     decision: str | None = None,
+    confirm_timeout_ms: int | None = None,
     extra: str = "",
 ) -> Path:
     """A gate config for the live event; absolute paths throughout."""
@@ -171,6 +206,8 @@ def write_gate_config(
         lines.append(f'zone = "{zone}"')
     if decision:
         lines.append(f'decision = "{decision}"')
+    if confirm_timeout_ms is not None:
+        lines.append(f"confirm_timeout_ms = {confirm_timeout_ms}")
     lines += [
         "[manifest]",
         f'path = "{manifest_path or path.parent / "drop.gdm"}"',

@@ -77,7 +77,7 @@ def test_unsigned_requests_get_what_the_contract_says(
 ) -> None:
     process, _ = central
     report = _schemathesis(process.url, tmp_path / "unsigned")
-    assert "8 selected / 8 total" in report
+    assert "10 selected / 10 total" in report
     assert "Traceback" not in process.stderr()
 
 
@@ -87,7 +87,7 @@ def test_signed_requests_get_what_the_contract_says(
     process, world = central
     key = world.live.gate_keys["north-1"]
     report = _schemathesis(process.url, tmp_path / "signed", CONTRACT_SIGN_AS=f"north-1:{key}")
-    assert "8 selected / 8 total" in report
+    assert "10 selected / 10 total" in report
     # The run was authenticated: the central kept north-1's heartbeats.
     assert "north-1" in process.heartbeats()
     assert "Traceback" not in process.stderr()

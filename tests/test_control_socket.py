@@ -213,7 +213,7 @@ async def test_malformed_requests_get_named_errors_and_the_connection_keeps_work
 @pytest.mark.parametrize(
     ("request_", "name", "words"),
     [
-        ({"op": "reboot"}, "unknown_op", "op must be scan, status, counters, conflicts or search"),
+        ({"op": "reboot"}, "unknown_op", "op must be scan, status, counters, conflicts, search or confirm"),
         ({"payload": REF}, "unknown_op", "not None"),
         ({"op": "scan"}, "bad_request", "payload must be a string"),
         ({"op": "scan", "payload": 42}, "bad_request", "payload must be a string"),

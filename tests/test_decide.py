@@ -307,8 +307,9 @@ def test_decision_table(shared_world: World, name: str) -> None:
 
 def test_the_table_covers_every_reason() -> None:
     # ledger_unavailable is the gate's own answer when it cannot commit (tests/test_gate_service.py);
-    # manual_release, the steward button's (tests/test_turnstile.py). Neither comes from a payload.
-    gate_only = {Reason.LEDGER_UNAVAILABLE, Reason.MANUAL_RELEASE}
+    # manual_release, the steward button's (tests/test_turnstile.py); lane_closed, a closed
+    # lane's (tests/test_lane.py). None comes from a payload.
+    gate_only = {Reason.LEDGER_UNAVAILABLE, Reason.MANUAL_RELEASE, Reason.LANE_CLOSED}
     assert {case.reason for case in CASES.values()} == set(Reason) - gate_only
 
 

@@ -70,12 +70,14 @@ def test_the_documented_example_is_a_valid_file(tmp_path: Path) -> None:
     example = doc[doc.index("revoked = ") :]
     write_keypair(tmp_path / "issuer")
     write_keypair(tmp_path / "north-1")
+    write_keypair(tmp_path / "sam")
     path = tmp_path / "event.toml"
     path.write_text(example)
     event = load_event(path)
     assert event.revoked == ("T-0042",)
     assert "legacy_codes = true" in example and event.legacy_codes is True
     assert len(event.ticket_keys) == 1 and [g.id for g in event.gates] == ["north-1"]
+    assert [s.id for s in event.supervisors] == ["sam"]
 
 
 def test_typo_in_the_second_session(world: World) -> None:
@@ -255,4 +257,5 @@ def test_event_spec_field_order() -> None:
         "legacy_codes",
         "ticket_keys",
         "gates",
+        "supervisors",
     ]

@@ -82,6 +82,8 @@ async def test_every_part_of_a_served_status_has_its_declared_keys(tmp_path: Pat
     keys_of(served["online"], snapshot.OnlineStatus)
     keys_of(served["online"]["last_switch"], snapshot.SwitchStatus)
     assert served["counters"]["scans"] == 1
+    keys_of(served["lane"], snapshot.LaneStatus)
+    assert served["lane"]["state"] == "open"
 
 
 def test_the_camera_part_names_every_camera_stat() -> None:

@@ -1,7 +1,9 @@
 """The reference central's HTTP API (aiohttp): the upstream contract v1 (docs/upstream.openapi.yaml).
 
-``GET /v1/challenge`` is the only unsigned route (rate-limited per address). Every other
-route takes a signed request (``gate_daemon.net.peer_auth``) from a gate in the latest
+``GET /v1/challenge`` and the supervisors' ``POST /v1/commands`` and ``GET /v1/commands``
+are the unsigned routes (rate-limited per address; a command carries its supervisor's
+signature, verified against the latest manifest's roster). Every other route takes a
+signed request (``gate_daemon.net.peer_auth``) from a gate in the latest
 manifest's roster: ``admit`` runs on the headers before the body is read, then the
 signature is verified over method, ``rel_url.raw_path_qs`` and body. An answer to a
 request whose signature verified carries a fresh ``Gate-Challenge``, errors included;
@@ -39,8 +41,10 @@ from .manifests import GateAhead
 from .service import Central
 from .wire import (
     MAX_BODY,
+    MAX_COMMAND,
     MAX_HEARTBEAT,
     ApiError,
+    parse_gate,
     parse_have,
     parse_heartbeat,
     parse_object,
@@ -55,6 +59,8 @@ log = logging.getLogger(__name__)
 
 CENTRAL: web.AppKey[Central] = web.AppKey("central", Central)
 LIMITER = web.AppKey("limiter", RateLimiter)
+#: The supervisors' unsigned routes have their own limit: they cannot starve ``/v1/challenge``.
+COMMAND_LIMITER = web.AppKey("command_limiter", RateLimiter)
 #: Set on a request whose signature verified: its answer carries the next challenge.
 AUTHENTICATED: web.RequestKey[bool] = web.RequestKey("authenticated", bool)
 
@@ -182,6 +188,28 @@ async def _heartbeat(request: web.Request) -> web.Response:
     return web.json_response(await request.app[CENTRAL].heartbeat(caller.gate_id, beat))
 
 
+async def _post_command(request: web.Request) -> web.Response:
+    _limit(request)
+    if request.content_length is not None and request.content_length > MAX_COMMAND:
+        raise ApiError("too_large", f"the body is over {MAX_COMMAND} bytes", 413)
+    body = await request.read()
+    if len(body) > MAX_COMMAND:
+        raise ApiError("too_large", f"the body is over {MAX_COMMAND} bytes", 413)
+    return web.json_response(await request.app[CENTRAL].command(parse_object(body)))
+
+
+async def _list_commands(request: web.Request) -> web.Response:
+    _limit(request)
+    gate = parse_gate(request.rel_url.query)
+    return web.json_response(await request.app[CENTRAL].listed(gate))
+
+
+def _limit(request: web.Request) -> None:
+    """The commands' routes are limited per address, as ``/v1/challenge`` is (on a bucket of their own)."""
+    if not request.app[COMMAND_LIMITER].allow(request.remote or "?"):
+        raise ApiError("rate_limited", "too many requests from this address; slow down", 429)
+
+
 #: Every route: (method, path, handler). The OpenAPI document lists the same.
 ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]], ...] = (
     ("GET", "/v1/challenge", _challenge),
@@ -192,6 +220,8 @@ ROUTES: tuple[tuple[str, str, Callable[[web.Request], Awaitable[web.Response]]],
     ("POST", "/v1/validate", _validate),
     ("POST", "/v1/validate/release", _release),
     ("POST", "/v1/heartbeat", _heartbeat),
+    ("POST", "/v1/commands", _post_command),
+    ("GET", "/v1/commands", _list_commands),
 )
 
 
@@ -213,6 +243,7 @@ def create_app(
         handler_args={"logger": MalformedRequestLog(log, "central")},
     )
     app[LIMITER] = RateLimiter(config.rate)
+    app[COMMAND_LIMITER] = RateLimiter(config.rate)
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
 

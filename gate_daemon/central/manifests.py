@@ -261,6 +261,7 @@ def spec_of(manifest: Manifest) -> EventSpec:
         legacy_codes=h.legacy_codes,
         ticket_keys=h.ticket_keys,
         gates=h.gates,
+        supervisors=h.supervisors,
     )
 
 

@@ -14,6 +14,7 @@ import time
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from gate_daemon.core.commands import CommandRefused, parse_envelope, verify
 from gate_daemon.core.decision import Checkpoint, Decision, LedgerFacts, decide, identify
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import Manifest
@@ -21,6 +22,7 @@ from gate_daemon.net.peer_auth import Challenges
 from gate_daemon.net.replication import Refusal, verify_record
 from gate_daemon.provision.keyfiles import read_secret
 from gate_daemon.store.central.checkin_book import CentralStore, PushResult
+from gate_daemon.store.central.command_queue import CommandQueue
 
 from . import search
 from .config import CentralConfig
@@ -52,6 +54,7 @@ class Central:
         self.book = book
         self.challenges = challenges or Challenges()
         self._clock = clock
+        self.commands = CommandQueue(store)
 
     @classmethod
     async def open(cls, config: CentralConfig, *, clock: Callable[[], float] = time.time) -> Central:
@@ -177,4 +180,31 @@ class Central:
             "cursor": await self.store.cursor(),
             "manifest_version": latest.version if latest is not None else None,
             "received_at": now,
+            "commands": await self.commands.pending(gate, beat.acked, now),
         }
+
+    async def command(self, envelope: object) -> dict[str, Any]:
+        """Verify a supervisor's command against the latest manifest and keep it for its gate.
+
+        ``CommandRefused`` naming why it was not kept. The gate verifies it again, on its
+        own manifest and clock, when its heartbeat brings it.
+        """
+        manifest = self._manifest()
+        now = self._clock()
+        signed = parse_envelope(envelope)
+        command = verify(
+            signed, manifest.supervisors, event=manifest.event_id, gate=None, now_ms=int(now * 1000)
+        )
+        if command.gate not in (self.roster() or {}):
+            raise CommandRefused("wrong_gate", f"gate {command.gate} is not in the manifest's roster")
+        kept = await self.commands.add(signed, now)
+        if kept == "reused":
+            raise CommandRefused("replayed", "another command with this nonce was taken already")
+        if kept == "queued":
+            log.warning("command for gate %s queued: %s", command.gate, command.describe())
+        return {"queued": kept == "queued", "command": command.body()}
+
+    async def listed(self, gate: str) -> dict[str, Any]:
+        """The latest commands for ``gate`` (acknowledged or not), and the event commands are for."""
+        manifest = self._manifest()
+        return {"event": manifest.event_id, "gate": gate, "commands": await self.commands.listed(gate)}

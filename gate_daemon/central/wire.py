@@ -13,11 +13,16 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gate_daemon.core.commands import IDENT, NONCE
 from gate_daemon.core.decision import ScanKind
 from gate_daemon.errors import WireError
 
 #: Request bodies larger than this are refused (``too_large``).
 MAX_BODY = 1 << 20
+#: A supervisor's command envelope, at most.
+MAX_COMMAND = 4 << 10
+#: Command nonces one heartbeat acknowledges, at most.
+MAX_ACKED = 256
 #: A heartbeat's body, at most.
 MAX_HEARTBEAT = 64 << 10
 #: Records in one push, and in one pull page, at most.
@@ -173,11 +178,13 @@ class Heartbeat:
     sent_at: float
     counters: dict[str, int]
     status: dict[str, Any]
+    #: Nonces of supervisors' commands the gate took from earlier answers (applied or refused).
+    acked: tuple[str, ...] = ()
 
 
 def parse_heartbeat(data: Mapping[str, Any]) -> Heartbeat:
     """A ``POST /v1/heartbeat`` body."""
-    _fields(data, {"sent_at", "counters", "status"}, {"sent_at", "counters", "status"})
+    _fields(data, {"sent_at", "counters", "status", "acked"}, {"sent_at", "counters", "status"})
     sent_at = data["sent_at"]
     if isinstance(sent_at, bool) or not isinstance(sent_at, int | float):
         raise bad("sent_at: must be a time in seconds since 1970")
@@ -199,4 +206,18 @@ def parse_heartbeat(data: Mapping[str, Any]) -> Heartbeat:
     status = data["status"]
     if not isinstance(status, dict):
         raise bad("status: must be an object")
-    return Heartbeat(float(sent_at), whole, status)
+    acked = data.get("acked", [])
+    if not isinstance(acked, list) or len(acked) > MAX_ACKED:
+        raise bad(f"acked: must be a list of at most {MAX_ACKED} command nonces")
+    if not all(isinstance(nonce, str) and NONCE.fullmatch(nonce) for nonce in acked):
+        raise bad("acked: each must be a command's nonce, 32 lowercase hex digits")
+    return Heartbeat(float(sent_at), whole, status, tuple(acked))
+
+
+def parse_gate(query: Mapping[str, str]) -> str:
+    """``GET /v1/commands``: ``gate``, a gate id."""
+    _fields(query, {"gate"}, {"gate"})
+    gate = query["gate"]
+    if IDENT.fullmatch(gate) is None:
+        raise bad("gate: must be a gate id (letters, digits, . _ -; at most 64)")
+    return gate

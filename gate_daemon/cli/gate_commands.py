@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gate_daemon.cli.command_line import EXIT_CODES, payload_argument, positive, read_payload
+from gate_daemon.cli.supervisor_commands import print_lane
 from gate_daemon.core import counters
 from gate_daemon.core.counters import Family, by_label, labelled
 from gate_daemon.core.decision import Outcome
@@ -85,6 +86,7 @@ def cmd_status(args: argparse.Namespace) -> int:
     if "last_refusal" in m:
         r = m["last_refusal"]
         print(f"refused   {r['at']}: {r['reason']}: {r['detail']}")
+    print_lane(status["lane"])
     _print_counters(status["counters"])
     _print_replication(status["replication"])
     _print_upstream(status["upstream"], status["online"], status["clock"])

@@ -11,7 +11,7 @@ import argparse
 import sys
 from collections.abc import Sequence
 
-from gate_daemon.cli import gate_commands, machine_commands, provision_commands
+from gate_daemon.cli import gate_commands, machine_commands, provision_commands, supervisor_commands
 from gate_daemon.errors import GateError, run_command
 
 
@@ -24,6 +24,7 @@ def parser() -> argparse.ArgumentParser:
     provision_commands.add_commands(sub)
     gate_commands.add_commands(sub)
     machine_commands.add_commands(sub)
+    supervisor_commands.add_commands(sub)
     return top
 
 

@@ -182,6 +182,7 @@ def _print_header(h: Header, kind: bytes, verdict: str) -> None:
         "zones      " + (", ".join(f"{z.id} ({z.name})" for z in h.zones) or "none"),
         "ticket keys " + (", ".join(k.kid for k in h.ticket_keys) or "none (no signed tickets)"),
         "gates      " + (", ".join(f"{g.id} ({g.key.kid})" for g in h.gates) or "none"),
+        "supervisors " + (", ".join(f"{s.id} ({s.key.kid})" for s in h.supervisors) or "none (no commands)"),
         f"revoked    {len(h.revoked)}",
         f"tickets    {h.tickets}: " + ", ".join(f"{n} {s}" for s, n in h.by_status.items()),
         f"codes      {h.codes} reference, {h.legacy} order-seat",

@@ -44,6 +44,7 @@ from gate_daemon.core.decision import ScanKind
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 TOP_KEYS = {"gate", "manifest", "input", "signals", "turnstile", "control", "lan", "upstream", "screen"}
 GATE_KEYS = {"id", "event", "zone", "session", "state_dir", "mode", "repeat_window_ms", "decision"}
+GATE_KEYS |= {"confirm_timeout_ms"}
 UPSTREAM_KEYS = {
     "url",
     "timeout_ms",
@@ -179,6 +180,7 @@ def _gate(check: Checker, value: object, paths: _Paths) -> GateSection:
         kind=ScanKind(mode_text),
         repeat_window_ms=check.integer(g, at, "repeat_window_ms", low=0, high=600_000, default=3000),
         decision=decision,
+        confirm_timeout_ms=check.integer(g, at, "confirm_timeout_ms", low=1000, high=600_000, default=15000),
     )
 
 

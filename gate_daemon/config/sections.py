@@ -67,6 +67,8 @@ class GateSection:
     repeat_window_ms: int
     #: "local" (the gate decides alone) or "online-first" (the central first, within a deadline).
     decision: str = "local"
+    #: A supervised lane's allow waits this long for a steward's confirmation, then is voided.
+    confirm_timeout_ms: int = 15000
 
 
 @dataclass(frozen=True, slots=True)

@@ -38,6 +38,8 @@ class Family(StrEnum):
     UPSTREAM = "upstream"
     UPSTREAM_REFUSED = "upstream_refused"
     MODE_SWITCH = "mode_switch"
+    COMMAND = "command"
+    LANE = "lane"
 
 
 def labelled(family: Family, label: str) -> str:

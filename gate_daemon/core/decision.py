@@ -8,6 +8,7 @@ exists: ``identify`` (parse, manifest state, signature, event, lookup) and then
 
 Checks run in this order, and the first that fails names the reason:
 
+ 0. lane               lane_closed                       (the gate's: a supervisor closed it)
  1. parse              invalid_payload
  2. manifest present   manifest_missing, manifest_expired
  3. signature          unknown_key, bad_signature        (signed tickets)
@@ -50,6 +51,7 @@ class Reason(StrEnum):
     """Why. The vocabulary is fixed and documented in docs/DECISIONS.md."""
 
     OK = "ok"
+    LANE_CLOSED = "lane_closed"
     INVALID_PAYLOAD = "invalid_payload"
     MANIFEST_MISSING = "manifest_missing"
     MANIFEST_EXPIRED = "manifest_expired"

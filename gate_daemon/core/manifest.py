@@ -6,8 +6,8 @@ A manifest file is::
     1     kind  "F" full (a body follows) or "D" delta (changes to a base follow)
     4     key id of the signer
     u32   header length (little-endian)
-    ...   header: canonical JSON (event, version, times, sessions, zones, keys, roster,
-          revoked list, counts, and the SHA-256 of the full body)
+    ...   header: canonical JSON (event, version, times, sessions, zones, keys, rosters of
+          gates and supervisors, revoked list, counts, and the SHA-256 of the full body)
     64    Ed25519 signature over "gate-daemon/manifest/v1\\0" + header
     ...   payload: the body (full) or the changes (delta)
 
@@ -82,6 +82,14 @@ class RosterGate:
 
 
 @dataclass(frozen=True, slots=True)
+class RosterSupervisor:
+    """A supervisor allowed to sign commands to the gates, with their public key."""
+
+    id: str
+    key: PublicKey
+
+
+@dataclass(frozen=True, slots=True)
 class Header:
     """The verified header of a manifest."""
 
@@ -109,6 +117,8 @@ class Header:
     base_sha256: str | None
     changes_sha256: str | None
     changes_size: int | None
+    #: Who may sign supervisor commands (``gate_daemon.core.commands``); older manifests have none.
+    supervisors: tuple[RosterSupervisor, ...] = ()
 
 
 # ---------------------------------------------------------------- container
@@ -298,6 +308,9 @@ def _header(doc: dict[str, Any]) -> Header:
         base_sha256=str(delta["base_sha256"]) if delta else None,
         changes_sha256=str(delta["changes_sha256"]) if delta else None,
         changes_size=_int(delta["changes_size"]) if delta else None,
+        supervisors=tuple(
+            RosterSupervisor(str(s["id"]), PublicKey.parse(s["pub"])) for s in doc.get("supervisors", ())
+        ),
     )
 
 
@@ -363,6 +376,11 @@ class Manifest:
     def event_id(self) -> str:
         """The event this manifest is for."""
         return self.header.event_id
+
+    @property
+    def supervisors(self) -> tuple[RosterSupervisor, ...]:
+        """The supervisors whose signed commands the gates obey (none: no commands accepted)."""
+        return self.header.supervisors
 
     @property
     def body_sha256(self) -> str:

@@ -191,6 +191,33 @@ class ClockStatus(TypedDict):
     unsigned_answers: int
 
 
+class PendingStatus(TypedDict):
+    """A supervised lane's allow waiting for a steward's confirmation."""
+
+    ticket: str
+    #: The allow's reason (``ok``).
+    reason: str
+    #: When it is voided without a confirmation (unix milliseconds, the decision clock).
+    until_ms: int
+
+
+class LaneStatus(TypedDict):
+    """What supervisors set at this gate (``gate_daemon.gate.lane``, docs/COMMANDS.md)."""
+
+    #: "open", "supervised" or "closed".
+    state: str
+    #: When the lane state was applied here (unix ms); None while never commanded.
+    since_ms: int | None
+    #: The supervisor whose command set the lane state.
+    by: str | None
+    #: The one-line message for screens, or None.
+    message: str | None
+    #: "online" or "offline" when a supervisor forced the decision mode; None: the breaker's.
+    mode_forced: str | None
+    #: The oldest allow waiting for confirmation, or None.
+    pending: PendingStatus | None
+
+
 class GateSnapshot(TypedDict):
     """The whole status of a running gate."""
 
@@ -217,3 +244,4 @@ class GateSnapshot(TypedDict):
     upstream: UpstreamStatus | None
     online: OnlineStatus | None
     clock: ClockStatus
+    lane: LaneStatus

@@ -45,6 +45,7 @@ from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.errors import GateError
 from gate_daemon.gate.clock import GateClock
 from gate_daemon.gate.counts import count_softly
+from gate_daemon.gate.lane import Lane
 from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.gate.scan import Gate
 from gate_daemon.gate.turnstile import Turnstile
@@ -149,6 +150,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         turnstile = _turnstile(config, ledger, pin_factory, clock)
         if turnstile is not None:
             stack.push_async_callback(_quietly, "the turnstile", turnstile.aclose)
+        lane = await _lane(config, stack, ledger, manifests, clock)
         gate = Gate(
             gate_id=config.gate.id,
             event_id=config.gate.event,
@@ -160,6 +162,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             repeat_window=config.gate.repeat_window_ms / 1000,
             turnstile=turnstile,
             clock=clock.now,
+            lane=lane,
         )
         unreadable = counters.UNREADABLE_IMAGES
         source = make_input(config, stdin, on_unreadable=lambda: count_softly(ledger, unreadable))
@@ -172,8 +175,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             stack.push_async_callback(_quietly, "the central's client", client.aclose)
             status.sync = await network.upstream_sync(config, client, shared, manifests, clock, status)
             if config.gate.decision == "online-first":
-                count = functools.partial(count_softly, ledger)
-                gate.online = status.online = network.online_decider(config, status.sync, checkpoint, count)
+                _online_first(config, status, gate, checkpoint)
         in_flight: set[asyncio.Task[Any]] = set()
         stack.push_async_callback(_settle, in_flight)
         button = make_button(config, pin_factory)
@@ -242,6 +244,36 @@ def _bound_clock(clock: GateClock, manifest: Manifest) -> None:
     # than the times its ledger's records show have passed, up to the manifest's expiry.
     clock.raise_floor(float(manifest.header.issued_at), "manifest")
     clock.remember()
+
+
+async def _lane(
+    config: GateConfig,
+    stack: contextlib.AsyncExitStack,
+    ledger: Ledger,
+    manifests: ManifestWatch,
+    clock: GateClock,
+) -> Lane:
+    """The lane as supervisors last set it (kept in the ledger); commands are timed by the decision clock."""
+    lane = Lane(
+        ledger,
+        manifests,
+        gate_id=config.gate.id,
+        event_id=config.gate.event,
+        confirm_timeout=config.gate.confirm_timeout_ms / 1000,
+        clock=clock.now,
+    )
+    await lane.load()
+    stack.push_async_callback(lane.aclose)  # closed before the ledger: its last counts go in
+    return lane
+
+
+def _online_first(config: GateConfig, status: GateStatus, gate: Gate, checkpoint: Checkpoint) -> None:
+    """Online-first: the central asked first, unless a supervisor forced the route (as last applied)."""
+    assert status.sync is not None
+    count = functools.partial(count_softly, status.ledger)
+    gate.online = status.online = network.online_decider(config, status.sync, checkpoint, count)
+    gate.lane.on_mode = status.online.force
+    status.online.force(gate.lane.state.mode_forced)
 
 
 def _turnstile(config: GateConfig, ledger: Ledger, pin_factory: Any, clock: GateClock) -> Turnstile | None:
@@ -348,6 +380,8 @@ async def _service_loop(running: RunningGate) -> None:
 
 def _button_pressed(running: RunningGate) -> None:
     section = running.config.turnstile
+    if section.button_action is ButtonAction.RELEASE and running.gate.confirm("button"):
+        return  # a supervised lane's allow was waiting: the press confirmed it
     if section.button_action is ButtonAction.EXIT:
         running.gate.arm_exit(section.button_operator, section.exit_arm_ms / 1000)
         log.info("button: the next scan within %d s is an exit", section.exit_arm_ms // 1000)
@@ -367,6 +401,7 @@ async def serve(running: RunningGate, notifier: Notifier, stop: asyncio.Event) -
             group.create_task(_watchdog(running, notifier), name="watchdog")
             group.create_task(_status_loop(running, notifier), name="status")
             group.create_task(_service_loop(running), name="service")
+            group.create_task(running.gate.lane.run(), name="lane")
             if running.turnstile is not None:
                 running.turnstile.start()
                 group.create_task(running.turnstile.run(), name="turnstile")

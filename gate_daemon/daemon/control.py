@@ -8,6 +8,7 @@ protocol is one JSON object per line each way:
     {"op": "counters"}
     {"op": "conflicts"}
     {"op": "search", "query": "A-1042", "limit": 20}
+    {"op": "confirm"}
 
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": NAME, "message": ...}`` with
 ``error`` one of ``not_json``, ``too_large``, ``bad_request``, ``unknown_op``, ``busy``
@@ -17,7 +18,9 @@ without a central) or ``upstream`` (the central did not answer a search). A scan
 path as a camera scan (recorded, then signalled); ``scan_id`` makes a retried request
 idempotent (the gate records it under ``record_id``, an id of its own made from it, so
 the same id used at another gate makes another record there). Without ``operator`` the
-scan is recorded under the name of the user on the other end of the socket.
+scan is recorded under the name of the user on the other end of the socket. ``confirm``
+releases the oldest allow a supervised lane holds (``gatectl confirm``): it answers
+``{"ok": true, "confirmed": true|false, "lane": LANE}``, false when none was waiting.
 """
 
 from __future__ import annotations
@@ -174,6 +177,11 @@ class ControlServer:
             return await self._scan(request, user)
         if op == "search":
             return await self._search(request)
+        if op == "confirm":
+            if set(request) != {"op"}:
+                raise BadRequest("bad_request", "confirm takes no other field")
+            confirmed = self.gate.confirm(f"gatectl:{user or '?'}")
+            return {"ok": True, "confirmed": confirmed, "lane": self.gate.lane.status()}
         try:
             if op == "status":
                 return {"ok": True, "status": await self._status()}
@@ -184,7 +192,8 @@ class ControlServer:
                 return {"ok": True, "conflicts": [conflict.as_dict() for conflict in found]}
         except (sqlite3.Error, ValueError) as exc:
             raise BadRequest("unavailable", f"the ledger cannot answer: {exc}") from None
-        raise BadRequest("unknown_op", f"op must be scan, status, counters, conflicts or search, not {op!r}")
+        ops = "scan, status, counters, conflicts, search or confirm"
+        raise BadRequest("unknown_op", f"op must be {ops}, not {op!r}")
 
     async def _search(self, request: dict[str, Any]) -> dict[str, Any]:
         query, limit = request.get("query"), request.get("limit", 20)

@@ -69,7 +69,8 @@ async def serve_lan(
         )
         status.ledger.subscribe(replicator.committed)
     status.replication, status.replicator = shared, replicator
-    listening = LanServer(create_app(status.snapshot, rate=config.lan.rate, replication=shared))
+    app = create_app(status.snapshot, rate=config.lan.rate, replication=shared, lane=status.gate.lane)
+    listening = LanServer(app)
     await listening.start(config.lan.host, config.lan.port)
     stack.push_async_callback(listening.aclose)  # once it listens: a failed start cleans up itself
     if shared is not None and shared.problem is not None:
@@ -149,7 +150,7 @@ async def upstream_sync(
         heartbeat_interval=up.heartbeat_interval_s,
     )
     marks = await UpstreamMarks.load(shared.ledger)
-    return UpstreamSync(
+    sync = UpstreamSync(
         client,
         shared,
         marks,
@@ -159,6 +160,8 @@ async def upstream_sync(
         download_dir=config.gate.state_dir,
         status=status.snapshot,
     )
+    sync.lane = status.gate.lane  # supervisors' commands in the heartbeat's answers
+    return sync
 
 
 def online_decider(

@@ -81,6 +81,7 @@ class GateStatus:
             "upstream": None if self.sync is None else self.sync.status(),
             "online": None if self.online is None else self.online.status(),
             "clock": self.clock.status(),
+            "lane": self.gate.lane.status(),
         }
 
     def _manifest(self, now: float) -> ManifestStatus:

@@ -14,6 +14,10 @@ dropped (counted in memory as a repeat).
 With a turnstile, an ``allow`` pulses its relay once committed and shown; a steward's
 button can release it by hand (``Gate.release``, recorded like a scan) or make the next
 input scan an exit (``Gate.arm_exit``).
+
+The lane (``gate_daemon.gate.lane``), set by supervisors' signed commands: a closed lane
+refuses every scan with ``lane_closed`` (recorded, never released); a supervised lane
+commits an allow and holds it, unshown and unreleased, until ``Gate.confirm``.
 """
 
 from __future__ import annotations
@@ -23,7 +27,7 @@ import sqlite3
 import time
 import uuid
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from gate_daemon.core.decision import (
@@ -41,6 +45,7 @@ from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.tokens import payload_fingerprint
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.gate.feed import ResultFeed, Subscription
+from gate_daemon.gate.lane import Lane
 from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.ports import Signals
 from gate_daemon.store.ledger import Ledger
@@ -84,6 +89,8 @@ class ScanResult:
     decision: Decision
     recorded: bool = True
     duplicate: bool = False
+    #: A supervised lane's allow, held until a steward confirms it (``Gate.confirm``).
+    pending: bool = False
 
     def as_dict(self, client_id: str | None = None) -> dict[str, Any]:
         """The JSON answer the control socket returns: the decision, and the scan's ids and state.
@@ -97,6 +104,8 @@ class ScanResult:
         out["recorded"] = self.recorded
         if self.duplicate:
             out["duplicate"] = True
+        if self.pending:
+            out["pending"] = True
         out["record_id"] = self.scan_id
         return out
 
@@ -128,6 +137,7 @@ class Gate:
         clock: Callable[[], float] = time.time,
         monotonic: Callable[[], float] = time.monotonic,
         online: RemoteDecider | None = None,
+        lane: Lane | None = None,
     ) -> None:
         self.gate_id = gate_id
         self.online = online
@@ -146,7 +156,9 @@ class Gate:
         self._seen: dict[str, float] = {}
         #: Counts kept in memory only: events too frequent or too broken to persist.
         self.volatile: dict[str, int] = {"repeats": 0, "unrecorded": 0}
-        #: Every result shown, for its subscribers (the gate screen).
+        #: Open, supervised or closed, by supervisors' signed commands (an open one when not given).
+        self.lane = lane or Lane(ledger, manifests, gate_id=gate_id, event_id=event_id, clock=clock)
+        #: Every result shown, for its subscribers (the gate screen); a held allow too, as pending.
         self.results: ResultFeed[ScanResult] = ResultFeed(monotonic=monotonic)
 
     def subscribe(self) -> Subscription[ScanResult]:
@@ -178,8 +190,13 @@ class Gate:
         self._armed = (self._monotonic() + seconds, operator)
 
     async def release(self, *, device: str, operator: str) -> ScanResult:
-        """Release the turnstile by hand: recorded in the evidence log, then shown and pulsed."""
+        """Release the turnstile by hand: recorded in the evidence log, then shown and pulsed.
+
+        At a closed lane the release is recorded refused (``lane_closed``) and the relay stays locked.
+        """
         decision = Decision(Reason.MANUAL_RELEASE, "Released by staff")
+        if self.lane.closed:
+            decision = _closed(None)
         # No payload, so no fingerprint; decided here, on whatever manifest is active.
         scan = self._scan_of(
             new_scan_id(), "", device, operator, self.kind, route="offline", manifest=self.manifests.current
@@ -191,11 +208,26 @@ class Gate:
             # opens the turnstile with its own key, which leaves no gap in the record.
             return self._unrecorded(scan.uuid, f"ledger error: {exc}")
         self._show(decision)
-        if self.turnstile is not None:
+        if self.turnstile is not None and decision.reason is Reason.MANUAL_RELEASE:
             self.turnstile.release(None)
         result = ScanResult(scan.uuid, decision)
         self.results.publish(result)
         return result
+
+    def confirm(self, device: str) -> bool:
+        """A steward confirms the oldest allow a supervised lane holds: shown, then released.
+
+        False when no allow is waiting (none held, or voided meanwhile).
+        """
+        held = self.lane.take()
+        if held is None:
+            return False
+        log.info("lane: scan %s confirmed at %s", held.scan_id, device)
+        self._show(held.decision)
+        if self.turnstile is not None:
+            self.turnstile.release(held.scan_id)
+        self.results.publish(ScanResult(held.scan_id, held.decision))
+        return True
 
     def _forget(self, now: float) -> None:
         stale = [k for k, seen in self._seen.items() if now - seen >= self.repeat_window]
@@ -247,9 +279,15 @@ class Gate:
             admitted = result.recorded and result.decision.outcome is Outcome.ALLOW
             self.online.settled(result.scan_id, admitted)
         if not result.duplicate:
-            self._show(result.decision)
             decision = result.decision
-            if self.turnstile is not None and decision.reason is Reason.OK and decision.ticket_id is not None:
+            admits = decision.reason is Reason.OK and decision.ticket_id is not None
+            if admits and result.recorded and self.lane.supervised:
+                self.lane.hold(result.scan_id, decision)  # shown and released once confirmed
+                held = replace(result, pending=True)
+                self.results.publish(held)  # the screen asks the steward to confirm it
+                return held
+            self._show(decision)
+            if self.turnstile is not None and admits:
                 self.turnstile.release(result.scan_id)
             self.results.publish(result)
         return result
@@ -266,13 +304,17 @@ class Gate:
     ) -> ScanResult:
         # Online-first: the central's word, asked before the ledger is locked (other scans
         # must not wait on the network); None when it did not answer in time.
-        remote = None if self.online is None else await self.online.decide(scan_id, payload, kind)
+        remote = None
+        if self.online is not None and not self.lane.closed:  # a closed lane refuses without asking
+            remote = await self.online.decide(scan_id, payload, kind)
         route: Route = "offline" if remote is None else "online"
         manifest = self.manifests.current
         scan = self._scan_of(scan_id, fingerprint, device, operator, kind, route=route, manifest=manifest)
         found = self._identify(payload, manifest, scan.wall)
 
         def verdict(facts: LedgerFacts) -> Decision:
+            if self.lane.closed:
+                return _closed(found)
             if isinstance(found, Decision):
                 local = found
             else:
@@ -343,6 +385,12 @@ def _duplicate(scan_id: str, fingerprint: str, recorded: RecordedScan) -> ScanRe
     if recorded.fingerprint != fingerprint:
         raise ScanIdReused(f"scan id {scan_id} was recorded for another payload")
     return ScanResult(scan_id, Decision.from_dict(recorded.decision), duplicate=True)
+
+
+def _closed(found: Ticket | Decision | None) -> Decision:
+    """A closed lane's answer to any scan (with the ticket's id, when it named one, for the record)."""
+    ticket = found.ticket_id if found is not None else None
+    return Decision(Reason.LANE_CLOSED, "Lane closed: please use another gate", ticket_id=ticket)
 
 
 def _both_allow(local: Decision, remote: Decision, scan_id: str) -> Decision:

@@ -6,6 +6,11 @@
   challenge for the next signed request, ``POST /v1/redemptions`` takes a push of
   records and ``POST /v1/redemptions/pull`` serves records after what the caller holds
   (``gate_daemon.net.replication``). Both are signed requests (``gate_daemon.net.peer_auth``).
+- ``POST /v1/command``: a supervisor's signed command (``gate_daemon.gate.lane``,
+  docs/COMMANDS.md); not behind peer auth: the command's own signature is its auth. It
+  answers ``{"applied": true|false, "state": LANE}`` or the command's refusal by name
+  (``bad_command``, ``bad_signature``, ``unknown_supervisor``, ``wrong_event``,
+  ``wrong_gate``, ``expired``, ``replayed``, ``stale``).
 
 ``create_app`` builds the application from what it serves; ``LanServer`` runs it on
 ``[lan] listen``. Every error is a JSON object ``{"error": NAME, "detail": ...}`` with
@@ -34,6 +39,7 @@ from aiohttp import web
 
 from gate_daemon.core.snapshot import GateSnapshot
 from gate_daemon.errors import GateError, WireError
+from gate_daemon.gate.lane import Lane
 from gate_daemon.net.http_edge import MalformedRequestLog, refusal
 from gate_daemon.net.metrics import render
 from gate_daemon.net.peer_auth import HEADER_CHALLENGE
@@ -51,6 +57,7 @@ MAX_CLIENTS = 4096
 STATUS: web.AppKey[StatusSource] = web.AppKey("status")
 
 REPLICATION = web.AppKey("replication", Replication)
+LANE = web.AppKey("lane", Lane)
 #: Routes that take signed requests only: not limited per address (see above).
 _SIGNED = frozenset({"/v1/redemptions", "/v1/redemptions/pull"})
 
@@ -166,12 +173,26 @@ async def _pull(request: web.Request) -> web.Response:
     return _answer(replication, {"records": records, "more": more})
 
 
+async def _command(request: web.Request) -> web.Response:
+    lane = request.app[LANE]
+    try:
+        data = json.loads(await request.read())
+    except (ValueError, RecursionError):
+        raise WireError("not_json", "the body is not JSON", 400) from None
+    applied = await lane.command(data, via="lan")
+    return web.json_response({"applied": applied, "state": lane.status()})
+
+
 def create_app(
-    status: StatusSource | None, *, rate: int = 20, replication: Replication | None = None
+    status: StatusSource | None,
+    *,
+    rate: int = 20,
+    replication: Replication | None = None,
+    lane: Lane | None = None,
 ) -> web.Application:
     """The LAN application serving ``status`` (``/v1/status`` and ``/metrics``), when given.
 
-    With ``replication``, the peer routes too.
+    With ``replication``, the peer routes too; with ``lane``, supervisors' commands.
     """
     app = web.Application(
         middlewares=[_errors, _rate_limit],
@@ -188,6 +209,9 @@ def create_app(
         app.router.add_get("/v1/challenge", _challenge)
         app.router.add_post("/v1/redemptions", _push)
         app.router.add_post("/v1/redemptions/pull", _pull)
+    if lane is not None:
+        app[LANE] = lane
+        app.router.add_post("/v1/command", _command)
     return app
 
 

@@ -20,6 +20,7 @@ from gate_daemon.core.counters import Family
 from gate_daemon.core.snapshot import (
     ClockStatus,
     GateSnapshot,
+    LaneStatus,
     OnlineStatus,
     ReplicationStatus,
     UpstreamStatus,
@@ -56,6 +57,16 @@ _LABELLED = {
         "gate_mode_switches",
         "to",
         "Online-first: switches to offline (the breaker opened) and back online.",
+    ),
+    Family.COMMAND: (
+        "gate_commands",
+        "result",
+        "Supervisor commands: applied, or refused by reason (bad_signature, replayed, ...).",
+    ),
+    Family.LANE: (
+        "gate_lane_entries",
+        "result",
+        "Supervised lane: allows confirmed by a steward, and voided for want of a confirmation.",
     ),
 }
 #: Plain counters: counter name -> (metric name, help).
@@ -141,6 +152,7 @@ class _Snapshot:
         yield from _replication(status["replication"])
         yield from _upstream(status["upstream"], status["online"])
         yield from _clock(status["clock"])
+        yield from _lane(status["lane"])
         source = status["input_state"]
         stats = None if source is None else source.get("stats")
         if stats:
@@ -296,6 +308,29 @@ def _clock(clock: ClockStatus) -> Iterator[Metric]:
         "gate_clock_unsigned_answers",
         "Answers of the central whose signed time was missing or did not verify (since start).",
         value=clock["unsigned_answers"],
+    )
+
+
+def _lane(lane: LaneStatus) -> Iterator[Metric]:
+    """The lane's state, one series per state (1 for the one it is in), and what it holds."""
+    state = GaugeMetricFamily(
+        "gate_lane_state",
+        "1 for the lane's state (open, supervised, closed), by supervisors.",
+        labels=["state"],
+    )
+    for name in ("open", "supervised", "closed"):
+        state.add_metric([name], int(lane["state"] == name))
+    yield state
+    forced = GaugeMetricFamily(
+        "gate_mode_forced", "1 for a decision mode a supervisor forced (online, offline).", labels=["mode"]
+    )
+    for name in ("online", "offline"):
+        forced.add_metric([name], int(lane["mode_forced"] == name))
+    yield forced
+    yield GaugeMetricFamily(
+        "gate_lane_pending",
+        "1 while a supervised lane's allow waits for a steward.",
+        value=int(bool(lane["pending"])),
     )
 
 

@@ -15,6 +15,12 @@ call switches it back (a central whose challenges are quick but whose validation
 costs one timeout per probe cycle, not ``failures``). Every switch is counted, with how
 long the switch took (from the first bad call of the streak to the switch) and the time
 spent offline.
+
+A supervisor can force the route (``force``, from a signed ``mode`` command): forced
+``offline``, no scan asks the central and the probe does not close the breaker; forced
+``online``, every scan asks (each still within its deadline, each still decided here when
+the call fails) and bad calls do not open the breaker; ``None`` gives the route back to
+the breaker, from where it stands.
 """
 
 from __future__ import annotations
@@ -100,6 +106,20 @@ class OnlineDecider:
         #: Marks to take back: scans the central may have marked that this gate did not admit.
         self._releases: OrderedDict[str, int] = OrderedDict()
         self.released = 0
+        #: The route a supervisor forced, or None: the breaker's.
+        self.forced: Route | None = None
+
+    def force(self, route: str | None) -> None:
+        """Force the route (``online``, ``offline``) or give it back to the breaker (None)."""
+        if route not in ("online", "offline"):
+            if self.forced is not None:
+                log.warning("online-first: the route is the breaker's again (a supervisor's command)")
+            self.forced = None
+            return
+        self.forced = "online" if route == "online" else "offline"
+        if self.route != self.forced:
+            self._switch(self.forced, f"forced {self.forced} by a supervisor", 0.0)
+        self._trial = False
 
     async def decide(self, uuid: str, payload: str, kind: ScanKind) -> Decision | None:
         """Ask the central, within the hard timeout; None when the gate must decide alone."""
@@ -163,7 +183,8 @@ class OnlineDecider:
         if self._streak == 0:
             self._streak_started = started
         self._streak += 1
-        if (self._trial or self._streak >= self.settings.failures) and self.route == "online":
+        opens = self._trial or self._streak >= self.settings.failures
+        if opens and self.route == "online" and self.forced is None:
             self._switch("offline", why, self._monotonic() - (self._streak_started or started))
 
     def _switch(self, to: Route, why: str, took: float) -> None:
@@ -189,7 +210,7 @@ class OnlineDecider:
         while True:
             await asyncio.sleep(self.settings.probe_interval)
             await self._release_marks()
-            if self.route == "online":
+            if self.route == "online" or self.forced is not None:
                 continue
             started = self._monotonic()
             try:

@@ -19,6 +19,8 @@ scan path (a scan commits to the ledger and is done; these read what was committ
   origin gates' keys and learned through the ledger like a peer's, so a ticket used at a
   gate outside this LAN is ``already_used`` here.
 - **heartbeat**: the gate's counters and a short status, every ``heartbeat_interval``.
+  The answer carries supervisors' commands for this gate (``gate.lane.Lane.deliver``:
+  verified and applied like those from the LAN); the next heartbeat acknowledges them.
 
 Every answer's ``Date`` header feeds the gate's clock (offset estimate and time floor).
 """
@@ -42,6 +44,7 @@ from gate_daemon.core.records import Redemption
 from gate_daemon.core.snapshot import DownloadStatus, GateSnapshot, LoopStatus, UpstreamStatus
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.gate.clock import GateClock
+from gate_daemon.gate.lane import Lane
 from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.net.replication import Replication
 from gate_daemon.net.upstream import MAX_BATCH, ManifestFetch, PushAnswer, UpstreamClient, UpstreamError
@@ -139,6 +142,9 @@ class UpstreamSync:
         #: One manifest refresh at a time (the manifest loop's and the pull's share a download file).
         self._manifest_lock = asyncio.Lock()
         self.ledger.subscribe(lambda _record: self._wake.set())
+        #: Where commands from the central go (the gate's lane), and the nonces to acknowledge.
+        self.lane: Lane | None = None
+        self._acked: list[str] = []
 
     # ------------------------------------------------------------------ loops
 
@@ -380,7 +386,11 @@ class UpstreamSync:
         """Counters and a short status to the central; the floor kept while at it."""
         counters = await self.ledger.counters()
         status = {} if self._status is None else _brief(await self._status())
-        await self.client.heartbeat(counters, status)
+        acked = self._acked[:]
+        answer = await self.client.heartbeat(counters, status, acked=acked)
+        del self._acked[: len(acked)]
+        if self.lane is not None:
+            self._acked += await self.lane.deliver(answer.get("commands"))
         await self.clock.save(self.ledger)
 
     # ------------------------------------------------------------------ status
@@ -411,4 +421,5 @@ def _brief(status: GateSnapshot) -> dict[str, Any]:
         "decision": status["decision"],
         "clock": status["clock"],
         "uptime_seconds": status["uptime_seconds"],
+        "lane": status["lane"],
     }

@@ -249,9 +249,13 @@ class UpstreamClient:
             raise UpstreamError("bad_reply", "a search answer needs a list of results")
         return results
 
-    async def heartbeat(self, counters: dict[str, int], status: dict[str, Any]) -> dict[str, Any]:
-        """Tell the central this gate is alive, with its counters."""
-        body = {"sent_at": self._clock(), "counters": counters, "status": status}
+    async def heartbeat(
+        self, counters: dict[str, int], status: dict[str, Any], *, acked: Sequence[str] = ()
+    ) -> dict[str, Any]:
+        """Tell the central this gate is alive, with its counters (and the commands it took: ``acked``)."""
+        body: dict[str, Any] = {"sent_at": self._clock(), "counters": counters, "status": status}
+        if acked:
+            body["acked"] = list(acked)
         return await self._json("POST", "/v1/heartbeat", body)
 
     async def manifest(

@@ -84,6 +84,7 @@ def build_manifest(
         "zones": [{"id": z.id, "name": z.name} for z in event.zones],
         "ticket_keys": [k.text() for k in event.ticket_keys],
         "gates": [{"id": g.id, "pub": g.key.text()} for g in event.gates],
+        **_supervisors(event),
         "revoked": sorted(set(event.revoked)),
         "legacy_codes": event.legacy_codes,
         "by_status": _by_status(tickets),
@@ -94,6 +95,13 @@ def build_manifest(
     changes = encode_changes(plan.changed, header)
     header["delta"] = changes_member(base, changes, plan)
     return seal(header, DELTA, changes, key)
+
+
+def _supervisors(event: EventSpec) -> dict[str, Any]:
+    """The supervisors' roster; left out when there is none, so such a manifest reads as before."""
+    if not event.supervisors:
+        return {}
+    return {"supervisors": [{"id": s.id, "pub": s.key.text()} for s in event.supervisors]}
 
 
 def _by_status(tickets: Sequence[TicketEntry]) -> dict[str, int]:

@@ -25,6 +25,10 @@ name = "Floor"
 [[gates]]                        # the roster peers authenticate against
 id = "north-1"
 pub = "north-1.pub"
+
+[[supervisors]]                  # who may sign commands to the gates (docs/COMMANDS.md)
+id = "sam"
+pub = "sam.pub"
 """
 
 from __future__ import annotations
@@ -35,14 +39,14 @@ from pathlib import Path
 
 from gate_daemon.config.toml import Checker, KeyPath, load
 from gate_daemon.core.keys import PublicKey
-from gate_daemon.core.manifest import RosterGate, Session, Zone
+from gate_daemon.core.manifest import RosterGate, RosterSupervisor, Session, Zone
 from gate_daemon.core.times import TimeFormatError, parse_instant
 from gate_daemon.core.tokens import MAX_LABEL, MAX_TICKET_ID
 from gate_daemon.errors import KeyFileError
 from gate_daemon.provision.keyfiles import public_key_ref
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-TOP_KEYS = {"event", "sessions", "zones", "revoked", "ticket_keys", "gates"}
+TOP_KEYS = {"event", "sessions", "zones", "revoked", "ticket_keys", "gates", "supervisors"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -57,6 +61,7 @@ class EventSpec:
     legacy_codes: bool
     ticket_keys: tuple[PublicKey, ...]
     gates: tuple[RosterGate, ...]
+    supervisors: tuple[RosterSupervisor, ...] = ()
 
 
 def load_event(path: Path) -> EventSpec:
@@ -121,6 +126,7 @@ def load_event(path: Path) -> EventSpec:
         if key is not None:
             gates.append(RosterGate(gid, key))
     _unique(check, "gates", [g.id for g in gates])
+    supervisors = _supervisors(check, doc, base)
 
     check.finish()
     return EventSpec(
@@ -132,7 +138,22 @@ def load_event(path: Path) -> EventSpec:
         legacy_codes,
         tuple(ticket_keys),
         tuple(gates),
+        supervisors,
     )
+
+
+def _supervisors(check: Checker, doc: dict[str, object], base: Path) -> tuple[RosterSupervisor, ...]:
+    """``[[supervisors]]``: ids (as a gate's) and the public keys their commands are signed with."""
+    found: list[RosterSupervisor] = []
+    for i, raw in enumerate(check.tables(check.raw(doc, "supervisors"), ("supervisors",))):
+        where: KeyPath = ("supervisors", i)
+        tbl = check.table(raw, where, {"id", "pub"}, {"id", "pub"})
+        sid = check.string(tbl, where, "id", pattern=IDENT, max_bytes=32)
+        key = _key(check, (*where, "pub"), check.string(tbl, where, "pub", max_bytes=1024), base)
+        if key is not None:
+            found.append(RosterSupervisor(sid, key))
+    _unique(check, "supervisors", [s.id for s in found])
+    return tuple(found)
 
 
 def _instant(check: Checker, tbl: dict[str, object], where: KeyPath, key: str) -> int | None:

@@ -290,12 +290,19 @@ class Ledger:
                 log.exception("a ledger listener failed")
 
     async def void(
-        self, scan_id: str, *, wall: float, operator: str | None, counters: Sequence[str]
+        self,
+        scan_id: str,
+        *,
+        wall: float,
+        operator: str | None,
+        counters: Sequence[str],
+        resolution: str = "not_passed",
     ) -> Redemption | None:
         """Take back this gate's redemption made by scan ``scan_id``: the person never passed.
 
         Appends a ``void`` record naming the redemption (it replicates like any other),
-        marks the scan's evidence row ``not_passed``, counts ``counters`` and updates
+        marks the scan's evidence row ``resolution`` (``not_passed``; a supervised lane's
+        ``not_confirmed``), counts ``counters`` and updates
         the ticket's conflicts, in one transaction; returns the void. None, with nothing
         written, when the scan made no redemption here or it is already voided. The
         transaction holds the lock: no scan decides in between.
@@ -326,7 +333,7 @@ class Ledger:
                 voids=scan_id,
             )
             await tx.execute(INSERT_OWN, row(record))
-            await tx.execute("UPDATE scans SET resolution = 'not_passed' WHERE uuid = ?", (scan_id,))
+            await tx.execute("UPDATE scans SET resolution = ? WHERE uuid = ?", (resolution, scan_id))
             await tx.count(counters)
             tickets = {record.ticket_id}
             judged = await judge_again(self._db, "redemptions", tickets, self._entries_allowed, wall)

@@ -54,6 +54,12 @@ Tables:
   marks in ``meta``: one statement, so one atomic, fsynced
   transaction and one trip to the database thread. A redemption refused by the unique index aborts
   the whole statement, evidence and counters included.
+- ``lane`` (migration 7): the last supervisor command applied of each kind (``lane``,
+  ``mode``, ``message``): the lane's state survives a restart, and a command older than
+  the one applied is refused (``gate_daemon.store.lane``).
+- ``commands`` (migration 7): the evidence log of supervisor commands, applied and refused:
+  who (the supervisor the command names), what, when it was issued and received, by which
+  path, and the outcome. A nonce is applied at most once (a partial unique index).
 """
 
 from __future__ import annotations
@@ -321,4 +327,30 @@ MIGRATIONS: tuple[str, ...] = (
         SELECT 'latest_scan_hlc', hlc FROM (SELECT MAX(hlc) AS hlc FROM scans) WHERE hlc IS NOT NULL;
     """  # noqa: S608 (constants only)
     + _SCAN_COMMITS_6,
+    # 7: supervisor commands: the lane's state, and the evidence log of commands.
+    """
+    CREATE TABLE IF NOT EXISTS lane (
+        kind       TEXT PRIMARY KEY CHECK (kind IN ('lane', 'mode', 'message')),
+        value      TEXT NOT NULL,
+        supervisor TEXT NOT NULL,
+        issued_ms  INTEGER NOT NULL,
+        nonce      TEXT NOT NULL,
+        applied_ms INTEGER NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS commands (
+        id          INTEGER PRIMARY KEY,
+        received_ms INTEGER NOT NULL,
+        via         TEXT NOT NULL,
+        outcome     TEXT NOT NULL,
+        supervisor  TEXT,
+        gate        TEXT,
+        kind        TEXT,
+        value       TEXT,
+        issued_ms   INTEGER,
+        nonce       TEXT,
+        digest      TEXT,
+        detail      TEXT NOT NULL
+    );
+    CREATE UNIQUE INDEX IF NOT EXISTS commands_applied ON commands (nonce) WHERE outcome = 'applied';
+    """,
 )

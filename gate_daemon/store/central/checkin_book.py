@@ -126,6 +126,10 @@ class CentralStore:
         async with self._lock, immediate(self._db):
             yield self._db
 
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[aiosqlite.Connection]:
+        """One write transaction under the store's lock, for the modules of its other tables."""
+        return self._transaction()
+
     # ------------------------------------------------------------------ check-ins
 
     async def cursor(self) -> int:

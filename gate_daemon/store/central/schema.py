@@ -16,6 +16,10 @@ Tables:
   and status.
 - ``manifests``: the versions built (the files are beside the database).
 - ``meta``: ``created_at``.
+- ``commands`` (migration 2): supervisors' signed commands taken by ``POST /v1/commands``,
+  verified against the latest manifest, by nonce: the envelope as received, for the gate
+  it names, until that gate's heartbeat acknowledges it (``acked_at``)
+  (``gate_daemon.store.central.command_queue``).
 """
 
 from __future__ import annotations
@@ -80,6 +84,21 @@ CREATE TABLE manifests (
     built_at    REAL NOT NULL
 );
 INSERT INTO meta VALUES ('created_at', strftime('%s', 'now'));
+""",
+    """
+CREATE TABLE commands (
+    nonce       TEXT PRIMARY KEY,
+    gate        TEXT NOT NULL,
+    kind        TEXT NOT NULL,
+    value       TEXT NOT NULL,
+    supervisor  TEXT NOT NULL,
+    issued_ms   INTEGER NOT NULL,
+    digest      TEXT NOT NULL,
+    envelope    TEXT NOT NULL,
+    received_at REAL NOT NULL,
+    acked_at    REAL
+);
+CREATE INDEX commands_by_gate ON commands (gate, issued_ms);
 """,
 )
 #: The schema version this code writes and reads (``PRAGMA user_version``).

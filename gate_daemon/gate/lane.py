@@ -1,0 +1,256 @@
+"""The lane: what supervisors set at a gate, and the allows a supervised lane holds.
+
+A lane is ``open`` (the gate works as it always did), ``supervised`` (every allow is
+committed and then held: the relay releases only once a steward confirms it, with the
+button, ``gatectl confirm`` or the screen; one not confirmed within
+``[gate] confirm_timeout_ms`` is voided, as a turnstile's admission nobody passed) or
+``closed`` (every scan is refused with ``lane_closed``; the relay stays locked).
+
+Supervisors also force an online-first gate ``offline`` or ``online`` (``auto`` gives it
+back to its breaker: ``on_mode``) and set a one-line message for screens. Every command
+arrives as a signed envelope, from the LAN (``POST /v1/command``) or in the central's
+heartbeat answer, and goes through ``Lane.command``: parsed and verified against the
+active manifest's supervisors (``gate_daemon.core.commands``), then applied, or refused,
+with its evidence row (``gate_daemon.store.lane``). Nothing else changes the lane.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import logging
+import sqlite3
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Protocol
+
+from gate_daemon.core.commands import (
+    NONCE,
+    Command,
+    CommandRefused,
+    LaneState,
+    parse_envelope,
+    verify,
+)
+from gate_daemon.core.counters import Family, labelled
+from gate_daemon.core.decision import Decision
+from gate_daemon.core.manifest import Manifest
+from gate_daemon.core.snapshot import LaneStatus
+from gate_daemon.gate.counts import count_softly
+from gate_daemon.store.lane import apply_command, load_lane, record_refusal
+from gate_daemon.store.ledger import Ledger
+
+log = logging.getLogger(__name__)
+
+#: Counted for a supervised lane's allow confirmed, and for one voided unconfirmed.
+CONFIRMED = labelled(Family.LANE, "confirmed")
+NOT_CONFIRMED = labelled(Family.LANE, "not_confirmed")
+#: Allows held at once; more are voided at once (nobody can confirm a queue that long).
+MAX_HELD = 64
+#: Commands taken from one heartbeat answer, at most.
+MAX_DELIVERED = 64
+
+
+class _Manifests(Protocol):
+    @property
+    def current(self) -> Manifest | None:
+        """The active manifest, or None."""
+
+
+@dataclass(frozen=True, slots=True)
+class Held:
+    """An allow committed at a supervised lane, waiting for a steward."""
+
+    scan_id: str
+    decision: Decision
+    until_ms: int
+    deadline: float
+
+
+class Lane:
+    """One gate's lane: its state, the commands that change it and the allows it holds."""
+
+    def __init__(
+        self,
+        ledger: Ledger,
+        manifests: _Manifests,
+        *,
+        gate_id: str,
+        event_id: str,
+        state: LaneState | None = None,
+        confirm_timeout: float = 15.0,
+        clock: Callable[[], float] = time.time,
+        monotonic: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self.ledger = ledger
+        self.manifests = manifests
+        self.gate_id = gate_id
+        self.event_id = event_id
+        self.state = state or LaneState()
+        self.confirm_timeout = confirm_timeout
+        self._clock = clock
+        self._monotonic = monotonic
+        self._lock = asyncio.Lock()
+        self._held: collections.deque[Held] = collections.deque()
+        self._changed = asyncio.Event()
+        self._tasks: set[asyncio.Task[None]] = set()
+        #: Told the forced decision mode ("online", "offline" or None) whenever a mode command applies.
+        self.on_mode: Callable[[str | None], None] | None = None
+
+    async def load(self) -> None:
+        """Read the state the ledger's file keeps (what was applied before a restart)."""
+        self.state = await load_lane(self.ledger)
+
+    @property
+    def closed(self) -> bool:
+        """Whether every scan is refused (``lane_closed``)."""
+        return self.state.state == "closed"
+
+    @property
+    def supervised(self) -> bool:
+        """Whether every allow waits for a steward's confirmation."""
+        return self.state.state == "supervised"
+
+    # ---------------------------------------------------------------- commands
+
+    async def command(self, envelope: object, *, via: str) -> bool:
+        """Verify and apply a signed command; whether it changed anything.
+
+        False for the very command applied before (the other delivery path's copy);
+        ``CommandRefused`` naming why for anything else not applied. Either way the
+        evidence log has it.
+        """
+        now_ms = int(self._clock() * 1000)
+        command: Command | None = None
+        try:
+            signed = parse_envelope(envelope)
+            command = signed.command
+            manifest = self.manifests.current
+            roster = () if manifest is None else manifest.supervisors
+            verify(signed, roster, event=self.event_id, gate=self.gate_id, now_ms=now_ms)
+        except CommandRefused as exc:
+            await record_refusal(self.ledger, command, via=via, now_ms=now_ms, refused=exc)
+            log.warning("command refused (%s, via %s): %s", exc.name, via, exc.detail)
+            raise
+        async with self._lock:  # one command at a time: each is ordered against the last applied
+            try:
+                self.state = await apply_command(self.ledger, self.state, command, via=via, now_ms=now_ms)
+            except CommandRefused as exc:
+                if exc.name == "replayed" and exc.duplicate:
+                    return False
+                log.warning("command refused (%s, via %s): %s", exc.name, via, exc.detail)
+                raise
+        log.warning("command applied (via %s): %s", via, command.describe())
+        if command.kind == "mode" and self.on_mode is not None:
+            self.on_mode(self.state.mode_forced)
+        return True
+
+    async def deliver(self, envelopes: object) -> list[str]:
+        """Commands from the central's heartbeat answer, each through ``command``; the nonces taken.
+
+        A refused one is taken too (its refusal is in the evidence log; the central need not
+        send it again); one the ledger could not record is not, and comes again.
+        """
+        if not isinstance(envelopes, list):
+            if envelopes is not None:
+                log.warning("the central's heartbeat answer carries commands that are not a list")
+            return []
+        taken = []
+        for envelope in envelopes[:MAX_DELIVERED]:
+            with contextlib.suppress(CommandRefused):
+                await self.command(envelope, via="central")
+            nonce = _nonce(envelope)
+            if nonce is not None:
+                taken.append(nonce)
+        return taken
+
+    # ---------------------------------------------------------------- held allows
+
+    def hold(self, scan_id: str, decision: Decision) -> None:
+        """Hold a committed allow until a steward confirms it or its time runs out."""
+        until_ms = int((self._clock() + self.confirm_timeout) * 1000)
+        self._held.append(Held(scan_id, decision, until_ms, self._monotonic() + self.confirm_timeout))
+        self._changed.set()
+
+    def take(self) -> Held | None:
+        """The oldest allow held, now confirmed (None when none waits)."""
+        if not self._held:
+            return None
+        held = self._held.popleft()
+        self._changed.set()
+        # Called from the loop's callbacks (the button), which cannot wait: counted as a task,
+        # awaited at ``aclose`` while the ledger is still open.
+        task = asyncio.get_running_loop().create_task(count_softly(self.ledger, CONFIRMED))
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+        return held
+
+    async def aclose(self) -> None:
+        """Let the counts under way reach the ledger (allows still held stay as recorded)."""
+        for task in list(self._tasks):
+            await task
+
+    @property
+    def held(self) -> int:
+        """Allows waiting for confirmation."""
+        return len(self._held)
+
+    async def run(self) -> None:
+        """Void the allows whose time ran out unconfirmed; runs until cancelled."""
+        while True:
+            if not self._held:
+                self._changed.clear()
+                await self._changed.wait()
+                continue
+            wait = self._held[0].deadline - self._monotonic()
+            if wait > 0 and len(self._held) <= MAX_HELD:
+                self._changed.clear()
+                with contextlib.suppress(TimeoutError):  # asyncio.timeout: see the turnstile's run
+                    async with asyncio.timeout(wait):
+                        await self._changed.wait()
+                continue
+            await self._void(self._held.popleft())
+
+    async def _void(self, held: Held) -> None:
+        try:
+            voided = await self.ledger.void(
+                held.scan_id,
+                wall=self._clock(),
+                operator=None,
+                counters=[NOT_CONFIRMED],
+                resolution="not_confirmed",
+            )
+        except (sqlite3.Error, ValueError) as exc:
+            log.error("lane: cannot void scan %s that nobody confirmed: %s", held.scan_id, exc)
+            return
+        if voided is not None:
+            log.info("lane: scan %s was not confirmed in time; its ticket can be used again", held.scan_id)
+
+    # ---------------------------------------------------------------- status
+
+    def status(self) -> LaneStatus:
+        """The snapshot's ``lane`` block."""
+        state, first = self.state, (self._held[0] if self._held else None)
+        return {
+            "state": state.state,
+            "since_ms": None if state.lane is None else state.lane.applied_ms,
+            "by": None if state.lane is None else state.lane.supervisor,
+            "message": state.text,
+            "mode_forced": state.mode_forced,
+            "pending": None
+            if first is None
+            else {
+                "ticket": first.decision.ticket_id or "",
+                "reason": first.decision.reason.value,
+                "until_ms": first.until_ms,
+            },
+        }
+
+
+def _nonce(envelope: object) -> str | None:
+    """The nonce an envelope's command names, when it names one."""
+    body = envelope.get("command") if isinstance(envelope, dict) else None
+    nonce = body.get("nonce") if isinstance(body, dict) else None
+    return nonce if isinstance(nonce, str) and NONCE.fullmatch(nonce) else None

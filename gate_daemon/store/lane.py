@@ -1,0 +1,143 @@
+"""The lane's state and the evidence log of supervisor commands, in the ledger's file.
+
+The ``lane`` table (migration 7) holds the last command applied of each kind, so a
+closed lane is still closed after a restart, and a command older than the one applied
+is refused (``gate_daemon.core.commands.ordering``). The ``commands`` table is the
+evidence log of commands: every one applied or refused, with who signed it (as the
+command names them), what it said, when it was issued and received, by which path, and
+the outcome. A command is applied in one transaction with its evidence row and its
+counter, under the ledger's lock: two paths delivering the same command at once apply
+it once.
+
+Refusals are kept up to ``REFUSALS_KEPT`` rows back: a flood of forged commands cannot
+fill the card. Applied commands are always kept.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from gate_daemon.core.commands import Applied, Command, CommandRefused, LaneState, ordering
+from gate_daemon.core.counters import Family, labelled
+from gate_daemon.store.ledger import Ledger
+from gate_daemon.store.transactions import Transaction
+
+#: Refused commands are kept among the last this many rows of the log.
+REFUSALS_KEPT = 10_000
+
+_INSERT = """
+    INSERT INTO commands (received_ms, via, outcome, supervisor, gate, kind, value, issued_ms, nonce,
+                          digest, detail)
+    VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
+"""
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRow:
+    """One row of the command evidence log."""
+
+    received_ms: int
+    via: str
+    outcome: str
+    supervisor: str | None
+    gate: str | None
+    kind: str | None
+    value: str | None
+    issued_ms: int | None
+    nonce: str | None
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "received_ms": self.received_ms,
+            "via": self.via,
+            "outcome": self.outcome,
+            "supervisor": self.supervisor,
+            "gate": self.gate,
+            "kind": self.kind,
+            "value": self.value,
+            "issued_ms": self.issued_ms,
+            "nonce": self.nonce,
+            "detail": self.detail,
+        }
+
+
+async def load_lane(ledger: Ledger) -> LaneState:
+    """The last command applied of each kind, as the file holds them."""
+    async with ledger.transaction() as tx:
+        cursor = await tx.execute("SELECT kind, value, supervisor, issued_ms, nonce, applied_ms FROM lane")
+        rows = await cursor.fetchall()
+    found = {
+        str(kind): Applied(str(value), str(who), int(issued), str(nonce), int(applied))
+        for kind, value, who, issued, nonce, applied in rows
+    }
+    return LaneState(found.get("lane"), found.get("mode"), found.get("message"))
+
+
+async def apply_command(
+    ledger: Ledger, state: LaneState, command: Command, *, via: str, now_ms: int
+) -> LaneState:
+    """Apply a verified command: the replay and ordering rules, then the state, its evidence, a counter.
+
+    ``CommandRefused`` (``replayed``, ``stale``) once the refusal is recorded.
+    """
+    refusal: CommandRefused | None = None
+    async with ledger.transaction() as tx:
+        cursor = await tx.execute(
+            "SELECT digest FROM commands WHERE nonce = ? AND outcome = 'applied'", (command.nonce,)
+        )
+        seen = await cursor.fetchone()
+        try:
+            ordering(command, None if seen is None else str(seen[0]), state.last(command.kind))
+        except CommandRefused as exc:
+            refusal = exc
+            await _record(tx, command, via, now_ms, exc.name, exc.detail)
+        else:
+            await tx.execute(
+                "INSERT OR REPLACE INTO lane (kind, value, supervisor, issued_ms, nonce, applied_ms)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (command.kind, command.value, command.supervisor, command.issued_ms, command.nonce, now_ms),
+            )
+            await _record(tx, command, via, now_ms, "applied", command.describe())
+    if refusal is not None:
+        raise refusal
+    return state.applying(command, now_ms)
+
+
+async def record_refusal(
+    ledger: Ledger, command: Command | None, *, via: str, now_ms: int, refused: CommandRefused
+) -> None:
+    """Keep a command refused before it reached the ordering rules (unparsed: ``command`` None)."""
+    async with ledger.transaction() as tx:
+        await _record(tx, command, via, now_ms, refused.name, refused.detail)
+
+
+async def _record(
+    tx: Transaction, command: Command | None, via: str, now_ms: int, outcome: str, detail: str
+) -> None:
+    fields: tuple[Any, ...] = (None,) * 7
+    if command is not None:
+        c = command
+        fields = (c.supervisor, c.gate, c.kind, c.value, c.issued_ms, c.nonce, c.digest())
+    await tx.execute(_INSERT, (now_ms, via, outcome, *fields, detail[:300]))
+    await tx.count([labelled(Family.COMMAND, outcome)])
+    if outcome != "applied":
+        await tx.execute(
+            "DELETE FROM commands WHERE outcome != 'applied' AND id <= (SELECT MAX(id) FROM commands) - ?",
+            (REFUSALS_KEPT,),
+        )
+
+
+async def command_log(ledger: Ledger, limit: int = 100) -> list[CommandRow]:
+    """The latest ``limit`` commands, applied and refused, newest first."""
+    async with ledger.transaction() as tx:
+        cursor = await tx.execute(
+            "SELECT received_ms, via, outcome, supervisor, gate, kind, value, issued_ms, nonce, detail"
+            " FROM commands ORDER BY id DESC LIMIT ?",
+            (limit,),
+        )
+        rows: Iterable[Any] = await cursor.fetchall()
+    return [CommandRow(*row) for row in rows]
