@@ -8,14 +8,16 @@ and only bounds a failure.
 
 from __future__ import annotations
 
+import json
 import re
 import time
+import urllib.request
 from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
-from tests.gate_process import GateProcess, Launcher, free_port, query
-from tests.live import LiveWorld, write_gate_config
+from tests.gate_process import GateProcess, Launcher, free_port, query, wait_until
+from tests.live import LiveWorld, make_live_world, write_gate_config
 
 #: The live event's tickets, with holders' names.
 TICKETS = """\
@@ -44,6 +46,7 @@ def screen_gate(
     hold_ms: int = 60_000,
     screen: str = "",
     manifest: bytes | None = None,
+    lan: str = "",
 ) -> tuple[GateProcess, str]:
     """A gate with its screen on 127.0.0.1; its process and the screen's URL."""
     port = port or free_port()
@@ -51,7 +54,7 @@ def screen_gate(
     drop.unlink(missing_ok=True)
     if manifest != b"":
         drop.write_bytes(manifest or live.manifest(1, tickets_csv=TICKETS))
-    extra = f'[screen]\nlisten = "127.0.0.1:{port}"\n{screen}'
+    extra = f'[screen]\nlisten = "127.0.0.1:{port}"\n{screen}{lan}'
     config = write_gate_config(tmp_path / "gate.toml", live, signals="none", extra=extra)
     text = config.read_text().replace(
         '[signals]\nkind = "none"', f'[signals]\nkind = "none"\nhold_ms = {hold_ms}'
@@ -205,3 +208,45 @@ def test_the_page_recovers_when_the_gate_restarts(
     expect(page.locator("#headline")).to_have_text("Ready")
     assert again.scan("A100-2")["outcome"] == "allow"
     wait_colour(page, GREEN)
+
+
+def command(address: str, envelope: dict[str, object]) -> dict[str, object]:
+    """POST a signed supervisor command to the gate's LAN API; its answer."""
+    request = urllib.request.Request(
+        f"http://{address}/v1/command", data=json.dumps(envelope).encode(), method="POST"
+    )
+    with urllib.request.urlopen(request, timeout=10) as answer:
+        return dict(json.loads(answer.read()))
+
+
+def test_a_supervised_lane_waits_for_the_screens_confirm_and_a_closed_one_says_so(
+    tmp_path: Path, launch: Launcher, page: Page
+) -> None:
+    world = make_live_world(tmp_path / "world", supervisors=("sam",))
+    lan = f"127.0.0.1:{free_port()}"
+    manifest = world.manifest(1, tickets_csv=TICKETS)
+    extra = f'[lan]\nlisten = "{lan}"\n'
+    gate, url = screen_gate(tmp_path, world, launch, manifest=manifest, lan=extra, hold_ms=5000)
+    ready(page, url)
+    assert command(lan, world.command("message", "Wheelchairs: lane 3"))["applied"] is True
+    expect(page.locator("#message")).to_have_text("Wheelchairs: lane 3", timeout=SHOWN)
+    assert command(lan, world.command("lane", "supervised"))["applied"] is True
+    expect(page.locator("#s-lane")).to_have_text("Lane supervised", timeout=SHOWN)
+
+    assert gate.request({"op": "scan", "payload": "A100-2"})["decision"]["pending"] is True
+    page.wait_for_function("() => document.body.dataset.state === 'pending'", timeout=SHOWN)
+    expect(page.locator("#headline")).to_have_text("Confirm entry")
+    page.click("#confirm")
+    wait_colour(page, GREEN)
+    expect(page.locator("#headline")).to_have_text("Go ahead")
+    expect(page.locator("#confirm")).to_be_hidden()
+    assert gate.status()["lane"]["pending"] is None
+    wait_until(lambda: gate.counters().get("lane:confirmed") == 1, what="the confirmation counted")
+
+    assert command(lan, world.command("lane", "closed"))["applied"] is True
+    expect(page.locator("#headline")).to_have_text("Out of service", timeout=SHOWN)
+    expect(page.locator("#text")).to_have_text("This lane is closed by supervisor sam")
+    expect(page.locator("#advice")).to_have_text("Send people to another lane")
+    assert gate.scan("A100-1")["reason"] == "lane_closed"
+    wait_colour(page, RED)
+    expect(page.locator("#headline")).to_have_text("Lane closed")

@@ -187,3 +187,16 @@ async def test_an_open_stream_does_not_hold_up_the_gate_stopping(tmp_path: Path,
         rest = [name async for name, _ in stream]
         assert set(rest) <= {"status"}
         response.release()
+
+
+async def test_a_confirm_from_the_page_with_nothing_held_confirms_nothing(
+    tmp_path: Path, live: LiveWorld
+) -> None:
+    async with screen(tmp_path, live) as (_running, base), aiohttp.ClientSession() as http:
+        async with http.post(f"{base}/screen/confirm", json={}, headers={"Origin": base}) as response:
+            assert response.status == 200 and await response.json() == {"confirmed": False}
+        evil = {"Origin": "http://evil.example"}
+        async with http.post(f"{base}/screen/confirm", json={}, headers=evil) as response:
+            assert response.status == 403 and (await response.json())["error"] == "cross_origin"
+        async with http.post(f"{base}/screen/confirm", data=b"{}", headers={"Origin": base}) as response:
+            assert response.status == 415 and (await response.json())["error"] == "not_json"

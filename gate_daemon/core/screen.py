@@ -54,6 +54,7 @@ PLAIN = {
     Reason.NOT_INSIDE: "Not checked in: no entry to scan out",
     Reason.LEDGER_UNAVAILABLE: "This gate cannot record scans",
     Reason.MANUAL_RELEASE: "Released by staff",
+    Reason.LANE_CLOSED: "This lane is closed",
 }
 
 #: What the steward does next.
@@ -77,7 +78,12 @@ ADVICE = {
     Reason.ALREADY_USED: "Call a supervisor if the holder disputes it",
     Reason.NOT_INSIDE: "Scan the entry first, or call a supervisor",
     Reason.LEDGER_UNAVAILABLE: "Call the tech",
+    Reason.LANE_CLOSED: "Send people to another lane",
 }
+
+#: A supervised lane's allow waiting for the steward: not yet an entry, so blue, not green.
+PENDING_COLOUR = "blue"
+PENDING_ADVICE = "Check the ticket holder, then press Confirm (or the steward's button)"
 
 #: Reasons that mean the gate, not the ticket, is at fault.
 OUT_OF_SERVICE = frozenset({Reason.MANIFEST_MISSING, Reason.MANIFEST_EXPIRED, Reason.LEDGER_UNAVAILABLE})
@@ -95,6 +101,8 @@ class ScanView(TypedDict):
     text: str
     advice: str | None
     recorded: bool
+    #: A supervised lane's allow, committed and waiting for the steward's confirmation.
+    pending: bool
     ticket: NotRequired[str]
     seat: NotRequired[str]
     zone: NotRequired[str]
@@ -120,8 +128,12 @@ def scan_view(
     *,
     names: bool,
     recorded: bool = True,
+    pending: bool = False,
 ) -> ScanView:
-    """The screen's view of a committed decision; ``entry`` is the ticket's, when the manifest lists it."""
+    """The screen's view of a committed decision; ``entry`` is the ticket's, when the manifest lists it.
+
+    ``pending``: an allow a supervised lane holds until the steward confirms it.
+    """
     outcome = decision.outcome
     reason = decision.reason
     view: ScanView = {
@@ -132,9 +144,14 @@ def scan_view(
         "text": PLAIN.get(reason, decision.message),
         "advice": ADVICE.get(reason),
         "recorded": recorded,
+        "pending": pending,
     }
     if reason is Reason.OK:
         view["text"] = decision.message  # "Entry allowed (2 more entries left)", "Exit recorded"
+    if reason is Reason.LANE_CLOSED:
+        view["headline"] = "Lane closed"
+    if pending:
+        view["colour"], view["headline"], view["advice"] = PENDING_COLOUR, "Confirm entry", PENDING_ADVICE
     if decision.ticket_id is not None:
         view["ticket"] = decision.ticket_id
     if entry is not None and entry.seat:
@@ -179,6 +196,19 @@ class StatusView(TypedDict):
     manifest_age_s: int | None
     clock_warning: str | None
     scans_hour: int
+    lane: LaneView
+
+
+class LaneView(TypedDict):
+    """The lane as supervisors set it (``gate_daemon.gate.lane``), for the strip and the confirm button."""
+
+    state: str
+    by: str | None
+    #: The supervisor's one-line message for this gate's screen, or None.
+    message: str | None
+    #: A held allow waiting for the steward: its ticket and when it is voided (unix ms).
+    pending_ticket: str | None
+    pending_until_ms: int | None
 
 
 def status_view(snapshot: GateSnapshot, scans_hour: int) -> StatusView:
@@ -189,11 +219,17 @@ def status_view(snapshot: GateSnapshot, scans_hour: int) -> StatusView:
     online = snapshot["online"]
     upstream = snapshot["upstream"]
     problem = snapshot["problem"]
+    lane = snapshot["lane"]
+    advice = None if problem is None else service_advice(snapshot)
+    if problem is None and lane["state"] == "closed":
+        by = f" by supervisor {lane['by']}" if lane["by"] else ""
+        problem, advice = f"This lane is closed{by}", "Send people to another lane"
+    pending = lane["pending"]
     return {
         "gate": snapshot["gate"],
         "in_service": problem is None,
         "problem": problem,
-        "advice": None if problem is None else service_advice(snapshot),
+        "advice": advice,
         "mode": online["mode"] if online is not None else "local",
         "central_up": upstream["up"] if upstream is not None else None,
         "peers_up": None if peers is None else sum(1 for peer in peers if peer["up"]),
@@ -202,6 +238,13 @@ def status_view(snapshot: GateSnapshot, scans_hour: int) -> StatusView:
         "manifest_age_s": manifest.get("age_seconds"),
         "clock_warning": snapshot["clock"]["warning"],
         "scans_hour": scans_hour,
+        "lane": {
+            "state": lane["state"],
+            "by": lane["by"],
+            "message": lane["message"],
+            "pending_ticket": None if pending is None else pending["ticket"],
+            "pending_until_ms": None if pending is None else pending["until_ms"],
+        },
     }
 
 

@@ -133,9 +133,8 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         stack.callback(os.close, claim_state_dir(state))
         signals = make_signals(config, pin_factory)
         stack.push_async_callback(_quietly, "the signals", signals.aclose)
-        # Double entries are judged by the active manifest's entry rules from the first
-        # judgement on, the manifest watch's own at start included: ``manifests`` is bound
-        # before it starts.
+        # Double entries are judged by the active manifest's entry rules from the first judgement
+        # on, the manifest watch's own at start included: ``manifests`` is bound before it starts.
         ledger = await Ledger.open(
             config.ledger_path,
             config.gate.id,

@@ -9,7 +9,10 @@
   ``EventSource`` reconnects by itself (``retry`` below).
 - ``POST /screen/scan``: a steward's typed code, ``{"payload": "..."}`` as JSON, through the
   gate's full scan path, recorded with device ``screen``; answered with the scan's view.
-  Refused unless the request comes from the screen's own page: a JSON body
+- ``POST /screen/confirm``: a supervised lane's oldest held allow confirmed by the steward
+  (``Gate.confirm("screen")``); ``{"confirmed": false}`` when none waits.
+
+  Both are refused unless the request comes from the screen's own page: a JSON body
   (``Content-Type: application/json``, which another site's form cannot send without a
   preflight this server never grants) and an ``Origin`` naming the host asked.
 
@@ -99,6 +102,7 @@ class Screen:
             self.now(),
             names=self.settings.names,
             recorded=result.recorded,
+            pending=result.pending,
         )
 
     async def strip(self) -> StatusView:
@@ -205,11 +209,26 @@ def _same_origin(request: web.Request) -> None:
         raise ScreenRefused(415, "not_json", "the body must be JSON (Content-Type: application/json)")
 
 
-async def _manual_scan(request: web.Request) -> web.Response:
+def _steward(request: web.Request) -> Screen:
+    """The screen, for a steward's act from its own page (a typed code, a confirmation)."""
     screen = request.app[SCREEN]
     if not screen.settings.manual_entry:
-        raise ScreenRefused(403, "manual_entry_off", "manual entry is off here ([screen] manual_entry)")
+        raise ScreenRefused(
+            403, "manual_entry_off", "a steward's entries are off here ([screen] manual_entry)"
+        )
     _same_origin(request)
+    return screen
+
+
+async def _confirm(request: web.Request) -> web.Response:
+    screen = _steward(request)
+    if await request.read() not in (b"", b"{}"):
+        raise ScreenRefused(400, "bad_request", "the body must be empty or {}")
+    return web.json_response({"confirmed": screen.gate.confirm("screen")})
+
+
+async def _manual_scan(request: web.Request) -> web.Response:
+    screen = _steward(request)
     try:
         body = json.loads(await request.read())
     except (ValueError, RecursionError):
@@ -241,6 +260,7 @@ def create_app(screen: Screen) -> web.Application:
     app.router.add_get("/", _redirect)
     app.router.add_get("/screen/events", _events)
     app.router.add_post("/screen/scan", _manual_scan)
+    app.router.add_post("/screen/confirm", _confirm)
     app.on_response_prepare.append(_headers)
     app.on_shutdown.append(_stopping)
     return app

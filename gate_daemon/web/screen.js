@@ -15,6 +15,7 @@
   let countdownTimer = null;
   let lostTimer = null;
   let connected = false;
+  let stewardActs = false; // manual entry and confirmation, as the gate allows them here
 
   function set(id, text) {
     const el = $(id);
@@ -92,7 +93,18 @@
       set("countdown", "");
     }
     if (holdTimer !== null) clearTimeout(holdTimer);
-    holdTimer = setTimeout(endHold, holdMs);
+    holdTimer = null;
+    if (scan.pending) {
+      body.dataset.state = "pending"; // held until confirmed or voided: the status strip says which
+    } else {
+      holdTimer = setTimeout(endHold, holdMs);
+    }
+    showConfirm();
+  }
+
+  function showConfirm() {
+    const lane = status && status.lane;
+    $("confirm").hidden = !(stewardActs && lane && lane.pending_ticket !== null);
   }
 
   function endHold() {
@@ -127,7 +139,7 @@
     body.dataset.state = "ready";
     set("headline", "Ready");
     set("text", "Scan a ticket");
-    set("details", status && status.message ? status.message : "");
+    set("details", "");
     set("advice", "");
   }
 
@@ -135,10 +147,13 @@
     status = next;
     set("s-gate", "Gate " + next.gate);
     const lane = next.lane;
-    if (lane) {
-      set("s-lane", "Lane " + lane.state);
-      $("s-lane").dataset.state = lane.state;
+    set("s-lane", "Lane " + lane.state);
+    $("s-lane").dataset.state = lane.state;
+    set("message", lane.message);
+    if (shown !== null && shown.pending && lane.pending_ticket === null) {
+      endHold(); // confirmed (the allow follows) or voided: it waits no more
     }
+    showConfirm();
     let mode = next.mode === "local" ? "Local decisions" : next.mode === "online" ? "Online" : "OFFLINE";
     if (next.central_up !== null) mode += next.central_up ? " · central up" : " · central down";
     set("s-mode", mode);
@@ -177,7 +192,8 @@
     events.addEventListener("hello", (event) => {
       const hello = JSON.parse(event.data);
       holdMs = hello.hold_ms;
-      $("manual").hidden = !hello.manual_entry;
+      stewardActs = hello.manual_entry;
+      $("manual").hidden = !stewardActs;
       document.title = "Gate " + hello.gate;
       linkState(true);
     });
@@ -187,6 +203,14 @@
     events.addEventListener("error", () => linkState(false));
   }
 
+  function post(path, data) {
+    return fetch(path, {
+      method: "POST",
+      headers: { "Content-Type": "application/json" },
+      body: JSON.stringify(data),
+    });
+  }
+
   async function manualEntry(event) {
     event.preventDefault();
     const input = $("code");
@@ -194,11 +218,7 @@
     if (!payload) return;
     set("manual-error", "");
     try {
-      const answer = await fetch("/screen/scan", {
-        method: "POST",
-        headers: { "Content-Type": "application/json" },
-        body: JSON.stringify({ payload: payload }),
-      });
+      const answer = await post("/screen/scan", { payload: payload });
       const data = await answer.json();
       if (!answer.ok) {
         set("manual-error", data.detail || data.error);
@@ -211,6 +231,16 @@
     }
   }
 
+  async function confirmEntry() {
+    $("confirm").hidden = true;
+    try {
+      await post("/screen/confirm", {});
+    } catch (error) {
+      set("manual-error", "The gate did not answer; press the steward's button");
+    }
+  }
+
   $("manual").addEventListener("submit", manualEntry);
+  $("confirm").addEventListener("click", confirmEntry);
   connect();
 })();
