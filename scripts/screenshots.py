@@ -5,8 +5,10 @@
 Builds a demo event (keys, event.toml, tickets.csv with holders' names) with the package's
 own writers, starts ``gate-daemon`` with its screen on a free loopback port, opens the
 screen in Debian's Chromium (800x480, the 7-inch display) and scans each outcome through
-the control socket; a second gate without a manifest shows "out of service", and the
-first one stopped shows the screen's lost connection. Needs ``scripts/bootstrap test``
+the control socket; then a supervisor's message, a supervised lane (an allow waiting for
+the steward's confirmation) and a closed lane, by signed commands to the gate's LAN API;
+a second gate without a manifest shows "out of service", and the first one stopped shows
+the screen's lost connection. Needs ``scripts/bootstrap test``
 (Chromium and playwright). Run it again whenever the screen changes: docs/SCREEN.md
 shows what it writes.
 """
@@ -14,17 +16,22 @@ shows what it writes.
 from __future__ import annotations
 
 import contextlib
+import json
+import secrets
 import shutil
 import socket
 import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 
 from playwright.sync_api import Page, sync_playwright
 
+from gate_daemon.core.commands import Command, sign
+from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.times import format_instant
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.daemon.control import ask
@@ -40,6 +47,7 @@ ticket_id,order_id,seat,status,session,zone,entries,code,name
 T-0001,A100,12,completed,tonight,floor,1,,Ada Lovelace
 T-0002,A101,14,pending,tonight,floor,1,,Alan Turing
 T-0003,A102,15,completed,tonight,floor,1,,Grace Hopper
+T-0004,A103,16,completed,tonight,floor,1,,Katherine Johnson
 """
 #: What each picture shows: (file, payload to scan or None, the body's data-state to wait for).
 SHOTS = [
@@ -69,6 +77,10 @@ entry_opens_minutes = 60
 [[zones]]
 id = "floor"
 name = "Floor"
+
+[[supervisors]]
+id = "sam"
+pub = "sam.pub"
 """
 
 
@@ -78,7 +90,7 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
-def gate_config(work: Path, name: str, port: int, manifest: Path) -> Path:
+def gate_config(work: Path, name: str, port: int, manifest: Path, lan: int | None = None) -> Path:
     state = work / name
     state.mkdir()
     config = work / f"{name}.toml"
@@ -88,8 +100,26 @@ def gate_config(work: Path, name: str, port: int, manifest: Path) -> Path:
         '[input]\nkind = "none"\n[signals]\nkind = "none"\nhold_ms = 60000\n'
         f'[control]\nsocket = "{state / "control.sock"}"\n'
         f'[screen]\nlisten = "127.0.0.1:{port}"\n'
+        + (f'[lan]\nlisten = "127.0.0.1:{lan}"\n' if lan is not None else "")
     )
     return config
+
+
+def command(lan: int, supervisor: SecretKey, kind: str, value: str) -> None:
+    """A supervisor's signed command, POSTed to the gate's LAN API (docs/COMMANDS.md)."""
+    body = Command(
+        event="demo-2026",
+        gate="north-1",
+        kind=kind,  # type: ignore[arg-type]
+        value=value,
+        supervisor="sam",
+        issued_ms=int(time.time() * 1000),
+        nonce=secrets.token_hex(16),
+    )
+    data = json.dumps(sign(body, supervisor).envelope()).encode()
+    request = urllib.request.Request(f"http://127.0.0.1:{lan}/v1/command", data=data, method="POST")
+    with urllib.request.urlopen(request, timeout=10) as answer:  # noqa: S310 (an http URL made here)
+        assert json.loads(answer.read())["applied"] is True
 
 
 @contextlib.contextmanager
@@ -132,6 +162,7 @@ def main(out: Path) -> None:
         now = time.time()
         _, _, signer = write_keypair(work / "signer")
         _, _, issuer = write_keypair(work / "issuer")
+        _, _, supervisor = write_keypair(work / "sam")
         (work / "event.toml").write_text(event_toml(now))
         (work / "tickets.csv").write_text(TICKETS)
         event = load_event(work / "event.toml")
@@ -147,19 +178,25 @@ def main(out: Path) -> None:
             viewport={"width": 800, "height": 480}, locale="en-GB", timezone_id="Europe/Berlin"
         )
         page = context.new_page()
-        port, empty_port = free_port(), free_port()
+        port, empty_port, lan = free_port(), free_port(), free_port()
         url = f"http://127.0.0.1:{port}/screen"
-        north = gate_config(work, "north-1", port, manifest)
+        north = gate_config(work, "north-1", port, manifest, lan)
+        control = work / "north-1" / "control.sock"
         with gate(north, work / "north-1.log") as process:
             wait_page(page, url, "ready")
             for name, payload, state in SHOTS:
                 if payload is not None:
-                    ask(
-                        work / "north-1" / "control.sock",
-                        {"op": "scan", "payload": payloads.get(payload, payload)},
-                    )
+                    ask(control, {"op": "scan", "payload": payloads.get(payload, payload)})
                     page.wait_for_function(f"() => document.body.dataset.state === '{state}'", timeout=30_000)
                 shoot(page, out, name)
+            command(lan, supervisor, "message", "Wheelchair users: lane 3, on the left")
+            command(lan, supervisor, "lane", "supervised")
+            ask(control, {"op": "scan", "payload": "A103-16"})
+            page.wait_for_function("() => !document.getElementById('confirm').hidden", timeout=30_000)
+            shoot(page, out, "confirm")
+            command(lan, supervisor, "lane", "closed")
+            page.wait_for_function("() => document.body.dataset.state === 'out_of_service'", timeout=30_000)
+            shoot(page, out, "lane_closed")
             process.terminate()
             process.wait(30)
             page.wait_for_function("() => document.body.dataset.state === 'disconnected'", timeout=30_000)

@@ -83,7 +83,7 @@ ADVICE = {
 
 #: A supervised lane's allow waiting for the steward: not yet an entry, so blue, not green.
 PENDING_COLOUR = "blue"
-PENDING_ADVICE = "Check the ticket holder, then press Confirm (or the steward's button)"
+PENDING_ADVICE = "Check the holder, then press Confirm (or the button)"
 
 #: Reasons that mean the gate, not the ticket, is at fault.
 OUT_OF_SERVICE = frozenset({Reason.MANIFEST_MISSING, Reason.MANIFEST_EXPIRED, Reason.LEDGER_UNAVAILABLE})
@@ -152,6 +152,7 @@ def scan_view(
         view["headline"] = "Lane closed"
     if pending:
         view["colour"], view["headline"], view["advice"] = PENDING_COLOUR, "Confirm entry", PENDING_ADVICE
+        view["text"] = "Valid ticket, not yet let in"
     if decision.ticket_id is not None:
         view["ticket"] = decision.ticket_id
     if entry is not None and entry.seat:

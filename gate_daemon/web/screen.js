@@ -165,7 +165,7 @@
         : "No manifest",
     );
     set("s-clock", next.clock_warning ? "Clock: " + next.clock_warning : "");
-    set("s-scans", next.scans_hour + " scans this hour");
+    set("s-scans", next.scans_hour + (next.scans_hour === 1 ? " scan" : " scans") + " this hour");
     idle();
   }
 
