@@ -16,7 +16,7 @@ from typing import NotRequired, TypedDict
 
 from gate_daemon.core.decision import Decision, Outcome, Reason
 from gate_daemon.core.manifest import Manifest
-from gate_daemon.core.snapshot import GateSnapshot
+from gate_daemon.core.snapshot import GateSnapshot, LaneStatus
 from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.core.times import format_instant
 
@@ -225,7 +225,6 @@ def status_view(snapshot: GateSnapshot, scans_hour: int) -> StatusView:
     if problem is None and lane["state"] == "closed":
         by = f" by supervisor {lane['by']}" if lane["by"] else ""
         problem, advice = f"This lane is closed{by}", "Send people to another lane"
-    pending = lane["pending"]
     return {
         "gate": snapshot["gate"],
         "in_service": problem is None,
@@ -239,14 +238,25 @@ def status_view(snapshot: GateSnapshot, scans_hour: int) -> StatusView:
         "manifest_age_s": manifest.get("age_seconds"),
         "clock_warning": snapshot["clock"]["warning"],
         "scans_hour": scans_hour,
-        "lane": {
-            "state": lane["state"],
-            "by": lane["by"],
-            "message": lane["message"],
-            "pending_ticket": None if pending is None else pending["ticket"],
-            "pending_until_ms": None if pending is None else pending["until_ms"],
-        },
+        "lane": lane_view(lane),
     }
+
+
+def lane_view(lane: LaneStatus) -> LaneView:
+    """The strip's lane from the snapshot's ``lane`` block (or ``Lane.status()``, read in memory)."""
+    pending = lane["pending"]
+    return {
+        "state": lane["state"],
+        "by": lane["by"],
+        "message": lane["message"],
+        "pending_ticket": None if pending is None else pending["ticket"],
+        "pending_until_ms": None if pending is None else pending["until_ms"],
+    }
+
+
+def after_scan(last: StatusView, lane: LaneStatus, scans_hour: int) -> StatusView:
+    """The strip just after a scan: the last one with the scan counted and the lane now (no I/O)."""
+    return {**last, "scans_hour": scans_hour, "lane": lane_view(lane)}
 
 
 def service_advice(snapshot: GateSnapshot) -> str:

@@ -37,7 +37,7 @@ from typing import Any
 from aiohttp import web
 
 from gate_daemon.config.screen import is_loopback
-from gate_daemon.core.screen import ScanView, StatusView, scan_view, status_view
+from gate_daemon.core.screen import ScanView, StatusView, after_scan, scan_view, status_view
 from gate_daemon.core.snapshot import GateSnapshot
 from gate_daemon.core.tokens import MAX_PAYLOAD
 from gate_daemon.errors import GateError
@@ -180,7 +180,8 @@ async def _events(request: web.Request) -> web.StreamResponse:
         waiting: asyncio.Future[Any] | None = None
         try:
             await response.write(f"retry: {RETRY_MS}\n\n".encode() + _event("hello", hello))
-            await response.write(_event("status", await screen.strip()))
+            strip = await screen.strip()
+            await response.write(_event("status", strip))
             while not stop.done():
                 waiting = waiting or asyncio.ensure_future(anext(results))
                 await asyncio.wait(
@@ -189,9 +190,13 @@ async def _events(request: web.Request) -> web.StreamResponse:
                 if waiting.done():
                     result, waiting = waiting.result(), None
                     await response.write(_event("scan", screen.scan(result)))
-                    await response.write(_event("status", await screen.strip()))  # its count, at once
+                    # The scan counted and a held allow's confirm button, at once; read in memory,
+                    # so that screens add no ledger reads to a busy lane's scans.
+                    strip = after_scan(strip, screen.gate.lane.status(), screen.gate.results.last_hour())
+                    await response.write(_event("status", strip))
                 elif not stop.done():
-                    await response.write(_event("status", await screen.strip()))
+                    strip = await screen.strip()
+                    await response.write(_event("status", strip))
         except ConnectionError:
             pass  # the page went away; it reconnects by itself if it is still there
         finally:
