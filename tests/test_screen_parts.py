@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 
 import pytest
@@ -16,6 +17,7 @@ from gate_daemon.core.screen import COLOURS, scan_view
 from gate_daemon.core.ticket_record import TicketEntry, decode_record, encode_record
 from gate_daemon.errors import SourceError
 from gate_daemon.gate.feed import HOUR, ResultFeed
+from gate_daemon.net.screen import ScreenRefused, manual_payload
 from gate_daemon.provision.tickets import load_tickets
 from gate_daemon.store.manifest_file import read_manifest
 from tests.gate_fixtures import Clock, gate_rig
@@ -197,3 +199,27 @@ def test_a_ticket_no_longer_sold_keeps_no_name(world: World) -> None:
     plan = plan_delta(world.event.event_id, named, rest, {"sat", "sun"}, {"floor", "balcony"})
     tomb = next(t for t in plan.entries if t.ticket_id == "T-0002")
     assert tomb.name == ""
+
+
+# -- the manual entry's body
+
+json_values = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.floats(allow_nan=False) | st.text(max_size=20),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=4),
+    max_leaves=12,
+)
+
+
+@given(body=st.binary(max_size=200) | json_values.map(lambda v: json.dumps(v).encode()))
+def test_any_manual_entry_body_is_a_payload_or_a_named_refusal(body: bytes) -> None:
+    try:
+        payload = manual_payload(body)
+    except ScreenRefused as refused:
+        assert refused.name in {"not_json", "bad_request"} and refused.status == 400
+    else:
+        assert payload == payload.strip() and payload.isprintable() and 0 < len(payload) <= 512
+
+
+@given(payload=st.text(min_size=1, max_size=512).filter(lambda t: t.strip() and t.strip().isprintable()))
+def test_a_printable_payload_comes_through_as_typed(payload: str) -> None:
+    assert manual_payload(json.dumps({"payload": payload}).encode()) == payload.strip()

@@ -232,10 +232,10 @@ async def _confirm(request: web.Request) -> web.Response:
     return web.json_response({"confirmed": screen.gate.confirm("screen")})
 
 
-async def _manual_scan(request: web.Request) -> web.Response:
-    screen = _steward(request)
+def manual_payload(data: bytes) -> str:
+    """The payload a manual entry's body carries; ``ScreenRefused`` naming what is wrong."""
     try:
-        body = json.loads(await request.read())
+        body = json.loads(data)
     except (ValueError, RecursionError):
         raise ScreenRefused(400, "not_json", "the body is not JSON") from None
     payload = body.get("payload") if isinstance(body, dict) else None
@@ -244,6 +244,12 @@ async def _manual_scan(request: web.Request) -> web.Response:
     payload = payload.strip()
     if not 0 < len(payload) <= MAX_PAYLOAD or not payload.isprintable():
         raise ScreenRefused(400, "bad_request", f"payload: 1 to {MAX_PAYLOAD} printable characters")
+    return payload
+
+
+async def _manual_scan(request: web.Request) -> web.Response:
+    screen = _steward(request)
+    payload = manual_payload(await request.read())
     result = await screen.gate.scan(payload, device="screen")
     return web.json_response({"scan": screen.scan(result)})
 
