@@ -28,6 +28,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import sqlite3
 import urllib.parse
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
@@ -199,6 +200,9 @@ async def _events(request: web.Request) -> web.StreamResponse:
                     await response.write(_event("status", strip))
         except ConnectionError:
             pass  # the page went away; it reconnects by itself if it is still there
+        except (sqlite3.Error, ValueError, GateError) as exc:
+            # The status could not be read (the ledger closing): end the stream, the page comes back.
+            log.warning("screen: the gate's status cannot be read now (%s); the page reconnects", exc)
         finally:
             for task in (waiting, stop):
                 if task is not None:
@@ -209,7 +213,7 @@ async def _events(request: web.Request) -> web.StreamResponse:
 def _same_origin(request: web.Request) -> None:
     origin = request.headers.get("Origin")
     if origin is None or origin not in (f"http://{request.host}", f"https://{request.host}"):
-        raise ScreenRefused(403, "cross_origin", "manual entry is taken from the screen's own page only")
+        raise ScreenRefused(403, "cross_origin", "a steward's entry is taken from the screen's own page only")
     if request.content_type != "application/json":
         raise ScreenRefused(415, "not_json", "the body must be JSON (Content-Type: application/json)")
 
