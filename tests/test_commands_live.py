@@ -82,6 +82,9 @@ def test_a_lane_closed_through_the_central_holds_across_a_kill(
     assert gate.scan(TICKET)["reason"] == "lane_closed"
     # The next heartbeat acknowledges it: the central stops sending it.
     wait_until(lambda: central_commands(central)[0]["acked_at"] is not None, CONVERGE, "the acknowledgement")
+    listed = gatectl("commands", "north-1", "--central", central.url)
+    assert listed.returncode == 0, listed.stderr
+    assert "sam" in listed.stdout and "'closed'" in listed.stdout and "taken by the gate" in listed.stdout
     status = gatectl("status", "--socket", gate.socket_path)
     assert "lane      CLOSED by sam" in status.stdout, status.stdout
     # The central keeps what the gate said in its heartbeats: the fleet sees the lane.

@@ -312,3 +312,45 @@ async def test_a_gate_whose_manifest_names_no_supervisors_takes_no_command(
     async with gate(bare, tmp_path, pins) as (_running, base):
         code, answer = await post(base, signed_anyway.command("lane", "closed"))
         assert (code, answer["error"]) == (403, "unknown_supervisor")
+
+
+async def test_the_release_button_confirms_a_held_allow_and_releases_by_hand_otherwise(
+    world: LiveWorld, tmp_path: Path, pins: MockFactory
+) -> None:
+    button = '[turnstile]\nrelay = "GPIO24"\nbutton = "GPIO5"\nbutton_action = "release"\n'
+    button += '[lan]\nlisten = "127.0.0.1:0"\n'
+    (tmp_path / "drop.gdm").write_bytes(world.manifest(1))
+    path = write_gate_config(tmp_path / "gate.toml", world, extra=button)
+    async with serving_config(load_config(path, {}), pin_factory=pins) as running:
+        assert running.lan is not None and running.button is not None
+        base = f"http://127.0.0.1:{running.lan.port}"
+        await eventually(lambda: running.button.device.when_activated is not None)  # type: ignore[union-attr]
+        pulses = Pulses(pins)
+        await post(base, world.command("lane", "supervised"))
+        held = await running.gate.scan(FIRST, device="test")
+        assert held.pending and not pulses.pulsed
+        pins.pin(5).drive_low()  # the steward presses: the held allow goes through
+        pins.pin(5).drive_high()
+        await eventually(lambda: pulses.pulsed)
+        assert running.gate.lane.held == 0
+        counters = await running.ledger.counters()
+        assert "manual_releases" not in counters  # a confirmation, not a release by hand
+        rows = query(running.ledger.path, "SELECT resolution FROM scans WHERE uuid = ?", (held.scan_id,))
+        assert rows == [("admitted",)]
+        # Nothing held: the button releases by hand, as it always did.
+        pins.pin(5).drive_low()
+        pins.pin(5).drive_high()
+        await eventually(lambda: query(running.ledger.path, COUNTED, ("manual_releases",)) == [(1,)])
+
+
+async def test_an_allow_held_when_the_gate_stops_is_voided(
+    world: LiveWorld, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate(world, tmp_path, pins) as (running, base):
+        await post(base, world.command("lane", "supervised"))
+        held = await running.gate.scan(SECOND, device="test")
+        assert held.pending
+    # Stopped before anyone confirmed: the turnstile never opened, so the entry did not happen.
+    rows = query(running.ledger.path, "SELECT resolution FROM scans WHERE uuid = ?", (held.scan_id,))
+    assert rows == [("not_confirmed",)]
+    assert query(running.ledger.path, "SELECT COUNT(*) FROM redemptions WHERE kind = 'void'") == [(1,)]

@@ -30,6 +30,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from gate_daemon.bench import upstream
 
         return upstream.run(args)
+    if args.suite == "commands":
+        from gate_daemon.bench import commands
+
+        return commands.run(args)
     from gate_daemon.bench import core
 
     return core.run(args)
@@ -55,16 +59,17 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("bench", help="measure the gate's budgets")
     p.add_argument(
         "suite",
-        choices=["core", "gate", "decode", "peers", "upstream"],
+        choices=["core", "gate", "decode", "peers", "upstream", "commands"],
         help="core: decision and manifests; gate: committed scans; decode: QR decoders on camera frames; "
-        "peers: gates sharing redemptions on loopback; upstream: the reference central (drain, online-first)",
+        "peers: gates sharing redemptions on loopback; upstream: the reference central (drain, "
+        "online-first); commands: supervisors' commands verified and applied",
     )
     p.add_argument("--sizes", default="100000,1000000", help="core: manifest sizes (comma separated)")
     p.add_argument(
         "--rounds",
         type=positive,
         help="decisions, lookups or propagations to time (default: core 20000, gate 2000, peers 1000, "
-        "upstream 500)",
+        "upstream 500, commands 500)",
     )
     p.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp dir)")
     p.add_argument("--frames", type=positive, help="decode: frames of each kind to decode (default 50)")
@@ -74,7 +79,9 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         type=positive,
         help="peers: redemptions made apart, then shared (default 10000); upstream: to drain (default 50000)",
     )
-    p.add_argument("--json", action="store_true", help="decode, peers, upstream: print the figures as JSON")
+    p.add_argument(
+        "--json", action="store_true", help="decode, peers, upstream, commands: print the figures as JSON"
+    )
     p.set_defaults(func=cmd_bench)
 
     p = sub.add_parser(

@@ -36,11 +36,13 @@ class CommandFailed(GateError):
     """A command refused by the gate or the central (``name: detail``), or one that could not be sent."""
 
 
-def _send(method: str, url: str, body: object | None = None) -> dict[str, Any]:
+def _send(
+    method: str, url: str, body: object | None = None, params: dict[str, str] | None = None
+) -> dict[str, Any]:
     """One request; the JSON answer, or ``CommandFailed`` with the refusal's name."""
     try:
         with httpx.Client(timeout=TIMEOUT, trust_env=False) as client:
-            response = client.request(method, url, json=body)
+            response = client.request(method, url, json=body, params=params)
     except httpx.HTTPError as exc:
         raise CommandFailed(f"cannot reach {url}: {exc}") from None
     try:
@@ -61,7 +63,9 @@ def _target(args: argparse.Namespace) -> tuple[str, str]:
         event = args.event or str(_send("GET", f"{base}/v1/status").get("event", ""))
         return f"{base}/v1/command", event
     base = args.central.rstrip("/")
-    event = args.event or str(_send("GET", f"{base}/v1/commands?gate={args.gate}").get("event", ""))
+    event = args.event or str(
+        _send("GET", f"{base}/v1/commands", params={"gate": args.gate}).get("event", "")
+    )
     return f"{base}/v1/commands", event
 
 
@@ -111,7 +115,7 @@ def cmd_message(args: argparse.Namespace) -> int:
 
 def cmd_commands(args: argparse.Namespace) -> int:
     """The commands the central holds for a gate, newest first."""
-    answer = _send("GET", f"{args.central.rstrip('/')}/v1/commands?gate={args.gate}")
+    answer = _send("GET", f"{args.central.rstrip('/')}/v1/commands", params={"gate": args.gate})
     if args.json:
         print(json.dumps(answer, indent=2, ensure_ascii=False))
         return 0

@@ -188,7 +188,9 @@ class Lane:
         return held
 
     async def aclose(self) -> None:
-        """Let the counts under way reach the ledger (allows still held stay as recorded)."""
+        """Void the allows still held (nobody was let through) and let the counts reach the ledger."""
+        while self._held:
+            await self._void(self._held.popleft())
         for task in list(self._tasks):
             await task
 
