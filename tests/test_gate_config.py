@@ -182,7 +182,8 @@ MISTAKES: dict[str, tuple[str, str, str, str, str | None]] = {
         "[signals]\n",
         "[signal]\n",
         "signal",
-        "unknown key (allowed here: control, gate, input, lan, manifest, signals, turnstile, upstream)",
+        "unknown key (allowed here: control, gate, input, lan, manifest, screen, signals, turnstile, "
+        "upstream)",
         "[signal]",
     ),
     "wrong-type": (

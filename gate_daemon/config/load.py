@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from gate_daemon.config.pins import gpio_pins, no_shared_pins, pin_value
+from gate_daemon.config.screen import screen_section
 from gate_daemon.config.sections import (
     ButtonAction,
     BuzzerKind,
@@ -41,7 +42,7 @@ from gate_daemon.config.toml import SYSTEMD_DIRS, Checker, KeyPath, expand_dirs,
 from gate_daemon.core.decision import ScanKind
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
-TOP_KEYS = {"gate", "manifest", "input", "signals", "turnstile", "control", "lan", "upstream"}
+TOP_KEYS = {"gate", "manifest", "input", "signals", "turnstile", "control", "lan", "upstream", "screen"}
 GATE_KEYS = {"id", "event", "zone", "session", "state_dir", "mode", "repeat_window_ms", "decision"}
 GATE_KEYS |= {"confirm_timeout_ms"}
 UPSTREAM_KEYS = {
@@ -93,6 +94,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
         )
     if gate.decision == "online-first" and upstream.url is None:
         check.problem(("gate", "decision"), '"online-first" needs the central: set [upstream] url')
+    screen = screen_section(check, doc.get("screen"), _LISTEN)
     check.finish()
     return GateConfig(
         source=path,
@@ -104,6 +106,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
         turnstile=turnstile,
         lan=lan,
         upstream=upstream,
+        screen=screen,
     )
 
 

@@ -222,6 +222,23 @@ class UpstreamSection:
 
 
 @dataclass(frozen=True, slots=True)
+class ScreenSection:
+    """The gate screen (docs/SCREEN.md): off unless the config has a ``[screen]`` table."""
+
+    host: str | None = None
+    port: int = 8080
+    #: Whether holders' names are shown (by default only on a loopback address).
+    names: bool = False
+    #: Whether the steward's manual-entry field scans (by default only on a loopback address).
+    manual_entry: bool = False
+
+    @property
+    def enabled(self) -> bool:
+        """Whether the gate serves its screen."""
+        return self.host is not None
+
+
+@dataclass(frozen=True, slots=True)
 class GateConfig:
     """A whole, valid gate configuration."""
 
@@ -234,6 +251,7 @@ class GateConfig:
     turnstile: TurnstileSection = TurnstileSection()
     lan: LanSection = LanSection()
     upstream: UpstreamSection = UpstreamSection()
+    screen: ScreenSection = ScreenSection()
 
     @property
     def ledger_path(self) -> Path:

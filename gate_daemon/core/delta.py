@@ -74,6 +74,7 @@ def plan_delta(
                 status=old.status if old.status in _REFUSED else Status.CANCELED,
                 session=old.session if old.session in sessions else "",
                 zone=old.zone if old.zone in zones else "",
+                name="",  # a ticket no longer sold keeps no holder's name
             )
             if tomb.code_hash in codes or tomb.legacy_text in texts:
                 tomb = dataclasses.replace(tomb, code_hash=None, order_id="", seat="")

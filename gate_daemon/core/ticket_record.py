@@ -4,7 +4,10 @@ A record, as the ticket table's blob holds it (integers little-endian)::
 
     u8 status, u8 entries, u8 flags, u16 session index, u16 zone index,
     [16-byte code hash, when flags has HAS_CODE],
-    then u8-length-prefixed ticket id, order id and seat
+    then u8-length-prefixed ticket id, order id and seat,
+    [then the u8-length-prefixed holder name, when flags has HAS_NAME]
+
+A record without a name is byte for byte what it was before names existed.
 """
 
 from __future__ import annotations
@@ -17,6 +20,7 @@ from enum import StrEnum
 _RECORD = struct.Struct("<BBBHH")
 _NONE = 0xFFFF
 _HAS_CODE = 1
+_HAS_NAME = 2
 
 
 class Status(StrEnum):
@@ -44,6 +48,8 @@ class TicketEntry:
     zone: str = ""
     entries: int = 1
     code_hash: bytes | None = None
+    #: The holder's name, when the ticket source carries one (shown on the gate screen for an ID check).
+    name: str = ""
 
     @property
     def legacy_text(self) -> str | None:
@@ -66,7 +72,7 @@ def _short(text: str) -> bytes:
 
 def encode_record(entry: TicketEntry, session_index: dict[str, int], zone_index: dict[str, int]) -> bytes:
     """One ticket in the body's record encoding."""
-    flags = _HAS_CODE if entry.code_hash is not None else 0
+    flags = (_HAS_CODE if entry.code_hash is not None else 0) | (_HAS_NAME if entry.name else 0)
     head = _RECORD.pack(
         _STATUS_CODES.index(entry.status),
         entry.entries,
@@ -75,7 +81,8 @@ def encode_record(entry: TicketEntry, session_index: dict[str, int], zone_index:
         zone_index[entry.zone] if entry.zone else _NONE,
     )
     code = entry.code_hash or b""
-    return head + code + _short(entry.ticket_id) + _short(entry.order_id) + _short(entry.seat)
+    name = _short(entry.name) if entry.name else b""
+    return head + code + _short(entry.ticket_id) + _short(entry.order_id) + _short(entry.seat) + name
 
 
 def decode_record(
@@ -89,7 +96,7 @@ def decode_record(
         digest = bytes(buf[pos : pos + 16])
         pos += 16
     texts = []
-    for _ in range(3):
+    for _ in range(4 if flags & _HAS_NAME else 3):
         size = buf[pos]
         texts.append(bytes(buf[pos + 1 : pos + 1 + size]).decode())
         pos += 1 + size
@@ -102,6 +109,7 @@ def decode_record(
         zone=zones[z_idx] if z_idx != _NONE else "",
         entries=entries,
         code_hash=digest,
+        name=texts[3] if flags & _HAS_NAME else "",
     )
     return entry, pos
 

@@ -115,13 +115,13 @@ def claim_state_dir(state: Path) -> int:
 async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factory: Any = None) -> RunningGate:
     """Open everything the gate needs, in order; raise ``GateError`` naming what failed.
 
-    Each resource goes on the exit stack as it opens, in the reverse of shutdown's order:
-    the control socket, discovery and the LAN close first (no new scans or requests),
-    then the button (no release may start once the gate is stopping), then the scans in
-    flight settle, then the central's client (one of them may be asking it), the input,
-    the turnstile (its relay locks and its last counters are written while the ledger is
-    open), the ledger (a scan still running commits, or not, before the lights go dark),
-    the lights and the state directory's lock.
+    Each resource goes on the exit stack as it opens, in the reverse of shutdown's order: the control
+    socket, the screen (its manual scan under way commits), discovery and the LAN close first (no new
+    scans or requests), then the button (no release may start once the gate is stopping), then the
+    scans in flight settle, then the central's client (one of them may be asking it), the input, the
+    turnstile (its relay locks and its last counters are written while the ledger is open), the
+    ledger (a scan still running commits, or not, before the lights go dark), the lights and the
+    state directory's lock.
     """
     state = config.gate.state_dir
     try:
@@ -133,9 +133,8 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         stack.callback(os.close, claim_state_dir(state))
         signals = make_signals(config, pin_factory)
         stack.push_async_callback(_quietly, "the signals", signals.aclose)
-        # Double entries are judged by the active manifest's entry rules from the first
-        # judgement on, the manifest watch's own at start included: ``manifests`` is bound
-        # before it starts.
+        # Double entries are judged by the active manifest's entry rules from the first judgement
+        # on, the manifest watch's own at start included: ``manifests`` is bound before it starts.
         ledger = await Ledger.open(
             config.ledger_path,
             config.gate.id,
@@ -183,6 +182,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             stack.push_async_callback(_quietly, "the button", button.aclose)
         await ledger.recheck_conflicts(clock.now())  # the manifest may have changed while stopped
         lan = await network.serve_lan(config, stack, status, shared) if config.lan.enabled else None
+        await network.serve_screen(config, stack, gate, status, clock)
         search = None if status.sync is None else status.sync.client.search
         control = ControlServer(config.control.socket, gate, status.snapshot, search)
         await control.start()

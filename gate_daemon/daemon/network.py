@@ -26,6 +26,7 @@ from gate_daemon.provision.keyfiles import read_secret
 from gate_daemon.store.ledger import Ledger
 
 if TYPE_CHECKING:
+    from gate_daemon.gate.scan import Gate
     from gate_daemon.net.discovery import Discovery
     from gate_daemon.net.lan import LanServer
     from gate_daemon.net.online import OnlineDecider, Switch
@@ -193,3 +194,29 @@ def online_decider(
         task.add_done_callback(counting.discard)
 
     return OnlineDecider(sync.client, checkpoint, settings, on_switch=switched)
+
+
+async def serve_screen(
+    config: GateConfig, stack: contextlib.AsyncExitStack, gate: Gate, status: GateStatus, clock: GateClock
+) -> None:
+    """The gate screen listening on ``[screen] listen`` (docs/SCREEN.md), if the config has one.
+
+    The port it listens on goes into ``status.screen_port``.
+    """
+    section = config.screen
+    if section.host is None:
+        return
+    from gate_daemon.config.screen import is_loopback
+    from gate_daemon.net.screen import Screen, ScreenServer, ScreenSettings, create_app
+
+    settings = ScreenSettings(
+        hold_ms=config.signals.hold_ms,
+        names=section.names,
+        manual_entry=section.manual_entry,
+        loopback=is_loopback(section.host),
+    )
+    server = ScreenServer(create_app(Screen(gate, status.snapshot, clock.now, settings)))
+    await server.start(section.host, section.port)
+    stack.push_async_callback(server.aclose)  # once it listens: a failed start cleans up itself
+    status.screen_port = server.port
+    log.info("gate screen on http://%s:%d/screen", section.host, server.port)

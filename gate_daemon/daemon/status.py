@@ -52,6 +52,8 @@ class GateStatus:
     clock: GateClock = field(default_factory=GateClock)
     sync: UpstreamSync | None = None
     online: OnlineDecider | None = None
+    #: The port the gate screen listens on (``[screen]``), once it does.
+    screen_port: int | None = None
 
     async def snapshot(self) -> GateSnapshot:
         """The full status, JSON-ready."""

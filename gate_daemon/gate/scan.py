@@ -44,6 +44,7 @@ from gate_daemon.core.decision import (
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.tokens import payload_fingerprint
 from gate_daemon.errors import GateError, ManifestRefused
+from gate_daemon.gate.feed import ResultFeed, Subscription
 from gate_daemon.gate.lane import Lane
 from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.ports import Signals
@@ -157,6 +158,12 @@ class Gate:
         self.volatile: dict[str, int] = {"repeats": 0, "unrecorded": 0}
         #: Open, supervised or closed, by supervisors' signed commands (an open one when not given).
         self.lane = lane or Lane(ledger, manifests, gate_id=gate_id, event_id=event_id, clock=clock)
+        #: Every result shown, for its subscribers (the gate screen); a held allow too, as pending.
+        self.results: ResultFeed[ScanResult] = ResultFeed(monotonic=monotonic)
+
+    def subscribe(self) -> Subscription[ScanResult]:
+        """Every result this gate shows from now on, as it is shown (``gate_daemon.gate.feed``)."""
+        return self.results.subscribe()
 
     async def sighted(self, payload: str, *, device: str) -> ScanResult | None:
         """A payload an input decoded; None when it repeats one seen within the window."""
@@ -203,7 +210,9 @@ class Gate:
         self._show(decision)
         if self.turnstile is not None and decision.reason is Reason.MANUAL_RELEASE:
             self.turnstile.release(None)
-        return ScanResult(scan.uuid, decision)
+        result = ScanResult(scan.uuid, decision)
+        self.results.publish(result)
+        return result
 
     def confirm(self, device: str) -> bool:
         """A steward confirms the oldest allow a supervised lane holds: shown, then released.
@@ -217,6 +226,7 @@ class Gate:
         self._show(held.decision)
         if self.turnstile is not None:
             self.turnstile.release(held.scan_id)
+        self.results.publish(ScanResult(held.scan_id, held.decision))
         return True
 
     def _forget(self, now: float) -> None:
@@ -273,10 +283,13 @@ class Gate:
             admits = decision.reason is Reason.OK and decision.ticket_id is not None
             if admits and result.recorded and self.lane.supervised:
                 self.lane.hold(result.scan_id, decision)  # shown and released once confirmed
-                return replace(result, pending=True)
+                held = replace(result, pending=True)
+                self.results.publish(held)  # the screen asks the steward to confirm it
+                return held
             self._show(decision)
             if self.turnstile is not None and admits:
                 self.turnstile.release(result.scan_id)
+            self.results.publish(result)
         return result
 
     async def _prior(self, scan_id: str, fingerprint: str) -> ScanResult | None:

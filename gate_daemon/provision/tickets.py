@@ -10,6 +10,8 @@ and ``status`` are required)::
     session    a session id from event.toml, or empty for any session
     zone       a zone id from event.toml, or empty for any zone
     entries    1..255 (default 1), or "reentry" for unlimited re-entry after an exit scan
+    name       the holder's name, optional: shown on the gate screen for an ID check
+               (docs/SCREEN.md); every gate's manifest then carries it
     code       an optional reference code: printable ASCII, at least 12 characters and
                64 bits by the estimate below (make them random with >= 96 bits); only
                its salted hash enters the manifest, and a ticket with a code does not
@@ -38,7 +40,7 @@ from gate_daemon.errors import Problem, SourceError
 from gate_daemon.files import read_regular
 from gate_daemon.provision.event import EventSpec
 
-COLUMNS = ("ticket_id", "order_id", "seat", "status", "session", "zone", "entries", "code")
+COLUMNS = ("ticket_id", "order_id", "seat", "status", "session", "zone", "entries", "code", "name")
 REQUIRED = ("ticket_id", "status")
 #: tickets.csv is read whole: a million rows are about 80 MB.
 MAX_FILE = 1 << 30
@@ -162,7 +164,7 @@ class _TicketRows:
             bad(line, "ticket_id", f"must be 1 to {MAX_TICKET_ID} bytes of printable text")
         elif tid in self.first_line:
             bad(line, "ticket_id", f"duplicate of line {self.first_line[tid]}")
-        for column in ("order_id", "seat"):
+        for column in ("order_id", "seat", "name"):
             if len(cell[column].encode()) > MAX_TEXT or not cell[column].isprintable():
                 bad(line, column, f"must be at most {MAX_TEXT} bytes of printable text")
         status = _STATUSES.get(cell["status"].lower())
@@ -192,6 +194,7 @@ class _TicketRows:
             zone=self.zones.get(cell["zone"], ""),
             entries=allowed if allowed is not None else 1,
             code_hash=code_hash(self.event.event_id, code) if code else None,
+            name=cell["name"],
         )
         text = entry.legacy_text if self.event.legacy_codes else None
         if text is not None:
