@@ -125,7 +125,8 @@ def test_a_refusal_by_the_gate_itself_says_out_of_service(shared_world: World) -
         ('[screen]\nlisten = "localhost:8081"\n', ("localhost", 8081, True, True)),
         ('[screen]\nlisten = "192.168.1.20:8080"\n', ("192.168.1.20", 8080, False, False)),
         (
-            '[screen]\nlisten = "0.0.0.0:8080"\nnames = true\nmanual_entry = true\n',
+            '[screen]\nlisten = "0.0.0.0:8080"\nhosts = ["gate-3.venue.lan"]\n'
+            'names = true\nmanual_entry = true\ntoken = "screen-token"\n',
             ("0.0.0.0", 8080, True, True),
         ),
         ("[screen]\nnames = false\n", ("127.0.0.1", 8080, False, True)),

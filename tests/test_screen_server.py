@@ -68,7 +68,7 @@ async def test_the_stream_says_hello_then_status_then_each_scan(tmp_path: Path, 
         stream = events(response)
         assert await anext(stream) == (
             "hello",
-            {"gate": "north-1", "hold_ms": 1500, "manual_entry": True},
+            {"gate": "north-1", "hold_ms": 1500, "manual_entry": True, "confirm": True},
         )
         name, status = await anext(stream)
         assert name == "status" and status["in_service"] is True and status["manifest_version"] == 1
@@ -84,10 +84,12 @@ async def test_the_stream_says_hello_then_status_then_each_scan(tmp_path: Path, 
 async def test_names_are_not_served_on_a_lan_address_unless_asked_for(
     tmp_path: Path, live: LiveWorld
 ) -> None:
-    lan = write_gate_config(tmp_path / "lan.toml", live, extra='[screen]\nlisten = "0.0.0.0:8080"\n')
-    assert load_config(lan).screen.names is False and load_config(lan).screen.manual_entry is False
+    section = '[screen]\nlisten = "0.0.0.0:8080"\nhosts = ["gate-3.venue.lan"]\n'
+    lan = write_gate_config(tmp_path / "lan.toml", live, extra=section)
+    off = load_config(lan).screen
+    assert (off.names, off.manual_entry, off.confirm) == (False, False, False)
     asked = write_gate_config(
-        tmp_path / "asked.toml", live, extra='[screen]\nlisten = "0.0.0.0:8080"\nnames = true\n'
+        tmp_path / "asked.toml", live, extra=f'{section}names = true\ntoken = "screen-token"\n'
     )
     assert load_config(asked).screen.names is True
     # Served without names (the loopback listen keeps the test off the LAN; the setting is what counts).

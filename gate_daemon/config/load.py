@@ -94,7 +94,7 @@ def load_config(path: Path, environ: dict[str, str] | None = None) -> GateConfig
         )
     if gate.decision == "online-first" and upstream.url is None:
         check.problem(("gate", "decision"), '"online-first" needs the central: set [upstream] url')
-    screen = screen_section(check, doc.get("screen"), _LISTEN)
+    screen = screen_section(check, doc.get("screen"), _LISTEN, paths.resolve)
     check.finish()
     return GateConfig(
         source=path,

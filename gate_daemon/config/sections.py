@@ -231,6 +231,12 @@ class ScreenSection:
     names: bool = False
     #: Whether the steward's manual-entry field scans (by default only on a loopback address).
     manual_entry: bool = False
+    #: Whether the steward may confirm a supervised lane's held allow (by default only on loopback).
+    confirm: bool = False
+    #: Off loopback, the names a request's ``Host`` may give (lowercase; the listen address's first).
+    hosts: tuple[str, ...] = ()
+    #: Off loopback, the file holding the pairing token the page must send.
+    token: Path | None = None
 
     @property
     def enabled(self) -> bool:

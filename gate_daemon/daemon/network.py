@@ -207,13 +207,16 @@ async def serve_screen(
     if section.host is None:
         return
     from gate_daemon.config.screen import is_loopback
-    from gate_daemon.net.screen import Screen, ScreenServer, ScreenSettings, create_app
+    from gate_daemon.net.screen import Screen, ScreenServer, ScreenSettings, create_app, read_token
 
     settings = ScreenSettings(
         hold_ms=config.signals.hold_ms,
         names=section.names,
         manual_entry=section.manual_entry,
+        confirm=section.confirm,
         loopback=is_loopback(section.host),
+        hosts=frozenset(section.hosts),
+        token=None if section.token is None else read_token(section.token),
     )
     server = ScreenServer(create_app(Screen(gate, status.snapshot, clock.now, settings)))
     await server.start(section.host, section.port)

@@ -15,7 +15,17 @@
   let countdownTimer = null;
   let lostTimer = null;
   let connected = false;
-  let stewardActs = false; // manual entry and confirmation, as the gate allows them here
+  let manualOn = false; // the steward's typed codes, as the gate allows them here
+  let confirmOn = false; // the steward's confirm of a held allow, as the gate allows it here
+  // Off loopback the gate asks for its pairing token: the kiosk's URL brings it once
+  // (/screen?token=...); the tab keeps it, and the address bar and history lose it.
+  const TOKEN_KEY = "gate-screen-token";
+  const given = new URLSearchParams(location.search).get("token");
+  if (given) {
+    sessionStorage.setItem(TOKEN_KEY, given);
+    history.replaceState(null, "", location.pathname);
+  }
+  const token = sessionStorage.getItem(TOKEN_KEY);
 
   function set(id, text) {
     const el = $(id);
@@ -104,7 +114,7 @@
 
   function showConfirm() {
     const lane = status && status.lane;
-    $("confirm").hidden = !(stewardActs && lane && lane.pending_ticket !== null);
+    $("confirm").hidden = !(confirmOn && lane && lane.pending_ticket !== null);
   }
 
   function endHold() {
@@ -188,12 +198,16 @@
   }
 
   function connect() {
-    const events = new EventSource("/screen/events");
+    // EventSource sends no headers: the stream takes the token in its query.
+    const query = token ? "?token=" + encodeURIComponent(token) : "";
+    const events = new EventSource("/screen/events" + query);
     events.addEventListener("hello", (event) => {
       const hello = JSON.parse(event.data);
       holdMs = hello.hold_ms;
-      stewardActs = hello.manual_entry;
-      $("manual").hidden = !stewardActs;
+      manualOn = hello.manual_entry;
+      confirmOn = hello.confirm;
+      $("manual").hidden = !manualOn;
+      showConfirm();
       document.title = "Gate " + hello.gate;
       linkState(true);
     });
@@ -206,7 +220,9 @@
   function post(path, data) {
     return fetch(path, {
       method: "POST",
-      headers: { "Content-Type": "application/json" },
+      headers: token
+        ? { "Content-Type": "application/json", "X-Screen-Token": token }
+        : { "Content-Type": "application/json" },
       body: JSON.stringify(data),
     });
   }
