@@ -46,7 +46,7 @@ def read_ticket(path: Path, ticket_id: str) -> TicketFacts:
     with _reading(path) as db:
         scans = db.execute(
             "SELECT uuid, hlc, wall, gate, device, operator, kind, outcome, reason, resolution, mode"
-            " FROM evidence WHERE ticket_id = ? ORDER BY hlc, uuid",
+            " FROM evidence WHERE ticket_id = ? ORDER BY hlc, uuid, gate",
             (ticket_id,),
         ).fetchall()
         records = db.execute(
