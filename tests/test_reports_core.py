@@ -110,7 +110,12 @@ def test_equal_stamps_are_ordered_by_uuid_then_scan_before_record() -> None:
         [record("b", 10, "east-1"), record("d", 10, "west-1")],
         {},
     )
-    assert [(r.uuid, r.source) for r in rows] == [("a", "scan"), ("b", "record"), ("c", "scan"), ("d", "record")]
+    assert [(r.uuid, r.source) for r in rows] == [
+        ("a", "scan"),
+        ("b", "record"),
+        ("c", "scan"),
+        ("d", "record"),
+    ]
     shuffled = history(
         [scan("a", 10, "south-1", "deny", "revoked"), scan("c", 10, "north-1", "deny", "revoked")],
         [record("d", 10, "west-1"), record("b", 10, "east-1")],
@@ -132,7 +137,10 @@ def test_a_scan_uploaded_by_another_gate_does_not_stand_for_its_record() -> None
         ("south-1", "scan", None, "deny"),
     ]
     lone = history([scan("r1", 10, "south-1", "deny", "revoked")], [record("r1", 10, "north-1")], {})
-    assert [(r.gate, r.source, r.record) for r in lone] == [("north-1", "record", "r1"), ("south-1", "scan", None)]
+    assert [(r.gate, r.source, r.record) for r in lone] == [
+        ("north-1", "record", "r1"),
+        ("south-1", "scan", None),
+    ]
 
 
 @given(st.text(min_size=1, max_size=20))

@@ -190,9 +190,7 @@ def analyse(data: IncidentData) -> Incident:
     )
     windows = fault_windows([p for p in periods if p.kind == "unheard"])
     arrivals = [Arrival(r.gate, int(r.wall * 1000), int(r.received_at * 1000)) for r in data.receipts]
-    entries = Counter(
-        r.gate for r in data.receipts if r.kind == "entry" and not r.forced and not r.voided
-    )
+    entries = Counter(r.gate for r in data.receipts if r.kind == "entry" and not r.forced and not r.voided)
     lost = Counter(c.loser_gate for c in data.collisions)
     return Incident(
         start=data.start,
