@@ -12,6 +12,7 @@ import uuid as uuidlib
 from pathlib import Path
 from typing import Any
 
+from gate_daemon.core.ticket_history import history
 from gate_daemon.store.central.reports import read_incident, read_ticket
 from tests.central_fixtures import make_central_world, serving
 
@@ -40,9 +41,12 @@ async def test_evidence_is_kept_once_and_under_the_gate_that_signed_it(tmp_path:
             "POST", "/v1/evidence", {"scans": [row(2), row(3)]}
         )  # a resend, and one new
         assert again.json() == {"stored": 1, "duplicate": 1}
-        # Another gate cannot restate north-1's scans: the uuid is held, and the gate is the signer.
+        # Another gate's row under north-1's uuid is its own row, under the gate that signed it.
         south = running.gates["south-1"]
-        assert (await south.request("POST", "/v1/evidence", {"scans": [row(1)]})).json()["duplicate"] == 1
+        assert (await south.request("POST", "/v1/evidence", {"scans": [row(1)]})).json() == {
+            "stored": 1,
+            "duplicate": 0,
+        }
 
         for body, named in (
             ({"scans": []}, "scans:"),
@@ -60,8 +64,40 @@ async def test_evidence_is_kept_once_and_under_the_gate_that_signed_it(tmp_path:
     facts = read_ticket(world.config.database, "P-001")
     assert [(s.uuid, s.gate, s.outcome) for s in facts.scans] == [
         (str(uuidlib.UUID(int=1)), "north-1", "deny"),
+        (str(uuidlib.UUID(int=1)), "south-1", "deny"),
         (str(uuidlib.UUID(int=2)), "north-1", "allow"),
         (str(uuidlib.UUID(int=3)), "north-1", "deny"),
+    ]
+
+
+async def test_a_gate_that_uploads_another_gates_uuids_first_hides_nothing(tmp_path: Path) -> None:
+    # A stolen south-1 knows north-1's scan uuids (they travel in shared records) and uploads
+    # rows under them before north-1 can: north-1's own rows are still stored, and both
+    # rows show in the ticket's history, each under the gate that uploaded it.
+    world = make_central_world(tmp_path / "central")
+    async with serving(world) as running:
+        north, south = running.gates["north-1"], running.gates["south-1"]
+        forged = {"scans": [row(1, outcome="deny", reason="revoked"), row(2)]}
+        assert (await south.request("POST", "/v1/evidence", forged)).json() == {"stored": 2, "duplicate": 0}
+        honest = {"scans": [row(1, outcome="allow", reason="ok", resolution="admitted"), row(2)]}
+        answer = await north.request("POST", "/v1/evidence", honest)
+        assert answer.status_code == 200, answer.text
+        assert answer.json() == {"stored": 2, "duplicate": 0}
+        assert (await north.request("POST", "/v1/evidence", honest)).json() == {"stored": 0, "duplicate": 2}
+
+    facts = read_ticket(world.config.database, "P-001")
+    assert [(s.uuid, s.gate, s.outcome) for s in facts.scans] == [
+        (str(uuidlib.UUID(int=1)), "north-1", "allow"),
+        (str(uuidlib.UUID(int=1)), "south-1", "deny"),
+        (str(uuidlib.UUID(int=2)), "north-1", "deny"),
+        (str(uuidlib.UUID(int=2)), "south-1", "deny"),
+    ]
+    rows = history(facts.scans, facts.records, facts.conflicts)
+    assert [(r.uuid, r.gate) for r in rows] == [
+        (str(uuidlib.UUID(int=1)), "north-1"),
+        (str(uuidlib.UUID(int=1)), "south-1"),
+        (str(uuidlib.UUID(int=2)), "north-1"),
+        (str(uuidlib.UUID(int=2)), "south-1"),
     ]
 
 

@@ -48,6 +48,47 @@ async def test_only_allowed_networks_read_the_fleet(tmp_path: Path) -> None:
         assert (wrong.status_code, wrong.json()["error"]) == (405, "method_not_allowed")
 
 
+async def test_the_command_list_answers_only_where_the_fleet_does(tmp_path: Path) -> None:
+    world = make_central_world(tmp_path / "central")
+    elsewhere = dataclasses.replace(world.config, fleet_allow=(ipaddress.ip_network("10.0.0.0/8"),))
+    async with serving(world, elsewhere) as running:
+        refused = await running.http.get("/v1/commands", params={"gate": "north-1"})
+        assert (refused.status_code, refused.json()["error"]) == (403, "forbidden")
+    async with serving(world) as running:
+        listed = await running.http.get("/v1/commands", params={"gate": "north-1"})
+        assert listed.status_code == 200 and listed.json()["gate"] == "north-1", listed.text
+
+
+async def test_a_host_that_does_not_name_the_central_is_refused(tmp_path: Path) -> None:
+    # A page at a DNS-rebound name, in a browser on the central's machine: the client is
+    # 127.0.0.1, but Host names the attacker's domain.
+    world = make_central_world(tmp_path / "central")
+    named = dataclasses.replace(world.config, fleet_hosts=("central.venue.example",))
+    async with serving(world, named) as running:
+        port = running.url.rsplit(":", 1)[1]
+        for path in ("/fleet", "/v1/fleet", "/fleet/fleet.js", "/v1/commands?gate=north-1"):
+            for host in (
+                f"rebound.attacker.example:{port}",
+                "rebound.attacker.example",
+                f"localhost.evil:{port}",
+            ):
+                refused = await running.http.get(path, headers={"Host": host})
+                assert (refused.status_code, refused.json()["error"]) == (403, "wrong_host"), (path, host)
+            for host in (
+                f"127.0.0.1:{port}",
+                f"localhost:{port}",
+                "LOCALHOST.",
+                f"[::1]:{port}",
+                f"central.venue.example:{port}",
+                "10.0.5.7",
+            ):
+                answer = await running.http.get(path, headers={"Host": host})
+                assert answer.status_code == 200, (path, host, answer.text)
+        assert (
+            await running.http.get("/v1/challenge", headers={"Host": "rebound.attacker.example"})
+        ).status_code == 200
+
+
 async def test_a_garbage_status_in_a_heartbeat_reads_as_unknowns(tmp_path: Path) -> None:
     world = make_central_world(tmp_path / "central")
     hostile = {
@@ -115,6 +156,11 @@ def test_every_shipped_card_renders() -> None:
     [
         ('fleet_allow = ["10.0.0.0/8", "lobby"]\n', "central.fleet_allow", "'lobby' is not a network"),
         ("fleet_allow = 10\n", "central.fleet_allow", "expected an array of strings"),
+        (
+            'fleet_hosts = ["central.venue", "evil/../x"]\n',
+            "central.fleet_hosts",
+            "'evil/../x' is not a host name",
+        ),
         ("sop = 5\n", "central.sop", "expected a string"),
         ('\n[fleet]\nclock_s = "five"\n', "fleet.clock_s", "expected a number"),
         ("\n[fleet]\nsilent_s = 0\n", "fleet.silent_s", "outside 1..86400"),
@@ -135,8 +181,9 @@ def test_fleet_settings_mistakes_name_file_key_and_line(
 
 
 def test_fleet_settings_read(tmp_path: Path) -> None:
-    extra = 'sop = "sop"\nfleet_allow = ["10.0.0.0/8", "::1"]\n\n[fleet]\nsilent_s = 20\nclock_s = 2.5\n'
+    extra = 'sop = "sop"\nfleet_allow = ["10.0.0.0/8", "::1"]\nfleet_hosts = ["Central.Venue.example."]\n\n[fleet]\nsilent_s = 20\nclock_s = 2.5\n'
     config = load_central_config(make_central_world(tmp_path / "central", extra=extra).config_path)
     assert config.sop == tmp_path / "central" / "sop"
     assert [str(n) for n in config.fleet_allow] == ["10.0.0.0/8", "::1/128"]
+    assert config.fleet_hosts == ("central.venue.example",)
     assert (config.thresholds.silent_s, config.thresholds.clock_s, config.thresholds.lag_s) == (20, 2.5, 60)

@@ -103,6 +103,46 @@ def test_text_json_and_csv_carry_the_same_rows() -> None:
     assert "north-1" in as_text("P-1", rows, [])
 
 
+def test_equal_stamps_are_ordered_by_uuid_then_scan_before_record() -> None:
+    # Same hlc everywhere: a denial (no record) sorts by its scan's uuid, not after every record.
+    rows = history(
+        [scan("c", 10, "north-1", "deny", "revoked"), scan("a", 10, "south-1", "deny", "revoked")],
+        [record("b", 10, "east-1"), record("d", 10, "west-1")],
+        {},
+    )
+    assert [(r.uuid, r.source) for r in rows] == [
+        ("a", "scan"),
+        ("b", "record"),
+        ("c", "scan"),
+        ("d", "record"),
+    ]
+    shuffled = history(
+        [scan("a", 10, "south-1", "deny", "revoked"), scan("c", 10, "north-1", "deny", "revoked")],
+        [record("d", 10, "west-1"), record("b", 10, "east-1")],
+        {},
+    )
+    assert shuffled == rows
+
+
+def test_a_scan_uploaded_by_another_gate_does_not_stand_for_its_record() -> None:
+    # south-1 uploaded a row under north-1's scan uuid: both rows show, each under its own gate,
+    # and only north-1's row is the record.
+    rows = history(
+        [scan("r1", 10, "north-1"), scan("r1", 10, "south-1", "deny", "revoked")],
+        [record("r1", 10, "north-1")],
+        {},
+    )
+    assert [(r.gate, r.source, r.record, r.outcome) for r in rows] == [
+        ("north-1", "scan", "r1", "allow"),
+        ("south-1", "scan", None, "deny"),
+    ]
+    lone = history([scan("r1", 10, "south-1", "deny", "revoked")], [record("r1", 10, "north-1")], {})
+    assert [(r.gate, r.source, r.record) for r in lone] == [
+        ("north-1", "record", "r1"),
+        ("south-1", "scan", None),
+    ]
+
+
 @given(st.text(min_size=1, max_size=20))
 def test_csv_cells_never_start_a_formula_and_always_parse_back(operator: str) -> None:
     fact = ScanFact("u", 1, T0, "north-1", "camera", operator, "entry", "allow", "ok", "admitted", "online")
@@ -234,6 +274,20 @@ def test_a_silence_of_every_gate_is_one_window_with_its_kpis() -> None:
     assert reasons["west-1"] == ("no heartbeat in the period",)
     assert incident.totals == {"scans": 6, "offline_scans": 3, "denials": 1, "entries": 2, "conflicts": 1}
     assert sum(sum(v) for v in incident.series.values()) == 6
+
+
+def test_entries_their_gate_voided_are_not_entries_admitted() -> None:
+    # south-1's entry was not passed (voided by south-1): the rate is over north-1's entry alone.
+    receipts = [
+        Receipt("north-1", "entry", False, T0 + 6, T0 + 21),
+        Receipt("south-1", "entry", False, T0 + 7, T0 + 22),
+        Receipt("south-1", "entry", False, T0 + 8, T0 + 22, voided=True),
+        Receipt("south-1", "void", False, T0 + 8, T0 + 22),
+    ]
+    incident = analyse(incident_data(receipts=receipts))
+    assert incident.kpis.conflict_rate == 0.5
+    assert incident.totals["entries"] == 2
+    assert incident.per_gate["south-1"].conflict_rate == 1.0
 
 
 def test_a_gate_heard_throughout_makes_no_window() -> None:

@@ -2,8 +2,10 @@
 
 ``GET /v1/challenge`` and the supervisors' ``POST /v1/commands`` and ``GET /v1/commands``
 are the unsigned routes (rate-limited per address; a command carries its supervisor's
-signature, verified against the latest manifest's roster). Every other route takes a
-signed request (``gate_daemon.net.peer_auth``) from a gate in the latest
+signature, verified against the latest manifest's roster). ``GET /v1/commands`` lists
+every gate's commands and messages, so it answers only where the fleet does
+(``central.fleet.guard``: ``[central] fleet_allow`` and a ``Host`` that names the central).
+Every other route takes a signed request (``gate_daemon.net.peer_auth``) from a gate in the latest
 manifest's roster: ``admit`` runs on the headers before the body is read, then the
 signature is verified over method, ``rel_url.raw_path_qs`` and body. An answer to a
 request whose signature verified carries a fresh ``Gate-Challenge``, errors included;
@@ -37,7 +39,7 @@ from gate_daemon.net.peer_auth import HEADER_CHALLENGE, HEADER_SIGNATURE, Caller
 from gate_daemon.store.central.checkin_book import UuidReused
 
 from .config import CentralConfig
-from .fleet import add_fleet_routes
+from .fleet import add_fleet_routes, guard
 from .manifests import GateAhead
 from .service import Central
 from .wire import (
@@ -60,6 +62,7 @@ from .wire import (
 log = logging.getLogger(__name__)
 
 CENTRAL: web.AppKey[Central] = web.AppKey("central", Central)
+CONFIG: web.AppKey[CentralConfig] = web.AppKey("config", CentralConfig)
 LIMITER = web.AppKey("limiter", RateLimiter)
 #: The supervisors' unsigned routes have their own limit: they cannot starve ``/v1/challenge``.
 COMMAND_LIMITER = web.AppKey("command_limiter", RateLimiter)
@@ -201,6 +204,7 @@ async def _post_command(request: web.Request) -> web.Response:
 
 
 async def _list_commands(request: web.Request) -> web.Response:
+    guard(request, request.app[CONFIG], "the command list")
     _limit(request)
     gate = parse_gate(request.rel_url.query)
     return web.json_response(await request.app[CENTRAL].listed(gate))
@@ -251,6 +255,7 @@ def create_app(
         client_max_size=MAX_BODY,
         handler_args={"logger": MalformedRequestLog(log, "central")},
     )
+    app[CONFIG] = config
     app[LIMITER] = RateLimiter(config.rate)
     app[COMMAND_LIMITER] = RateLimiter(config.rate)
     for method, path, handler in ROUTES:

@@ -34,6 +34,7 @@ CENTRAL_KEYS = {
     "rate",
     "sop",
     "fleet_allow",
+    "fleet_hosts",
 }
 FLEET_KEYS = {"silent_s", "manifest_age_s", "clock_s", "lag_s", "backlog"}
 Network = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -64,6 +65,9 @@ class CentralConfig:
     sop: Path | None = None
     #: The client networks that may read the fleet (the page and ``GET /v1/fleet``).
     fleet_allow: tuple[Network, ...] = LOOPBACK
+    #: The host names (``Host``) the fleet and the command list answer to, beyond the listen
+    #: host, the loopback names and any IP address: what a browser's address bar says.
+    fleet_hosts: tuple[str, ...] = ()
     #: When a gate needs attention (``[fleet]``).
     thresholds: Thresholds = DEFAULT_THRESHOLDS
 
@@ -120,6 +124,7 @@ def load_central_config(path: Path, environ: Mapping[str, str] | None = None) ->
         rate=check.integer(tbl, at, "rate", low=1, high=10_000, default=20),
         sop=sop,
         fleet_allow=_networks(check, tbl, at),
+        fleet_hosts=_hosts(check, tbl, at),
         thresholds=_thresholds(check, doc.get("fleet", {})),
     )
     check.finish()
@@ -161,3 +166,19 @@ def _thresholds(check: Checker, value: object) -> Thresholds:
         lag_s=check.number(tbl, at, "lag_s", low=1, high=86_400, default=default.lag_s),
         backlog=check.integer(tbl, at, "backlog", low=1, high=10_000_000, default=default.backlog),
     )
+
+
+_HOST_NAME = re.compile(
+    r"(?=.{1,253}$)[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?(\.[a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?)*"
+)
+
+
+def _hosts(check: Checker, tbl: dict[str, Any], at: KeyPath) -> tuple[str, ...]:
+    names = []
+    for text in check.strings(tbl, at, "fleet_hosts"):
+        name = text.lower().rstrip(".")
+        if _HOST_NAME.fullmatch(name) is None:
+            check.problem((*at, "fleet_hosts"), f"{text!r} is not a host name (central.venue.example)")
+        else:
+            names.append(name)
+    return tuple(names)

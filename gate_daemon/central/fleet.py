@@ -5,7 +5,11 @@ Both read the gates' last heartbeats (``CentralStore.heard``) and judge them wit
 first, each with its conditions, and the SOP card of every condition shown
 (``central.sop``). They are for the venue's operators, not for gates: no signed request,
 but served only to clients in ``[central] fleet_allow`` (this machine by default;
-docs/CHOICES.md says why). Anything else gets ``403 forbidden``.
+docs/CHOICES.md says why); anything else gets ``403 forbidden``. And only when the
+request's ``Host`` names this central (``host_named``): an IP address, a loopback name,
+the listen host or one of ``[central] fleet_hosts``; anything else gets ``403 wrong_host``,
+so a page whose name is DNS-rebound to this machine cannot read it from a browser here.
+``guard`` is both checks; ``GET /v1/commands`` (``central.app``) passes it too.
 
 The page is one HTML file with plain JavaScript and CSS (``fleet_page/``, package data);
 it polls ``/v1/fleet`` and signs supervisor commands in the browser (docs/FLEET.md).
@@ -49,6 +53,44 @@ def allowed(remote: str | None, networks: tuple[Network, ...]) -> bool:
     return any(address in network for network in networks)
 
 
+#: The names of this machine a ``Host`` may say, whatever the configuration.
+LOOPBACK_NAMES = frozenset({"localhost", "localhost.localdomain", "ip6-localhost"})
+
+
+def host_named(header: str | None, config: CentralConfig) -> bool:
+    """Whether a request's ``Host`` header names this central (its port is not judged).
+
+    An IP address is always named: a browser sends the address it connected to, so no DNS
+    answer can have changed it. A name must be a loopback name, the listen host or one of
+    ``fleet_hosts``.
+    """
+    text = (header or "").strip().lower()
+    if text.startswith("["):
+        name = text[1 : text.find("]")] if "]" in text else ""
+    else:
+        name = text.rsplit(":", 1)[0] if text.count(":") == 1 else text
+    name = name.rstrip(".")
+    if not name:
+        return False
+    try:
+        ipaddress.ip_address(name.split("%")[0])
+    except ValueError:
+        return name in LOOPBACK_NAMES or name == config.host.lower() or name in config.fleet_hosts
+    return True
+
+
+def guard(request: web.Request, config: CentralConfig, what: str) -> None:
+    """Refuse (``ApiError``) a client outside ``fleet_allow`` or a ``Host`` that names another machine."""
+    if not allowed(request.remote, config.fleet_allow):
+        raise ApiError("forbidden", f"this address may not read {what} ([central] fleet_allow)", 403)
+    if not host_named(request.headers.get("Host"), config):
+        raise ApiError(
+            "wrong_host",
+            f"the Host header does not name this central ([central] fleet_hosts) to read {what}",
+            403,
+        )
+
+
 def _asset(name: str) -> bytes:
     return (resources.files(__package__) / "fleet_page" / name).read_bytes()
 
@@ -87,10 +129,7 @@ def add_fleet_routes(
         handler: Callable[[web.Request], Awaitable[web.Response]],
     ) -> Callable[[web.Request], Awaitable[web.Response]]:
         async def serve(request: web.Request) -> web.Response:
-            if not allowed(request.remote, config.fleet_allow):
-                raise ApiError(
-                    "forbidden", "this address may not read the fleet ([central] fleet_allow)", 403
-                )
+            guard(request, config, "the fleet")
             response = await handler(request)
             response.headers["Cache-Control"] = "no-store"
             return response

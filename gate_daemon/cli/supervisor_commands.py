@@ -5,7 +5,10 @@ either straight to the gate's LAN API (``--gate HOST:PORT``, ``POST /v1/command`
 the central (``--central URL``, ``POST /v1/commands``), which hands it to the gate in its
 next heartbeat answer. The event a command is for is read from where it is sent (the
 gate's status, or the central's command list) unless ``--event`` names it. A refusal is
-printed by name and exits 1. ``commands`` lists what the central holds for a gate;
+printed by name and exits 1. ``commands`` lists what the central holds for a gate; the
+central answers that list (``GET /v1/commands``) only as it answers its fleet page, to
+``[central] fleet_allow`` and a URL host it knows (``fleet_hosts``), else ``forbidden`` or
+``wrong_host``;
 ``confirm`` releases the allow a supervised lane holds, through the control socket of
 the gate on this machine. See docs/COMMANDS.md.
 """

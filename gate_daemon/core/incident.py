@@ -78,13 +78,18 @@ class Beat:
 
 @dataclass(frozen=True, slots=True)
 class Receipt:
-    """A record: its gate, kind, when it was scanned and when the central held it."""
+    """A record: its gate, kind, when it was scanned and when the central held it.
+
+    ``voided``: an entry its own gate took back (not passed, not confirmed): nobody was
+    admitted by it, so it is no entry admitted in the conflict rate.
+    """
 
     gate: str
     kind: str
     forced: bool
     wall: float
     received_at: float
+    voided: bool = False
 
 
 @dataclass(frozen=True, slots=True)
@@ -185,7 +190,7 @@ def analyse(data: IncidentData) -> Incident:
     )
     windows = fault_windows([p for p in periods if p.kind == "unheard"])
     arrivals = [Arrival(r.gate, int(r.wall * 1000), int(r.received_at * 1000)) for r in data.receipts]
-    entries = Counter(r.gate for r in data.receipts if r.kind == "entry" and not r.forced)
+    entries = Counter(r.gate for r in data.receipts if r.kind == "entry" and not r.forced and not r.voided)
     lost = Counter(c.loser_gate for c in data.collisions)
     return Incident(
         start=data.start,

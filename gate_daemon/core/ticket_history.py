@@ -5,8 +5,12 @@ gate that made it, denials included (who, which device, the outcome and reason, 
 the scan did); the records (entries, exits and voids) travel to every gate and the
 central. A scan that admitted someone made the record with its own uuid, so the two
 meet in one row; a record without a scan here (learned from a peer or the central, or
-a void) is a row of its own. Rows are in hybrid-clock order (the order conflicts are
-judged in; uuid breaks ties), which is the order things happened across gates.
+a void) is a row of its own. A scan row's ``gate`` is the gate that logged it (at the
+central, the gate that uploaded it, by its signature); it meets a record only when that
+record was made at the same gate, so a row uploaded under another gate's uuid never stands
+for that gate's record. Rows are in hybrid-clock order (the order conflicts are judged in;
+the scan's or record's uuid breaks ties, then scan before record, then the gate), which is
+the order things happened across gates.
 
 ``admissions`` answers the question a dispute asks, "was this person let in, where and
 when?": the entries that stand (not voided by their gate, not a double entry that lost).
@@ -84,6 +88,8 @@ class HistoryRow:
     source: str
     hlc: int
     wall: float
+    #: The scan's uuid (a scan row) or the record's (a record row): the tie-break of equal stamps.
+    uuid: str = ""
 
     def as_dict(self) -> dict[str, object]:
         """The row as JSON shows it."""
@@ -129,7 +135,10 @@ def history(
     seen = set()
     for scan in scans:
         record = by_uuid.get(scan.uuid)
-        seen.add(scan.uuid)
+        if record is not None and record.origin != scan.gate:
+            record = None  # another gate's record: this scan row does not stand for it
+        if record is not None:
+            seen.add(record.uuid)
         rows.append(
             HistoryRow(
                 format_instant(scan.wall),
@@ -142,11 +151,12 @@ def history(
                 scan.resolution,
                 scan.mode,
                 None if record is None else record.uuid,
-                conflict(scan.uuid),
+                None if record is None else conflict(record.uuid),
                 void(record),
                 "scan",
                 scan.hlc,
                 scan.wall,
+                scan.uuid,
             )
         )
     for record in by_uuid.values():
@@ -169,9 +179,10 @@ def history(
                 "record",
                 record.hlc,
                 record.wall,
+                record.uuid,
             )
         )
-    rows.sort(key=lambda r: (r.hlc, r.record or "", r.source))
+    rows.sort(key=lambda r: (r.hlc, r.uuid, r.source, r.gate))
     return rows
 
 

@@ -313,14 +313,18 @@ class CentralStore:
     # ------------------------------------------------------------------ evidence
 
     async def store_evidence(self, gate: str, scans: Sequence[EvidenceScan], now: float) -> tuple[int, int]:
-        """Keep a gate's uploaded evidence rows, each once; how many were new and how many held already."""
+        """Keep a gate's uploaded evidence rows, each once; how many were new and how many held already.
+
+        Rows are keyed by (``gate``, uuid): only the same gate's row with the uuid makes a
+        duplicate, so another gate cannot take a uuid first and have this gate's rows dropped.
+        """
         async with self._transaction() as db:
             uuids = [s.uuid for s in scans]
             held = {
                 str(row[0])
                 for row in await db.execute_fetchall(
-                    f"SELECT uuid FROM evidence WHERE uuid IN ({', '.join('?' * len(uuids))})",  # noqa: S608
-                    uuids,
+                    f"SELECT uuid FROM evidence WHERE gate = ? AND uuid IN ({', '.join('?' * len(uuids))})",  # noqa: S608
+                    [gate, *uuids],
                 )
             }
             fresh = {s.uuid: s for s in scans if s.uuid not in held}

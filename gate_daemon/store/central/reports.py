@@ -46,7 +46,7 @@ def read_ticket(path: Path, ticket_id: str) -> TicketFacts:
     with _reading(path) as db:
         scans = db.execute(
             "SELECT uuid, hlc, wall, gate, device, operator, kind, outcome, reason, resolution, mode"
-            " FROM evidence WHERE ticket_id = ? ORDER BY hlc, uuid",
+            " FROM evidence WHERE ticket_id = ? ORDER BY hlc, uuid, gate",
             (ticket_id,),
         ).fetchall()
         records = db.execute(
@@ -82,7 +82,9 @@ def read_incident(path: Path, start: float, end: float) -> IncidentData:
             (start - MARGIN_S, end + MARGIN_S),
         ).fetchall()
         receipts = db.execute(
-            "SELECT origin, kind, forced, wall, received_at FROM checkins WHERE wall >= ? AND wall < ?",
+            "SELECT c.origin, c.kind, c.forced, c.wall, c.received_at,"
+            " EXISTS (SELECT 1 FROM checkins v WHERE v.voids = c.uuid AND v.origin = c.origin)"
+            " FROM checkins c WHERE c.wall >= ? AND c.wall < ?",
             (start, end),
         ).fetchall()
         collisions = db.execute(
@@ -100,7 +102,9 @@ def read_incident(path: Path, start: float, end: float) -> IncidentData:
             Beat(str(g), float(a), str(m), int(s), int(o), None if p is None else int(p))
             for g, a, m, s, o, p in beats
         ],
-        receipts=[Receipt(str(g), str(k), bool(f), float(w), float(r)) for g, k, f, w, r in receipts],
+        receipts=[
+            Receipt(str(g), str(k), bool(f), float(w), float(r), bool(v)) for g, k, f, w, r, v in receipts
+        ],
         collisions=[
             Collision(str(t), str(lg), float(lw), str(lu), str(wg), float(ww), str(wu))
             for t, lg, lw, lu, wg, ww, wu in collisions

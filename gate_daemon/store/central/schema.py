@@ -22,8 +22,11 @@ Tables:
   (``gate_daemon.store.central.command_queue``).
 - ``evidence`` (migration 3): the gates' evidence logs, uploaded: one row per scan at a
   gate, denials included (when, which device, who, the outcome, reason and resolution, the
-  decision mode), keyed by the scan's uuid and stored once (a resend is a duplicate).
-  Never the payload nor its fingerprint. ``received_at`` is the central's time.
+  decision mode), keyed by (``gate``, ``uuid``): the gate that signed the upload and the
+  scan's uuid, stored once (a resend is a duplicate). Keyed by the uploader, so a gate
+  that uploads rows under another gate's scan uuids stores rows of its own and cannot make
+  that gate's rows duplicates. Never the payload nor its fingerprint. ``received_at`` is
+  the central's time.
 - ``beats`` (migration 3): every heartbeat, not only the last: when (central time), the
   gate's decision route then (``online`` or ``offline``) and a few of its counters, for the
   incident report's offline periods and mode switches.
@@ -110,7 +113,7 @@ CREATE INDEX commands_by_gate ON commands (gate, issued_ms);
     # 3: dispute evidence and heartbeat history (docs/REPORTS.md).
     """
 CREATE TABLE evidence (
-    uuid             TEXT PRIMARY KEY,
+    uuid             TEXT NOT NULL,
     gate             TEXT NOT NULL,
     hlc              INTEGER NOT NULL,
     wall             REAL NOT NULL,
@@ -123,7 +126,8 @@ CREATE TABLE evidence (
     resolution       TEXT NOT NULL,
     mode             TEXT NOT NULL,
     manifest_version INTEGER,
-    received_at      REAL NOT NULL
+    received_at      REAL NOT NULL,
+    PRIMARY KEY (gate, uuid)
 );
 CREATE INDEX evidence_ticket ON evidence (ticket_id);
 CREATE INDEX evidence_wall ON evidence (wall);
