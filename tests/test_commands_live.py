@@ -159,7 +159,8 @@ def test_gatectl_names_a_refusal_and_exits_1(
     long = gatectl("message", "north-1", "x" * 141, *supervisor(world), "--gate", address)
     assert long.returncode == 1 and "bad_command" in long.stderr
     assert lane(gate) == {
-        "state": "open", "since_ms": None, "by": None, "message": None, "mode_forced": None, "pending": None
+        "state": "open", "since_ms": None, "by": None, "message": None, "mode_forced": None, "pending": None,
+        "unverified": {"bad_signature": 1},  # the forged one: counted, never written
     }  # fmt: skip
     nothing = gatectl("confirm", "--socket", gate.socket_path)
     assert nothing.returncode == 1 and "nothing to confirm" in nothing.stdout

@@ -28,6 +28,7 @@ from typing import Protocol
 
 from gate_daemon.core.commands import (
     NONCE,
+    UNVERIFIED,
     Command,
     CommandRefused,
     LaneState,
@@ -51,6 +52,8 @@ NOT_CONFIRMED = labelled(Family.LANE, "not_confirmed")
 MAX_HELD = 64
 #: Commands taken from one heartbeat answer, at most.
 MAX_DELIVERED = 64
+#: Seconds between two log lines of commands refused before their signature verified.
+UNVERIFIED_LOG_EVERY = 60.0
 
 
 class _Manifests(Protocol):
@@ -96,6 +99,9 @@ class Lane:
         self._held: collections.deque[Held] = collections.deque()
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Commands refused before their signature verified, by refusal (never written to the ledger).
+        self.unverified: collections.Counter[str] = collections.Counter()
+        self._logged_at = -UNVERIFIED_LOG_EVERY
         #: Told the forced decision mode ("online", "offline" or None) whenever a mode command applies.
         self.on_mode: Callable[[str | None], None] | None = None
 
@@ -119,24 +125,32 @@ class Lane:
         """Verify and apply a signed command; whether it changed anything.
 
         False for the very command applied before (the other delivery path's copy);
-        ``CommandRefused`` naming why for anything else not applied. Either way the
-        evidence log has it.
+        ``CommandRefused`` naming why for anything else not applied. A command whose
+        signature verified is in the evidence log either way; one refused before that
+        (``UNVERIFIED``: anyone can send those) is only counted in memory (``unverified``)
+        and logged at most once a minute, so a flood costs no write.
         """
         now_ms = int(self._clock() * 1000)
         command: Command | None = None
+        manifest = self.manifests.current
+        roster = () if manifest is None else manifest.supervisors
         try:
             signed = parse_envelope(envelope)
             command = signed.command
-            manifest = self.manifests.current
-            roster = () if manifest is None else manifest.supervisors
             verify(signed, roster, event=self.event_id, gate=self.gate_id, now_ms=now_ms)
         except CommandRefused as exc:
+            if exc.name in UNVERIFIED:
+                self._unverified(exc, via)
+                raise
             await record_refusal(self.ledger, command, via=via, now_ms=now_ms, refused=exc)
             log.warning("command refused (%s, via %s): %s", exc.name, via, exc.detail)
             raise
+        ids = frozenset(s.id for s in roster)
         async with self._lock:  # one command at a time: each is ordered against the last applied
             try:
-                self.state = await apply_command(self.ledger, self.state, command, via=via, now_ms=now_ms)
+                self.state = await apply_command(
+                    self.ledger, self.state, command, via=via, now_ms=now_ms, roster=ids
+                )
             except CommandRefused as exc:
                 if exc.name == "replayed" and exc.duplicate:
                     return False
@@ -145,13 +159,28 @@ class Lane:
         log.warning("command applied (via %s): %s", via, command.describe())
         if command.kind == "mode" and self.on_mode is not None:
             self.on_mode(self.state.mode_forced)
+        if self.closed:
+            await self._void_all()  # nobody passes a closed lane, not even an allow held before
         return True
+
+    def _unverified(self, exc: CommandRefused, via: str) -> None:
+        self.unverified[exc.name] += 1
+        now = self._monotonic()
+        if now - self._logged_at >= UNVERIFIED_LOG_EVERY:
+            self._logged_at = now
+            total = sum(self.unverified.values())
+            log.warning(
+                "command refused (%s, via %s): %s (%d unverified refusals so far; logged once a minute)",
+                exc.name, via, exc.detail, total,
+            )  # fmt: skip
 
     async def deliver(self, envelopes: object) -> list[str]:
         """Commands from the central's heartbeat answer, each through ``command``; the nonces taken.
 
-        A refused one is taken too (its refusal is in the evidence log; the central need not
-        send it again); one the ledger could not record is not, and comes again.
+        A refused one is taken too (the central need not send it again), except a refusal
+        that clears up by itself: ``unknown_supervisor`` (this gate's manifest is older than
+        the central's) and ``expired`` for a command dated ahead of this clock. Those come
+        again with the next heartbeat. One the ledger could not record is not taken either.
         """
         if not isinstance(envelopes, list):
             if envelopes is not None:
@@ -159,8 +188,11 @@ class Lane:
             return []
         taken = []
         for envelope in envelopes[:MAX_DELIVERED]:
-            with contextlib.suppress(CommandRefused):
+            try:
                 await self.command(envelope, via="central")
+            except CommandRefused as exc:
+                if exc.name == "unknown_supervisor" or (exc.name == "expired" and "ahead" in exc.detail):
+                    continue
             nonce = _nonce(envelope)
             if nonce is not None:
                 taken.append(nonce)
@@ -175,8 +207,8 @@ class Lane:
         self._changed.set()
 
     def take(self) -> Held | None:
-        """The oldest allow held, now confirmed (None when none waits)."""
-        if not self._held:
+        """The oldest allow held, now confirmed (None when none waits, or the lane is closed)."""
+        if not self._held or self.closed:
             return None
         held = self._held.popleft()
         self._changed.set()
@@ -187,10 +219,14 @@ class Lane:
         task.add_done_callback(self._tasks.discard)
         return held
 
-    async def aclose(self) -> None:
-        """Void the allows still held (nobody was let through) and let the counts reach the ledger."""
+    async def _void_all(self) -> None:
         while self._held:
             await self._void(self._held.popleft())
+        self._changed.set()
+
+    async def aclose(self) -> None:
+        """Void the allows still held (nobody was let through) and let the counts reach the ledger."""
+        await self._void_all()
         for task in list(self._tasks):
             await task
 
@@ -241,6 +277,7 @@ class Lane:
             "by": None if state.lane is None else state.lane.supervisor,
             "message": state.text,
             "mode_forced": state.mode_forced,
+            "unverified": dict(self.unverified),
             "pending": None
             if first is None
             else {

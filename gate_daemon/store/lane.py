@@ -78,9 +78,18 @@ async def load_lane(ledger: Ledger) -> LaneState:
 
 
 async def apply_command(
-    ledger: Ledger, state: LaneState, command: Command, *, via: str, now_ms: int
+    ledger: Ledger,
+    state: LaneState,
+    command: Command,
+    *,
+    via: str,
+    now_ms: int,
+    roster: frozenset[str] | None = None,
 ) -> LaneState:
     """Apply a verified command: the replay and ordering rules, then the state, its evidence, a counter.
+
+    ``roster``: the active supervisors' ids; a last command by one no longer there does not
+    make this one ``stale``.
 
     ``CommandRefused`` (``replayed``, ``stale``) once the refusal is recorded.
     """
@@ -91,7 +100,7 @@ async def apply_command(
         )
         seen = await cursor.fetchone()
         try:
-            ordering(command, None if seen is None else str(seen[0]), state.last(command.kind))
+            ordering(command, None if seen is None else str(seen[0]), state.last(command.kind), roster)
         except CommandRefused as exc:
             refusal = exc
             await _record(tx, command, via, now_ms, exc.name, exc.detail)
