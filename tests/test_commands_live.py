@@ -35,7 +35,13 @@ def central(world: CentralWorld, tmp_path: Path) -> Iterator[CentralProcess]:
 
 
 def start_gate(
-    launch: Launcher, world: CentralWorld, root: Path, url: str, *, decision: str | None = None
+    launch: Launcher,
+    world: CentralWorld,
+    root: Path,
+    url: str,
+    *,
+    decision: str | None = None,
+    confirm_timeout_ms: int | None = None,
 ) -> tuple[GateProcess, str]:
     """north-1 syncing with ``url`` (heartbeat every second), its LAN API on a free port."""
     port = free_port()
@@ -48,7 +54,11 @@ def start_gate(
     ]
     lines += [f"{key} = {json.dumps(value)}" for key, value in {"url": url, **SYNC}.items()]
     config = write_gate_config(
-        root / "gate.toml", world.live, decision=decision, extra="\n".join(lines) + "\n"
+        root / "gate.toml",
+        world.live,
+        decision=decision,
+        confirm_timeout_ms=confirm_timeout_ms,
+        extra="\n".join(lines) + "\n",
     )
     gate = launch(config, name="north-1")
     wait_until(lambda: manifest_version(gate) == 1, CONVERGE, "north-1 to fetch the central's manifest")
@@ -186,3 +196,35 @@ def test_a_supervisor_forces_an_online_first_gate_offline_and_back(
     back = gatectl("mode", "north-1", "online", *supervisor(world), "--gate", address)
     assert back.returncode == 0, back.stderr
     assert gate.status()["online"]["mode"] == "online" and gate.status()["lane"]["mode_forced"] == "online"
+
+
+def test_an_allow_held_when_the_gate_is_killed_is_voided_at_start(
+    world: CentralWorld, central: CentralProcess, launch: Launcher, tmp_path: Path
+) -> None:
+    # Ten minutes to confirm: only the restart can void the allow in this test.
+    gate, address = start_gate(launch, world, tmp_path / "north-1", central.url, confirm_timeout_ms=600_000)
+    done = gatectl("lane", "north-1", "supervised", *supervisor(world), "--gate", address)
+    assert done.returncode == 0, done.stderr
+    assert gate.scan(TICKET)["reason"] == "ok"
+    assert lane(gate)["pending"]["ticket"] == "L-0001"
+    (uuid,) = query(gate.ledger_path, "SELECT uuid FROM scans WHERE ticket_id = 'L-0001'")[0]
+
+    gate.kill()  # SIGKILL while the allow is held: nobody confirmed it, the turnstile stayed locked
+    assert query(gate.ledger_path, "SELECT resolution FROM scans WHERE uuid = ?", uuid) == [("admitted",)]
+    gate = launch(gate.config, name="north-1-again")
+    assert query(gate.ledger_path, "SELECT resolution FROM scans WHERE uuid = ?", uuid) == [
+        ("not_confirmed",)
+    ]
+    assert query(gate.ledger_path, "SELECT outcome, device FROM held WHERE scan_id = ?", uuid) == [
+        ("not_confirmed", None)
+    ]
+    assert gate.counters()["lane:not_confirmed"] == 1
+    # Its ticket is usable again; held again, and this time confirmed, by whom the ledger says.
+    assert gate.scan(TICKET)["reason"] == "ok"
+    confirmed = gatectl("confirm", "--socket", gate.socket_path)
+    assert confirmed.returncode == 0, confirmed.stderr
+    wait_until(
+        lambda: gate.counters().get("lane:confirmed") == 1, CONVERGE, "the confirmation to be recorded"
+    )
+    rows = query(gate.ledger_path, "SELECT outcome, device FROM held WHERE scan_id != ?", uuid)
+    assert len(rows) == 1 and rows[0][0] == "confirmed" and rows[0][1].startswith("gatectl:"), rows

@@ -39,8 +39,15 @@ from gate_daemon.core.counters import Family, labelled
 from gate_daemon.core.decision import Decision
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.snapshot import LaneStatus
-from gate_daemon.gate.counts import count_softly
-from gate_daemon.store.lane import apply_command, load_lane, record_refusal
+from gate_daemon.store.lane import (
+    apply_command,
+    forget,
+    intend,
+    load_lane,
+    record_refusal,
+    settle,
+    unsettled,
+)
 from gate_daemon.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -106,8 +113,15 @@ class Lane:
         self.on_mode: Callable[[str | None], None] | None = None
 
     async def load(self) -> None:
-        """Read the state the ledger's file keeps (what was applied before a restart)."""
+        """Read the state the ledger's file keeps, and void the allows held when the gate died.
+
+        An allow held and never confirmed before a crash (``kill -9``, power) left the
+        turnstile locked: nobody passed, so its entry is voided (``not_confirmed``) here.
+        """
         self.state = await load_lane(self.ledger)
+        for scan_id in await unsettled(self.ledger):
+            log.warning("lane: scan %s was held when the gate stopped, unconfirmed; voiding it", scan_id)
+            await self._void_scan(scan_id)
 
     @property
     def closed(self) -> bool:
@@ -200,24 +214,51 @@ class Lane:
 
     # ---------------------------------------------------------------- held allows
 
+    async def intend(self, scan_id: str) -> None:
+        """Before a scan at a supervised lane commits: note, durably, that it may be held."""
+        await intend(self.ledger, scan_id, int(self._clock() * 1000))
+
+    async def forget(self, scan_id: str) -> None:
+        """The scan ``intend`` noted was not held (refused, or the lane changed meanwhile)."""
+        try:
+            await forget(self.ledger, scan_id)
+        except (sqlite3.Error, ValueError) as exc:
+            # Left open, it is voided at the next start: a scan that made no entry voids nothing.
+            log.error("lane: cannot forget scan %s: %s", scan_id, exc)
+
     def hold(self, scan_id: str, decision: Decision) -> None:
         """Hold a committed allow until a steward confirms it or its time runs out."""
         until_ms = int((self._clock() + self.confirm_timeout) * 1000)
         self._held.append(Held(scan_id, decision, until_ms, self._monotonic() + self.confirm_timeout))
         self._changed.set()
 
-    def take(self) -> Held | None:
-        """The oldest allow held, now confirmed (None when none waits, or the lane is closed)."""
+    def take(self, device: str, then: Callable[[Held], None]) -> Held | None:
+        """The oldest allow held, now confirmed at ``device`` (None when none waits, or the lane is closed).
+
+        The confirmation is written to the ledger (``held``, with the device) and only
+        then is ``then`` called (which shows it and releases the relay): a gate that dies
+        in between voids it at start, and nobody passed. Called from the loop's callbacks
+        (the button), which cannot wait: a task, awaited at ``aclose``.
+        """
         if not self._held or self.closed:
             return None
         held = self._held.popleft()
         self._changed.set()
-        # Called from the loop's callbacks (the button), which cannot wait: counted as a task,
-        # awaited at ``aclose`` while the ledger is still open.
-        task = asyncio.get_running_loop().create_task(count_softly(self.ledger, CONFIRMED))
+        task = asyncio.get_running_loop().create_task(self._confirm(held, device, then))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return held
+
+    async def _confirm(self, held: Held, device: str, then: Callable[[Held], None]) -> None:
+        now_ms = int(self._clock() * 1000)
+        try:
+            await settle(
+                self.ledger, held.scan_id, "confirmed", device=device, now_ms=now_ms, counters=[CONFIRMED]
+            )
+        except (sqlite3.Error, ValueError) as exc:
+            # The steward saw the person: released all the same; the entry stands as committed.
+            log.error("lane: cannot record the confirmation of scan %s: %s", held.scan_id, exc)
+        then(held)
 
     async def _void_all(self) -> None:
         while self._held:
@@ -252,19 +293,30 @@ class Lane:
             await self._void(self._held.popleft())
 
     async def _void(self, held: Held) -> None:
+        await self._void_scan(held.scan_id)
+
+    async def _void_scan(self, scan_id: str) -> None:
         try:
             voided = await self.ledger.void(
-                held.scan_id,
+                scan_id,
                 wall=self._clock(),
                 operator=None,
                 counters=[NOT_CONFIRMED],
                 resolution="not_confirmed",
             )
+            await settle(
+                self.ledger,
+                scan_id,
+                "not_confirmed",
+                device=None,
+                now_ms=int(self._clock() * 1000),
+                counters=[],
+            )
         except (sqlite3.Error, ValueError) as exc:
-            log.error("lane: cannot void scan %s that nobody confirmed: %s", held.scan_id, exc)
+            log.error("lane: cannot void scan %s that nobody confirmed: %s", scan_id, exc)
             return
         if voided is not None:
-            log.info("lane: scan %s was not confirmed in time; its ticket can be used again", held.scan_id)
+            log.info("lane: scan %s was not confirmed in time; its ticket can be used again", scan_id)
 
     # ---------------------------------------------------------------- status
 

@@ -9,8 +9,13 @@ the outcome. A command is applied in one transaction with its evidence row and i
 counter, under the ledger's lock: two paths delivering the same command at once apply
 it once.
 
-Refusals are kept up to ``REFUSALS_KEPT`` rows back: a flood of forged commands cannot
-fill the card. Applied commands are always kept.
+Refusals are kept up to ``REFUSALS_KEPT`` rows back. Applied commands are always kept.
+
+The ``held`` table (migration 8) makes a supervised lane's held allows survive a crash:
+a row is written (``intend``) before the scan commits, kept while its allow is held,
+deleted when the scan was not held after all (``forget``), and settled ``confirmed``
+(with the device that confirmed) or ``not_confirmed`` (``settle``). A row still open
+when the gate starts (``unsettled``) was held when the gate died: it is voided then.
 """
 
 from __future__ import annotations
@@ -150,3 +155,36 @@ async def command_log(ledger: Ledger, limit: int = 100) -> list[CommandRow]:
         )
         rows: Iterable[Any] = await cursor.fetchall()
     return [CommandRow(*row) for row in rows]
+
+
+async def intend(ledger: Ledger, scan_id: str, now_ms: int) -> None:
+    """Note that scan ``scan_id`` may be held, before it commits (durable when this returns)."""
+    async with ledger.transaction() as tx:
+        await tx.execute("INSERT OR IGNORE INTO held (scan_id, held_ms) VALUES (?, ?)", (scan_id, now_ms))
+
+
+async def forget(ledger: Ledger, scan_id: str) -> None:
+    """Scan ``scan_id`` was not held after all (refused, or the lane changed meanwhile)."""
+    async with ledger.transaction() as tx:
+        await tx.execute("DELETE FROM held WHERE scan_id = ? AND outcome IS NULL", (scan_id,))
+
+
+async def settle(
+    ledger: Ledger, scan_id: str, outcome: str, *, device: str | None, now_ms: int, counters: list[str]
+) -> None:
+    """A held allow confirmed (at ``device``) or voided (``not_confirmed``), with its counters."""
+    async with ledger.transaction() as tx:
+        await tx.execute(
+            "UPDATE held SET outcome = ?, device = ?, done_ms = ? WHERE scan_id = ? AND outcome IS NULL",
+            (outcome, device, now_ms, scan_id),
+        )
+        if counters:
+            await tx.count(counters)
+
+
+async def unsettled(ledger: Ledger) -> list[str]:
+    """The scans held and neither confirmed nor voided (the gate died while they waited)."""
+    async with ledger.transaction() as tx:
+        cursor = await tx.execute("SELECT scan_id FROM held WHERE outcome IS NULL ORDER BY held_ms")
+        rows = await cursor.fetchall()
+    return [str(scan_id) for (scan_id,) in rows]
