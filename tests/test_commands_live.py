@@ -107,6 +107,15 @@ def test_a_lane_closed_through_the_central_holds_across_a_kill(
     assert gate.scan(TICKET)["reason"] == "lane_closed"
     rows = query(gate.ledger_path, "SELECT outcome, via, supervisor, value FROM commands")
     assert rows == [("applied", "central", "sam", "closed")]
+    # The gate's evidence log of commands, read from its ledger file (the gate may be running).
+    logged = gatectl("commands", "--ledger", str(gate.ledger_path))
+    assert logged.returncode == 0, logged.stderr
+    assert "central" in logged.stdout and "applied" in logged.stdout and "lane 'closed'" in logged.stdout
+    assert "1 commands in" in logged.stdout
+    as_json = json.loads(gatectl("commands", "--ledger", str(gate.ledger_path), "--json").stdout)
+    assert [(r["outcome"], r["supervisor"], r["value"]) for r in as_json] == [("applied", "sam", "closed")]
+    neither = gatectl("commands", "north-1")
+    assert neither.returncode == 1 and "--central URL" in neither.stderr
 
 
 def test_one_command_by_both_paths_is_applied_once(

@@ -3,11 +3,11 @@
 The ``lane`` table (migration 7) holds the last command applied of each kind, so a
 closed lane is still closed after a restart, and a command older than the one applied
 is refused (``gate_daemon.core.commands.ordering``). The ``commands`` table is the
-evidence log of commands: every one applied or refused, with who signed it (as the
-command names them), what it said, when it was issued and received, by which path, and
-the outcome. A command is applied in one transaction with its evidence row and its
-counter, under the ledger's lock: two paths delivering the same command at once apply
-it once.
+evidence log of commands (``gatectl commands --ledger`` reads it): every one applied
+or refused once its signature verified, with who signed it (as the command names
+them), what it said, when it was issued and received, by which path, and the outcome.
+A command is applied in one transaction with its evidence row and its counter, under
+the ledger's lock: two paths delivering the same command at once apply it once.
 
 Refusals are kept up to ``REFUSALS_KEPT`` rows back. Applied commands are always kept.
 
@@ -20,8 +20,6 @@ when the gate starts (``unsettled``) was held when the gate died: it is voided t
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from gate_daemon.core.commands import Applied, Command, CommandRefused, LaneState, ordering
@@ -37,37 +35,6 @@ _INSERT = """
                           digest, detail)
     VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)
 """
-
-
-@dataclass(frozen=True, slots=True)
-class CommandRow:
-    """One row of the command evidence log."""
-
-    received_ms: int
-    via: str
-    outcome: str
-    supervisor: str | None
-    gate: str | None
-    kind: str | None
-    value: str | None
-    issued_ms: int | None
-    nonce: str | None
-    detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        return {
-            "received_ms": self.received_ms,
-            "via": self.via,
-            "outcome": self.outcome,
-            "supervisor": self.supervisor,
-            "gate": self.gate,
-            "kind": self.kind,
-            "value": self.value,
-            "issued_ms": self.issued_ms,
-            "nonce": self.nonce,
-            "detail": self.detail,
-        }
 
 
 async def load_lane(ledger: Ledger) -> LaneState:
@@ -143,18 +110,6 @@ async def _record(
             "DELETE FROM commands WHERE outcome != 'applied' AND id <= (SELECT MAX(id) FROM commands) - ?",
             (REFUSALS_KEPT,),
         )
-
-
-async def command_log(ledger: Ledger, limit: int = 100) -> list[CommandRow]:
-    """The latest ``limit`` commands, applied and refused, newest first."""
-    async with ledger.transaction() as tx:
-        cursor = await tx.execute(
-            "SELECT received_ms, via, outcome, supervisor, gate, kind, value, issued_ms, nonce, detail"
-            " FROM commands ORDER BY id DESC LIMIT ?",
-            (limit,),
-        )
-        rows: Iterable[Any] = await cursor.fetchall()
-    return [CommandRow(*row) for row in rows]
 
 
 async def intend(ledger: Ledger, scan_id: str, now_ms: int) -> None:
