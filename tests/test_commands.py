@@ -127,6 +127,9 @@ def test_a_command_dated_ahead_is_taken_only_within_minutes() -> None:
         lambda: verify(parsed, ROSTER, event="demo-2026", gate="north-1", now_ms=NOW_MS - FUTURE_MS - 1)
     )
     assert name == "expired" and "ahead" in detail
+    with pytest.raises(CommandRefused) as caught:
+        verify(parsed, ROSTER, event="demo-2026", gate="north-1", now_ms=NOW_MS - FUTURE_MS - 1)
+    assert caught.value.ahead
     # Into the past, a day still.
     verify(parsed, ROSTER, event="demo-2026", gate="north-1", now_ms=NOW_MS + EXPIRY_MS)
 

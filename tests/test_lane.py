@@ -314,6 +314,34 @@ async def test_a_supervisor_dropped_from_a_newer_manifest_is_refused(
         assert (await post(base, world.command("lane", "open", supervisor="kim")))[0] == 200
 
 
+async def test_revoking_a_supervisor_undoes_the_block_of_their_command_dated_ahead(
+    world: LiveWorld, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate(world, tmp_path, pins) as (running, base):
+        now_ms = int(time.time() * 1000)
+        # A day ahead: refused (before, it was applied and made every correct lane command stale).
+        code, answer = await post(
+            base, world.command("lane", "closed", supervisor="sam", issued_ms=now_ms + 86_400_000)
+        )
+        assert (code, answer["error"]) == (403, "expired") and "ahead" in answer["detail"]
+        # Four minutes ahead is within the window: applied, and kim's command now is stale.
+        ahead = world.command("lane", "closed", supervisor="sam", issued_ms=now_ms + 240_000)
+        assert (await post(base, ahead))[0] == 200
+        code, answer = await post(base, world.command("lane", "open", supervisor="kim"))
+        assert (code, answer["error"]) == (409, "stale")
+        # sam is revoked: the lane stays as sam left it, but kim commands again at once.
+        without_sam = dataclasses.replace(
+            world.event, supervisors=tuple(s for s in world.event.supervisors if s.id != "sam")
+        )
+        (tmp_path / "drop.gdm").write_bytes(world.manifest(2, event=without_sam))
+        await eventually(
+            lambda: running.manifests.current is not None and running.manifests.current.version == 2
+        )
+        assert (await status(base))["lane"]["state"] == "closed"
+        code, answer = await post(base, world.command("lane", "open", supervisor="kim"))
+        assert code == 200 and answer["state"]["state"] == "open", answer
+
+
 async def test_a_gate_whose_manifest_names_no_supervisors_takes_no_command(
     tmp_path: Path, pins: MockFactory
 ) -> None:

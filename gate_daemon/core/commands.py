@@ -101,9 +101,11 @@ class CommandRefused(WireError):
 
     kept = 200
 
-    def __init__(self, name: str, detail: str, *, duplicate: bool = False) -> None:
+    def __init__(self, name: str, detail: str, *, duplicate: bool = False, ahead: bool = False) -> None:
         super().__init__(name, detail, _STATUS.get(name, 403))
         self.duplicate = duplicate
+        #: An ``expired`` command dated ahead of the receiver's clock (which may be behind).
+        self.ahead = ahead
 
 
 @dataclass(frozen=True, slots=True)
@@ -287,7 +289,9 @@ def verify(
         raise CommandRefused("wrong_gate", f"the command is for gate {command.gate}, this is {gate}")
     if command.issued_ms > now_ms + FUTURE_MS:
         ahead = (command.issued_ms - now_ms) // 1000
-        raise CommandRefused("expired", f"the command is dated {ahead} s ahead of this clock (at most 300 s)")
+        raise CommandRefused(
+            "expired", f"the command is dated {ahead} s ahead of this clock (at most 300 s)", ahead=True
+        )
     if command.issued_ms < now_ms - EXPIRY_MS:
         raise CommandRefused("expired", "the command was issued more than 24 hours before this clock's time")
     return command

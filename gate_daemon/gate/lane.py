@@ -205,7 +205,7 @@ class Lane:
             try:
                 await self.command(envelope, via="central")
             except CommandRefused as exc:
-                if exc.name == "unknown_supervisor" or (exc.name == "expired" and "ahead" in exc.detail):
+                if exc.name == "unknown_supervisor" or exc.ahead:
                     continue
             nonce = _nonce(envelope)
             if nonce is not None:
