@@ -6,12 +6,15 @@ roster gate.
 
 from __future__ import annotations
 
+import contextlib
+import sqlite3
 import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
+from gate_daemon.core.commands import EXPIRY_MS
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.provision.keyfiles import read_secret
 from tests.central_fixtures import CentralWorld, Running, make_central_world, serving
@@ -127,3 +130,16 @@ async def test_the_command_routes_name_bad_queries_and_bodies(world: CentralWorl
         assert answer.status_code == 400 and answer.json()["error"] == "not_json"
         answer = await running.http.post("/v1/commands", content=b"[" * 5000)
         assert answer.status_code == 413 and answer.json()["error"] == "too_large"
+
+
+async def test_a_command_issued_more_than_a_day_ago_is_no_longer_sent(world: CentralWorld) -> None:
+    """A gate leaves some refusals unacknowledged (they clear up); none stays in the queue forever."""
+    async with serving(world) as running:
+        close = world.live.command("lane", "closed", supervisor="sam")
+        assert (await running.http.post("/v1/commands", json=close)).status_code == 200
+        assert (await beat(running))["commands"] == [close]
+        # A day and a minute later, still unacknowledged (its gate refused it unknown_supervisor):
+        # every gate would refuse it expired now.
+        with contextlib.closing(sqlite3.connect(world.config.database)) as db, db:
+            db.execute("UPDATE commands SET issued_ms = issued_ms - ?", (EXPIRY_MS + 60_000,))
+        assert (await beat(running))["commands"] == []

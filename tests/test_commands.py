@@ -19,6 +19,7 @@ from playwright.sync_api import Page
 from gate_daemon.core.commands import (
     DOMAIN,
     EXPIRY_MS,
+    FUTURE_MS,
     Applied,
     Command,
     CommandRefused,
@@ -104,12 +105,40 @@ def test_an_envelope_round_trips_and_verifies() -> None:
         ({"issued_ms": "1767222000000"}, "command.issued_ms"),
         ({"nonce": "0123456789ABCDEF0123456789ABCDEF"}, "command.nonce"),
         ({"nonce": "abc"}, "command.nonce"),
-        ({"extra": 1}, "command.extra"),
+        ({"extra": 1}, "command: unknown field 'extra'"),
     ],
 )
 def test_each_bad_field_is_named(change: dict[str, Any], where: str) -> None:
     name, detail = refusal(lambda: parse_command({**BODY, **change}))
     assert name == "bad_command" and detail.startswith(where), detail
+
+
+def test_an_unknown_field_name_is_quoted_and_cut_short() -> None:
+    name, detail = refusal(lambda: parse_command({**BODY, "x\n" * 50_000: 1}))
+    assert name == "bad_command" and "\n" not in detail and len(detail) <= 200, detail[:300]
+    name, detail = refusal(lambda: parse_envelope({**envelope(), "y\n" * 50_000: 1}))
+    assert name == "bad_command" and "\n" not in detail and len(detail) <= 200, detail[:300]
+
+
+def test_a_command_dated_ahead_is_taken_only_within_minutes() -> None:
+    parsed = parse_envelope(envelope())
+    verify(parsed, ROSTER, event="demo-2026", gate="north-1", now_ms=NOW_MS - FUTURE_MS)
+    name, detail = refusal(
+        lambda: verify(parsed, ROSTER, event="demo-2026", gate="north-1", now_ms=NOW_MS - FUTURE_MS - 1)
+    )
+    assert name == "expired" and "ahead" in detail
+    with pytest.raises(CommandRefused) as caught:
+        verify(parsed, ROSTER, event="demo-2026", gate="north-1", now_ms=NOW_MS - FUTURE_MS - 1)
+    assert caught.value.ahead
+    # Into the past, a day still.
+    verify(parsed, ROSTER, event="demo-2026", gate="north-1", now_ms=NOW_MS + EXPIRY_MS)
+
+
+def test_a_newer_command_by_a_revoked_supervisor_does_not_make_one_stale() -> None:
+    command = parse_command(BODY)
+    ahead = Applied("open", "mallory", NOW_MS + 1, "f" * 32, NOW_MS)
+    ordering(command, None, ahead, frozenset({"sam", "kim"}))
+    assert refusal(lambda: ordering(command, None, ahead, frozenset({"sam", "kim", "mallory"})))[0] == "stale"
 
 
 def test_a_missing_field_is_named() -> None:

@@ -35,7 +35,13 @@ def central(world: CentralWorld, tmp_path: Path) -> Iterator[CentralProcess]:
 
 
 def start_gate(
-    launch: Launcher, world: CentralWorld, root: Path, url: str, *, decision: str | None = None
+    launch: Launcher,
+    world: CentralWorld,
+    root: Path,
+    url: str,
+    *,
+    decision: str | None = None,
+    confirm_timeout_ms: int | None = None,
 ) -> tuple[GateProcess, str]:
     """north-1 syncing with ``url`` (heartbeat every second), its LAN API on a free port."""
     port = free_port()
@@ -48,7 +54,11 @@ def start_gate(
     ]
     lines += [f"{key} = {json.dumps(value)}" for key, value in {"url": url, **SYNC}.items()]
     config = write_gate_config(
-        root / "gate.toml", world.live, decision=decision, extra="\n".join(lines) + "\n"
+        root / "gate.toml",
+        world.live,
+        decision=decision,
+        confirm_timeout_ms=confirm_timeout_ms,
+        extra="\n".join(lines) + "\n",
     )
     gate = launch(config, name="north-1")
     wait_until(lambda: manifest_version(gate) == 1, CONVERGE, "north-1 to fetch the central's manifest")
@@ -97,6 +107,15 @@ def test_a_lane_closed_through_the_central_holds_across_a_kill(
     assert gate.scan(TICKET)["reason"] == "lane_closed"
     rows = query(gate.ledger_path, "SELECT outcome, via, supervisor, value FROM commands")
     assert rows == [("applied", "central", "sam", "closed")]
+    # The gate's evidence log of commands, read from its ledger file (the gate may be running).
+    logged = gatectl("commands", "--ledger", str(gate.ledger_path))
+    assert logged.returncode == 0, logged.stderr
+    assert "central" in logged.stdout and "applied" in logged.stdout and "lane 'closed'" in logged.stdout
+    assert "1 commands in" in logged.stdout
+    as_json = json.loads(gatectl("commands", "--ledger", str(gate.ledger_path), "--json").stdout)
+    assert [(r["outcome"], r["supervisor"], r["value"]) for r in as_json] == [("applied", "sam", "closed")]
+    neither = gatectl("commands", "north-1")
+    assert neither.returncode == 1 and "--central URL" in neither.stderr
 
 
 def test_one_command_by_both_paths_is_applied_once(
@@ -159,7 +178,8 @@ def test_gatectl_names_a_refusal_and_exits_1(
     long = gatectl("message", "north-1", "x" * 141, *supervisor(world), "--gate", address)
     assert long.returncode == 1 and "bad_command" in long.stderr
     assert lane(gate) == {
-        "state": "open", "since_ms": None, "by": None, "message": None, "mode_forced": None, "pending": None
+        "state": "open", "since_ms": None, "by": None, "message": None, "mode_forced": None, "pending": None,
+        "unverified": {"bad_signature": 1},  # the forged one: counted, never written
     }  # fmt: skip
     nothing = gatectl("confirm", "--socket", gate.socket_path)
     assert nothing.returncode == 1 and "nothing to confirm" in nothing.stdout
@@ -185,3 +205,35 @@ def test_a_supervisor_forces_an_online_first_gate_offline_and_back(
     back = gatectl("mode", "north-1", "online", *supervisor(world), "--gate", address)
     assert back.returncode == 0, back.stderr
     assert gate.status()["online"]["mode"] == "online" and gate.status()["lane"]["mode_forced"] == "online"
+
+
+def test_an_allow_held_when_the_gate_is_killed_is_voided_at_start(
+    world: CentralWorld, central: CentralProcess, launch: Launcher, tmp_path: Path
+) -> None:
+    # Ten minutes to confirm: only the restart can void the allow in this test.
+    gate, address = start_gate(launch, world, tmp_path / "north-1", central.url, confirm_timeout_ms=600_000)
+    done = gatectl("lane", "north-1", "supervised", *supervisor(world), "--gate", address)
+    assert done.returncode == 0, done.stderr
+    assert gate.scan(TICKET)["reason"] == "ok"
+    assert lane(gate)["pending"]["ticket"] == "L-0001"
+    (uuid,) = query(gate.ledger_path, "SELECT uuid FROM scans WHERE ticket_id = 'L-0001'")[0]
+
+    gate.kill()  # SIGKILL while the allow is held: nobody confirmed it, the turnstile stayed locked
+    assert query(gate.ledger_path, "SELECT resolution FROM scans WHERE uuid = ?", uuid) == [("admitted",)]
+    gate = launch(gate.config, name="north-1-again")
+    assert query(gate.ledger_path, "SELECT resolution FROM scans WHERE uuid = ?", uuid) == [
+        ("not_confirmed",)
+    ]
+    assert query(gate.ledger_path, "SELECT outcome, device FROM held WHERE scan_id = ?", uuid) == [
+        ("not_confirmed", None)
+    ]
+    assert gate.counters()["lane:not_confirmed"] == 1
+    # Its ticket is usable again; held again, and this time confirmed, by whom the ledger says.
+    assert gate.scan(TICKET)["reason"] == "ok"
+    confirmed = gatectl("confirm", "--socket", gate.socket_path)
+    assert confirmed.returncode == 0, confirmed.stderr
+    wait_until(
+        lambda: gate.counters().get("lane:confirmed") == 1, CONVERGE, "the confirmation to be recorded"
+    )
+    rows = query(gate.ledger_path, "SELECT outcome, device FROM held WHERE scan_id != ?", uuid)
+    assert len(rows) == 1 and rows[0][0] == "confirmed" and rows[0][1].startswith("gatectl:"), rows

@@ -21,6 +21,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory
 
 from gate_daemon.config.load import load_config
+from gate_daemon.core.commands import UNVERIFIED, parse_command
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.daemon import app
 from gate_daemon.daemon.control import ask
@@ -255,11 +256,20 @@ async def test_a_refused_command_is_named_recorded_and_changes_nothing(
         before = (await status(base))["lane"]
         code, answer = await post(base, make(world))
         assert (code, answer["error"]) == (status_code, name), answer
-        assert (await status(base))["lane"] == before
+        after = (await status(base))["lane"]
+        assert {**after, "unverified": {}} == before
         assert (await running.gate.scan(FIRST, device="test")).decision.reason.value == "ok"
         rows = commands(running)
-        assert [row[0] for row in rows] == [name]
-        assert (await running.ledger.counters())[f"command:{name}"] == 1
+        if name in UNVERIFIED:
+            # Anyone can send these: counted in memory and in /metrics, never written.
+            assert rows == []
+            assert f"command:{name}" not in await running.ledger.counters()
+            assert (await status(base))["lane"]["unverified"] == {name: 1}
+            metrics = render(await running.status.snapshot()).decode()
+            assert f'gate_commands_unverified_total{{refusal="{name}"}} 1.0' in metrics
+        else:
+            assert [row[0] for row in rows] == [name]
+            assert (await running.ledger.counters())[f"command:{name}"] == 1
 
 
 async def test_a_replayed_command_is_a_no_op_and_an_older_one_stale(
@@ -302,6 +312,34 @@ async def test_a_supervisor_dropped_from_a_newer_manifest_is_refused(
         assert (code, answer["error"]) == (403, "unknown_supervisor")
         assert (await status(base))["lane"]["state"] == "supervised"
         assert (await post(base, world.command("lane", "open", supervisor="kim")))[0] == 200
+
+
+async def test_revoking_a_supervisor_undoes_the_block_of_their_command_dated_ahead(
+    world: LiveWorld, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate(world, tmp_path, pins) as (running, base):
+        now_ms = int(time.time() * 1000)
+        # A day ahead: refused (before, it was applied and made every correct lane command stale).
+        code, answer = await post(
+            base, world.command("lane", "closed", supervisor="sam", issued_ms=now_ms + 86_400_000)
+        )
+        assert (code, answer["error"]) == (403, "expired") and "ahead" in answer["detail"]
+        # Four minutes ahead is within the window: applied, and kim's command now is stale.
+        ahead = world.command("lane", "closed", supervisor="sam", issued_ms=now_ms + 240_000)
+        assert (await post(base, ahead))[0] == 200
+        code, answer = await post(base, world.command("lane", "open", supervisor="kim"))
+        assert (code, answer["error"]) == (409, "stale")
+        # sam is revoked: the lane stays as sam left it, but kim commands again at once.
+        without_sam = dataclasses.replace(
+            world.event, supervisors=tuple(s for s in world.event.supervisors if s.id != "sam")
+        )
+        (tmp_path / "drop.gdm").write_bytes(world.manifest(2, event=without_sam))
+        await eventually(
+            lambda: running.manifests.current is not None and running.manifests.current.version == 2
+        )
+        assert (await status(base))["lane"]["state"] == "closed"
+        code, answer = await post(base, world.command("lane", "open", supervisor="kim"))
+        assert code == 200 and answer["state"]["state"] == "open", answer
 
 
 async def test_a_gate_whose_manifest_names_no_supervisors_takes_no_command(
@@ -354,3 +392,55 @@ async def test_an_allow_held_when_the_gate_stops_is_voided(
     rows = query(running.ledger.path, "SELECT resolution FROM scans WHERE uuid = ?", (held.scan_id,))
     assert rows == [("not_confirmed",)]
     assert query(running.ledger.path, "SELECT COUNT(*) FROM redemptions WHERE kind = 'void'") == [(1,)]
+
+
+async def test_closing_the_lane_voids_every_held_allow_at_once(
+    world: LiveWorld, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate(world, tmp_path, pins) as (running, base):
+        pulses = Pulses(pins)
+        await post(base, world.command("lane", "supervised"))
+        first = await running.gate.scan(FIRST, device="test")
+        second = await running.gate.scan(SECOND, device="test")
+        assert first.pending and second.pending and running.gate.lane.held == 2
+        assert (await post(base, world.command("lane", "closed")))[0] == 200
+        # Nobody passes a closed lane: both allows are voided now, not at their timeout.
+        assert running.gate.lane.held == 0
+        assert running.gate.confirm("button") is False
+        rows = query(
+            running.ledger.path,
+            "SELECT resolution FROM scans WHERE uuid IN (?, ?)",
+            (first.scan_id, second.scan_id),
+        )
+        assert rows == [("not_confirmed",), ("not_confirmed",)]
+        assert (await status(base))["lane"]["pending"] is None
+        assert not pulses.pulsed
+
+
+async def test_a_held_allow_cannot_be_confirmed_while_the_lane_is_closed(
+    world: LiveWorld, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate(world, tmp_path, pins) as (running, base):
+        await post(base, world.command("lane", "supervised"))
+        held = await running.gate.scan(FIRST, device="test")
+        assert held.pending
+        # The lane's state as a closed command leaves it, before the voids land.
+        running.gate.lane.state = running.gate.lane.state.applying(
+            parse_command(world.command("lane", "closed")["command"]), 0
+        )
+        assert running.gate.confirm("screen") is False
+
+
+async def test_the_central_s_commands_refused_for_a_reason_that_clears_up_are_not_acknowledged(
+    world: LiveWorld, tmp_path: Path, pins: MockFactory
+) -> None:
+    async with gate(world, tmp_path, pins) as (running, _base):
+        now_ms = int(time.time() * 1000)
+        applied = world.command("message", "hello")
+        unknown = world.command("lane", "closed", supervisor="mallory", key=SecretKey.generate())
+        ahead = world.command("lane", "closed", issued_ms=now_ms + 3_600_000)  # this gate's clock behind
+        old = world.command("lane", "closed", issued_ms=now_ms - 2 * 86_400_000)
+        elsewhere = world.command("lane", "closed", gate="south-1")
+        taken = await running.gate.lane.deliver([applied, unknown, ahead, old, elsewhere])
+        assert taken == [e["command"]["nonce"] for e in (applied, old, elsewhere)]
+        assert running.gate.lane.state.state == "open"

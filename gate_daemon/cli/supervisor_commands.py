@@ -5,8 +5,9 @@ either straight to the gate's LAN API (``--gate HOST:PORT``, ``POST /v1/command`
 the central (``--central URL``, ``POST /v1/commands``), which hands it to the gate in its
 next heartbeat answer. The event a command is for is read from where it is sent (the
 gate's status, or the central's command list) unless ``--event`` names it. A refusal is
-printed by name and exits 1. ``commands`` lists what the central holds for a gate; the
-central answers that list (``GET /v1/commands``) only as it answers its fleet page, to
+printed by name and exits 1. ``commands`` lists what the central holds for a gate, or
+(``--ledger FILE``) what a gate's ledger recorded, applied and refused; the central
+answers that list (``GET /v1/commands``) only as it answers its fleet page, to
 ``[central] fleet_allow`` and a URL host it knows (``fleet_hosts``), else ``forbidden`` or
 ``wrong_host``;
 ``confirm`` releases the allow a supervised lane holds, through the control socket of
@@ -30,6 +31,7 @@ from gate_daemon.core.snapshot import LaneStatus
 from gate_daemon.daemon.control import DEFAULT_SOCKET, ask
 from gate_daemon.errors import GateError
 from gate_daemon.provision.keyfiles import read_secret
+from gate_daemon.store.offline_reads import read_commands
 
 #: Seconds a command's request may take.
 TIMEOUT = 10.0
@@ -117,7 +119,13 @@ def cmd_message(args: argparse.Namespace) -> int:
 
 
 def cmd_commands(args: argparse.Namespace) -> int:
-    """The commands the central holds for a gate, newest first."""
+    """The commands the central holds for a gate, or those a gate's ledger file recorded; newest first."""
+    if (args.ledger is None) == (args.central is None):
+        raise CommandFailed("commands takes --central URL (with the gate's id) or --ledger FILE")
+    if args.ledger is not None:
+        return _ledger_commands(args)
+    if args.gate is None:
+        raise CommandFailed("commands --central takes the gate's id")
     answer = _send("GET", f"{args.central.rstrip('/')}/v1/commands", params={"gate": args.gate})
     if args.json:
         print(json.dumps(answer, indent=2, ensure_ascii=False))
@@ -128,6 +136,22 @@ def cmd_commands(args: argparse.Namespace) -> int:
         issued = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(c["issued_ms"] / 1000))
         print(f"{issued}Z  {c['supervisor']:<12} {c['kind']:<8} {c['value']!r:<20} {taken}")
     print(f"{len(answer.get('commands', []))} commands for gate {args.gate}")
+    return 0
+
+
+def _ledger_commands(args: argparse.Namespace) -> int:
+    """The gate's evidence log of commands (applied, and refused once their signature verified)."""
+    rows = read_commands(args.ledger, args.limit)
+    if args.json:
+        print(json.dumps([row.as_dict() for row in rows], indent=2, ensure_ascii=False))
+        return 0
+    for row in rows:
+        received = time.strftime("%Y-%m-%d %H:%M:%S", time.gmtime(row.received_ms / 1000))
+        what = f"{row.kind} {row.value!r}" if row.kind is not None else "-"
+        print(
+            f"{received}Z  {row.via:<8} {row.outcome:<18} {row.supervisor or '-':<12} {what:<24} {row.detail}"
+        )
+    print(f"{len(rows)} commands in {args.ledger}")
     return 0
 
 
@@ -183,10 +207,16 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     _sending(p)
     p.set_defaults(func=cmd_message)
 
-    p = sub.add_parser("commands", help="the supervisors' commands the central holds for a gate")
-    p.add_argument("gate", help="the gate's id")
-    p.add_argument("--central", required=True, help="the central's URL")
-    p.add_argument("--json", action="store_true", help="print the central's answer as JSON")
+    p = sub.add_parser(
+        "commands", help="the supervisors' commands the central holds for a gate, or a gate's ledger recorded"
+    )
+    p.add_argument("gate", nargs="?", help="the gate's id (with --central)")
+    p.add_argument("--central", help="the central's URL")
+    p.add_argument(
+        "--ledger", type=Path, help="read the gate's evidence log of commands from this ledger file instead"
+    )
+    p.add_argument("--limit", type=int, default=100, help="with --ledger: the latest this many (default 100)")
+    p.add_argument("--json", action="store_true", help="print the answer (or the rows) as JSON")
     p.set_defaults(func=cmd_commands)
 
     p = sub.add_parser("confirm", help="confirm the allow a supervised lane holds (releases the turnstile)")

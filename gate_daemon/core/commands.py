@@ -23,9 +23,12 @@ the refusal (``CommandRefused.name``):
 4. ``bad_signature``      the signature does not verify under the supervisor's key
 5. ``wrong_event``        the command is for another event
 6. ``wrong_gate``         ... or another gate
-7. ``expired``            ``issued_ms`` is more than ``EXPIRY_MS`` away from the receiver's clock
+7. ``expired``            ``issued_ms`` is more than ``EXPIRY_MS`` before the receiver's clock, or
+                          more than ``FUTURE_MS`` after it (a command dated ahead would
+                          otherwise make every correctly dated one ``stale``)
 8. ``replayed``           its nonce was applied before (``ordering``)
-9. ``stale``              a newer command of the same kind was applied (``ordering``)
+9. ``stale``              a newer command of the same kind was applied (``ordering``), by a
+                          supervisor still in the roster: revoking one lets the others command
 
 Steps 8 and 9 need what the receiver applied before; ``ordering`` takes it as values.
 Commands of one kind are ordered by ``(issued_ms, nonce)``: two commands issued in the
@@ -50,8 +53,10 @@ from gate_daemon.errors import WireError
 
 DOMAIN = b"gate-daemon/command/v1\x00"
 VERSION = 1
-#: How far a command's ``issued_ms`` may be from the receiver's clock, either way.
+#: How far a command's ``issued_ms`` may lie before the receiver's clock.
 EXPIRY_MS = 24 * 3600 * 1000
+#: How far it may lie after it (clocks a little apart; not a day ahead).
+FUTURE_MS = 5 * 60 * 1000
 MAX_MESSAGE = 140
 #: The largest ``issued_ms``: JavaScript's largest safe integer, so a page signs what it means.
 MAX_MS = 2**53 - 1
@@ -79,8 +84,11 @@ REFUSALS = (
     "stale",
 )
 _STATUS = {"bad_command": 400, "replayed": 409, "stale": 409}
-#: Character categories a message may not hold: controls, lone surrogates, line breaks.
-_UNPRINTABLE = frozenset({"Cc", "Cs", "Zl", "Zp"})
+#: Refused before the signature verified: anyone can send these, so a receiver only counts them.
+UNVERIFIED = frozenset({"bad_command", "bad_signature", "unknown_supervisor"})
+#: Character categories a message may not hold: controls, format characters (bidi overrides,
+#: zero widths), lone surrogates, line breaks.
+_UNPRINTABLE = frozenset({"Cc", "Cf", "Cs", "Zl", "Zp"})
 
 
 class CommandRefused(WireError):
@@ -88,11 +96,16 @@ class CommandRefused(WireError):
 
     ``duplicate``: a ``replayed`` command that is the very one applied before (the other
     delivery path's copy), which a receiver answers as "not applied" rather than an error.
+    ``detail`` is cut to ``kept`` characters: an unverified sender's bytes can end up in it.
     """
 
-    def __init__(self, name: str, detail: str, *, duplicate: bool = False) -> None:
+    kept = 200
+
+    def __init__(self, name: str, detail: str, *, duplicate: bool = False, ahead: bool = False) -> None:
         super().__init__(name, detail, _STATUS.get(name, 403))
         self.duplicate = duplicate
+        #: An ``expired`` command dated ahead of the receiver's clock (which may be behind).
+        self.ahead = ahead
 
 
 @dataclass(frozen=True, slots=True)
@@ -164,7 +177,7 @@ def parse_envelope(data: object) -> SignedCommand:
         raise CommandRefused("bad_command", "the envelope must be a JSON object")
     extra = set(data) - {"command", "sig"}
     if extra:
-        raise CommandRefused("bad_command", f"unknown envelope field {sorted(extra)[0]!r}")
+        raise CommandRefused("bad_command", f"unknown envelope field {str(sorted(extra)[0])[:64]!r}")
     if "command" not in data:
         raise CommandRefused("bad_command", "the envelope has no command")
     command = parse_command(data["command"])
@@ -191,7 +204,7 @@ def parse_command(body: object) -> Command:
         raise CommandRefused("bad_command", f"command.{missing[0]}: missing")
     extra = sorted(str(k) for k in set(body) - KEYS)
     if extra:
-        raise CommandRefused("bad_command", f"command.{extra[0]}: unknown field")
+        raise CommandRefused("bad_command", f"command: unknown field {extra[0][:64]!r}")
     if _whole(body["v"]) != VERSION:
         raise CommandRefused("bad_command", f"command.v: must be {VERSION}")
     event = _ident(body, "event")
@@ -244,7 +257,8 @@ def check_message(text: str) -> str:
     for char in text:
         if unicodedata.category(char) in _UNPRINTABLE:
             raise CommandRefused(
-                "bad_command", f"command.value: a message may not hold control character U+{ord(char):04X}"
+                "bad_command",
+                f"command.value: a message may not hold control or format character U+{ord(char):04X}",
             )
     return text
 
@@ -273,8 +287,13 @@ def verify(
         raise CommandRefused("wrong_event", f"the command is for event {command.event}, this is {event}")
     if gate is not None and command.gate != gate:
         raise CommandRefused("wrong_gate", f"the command is for gate {command.gate}, this is {gate}")
-    if abs(command.issued_ms - now_ms) > EXPIRY_MS:
-        raise CommandRefused("expired", "the command was issued more than 24 hours from this clock's time")
+    if command.issued_ms > now_ms + FUTURE_MS:
+        ahead = (command.issued_ms - now_ms) // 1000
+        raise CommandRefused(
+            "expired", f"the command is dated {ahead} s ahead of this clock (at most 300 s)", ahead=True
+        )
+    if command.issued_ms < now_ms - EXPIRY_MS:
+        raise CommandRefused("expired", "the command was issued more than 24 hours before this clock's time")
     return command
 
 
@@ -292,12 +311,17 @@ class Applied:
     applied_ms: int
 
 
-def ordering(command: Command, seen: str | None, last: Applied | None) -> None:
+def ordering(
+    command: Command, seen: str | None, last: Applied | None, roster: frozenset[str] | None = None
+) -> None:
     """Steps 8 and 9: ``seen`` is the digest of the command applied with this nonce, if any.
 
     ``replayed`` when the nonce was applied before; ``stale`` when ``last`` (the last
-    command of this kind applied) comes after it in ``(issued_ms, nonce)`` order.
+    command of this kind applied) comes after it in ``(issued_ms, nonce)`` order, unless
+    its supervisor is not in ``roster`` (the active supervisors' ids; None: not checked).
     """
+    if last is not None and roster is not None and last.supervisor not in roster:
+        last = None
     if seen is not None:
         same = seen == command.digest()
         what = "this command" if same else "another command with this nonce"

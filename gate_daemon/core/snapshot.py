@@ -216,6 +216,9 @@ class LaneStatus(TypedDict):
     mode_forced: str | None
     #: The oldest allow waiting for confirmation, or None.
     pending: PendingStatus | None
+    #: Commands refused before their signature verified, by refusal, since the gate started
+    #: (kept in memory only: anyone can send them).
+    unverified: NotRequired[dict[str, int]]
 
 
 class GateSnapshot(TypedDict):

@@ -28,6 +28,7 @@ from typing import Protocol
 
 from gate_daemon.core.commands import (
     NONCE,
+    UNVERIFIED,
     Command,
     CommandRefused,
     LaneState,
@@ -38,8 +39,15 @@ from gate_daemon.core.counters import Family, labelled
 from gate_daemon.core.decision import Decision
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.snapshot import LaneStatus
-from gate_daemon.gate.counts import count_softly
-from gate_daemon.store.lane import apply_command, load_lane, record_refusal
+from gate_daemon.store.lane import (
+    apply_command,
+    forget,
+    intend,
+    load_lane,
+    record_refusal,
+    settle,
+    unsettled,
+)
 from gate_daemon.store.ledger import Ledger
 
 log = logging.getLogger(__name__)
@@ -51,6 +59,8 @@ NOT_CONFIRMED = labelled(Family.LANE, "not_confirmed")
 MAX_HELD = 64
 #: Commands taken from one heartbeat answer, at most.
 MAX_DELIVERED = 64
+#: Seconds between two log lines of commands refused before their signature verified.
+UNVERIFIED_LOG_EVERY = 60.0
 
 
 class _Manifests(Protocol):
@@ -96,12 +106,22 @@ class Lane:
         self._held: collections.deque[Held] = collections.deque()
         self._changed = asyncio.Event()
         self._tasks: set[asyncio.Task[None]] = set()
+        #: Commands refused before their signature verified, by refusal (never written to the ledger).
+        self.unverified: collections.Counter[str] = collections.Counter()
+        self._logged_at = -UNVERIFIED_LOG_EVERY
         #: Told the forced decision mode ("online", "offline" or None) whenever a mode command applies.
         self.on_mode: Callable[[str | None], None] | None = None
 
     async def load(self) -> None:
-        """Read the state the ledger's file keeps (what was applied before a restart)."""
+        """Read the state the ledger's file keeps, and void the allows held when the gate died.
+
+        An allow held and never confirmed before a crash (``kill -9``, power) left the
+        turnstile locked: nobody passed, so its entry is voided (``not_confirmed``) here.
+        """
         self.state = await load_lane(self.ledger)
+        for scan_id in await unsettled(self.ledger):
+            log.warning("lane: scan %s was held when the gate stopped, unconfirmed; voiding it", scan_id)
+            await self._void_scan(scan_id)
 
     @property
     def closed(self) -> bool:
@@ -119,24 +139,32 @@ class Lane:
         """Verify and apply a signed command; whether it changed anything.
 
         False for the very command applied before (the other delivery path's copy);
-        ``CommandRefused`` naming why for anything else not applied. Either way the
-        evidence log has it.
+        ``CommandRefused`` naming why for anything else not applied. A command whose
+        signature verified is in the evidence log either way; one refused before that
+        (``UNVERIFIED``: anyone can send those) is only counted in memory (``unverified``)
+        and logged at most once a minute, so a flood costs no write.
         """
         now_ms = int(self._clock() * 1000)
         command: Command | None = None
+        manifest = self.manifests.current
+        roster = () if manifest is None else manifest.supervisors
         try:
             signed = parse_envelope(envelope)
             command = signed.command
-            manifest = self.manifests.current
-            roster = () if manifest is None else manifest.supervisors
             verify(signed, roster, event=self.event_id, gate=self.gate_id, now_ms=now_ms)
         except CommandRefused as exc:
+            if exc.name in UNVERIFIED:
+                self._unverified(exc, via)
+                raise
             await record_refusal(self.ledger, command, via=via, now_ms=now_ms, refused=exc)
             log.warning("command refused (%s, via %s): %s", exc.name, via, exc.detail)
             raise
+        ids = frozenset(s.id for s in roster)
         async with self._lock:  # one command at a time: each is ordered against the last applied
             try:
-                self.state = await apply_command(self.ledger, self.state, command, via=via, now_ms=now_ms)
+                self.state = await apply_command(
+                    self.ledger, self.state, command, via=via, now_ms=now_ms, roster=ids
+                )
             except CommandRefused as exc:
                 if exc.name == "replayed" and exc.duplicate:
                     return False
@@ -145,13 +173,28 @@ class Lane:
         log.warning("command applied (via %s): %s", via, command.describe())
         if command.kind == "mode" and self.on_mode is not None:
             self.on_mode(self.state.mode_forced)
+        if self.closed:
+            await self._void_all()  # nobody passes a closed lane, not even an allow held before
         return True
+
+    def _unverified(self, exc: CommandRefused, via: str) -> None:
+        self.unverified[exc.name] += 1
+        now = self._monotonic()
+        if now - self._logged_at >= UNVERIFIED_LOG_EVERY:
+            self._logged_at = now
+            total = sum(self.unverified.values())
+            log.warning(
+                "command refused (%s, via %s): %s (%d unverified refusals so far; logged once a minute)",
+                exc.name, via, exc.detail, total,
+            )  # fmt: skip
 
     async def deliver(self, envelopes: object) -> list[str]:
         """Commands from the central's heartbeat answer, each through ``command``; the nonces taken.
 
-        A refused one is taken too (its refusal is in the evidence log; the central need not
-        send it again); one the ledger could not record is not, and comes again.
+        A refused one is taken too (the central need not send it again), except a refusal
+        that clears up by itself: ``unknown_supervisor`` (this gate's manifest is older than
+        the central's) and ``expired`` for a command dated ahead of this clock. Those come
+        again with the next heartbeat. One the ledger could not record is not taken either.
         """
         if not isinstance(envelopes, list):
             if envelopes is not None:
@@ -159,8 +202,11 @@ class Lane:
             return []
         taken = []
         for envelope in envelopes[:MAX_DELIVERED]:
-            with contextlib.suppress(CommandRefused):
+            try:
                 await self.command(envelope, via="central")
+            except CommandRefused as exc:
+                if exc.name == "unknown_supervisor" or exc.ahead:
+                    continue
             nonce = _nonce(envelope)
             if nonce is not None:
                 taken.append(nonce)
@@ -168,29 +214,60 @@ class Lane:
 
     # ---------------------------------------------------------------- held allows
 
+    async def intend(self, scan_id: str) -> None:
+        """Before a scan at a supervised lane commits: note, durably, that it may be held."""
+        await intend(self.ledger, scan_id, int(self._clock() * 1000))
+
+    async def forget(self, scan_id: str) -> None:
+        """The scan ``intend`` noted was not held (refused, or the lane changed meanwhile)."""
+        try:
+            await forget(self.ledger, scan_id)
+        except (sqlite3.Error, ValueError) as exc:
+            # Left open, it is voided at the next start: a scan that made no entry voids nothing.
+            log.error("lane: cannot forget scan %s: %s", scan_id, exc)
+
     def hold(self, scan_id: str, decision: Decision) -> None:
         """Hold a committed allow until a steward confirms it or its time runs out."""
         until_ms = int((self._clock() + self.confirm_timeout) * 1000)
         self._held.append(Held(scan_id, decision, until_ms, self._monotonic() + self.confirm_timeout))
         self._changed.set()
 
-    def take(self) -> Held | None:
-        """The oldest allow held, now confirmed (None when none waits)."""
-        if not self._held:
+    def take(self, device: str, then: Callable[[Held], None]) -> Held | None:
+        """The oldest allow held, now confirmed at ``device`` (None when none waits, or the lane is closed).
+
+        The confirmation is written to the ledger (``held``, with the device) and only
+        then is ``then`` called (which shows it and releases the relay): a gate that dies
+        in between voids it at start, and nobody passed. Called from the loop's callbacks
+        (the button), which cannot wait: a task, awaited at ``aclose``.
+        """
+        if not self._held or self.closed:
             return None
         held = self._held.popleft()
         self._changed.set()
-        # Called from the loop's callbacks (the button), which cannot wait: counted as a task,
-        # awaited at ``aclose`` while the ledger is still open.
-        task = asyncio.get_running_loop().create_task(count_softly(self.ledger, CONFIRMED))
+        task = asyncio.get_running_loop().create_task(self._confirm(held, device, then))
         self._tasks.add(task)
         task.add_done_callback(self._tasks.discard)
         return held
 
-    async def aclose(self) -> None:
-        """Void the allows still held (nobody was let through) and let the counts reach the ledger."""
+    async def _confirm(self, held: Held, device: str, then: Callable[[Held], None]) -> None:
+        now_ms = int(self._clock() * 1000)
+        try:
+            await settle(
+                self.ledger, held.scan_id, "confirmed", device=device, now_ms=now_ms, counters=[CONFIRMED]
+            )
+        except (sqlite3.Error, ValueError) as exc:
+            # The steward saw the person: released all the same; the entry stands as committed.
+            log.error("lane: cannot record the confirmation of scan %s: %s", held.scan_id, exc)
+        then(held)
+
+    async def _void_all(self) -> None:
         while self._held:
             await self._void(self._held.popleft())
+        self._changed.set()
+
+    async def aclose(self) -> None:
+        """Void the allows still held (nobody was let through) and let the counts reach the ledger."""
+        await self._void_all()
         for task in list(self._tasks):
             await task
 
@@ -216,19 +293,30 @@ class Lane:
             await self._void(self._held.popleft())
 
     async def _void(self, held: Held) -> None:
+        await self._void_scan(held.scan_id)
+
+    async def _void_scan(self, scan_id: str) -> None:
         try:
             voided = await self.ledger.void(
-                held.scan_id,
+                scan_id,
                 wall=self._clock(),
                 operator=None,
                 counters=[NOT_CONFIRMED],
                 resolution="not_confirmed",
             )
+            await settle(
+                self.ledger,
+                scan_id,
+                "not_confirmed",
+                device=None,
+                now_ms=int(self._clock() * 1000),
+                counters=[],
+            )
         except (sqlite3.Error, ValueError) as exc:
-            log.error("lane: cannot void scan %s that nobody confirmed: %s", held.scan_id, exc)
+            log.error("lane: cannot void scan %s that nobody confirmed: %s", scan_id, exc)
             return
         if voided is not None:
-            log.info("lane: scan %s was not confirmed in time; its ticket can be used again", held.scan_id)
+            log.info("lane: scan %s was not confirmed in time; its ticket can be used again", scan_id)
 
     # ---------------------------------------------------------------- status
 
@@ -241,6 +329,7 @@ class Lane:
             "by": None if state.lane is None else state.lane.supervisor,
             "message": state.text,
             "mode_forced": state.mode_forced,
+            "unverified": dict(self.unverified),
             "pending": None
             if first is None
             else {

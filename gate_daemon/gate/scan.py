@@ -45,7 +45,7 @@ from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.tokens import payload_fingerprint
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.gate.feed import ResultFeed, Subscription
-from gate_daemon.gate.lane import Lane
+from gate_daemon.gate.lane import Held, Lane
 from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.ports import Signals
 from gate_daemon.store.ledger import Ledger
@@ -219,15 +219,18 @@ class Gate:
 
         False when no allow is waiting (none held, or voided meanwhile).
         """
-        held = self.lane.take()
+        held = self.lane.take(device, self._confirmed)
         if held is None:
             return False
         log.info("lane: scan %s confirmed at %s", held.scan_id, device)
+        return True
+
+    def _confirmed(self, held: Held) -> None:
+        """A held allow's confirmation is in the ledger: shown, then released."""
         self._show(held.decision)
         if self.turnstile is not None:
             self.turnstile.release(held.scan_id)
         self.results.publish(ScanResult(held.scan_id, held.decision))
-        return True
 
     def _forget(self, now: float) -> None:
         stale = [k for k, seen in self._seen.items() if now - seen >= self.repeat_window]
@@ -274,6 +277,12 @@ class Gate:
             if prior is not None:
                 return prior
         scan_id = scan_id or new_scan_id()
+        intended = self.lane.supervised
+        if intended:
+            try:  # before the scan commits: a crash while it is held leaves a trace to void at start
+                await self.lane.intend(scan_id)
+            except (sqlite3.Error, ValueError) as exc:
+                return self._unrecorded(scan_id, f"ledger error: {exc}")
         result = await self._record(payload, fingerprint, device, operator, kind or self.kind, scan_id)
         if self.online is not None and not result.duplicate:
             admitted = result.recorded and result.decision.outcome is Outcome.ALLOW
@@ -281,7 +290,7 @@ class Gate:
         if not result.duplicate:
             decision = result.decision
             admits = decision.reason is Reason.OK and decision.ticket_id is not None
-            if admits and result.recorded and self.lane.supervised:
+            if admits and result.recorded and self.lane.supervised and intended:
                 self.lane.hold(result.scan_id, decision)  # shown and released once confirmed
                 held = replace(result, pending=True)
                 self.results.publish(held)  # the screen asks the steward to confirm it
@@ -290,6 +299,8 @@ class Gate:
             if self.turnstile is not None and admits:
                 self.turnstile.release(result.scan_id)
             self.results.publish(result)
+        if intended:
+            await self.lane.forget(scan_id)
         return result
 
     async def _prior(self, scan_id: str, fingerprint: str) -> ScanResult | None:

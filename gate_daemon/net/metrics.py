@@ -332,6 +332,14 @@ def _lane(lane: LaneStatus) -> Iterator[Metric]:
         "1 while a supervised lane's allow waits for a steward.",
         value=int(bool(lane["pending"])),
     )
+    unverified = CounterMetricFamily(
+        "gate_commands_unverified",
+        "Commands refused before their signature verified (never written to the ledger), by refusal.",
+        labels=["refusal"],
+    )
+    for name in ("bad_command", "bad_signature", "unknown_supervisor"):
+        unverified.add_metric([name], lane.get("unverified", {}).get(name, 0))
+    yield unverified
 
 
 def render(status: GateSnapshot) -> bytes:

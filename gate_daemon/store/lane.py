@@ -3,20 +3,23 @@
 The ``lane`` table (migration 7) holds the last command applied of each kind, so a
 closed lane is still closed after a restart, and a command older than the one applied
 is refused (``gate_daemon.core.commands.ordering``). The ``commands`` table is the
-evidence log of commands: every one applied or refused, with who signed it (as the
-command names them), what it said, when it was issued and received, by which path, and
-the outcome. A command is applied in one transaction with its evidence row and its
-counter, under the ledger's lock: two paths delivering the same command at once apply
-it once.
+evidence log of commands (``gatectl commands --ledger`` reads it): every one applied
+or refused once its signature verified, with who signed it (as the command names
+them), what it said, when it was issued and received, by which path, and the outcome.
+A command is applied in one transaction with its evidence row and its counter, under
+the ledger's lock: two paths delivering the same command at once apply it once.
 
-Refusals are kept up to ``REFUSALS_KEPT`` rows back: a flood of forged commands cannot
-fill the card. Applied commands are always kept.
+Refusals are kept up to ``REFUSALS_KEPT`` rows back. Applied commands are always kept.
+
+The ``held`` table (migration 8) makes a supervised lane's held allows survive a crash:
+a row is written (``intend``) before the scan commits, kept while its allow is held,
+deleted when the scan was not held after all (``forget``), and settled ``confirmed``
+(with the device that confirmed) or ``not_confirmed`` (``settle``). A row still open
+when the gate starts (``unsettled``) was held when the gate died: it is voided then.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterable
-from dataclasses import dataclass
 from typing import Any
 
 from gate_daemon.core.commands import Applied, Command, CommandRefused, LaneState, ordering
@@ -34,37 +37,6 @@ _INSERT = """
 """
 
 
-@dataclass(frozen=True, slots=True)
-class CommandRow:
-    """One row of the command evidence log."""
-
-    received_ms: int
-    via: str
-    outcome: str
-    supervisor: str | None
-    gate: str | None
-    kind: str | None
-    value: str | None
-    issued_ms: int | None
-    nonce: str | None
-    detail: str
-
-    def as_dict(self) -> dict[str, Any]:
-        """JSON-ready."""
-        return {
-            "received_ms": self.received_ms,
-            "via": self.via,
-            "outcome": self.outcome,
-            "supervisor": self.supervisor,
-            "gate": self.gate,
-            "kind": self.kind,
-            "value": self.value,
-            "issued_ms": self.issued_ms,
-            "nonce": self.nonce,
-            "detail": self.detail,
-        }
-
-
 async def load_lane(ledger: Ledger) -> LaneState:
     """The last command applied of each kind, as the file holds them."""
     async with ledger.transaction() as tx:
@@ -78,9 +50,18 @@ async def load_lane(ledger: Ledger) -> LaneState:
 
 
 async def apply_command(
-    ledger: Ledger, state: LaneState, command: Command, *, via: str, now_ms: int
+    ledger: Ledger,
+    state: LaneState,
+    command: Command,
+    *,
+    via: str,
+    now_ms: int,
+    roster: frozenset[str] | None = None,
 ) -> LaneState:
     """Apply a verified command: the replay and ordering rules, then the state, its evidence, a counter.
+
+    ``roster``: the active supervisors' ids; a last command by one no longer there does not
+    make this one ``stale``.
 
     ``CommandRefused`` (``replayed``, ``stale``) once the refusal is recorded.
     """
@@ -91,7 +72,7 @@ async def apply_command(
         )
         seen = await cursor.fetchone()
         try:
-            ordering(command, None if seen is None else str(seen[0]), state.last(command.kind))
+            ordering(command, None if seen is None else str(seen[0]), state.last(command.kind), roster)
         except CommandRefused as exc:
             refusal = exc
             await _record(tx, command, via, now_ms, exc.name, exc.detail)
@@ -131,13 +112,34 @@ async def _record(
         )
 
 
-async def command_log(ledger: Ledger, limit: int = 100) -> list[CommandRow]:
-    """The latest ``limit`` commands, applied and refused, newest first."""
+async def intend(ledger: Ledger, scan_id: str, now_ms: int) -> None:
+    """Note that scan ``scan_id`` may be held, before it commits (durable when this returns)."""
     async with ledger.transaction() as tx:
-        cursor = await tx.execute(
-            "SELECT received_ms, via, outcome, supervisor, gate, kind, value, issued_ms, nonce, detail"
-            " FROM commands ORDER BY id DESC LIMIT ?",
-            (limit,),
+        await tx.execute("INSERT OR IGNORE INTO held (scan_id, held_ms) VALUES (?, ?)", (scan_id, now_ms))
+
+
+async def forget(ledger: Ledger, scan_id: str) -> None:
+    """Scan ``scan_id`` was not held after all (refused, or the lane changed meanwhile)."""
+    async with ledger.transaction() as tx:
+        await tx.execute("DELETE FROM held WHERE scan_id = ? AND outcome IS NULL", (scan_id,))
+
+
+async def settle(
+    ledger: Ledger, scan_id: str, outcome: str, *, device: str | None, now_ms: int, counters: list[str]
+) -> None:
+    """A held allow confirmed (at ``device``) or voided (``not_confirmed``), with its counters."""
+    async with ledger.transaction() as tx:
+        await tx.execute(
+            "UPDATE held SET outcome = ?, device = ?, done_ms = ? WHERE scan_id = ? AND outcome IS NULL",
+            (outcome, device, now_ms, scan_id),
         )
-        rows: Iterable[Any] = await cursor.fetchall()
-    return [CommandRow(*row) for row in rows]
+        if counters:
+            await tx.count(counters)
+
+
+async def unsettled(ledger: Ledger) -> list[str]:
+    """The scans held and neither confirmed nor voided (the gate died while they waited)."""
+    async with ledger.transaction() as tx:
+        cursor = await tx.execute("SELECT scan_id FROM held WHERE outcome IS NULL ORDER BY held_ms")
+        rows = await cursor.fetchall()
+    return [str(scan_id) for (scan_id,) in rows]

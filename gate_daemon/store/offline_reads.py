@@ -1,6 +1,7 @@
 """A ledger file read without the daemon, which may be stopped, dead or running.
 
-For ``gatectl counters --ledger``, ``gatectl report conflicts --ledger`` and the
+For ``gatectl counters --ledger``, ``gatectl report conflicts --ledger``,
+``gatectl commands --ledger`` and the
 progress ``gatectl bench peers --process`` watches: plain
 ``sqlite3``, read-only, never a write (a reader outside the gate's group must not even
 create the ``-shm`` file when it can avoid it).
@@ -12,6 +13,7 @@ import sqlite3
 import urllib.parse
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gate_daemon.store.conflicts import SELECT_CONFLICTS, Conflict, conflict
 from gate_daemon.store.ledger import LedgerError
@@ -108,3 +110,50 @@ def read_scan_modes(path: Path) -> dict[str, tuple[str, float]]:
     finally:
         db.close()
     return {str(u): (str(m), float(w)) for u, m, w in rows}
+
+
+@dataclass(frozen=True, slots=True)
+class CommandRow:
+    """One row of the command evidence log."""
+
+    received_ms: int
+    via: str
+    outcome: str
+    supervisor: str | None
+    gate: str | None
+    kind: str | None
+    value: str | None
+    issued_ms: int | None
+    nonce: str | None
+    detail: str
+
+    def as_dict(self) -> dict[str, Any]:
+        """JSON-ready."""
+        return {
+            "received_ms": self.received_ms,
+            "via": self.via,
+            "outcome": self.outcome,
+            "supervisor": self.supervisor,
+            "gate": self.gate,
+            "kind": self.kind,
+            "value": self.value,
+            "issued_ms": self.issued_ms,
+            "nonce": self.nonce,
+            "detail": self.detail,
+        }
+
+
+def read_commands(path: Path, limit: int = 100) -> list[CommandRow]:
+    """The latest ``limit`` supervisor commands of a ledger file (applied and refused), newest first."""
+    db = open_read_only(path)
+    try:
+        rows = db.execute(
+            "SELECT received_ms, via, outcome, supervisor, gate, kind, value, issued_ms, nonce, detail"
+            " FROM commands ORDER BY id DESC LIMIT ?",
+            (limit,),
+        ).fetchall()
+    except sqlite3.Error as exc:
+        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
+    finally:
+        db.close()
+    return [CommandRow(*row) for row in rows]

@@ -353,4 +353,16 @@ MIGRATIONS: tuple[str, ...] = (
     );
     CREATE UNIQUE INDEX IF NOT EXISTS commands_applied ON commands (nonce) WHERE outcome = 'applied';
     """,
+    # 8: a supervised lane's held allows (gate_daemon.store.lane): written before the scan
+    # commits, settled when confirmed (by which device) or voided; one still open at start
+    # was held when the gate died, and is voided then.
+    """
+    CREATE TABLE IF NOT EXISTS held (
+        scan_id TEXT PRIMARY KEY,
+        held_ms INTEGER NOT NULL,
+        outcome TEXT CHECK (outcome IS NULL OR outcome IN ('confirmed', 'not_confirmed')),
+        device  TEXT,
+        done_ms INTEGER
+    ) WITHOUT ROWID;
+    """,
 )

@@ -12,7 +12,7 @@ import json
 from collections.abc import Sequence
 from typing import Any, Literal
 
-from gate_daemon.core.commands import SignedCommand
+from gate_daemon.core.commands import EXPIRY_MS, SignedCommand
 from gate_daemon.store.central.checkin_book import CentralStore
 
 #: Commands handed to a gate in one heartbeat answer, at most.
@@ -46,7 +46,12 @@ class CommandQueue:
         return "queued"
 
     async def pending(self, gate: str, acked: Sequence[str], now: float) -> list[dict[str, Any]]:
-        """Mark ``acked`` (nonces) acknowledged by ``gate``; the envelopes it has yet to acknowledge."""
+        """Mark ``acked`` (nonces) acknowledged by ``gate``; the envelopes it has yet to acknowledge.
+
+        A gate leaves a command it refused for a reason that clears up unacknowledged (its
+        manifest older than this one's, its clock behind); one issued more than ``EXPIRY_MS``
+        ago is no longer sent, as every gate would refuse it ``expired``.
+        """
         async with self.store.transaction() as db:
             if acked:
                 await db.executemany(
@@ -54,9 +59,9 @@ class CommandQueue:
                     [(now, nonce, gate) for nonce in acked],
                 )
             rows = await db.execute_fetchall(
-                "SELECT envelope FROM commands WHERE gate = ? AND acked_at IS NULL"
+                "SELECT envelope FROM commands WHERE gate = ? AND acked_at IS NULL AND issued_ms >= ?"
                 " ORDER BY issued_ms, nonce LIMIT ?",
-                (gate, PER_HEARTBEAT),
+                (gate, int(now * 1000) - EXPIRY_MS, PER_HEARTBEAT),
             )
         return [json.loads(envelope) for (envelope,) in rows]
 
