@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import csv
 import io
+import itertools
 import json
 import subprocess
 import time
@@ -22,7 +23,9 @@ from typing import Any
 import pytest
 from playwright.sync_api import Page
 
+from gate_daemon.core.incident import GAP_INTERVALS, MIN_GAP_S
 from gate_daemon.core.times import format_instant
+from gate_daemon.net.sync import MAX_BACKOFF
 from tests.central_fixtures import CentralWorld
 from tests.central_process import CONVERGE, CentralProcess, manifest_version, upstream_config, upstream_status
 from tests.gate_process import BIN, GateProcess, Launcher, query, wait_until
@@ -32,9 +35,16 @@ from tests.loop_thread import LoopThread
 
 pytestmark = pytest.mark.slow
 
-#: How long the central stays down: longer than three heartbeat intervals (1 s in tests), so the
-#: central sees the silence as an unheard period.
+#: How long the central stays down at least: longer than three heartbeat intervals (1 s in tests),
+#: so the central sees the silence as an unheard period. Under load the intervals stretch, so the
+#: outage also lasts until the silence is well past what the gates' pace, as heard, implies.
 OUTAGE_S = 6.0
+#: Beats the central hears from each gate before the outage: its pace is known from these
+#: intervals, not from the silence (``core.incident`` takes the usual interval from the shorter half).
+PACE_BEATS = 3
+#: Beats the central hears from each gate after the outage, so the silence ends in a beat (and the
+#: gate's pace after it is known) before the report is made.
+AGAIN_BEATS = 2
 
 
 def run(*argv: str) -> subprocess.CompletedProcess[str]:
@@ -87,6 +97,20 @@ def _same(rows: list[tuple[Any, ...]]) -> bool:
 
 def learned(gate: GateProcess, uuid: str) -> bool:
     return bool(query(gate.ledger_path, "SELECT 1 FROM redemptions WHERE uuid = ?", uuid))
+
+
+def beats_at(central: CentralProcess, gate: str, after: float = 0.0) -> list[float]:
+    """When the central heard ``gate``'s heartbeats (its clock, UTC seconds), after ``after``."""
+    rows = query(central.database, "SELECT at FROM beats WHERE gate = ? AND at > ? ORDER BY at", gate, after)
+    return [float(at) for (at,) in rows]
+
+
+def silent_enough(heard: list[float]) -> float:
+    """A silence after ``heard`` the central counts as unheard whatever beats follow at that pace:
+    twice three of the longest intervals heard (the analysis takes a shorter one), at least
+    ``OUTAGE_S``."""
+    longest = max((b - a for a, b in itertools.pairwise(heard)), default=MIN_GAP_S)
+    return max(OUTAGE_S, 2 * max(MIN_GAP_S, GAP_INTERVALS * longest))
 
 
 def evidence_at(central: CentralProcess, ticket_id: str) -> list[tuple[Any, ...]]:
@@ -210,9 +234,15 @@ def test_the_incident_page_shows_a_central_outage_with_its_kpis(
         assert north.scan(payload(n))["outcome"] == "allow"
     assert south.scan(payload(30))["outcome"] == "allow"
     wait_until(lambda: north.status()["online"]["mode"] == "online", CONVERGE, "north-1 to decide online")
+    gates = ("north-1", "south-1")
+    wait_until(
+        lambda: all(len(beats_at(central, g)) >= PACE_BEATS for g in gates),
+        CONVERGE,
+        "the central to hear each gate's pace",
+    )
 
     central.close()  # the central goes down; the gates scan on
-    stopped = time.monotonic()
+    heard = {g: beats_at(central, g) for g in gates}  # all it heard: it hears no more
     for n in range(40, 44):
         assert north.scan(payload(n))["outcome"] == "allow"
     wait_until(lambda: north.status()["online"]["mode"] == "offline", CONVERGE, "north-1's breaker to open")
@@ -221,7 +251,12 @@ def test_the_incident_page_shows_a_central_outage_with_its_kpis(
     mode = query(north.ledger_path, "SELECT mode FROM redemptions WHERE uuid = ?", double["record_id"])
     assert mode == [("offline",)]
     assert south.scan(payload(50))["outcome"] == "allow"  # neither could know: a double entry
-    wait_until(lambda: time.monotonic() - stopped > OUTAGE_S, OUTAGE_S + 5, "the outage to last")
+    quiet = {g: silent_enough(beats) for g, beats in heard.items()}
+    wait_until(
+        lambda: all(time.time() - heard[g][-1] > quiet[g] for g in gates),
+        max(quiet.values()) + CONVERGE,
+        "the outage to outlast the gates' pace",
+    )
 
     again = CentralProcess(central_world.config_path, tmp_path, name="central-again").start()
     try:
@@ -233,6 +268,13 @@ def test_the_incident_page_shows_a_central_outage_with_its_kpis(
             ),
             CONVERGE,
             "the gates to send what they scanned offline, evidence included",
+        )
+        # The silence ends where the central hears each gate again (its heartbeats back off
+        # while the central is down, up to MAX_BACKOFF): a bounded gap between paced beats.
+        wait_until(
+            lambda: all(len(beats_at(again, g, heard[g][-1])) >= AGAIN_BEATS for g in gates),
+            CONVERGE + MAX_BACKOFF,
+            "the central to hear each gate again",
         )
         ended = time.time() + 1
         out = tmp_path / "incident.html"
