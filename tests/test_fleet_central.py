@@ -181,7 +181,10 @@ def test_fleet_settings_mistakes_name_file_key_and_line(
 
 
 def test_fleet_settings_read(tmp_path: Path) -> None:
-    extra = 'sop = "sop"\nfleet_allow = ["10.0.0.0/8", "::1"]\nfleet_hosts = ["Central.Venue.example."]\n\n[fleet]\nsilent_s = 20\nclock_s = 2.5\n'
+    extra = (
+        'sop = "sop"\nfleet_allow = ["10.0.0.0/8", "::1"]\nfleet_hosts = ["Central.Venue.example."]\n'
+        "\n[fleet]\nsilent_s = 20\nclock_s = 2.5\n"
+    )
     config = load_central_config(make_central_world(tmp_path / "central", extra=extra).config_path)
     assert config.sop == tmp_path / "central" / "sop"
     assert [str(n) for n in config.fleet_allow] == ["10.0.0.0/8", "::1/128"]
