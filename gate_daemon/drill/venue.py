@@ -43,6 +43,11 @@ BIN = Path(sys.executable).parent
 START_TIMEOUT = 120.0
 #: Where Debian installs libfaketime (under /usr/lib), for any architecture.
 _FAKETIME = "*/faketime/libfaketime.so.1"
+#: Only the wall clock lies (a Pi's wrong RTC). ``FAKETIME_FORCE_MONOTONIC_FIX=0`` stops
+#: libfaketime 0.9.10 from "fixing" waits on monotonic condition variables: with the fix on,
+#: the GIL's timed wait expires at once, every thread waiting for the GIL spins and forces a
+#: switch, and a gate with its SQLite thread runs ~30 times slower (docs/DRILL.md).
+FAKETIME_FLAGS = {"FAKETIME_DONT_FAKE_MONOTONIC": "1", "FAKETIME_FORCE_MONOTONIC_FIX": "0"}
 
 
 class DrillError(GateError):
@@ -271,7 +276,7 @@ class Venue:
         found = sorted(Path("/usr/lib").glob(_FAKETIME))
         if not found:
             raise DrillError(f"clock-skew needs libfaketime ({_FAKETIME}): apt install libfaketime")
-        return {"LD_PRELOAD": str(found[0]), "FAKETIME": offset, "FAKETIME_DONT_FAKE_MONOTONIC": "1"}
+        return {"LD_PRELOAD": str(found[0]), "FAKETIME": offset, **FAKETIME_FLAGS}
 
     # ------------------------------------------------------------- files
 
