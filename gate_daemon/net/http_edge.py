@@ -12,6 +12,9 @@ Two kinds of request never reach a route:
   given to aiohttp as its server logger (``handler_args={"logger": ...}``), writes one
   line instead, at most once per ``interval``, so that no client on the LAN can flood
   the journal.
+
+``Listener`` runs an application on one address for the gate's two servers (the LAN API
+and the screen) and names the config key when the address cannot be listened on.
 """
 
 from __future__ import annotations
@@ -23,6 +26,8 @@ from typing import Any
 
 from aiohttp import web
 from aiohttp.http_exceptions import HttpProcessingError
+
+from gate_daemon.errors import GateError
 
 #: aiohttp's own refusals, by status; any other 4xx it raises is ``bad_request``.
 NAMES = {404: "not_found", 405: "method_not_allowed", 413: "too_large"}
@@ -95,3 +100,29 @@ class MalformedRequestLog(logging.LoggerAdapter[logging.Logger]):
             what,
             more,
         )
+
+
+class Listener:
+    """Runs an application on one address; ``key`` names its config key in errors (``[lan] listen``)."""
+
+    def __init__(self, app: web.Application, key: str, shutdown_timeout: float = 60.0) -> None:
+        self._runner = web.AppRunner(
+            app, access_log=None, handle_signals=False, shutdown_timeout=shutdown_timeout
+        )
+        self._key = key
+        self.port = 0
+
+    async def start(self, host: str, port: int) -> None:
+        """Listen on ``host:port``; ``GateError`` naming the address when it cannot."""
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, host, port, reuse_address=True)
+        try:
+            await site.start()
+        except OSError as exc:
+            await self._runner.cleanup()
+            raise GateError(f"cannot listen on {host}:{port} ({self._key}): {exc.strerror or exc}") from None
+        self.port = int(self._runner.addresses[0][1])
+
+    async def aclose(self) -> None:
+        """Stop listening and finish the requests under way."""
+        await self._runner.cleanup()

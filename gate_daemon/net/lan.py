@@ -40,7 +40,7 @@ from aiohttp import web
 from gate_daemon.core.snapshot import GateSnapshot
 from gate_daemon.errors import GateError, WireError
 from gate_daemon.gate.lane import Lane
-from gate_daemon.net.http_edge import MalformedRequestLog, refusal
+from gate_daemon.net.http_edge import Listener, MalformedRequestLog, refusal
 from gate_daemon.net.metrics import render
 from gate_daemon.net.peer_auth import HEADER_CHALLENGE
 from gate_daemon.net.replication import MAX_BATCH, Replication, parse_known
@@ -215,29 +215,8 @@ def create_app(
     return app
 
 
-class LanServer:
+class LanServer(Listener):
     """Runs the LAN application on one address."""
 
     def __init__(self, app: web.Application) -> None:
-        self._runner = web.AppRunner(app, access_log=None, handle_signals=False)
-        self.addresses: list[Any] = []
-
-    async def start(self, host: str, port: int) -> None:
-        """Listen on ``host:port``; ``GateError`` naming the address when it cannot."""
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            raise GateError(f"cannot listen on {host}:{port} ([lan] listen): {exc.strerror or exc}") from None
-        self.addresses = list(self._runner.addresses)
-
-    @property
-    def port(self) -> int:
-        """The port listened on (the one the OS chose, for port 0)."""
-        return int(self.addresses[0][1])
-
-    async def aclose(self) -> None:
-        """Stop listening and finish the requests under way."""
-        await self._runner.cleanup()
+        super().__init__(app, "[lan] listen")

@@ -56,7 +56,7 @@ from gate_daemon.core.tokens import MAX_PAYLOAD
 from gate_daemon.errors import GateError
 from gate_daemon.files import open_regular
 from gate_daemon.gate.scan import Gate, ScanResult
-from gate_daemon.net.http_edge import MalformedRequestLog, refusal
+from gate_daemon.net.http_edge import Listener, MalformedRequestLog, refusal
 from gate_daemon.net.lan import RateLimiter
 
 log = logging.getLogger(__name__)
@@ -442,27 +442,8 @@ async def _redirect(request: web.Request) -> web.StreamResponse:
     raise web.HTTPFound("/screen")
 
 
-class ScreenServer:
+class ScreenServer(Listener):
     """Runs the screen's application on one address."""
 
     def __init__(self, app: web.Application) -> None:
-        self._runner = web.AppRunner(
-            app, access_log=None, handle_signals=False, shutdown_timeout=SHUTDOWN_TIMEOUT
-        )
-        self.port = 0
-
-    async def start(self, host: str, port: int) -> None:
-        """Listen on ``host:port``; ``GateError`` naming the address when it cannot."""
-        await self._runner.setup()
-        site = web.TCPSite(self._runner, host, port, reuse_address=True)
-        try:
-            await site.start()
-        except OSError as exc:
-            await self._runner.cleanup()
-            why = exc.strerror or exc
-            raise GateError(f"cannot listen on {host}:{port} ([screen] listen): {why}") from None
-        self.port = int(self._runner.addresses[0][1])
-
-    async def aclose(self) -> None:
-        """Stop listening; end the event streams; let a manual scan under way finish."""
-        await self._runner.cleanup()
+        super().__init__(app, "[screen] listen", shutdown_timeout=SHUTDOWN_TIMEOUT)

@@ -18,7 +18,7 @@ import asyncio
 import contextlib
 import json
 import sqlite3
-from collections.abc import AsyncIterator, Callable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -413,11 +413,9 @@ def _judge(record: Redemption, held: Held) -> PushResult | None:
     return None
 
 
-def read_report(path: Path) -> dict[str, Any]:
-    """What the central holds, read from its database file (read-only; the server may run).
-
-    ``StoreError`` when the file is missing or not a central database.
-    """
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to the central's database; ``StoreError`` naming the file otherwise."""
     if not path.is_file():
         raise StoreError(f"{path}: no such database (has gate-central run with this state_dir?)")
     try:
@@ -428,6 +426,19 @@ def read_report(path: Path) -> dict[str, Any]:
         version = int(db.execute("PRAGMA user_version").fetchone()[0])
         if version != SCHEMA_VERSION:
             raise StoreError(f"{path} has schema version {version}, this gate-central reads {SCHEMA_VERSION}")
+        yield db
+    except sqlite3.DatabaseError as exc:
+        raise StoreError(f"{path} is not a central database: {exc}") from None
+    finally:
+        db.close()
+
+
+def read_report(path: Path) -> dict[str, Any]:
+    """What the central holds, read from its database file (read-only; the server may run).
+
+    ``StoreError`` when the file is missing or not a central database.
+    """
+    with reading(path) as db:
         total, signed = db.execute("SELECT COUNT(*), COUNT(sig) FROM checkins").fetchone()
         kinds = dict(db.execute("SELECT kind, COUNT(*) FROM checkins GROUP BY kind").fetchall())
         cursor = db.execute("SELECT COALESCE(MAX(cursor), 0) FROM checkins").fetchone()[0]
@@ -448,10 +459,6 @@ def read_report(path: Path) -> dict[str, Any]:
             " ORDER BY version DESC LIMIT 1"
         ).fetchone()
         validations = db.execute("SELECT COUNT(*) FROM validations").fetchone()[0]
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path} is not a central database: {exc}") from None
-    finally:
-        db.close()
     manifest = None
     if latest is not None:
         keys = ("version", "event_id", "issued_at", "expires_at", "tickets")

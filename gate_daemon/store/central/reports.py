@@ -7,43 +7,19 @@ Read-only, with plain ``sqlite3`` (the server may run): ``gate-central report ti
 
 from __future__ import annotations
 
-import contextlib
-import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
 from gate_daemon.core.incident import Beat, Collision, IncidentData, Receipt, ScanMark
-from gate_daemon.store.central.checkin_book import StoreError
-from gate_daemon.store.central.schema import SCHEMA_VERSION
+from gate_daemon.store.central.checkin_book import reading
 from gate_daemon.store.ticket_history import TicketFacts, record_fact, scan_fact
 
 #: Beats read before and after the period, so an offline period that crosses its edges is seen.
 MARGIN_S = 3600.0
 
 
-@contextlib.contextmanager
-def _reading(path: Path) -> Iterator[sqlite3.Connection]:
-    """A read-only connection to the central's database; ``StoreError`` naming the file otherwise."""
-    if not path.is_file():
-        raise StoreError(f"{path}: no such database (has gate-central run with this state_dir?)")
-    try:
-        db = sqlite3.connect(f"{path.resolve().as_uri()}?mode=ro", uri=True)
-    except sqlite3.Error as exc:
-        raise StoreError(f"cannot open {path}: {exc}") from None
-    try:
-        version = int(db.execute("PRAGMA user_version").fetchone()[0])
-        if version != SCHEMA_VERSION:
-            raise StoreError(f"{path} has schema version {version}, this gate-central reads {SCHEMA_VERSION}")
-        yield db
-    except sqlite3.DatabaseError as exc:
-        raise StoreError(f"{path} is not a central database: {exc}") from None
-    finally:
-        db.close()
-
-
 def read_ticket(path: Path, ticket_id: str) -> TicketFacts:
     """Every gate's scans of the ticket (uploaded evidence), its check-ins and its conflicts."""
-    with _reading(path) as db:
+    with reading(path) as db:
         scans = db.execute(
             "SELECT uuid, hlc, wall, gate, device, operator, kind, outcome, reason, resolution, mode"
             " FROM evidence WHERE ticket_id = ? ORDER BY hlc, uuid, gate",
@@ -71,7 +47,7 @@ def read_incident(path: Path, start: float, end: float) -> IncidentData:
     offline periods that cross the edges.
     """
     before = start - (end - start)
-    with _reading(path) as db:
+    with reading(path) as db:
         scans = db.execute(
             "SELECT wall, gate, outcome, reason, mode FROM evidence WHERE wall >= ? AND wall < ?"
             " ORDER BY wall",
