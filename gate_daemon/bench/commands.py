@@ -21,13 +21,12 @@ import json
 import logging
 import platform
 import secrets
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from gate_daemon.bench import fixtures
-from gate_daemon.bench.stats import summary_us
+from gate_daemon.bench.stats import summary_us, workdir
 from gate_daemon.core.commands import SignedCommand, parse_command, parse_envelope, sign, verify
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest, RosterSupervisor, open_manifest
@@ -51,15 +50,8 @@ def run(args: argparse.Namespace) -> int:
     """Run the suite and print its figures."""
     rounds = args.rounds or 500
     logging.getLogger("gate_daemon.gate.lane").setLevel(logging.ERROR)  # one line per command applied
-    if args.workdir is not None:
-        try:
-            args.workdir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise GateError(f"--workdir {args.workdir}: {exc.strerror}") from None
-        figures = asyncio.run(_measure(args.workdir, rounds))
-    else:
-        with tempfile.TemporaryDirectory(prefix="gate-bench-", dir=Path.cwd()) as tmp:
-            figures = asyncio.run(_measure(Path(tmp), rounds))
+    with workdir(args.workdir) as work:
+        figures = asyncio.run(_measure(work, rounds))
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0

@@ -16,7 +16,7 @@ from typing import Any
 
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.peer_traffic import RouteCount, Traffic, messages
-from gate_daemon.bench.stats import percentile
+from gate_daemon.bench.stats import percentile, summary_ms
 from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest
@@ -240,9 +240,9 @@ class PeerBench:
         return {
             "redemptions": redemptions,
             "seconds": round(elapsed / 1e9, 3),
-            "any_peer": _ms(pairs),
-            "every_peer": _ms(self.everywhere),
-            "pairs": {f"{a}>{b}": _ms(s) for (a, b), s in sorted(self.samples.items())},
+            "any_peer": summary_ms(pairs),
+            "every_peer": summary_ms(self.everywhere),
+            "pairs": {f"{a}>{b}": summary_ms(s) for (a, b), s in sorted(self.samples.items())},
             "lost": lost,
             "messages": messages(before, self.traffic(), redemptions),
         }
@@ -354,7 +354,7 @@ class PeerBench:
             "conflicts_expected": shared,
             "messages": moved,
         }
-        i, b = _ms(idle), _ms(busy)
+        i, b = summary_ms(idle), summary_ms(busy)
         scan = {
             "gate": probe.gate_id,
             "gap_ms": PROBE_GAP * 1000,
@@ -406,8 +406,8 @@ class PeerBench:
             signing.append(t1 - t0)
         return {
             "batch": size,
-            "serve": _ms(served),
-            "store": _ms(stored),
+            "serve": summary_ms(served),
+            "store": summary_ms(stored),
             "sign_us": round(percentile(signing, 0.5) / 1000, 1),
             "check_us": round(percentile(checking, 0.5) / 1000, 1),
         }
@@ -419,15 +419,3 @@ class PeerBench:
     async def _probe(self, node: _Node) -> int:
         await asyncio.sleep(PROBE_GAP)
         return await self.scan(node, self.payload("S"))
-
-
-def _ms(samples_ns: Sequence[int]) -> dict[str, float]:
-    """p50, p99 and max in milliseconds (zeros without samples)."""
-    if not samples_ns:
-        return {"count": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
-    return {
-        "count": len(samples_ns),
-        "p50_ms": round(percentile(samples_ns, 0.50) / 1e6, 2),
-        "p99_ms": round(percentile(samples_ns, 0.99) / 1e6, 2),
-        "max_ms": round(max(samples_ns) / 1e6, 2),
-    }

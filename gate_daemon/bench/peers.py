@@ -39,13 +39,13 @@ import platform
 import random
 import sqlite3
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
 
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.peer_phases import CONVERGE_LIMIT, PULL_INTERVAL, ROUND_LIMIT, PeerBench
+from gate_daemon.bench.stats import workdir
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.errors import GateError
 from gate_daemon.net.replication import known_body
@@ -74,15 +74,8 @@ def run(args: argparse.Namespace) -> int:
     rounds, records = args.rounds or ROUNDS, args.records or RECORDS
     if records < 2 * gates:
         raise GateError(f"--records must be at least twice --gates ({2 * gates}), got {records}")
-    if args.workdir is not None:
-        try:
-            args.workdir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise GateError(f"--workdir {args.workdir}: {exc.strerror}") from None
-        result = _guarded(args.workdir, gates, rounds, records)
-    else:
-        with tempfile.TemporaryDirectory(prefix="gate-bench-", dir=Path.cwd()) as tmp:
-            result = _guarded(Path(tmp), gates, rounds, records)
+    with workdir(args.workdir) as work:
+        result = _guarded(work, gates, rounds, records)
     if args.json:
         print(json.dumps(result, indent=2))
     else:

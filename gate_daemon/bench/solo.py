@@ -34,7 +34,6 @@ import signal
 import socket
 import sqlite3
 import sys
-import tempfile
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -42,7 +41,7 @@ from typing import Any
 
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.solo_venue import MEASURED, SoloVenue, prepare, start
-from gate_daemon.bench.stats import percentile
+from gate_daemon.bench.stats import summary_ms, workdir
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.errors import GateError
@@ -133,7 +132,7 @@ class Scanner:
         first = moved_at if moved_at is not None else done_at
         timed = [t1 - t0 for t0, t1 in scans if t0 >= first and t1 <= done_at]
         return {
-            **_ms(timed),
+            **summary_ms(timed),
             "seconds": round((done_at - first) / 1e9, 2),
             "from_continue_s": round((done_at - began) / 1e9, 2),
         }
@@ -147,15 +146,8 @@ def run(args: Any) -> int:
     records, idle = args.records or RECORDS, args.rounds or IDLE_SCANS
     if records < feeders:
         raise GateError(f"--records must be at least the feeders' number ({feeders}), got {records}")
-    if args.workdir is not None:
-        try:
-            args.workdir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise GateError(f"--workdir {args.workdir}: {exc.strerror}") from None
-        result = _guarded(args.workdir, feeders, records, idle)
-    else:
-        with tempfile.TemporaryDirectory(prefix="gate-bench-", dir=Path.cwd()) as tmp:
-            result = _guarded(Path(tmp), feeders, records, idle)
+    with workdir(args.workdir) as work:
+        result = _guarded(work, feeders, records, idle)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
@@ -203,7 +195,7 @@ def measure(venue: SoloVenue, idle_count: int) -> dict[str, Any]:
         idle += scanner.idle(idle_count)
     finally:
         scanner.close()
-    quiet = _ms(idle)
+    quiet = summary_ms(idle)
     out: dict[str, Any] = {
         "mode": "process",
         "feeders": len(venue.feeders),
@@ -235,17 +227,6 @@ def _learned(venue: SoloVenue) -> int:
 def _acked(venue: SoloVenue) -> int:
     """Records the central has answered for, as the measured gate's file says."""
     return read_progress(venue.ledger, MEASURED).answered
-
-
-def _ms(samples_ns: list[int]) -> dict[str, Any]:
-    if not samples_ns:
-        return {"count": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
-    return {
-        "count": len(samples_ns),
-        "p50_ms": round(percentile(samples_ns, 0.50) / 1e6, 2),
-        "p99_ms": round(percentile(samples_ns, 0.99) / 1e6, 2),
-        "max_ms": round(max(samples_ns) / 1e6, 2),
-    }
 
 
 def print_table(r: dict[str, Any]) -> None:

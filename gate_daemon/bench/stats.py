@@ -1,8 +1,13 @@
-"""Summaries of timing samples: medians and tails, never means alone."""
+"""Summaries of timing samples (medians and tails, never means alone), and a bench's folder."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import contextlib
+import tempfile
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+from gate_daemon.errors import GateError
 
 
 def percentile(samples: Sequence[float], q: float) -> float:
@@ -19,3 +24,29 @@ def summary_us(samples_ns: Sequence[int]) -> dict[str, float]:
         "p99_us": round(percentile(samples_ns, 0.99) / 1000, 1),
         "max_us": round(max(samples_ns) / 1000, 1),
     }
+
+
+def summary_ms(samples_ns: Sequence[int]) -> dict[str, float]:
+    """How many, p50, p99 and max in milliseconds (zeros without samples)."""
+    if not samples_ns:
+        return {"count": 0, "p50_ms": 0.0, "p99_ms": 0.0, "max_ms": 0.0}
+    return {
+        "count": len(samples_ns),
+        "p50_ms": round(percentile(samples_ns, 0.50) / 1e6, 2),
+        "p99_ms": round(percentile(samples_ns, 0.99) / 1e6, 2),
+        "max_ms": round(max(samples_ns) / 1e6, 2),
+    }
+
+
+@contextlib.contextmanager
+def workdir(kept: Path | None) -> Iterator[Path]:
+    """``--workdir`` made if missing and kept afterwards, else a temporary folder here, removed after."""
+    if kept is not None:
+        try:
+            kept.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise GateError(f"--workdir {kept}: {exc.strerror}") from None
+        yield kept
+        return
+    with tempfile.TemporaryDirectory(prefix="gate-bench-", dir=Path.cwd()) as tmp:
+        yield Path(tmp)

@@ -31,7 +31,6 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import tempfile
 import time
 import uuid as uuidlib
 from pathlib import Path
@@ -41,7 +40,7 @@ import httpx
 
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.gate import benched_gate, fresh_database, signed_tickets, time_scans
-from gate_daemon.bench.stats import percentile
+from gate_daemon.bench.stats import percentile, workdir
 from gate_daemon.core.decision import Checkpoint, Outcome
 from gate_daemon.core.hlc import Stamp
 from gate_daemon.core.keys import SecretKey
@@ -74,15 +73,8 @@ GATES = ("bench-local", "bench-online", "bench-drain")
 def run(args: argparse.Namespace) -> int:
     """Run the suite and print the table (or JSON)."""
     records, rounds = args.records or RECORDS, args.rounds or ROUNDS
-    if args.workdir is not None:
-        try:
-            args.workdir.mkdir(parents=True, exist_ok=True)
-        except OSError as exc:
-            raise GateError(f"--workdir {args.workdir}: {exc.strerror}") from None
-        result = _guarded(args.workdir, records, rounds)
-    else:
-        with tempfile.TemporaryDirectory(prefix="gate-bench-", dir=Path.cwd()) as tmp:
-            result = _guarded(Path(tmp), records, rounds)
+    with workdir(args.workdir) as work:
+        result = _guarded(work, records, rounds)
     if args.json:
         print(json.dumps(result, indent=2))
     else:
