@@ -9,8 +9,10 @@ create the ``-shm`` file when it can avoid it).
 
 from __future__ import annotations
 
+import contextlib
 import sqlite3
 import urllib.parse
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,8 +21,12 @@ from gate_daemon.store.conflicts import SELECT_CONFLICTS, Conflict, conflict
 from gate_daemon.store.ledger import LedgerError
 
 
-def open_read_only(path: Path) -> sqlite3.Connection:
-    """A read-only connection to a ledger file whose daemon may be stopped, dead or running."""
+@contextlib.contextmanager
+def reading(path: Path) -> Iterator[sqlite3.Connection]:
+    """A read-only connection to a ledger file whose daemon may be stopped, dead or running.
+
+    Any SQLite error while it is open is a ``LedgerError`` naming the file; it is closed after.
+    """
     if not path.is_file():
         raise LedgerError(f"no ledger at {path}")
     # A cleanly closed ledger has no WAL: open it immutable, which needs no -shm file (a
@@ -29,32 +35,28 @@ def open_read_only(path: Path) -> sqlite3.Connection:
     wal = Path(f"{path}-wal")
     flags = "mode=ro" if wal.exists() else "immutable=1"
     try:
-        return sqlite3.connect(f"file:{urllib.parse.quote(str(path.absolute()))}?{flags}", uri=True)
+        db = sqlite3.connect(f"file:{urllib.parse.quote(str(path.absolute()))}?{flags}", uri=True)
     except sqlite3.Error as exc:
         raise LedgerError(f"cannot read ledger {path}: {exc}") from None
-
-
-def read_counters(path: Path) -> dict[str, int]:
-    """The counters of a ledger file."""
-    db = open_read_only(path)
     try:
-        rows = db.execute("SELECT name, value FROM counters ORDER BY name").fetchall()
+        yield db
     except sqlite3.Error as exc:
         raise LedgerError(f"cannot read ledger {path}: {exc}") from None
     finally:
         db.close()
+
+
+def read_counters(path: Path) -> dict[str, int]:
+    """The counters of a ledger file."""
+    with reading(path) as db:
+        rows = db.execute("SELECT name, value FROM counters ORDER BY name").fetchall()
     return {str(name): int(value) for name, value in rows}
 
 
 def read_conflicts(path: Path) -> list[Conflict]:
     """The double entries recorded in a ledger file, oldest loser first."""
-    db = open_read_only(path)
-    try:
+    with reading(path) as db:
         return [conflict(row) for row in db.execute(SELECT_CONFLICTS).fetchall()]
-    except sqlite3.Error as exc:
-        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
-    finally:
-        db.close()
 
 
 @dataclass(frozen=True, slots=True)
@@ -71,8 +73,7 @@ class LogProgress:
 
 def read_progress(path: Path, gate_id: str) -> LogProgress:
     """What ``gate_id``'s ledger file holds of others' logs, of its own, and what the central answered for."""
-    db = open_read_only(path)
-    try:
+    with reading(path) as db:
         learned, own, answered = (
             int(db.execute(sql, params).fetchone()[0] or 0)
             for sql, params in (
@@ -81,34 +82,20 @@ def read_progress(path: Path, gate_id: str) -> LogProgress:
                 ("SELECT SUM(seq) FROM upstream_acks", ()),
             )
         )
-    except sqlite3.Error as exc:
-        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
-    finally:
-        db.close()
     return LogProgress(learned, own, answered)
 
 
 def read_records(path: Path) -> dict[str, tuple[str, str, str, int]]:
     """Every record a ledger file holds, its own and learned: uuid -> (ticket, kind, origin, hlc)."""
-    db = open_read_only(path)
-    try:
+    with reading(path) as db:
         rows = db.execute("SELECT uuid, ticket_id, kind, origin, hlc FROM redemptions").fetchall()
-    except sqlite3.Error as exc:
-        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
-    finally:
-        db.close()
     return {str(u): (str(t), str(k), str(o), int(h)) for u, t, k, o, h in rows}
 
 
 def read_scan_modes(path: Path) -> dict[str, tuple[str, float]]:
     """Each scan's evidence row in a ledger file: uuid -> (mode it was decided in, wall seconds)."""
-    db = open_read_only(path)
-    try:
+    with reading(path) as db:
         rows = db.execute("SELECT uuid, mode, wall FROM scans").fetchall()
-    except sqlite3.Error as exc:
-        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
-    finally:
-        db.close()
     return {str(u): (str(m), float(w)) for u, m, w in rows}
 
 
@@ -145,15 +132,10 @@ class CommandRow:
 
 def read_commands(path: Path, limit: int = 100) -> list[CommandRow]:
     """The latest ``limit`` supervisor commands of a ledger file (applied and refused), newest first."""
-    db = open_read_only(path)
-    try:
+    with reading(path) as db:
         rows = db.execute(
             "SELECT received_ms, via, outcome, supervisor, gate, kind, value, issued_ms, nonce, detail"
             " FROM commands ORDER BY id DESC LIMIT ?",
             (limit,),
         ).fetchall()
-    except sqlite3.Error as exc:
-        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
-    finally:
-        db.close()
     return [CommandRow(*row) for row in rows]

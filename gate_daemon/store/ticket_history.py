@@ -7,13 +7,11 @@ the morning after, never on the scan path.
 
 from __future__ import annotations
 
-import sqlite3
 from dataclasses import dataclass
 from pathlib import Path
 
 from gate_daemon.core.ticket_history import RecordFact, ScanFact
-from gate_daemon.store.ledger import LedgerError
-from gate_daemon.store.offline_reads import open_read_only
+from gate_daemon.store.offline_reads import reading
 
 _SCANS = (
     "SELECT uuid, hlc, wall, gate, device, operator, kind, outcome, reason, resolution, mode"
@@ -58,13 +56,8 @@ def record_fact(row: tuple[object, ...]) -> RecordFact:
 
 def read_ticket(path: Path, ticket_id: str) -> TicketFacts:
     """The ticket's facts in the ledger at ``path``; ``LedgerError`` naming the file otherwise."""
-    db = open_read_only(path)
-    try:
+    with reading(path) as db:
         scans = [scan_fact(tuple(r)) for r in db.execute(_SCANS, (ticket_id,))]
         records = [record_fact(tuple(r)) for r in db.execute(_RECORDS, (ticket_id,))]
         conflicts = {str(lo): str(w) for lo, w in db.execute(_CONFLICTS, (ticket_id,))}
-    except sqlite3.Error as exc:
-        raise LedgerError(f"cannot read ledger {path}: {exc}") from None
-    finally:
-        db.close()
     return TicketFacts(scans, records, conflicts)
