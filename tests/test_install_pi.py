@@ -20,6 +20,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gate_daemon.provision.pi_target import InstallRefused, parse_os_release
+from tests.test_deployment_files import directives
 
 ROOT = Path(__file__).resolve().parents[1]
 SCRIPT = ROOT / "scripts" / "install-pi"
@@ -323,3 +324,15 @@ def quoted(value: str) -> str:
 def test_quoted_values_read_back(fields: dict[str, str]) -> None:
     text = "".join(f"{key}={quoted(value)}\n" for key, value in fields.items())
     assert parse_os_release(text, "os-release") == fields
+
+
+def test_the_installed_unit_loads_the_gate_keys_from_the_folder_the_installer_makes(staged: Path) -> None:
+    assert install_pi(staged).returncode == 0
+    unit = directives((staged / "etc/systemd/system/gate-daemon.service").read_text())
+    sources = dict(value.split(":", 1) for value in unit["LoadCredential"])
+    # What gatectl enroll writes (docs/ENROLL.md) and the config names under ${CREDENTIALS_DIRECTORY}.
+    assert sources == {
+        "manifest-signer.pub": "/etc/gate-daemon/keys/manifest-signer.pub",
+        "gate.key": "/etc/gate-daemon/keys/gate.key",
+    }
+    assert record(staged)["/etc/gate-daemon/keys"][:2] == ["folder", "0700"]
