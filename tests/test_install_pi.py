@@ -7,8 +7,12 @@ installs is checked against its record and the shipped files.
 
 from __future__ import annotations
 
+import grp
 import hashlib
+import io
 import os
+import pwd
+import shutil
 import sqlite3
 import stat
 import subprocess
@@ -19,6 +23,8 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gate_daemon.provision.pi_install import Installer, InstallFailed, missing_packages
+from gate_daemon.provision.pi_plan import File, Folder, Run
 from gate_daemon.provision.pi_target import InstallRefused, parse_os_release
 from tests.test_deployment_files import directives
 
@@ -336,3 +342,59 @@ def test_the_installed_unit_loads_the_gate_keys_from_the_folder_the_installer_ma
         "gate.key": "/etc/gate-daemon/keys/gate.key",
     }
     assert record(staged)["/etc/gate-daemon/keys"][:2] == ["folder", "0700"]
+
+
+def test_a_failing_command_stops_the_install_by_name(tmp_path: Path) -> None:
+    out = io.StringIO()
+    installer = Installer(root=tmp_path, live=True, dry_run=False, out=out)
+    later = File("/etc/later.conf", b"x\n")
+    with pytest.raises(InstallFailed, match=r"^false exited with status 1$"):
+        installer.carry_out([Run(("true",), "fine"), Run(("false",), "fails"), later])
+    assert not (tmp_path / "etc/later.conf").exists()
+    assert "run              true   # fine" in out.getvalue()
+
+
+def test_a_missing_program_is_named(tmp_path: Path) -> None:
+    installer = Installer(root=tmp_path, live=True, dry_run=False, out=io.StringIO())
+    with pytest.raises(InstallFailed, match="no-such-program-here"):
+        installer.carry_out([Run(("no-such-program-here",), "missing")])
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="setting an owner needs root")
+def test_on_the_gate_itself_folders_get_their_owner(tmp_path: Path) -> None:
+    nobody = pwd.getpwnam("nobody")
+    group = grp.getgrgid(nobody.pw_gid).gr_name
+    installer = Installer(root=tmp_path, live=True, dry_run=False, out=io.StringIO())
+    installer.carry_out([Folder("/var/lib/ledger", 0o750, "nobody", group)])
+    info = (tmp_path / "var/lib/ledger").stat()
+    assert (info.st_uid, info.st_gid, stat.S_IMODE(info.st_mode)) == (nobody.pw_uid, nobody.pw_gid, 0o750)
+    with pytest.raises(InstallFailed, match="no user or group gate-nobody-here"):
+        installer.carry_out([Folder("/var/lib/other", 0o750, "gate-nobody-here", "gate-nobody-here")])
+
+
+def test_something_else_where_a_file_or_folder_goes_is_named_and_left(staged: Path) -> None:
+    (staged / "etc/systemd/system/gate-daemon.service").mkdir(parents=True)
+    (staged / "var/lib").mkdir(parents=True)
+    done = install_pi(staged)
+    assert done.returncode == 1
+    assert done.stderr == (
+        "InstallFailed: /etc/systemd/system/gate-daemon.service exists and is not a regular file; "
+        "move it away and run again\n"
+    )
+    assert (staged / "etc/systemd/system/gate-daemon.service").is_dir()
+
+
+@pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="not a Debian machine")
+def testmissing_packages_are_the_ones_dpkg_does_not_hold() -> None:
+    assert missing_packages(["dpkg", "gate-daemon-no-such-package"], live=True) == (
+        "gate-daemon-no-such-package",
+    )
+
+
+def test_a_file_where_a_folder_should_be_is_named_without_a_traceback(staged: Path) -> None:
+    (staged / "etc/udev").write_text("not a folder\n")
+    done = install_pi(staged)
+    assert done.returncode == 1
+    assert done.stderr.startswith("InstallFailed: ")
+    assert "/etc/udev/rules.d/99-gate-scanner.rules" in done.stderr
+    assert "Traceback" not in done.stderr

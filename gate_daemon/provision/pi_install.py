@@ -61,22 +61,29 @@ class Installer:
         print(f"{verb:<16} {text}", file=self.out, flush=True)
 
     def carry_out(self, steps: Sequence[Step]) -> None:
-        """Every step in order; the first failure stops the rest."""
+        """Every step in order; the first failure stops the rest, named by its path."""
         for step in steps:
-            if isinstance(step, Run):
-                self.run(step)
-            elif isinstance(step, Folder):
-                self.folder(step)
-            elif isinstance(step, File):
-                self.file(step)
-            elif isinstance(step, Link):
-                self.link(step)
-            elif isinstance(step, Line):
-                self.line(step)
-            elif isinstance(step, Unline):
-                self.unline(step)
-            else:
-                self.remove(step)
+            try:
+                self._one(step)
+            except OSError as exc:
+                where = shlex.join(step.argv) if isinstance(step, Run) else step.path
+                raise InstallFailed(f"{where}: {exc.strerror or exc}") from None
+
+    def _one(self, step: Step) -> None:
+        if isinstance(step, Run):
+            self.run(step)
+        elif isinstance(step, Folder):
+            self.folder(step)
+        elif isinstance(step, File):
+            self.file(step)
+        elif isinstance(step, Link):
+            self.link(step)
+        elif isinstance(step, Line):
+            self.line(step)
+        elif isinstance(step, Unline):
+            self.unline(step)
+        else:
+            self.remove(step)
 
     def run(self, step: Run) -> None:
         """A command: run on the gate itself, printed otherwise."""
@@ -301,17 +308,22 @@ def _machine_arch() -> str:
     return done.stdout.strip()
 
 
-def _missing_packages(wanted: Sequence[str], live: bool) -> tuple[str, ...]:
+def missing_packages(wanted: Sequence[str], live: bool) -> tuple[str, ...]:
     """The packages dpkg does not hold installed; under --root, all of them (no dpkg database there)."""
     if not live:
         return tuple(wanted)
-    done = subprocess.run(
-        ["/usr/bin/dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev}\\n", *wanted],
-        capture_output=True,
-        text=True,
-        check=False,
-        timeout=60,
-    )
+    try:
+        done = subprocess.run(
+            ["/usr/bin/dpkg-query", "-W", "-f=${Package} ${db:Status-Abbrev}\\n", *wanted],
+            capture_output=True,
+            text=True,
+            check=False,
+            timeout=60,
+        )
+    except OSError as exc:
+        raise InstallRefused(
+            f"dpkg-query: {exc.strerror}; the installer knows Debian and Raspberry Pi OS"
+        ) from None
     installed = {words[0] for words in map(str.split, done.stdout.splitlines()) if words[1:2] == ["ii"]}
     return tuple(name for name in wanted if name not in installed)
 
@@ -323,7 +335,7 @@ def _options(args: argparse.Namespace, root: Path, target: Target, live: bool) -
     return Options(
         source=SOURCE,
         screen=args.screen,
-        missing_packages=_missing_packages(pi_plan.packages(target), live),
+        missing_packages=missing_packages(pi_plan.packages(target), live),
         venv_exists=(root / pi_plan.VENV.lstrip("/") / "bin" / "python").exists(),
         configured=(root / pi_plan.CONFIG.lstrip("/")).is_file(),
         boot_config=(root / pi_plan.BOOT_CONFIG.lstrip("/")).is_file(),
