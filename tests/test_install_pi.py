@@ -398,3 +398,21 @@ def test_a_file_where_a_folder_should_be_is_named_without_a_traceback(staged: Pa
     assert done.stderr.startswith("InstallFailed: ")
     assert "/etc/udev/rules.d/99-gate-scanner.rules" in done.stderr
     assert "Traceback" not in done.stderr
+
+
+@pytest.mark.skipif(shutil.which("systemd-sysusers") is None, reason="systemd-sysusers is not installed")
+def test_the_installed_sysusers_file_makes_every_owner_and_group_the_unit_names(tmp_path: Path) -> None:
+    root = stage(tmp_path / "root", pi=False)  # plain Debian: no gpio group of its own
+    assert install_pi(root, arch="amd64").returncode == 0
+    made = subprocess.run(
+        ["systemd-sysusers", f"--root={root}"], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert made.returncode == 0, made.stderr
+    users = {line.split(":")[0]: line.split(":") for line in (root / "etc/passwd").read_text().splitlines()}
+    groups = {line.split(":")[0] for line in (root / "etc/group").read_text().splitlines()}
+    assert users["gate-daemon"][5:] == ["/var/lib/gate-daemon", "/usr/sbin/nologin"]
+    owners = {(fields[2], fields[3]) for fields in record(root).values()}
+    assert {owner for owner, _ in owners} - {"root"} <= set(users)
+    assert {group for _, group in owners} - {"root"} <= groups
+    unit = directives((root / "etc/systemd/system/gate-daemon.service").read_text())
+    assert "gpio" in unit["SupplementaryGroups"][0].split() and "gpio" in groups
