@@ -9,6 +9,7 @@ are refused by name, and nothing changes: no file written, the roster as it was.
 
 from __future__ import annotations
 
+import functools
 import os
 import subprocess
 import time
@@ -31,7 +32,10 @@ from gate_daemon.core.enrollment import (
     parse_token,
 )
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import Manifest
+from gate_daemon.core.manifest import Manifest, peek_header
+from gate_daemon.errors import SourceError
+from gate_daemon.provision.build import build_manifest
+from gate_daemon.provision.event import load_event
 from gate_daemon.provision.gate_files import Enrolled, Placement, config_text, kept_tables
 from gate_daemon.store.manifest_file import read_manifest
 from tests.central_process import GATE_CENTRAL, CentralProcess
@@ -100,9 +104,12 @@ def enrolled_rows(central: CentralProcess) -> list[tuple[object, ...]]:
 def latest_manifest(central: CentralProcess) -> Manifest:
     """The central's latest manifest version, verified with its key."""
     version = central.report()["manifest"]["version"]
-    state = central.database.parent
     signer = SecretKey.parse((central.config.parent / "signer.key").read_text())
-    return read_manifest(state / "manifests" / f"{version}.gdm", [signer.public])
+    return read_manifest(_central_state(central) / f"{version}.gdm", [signer.public])
+
+
+def _central_state(central: CentralProcess) -> Path:
+    return central.database.parent / "manifests"
 
 
 # ---------------------------------------------------------------- the whole road
@@ -132,15 +139,13 @@ def test_three_gates_enrolled_by_token_share_redemptions(
 
     running = {name: launch(config, name=name) for name, config in gates.items()}
     for gate in running.values():  # each gate fetches the manifest that lists all three
-        wait_until(
-            lambda g=gate: g.status()["manifest"].get("version") == manifest.version, CONVERGE, "manifest"
-        )
+        wait_until(functools.partial(_version_is, gate, manifest.version), CONVERGE, "the manifest")
     first = running["north-1"].scan(payload(3))
     assert first["outcome"] == "allow", first
     for name in ("north-2", "north-3"):
         gate = running[name]
-        wait_until(lambda g=gate: len(_peers(g)) == 2, CONVERGE, f"{name} linked to its peers")
-        wait_until(lambda g=gate: _held(g, 3), CONVERGE, f"{name} learns the admission")
+        wait_until(functools.partial(_linked, gate, 2), CONVERGE, f"{name} linked to its peers")
+        wait_until(functools.partial(_held, gate, 3), CONVERGE, f"{name} learns the admission")
         again = gate.scan(payload(3))
         assert again["outcome"] == "already_used", again
     assert _peers(running["north-2"]) == {
@@ -158,6 +163,14 @@ def test_three_gates_enrolled_by_token_share_redemptions(
 def _peers(gate: GateProcess) -> dict[str, str]:
     """The gate's peer links: gate id to address."""
     return {p["gate"]: p["address"] for p in gate.status()["replication"]["peers"]}
+
+
+def _version_is(gate: GateProcess, version: int) -> bool:
+    return bool(gate.status()["manifest"].get("version") == version)
+
+
+def _linked(gate: GateProcess, count: int) -> bool:
+    return len(_peers(gate)) == count
 
 
 def _held(gate: GateProcess, n: int) -> bool:
@@ -224,7 +237,6 @@ def test_an_unreachable_central_is_named(tmp_path: Path) -> None:
 
 def test_a_gate_listed_in_event_toml_gets_no_token(central: CentralProcess) -> None:
     event = central.config.parent / "event.toml"
-    SecretKey.generate()
     event.write_text(event.read_text() + '\n[[gates]]\nid = "west-1"\npub = "issuer.pub"\n')
     done = central_cli(central, "token", "--gate", "west-1", "--url", central.url)
     assert done.returncode == 1 and "[[gates]]" in done.stderr, done.stderr
@@ -305,3 +317,20 @@ def test_enrollment_keeps_the_config_tables_it_does_not_own(tmp_path: Path) -> N
         placement, Enrolled("east-1", "demo", "floor", "10.0.5.11:8600", "http://c:8700"), existing
     )
     assert "${CREDENTIALS_DIRECTORY}/gate.key" in text and 'state_dir = "${STATE_DIRECTORY}"' in text
+
+
+def test_a_roster_gate_may_give_its_address_in_event_toml(tmp_path: Path) -> None:
+    world = make_live_world(tmp_path, ("north-1",))
+    event = tmp_path / "event.toml"
+    text = event.read_text()
+    event.write_text(text.replace('pub = "north-1.pub"', 'pub = "north-1.pub"\naddr = "10.0.5.11:8600"'))
+    spec = load_event(event)
+    assert spec.gates[0].addr == "10.0.5.11:8600"
+    data = build_manifest(spec, [], world.signer, version=1, issued_at=int(world.now))
+    assert peek_header(data)[1].gates[0].addr == "10.0.5.11:8600"
+    without = build_manifest(world.event, [], world.signer, version=1, issued_at=int(world.now))
+    assert "addr" not in peek_header(without)[1].raw["gates"][0]  # no address: the header as before
+    event.write_text(text.replace('pub = "north-1.pub"', 'pub = "north-1.pub"\naddr = "10.0.5.11"'))
+    with pytest.raises(SourceError) as bad:
+        load_event(event)
+    assert "gates[0].addr" in str(bad.value) and "HOST:PORT" in str(bad.value)
