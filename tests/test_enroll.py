@@ -29,6 +29,7 @@ from gate_daemon.core.enrollment import (
     make_answer,
     make_request,
     parse_addr,
+    parse_request,
     parse_token,
 )
 from gate_daemon.core.keys import SecretKey
@@ -334,3 +335,38 @@ def test_a_roster_gate_may_give_its_address_in_event_toml(tmp_path: Path) -> Non
     with pytest.raises(SourceError) as bad:
         load_event(event)
     assert "gates[0].addr" in str(bad.value) and "HOST:PORT" in str(bad.value)
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers() | st.text(max_size=40),
+    lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=10), inner, max_size=7),
+    max_leaves=12,
+)
+_REQUEST_KEYS = ("token", "gate", "pub", "addr", "token_sig", "gate_sig")
+
+
+@given(
+    st.one_of(
+        _JSON, st.fixed_dictionaries({k: st.one_of(_JSON, st.text(max_size=60)) for k in _REQUEST_KEYS})
+    )
+)
+def test_garbage_is_never_an_enrollment_request(doc: object) -> None:
+    try:
+        request = parse_request(doc)
+    except ValueError as exc:
+        assert str(exc)
+    else:
+        assert not request.verify()  # nothing random carries two good signatures
+
+
+@given(
+    st.one_of(
+        _JSON, st.dictionaries(st.sampled_from(("gate", "event", "zone", "version", "signer", "sig")), _JSON)
+    )
+)
+def test_garbage_is_never_an_enrollment_answer(doc: object) -> None:
+    token = Token(bytes(16), bytes(16), 1, "east-1", "http://127.0.0.1:8700")
+    request = make_request(token, SecretKey(bytes(32)), "10.0.5.11:8600")
+    with pytest.raises(EnrollRefused) as refused:
+        check_answer(doc, request, SecretKey(bytes(range(32))).public)
+    assert refused.value.name in ("bad_answer", "signer_mismatch")

@@ -86,7 +86,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     e = sub.add_parser(
         "enroll",
         help="join this gate to the event with a one-time token from gate-central token",
-        description=__doc__,
+        description=__doc__.split("\n", 1)[1].replace("``", "") if __doc__ else None,
         formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     e.add_argument("token", metavar="TOKEN", help="the GDE1:... token gate-central token printed")
