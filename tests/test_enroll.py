@@ -227,6 +227,25 @@ def test_a_wrong_signer_fingerprint_is_refused_before_the_token_is_spent(
     assert enroll(real.text(), tmp_path / "real").returncode == 0, "the token was not spent"
 
 
+def test_a_kept_table_that_does_not_load_is_said_before_the_token_is_spent(
+    central: CentralProcess, tmp_path: Path
+) -> None:
+    token = new_token(central, "east-1")
+    etc = tmp_path / "gate" / "etc"
+    etc.mkdir(parents=True)
+    (etc / "gate.toml").write_text('[gate]\nid = "x"\n\n[input]\nkind = "teleport"\n')
+    done = enroll(token, tmp_path / "gate")
+    assert done.returncode == 1 and "Traceback" not in done.stderr, done.stderr
+    assert (
+        f"{etc / 'gate.toml'} (as gatectl enroll would write it)" in done.stderr
+        and "input.kind" in done.stderr
+    )
+    assert sorted(p.name for p in etc.iterdir()) == ["gate.toml"] and enrolled_rows(central) == []
+    (etc / "gate.toml").write_text('[input]\nkind = "none"\n')
+    assert enroll(token, tmp_path / "gate").returncode == 0, "the token was not spent"
+    assert (etc / "gate.toml.bak").read_text() == '[input]\nkind = "none"\n'
+
+
 def test_an_unreachable_central_is_named(tmp_path: Path) -> None:
     token = Token(
         os.urandom(16), bytes(16), int(time.time()) + 60, "east-1", f"http://127.0.0.1:{free_port()}"

@@ -15,12 +15,12 @@ from __future__ import annotations
 import json
 import re
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 from gate_daemon.config.load import load_config
 from gate_daemon.core.keys import PublicKey, SecretKey
-from gate_daemon.errors import GateError
+from gate_daemon.errors import GateError, SourceError
 from gate_daemon.files import write_atomic
 
 DEFAULT_ETC = Path("/etc/gate-daemon")
@@ -133,7 +133,13 @@ def check_config(placement: Placement, text: str) -> None:
     with tempfile.TemporaryDirectory(prefix="gate-enroll-") as scratch:
         path = Path(scratch) / "gate.toml"
         path.write_text(text)
-        load_config(path, placement.environ())
+        try:
+            load_config(path, placement.environ())
+        except SourceError as exc:  # named as the file it would be, whose other tables it keeps
+            problems = [
+                replace(p, message=p.message.replace(str(path), str(placement.config))) for p in exc.problems
+            ]
+            raise SourceError(f"{placement.config} (as gatectl enroll would write it)", problems) from None
 
 
 def write_gate_files(placement: Placement, key: SecretKey, signer: PublicKey, text: str) -> Path:
