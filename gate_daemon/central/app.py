@@ -39,6 +39,7 @@ from gate_daemon.net.peer_auth import HEADER_CHALLENGE, HEADER_SIGNATURE, Caller
 from gate_daemon.store.central.checkin_book import UuidReused
 
 from .config import CentralConfig
+from .enroll import add_enroll_routes
 from .fleet import add_fleet_routes, guard
 from .manifests import GateAhead
 from .service import Central
@@ -261,6 +262,7 @@ def create_app(
     for method, path, handler in ROUTES:
         app.router.add_route(method, path, handler)
     add_fleet_routes(app, config, lambda: app[CENTRAL], clock)
+    add_enroll_routes(app, config, lambda: app[CENTRAL])
 
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         opened = central is None

@@ -5,6 +5,8 @@
     gate-central report --config FILE [--json] check-ins, conflicts, gates' heartbeats
     gate-central report ticket ID --config FILE [--json|--csv]   a ticket at every gate
     gate-central report incident --from T --to T --config FILE -o incident.html [--json]
+    gate-central token --gate ID [--zone Z] [--valid 24h] --config FILE   a one-time enrollment token
+    gate-central gates [--remove ID] --config FILE                         the roster, how each joined
 
 Errors are one ``ErrorName: message`` (a config's problems follow, one a line) and exit 1.
 """
@@ -30,6 +32,7 @@ from gate_daemon.provision.tickets import load_tickets
 from gate_daemon.store.central.checkin_book import read_report
 
 from .config import CentralConfig, load_central_config
+from .enroll_cli import add_enroll_commands
 from .report_commands import cmd_report_incident, cmd_report_ticket
 
 log = logging.getLogger("gate_daemon.central")
@@ -163,6 +166,7 @@ def parser() -> argparse.ArgumentParser:
         "-o", "--output", type=Path, metavar="FILE", help="report incident: write the HTML page here"
     )
     r.set_defaults(func=cmd_report)
+    add_enroll_commands(sub)
     return p
 
 

@@ -21,15 +21,16 @@ key was changed) is not used as a base: the gate gets the full latest instead.
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
 from gate_daemon.core.delta import plan_delta
 from gate_daemon.core.keys import PublicKey, SecretKey
-from gate_daemon.core.manifest import Manifest, peek_header
+from gate_daemon.core.manifest import Manifest, RosterGate, peek_header
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.files import read_regular, write_atomic
 from gate_daemon.net.central_time import signed_time
@@ -65,6 +66,8 @@ class Fingerprint:
     """How the input files looked when last read (a change makes the central read them again)."""
 
     stats: tuple[tuple[int, int, int] | None, ...]
+    #: The gates enrolled by token (docs/ENROLL.md), as the central's database holds them.
+    enrolled: tuple[RosterGate, ...] = ()
 
 
 class ManifestBook:
@@ -79,8 +82,10 @@ class ManifestBook:
         tickets_path: Path,
         *,
         clock: Callable[[], float] = time.time,
+        enrolled: Callable[[], Awaitable[tuple[RosterGate, ...]]] | None = None,
     ) -> None:
         self._store = store
+        self._enrolled = enrolled
         self._dir = directory
         self._key = key
         self._event_path = event_path
@@ -98,6 +103,11 @@ class ManifestBook:
     def trusted(self) -> list[PublicKey]:
         """The key the central's manifests verify with."""
         return [self._key.public]
+
+    @property
+    def signer(self) -> SecretKey:
+        """The manifest key: it also signs enrollment answers (``central.enroll``)."""
+        return self._key
 
     def sign_time(self, request_signature: str) -> str:
         """The central's time now, signed with the manifest key for one request (``net.central_time``)."""
@@ -147,11 +157,12 @@ class ManifestBook:
     async def refresh(self, *, force: bool = False) -> bool:
         """Read the inputs when they changed (or with ``force``); whether a new version was built."""
         async with self._lock:
-            seen = Fingerprint(tuple(_stat(p) for p in (self._event_path, self._tickets_path)))
+            enrolled = await self._enrolled() if self._enrolled is not None else ()
+            seen = Fingerprint(tuple(_stat(p) for p in (self._event_path, self._tickets_path)), enrolled)
             if not force and seen == self._seen:
                 return False
             self._seen = seen
-            built = await asyncio.to_thread(self._build_if_changed)
+            built = await asyncio.to_thread(self._build_if_changed, enrolled)
             if built is None:
                 return False
             row, manifest = built
@@ -166,9 +177,9 @@ class ManifestBook:
         self.latest = manifest
         self._roster = {gate.id: gate.key for gate in manifest.header.gates}
 
-    def _build_if_changed(self) -> tuple[ManifestRow, Manifest] | None:
+    def _build_if_changed(self, enrolled: tuple[RosterGate, ...] = ()) -> tuple[ManifestRow, Manifest] | None:
         """A new version when the inputs say something the latest does not (runs in a thread)."""
-        event = load_event(self._event_path)
+        event = with_enrolled(load_event(self._event_path), enrolled)
         tickets = load_tickets(self._tickets_path, event)
         latest = self.latest
         now = int(self._clock())
@@ -263,6 +274,20 @@ def spec_of(manifest: Manifest) -> EventSpec:
         gates=h.gates,
         supervisors=h.supervisors,
     )
+
+
+def with_enrolled(event: EventSpec, enrolled: tuple[RosterGate, ...]) -> EventSpec:
+    """The event's roster: event.toml's ``[[gates]]``, then the gates enrolled by token.
+
+    An id in both is the file's: the enrolled one is left out (``gate-central token``
+    refuses such an id, and so does an enrollment; the file may have gained it since).
+    """
+    listed = {gate.id for gate in event.gates}
+    extra = tuple(gate for gate in enrolled if gate.id not in listed)
+    for gate in enrolled:
+        if gate.id in listed:
+            log.warning("gate %s is in event.toml's [[gates]] and enrolled: the file's entry stands", gate.id)
+    return dataclasses.replace(event, gates=event.gates + extra) if extra else event
 
 
 def _due(issued_at: int, expires_at: int, event: EventSpec, now: int) -> bool:

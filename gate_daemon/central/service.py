@@ -24,6 +24,7 @@ from gate_daemon.net.replication import Refusal, verify_record
 from gate_daemon.provision.keyfiles import read_secret
 from gate_daemon.store.central.checkin_book import CentralStore, PushResult
 from gate_daemon.store.central.command_queue import CommandQueue
+from gate_daemon.store.central.enrollments import Enrollments
 
 from . import search
 from .config import CentralConfig
@@ -56,6 +57,7 @@ class Central:
         self.challenges = challenges or Challenges()
         self._clock = clock
         self.commands = CommandQueue(store)
+        self.enrollments = Enrollments(store)
 
     @classmethod
     async def open(cls, config: CentralConfig, *, clock: Callable[[], float] = time.time) -> Central:
@@ -64,7 +66,15 @@ class Central:
         config.state_dir.mkdir(parents=True, exist_ok=True)
         store = await CentralStore.open(config.database)
         try:
-            book = ManifestBook(store, config.manifests_dir, key, config.event, config.tickets, clock=clock)
+            book = ManifestBook(
+                store,
+                config.manifests_dir,
+                key,
+                config.event,
+                config.tickets,
+                clock=clock,
+                enrolled=Enrollments(store).roster,
+            )
             await book.open()
         except BaseException:
             await store.aclose()

@@ -40,6 +40,8 @@ FORMAT = 1
 DOMAIN = b"gate-daemon/manifest/v1\x00"
 FULL, DELTA = b"F", b"D"
 MAX_HEADER = 4 * 1024 * 1024
+#: The longest roster gate address ("HOST:PORT").
+MAX_ADDR = 300
 _PREAMBLE = struct.Struct("<8sc4sI")
 #: The most bytes before a payload: enough to read any file's header and signature.
 MAX_HEAD = _PREAMBLE.size + MAX_HEADER + SIGNATURE_SIZE
@@ -79,6 +81,8 @@ class RosterGate:
 
     id: str
     key: PublicKey
+    #: Where its LAN API listens ("HOST:PORT"): its peers link to it (docs/ENROLL.md); None: unknown.
+    addr: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -294,7 +298,9 @@ def _header(doc: dict[str, Any]) -> Header:
         ),
         zones=tuple(Zone(str(z["id"]), str(z["name"])) for z in doc["zones"]),
         ticket_keys=ticket_keys,
-        gates=tuple(RosterGate(str(g["id"]), PublicKey.parse(g["pub"])) for g in doc["gates"]),
+        gates=tuple(
+            RosterGate(str(g["id"]), PublicKey.parse(g["pub"]), _addr(g.get("addr"))) for g in doc["gates"]
+        ),
         revoked=frozenset(str(r) for r in doc["revoked"]),
         legacy_codes=_bool(doc["legacy_codes"]),
         body_sha256=str(body["sha256"]),
@@ -312,6 +318,15 @@ def _header(doc: dict[str, Any]) -> Header:
             RosterSupervisor(str(s["id"]), PublicKey.parse(s["pub"])) for s in doc.get("supervisors", ())
         ),
     )
+
+
+def _addr(value: object) -> str | None:
+    """A roster gate's optional LAN address: a "HOST:PORT" string, or absent."""
+    if value is None:
+        return None
+    if not isinstance(value, str) or not 0 < len(value) <= MAX_ADDR:
+        raise ValueError(f"a gate's addr must be HOST:PORT, got {value!r}")
+    return value
 
 
 def _bool(value: object) -> bool:

@@ -58,7 +58,7 @@ async def serve_lan(
 
     assert config.lan.host is not None
     replicator = None
-    if shared is not None and (config.lan.peers or config.lan.discover):
+    if shared is not None:  # peers: [lan] peers, else the manifest's roster addresses; discovered ones too
         from gate_daemon.net.peers import Replicator
 
         replicator = Replicator(
@@ -66,6 +66,7 @@ async def serve_lan(
             list(config.lan.peers),
             pull_interval=config.lan.pull_interval_ms / 1000,
             timeout=config.lan.timeout_ms / 1000,
+            roster_peers=not config.lan.peers,
         )
         status.ledger.subscribe(replicator.committed)
     status.replication, status.replicator = shared, replicator

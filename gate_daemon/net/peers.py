@@ -62,6 +62,8 @@ MAX_PAGES = 1000
 LINK_CONNECTIONS = 2
 #: Seconds an idle connection to a peer is kept open for the next request.
 KEEPALIVE = 15.0
+#: How often the links are matched to the active manifest's roster addresses (``roster_peers``).
+ROSTER_CHECK = 1.0
 
 
 class PeerError(WireError):
@@ -131,6 +133,8 @@ class Peer:
         )
         self.queue: deque[Redemption] = deque()
         self.wake = asyncio.Event()
+        #: The link's task, once the replicator runs it.
+        self.task: asyncio.Task[None] | None = None
 
     def offer(self, record: Redemption) -> None:
         """Queue one of this gate's records for this peer."""
@@ -287,9 +291,14 @@ class Replicator:
         pull_interval: float,
         timeout: float,
         clock: Callable[[], float] = time.time,
+        roster_peers: bool = False,
     ) -> None:
         self.replication = replication
         self._addresses = list(addresses)
+        #: Whether the links follow the active manifest's roster addresses (docs/ENROLL.md).
+        self.roster_peers = roster_peers
+        #: The links made from the roster, by gate id.
+        self._from_roster: dict[str, Peer] = {}
         self._pull_interval = pull_interval
         self._timeout = timeout
         self._clock = clock
@@ -312,11 +321,42 @@ class Replicator:
             self._link(self._group, address)
         return True
 
-    def _link(self, group: asyncio.TaskGroup, address: str) -> None:
+    def _link(self, group: asyncio.TaskGroup, address: str) -> Peer:
         assert self._client is not None
         peer = Peer(address, self.replication, self._client, timeout=self._timeout, clock=self._clock)
         self.peers.append(peer)
-        group.create_task(peer.run(self._pull_interval), name=f"peer {address}")
+        peer.task = group.create_task(peer.run(self._pull_interval), name=f"peer {address}")
+        return peer
+
+    def follow_roster(self) -> None:
+        """Link to the roster's gates not linked yet; unlink those the roster dropped or moved."""
+        if self._group is None:
+            return
+        wanted = self.replication.roster_peers()
+        for gate_id, peer in list(self._from_roster.items()):
+            if wanted.get(gate_id) != peer.address:
+                del self._from_roster[gate_id]
+                self._unlink(peer)
+                log.info(
+                    "unlinked gate %s at %s: the manifest's roster no longer lists it there",
+                    gate_id,
+                    peer.address,
+                )
+        linked = {peer.state.gate_id for peer in self.peers} | set(self._from_roster)
+        for gate_id, address in sorted(wanted.items()):
+            if gate_id in linked or address in self._addresses or len(self._addresses) >= MAX_PEERS:
+                continue
+            self._addresses.append(address)
+            peer = self._link(self._group, address)
+            peer.state.gate_id = gate_id
+            self._from_roster[gate_id] = peer
+            log.info("linked to gate %s at %s from the manifest's roster", gate_id, address)
+
+    def _unlink(self, peer: Peer) -> None:
+        if peer.task is not None:
+            peer.task.cancel()
+        self.peers.remove(peer)
+        self._addresses.remove(peer.address)
 
     async def run(self) -> None:
         """Run every peer link (and those added later) until cancelled."""
@@ -328,7 +368,10 @@ class Replicator:
                     self._group = group
                     for address in self._addresses:
                         self._link(group, address)
-                    await asyncio.Event().wait()  # until cancelled: discovery may add peers
+                    while True:  # until cancelled: discovery and the roster may add peers
+                        if self.roster_peers:
+                            self.follow_roster()
+                        await asyncio.sleep(ROSTER_CHECK)
             finally:
                 self._group = None
 

@@ -125,6 +125,13 @@ class Replication:
             self._roster = (manifest, roster)
         return roster
 
+    def roster_peers(self) -> dict[str, str]:
+        """The other gates of the active manifest's roster that give a LAN address: id to "HOST:PORT"."""
+        manifest = self._manifests()
+        if manifest is None:
+            return {}
+        return {g.id: g.addr for g in manifest.header.gates if g.addr is not None and g.id != self.gate_id}
+
     @property
     def problem(self) -> str | None:
         """Why this gate cannot take part in replication now, or None."""

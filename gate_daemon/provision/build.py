@@ -8,7 +8,7 @@ from typing import Any
 
 from gate_daemon.core.delta import changes_member, encode_changes, plan_delta
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import DELTA, FORMAT, FULL, Manifest, seal
+from gate_daemon.core.manifest import DELTA, FORMAT, FULL, Manifest, RosterGate, seal
 from gate_daemon.core.ticket_record import Status, TicketEntry
 from gate_daemon.core.ticket_table import encode_body
 from gate_daemon.errors import GateError
@@ -83,7 +83,7 @@ def build_manifest(
         ],
         "zones": [{"id": z.id, "name": z.name} for z in event.zones],
         "ticket_keys": [k.text() for k in event.ticket_keys],
-        "gates": [{"id": g.id, "pub": g.key.text()} for g in event.gates],
+        "gates": [_roster_gate(g) for g in event.gates],
         **_supervisors(event),
         "revoked": sorted(set(event.revoked)),
         "legacy_codes": event.legacy_codes,
@@ -95,6 +95,14 @@ def build_manifest(
     changes = encode_changes(plan.changed, header)
     header["delta"] = changes_member(base, changes, plan)
     return seal(header, DELTA, changes, key)
+
+
+def _roster_gate(gate: RosterGate) -> dict[str, str]:
+    """A roster gate in the header; ``addr`` only when known, so older rosters sign the same bytes."""
+    entry = {"id": gate.id, "pub": gate.key.text()}
+    if gate.addr is not None:
+        entry["addr"] = gate.addr
+    return entry
 
 
 def _supervisors(event: EventSpec) -> dict[str, Any]:

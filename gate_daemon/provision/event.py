@@ -25,6 +25,7 @@ name = "Floor"
 [[gates]]                        # the roster peers authenticate against
 id = "north-1"
 pub = "north-1.pub"
+addr = "10.0.5.11:8600"          # optional: its LAN API; the other gates link to it
 
 [[supervisors]]                  # who may sign commands to the gates (docs/COMMANDS.md)
 id = "sam"
@@ -38,8 +39,9 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gate_daemon.config.toml import Checker, KeyPath, load
+from gate_daemon.core.enrollment import parse_addr
 from gate_daemon.core.keys import PublicKey
-from gate_daemon.core.manifest import RosterGate, RosterSupervisor, Session, Zone
+from gate_daemon.core.manifest import MAX_ADDR, RosterGate, RosterSupervisor, Session, Zone
 from gate_daemon.core.times import TimeFormatError, parse_instant
 from gate_daemon.core.tokens import MAX_LABEL, MAX_TICKET_ID
 from gate_daemon.errors import KeyFileError
@@ -120,11 +122,12 @@ def load_event(path: Path) -> EventSpec:
     gates: list[RosterGate] = []
     for i, raw in enumerate(check.tables(check.raw(doc, "gates"), ("gates",))):
         where = ("gates", i)
-        tbl = check.table(raw, where, {"id", "pub"}, {"id", "pub"})
+        tbl = check.table(raw, where, {"id", "pub", "addr"}, {"id", "pub"})
         gid = check.string(tbl, where, "id", pattern=IDENT, max_bytes=32)
         key = _key(check, (*where, "pub"), check.string(tbl, where, "pub", max_bytes=1024), base)
+        addr = _addr(check, tbl, where)
         if key is not None:
-            gates.append(RosterGate(gid, key))
+            gates.append(RosterGate(gid, key, addr))
     _unique(check, "gates", [g.id for g in gates])
     supervisors = _supervisors(check, doc, base)
 
@@ -182,3 +185,15 @@ def _unique(check: Checker, name: str, ids: list[str], what: str = "id") -> None
         if value in seen:
             check.problem((name, i), f"duplicate {what} {value!r}")
         seen.add(value)
+
+
+def _addr(check: Checker, tbl: dict[str, object], where: KeyPath) -> str | None:
+    """A gate's optional LAN address, ``HOST:PORT`` (``gate_daemon.core.enrollment.parse_addr``)."""
+    if "addr" not in tbl:
+        return None
+    text = check.string(tbl, where, "addr", max_bytes=MAX_ADDR)
+    try:
+        return parse_addr(text)
+    except ValueError as exc:
+        check.problem((*where, "addr"), str(exc))
+        return None

@@ -30,6 +30,11 @@ Tables:
 - ``beats`` (migration 3): every heartbeat, not only the last: when (central time), the
   gate's decision route then (``online`` or ``offline``) and a few of its counters, for the
   incident report's offline periods and mode switches.
+- ``enroll_tokens`` (enrollment): one-time tokens by the public half of their token key
+  (never the secret): the gate id and zone they enroll, when they expire, when they were
+  used or revoked. ``enrolled_gates``: the gates tokens enrolled, with their key, LAN
+  address and zone; the manifest's roster is event.toml's ``[[gates]]`` and these
+  (docs/ENROLL.md).
 """
 
 from __future__ import annotations
@@ -141,6 +146,26 @@ CREATE TABLE beats (
     pending  INTEGER
 );
 CREATE INDEX beats_at ON beats (at);
+""",
+    # enrollment: one-time tokens and the gates they enrolled (docs/ENROLL.md).
+    """
+CREATE TABLE enroll_tokens (
+    token_key   TEXT PRIMARY KEY,
+    gate        TEXT NOT NULL,
+    zone        TEXT,
+    created_at  REAL NOT NULL,
+    expires_at  REAL NOT NULL,
+    used_at     REAL,
+    revoked_at  REAL
+);
+CREATE TABLE enrolled_gates (
+    id          TEXT PRIMARY KEY,
+    pub         TEXT NOT NULL,
+    addr        TEXT NOT NULL,
+    zone        TEXT,
+    joined_at   REAL NOT NULL,
+    token_key   TEXT NOT NULL
+);
 """,
 )
 #: The schema version this code writes and reads (``PRAGMA user_version``).
