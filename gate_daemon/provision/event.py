@@ -29,6 +29,11 @@ pub = "north-1.pub"
 [[supervisors]]                  # who may sign commands to the gates (docs/COMMANDS.md)
 id = "sam"
 pub = "sam.pub"
+
+Rotating tickets (docs/ROTATING.md) add two optional keys: top-level
+``revoked_holders = ["3f2a..."]`` (certificate ids, 16 hex digits, of tickets issued
+again to a new phone) and ``rotating_tolerance = 1`` in ``[event]`` (steps either side
+of the gate's clock a code may be from, 0..20).
 """
 
 from __future__ import annotations
@@ -40,13 +45,15 @@ from pathlib import Path
 from gate_daemon.config.toml import Checker, KeyPath, load
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import RosterGate, RosterSupervisor, Session, Zone
+from gate_daemon.core.rotating import DEFAULT_TOLERANCE, MAX_TOLERANCE
 from gate_daemon.core.times import TimeFormatError, parse_instant
 from gate_daemon.core.tokens import MAX_LABEL, MAX_TICKET_ID
 from gate_daemon.errors import KeyFileError
 from gate_daemon.provision.keyfiles import public_key_ref
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-TOP_KEYS = {"event", "sessions", "zones", "revoked", "ticket_keys", "gates", "supervisors"}
+TOP_KEYS = {"event", "sessions", "zones", "revoked", "ticket_keys", "gates", "supervisors", "revoked_holders"}
+CERTIFICATE_ID = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +69,8 @@ class EventSpec:
     ticket_keys: tuple[PublicKey, ...]
     gates: tuple[RosterGate, ...]
     supervisors: tuple[RosterSupervisor, ...] = ()
+    revoked_holders: tuple[str, ...] = ()
+    rotating_tolerance: int = DEFAULT_TOLERANCE
 
 
 def load_event(path: Path) -> EventSpec:
@@ -69,7 +78,9 @@ def load_event(path: Path) -> EventSpec:
     doc, text = load(path)
     check = Checker(path, text, TOP_KEYS)
     check.table(doc, (), TOP_KEYS, {"event"})
-    event = check.table(doc.get("event", {}), ("event",), {"id", "name", "legacy_codes"}, {"id", "name"})
+    event = check.table(
+        doc.get("event", {}), ("event",), {"id", "name", "legacy_codes", "rotating_tolerance"}, {"id", "name"}
+    )
     event_id = check.string(event, ("event",), "id", pattern=IDENT, max_bytes=64)
     name = check.string(event, ("event",), "name")
     legacy_codes = check.boolean(event, ("event",), "legacy_codes", default=True)
@@ -127,6 +138,10 @@ def load_event(path: Path) -> EventSpec:
             gates.append(RosterGate(gid, key))
     _unique(check, "gates", [g.id for g in gates])
     supervisors = _supervisors(check, doc, base)
+    tolerance = check.integer(
+        event, ("event",), "rotating_tolerance", low=0, high=MAX_TOLERANCE, default=DEFAULT_TOLERANCE
+    )
+    holders = _revoked_holders(check, doc)
 
     check.finish()
     return EventSpec(
@@ -139,6 +154,8 @@ def load_event(path: Path) -> EventSpec:
         tuple(ticket_keys),
         tuple(gates),
         supervisors,
+        holders,
+        tolerance,
     )
 
 
@@ -182,3 +199,12 @@ def _unique(check: Checker, name: str, ids: list[str], what: str = "id") -> None
         if value in seen:
             check.problem((name, i), f"duplicate {what} {value!r}")
         seen.add(value)
+
+
+def _revoked_holders(check: Checker, doc: dict[str, object]) -> tuple[str, ...]:
+    """``revoked_holders``: certificate ids of rotating tickets issued again (``gatectl ticket issue``)."""
+    found = check.strings(doc, (), "revoked_holders")
+    for i, cid in enumerate(found):
+        if not CERTIFICATE_ID.fullmatch(cid):
+            check.problem(("revoked_holders", i), "a certificate id is 16 lower-case hex digits")
+    return tuple(found)
