@@ -7,6 +7,7 @@ and decided against the demo world's real manifest.
 
 from __future__ import annotations
 
+import base64
 import dataclasses
 import json
 import re
@@ -275,7 +276,7 @@ def test_gatectl_issues_a_page_and_prints_only_the_certificate_id(
     assert stat.S_IMODE(page.stat().st_mode) == 0o600
     ticket = page_ticket(page)
     assert ticket["seat"] == "Row 4 Seat 12"
-    assert certificate_id(__import__("base64").b64decode(ticket["certificate"])) == cid
+    assert certificate_id(base64.b64decode(ticket["certificate"])) == cid
     assert ticket["holder_seed"] not in out + err
     # The page needs nothing from the network: no src= or href= to anywhere.
     html = page.read_text()

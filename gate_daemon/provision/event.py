@@ -5,11 +5,15 @@ Top-level keys come first: in TOML, a key written after ``[[zones]]`` belongs to
 revoked = ["T-0042"]             # ticket ids refused whatever else they say
 ticket_keys = ["issuer.pub"]     # keys whose signed tickets this event accepts
                                  # (paths relative to this file, or "ed25519:...")
+revoked_holders = []             # rotating tickets' certificate ids (16 hex digits)
+                                 # issued again to a new phone (docs/ROTATING.md)
 
 [event]
 id = "demo-2026"                 # letters, digits, . _ - (at most 64)
 name = "Demo Night"
 legacy_codes = true              # ORDER-SEAT payloads open the gate (default true)
+rotating_tolerance = 1           # steps either side of the gate's clock a rotating
+                                 # code may be from (default 1, at most 20)
 
 [[sessions]]                     # optional; without sessions the event is always open
 id = "sat"                       # at most 16 bytes (it travels inside signed tickets)
@@ -30,10 +34,6 @@ pub = "north-1.pub"
 id = "sam"
 pub = "sam.pub"
 
-Rotating tickets (docs/ROTATING.md) add two optional keys: top-level
-``revoked_holders = ["3f2a..."]`` (certificate ids, 16 hex digits, of tickets issued
-again to a new phone) and ``rotating_tolerance = 1`` in ``[event]`` (steps either side
-of the gate's clock a code may be from, 0..20).
 """
 
 from __future__ import annotations
