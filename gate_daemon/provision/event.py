@@ -53,6 +53,7 @@ from gate_daemon.provision.keyfiles import public_key_ref
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 TOP_KEYS = {"event", "sessions", "zones", "revoked", "ticket_keys", "gates", "supervisors", "revoked_holders"}
+EVENT_KEYS = {"id", "name", "legacy_codes", "rotating_tolerance"}
 CERTIFICATE_ID = re.compile(r"[0-9a-f]{16}")
 
 
@@ -78,9 +79,7 @@ def load_event(path: Path) -> EventSpec:
     doc, text = load(path)
     check = Checker(path, text, TOP_KEYS)
     check.table(doc, (), TOP_KEYS, {"event"})
-    event = check.table(
-        doc.get("event", {}), ("event",), {"id", "name", "legacy_codes", "rotating_tolerance"}, {"id", "name"}
-    )
+    event = check.table(doc.get("event", {}), ("event",), EVENT_KEYS, {"id", "name"})
     event_id = check.string(event, ("event",), "id", pattern=IDENT, max_bytes=64)
     name = check.string(event, ("event",), "name")
     legacy_codes = check.boolean(event, ("event",), "legacy_codes", default=True)
@@ -138,10 +137,7 @@ def load_event(path: Path) -> EventSpec:
             gates.append(RosterGate(gid, key))
     _unique(check, "gates", [g.id for g in gates])
     supervisors = _supervisors(check, doc, base)
-    tolerance = check.integer(
-        event, ("event",), "rotating_tolerance", low=0, high=MAX_TOLERANCE, default=DEFAULT_TOLERANCE
-    )
-    holders = _revoked_holders(check, doc)
+    holders, tolerance = _rotating(check, doc, event)
 
     check.finish()
     return EventSpec(
@@ -201,10 +197,16 @@ def _unique(check: Checker, name: str, ids: list[str], what: str = "id") -> None
         seen.add(value)
 
 
-def _revoked_holders(check: Checker, doc: dict[str, object]) -> tuple[str, ...]:
-    """``revoked_holders``: certificate ids of rotating tickets issued again (``gatectl ticket issue``)."""
+def _rotating(
+    check: Checker, doc: dict[str, object], event: dict[str, object]
+) -> tuple[tuple[str, ...], int]:
+    """Rotating tickets' keys: ``revoked_holders`` (certificate ids of tickets issued again,
+    as ``gatectl ticket issue --rotating`` printed them) and ``[event] rotating_tolerance``."""
     found = check.strings(doc, (), "revoked_holders")
     for i, cid in enumerate(found):
         if not CERTIFICATE_ID.fullmatch(cid):
             check.problem(("revoked_holders", i), "a certificate id is 16 lower-case hex digits")
-    return tuple(found)
+    tolerance = check.integer(
+        event, ("event",), "rotating_tolerance", low=0, high=MAX_TOLERANCE, default=DEFAULT_TOLERANCE
+    )
+    return tuple(found), tolerance
