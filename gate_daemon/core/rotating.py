@@ -227,11 +227,13 @@ def check_code(
         return Fault("wrong_event", "Ticket is for another event", tid)
     if code.certificate_id in revoked_holders:
         return Fault("revoked", "This ticket was issued again to another phone: this one is revoked", tid)
-    offset = (code.step - step_of(now, code.period)) * code.period
-    if code.step < step_of(now, code.period) - tolerance:
+    steps = code.step - step_of(now, code.period)
+    if steps < -tolerance:
+        age = -steps * code.period
         return Fault(
-            "expired_code", f"Code expired {-offset} s ago: a screenshot, or the phone's clock is behind", tid
+            "expired_code", f"Code expired {age} s ago: a screenshot, or the phone's clock is behind", tid
         )
-    if code.step > step_of(now, code.period) + tolerance:
-        return Fault("expired_code", f"Code is {offset} s in the future: the phone's clock is ahead", tid)
+    if steps > tolerance:
+        ahead = steps * code.period
+        return Fault("expired_code", f"Code is {ahead} s in the future: the phone's clock is ahead", tid)
     return None
