@@ -41,7 +41,7 @@ from gate_daemon.core.tokens import (
 )
 from gate_daemon.errors import SourceError
 from gate_daemon.provision.event import load_event
-from tests.support import EVENT_ID, SAT_START, SUN_START, World
+from tests.support import CLI_EXPIRES, EVENT_ID, SAT_START, SUN_START, World
 from tests.test_fuzz_parsers import mutate
 
 HOLDER = SecretKey.generate()
@@ -217,6 +217,27 @@ def test_a_revoked_certificate_is_refused_and_its_reissue_admits(shared_world: W
     new_holder = parse_payload(code_at(new, SAT_START))
     assert isinstance(new_holder, RotatingCode)
     assert new_holder.certificate_id != certificate_id(old)
+
+
+def test_gatectl_builds_and_shows_a_manifest_with_revoked_holders(
+    shared_world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    event = tmp_path / "event.toml"
+    text = shared_world.event_path.read_text()
+    event.write_text(
+        text.replace('revoked = ["T-REV"]', 'revoked = ["T-REV"]\nrevoked_holders = ["0123456789abcdef"]')
+    )
+    for name in ("issuer.pub", "north-1.pub"):
+        (tmp_path / name).write_bytes((shared_world.dir / name).read_bytes())
+    out = tmp_path / "m.gdm"
+    build = ["manifest", "build", "--event", str(event), "--tickets", str(shared_world.tickets_path)]
+    key = ["--key", str(shared_world.signer_key), "--expires", CLI_EXPIRES]
+    assert main([*build, *key, "--version", "1", "-o", str(out)]) == 0
+    capsys.readouterr()
+    assert main(["manifest", "show", str(out), "--pub", str(shared_world.signer_pub)]) == 0
+    assert "revoked    1, 1 rotating certificates" in capsys.readouterr().out
+    manifest = open_manifest(out.read_bytes(), shared_world.trusted)
+    assert manifest.header.revoked_holders == {"0123456789abcdef"}
 
 
 def test_the_tolerance_comes_from_the_manifest(shared_world: World) -> None:

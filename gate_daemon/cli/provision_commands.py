@@ -186,7 +186,8 @@ def _print_header(h: Header, kind: bytes, verdict: str) -> None:
         "ticket keys " + (", ".join(k.kid for k in h.ticket_keys) or "none (no signed tickets)"),
         "gates      " + (", ".join(f"{g.id} ({g.key.kid})" for g in h.gates) or "none"),
         "supervisors " + (", ".join(f"{s.id} ({s.key.kid})" for s in h.supervisors) or "none (no commands)"),
-        f"revoked    {len(h.revoked)}",
+        f"revoked    {len(h.revoked)}"
+        + (f", {len(h.revoked_holders)} rotating certificates" if h.revoked_holders else ""),
         f"tickets    {h.tickets}: " + ", ".join(f"{n} {s}" for s, n in h.by_status.items()),
         f"codes      {h.codes} reference, {h.legacy} order-seat",
     ]
