@@ -27,10 +27,12 @@ from gate_daemon.core.decision import (
 )
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import open_manifest
+from gate_daemon.core.rotating import DEFAULT_PERIOD, encode_code, issue_certificate, step_of
 from gate_daemon.core.ticket_record import Status, TicketEntry
-from gate_daemon.core.tokens import PayloadFormat
+from gate_daemon.core.tokens import PayloadFormat, TicketClaims, event_tag
 from gate_daemon.provision.event import load_event
 from tests.support import (
+    EVENT_ID,
     EXPIRES,
     SAT_END,
     SAT_OPENS,
@@ -52,6 +54,13 @@ def _bad_signature(world: World) -> str:
     raw = bytearray(base64.b32decode(body + "=" * (-len(body) % 8)))
     raw[-1] ^= 0x01  # last signature byte; the rest stays well formed
     return "GD1:" + base64.b32encode(bytes(raw)).decode().rstrip("=")
+
+
+def _rotating_minute_old(world: World) -> str:
+    """A rotating code of a minute before SAT_START: a screenshot shown again (docs/ROTATING.md)."""
+    claims = TicketClaims("T-ROT-1", event_tag(EVENT_ID), zone="floor")
+    cert = issue_certificate(claims, STRANGER.public, world.issuer, DEFAULT_PERIOD)
+    return encode_code(cert, step_of(SAT_START - 60, DEFAULT_PERIOD), STRANGER)
 
 
 @dataclass(frozen=True)
@@ -98,6 +107,12 @@ CASES: dict[str, Case] = {
     ),
     "unknown_key": Case(Reason.UNKNOWN_KEY, lambda w: w.sign("T-0001", key=STRANGER)),
     "bad_signature": Case(Reason.BAD_SIGNATURE, _bad_signature),
+    "expired_code": Case(
+        Reason.EXPIRED_CODE,
+        _rotating_minute_old,
+        expect={"ticket_id": "T-ROT-1", "format": PayloadFormat.ROTATING},
+        message=("expired",),
+    ),
     "wrong_event": Case(
         Reason.WRONG_EVENT, lambda w: w.sign("T-0001", event="elsewhere"), expect={"ticket_id": "T-0001"}
     ),

@@ -23,6 +23,7 @@ from gate_daemon.bench.stats import summary_us
 from gate_daemon.core.decision import Checkpoint, Outcome, evaluate
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import open_manifest
+from gate_daemon.core.rotating import DEFAULT_PERIOD, encode_code, issue_certificate, step_of
 from gate_daemon.core.ticket_record import Status
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.errors import GateError
@@ -76,6 +77,7 @@ def _run(work: Path, sizes: list[int], rounds: int) -> int:
         ("signed ticket verify + decide", _us(decide["signed"]), f"p99 <= {BUDGETS['decide_p99_us']:.0f} us")
     )
     rows.append(("reference code lookup + decide", _us(decide["reference"]), ""))
+    rows.append(("rotating code verify (two signatures) + decide", _us(decide["rotating"]), ""))
     rows.append(("signed decisions per second (one core)", f"{per_second:,.0f}", ""))
 
     for size in sizes:
@@ -176,7 +178,7 @@ def _us(figures: dict[str, float]) -> str:
 def _bench_decide(
     work: Path, signer: SecretKey, issuer: SecretKey, now: int, rounds: int
 ) -> tuple[dict[str, dict[str, float]], float]:
-    """Time ``evaluate`` for signed tickets and reference codes; also signed decisions/s."""
+    """Time ``evaluate`` for signed tickets, reference codes and rotating codes; also signed decisions/s."""
     csv_path = work / "tickets-decide.csv"
     fixtures.write_tickets(csv_path, 10_000)
     spec = load_event(work / "event.toml")
@@ -190,13 +192,27 @@ def _bench_decide(
         )
         for i in range(min(rounds, 2000))
     ]
+    holder = SecretKey.generate()
+    rotating = [
+        encode_code(
+            issue_certificate(
+                TicketClaims(f"R-{i:06d}", tag, session="sat", zone="floor"),
+                holder.public,
+                issuer,
+                DEFAULT_PERIOD,
+            ),
+            step_of(now, DEFAULT_PERIOD),
+            holder,
+        )
+        for i in range(min(rounds, 2000))
+    ]
     # Tickets 4, 10, 16, ... have a code and are in the open session ("sat"); of those,
     # keep the completed ones so that every timed decision runs the full path to allow.
     codes = [fixtures.code(i) for i in range(4, 10_000, 6) if i % 20 < 16][:2000]
     where = Checkpoint(zone="floor")
     results: dict[str, dict[str, float]] = {}
     per_second = 0.0
-    for name, payloads in (("signed", pool), ("reference", codes)):
+    for name, payloads in (("signed", pool), ("reference", codes), ("rotating", rotating)):
         samples = []
         started = time.perf_counter()
         for n in range(rounds):
@@ -204,7 +220,7 @@ def _bench_decide(
             t0 = time.perf_counter_ns()
             decision = evaluate(payload, manifest, where, now)
             samples.append(time.perf_counter_ns() - t0)
-            if decision.outcome is not Outcome.ALLOW and name == "signed":
+            if decision.outcome is not Outcome.ALLOW and name != "reference":
                 raise GateError(f"benchmark ticket was refused: {decision.as_dict()}")
         results[name] = summary_us(samples)
         if name == "signed":

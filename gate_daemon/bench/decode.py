@@ -20,7 +20,15 @@ from dataclasses import dataclass, field
 from importlib import metadata
 from typing import Any
 
-from gate_daemon.bench.frames import DENSITIES, HEIGHT, VARIANTS, WIDTH, make_density_frame, make_frame
+from gate_daemon.bench.frames import (
+    DENSITIES,
+    DENSITY_CODES,
+    HEIGHT,
+    VARIANTS,
+    WIDTH,
+    make_density_frame,
+    make_frame,
+)
 from gate_daemon.bench.stats import percentile
 from gate_daemon.config.sections import DecoderKind
 from gate_daemon.errors import GateError
@@ -101,20 +109,12 @@ def measure(per_variant: int, seed: int = 0) -> dict[str, Any]:
                 tally.correct += found == expected
                 tally.wrong += any(text != sample.expected for text in found)
 
-    density = {name: {module: _Tally() for module in DENSITIES} for name in decoders}
-    for module in DENSITIES:
-        for index in range(per_variant):
-            sample = make_density_frame(module, index, seed)
-            for name, decoder in decoders.items():
-                t0 = time.perf_counter_ns()
-                found = decoder.decode(sample.frame)
-                tally = density[name][module]
-                tally.times_ns.append(time.perf_counter_ns() - t0)
-                tally.correct += found == [sample.expected]
-                tally.wrong += any(text != sample.expected for text in found)
-
+    density = {code: _density(decoders, per_variant, seed, code) for code in DENSITY_CODES}
     for name, by_variant in tallies.items():
-        report[name]["density"] = {f"{m:g}": t.summary() for m, t in density[name].items()}
+        report[name]["density"] = {f"{m:g}": t.summary() for m, t in density["signed"][name].items()}
+        report[name]["rotating_density"] = {
+            f"{m:g}": t.summary() for m, t in density["rotating"][name].items()
+        }
         overall = _Tally()
         for tally in by_variant.values():
             overall.correct += tally.correct
@@ -134,6 +134,24 @@ def measure(per_variant: int, seed: int = 0) -> dict[str, Any]:
         "auto": next((kind.value for kind in AUTO_ORDER if kind.value in decoders), None),
         "decoders": report,
     }
+
+
+def _density(
+    decoders: dict[str, Decoder], per_variant: int, seed: int, code: str
+) -> dict[str, dict[float, _Tally]]:
+    """Each decoder's reads of ``code`` (``DENSITY_CODES``) at every step of the pixels-per-module sweep."""
+    density = {name: {module: _Tally() for module in DENSITIES} for name in decoders}
+    for module in DENSITIES:
+        for index in range(per_variant):
+            sample = make_density_frame(module, index, seed, code)
+            for name, decoder in decoders.items():
+                t0 = time.perf_counter_ns()
+                found = decoder.decode(sample.frame)
+                tally = density[name][module]
+                tally.times_ns.append(time.perf_counter_ns() - t0)
+                tally.correct += found == [sample.expected]
+                tally.wrong += any(text != sample.expected for text in found)
+    return density
 
 
 def _version(distribution: str) -> str:
@@ -166,18 +184,24 @@ def _print_table(result: dict[str, Any]) -> None:
                 read += f" ({s['wrong']} wrong)"
             cells += [read, f"{s['p50_ms']:.2f} ms", f"{s['p99_ms']:.2f} ms"]
         print("| " + " | ".join(cells) + " |")
-    print()
-    print("Pixels per module (signed tickets, the densest codes; hw/CAMERA.md):")
-    print()
-    header = ["px/module", *(f"{name} read" for name in available)]
-    print("| " + " | ".join(header) + " |")
-    print("|" + "---|" * len(header))
-    for module in DENSITIES:
-        cells = [f"{module:g}"]
-        for name in available:
-            s = decoders[name]["density"][f"{module:g}"]
-            cells.append(f"{s['correct']}/{s['frames']}" + (f" ({s['wrong']} wrong)" if s["wrong"] else ""))
-        print("| " + " | ".join(cells) + " |")
+    for key, what in (
+        ("density", "signed tickets, 41 modules across"),
+        ("rotating_density", "rotating codes, 61 modules across; docs/ROTATING.md"),
+    ):
+        print()
+        print(f"Pixels per module ({what}; hw/CAMERA.md):")
+        print()
+        header = ["px/module", *(f"{name} read" for name in available)]
+        print("| " + " | ".join(header) + " |")
+        print("|" + "---|" * len(header))
+        for module in DENSITIES:
+            cells = [f"{module:g}"]
+            for name in available:
+                s = decoders[name][key][f"{module:g}"]
+                cells.append(
+                    f"{s['correct']}/{s['frames']}" + (f" ({s['wrong']} wrong)" if s["wrong"] else "")
+                )
+            print("| " + " | ".join(cells) + " |")
     print()
     for name, d in decoders.items():
         if not d["available"]:

@@ -249,14 +249,25 @@ LENS_BLUR = 0.6
 DENSITIES: tuple[float, ...] = (1.0, 1.25, 1.5, 1.75, 2.0, 2.5, 3.0)
 
 
-def make_density_frame(module: float, index: int, seed: int = 0) -> BenchFrame:
-    """A clean frame of a signed ticket's code (the densest payload) at ``module`` pixels a module.
+#: The codes the density sweep draws: a signed ticket with the longest common ticket id
+#: (10 header bytes, 17, the signature), and a rotating code of such a ticket with a
+#: session and a zone (``core.rotating``: 43 header bytes, 17 + 4 + 6, two signatures
+#: and the step): 41 and 61 modules across (versions 6 and 11) at error correction M.
+DENSITY_CODES = {
+    "signed": ("GD1:", 10 + 1 + 16 + 64),
+    "rotating": ("GDR1:", 43 + 1 + 16 + 4 + 6 + 64 + 4 + 64),
+}
+
+
+def make_density_frame(module: float, index: int, seed: int = 0, code: str = "signed") -> BenchFrame:
+    """A clean frame of a ``code`` (``DENSITY_CODES``) at ``module`` pixels a module.
 
     How far a code can be from the camera depends on how many pixels each module gets:
     ``stream width * code width / picture width / modules`` (hw/CAMERA.md).
     """
     rng = random.Random(f"gate-daemon/density/{seed}/{module}/{index}")
-    text = "GD1:" + base32.encode(rng.randbytes(10 + 1 + 16 + 64))  # the longest ticket id
+    prefix, size = DENSITY_CODES[code]
+    text = prefix + base32.encode(rng.randbytes(size))
     # A module is never a whole number of pixels through a lens, and the lens softens
     # every edge by about half a pixel: without both, 1.0 would read as if drawn by hand.
     image, _ = _code_frame(rng, text, module=module * rng.uniform(1.0, 1.08))

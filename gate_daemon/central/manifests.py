@@ -273,6 +273,8 @@ def spec_of(manifest: Manifest) -> EventSpec:
         ticket_keys=h.ticket_keys,
         gates=h.gates,
         supervisors=h.supervisors,
+        revoked_holders=tuple(sorted(h.revoked_holders)),
+        rotating_tolerance=h.rotating_tolerance,
     )
 
 

@@ -19,11 +19,12 @@ from gate_daemon.cli.command_line import (
     instant,
     min_version,
     payload_argument,
+    positive,
     read_payload,
     version,
 )
 from gate_daemon.core.decision import Checkpoint, evaluate
-from gate_daemon.core.keys import PublicKey
+from gate_daemon.core.keys import PublicKey, SecretKey
 from gate_daemon.core.manifest import (
     DELTA,
     MAX_HEAD,
@@ -34,6 +35,7 @@ from gate_daemon.core.manifest import (
     open_manifest,
     peek_header,
 )
+from gate_daemon.core.rotating import DEFAULT_PERIOD
 from gate_daemon.core.times import format_instant
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.errors import GateError, ManifestRefused
@@ -41,6 +43,7 @@ from gate_daemon.files import open_regular, write_atomic
 from gate_daemon.gate.manifest_watch import check_gate
 from gate_daemon.provision.build import build_manifest
 from gate_daemon.provision.event import load_event
+from gate_daemon.provision.holder import HolderPage, issue_rotating
 from gate_daemon.provision.keyfiles import read_public, read_secret, write_keypair
 from gate_daemon.provision.qrimage import write_qr
 from gate_daemon.provision.tickets import load_tickets
@@ -183,7 +186,8 @@ def _print_header(h: Header, kind: bytes, verdict: str) -> None:
         "ticket keys " + (", ".join(k.kid for k in h.ticket_keys) or "none (no signed tickets)"),
         "gates      " + (", ".join(f"{g.id} ({g.key.kid})" for g in h.gates) or "none"),
         "supervisors " + (", ".join(f"{s.id} ({s.key.kid})" for s in h.supervisors) or "none (no commands)"),
-        f"revoked    {len(h.revoked)}",
+        f"revoked    {len(h.revoked)}"
+        + (f", {len(h.revoked_holders)} rotating certificates" if h.revoked_holders else ""),
         f"tickets    {h.tickets}: " + ", ".join(f"{n} {s}" for s, n in h.by_status.items()),
         f"codes      {h.codes} reference, {h.legacy} order-seat",
     ]
@@ -214,6 +218,8 @@ def cmd_ticket_issue(args: argparse.Namespace) -> int:
         valid_from=args.valid_from,
         valid_until=args.valid_until,
     )
+    if args.rotating or args.html is not None:
+        return _issue_rotating(args, claims, key)
     try:
         payload = encode_signed(claims, key)
     except ValueError as exc:
@@ -226,6 +232,27 @@ def cmd_ticket_issue(args: argparse.Namespace) -> int:
     if len(payload) > COMFORTABLE_PAYLOAD:
         print(f"note: payload is {len(payload)} characters; shorter ids keep the QR small", file=sys.stderr)
     print(payload)
+    return 0
+
+
+def _issue_rotating(args: argparse.Namespace, claims: TicketClaims, key: SecretKey) -> int:
+    """``--rotating --html PAGE``: certify a fresh holder key; the page is the only copy of it."""
+    if not args.rotating or args.html is None:
+        raise GateError("a rotating ticket needs both --rotating and --html PAGE (the holder's page)")
+    if args.png is not None or args.svg is not None:
+        raise GateError("a rotating ticket has no fixed image: its page draws the code (--html)")
+    page = HolderPage(
+        event_name=args.event_name or args.event,
+        seat=args.seat or "",
+        session=args.session or "",
+        zone=args.zone or "",
+        issued_at=int(time.time()),
+    )
+    issued = issue_rotating(claims, key, args.period, page, args.html)
+    print(
+        f"wrote {args.html} (mode 0600: it holds the holder key; give it to the holder only)", file=sys.stderr
+    )
+    print(f"certificate {issued.certificate_id}")
     return 0
 
 
@@ -270,6 +297,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     image = p.add_mutually_exclusive_group()
     image.add_argument("--png", type=Path)
     image.add_argument("--svg", type=Path)
+    _rotating_options(p)
     p.set_defaults(func=cmd_ticket_issue)
 
     p = sub.add_parser("decide", help="what would a gate decide for PAYLOAD? (records nothing)")
@@ -351,3 +379,24 @@ def _manifest_inputs(p: argparse.ArgumentParser, *, pub_required: bool) -> None:
         help="trusted signer public key (repeatable)",
     )
     p.add_argument("--base", type=Path, help="for a delta: the manifest it applies to")
+
+
+def period(text: str) -> int:
+    """Seconds a rotating code lasts: 1..255."""
+    value = positive(text)
+    if value > 255:
+        raise argparse.ArgumentTypeError(f"{text} seconds is longer than 255")
+    return value
+
+
+def _rotating_options(p: argparse.ArgumentParser) -> None:
+    """``ticket issue --rotating``: a holder-bound code that changes every period (docs/ROTATING.md)."""
+    p.add_argument(
+        "--rotating", action="store_true", help="a rotating holder-bound ticket (prints its certificate id)"
+    )
+    p.add_argument("--html", type=Path, metavar="PAGE", help="with --rotating: write the holder's page here")
+    p.add_argument(
+        "--period", type=period, default=DEFAULT_PERIOD, help="seconds a rotating code lasts (default 15)"
+    )
+    p.add_argument("--event-name", help="the event's name on the holder's page (default: --event)")
+    p.add_argument("--seat", help="the seat shown on the holder's page")

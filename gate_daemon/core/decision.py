@@ -13,6 +13,7 @@ Checks run in this order, and the first that fails names the reason:
  2. manifest present   manifest_missing, manifest_expired
  3. signature          unknown_key, bad_signature        (signed tickets)
  4. event              wrong_event                       (signed tickets)
+ 4b. rotating code     revoked (its certificate), expired_code (its step vs the clock)
  5. lookup             unknown_ticket                    (reference and legacy codes)
  6. revocation         revoked, blocked
  7. order status       unpaid, canceled, refunded
@@ -33,9 +34,17 @@ from enum import StrEnum
 from typing import Any
 
 from gate_daemon.core.manifest import Manifest, Session
+from gate_daemon.core.rotating import RotatingCode, check_code
 from gate_daemon.core.ticket_record import Status, TicketEntry
 from gate_daemon.core.times import format_instant, format_span, parse_instant
-from gate_daemon.core.tokens import REENTRY, OpaqueCode, PayloadError, PayloadFormat, parse_payload
+from gate_daemon.core.tokens import (
+    REENTRY,
+    OpaqueCode,
+    PayloadError,
+    PayloadFormat,
+    TicketClaims,
+    parse_payload,
+)
 
 
 class Outcome(StrEnum):
@@ -72,6 +81,7 @@ class Reason(StrEnum):
     NOT_INSIDE = "not_inside"
     LEDGER_UNAVAILABLE = "ledger_unavailable"
     MANUAL_RELEASE = "manual_release"
+    EXPIRED_CODE = "expired_code"
 
     @property
     def outcome(self) -> Outcome:
@@ -230,6 +240,16 @@ def identify(payload: str, manifest: Manifest | None, now: float) -> Ticket | De
             return _answer(Reason.UNKNOWN_TICKET, "Ticket not found for this event")
         entry, fmt = found
         return _from_entry(entry, fmt)
+    if isinstance(token, RotatingCode):
+        h = manifest.header
+        fault = check_code(
+            token, manifest.ticket_keys, manifest.event_tag, h.revoked_holders, now, h.rotating_tolerance
+        )
+        if fault is not None:
+            return _answer(
+                Reason(fault.reason), fault.message, ticket_id=fault.ticket_id, format=PayloadFormat.ROTATING
+            )
+        return _claimed(token.claims, manifest, PayloadFormat.ROTATING)
     claims = token.claims
     keys = manifest.ticket_keys.get(token.kid)
     if not keys:
@@ -251,14 +271,19 @@ def identify(payload: str, manifest: Manifest | None, now: float) -> Ticket | De
             ticket_id=claims.ticket_id,
             format=PayloadFormat.SIGNED,
         )
+    return _claimed(claims, manifest, PayloadFormat.SIGNED)
+
+
+def _claimed(claims: TicketClaims, manifest: Manifest, fmt: PayloadFormat) -> Ticket:
+    """The ticket a verified signature claims; the manifest's entry for it, if it lists one."""
     listed_entry = manifest.find_ticket(claims.ticket_id)
     if listed_entry is not None:
         # The manifest is the fresher word on a ticket it lists (a cancellation, a zone
         # upgrade); the signed validity window always applies.
-        listed = _from_entry(listed_entry, PayloadFormat.SIGNED)
+        listed = _from_entry(listed_entry, fmt)
         return Ticket(
             ticket_id=listed.ticket_id,
-            format=PayloadFormat.SIGNED,
+            format=fmt,
             status=listed.status,
             session=listed.session,
             zone=listed.zone,
@@ -268,7 +293,7 @@ def identify(payload: str, manifest: Manifest | None, now: float) -> Ticket | De
         )
     return Ticket(
         ticket_id=claims.ticket_id,
-        format=PayloadFormat.SIGNED,
+        format=fmt,
         status=Status.COMPLETED,
         session=claims.session,
         zone=claims.zone,

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gate_daemon.core.keys import SIGNATURE_SIZE, PublicKey, SecretKey
+from gate_daemon.core.rotating import DEFAULT_TOLERANCE, MAX_TOLERANCE
 from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.core.ticket_table import TicketTable
 from gate_daemon.core.times import MAX_INSTANT, format_instant
@@ -123,6 +124,10 @@ class Header:
     changes_size: int | None
     #: Who may sign supervisor commands (``gate_daemon.core.commands``); older manifests have none.
     supervisors: tuple[RosterSupervisor, ...] = ()
+    #: Certificate ids of rotating tickets issued again to a new phone (``core.rotating``).
+    revoked_holders: frozenset[str] = frozenset()
+    #: Steps either side of the gate's own that a rotating code may be from.
+    rotating_tolerance: int = DEFAULT_TOLERANCE
 
 
 # ---------------------------------------------------------------- container
@@ -317,6 +322,8 @@ def _header(doc: dict[str, Any]) -> Header:
         supervisors=tuple(
             RosterSupervisor(str(s["id"]), PublicKey.parse(s["pub"])) for s in doc.get("supervisors", ())
         ),
+        revoked_holders=frozenset(str(c) for c in doc.get("revoked_holders", ())),
+        rotating_tolerance=_tolerance(doc.get("rotating_tolerance", DEFAULT_TOLERANCE)),
     )
 
 
@@ -327,6 +334,11 @@ def _addr(value: object) -> str | None:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ADDR:
         raise ValueError(f"a gate's addr must be HOST:PORT, got {value!r}")
     return value
+def _tolerance(value: object) -> int:
+    steps = _int(value)
+    if steps > MAX_TOLERANCE:
+        raise ValueError(f"rotating_tolerance {steps} is more than {MAX_TOLERANCE} steps")
+    return steps
 
 
 def _bool(value: object) -> bool:

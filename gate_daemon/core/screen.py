@@ -55,6 +55,7 @@ PLAIN = {
     Reason.LEDGER_UNAVAILABLE: "This gate cannot record scans",
     Reason.MANUAL_RELEASE: "Released by staff",
     Reason.LANE_CLOSED: "This lane is closed",
+    Reason.EXPIRED_CODE: "Old code: a screenshot, or the phone's clock is off",
 }
 
 #: What the steward does next.
@@ -79,6 +80,7 @@ ADVICE = {
     Reason.NOT_INSIDE: "Scan the entry first, or call a supervisor",
     Reason.LEDGER_UNAVAILABLE: "Call the tech",
     Reason.LANE_CLOSED: "Send people to another lane",
+    Reason.EXPIRED_CODE: "Ask for the live ticket page; compare its clock with this gate's",
 }
 
 #: A supervised lane's allow waiting for the steward: not yet an entry, so blue, not green.

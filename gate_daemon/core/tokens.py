@@ -30,11 +30,17 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import TYPE_CHECKING, TypeAlias
 
 from gate_daemon.core import base32
 from gate_daemon.core.keys import SIGNATURE_SIZE, PublicKey, SecretKey
 
+if TYPE_CHECKING:
+    from gate_daemon.core.rotating import RotatingCode
+
 SIGNED_PREFIX = "GD1:"
+#: Rotating holder-bound codes (``core.rotating``).
+ROTATING_PREFIX = "GDR1:"
 #: Every prefix of the family, so ``GD2:`` is named as an unsupported version, not a code.
 SIGNED_FAMILY = "GD"
 TICKET_DOMAIN = b"gate-daemon/ticket/v1\x00"
@@ -55,6 +61,7 @@ class PayloadFormat(StrEnum):
     SIGNED = "signed"
     REFERENCE = "reference"
     LEGACY = "legacy"
+    ROTATING = "rotating"
 
 
 def parse_entries(text: str) -> int | None:
@@ -152,7 +159,7 @@ class OpaqueCode:
     text: str
 
 
-Payload = SignedTicket | OpaqueCode
+Payload: TypeAlias = "SignedTicket | OpaqueCode | RotatingCode"
 
 
 def _label(value: str, what: str, limit: int) -> bytes:
@@ -197,6 +204,11 @@ def parse_payload(text: str) -> Payload:
         raise PayloadError(f"payload is {len(text)} characters, more than {MAX_PAYLOAD}")
     if not text.isascii() or not text.isprintable():
         raise PayloadError("payload has characters outside printable ASCII")
+    if text.upper().startswith(ROTATING_PREFIX):
+        # core.rotating builds on this module's claims, so it is imported where it is needed.
+        from gate_daemon.core.rotating import parse_rotating
+
+        return parse_rotating(text[len(ROTATING_PREFIX) :])
     if text.upper().startswith(SIGNED_FAMILY) and text[2:3].isdigit() and ":" in text[:6]:
         if not text.upper().startswith(SIGNED_PREFIX):
             raise PayloadError(f"unsupported signed ticket version {text[: text.index(':')]!r}")

@@ -9,6 +9,7 @@ from typing import Any
 from gate_daemon.core.delta import changes_member, encode_changes, plan_delta
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import DELTA, FORMAT, FULL, Manifest, RosterGate, seal
+from gate_daemon.core.rotating import DEFAULT_TOLERANCE
 from gate_daemon.core.ticket_record import Status, TicketEntry
 from gate_daemon.core.ticket_table import encode_body
 from gate_daemon.errors import GateError
@@ -89,6 +90,7 @@ def build_manifest(
         "legacy_codes": event.legacy_codes,
         "by_status": _by_status(tickets),
         "body": body.layout(),
+        **_rotating(event),
     }
     if base is None or plan is None:
         return seal(header, FULL, body.data, key)
@@ -115,3 +117,13 @@ def _supervisors(event: EventSpec) -> dict[str, Any]:
 def _by_status(tickets: Sequence[TicketEntry]) -> dict[str, int]:
     counts = Counter(t.status for t in tickets)
     return {s.value: counts.get(s, 0) for s in Status}
+
+
+def _rotating(event: EventSpec) -> dict[str, Any]:
+    """Rotating tickets' keys, left out at their defaults so such a manifest reads as before."""
+    out: dict[str, Any] = {}
+    if event.revoked_holders:
+        out["revoked_holders"] = sorted(set(event.revoked_holders))
+    if event.rotating_tolerance != DEFAULT_TOLERANCE:
+        out["rotating_tolerance"] = event.rotating_tolerance
+    return out

@@ -5,11 +5,15 @@ Top-level keys come first: in TOML, a key written after ``[[zones]]`` belongs to
 revoked = ["T-0042"]             # ticket ids refused whatever else they say
 ticket_keys = ["issuer.pub"]     # keys whose signed tickets this event accepts
                                  # (paths relative to this file, or "ed25519:...")
+revoked_holders = []             # rotating tickets' certificate ids (16 hex digits)
+                                 # issued again to a new phone (docs/ROTATING.md)
 
 [event]
 id = "demo-2026"                 # letters, digits, . _ - (at most 64)
 name = "Demo Night"
 legacy_codes = true              # ORDER-SEAT payloads open the gate (default true)
+rotating_tolerance = 1           # steps either side of the gate's clock a rotating
+                                 # code may be from (default 1, at most 20)
 
 [[sessions]]                     # optional; without sessions the event is always open
 id = "sat"                       # at most 16 bytes (it travels inside signed tickets)
@@ -30,6 +34,7 @@ addr = "10.0.5.11:8600"          # optional: its LAN API; the other gates link t
 [[supervisors]]                  # who may sign commands to the gates (docs/COMMANDS.md)
 id = "sam"
 pub = "sam.pub"
+
 """
 
 from __future__ import annotations
@@ -42,13 +47,16 @@ from gate_daemon.config.toml import Checker, KeyPath, load
 from gate_daemon.core.enrollment import parse_addr
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import MAX_ADDR, RosterGate, RosterSupervisor, Session, Zone
+from gate_daemon.core.rotating import DEFAULT_TOLERANCE, MAX_TOLERANCE
 from gate_daemon.core.times import TimeFormatError, parse_instant
 from gate_daemon.core.tokens import MAX_LABEL, MAX_TICKET_ID
 from gate_daemon.errors import KeyFileError
 from gate_daemon.provision.keyfiles import public_key_ref
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
-TOP_KEYS = {"event", "sessions", "zones", "revoked", "ticket_keys", "gates", "supervisors"}
+TOP_KEYS = {"event", "sessions", "zones", "revoked", "ticket_keys", "gates", "supervisors", "revoked_holders"}
+EVENT_KEYS = {"id", "name", "legacy_codes", "rotating_tolerance"}
+CERTIFICATE_ID = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -64,6 +72,8 @@ class EventSpec:
     ticket_keys: tuple[PublicKey, ...]
     gates: tuple[RosterGate, ...]
     supervisors: tuple[RosterSupervisor, ...] = ()
+    revoked_holders: tuple[str, ...] = ()
+    rotating_tolerance: int = DEFAULT_TOLERANCE
 
 
 def load_event(path: Path) -> EventSpec:
@@ -71,7 +81,7 @@ def load_event(path: Path) -> EventSpec:
     doc, text = load(path)
     check = Checker(path, text, TOP_KEYS)
     check.table(doc, (), TOP_KEYS, {"event"})
-    event = check.table(doc.get("event", {}), ("event",), {"id", "name", "legacy_codes"}, {"id", "name"})
+    event = check.table(doc.get("event", {}), ("event",), EVENT_KEYS, {"id", "name"})
     event_id = check.string(event, ("event",), "id", pattern=IDENT, max_bytes=64)
     name = check.string(event, ("event",), "name")
     legacy_codes = check.boolean(event, ("event",), "legacy_codes", default=True)
@@ -130,6 +140,7 @@ def load_event(path: Path) -> EventSpec:
             gates.append(RosterGate(gid, key, addr))
     _unique(check, "gates", [g.id for g in gates])
     supervisors = _supervisors(check, doc, base)
+    holders, tolerance = _rotating(check, doc, event)
 
     check.finish()
     return EventSpec(
@@ -142,6 +153,8 @@ def load_event(path: Path) -> EventSpec:
         tuple(ticket_keys),
         tuple(gates),
         supervisors,
+        holders,
+        tolerance,
     )
 
 
@@ -197,3 +210,16 @@ def _addr(check: Checker, tbl: dict[str, object], where: KeyPath) -> str | None:
     except ValueError as exc:
         check.problem((*where, "addr"), str(exc))
         return None
+def _rotating(
+    check: Checker, doc: dict[str, object], event: dict[str, object]
+) -> tuple[tuple[str, ...], int]:
+    """Rotating tickets' keys: ``revoked_holders`` (certificate ids of tickets issued again,
+    as ``gatectl ticket issue --rotating`` printed them) and ``[event] rotating_tolerance``."""
+    found = check.strings(doc, (), "revoked_holders")
+    for i, cid in enumerate(found):
+        if not CERTIFICATE_ID.fullmatch(cid):
+            check.problem(("revoked_holders", i), "a certificate id is 16 lower-case hex digits")
+    tolerance = check.integer(
+        event, ("event",), "rotating_tolerance", low=0, high=MAX_TOLERANCE, default=DEFAULT_TOLERANCE
+    )
+    return tuple(found), tolerance

@@ -1,0 +1,146 @@
+// The holder's page of a rotating ticket (docs/ROTATING.md): every `period` seconds it signs the
+// certificate and the current time step with the holder key, and draws the code as a QR.
+// Offline: the key, the certificate and the QR library are all inside this file. The key is
+// imported as non-extractable and never leaves the page.
+"use strict";
+
+const PREFIX = "GDR1:";
+const DOMAIN = new TextEncoder().encode("gate-daemon/rotating/v1\u0000");
+// PKCS#8 wrapping of a 32-byte Ed25519 seed (RFC 8410): this prefix, then the seed.
+const PKCS8_PREFIX = [0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20];
+const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
+
+const ticket = JSON.parse(document.getElementById("ticket").textContent);
+const $ = (id) => document.getElementById(id);
+let key = null;
+let shownStep = null;
+let drawing = false;
+
+function fromBase64(text) {
+  return Uint8Array.from(atob(text), (c) => c.charCodeAt(0));
+}
+
+function base32(bytes) {
+  let out = "";
+  let bits = 0;
+  let value = 0;
+  for (const byte of bytes) {
+    value = (value << 8) | byte;
+    bits += 8;
+    while (bits >= 5) {
+      out += ALPHABET[(value >>> (bits - 5)) & 31];
+      bits -= 5;
+    }
+    value &= (1 << bits) - 1;
+  }
+  if (bits > 0) out += ALPHABET[(value << (5 - bits)) & 31];
+  return out;
+}
+
+function u32(n) {
+  return new Uint8Array([n & 255, (n >>> 8) & 255, (n >>> 16) & 255, (n >>> 24) & 255]);
+}
+
+function concat(...parts) {
+  const out = new Uint8Array(parts.reduce((n, p) => n + p.length, 0));
+  let at = 0;
+  for (const part of parts) {
+    out.set(part, at);
+    at += part.length;
+  }
+  return out;
+}
+
+async function codeFor(step) {
+  const certificate = fromBase64(ticket.certificate);
+  const stamped = concat(certificate, u32(step));
+  const signature = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, key, concat(DOMAIN, stamped)));
+  return PREFIX + base32(concat(stamped, signature));
+}
+
+function draw(payload) {
+  const qr = qrcode(0, "M");
+  qr.addData(payload, "Alphanumeric");
+  qr.make();
+  const modules = qr.getModuleCount();
+  const quiet = 4;
+  const room = Math.min(window.innerWidth - 32, 420);
+  const cell = Math.max(3, Math.floor(room / (modules + 2 * quiet)));
+  const canvas = $("code");
+  canvas.width = canvas.height = (modules + 2 * quiet) * cell;
+  const ctx = canvas.getContext("2d");
+  ctx.fillStyle = "#fff";
+  ctx.fillRect(0, 0, canvas.width, canvas.height);
+  ctx.fillStyle = "#000";
+  for (let r = 0; r < modules; r += 1) {
+    for (let c = 0; c < modules; c += 1) {
+      if (qr.isDark(r, c)) ctx.fillRect((c + quiet) * cell, (r + quiet) * cell, cell, cell);
+    }
+  }
+}
+
+function pad(n) {
+  return String(n).padStart(2, "0");
+}
+
+function clockText(now) {
+  const d = new Date(now);
+  const local = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
+  const utc = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} UTC`;
+  return `This phone's clock: ${local} (${utc})`;
+}
+
+function clockWarning(seconds) {
+  // The gate accepts a code only near its own time: a clock that is provably wrong makes codes
+  // the gate refuses as expired_code. Provably: before this ticket was issued, or after it ended.
+  const slack = ticket.period * (ticket.tolerance + 1);
+  if (seconds < ticket.issued_at - slack) {
+    return "This phone's clock is behind (earlier than when this ticket was issued): the gate will " +
+      "refuse the code as expired. Set the clock to automatic, or show this to a steward.";
+  }
+  if (ticket.valid_until !== null && seconds > ticket.valid_until + slack) {
+    return "This phone's clock is after the ticket's end: if that is wrong, the gate will refuse the " +
+      "code. Set the clock to automatic, or show this to a steward.";
+  }
+  return "";
+}
+
+async function tick() {
+  const now = Date.now();
+  const seconds = now / 1000;
+  const step = Math.floor(seconds / ticket.period);
+  const left = ticket.period - (seconds - step * ticket.period);
+  $("bar-fill").style.width = `${(100 * left) / ticket.period}%`;
+  $("countdown").textContent = `New code in ${Math.ceil(left)} s`;
+  $("clock").textContent = clockText(now);
+  const warning = clockWarning(seconds);
+  $("warning").textContent = warning;
+  $("warning").hidden = !warning;
+  if (step === shownStep || drawing || key === null) return;
+  drawing = true;
+  try {
+    draw(await codeFor(step));
+    shownStep = step;
+    $("code").dataset.step = String(step);
+  } finally {
+    drawing = false;
+  }
+}
+
+async function start() {
+  $("event").textContent = ticket.event;
+  $("seat").textContent = [ticket.seat, ticket.session, ticket.zone].filter(Boolean).join(" · ");
+  try {
+    const der = concat(new Uint8Array(PKCS8_PREFIX), fromBase64(ticket.holder_seed));
+    key = await crypto.subtle.importKey("pkcs8", der, { name: "Ed25519" }, false, ["sign"]);
+  } catch (err) {
+    $("problem").textContent = "This browser cannot sign the ticket code (it needs Ed25519 in WebCrypto: " +
+      "a current Chrome, Safari or Firefox). Ask the box office for a printed ticket.";
+    $("problem").hidden = false;
+    return;
+  }
+  await tick();
+  setInterval(tick, 250);
+}
+
+start();
