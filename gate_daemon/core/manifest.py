@@ -334,6 +334,8 @@ def _addr(value: object) -> str | None:
     if not isinstance(value, str) or not 0 < len(value) <= MAX_ADDR:
         raise ValueError(f"a gate's addr must be HOST:PORT, got {value!r}")
     return value
+
+
 def _tolerance(value: object) -> int:
     steps = _int(value)
     if steps > MAX_TOLERANCE:

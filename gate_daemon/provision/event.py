@@ -210,6 +210,8 @@ def _addr(check: Checker, tbl: dict[str, object], where: KeyPath) -> str | None:
     except ValueError as exc:
         check.problem((*where, "addr"), str(exc))
         return None
+
+
 def _rotating(
     check: Checker, doc: dict[str, object], event: dict[str, object]
 ) -> tuple[tuple[str, ...], int]:
