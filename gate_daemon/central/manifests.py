@@ -262,6 +262,8 @@ def spec_of(manifest: Manifest) -> EventSpec:
         ticket_keys=h.ticket_keys,
         gates=h.gates,
         supervisors=h.supervisors,
+        staff_keys=h.staff_keys,
+        revoked_staff=tuple(sorted(h.revoked_staff)),
     )
 
 

@@ -119,6 +119,10 @@ class Header:
     changes_size: int | None
     #: Who may sign supervisor commands (``gate_daemon.core.commands``); older manifests have none.
     supervisors: tuple[RosterSupervisor, ...] = ()
+    #: Keys that sign staff badges (``gate_daemon.core.badges``); older manifests have none.
+    staff_keys: tuple[PublicKey, ...] = ()
+    #: Operator ids whose badges are refused.
+    revoked_staff: frozenset[str] = frozenset()
 
 
 # ---------------------------------------------------------------- container
@@ -311,6 +315,8 @@ def _header(doc: dict[str, Any]) -> Header:
         supervisors=tuple(
             RosterSupervisor(str(s["id"]), PublicKey.parse(s["pub"])) for s in doc.get("supervisors", ())
         ),
+        staff_keys=tuple(PublicKey.parse(t) for t in doc.get("staff_keys", ())),
+        revoked_staff=frozenset(str(r) for r in doc.get("revoked_staff", ())),
     )
 
 

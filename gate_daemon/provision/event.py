@@ -5,6 +5,8 @@ Top-level keys come first: in TOML, a key written after ``[[zones]]`` belongs to
 revoked = ["T-0042"]             # ticket ids refused whatever else they say
 ticket_keys = ["issuer.pub"]     # keys whose signed tickets this event accepts
                                  # (paths relative to this file, or "ed25519:...")
+staff_keys = ["staff.pub"]       # keys that sign staff badges (never also a ticket key)
+revoked_staff = ["op-7"]         # operator ids whose badges are refused
 
 [event]
 id = "demo-2026"                 # letters, digits, . _ - (at most 64)
@@ -38,6 +40,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gate_daemon.config.toml import Checker, KeyPath, load
+from gate_daemon.core.badges import MAX_OPERATOR
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import RosterGate, RosterSupervisor, Session, Zone
 from gate_daemon.core.times import TimeFormatError, parse_instant
@@ -47,6 +50,7 @@ from gate_daemon.provision.keyfiles import public_key_ref
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 TOP_KEYS = {"event", "sessions", "zones", "revoked", "ticket_keys", "gates", "supervisors"}
+TOP_KEYS |= {"staff_keys", "revoked_staff"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -62,6 +66,8 @@ class EventSpec:
     ticket_keys: tuple[PublicKey, ...]
     gates: tuple[RosterGate, ...]
     supervisors: tuple[RosterSupervisor, ...] = ()
+    staff_keys: tuple[PublicKey, ...] = ()
+    revoked_staff: tuple[str, ...] = ()
 
 
 def load_event(path: Path) -> EventSpec:
@@ -127,6 +133,7 @@ def load_event(path: Path) -> EventSpec:
             gates.append(RosterGate(gid, key))
     _unique(check, "gates", [g.id for g in gates])
     supervisors = _supervisors(check, doc, base)
+    staff_keys, revoked_staff = _staff(check, doc, base, ticket_keys)
 
     check.finish()
     return EventSpec(
@@ -139,6 +146,8 @@ def load_event(path: Path) -> EventSpec:
         tuple(ticket_keys),
         tuple(gates),
         supervisors,
+        staff_keys,
+        revoked_staff,
     )
 
 
@@ -182,3 +191,23 @@ def _unique(check: Checker, name: str, ids: list[str], what: str = "id") -> None
         if value in seen:
             check.problem((name, i), f"duplicate {what} {value!r}")
         seen.add(value)
+
+
+def _staff(
+    check: Checker, doc: dict[str, object], base: Path, ticket_keys: list[PublicKey]
+) -> tuple[tuple[PublicKey, ...], tuple[str, ...]]:
+    """``staff_keys`` (keys that sign staff badges, never also ticket keys) and ``revoked_staff``."""
+    keys: list[PublicKey] = []
+    tickets = {k.raw for k in ticket_keys}
+    for i, ref in enumerate(check.strings(doc, (), "staff_keys")):
+        key = _key(check, ("staff_keys", i), ref, base)
+        if key is not None and key.raw in tickets:
+            check.problem(("staff_keys", i), "is also a ticket key; a staff key must be a key of its own")
+        elif key is not None:
+            keys.append(key)
+    _unique(check, "staff_keys", [k.kid for k in keys], what="key id")
+    revoked = check.strings(doc, (), "revoked_staff")
+    for i, operator in enumerate(revoked):
+        if not 0 < len(operator.encode()) <= MAX_OPERATOR:
+            check.problem(("revoked_staff", i), f"operator id must be 1 to {MAX_OPERATOR} bytes")
+    return tuple(keys), tuple(revoked)
