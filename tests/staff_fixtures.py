@@ -34,7 +34,9 @@ class Staff:
         valid_until: int | None = None,
     ) -> str:
         """A badge for ``operator`` (signed by the staff key unless ``key`` is given)."""
-        claims = BadgeClaims(operator, name or operator.title(), role, event_tag(event), valid_from, valid_until)
+        claims = BadgeClaims(
+            operator, name or operator.title(), role, event_tag(event), valid_from, valid_until
+        )
         return encode_badge(claims, key or self.key)
 
 

@@ -20,9 +20,9 @@ from gate_daemon.core.badges import (
 )
 from gate_daemon.core.decision import Outcome, Reason
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.store.manifest_file import read_manifest
 from gate_daemon.core.tokens import SIGNED_PREFIX, event_tag
 from gate_daemon.provision.event import load_event
+from gate_daemon.store.manifest_file import read_manifest
 from gate_daemon.store.scans import new_scan_id
 from tests.gate_fixtures import gate_rig
 from tests.staff_fixtures import Staff, staff_world
@@ -75,11 +75,15 @@ def test_a_ticket_key_cannot_sign_a_badge_nor_a_staff_key_a_ticket(world: World)
     ticket = world.sign("T-0001")
     body = ticket[len(SIGNED_PREFIX) :]
     with pytest.raises(BadgeError) as caught:
-        check_badge(BADGE_PREFIX + body, staff_keys=[world.issuer.public], revoked=(), event_tag=TAG, now=SAT_START)
+        check_badge(
+            BADGE_PREFIX + body, staff_keys=[world.issuer.public], revoked=(), event_tag=TAG, now=SAT_START
+        )
     assert caught.value.refusal in (BadgeRefusal.BAD_SIGNATURE, BadgeRefusal.INVALID)
 
 
-async def test_a_staff_key_signing_a_ticket_is_an_unknown_key_at_the_gate(world: World, tmp_path: Path) -> None:
+async def test_a_staff_key_signing_a_ticket_is_an_unknown_key_at_the_gate(
+    world: World, tmp_path: Path
+) -> None:
     staff = staff_world(world)
     async with gate_rig(world, tmp_path / "gate", manifest=staff.manifest) as rig:
         result = await rig.gate.scan(world.sign("T-0001", key=staff.key), device="test")

@@ -35,7 +35,9 @@ STAFF_DOMAIN = b"gate-daemon/staff/v1\x00"
 MAX_OPERATOR = 32
 MAX_NAME = 64
 #: The longest badge text: every field at its longest, in base32.
-MAX_BADGE = len(BADGE_PREFIX) + -(-(1 + 4 + 4 + 1 + 8 + 1 + MAX_OPERATOR + 1 + MAX_NAME + SIGNATURE_SIZE) * 8 // 5)
+MAX_BADGE = len(BADGE_PREFIX) + -(
+    -(1 + 4 + 4 + 1 + 8 + 1 + MAX_OPERATOR + 1 + MAX_NAME + SIGNATURE_SIZE) * 8 // 5
+)
 
 _F_FROM, _F_UNTIL = 1, 2
 _HEAD = struct.Struct("<B4s4sB")
@@ -115,15 +117,25 @@ def _field(value: str, what: str, limit: int) -> bytes:
 def encode_badge(claims: BadgeClaims, key: SecretKey) -> str:
     """Sign ``claims`` with the staff key and return the QR payload text."""
     flags, tail = 0, b""
-    for flag, moment, name in ((_F_FROM, claims.valid_from, "valid_from"), (_F_UNTIL, claims.valid_until, "valid_until")):
+    for flag, moment, name in (
+        (_F_FROM, claims.valid_from, "valid_from"),
+        (_F_UNTIL, claims.valid_until, "valid_until"),
+    ):
         if moment is not None:
             if not 0 <= moment < 2**32:
                 raise ValueError(f"{name} is outside 1970..2106")
             flags |= flag
             tail += _U32.pack(moment)
-    if claims.valid_from is not None and claims.valid_until is not None and claims.valid_until <= claims.valid_from:
+    if (
+        claims.valid_from is not None
+        and claims.valid_until is not None
+        and claims.valid_until <= claims.valid_from
+    ):
         raise ValueError("valid_until must be later than valid_from")
-    for value, what, limit in ((claims.operator, "operator id", MAX_OPERATOR), (claims.name, "name", MAX_NAME)):
+    for value, what, limit in (
+        (claims.operator, "operator id", MAX_OPERATOR),
+        (claims.name, "name", MAX_NAME),
+    ):
         raw = _field(value, what, limit)
         tail += bytes([len(raw)]) + raw
     body = _HEAD.pack(flags, key.public.kid_bytes, claims.event_tag, _ROLE_CODES[claims.role]) + tail

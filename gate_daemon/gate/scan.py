@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from gate_daemon.core.badges import is_badge
 from gate_daemon.core.decision import (
     Checkpoint,
     Decision,
@@ -41,7 +42,6 @@ from gate_daemon.core.decision import (
     decide,
     identify,
 )
-from gate_daemon.core.badges import is_badge
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.tokens import payload_fingerprint
 from gate_daemon.errors import GateError, ManifestRefused
@@ -312,25 +312,44 @@ class Gate:
             await self.lane.forget(scan_id)
         return result
 
-    async def force(self, payload: str, badge: str, *, device: str, operator: str | None = None) -> ScanResult:
+    async def force(
+        self,
+        payload: str,
+        badge: str,
+        *,
+        device: str,
+        operator: str | None = None,
+        scan_id: str | None = None,
+    ) -> ScanResult:
         """``gatectl scan --force``: the ticket is scanned, and a refusal is put to the badge at once.
 
         Nothing is admitted by force without a supervisor's badge: ``badge`` is scanned as
         any badge is (verified against the manifest's staff keys), so a steward's is refused.
-        The ticket's own result when it was not refused (or not a ticket's refusal).
+        The ticket's own result when it was not refused (or not a ticket's refusal). With
+        ``scan_id`` (a retried request) the badge's scan has an id made from it, so a retry
+        is answered with the override already recorded.
         """
         if not is_badge(badge):
-            return ScanResult(new_scan_id(), Decision(Reason.BADGE_INVALID, "Badge refused: not a staff badge"), False)
-        first = await self.scan(payload, device=device, operator=operator)
+            refused = Decision(Reason.BADGE_INVALID, "Badge refused: not a staff badge")
+            return ScanResult(new_scan_id(), refused, recorded=False)
+        badge_id = None if scan_id is None else str(uuid.uuid5(_SCAN_IDS, f"force\n{scan_id}"))
+        if badge_id is not None:
+            fingerprint = payload_fingerprint(self.event_id, badge)
+            done = await self._prior(gate_scan_id(self.gate_id, badge_id), fingerprint)
+            if done is not None:
+                return done
+        first = await self.scan(payload, device=device, operator=operator, scan_id=scan_id)
         pending = self.shift.pending
         if pending is None or pending.scan_id != first.scan_id:
             return first
-        return await self.scan(badge, device=device)
+        return await self.scan(badge, device=device, scan_id=badge_id)
 
     async def _badge(self, payload: str, fingerprint: str, device: str, scan_id: str) -> ScanResult:
         """A staff badge's scan: decided by the shift, recorded as a staff scan (or a forced entry)."""
         manifest = self.manifests.current
-        scan = self._scan_of(scan_id, fingerprint, device, None, self.kind, route="offline", manifest=manifest)
+        scan = self._scan_of(
+            scan_id, fingerprint, device, None, self.kind, route="offline", manifest=manifest
+        )
         verdict: BadgeVerdict = self.shift.judge(payload, manifest, scan.wall)
         decision = verdict.decision
         forced = decision.reason is Reason.OVERRIDDEN

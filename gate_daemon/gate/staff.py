@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from gate_daemon.core.badges import BadgeClaims, BadgeError, Role, check_badge
 from gate_daemon.core.decision import Decision, Outcome, Reason, ScanKind
 from gate_daemon.core.manifest import Manifest
+from gate_daemon.core.snapshot import StaffStatus
 
 
 @dataclass(frozen=True, slots=True)
@@ -79,6 +80,20 @@ class Shift:
             self._on_duty = None
         return self._on_duty
 
+    def status(self) -> StaffStatus | None:
+        """Who is signed in, for the status snapshot (and the screen's strip)."""
+        on_duty = self.on_duty
+        if on_duty is None:
+            return None
+        left = self.idle_s - (self._monotonic() - self._last_scan)
+        return {
+            "operator": on_duty.operator,
+            "name": on_duty.name,
+            "role": on_duty.role.value,
+            "since": on_duty.since,
+            "idle_left_s": max(0, int(left)),
+        }
+
     def operator(self) -> str | None:
         """The operator a scan made now is recorded with; the scan keeps them signed in."""
         on_duty = self.on_duty
@@ -104,7 +119,9 @@ class Shift:
     def judge(self, payload: str, manifest: Manifest | None, wall: float) -> BadgeVerdict:
         """A badge scan's decision: refused, an override (or its refusal), a sign-in or a sign-out."""
         if manifest is None:
-            return BadgeVerdict(Decision(Reason.BADGE_INVALID, "Badge refused: this gate has no valid manifest"), None)
+            return BadgeVerdict(
+                Decision(Reason.BADGE_INVALID, "Badge refused: this gate has no valid manifest"), None
+            )
         header = manifest.header
         try:
             claims = check_badge(
@@ -116,16 +133,31 @@ class Shift:
             )
         except BadgeError as exc:
             return BadgeVerdict(Decision(Reason(exc.refusal.value), exc.detail), None)
-        who = {"staff": claims.operator, "staff_name": claims.name}
         refusal = self._refusal
         if refusal is not None:
-            return BadgeVerdict(self._override(refusal, claims, who), claims)
+            return BadgeVerdict(self._override(refusal, claims), claims)
         on_duty = self.on_duty
         if on_duty is not None and on_duty.operator == claims.operator:
-            return BadgeVerdict(Decision(Reason.STAFF_SIGNED_OUT, f"Signed out: {claims.name}", **who), claims)
-        return BadgeVerdict(Decision(Reason.STAFF_SIGNED_IN, f"Signed in: {claims.name}", **who), claims)
+            return BadgeVerdict(
+                Decision(
+                    Reason.STAFF_SIGNED_OUT,
+                    f"Signed out: {claims.name}",
+                    staff=claims.operator,
+                    staff_name=claims.name,
+                ),
+                claims,
+            )
+        return BadgeVerdict(
+            Decision(
+                Reason.STAFF_SIGNED_IN,
+                f"Signed in: {claims.name}",
+                staff=claims.operator,
+                staff_name=claims.name,
+            ),
+            claims,
+        )
 
-    def _override(self, refusal: Refusal, claims: BadgeClaims, who: dict[str, str]) -> Decision:
+    def _override(self, refusal: Refusal, claims: BadgeClaims) -> Decision:
         refused = refusal.decision
         ago = self._monotonic() - refusal.at
         if ago > self.window_s:
@@ -133,14 +165,16 @@ class Shift:
                 Reason.OVERRIDE_WINDOW_PASSED,
                 f"Override refused: the refusal was {ago:.0f} s ago, more than {self.window_s:.0f} s",
                 ticket_id=refused.ticket_id,
-                **who,
+                staff=claims.operator,
+                staff_name=claims.name,
             )
         if claims.role is not Role.SUPERVISOR:
             return Decision(
                 Reason.OVERRIDE_NOT_SUPERVISOR,
                 f"Override refused: {claims.name} is a steward; only a supervisor can override",
                 ticket_id=refused.ticket_id,
-                **who,
+                staff=claims.operator,
+                staff_name=claims.name,
             )
         return Decision(
             Reason.OVERRIDDEN,
@@ -151,7 +185,8 @@ class Shift:
             overrides=refusal.scan_id,
             overridden_outcome=refused.outcome.value,
             overridden_reason=refused.reason.value,
-            **who,
+            staff=claims.operator,
+            staff_name=claims.name,
         )
 
     def settle(self, verdict: BadgeVerdict, wall: float) -> None:

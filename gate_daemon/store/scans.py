@@ -153,9 +153,12 @@ def scan_counters(evidence: ScanEvidence) -> tuple[str, ...]:
         return (counters.MANUAL_RELEASES,)
     extra = (counters.OVERRIDES,) if evidence.resolution == "overridden" else ()
     scan, decision = evidence.scan, evidence.decision
-    return counters.scan_counters(
-        scan.route, decision.outcome.value, decision.reason.value, scan.kind.value, evidence.resolution
-    ) + extra
+    return (
+        counters.scan_counters(
+            scan.route, decision.outcome.value, decision.reason.value, scan.kind.value, evidence.resolution
+        )
+        + extra
+    )
 
 
 _COMMIT_SCAN = (
