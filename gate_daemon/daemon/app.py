@@ -150,7 +150,6 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         turnstile = _turnstile(config, ledger, pin_factory, clock)
         if turnstile is not None:
             stack.push_async_callback(_quietly, "the turnstile", turnstile.aclose)
-        lane = await _lane(config, stack, ledger, manifests, clock)
         gate = Gate(
             gate_id=config.gate.id,
             event_id=config.gate.event,
@@ -162,7 +161,7 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             repeat_window=config.gate.repeat_window_ms / 1000,
             turnstile=turnstile,
             clock=clock.now,
-            lane=lane,
+            lane=await _lane(config, stack, ledger, manifests, clock),
             shift=Shift(idle_s=config.gate.operator_idle_s, window_s=config.gate.override_window_s),
         )
         unreadable = counters.UNREADABLE_IMAGES
