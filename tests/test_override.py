@@ -38,7 +38,8 @@ async def test_a_supervisor_overrides_an_already_used_ticket(world: World, tmp_p
         )
         assert decision.message == "Admitted by supervisor Sam Lee (was already_used)"
         row = rig.rows(
-            "SELECT operator, kind, outcome, reason, resolution, ticket_id, decision FROM scans WHERE uuid = ?",
+            "SELECT operator, kind, outcome, reason, resolution, ticket_id, decision"
+            " FROM scans WHERE uuid = ?",
             (forced.scan_id,),
         )[0]
         assert row[:6] == ("sam", "entry", "allow", "overridden", "overridden", "T-0001")

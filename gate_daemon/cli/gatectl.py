@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from gate_daemon.cli import (
+    badge_commands,
     fleet_commands,
     gate_commands,
     machine_commands,
@@ -32,6 +33,7 @@ def parser() -> argparse.ArgumentParser:
     machine_commands.add_commands(sub)
     supervisor_commands.add_commands(sub)
     fleet_commands.add_commands(sub)
+    badge_commands.add_commands(sub)
     return top
 
 

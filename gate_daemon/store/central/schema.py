@@ -142,6 +142,10 @@ CREATE TABLE beats (
 );
 CREATE INDEX beats_at ON beats (at);
 """,
+    # 4: a supervisor's forced entry names the scan it overrode: {"scan", "outcome", "reason"} as JSON.
+    """
+ALTER TABLE evidence ADD COLUMN overrides TEXT;
+""",
 )
 #: The schema version this code writes and reads (``PRAGMA user_version``).
 SCHEMA_VERSION = len(MIGRATIONS)
