@@ -135,4 +135,13 @@ def test_an_override_is_recorded_at_the_gate_the_central_and_the_other_gate(
         override_id,
     ) == [("north-1", 1, None, "op-supervisor")]
     assert query(south.ledger_path, "SELECT COUNT(*) FROM conflicts") == [(0,)]
+
+    # A badge signs its holder in: the status says who, and later scans are recorded with them.
+    assert south.scan(badges["steward"])["reason"] == "staff_signed_in"
+    assert south.status()["staff"]["operator"] == "op-steward"
+    shown = run("gatectl", "status", "--socket", str(south.socket_path))
+    assert "staff     Pat steward (steward, op-steward) signed in" in shown.stdout, shown.stderr
+    assert south.scan(payload(2))["reason"] == "ok"
+    rows = query(south.ledger_path, "SELECT operator FROM scans WHERE ticket_id = ?", ticket(2))
+    assert rows == [("op-steward",)]
     assert south.scan(payload(1))["reason"] == "already_used"

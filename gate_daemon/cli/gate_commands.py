@@ -95,6 +95,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         r = m["last_refusal"]
         print(f"refused   {r['at']}: {r['reason']}: {r['detail']}")
     print_lane(status["lane"])
+    if staff := status.get("staff"):
+        who, left = (
+            f"{staff['name']} ({staff['role']}, {staff['operator']})",
+            format_span(staff["idle_left_s"]),
+        )
+        print(f"staff     {who} signed in; idle sign-out in {left}")
     _print_counters(status["counters"])
     _print_replication(status["replication"])
     _print_upstream(status["upstream"], status["online"], status["clock"])

@@ -19,7 +19,8 @@ without a central) or ``upstream`` (the central did not answer a search). A scan
 path as a camera scan (recorded, then signalled); ``scan_id`` makes a retried request
 idempotent (the gate records it under ``record_id``, an id of its own made from it, so
 the same id used at another gate makes another record there). Without ``operator`` the
-scan is recorded under the name of the user on the other end of the socket. ``confirm``
+scan is recorded under the operator a staff badge signed in at the gate, else the name of
+the user on the other end of the socket. ``confirm``
 releases the oldest allow a supervised lane holds (``gatectl confirm``): it answers
 ``{"ok": true, "confirmed": true|false, "lane": LANE}``, false when none was waiting.
 A scan with ``force`` (``gatectl scan --force``) needs ``badge``, a supervisor's staff badge:
@@ -238,6 +239,8 @@ class ControlServer:
             except ValueError:
                 raise BadRequest("bad_request", "scan_id must be a UUID") from None
         badge = _forcing(request)
+        if "operator" not in request:  # the operator a staff badge signed in, before the socket's user
+            operator = self.gate.shift.operator() or operator
         # The device names who is on the other end of the socket, whatever operator they give.
         device = f"control:{user}" if user else "control"
         try:
