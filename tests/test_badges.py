@@ -5,9 +5,11 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
+from gpiozero.pins.mock import MockFactory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gate_daemon.config.sections import GpioPins
 from gate_daemon.core import base32
 from gate_daemon.core.badges import (
     BADGE_PREFIX,
@@ -18,17 +20,20 @@ from gate_daemon.core.badges import (
     check_badge,
     parse_badge,
 )
-from gate_daemon.core.decision import Outcome, Reason
+from gate_daemon.core.decision import Decision, Outcome, Reason
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.tokens import SIGNED_PREFIX, event_tag
+from gate_daemon.hardware.gpio_signals import STAFF_BLINKS, GpioSignals
 from gate_daemon.provision.event import load_event
 from gate_daemon.store.manifest_file import read_manifest
 from gate_daemon.store.scans import new_scan_id
 from tests.gate_fixtures import gate_rig
 from tests.staff_fixtures import Staff, staff_world
 from tests.support import EVENT_ID, QR_ALPHANUMERIC, SAT_START, World
+from tests.waiting import eventually
 
 REF_T0001 = "REF-SAT-FLOOR-0001"
+PINS = GpioPins(green="GPIO17", red="GPIO27", yellow="GPIO22", buzzer="GPIO23")
 TAG = event_tag(EVENT_ID)
 
 
@@ -225,3 +230,29 @@ async def test_a_badge_for_a_key_the_manifest_does_not_list_is_refused(world: Wo
     async with gate_rig(world, tmp_path / "old") as rig:  # a manifest with no staff keys at all
         none = await rig.gate.scan(staff.badge("anna"), device="test")
         assert none.decision.reason is Reason.BADGE_UNKNOWN_KEY
+
+
+# ---------------------------------------------------------------- the lights
+
+
+async def test_a_badge_has_a_light_pattern_of_its_own() -> None:
+    factory = MockFactory()
+    signals = GpioSignals(PINS, hold=30, pin_factory=factory)
+    try:
+        green, red, yellow, buzzer = (factory.pin(n) for n in (17, 27, 22, 23))
+        for pin in (green, yellow, buzzer):
+            pin.clear_states()
+        signals.show(Decision(Reason.STAFF_SIGNED_IN, "Signed in: Anna"))
+
+        def done() -> bool:
+            rises = [sum(1 for change in p.states[1:] if change.state) for p in (green, yellow, buzzer)]
+            return rises == [STAFF_BLINKS, STAFF_BLINKS, 3] and not green.state and not buzzer.state
+
+        await eventually(done)
+        assert not red.state  # never a refusal's red
+        # Green and yellow blink together: each rise of one is a rise of the other.
+        together = zip(green.states[1:], yellow.states[1:], strict=False)
+        assert all(abs(g.timestamp - y.timestamp) < 0.1 for g, y in together if g.state and y.state)
+    finally:
+        await signals.aclose()
+        factory.close()

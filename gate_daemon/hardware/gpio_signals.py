@@ -12,7 +12,7 @@ allow              green                       one short beep 0.1 s    rising ch
 deny               red                         one long tone 0.6 s     low A3, 0.6 s
 already_used       yellow                      two short beeps         two E5 notes
 too_early          yellow                      one beep 0.25 s         one E5, 0.25 s
-staff (a badge)    green and yellow blinking   three quick beeps       G5-C5-G5, quick
+staff (a badge)    green and yellow blinking   three quick beeps       falling G5-E5-C5
                    together, three times
 out of service     red and yellow blinking     silent                  silent
                    together, 1 s on, 1 s off
@@ -49,7 +49,7 @@ TONES: dict[Outcome, tuple[tuple[str | None, float], ...]] = {
     Outcome.DENY: (("A3", 0.6),),
     Outcome.ALREADY_USED: (("E5", 0.1), (None, 0.1), ("E5", 0.1)),
     Outcome.TOO_EARLY: (("E5", 0.25),),
-    Outcome.STAFF: (("G5", 0.06), ("C5", 0.06), ("G5", 0.06)),
+    Outcome.STAFF: (("G5", 0.06), ("E5", 0.06), ("C5", 0.06)),
 }
 #: Out of service: red and yellow blink together, this long on and off.
 OUT_OF_SERVICE_BLINK = 1.0
