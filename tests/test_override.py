@@ -146,3 +146,16 @@ def test_forced_entries_take_no_part_in_conflict_verdicts() -> None:
         Move("c", "entry", 3, "south-1"),
     ]
     assert losers(moves, 1) == {"c": "a"}
+
+
+async def test_a_closed_lane_admits_nobody_even_on_a_supervisor_badge(world: World, tmp_path: Path) -> None:
+    staff = staff_world(world)
+    async with gate_rig(world, tmp_path / "gate", manifest=staff.manifest) as rig:
+        await rig.gate.scan(REF_T0001, device="cam")
+        await rig.gate.scan(REF_T0001, device="cam")
+        shift, sam = rig.gate.shift, staff.badge("sam", Role.SUPERVISOR)
+        verdict = shift.judge(sam, rig.watch.current, rig.clock.now, closed=True)
+        assert verdict.decision.reason is Reason.LANE_CLOSED
+        assert verdict.decision.overrides is None
+        shift.settle(verdict, rig.clock.now)
+        assert shift.pending is None  # spent: the next badge signs in

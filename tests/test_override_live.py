@@ -19,6 +19,7 @@ import pytest
 
 from gate_daemon.core.badges import BadgeClaims, Role, encode_badge
 from gate_daemon.core.tokens import event_tag
+from gate_daemon.net.metrics import render
 from gate_daemon.provision.keyfiles import write_keypair
 from tests.central_fixtures import CentralWorld
 from tests.central_process import CONVERGE, CentralProcess, manifest_version, upstream_config
@@ -92,6 +93,7 @@ def test_an_override_is_recorded_at_the_gate_the_central_and_the_other_gate(
     )
     override_id = decision["record_id"]
     assert north.counters()["overrides"] == 1
+    assert b"\ngate_overrides_total 1.0\n" in render(north.status())  # what /metrics serves
 
     # At the gate: the report, and the forced record it replicates.
     report = run("gatectl", "report", "overrides", "--ledger", str(north.ledger_path), "--json")

@@ -350,7 +350,7 @@ class Gate:
         scan = self._scan_of(
             scan_id, fingerprint, device, None, self.kind, route="offline", manifest=manifest
         )
-        verdict: BadgeVerdict = self.shift.judge(payload, manifest, scan.wall)
+        verdict: BadgeVerdict = self.shift.judge(payload, manifest, scan.wall, closed=self.lane.closed)
         decision = verdict.decision
         forced = decision.reason is Reason.OVERRIDDEN
         scan = replace(scan, operator=decision.staff, kind=ScanKind.ENTRY if forced else self.kind)

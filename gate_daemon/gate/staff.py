@@ -60,6 +60,15 @@ _OVERRIDABLE = (Outcome.DENY, Outcome.ALREADY_USED)
 _NOT_OVERRIDABLE = (Reason.LANE_CLOSED, Reason.LEDGER_UNAVAILABLE, Reason.MANIFEST_MISSING)
 
 
+#: A badge's answers to a pending refusal: each spends it.
+_SPENT = (
+    Reason.OVERRIDDEN,
+    Reason.OVERRIDE_NOT_SUPERVISOR,
+    Reason.OVERRIDE_WINDOW_PASSED,
+    Reason.LANE_CLOSED,
+)
+
+
 class Shift:
     """The staff state of one gate: who is signed in, and the refusal a supervisor may override."""
 
@@ -116,8 +125,13 @@ class Shift:
         """The refusal a supervisor's badge would override now, if any (in the window or not)."""
         return self._refusal
 
-    def judge(self, payload: str, manifest: Manifest | None, wall: float) -> BadgeVerdict:
-        """A badge scan's decision: refused, an override (or its refusal), a sign-in or a sign-out."""
+    def judge(
+        self, payload: str, manifest: Manifest | None, wall: float, *, closed: bool = False
+    ) -> BadgeVerdict:
+        """A badge scan's decision: refused, an override (or its refusal), a sign-in or a sign-out.
+
+        ``closed``: the lane is closed (a supervisor's command), so an override admits nobody.
+        """
         if manifest is None:
             return BadgeVerdict(
                 Decision(Reason.BADGE_INVALID, "Badge refused: this gate has no valid manifest"), None
@@ -135,7 +149,7 @@ class Shift:
             return BadgeVerdict(Decision(Reason(exc.refusal.value), exc.detail), None)
         refusal = self._refusal
         if refusal is not None:
-            return BadgeVerdict(self._override(refusal, claims), claims)
+            return BadgeVerdict(self._override(refusal, claims, closed), claims)
         on_duty = self.on_duty
         if on_duty is not None and on_duty.operator == claims.operator:
             return BadgeVerdict(
@@ -157,8 +171,16 @@ class Shift:
             claims,
         )
 
-    def _override(self, refusal: Refusal, claims: BadgeClaims) -> Decision:
+    def _override(self, refusal: Refusal, claims: BadgeClaims, closed: bool) -> Decision:
         refused = refusal.decision
+        if closed:
+            return Decision(
+                Reason.LANE_CLOSED,
+                "Lane closed: nobody is admitted here, not even by a supervisor",
+                ticket_id=refused.ticket_id,
+                staff=claims.operator,
+                staff_name=claims.name,
+            )
         ago = self._monotonic() - refusal.at
         if ago > self.window_s:
             return Decision(
@@ -192,7 +214,7 @@ class Shift:
     def settle(self, verdict: BadgeVerdict, wall: float) -> None:
         """A badge scan is committed: sign in or out, and the pending refusal is spent."""
         reason, claims = verdict.decision.reason, verdict.claims
-        if reason in (Reason.OVERRIDDEN, Reason.OVERRIDE_NOT_SUPERVISOR, Reason.OVERRIDE_WINDOW_PASSED):
+        if reason in _SPENT:
             self._refusal = None
         elif reason is Reason.STAFF_SIGNED_IN and claims is not None:
             self._on_duty = OnDuty(claims.operator, claims.name, claims.role, wall)
