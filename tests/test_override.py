@@ -5,11 +5,13 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
 from gpiozero.pins.mock import MockFactory
 
 from gate_daemon.core.badges import Role
 from gate_daemon.core.conflicts import Move, losers
 from gate_daemon.core.decision import Outcome, Reason
+from gate_daemon.core.evidence import EvidenceError, parse_scan
 from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.turnstile_pins import GpioRelay
 from tests.gate_fixtures import gate_rig
@@ -159,3 +161,23 @@ async def test_a_closed_lane_admits_nobody_even_on_a_supervisor_badge(world: Wor
         assert verdict.decision.overrides is None
         shift.settle(verdict, rig.clock.now)
         assert shift.pending is None  # spent: the next badge signs in
+
+
+def test_an_uploaded_override_row_names_a_bad_overrides_field() -> None:
+    row = {
+        "uuid": "0b8a7c6e-1d2f-4e3a-9b8c-7d6e5f4a3b2c", "hlc": 1, "wall": 1.0, "device": "cam",
+        "operator": "sam", "ticket_id": "T-1", "kind": "entry", "outcome": "allow", "reason": "overridden",
+        "resolution": "overridden", "mode": "offline", "manifest_version": 1,
+    }  # fmt: skip
+    assert parse_scan(row).as_dict() == row  # an older gate's row, and any row not an override
+    refused = {"scan": "1b8a7c6e-1d2f-4e3a-9b8c-7d6e5f4a3b2c", "outcome": "deny", "reason": "revoked"}
+    assert parse_scan({**row, "overrides": refused}).as_dict()["overrides"] == refused
+    for bad, field in (
+        ({"scan": "x", "outcome": "deny", "reason": "revoked"}, "overrides.scan"),
+        ({**refused, "reason": "Not A Name"}, "overrides.reason"),
+        ({**refused, "extra": 1}, "overrides"),
+        ("deny", "overrides"),
+    ):
+        with pytest.raises(EvidenceError) as caught:
+            parse_scan({**row, "overrides": bad})
+        assert caught.value.field == field, bad

@@ -127,7 +127,10 @@ def _overrides(data: Mapping[str, Any]) -> dict[str, str] | None:
         canonical = False
     if not canonical:
         raise EvidenceError("overrides.scan", "must be a UUID in its canonical form")
-    return {"scan": str(value["scan"]), "outcome": _name(value, "outcome"), "reason": _name(value, "reason")}
+    try:
+        return {"scan": str(value["scan"]), "outcome": _name(value, "outcome"), "reason": _name(value, "reason")}
+    except EvidenceError as exc:
+        raise EvidenceError(f"overrides.{exc.field}", exc.detail) from None
 
 
 def _whole(data: Mapping[str, Any], name: str, high: int) -> int:
