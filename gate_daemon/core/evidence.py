@@ -128,7 +128,11 @@ def _overrides(data: Mapping[str, Any]) -> dict[str, str] | None:
     if not canonical:
         raise EvidenceError("overrides.scan", "must be a UUID in its canonical form")
     try:
-        return {"scan": str(value["scan"]), "outcome": _name(value, "outcome"), "reason": _name(value, "reason")}
+        return {
+            "scan": str(value["scan"]),
+            "outcome": _name(value, "outcome"),
+            "reason": _name(value, "reason"),
+        }
     except EvidenceError as exc:
         raise EvidenceError(f"overrides.{exc.field}", exc.detail) from None
 
