@@ -320,8 +320,7 @@ def test_reason_outcomes() -> None:
     special[Reason.TOO_EARLY] = Outcome.TOO_EARLY
     special[Reason.MANUAL_RELEASE] = Outcome.ALLOW
     special[Reason.OVERRIDDEN] = Outcome.ALLOW
-    staff = ("staff_", "badge_", "override_")
-    special |= {r: Outcome.STAFF for r in Reason if r.value.startswith(staff)}
+    special |= {r: Outcome.STAFF for r in Reason if r.value.startswith(("staff_", "badge_", "override_"))}
     for reason in Reason:
         assert reason.outcome is special.get(reason, Outcome.DENY), reason
 

@@ -94,7 +94,7 @@ class Reason(StrEnum):
         """The outcome this reason leads to."""
         if self in (Reason.OK, Reason.MANUAL_RELEASE, Reason.OVERRIDDEN):
             return Outcome.ALLOW
-        if self.value.startswith(("staff_", "badge_", "override_")):
+        if self in _STAFF_REASONS:
             return Outcome.STAFF
         if self is Reason.ALREADY_USED:
             return Outcome.ALREADY_USED
@@ -102,6 +102,16 @@ class Reason(StrEnum):
             return Outcome.TOO_EARLY
         return Outcome.DENY
 
+
+#: A staff badge's answers (``core.badges``, ``gate.staff``): outcome ``staff``, never a ticket's.
+_STAFF_REASONS = frozenset(
+    {
+        Reason.STAFF_SIGNED_IN, Reason.STAFF_SIGNED_OUT, Reason.BADGE_INVALID, Reason.BADGE_UNKNOWN_KEY,
+        Reason.BADGE_BAD_SIGNATURE, Reason.BADGE_WRONG_EVENT, Reason.BADGE_REVOKED,
+        Reason.BADGE_NOT_YET_VALID, Reason.BADGE_EXPIRED, Reason.OVERRIDE_NOT_SUPERVISOR,
+        Reason.OVERRIDE_WINDOW_PASSED,
+    }
+)  # fmt: skip
 
 #: Details that ``as_dict`` writes as they are.
 _DETAILS = (
