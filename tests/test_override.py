@@ -181,3 +181,16 @@ def test_an_uploaded_override_row_names_a_bad_overrides_field() -> None:
         with pytest.raises(EvidenceError) as caught:
             parse_scan({**row, "overrides": bad})
         assert caught.value.field == field, bad
+
+
+async def test_a_release_by_hand_after_a_refusal_leaves_nothing_to_override(
+    world: World, tmp_path: Path
+) -> None:
+    staff = staff_world(world)
+    async with gate_rig(world, tmp_path / "gate", manifest=staff.manifest) as rig:
+        await rig.gate.scan(REF_T0001, device="cam")
+        await rig.gate.scan(REF_T0001, device="cam")
+        await rig.gate.release(device="button", operator="steward")  # the steward let them in already
+        after = await rig.gate.scan(staff.badge("sam", Role.SUPERVISOR), device="cam")
+        assert after.decision.reason is Reason.STAFF_SIGNED_IN
+        assert rig.rows("SELECT COUNT(*) FROM redemptions WHERE forced = 1") == [(0,)]

@@ -215,6 +215,7 @@ class Gate:
         self._show(decision)
         if self.turnstile is not None and decision.reason is Reason.MANUAL_RELEASE:
             self.turnstile.release(None)
+        self.shift.scanned(scan.uuid, decision, self.kind, recorded=True)  # no override after it
         result = ScanResult(scan.uuid, decision)
         self.results.publish(result)
         return result
