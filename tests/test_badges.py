@@ -9,6 +9,7 @@ from gpiozero.pins.mock import MockFactory
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
+from gate_daemon.cli.gatectl import main as gatectl
 from gate_daemon.config.sections import GpioPins
 from gate_daemon.core import base32
 from gate_daemon.core.badges import (
@@ -22,6 +23,7 @@ from gate_daemon.core.badges import (
 )
 from gate_daemon.core.decision import Decision, Outcome, Reason
 from gate_daemon.core.keys import SecretKey
+from gate_daemon.core.times import parse_instant
 from gate_daemon.core.tokens import SIGNED_PREFIX, event_tag
 from gate_daemon.hardware.gpio_signals import STAFF_BLINKS, GpioSignals
 from gate_daemon.provision.event import load_event
@@ -30,6 +32,7 @@ from gate_daemon.store.scans import new_scan_id
 from tests.gate_fixtures import gate_rig
 from tests.staff_fixtures import Staff, staff_world
 from tests.support import EVENT_ID, QR_ALPHANUMERIC, SAT_START, World
+from tests.test_qr_roundtrip import read_both
 from tests.waiting import eventually
 
 REF_T0001 = "REF-SAT-FLOOR-0001"
@@ -256,3 +259,41 @@ async def test_a_badge_has_a_light_pattern_of_its_own() -> None:
     finally:
         await signals.aclose()
         factory.close()
+
+
+# ---------------------------------------------------------------- gatectl badge issue
+
+
+def test_badge_issue_prints_a_badge_and_writes_a_qr_both_readers_read(
+    world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    staff = staff_world(world)
+    png = tmp_path / "sam.png"
+    args = ["badge", "issue", "--key", str(staff.key_path), "--event", EVENT_ID, "--operator", "op-3"]
+    args += ["--name", "Sam Lee", "--role", "supervisor", "--valid-until", "2026-11-23T06:00:00Z"]
+    assert gatectl([*args, "--png", str(png)]) == 0
+    captured = capsys.readouterr()
+    payload = captured.out.strip()
+    assert "QR alphanumeric mode" in captured.err
+    assert read_both(png) == payload
+    claims = check_badge(payload, staff_keys=[staff.key.public], revoked=(), event_tag=TAG, now=SAT_START)
+    assert (claims.operator, claims.name, claims.role) == ("op-3", "Sam Lee", Role.SUPERVISOR)
+    assert claims.valid_until == parse_instant("2026-11-23T06:00:00Z")
+
+
+@pytest.mark.parametrize(
+    ("extra", "words"),
+    [
+        (["--operator", "x" * 33, "--role", "steward"], "operator id must be 1 to 32 bytes"),
+        (["--operator", "op", "--role", "steward", "--valid-from", "2026-11-23T06:00:00Z",
+          "--valid-until", "2026-11-22T06:00:00Z"], "--valid-from is not before --valid-until"),
+    ],
+)  # fmt: skip
+def test_badge_issue_names_bad_input(
+    world: World, capsys: pytest.CaptureFixture[str], extra: list[str], words: str
+) -> None:
+    staff = staff_world(world)
+    args = ["badge", "issue", "--key", str(staff.key_path), "--event", EVENT_ID, "--name", "N", *extra]
+    assert gatectl(args) == 1
+    err = capsys.readouterr().err
+    assert words in err and "Traceback" not in err
