@@ -325,6 +325,8 @@ def test_the_table_covers_every_reason() -> None:
     # manual_release, the steward button's (tests/test_turnstile.py); lane_closed, a closed
     # lane's (tests/test_lane.py). None comes from a payload.
     gate_only = {Reason.LEDGER_UNAVAILABLE, Reason.MANUAL_RELEASE, Reason.LANE_CLOSED}
+    # Staff badges' reasons are the gate's too (tests/test_badges.py, tests/test_override.py).
+    gate_only |= {r for r in Reason if r.outcome is Outcome.STAFF} | {Reason.OVERRIDDEN}
     assert {case.reason for case in CASES.values()} == set(Reason) - gate_only
 
 
@@ -332,6 +334,8 @@ def test_reason_outcomes() -> None:
     special = {Reason.OK: Outcome.ALLOW, Reason.ALREADY_USED: Outcome.ALREADY_USED}
     special[Reason.TOO_EARLY] = Outcome.TOO_EARLY
     special[Reason.MANUAL_RELEASE] = Outcome.ALLOW
+    special[Reason.OVERRIDDEN] = Outcome.ALLOW
+    special |= {r: Outcome.STAFF for r in Reason if r.value.startswith(("staff_", "badge_", "override_"))}
     for reason in Reason:
         assert reason.outcome is special.get(reason, Outcome.DENY), reason
 

@@ -71,6 +71,7 @@ def test_the_documented_example_is_a_valid_file(tmp_path: Path) -> None:
     write_keypair(tmp_path / "issuer")
     write_keypair(tmp_path / "north-1")
     write_keypair(tmp_path / "sam")
+    write_keypair(tmp_path / "staff")
     path = tmp_path / "event.toml"
     path.write_text(example)
     event = load_event(path)
@@ -78,6 +79,7 @@ def test_the_documented_example_is_a_valid_file(tmp_path: Path) -> None:
     assert "legacy_codes = true" in example and event.legacy_codes is True
     assert len(event.ticket_keys) == 1 and [g.id for g in event.gates] == ["north-1"]
     assert [s.id for s in event.supervisors] == ["sam"]
+    assert len(event.staff_keys) == 1 and event.revoked_staff == ("op-7",)
 
 
 def test_typo_in_the_second_session(world: World) -> None:
@@ -260,4 +262,6 @@ def test_event_spec_field_order() -> None:
         "supervisors",
         "revoked_holders",
         "rotating_tolerance",
+        "staff_keys",
+        "revoked_staff",
     ]

@@ -174,8 +174,8 @@ MISTAKES: dict[str, tuple[str, str, str, str, str | None]] = {
         'mode = "entry"',
         'mode = "entry"\ncolour = "red"',
         "gate.colour",
-        "unknown key (allowed here: confirm_timeout_ms, decision, event, id, mode, repeat_window_ms, session,"
-        " state_dir, zone)",
+        "unknown key (allowed here: confirm_timeout_ms, decision, event, id, mode, operator_idle_s,"
+        " override_window_s, repeat_window_ms, session, state_dir, zone)",
         "colour =",
     ),
     "typod-section": (

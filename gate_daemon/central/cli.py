@@ -30,6 +30,7 @@ from gate_daemon.provision.event import load_event
 from gate_daemon.provision.keyfiles import read_secret
 from gate_daemon.provision.tickets import load_tickets
 from gate_daemon.store.central.checkin_book import read_report
+from gate_daemon.store.central.reports import read_overrides
 
 from .config import CentralConfig, load_central_config
 from .enroll_cli import add_enroll_commands
@@ -103,6 +104,7 @@ def cmd_report(args: argparse.Namespace) -> int:
         raise GateError("report without ticket or incident takes only --config and --json")
     config = load_central_config(args.config)
     report = read_report(config.database)
+    report["overrides"] = [row.as_dict() for row in read_overrides(config.database)]
     if args.json:
         print(json.dumps(report, indent=2, sort_keys=True))
         return 0
@@ -128,6 +130,13 @@ def _print_report(report: dict[str, Any]) -> None:
     for c in report["conflicts"]:
         found = format_instant(c["detected_at"])
         print(f"  {c['ticket_id']}: {c['loser']} lost to {c['winner']} (found {found})")
+    # Forced entries take no part in the conflicts' verdicts: they stand beside them.
+    print(f"overrides  {len(report['overrides'])} (forced entries: no part in conflicts)")
+    for o in report["overrides"]:
+        print(
+            f"  {o['ticket_id']}: admitted at {o['gate']} {o['at']} by supervisor {o['supervisor']}"
+            f" over {o['refused_outcome']} ({o['refused_reason']}), scan {o['refused_scan']}"
+        )
     print(f"gates      {len(report['gates'])} heard from")
     now = time.time()
     for g in report["gates"]:

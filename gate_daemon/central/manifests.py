@@ -275,6 +275,8 @@ def spec_of(manifest: Manifest) -> EventSpec:
         supervisors=h.supervisors,
         revoked_holders=tuple(sorted(h.revoked_holders)),
         rotating_tolerance=h.rotating_tolerance,
+        staff_keys=h.staff_keys,
+        revoked_staff=tuple(sorted(h.revoked_staff)),
     )
 
 

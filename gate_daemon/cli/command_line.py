@@ -16,7 +16,13 @@ from gate_daemon.errors import GateError
 from gate_daemon.provision.build import MAX_VERSION
 
 #: The exit status of ``decide`` and ``scan`` by outcome.
-EXIT_CODES = {Outcome.ALLOW: 0, Outcome.DENY: 3, Outcome.ALREADY_USED: 4, Outcome.TOO_EARLY: 5}
+EXIT_CODES = {
+    Outcome.ALLOW: 0,
+    Outcome.DENY: 3,
+    Outcome.ALREADY_USED: 4,
+    Outcome.TOO_EARLY: 5,
+    Outcome.STAFF: 6,
+}
 
 
 def instant(text: str) -> int:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import Any
 
 from gate_daemon.cli.command_line import EXIT_CODES, payload_argument, positive, read_payload
+from gate_daemon.cli.override_report import report_overrides
 from gate_daemon.cli.supervisor_commands import print_lane
 from gate_daemon.cli.ticket_report import report_ticket
 from gate_daemon.core import counters
@@ -42,6 +43,12 @@ def cmd_scan(args: argparse.Namespace) -> int:
     request: dict[str, Any] = {"op": "scan", "payload": payload, "kind": args.kind}
     if args.operator:
         request["operator"] = args.operator
+    if args.force or args.badge:
+        if not (args.force and args.badge):
+            raise GateError(
+                "--force needs --badge PAYLOAD, a supervisor's staff badge (and --badge needs --force)"
+            )
+        request["force"], request["badge"] = True, read_payload(args.badge)
     # Made here, so that a scan whose answer was lost can be retried without a second entry.
     request["scan_id"] = args.scan_id or str(uuid.uuid4())
     try:
@@ -88,6 +95,12 @@ def cmd_status(args: argparse.Namespace) -> int:
         r = m["last_refusal"]
         print(f"refused   {r['at']}: {r['reason']}: {r['detail']}")
     print_lane(status["lane"])
+    if staff := status.get("staff"):
+        who, left = (
+            f"{staff['name']} ({staff['role']}, {staff['operator']})",
+            format_span(staff["idle_left_s"]),
+        )
+        print(f"staff     {who} signed in; idle sign-out in {left}")
     _print_counters(status["counters"])
     _print_replication(status["replication"])
     _print_upstream(status["upstream"], status["online"], status["clock"])
@@ -198,6 +211,8 @@ def cmd_report(args: argparse.Namespace) -> int:
     """Print a gate's double entries (records from other gates met its own), or a ticket's history."""
     if args.what == "ticket":
         return report_ticket(args)
+    if args.what == "overrides":
+        return report_overrides(args)
     if args.ticket_id is not None or args.csv or args.config is not None:
         raise GateError(
             "report conflicts takes no ticket id, --csv or --config (did you mean: report ticket ID?)"
@@ -239,6 +254,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="record an exit (re-entry tickets) instead of the gate's own mode",
     )
     p.add_argument("--scan-id", help="a UUID that makes a retried scan idempotent")
+    p.add_argument(
+        "--force", action="store_true", help="admit a refused ticket on a supervisor's badge (needs --badge)"
+    )
+    p.add_argument(
+        "--badge", metavar="PAYLOAD", help="the supervisor's staff badge (- to read it from stdin)"
+    )
     p.set_defaults(func=cmd_scan)
 
     p = sub.add_parser("status", help="the running gate's identity, manifest and counters")
@@ -266,9 +287,10 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("report", help="reports from a gate's ledger")
     p.add_argument(
         "what",
-        choices=["conflicts", "ticket"],
+        choices=["conflicts", "ticket", "overrides"],
         help="conflicts: tickets admitted at two gates that could not talk; ticket ID: every scan and record"
-        " of one ticket (was this person let in, where and when?)",
+        " of one ticket (was this person let in, where and when?); overrides: who a supervisor's badge"
+        " admitted over a refusal",
     )
     p.add_argument("ticket_id", nargs="?", metavar="ID", help="the ticket (report ticket)")
     _socket_option(p)

@@ -12,6 +12,7 @@ import sys
 from collections.abc import Sequence
 
 from gate_daemon.cli import (
+    badge_commands,
     enroll_commands,
     fleet_commands,
     gate_commands,
@@ -34,6 +35,7 @@ def parser() -> argparse.ArgumentParser:
     supervisor_commands.add_commands(sub)
     fleet_commands.add_commands(sub)
     enroll_commands.add_commands(sub)
+    badge_commands.add_commands(sub)
     return top
 
 

@@ -45,6 +45,7 @@ IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 TOP_KEYS = {"gate", "manifest", "input", "signals", "turnstile", "control", "lan", "upstream", "screen"}
 GATE_KEYS = {"id", "event", "zone", "session", "state_dir", "mode", "repeat_window_ms", "decision"}
 GATE_KEYS |= {"confirm_timeout_ms"}
+GATE_KEYS |= {"operator_idle_s", "override_window_s"}
 UPSTREAM_KEYS = {
     "url",
     "timeout_ms",
@@ -181,6 +182,8 @@ def _gate(check: Checker, value: object, paths: _Paths) -> GateSection:
         repeat_window_ms=check.integer(g, at, "repeat_window_ms", low=0, high=600_000, default=3000),
         decision=decision,
         confirm_timeout_ms=check.integer(g, at, "confirm_timeout_ms", low=1000, high=600_000, default=15000),
+        operator_idle_s=check.integer(g, at, "operator_idle_s", low=10, high=86_400, default=1800),
+        override_window_s=check.integer(g, at, "override_window_s", low=1, high=3600, default=60),
     )
 
 

@@ -69,6 +69,10 @@ class GateSection:
     decision: str = "local"
     #: A supervised lane's allow waits this long for a steward's confirmation, then is voided.
     confirm_timeout_ms: int = 15000
+    #: A signed-in operator (staff badge) is signed out after this long without a scan.
+    operator_idle_s: int = 1800
+    #: A supervisor's badge overrides a refusal scanned at most this long before it.
+    override_window_s: int = 60
 
 
 @dataclass(frozen=True, slots=True)

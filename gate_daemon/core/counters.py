@@ -21,6 +21,8 @@ UNREADABLE_IMAGES = "unreadable_images"
 MANUAL_RELEASES = "manual_releases"
 #: Double entries found as records from other gates arrived.
 CONFLICTS = "conflicts"
+#: Refused entries a supervisor's badge admitted (forced entries, ``gate.staff``).
+OVERRIDES = "overrides"
 
 _SEPARATOR = ":"
 

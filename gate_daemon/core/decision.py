@@ -54,6 +54,8 @@ class Outcome(StrEnum):
     DENY = "deny"
     ALREADY_USED = "already_used"
     TOO_EARLY = "too_early"
+    #: A staff badge scanned: never a ticket decision, and the relay stays locked.
+    STAFF = "staff"
 
 
 class Reason(StrEnum):
@@ -82,12 +84,28 @@ class Reason(StrEnum):
     LEDGER_UNAVAILABLE = "ledger_unavailable"
     MANUAL_RELEASE = "manual_release"
     EXPIRED_CODE = "expired_code"
+    # Staff badges (core/badges.py, gate/staff.py): a badge scan is a staff scan, never a ticket's.
+    STAFF_SIGNED_IN = "staff_signed_in"
+    STAFF_SIGNED_OUT = "staff_signed_out"
+    BADGE_INVALID = "badge_invalid"
+    BADGE_UNKNOWN_KEY = "badge_unknown_key"
+    BADGE_BAD_SIGNATURE = "badge_bad_signature"
+    BADGE_WRONG_EVENT = "badge_wrong_event"
+    BADGE_REVOKED = "badge_revoked"
+    BADGE_NOT_YET_VALID = "badge_not_yet_valid"
+    BADGE_EXPIRED = "badge_expired"
+    #: A supervisor's badge admitted the person a scan just refused: a forced entry.
+    OVERRIDDEN = "overridden"
+    OVERRIDE_NOT_SUPERVISOR = "override_not_supervisor"
+    OVERRIDE_WINDOW_PASSED = "override_window_passed"
 
     @property
     def outcome(self) -> Outcome:
         """The outcome this reason leads to."""
-        if self in (Reason.OK, Reason.MANUAL_RELEASE):
+        if self in (Reason.OK, Reason.MANUAL_RELEASE, Reason.OVERRIDDEN):
             return Outcome.ALLOW
+        if self in _STAFF_REASONS:
+            return Outcome.STAFF
         if self is Reason.ALREADY_USED:
             return Outcome.ALREADY_USED
         if self is Reason.TOO_EARLY:
@@ -95,8 +113,21 @@ class Reason(StrEnum):
         return Outcome.DENY
 
 
+#: A staff badge's answers (``core.badges``, ``gate.staff``): outcome ``staff``, never a ticket's.
+_STAFF_REASONS = frozenset(
+    {
+        Reason.STAFF_SIGNED_IN, Reason.STAFF_SIGNED_OUT, Reason.BADGE_INVALID, Reason.BADGE_UNKNOWN_KEY,
+        Reason.BADGE_BAD_SIGNATURE, Reason.BADGE_WRONG_EVENT, Reason.BADGE_REVOKED,
+        Reason.BADGE_NOT_YET_VALID, Reason.BADGE_EXPIRED, Reason.OVERRIDE_NOT_SUPERVISOR,
+        Reason.OVERRIDE_WINDOW_PASSED,
+    }
+)  # fmt: skip
+
 #: Details that ``as_dict`` writes as they are.
-_DETAILS = ("ticket_id", "session", "zone", "entries_allowed", "entries_used", "opens_in", "last_entry_gate")
+_DETAILS = (
+    "ticket_id", "session", "zone", "entries_allowed", "entries_used", "opens_in", "last_entry_gate",
+    "staff", "staff_name", "overrides", "overridden_outcome", "overridden_reason",
+)  # fmt: skip
 
 _STATUS_REASON = {
     Status.BLOCKED: Reason.BLOCKED,
@@ -179,6 +210,13 @@ class Decision:
     last_entry_gate: str | None = None
     entries_allowed: int | None = None
     entries_used: int | None = None
+    #: A staff scan's operator id and name (from the badge); an override's supervisor.
+    staff: str | None = None
+    staff_name: str | None = None
+    #: An override's refused scan: its uuid, outcome and reason.
+    overrides: str | None = None
+    overridden_outcome: str | None = None
+    overridden_reason: str | None = None
 
     @property
     def outcome(self) -> Outcome:

@@ -7,8 +7,10 @@ found from it by trying them all) and without the decision as shown (it may carr
 the ticket source says of the attendee): when, which device, who, which ticket, the
 outcome, reason and resolution, and whether it was decided online or offline.
 
-On the wire a row is a JSON object with exactly ``FIELDS``; ``parse_scan`` answers
-anything else with ``EvidenceError`` naming the field. The gate that made the scan is
+On the wire a row is a JSON object with exactly ``FIELDS`` (and, for a supervisor's
+forced entry, ``overrides``: the refused scan's uuid, outcome and reason, an object of
+``OVERRIDE_FIELDS``); ``parse_scan`` answers anything else with ``EvidenceError`` naming
+the field. The gate that made the scan is
 the gate that signed the upload: it is not a field.
 """
 
@@ -28,6 +30,9 @@ FIELDS = (
     "uuid", "hlc", "wall", "device", "operator", "ticket_id", "kind", "outcome", "reason", "resolution",
     "mode", "manifest_version",
 )  # fmt: skip
+#: An override row's optional field (``overrides``), and the fields of its object.
+OPTIONAL = ("overrides",)
+OVERRIDE_FIELDS = ("scan", "outcome", "reason")
 #: The longest device, operator or ticket id, in characters.
 MAX_TEXT = 64
 #: Outcomes, reasons and resolutions are names: lowercase, digits and underscores.
@@ -62,17 +67,22 @@ class EvidenceScan:
     resolution: str
     mode: str
     manifest_version: int | None
+    #: A forced entry's refused scan: {"scan": uuid, "outcome": name, "reason": name}; None otherwise.
+    overrides: dict[str, str] | None = None
 
     def as_dict(self) -> dict[str, Any]:
-        """The row as it travels."""
-        return asdict(self)
+        """The row as it travels (``overrides`` only on an override's row)."""
+        out = asdict(self)
+        if self.overrides is None:
+            del out["overrides"]
+        return out
 
 
 def parse_scan(data: object) -> EvidenceScan:
     """An uploaded row, checked field by field."""
     if not isinstance(data, Mapping):
         raise EvidenceError("scan", "must be a JSON object")
-    unknown = sorted(repr(k)[:64] for k in data if k not in FIELDS)
+    unknown = sorted(repr(k)[:64] for k in data if k not in FIELDS and k not in OPTIONAL)
     if unknown:
         raise EvidenceError(unknown[0], "is not a field of an evidence row")
     missing = [name for name in FIELDS if name not in data]
@@ -100,8 +110,31 @@ def parse_scan(data: object) -> EvidenceScan:
     return EvidenceScan(
         str(uuid), hlc, float(wall), _text(data, "device", optional=False) or "",
         _text(data, "operator"), _text(data, "ticket_id"), str(kind), _name(data, "outcome"),
-        _name(data, "reason"), _name(data, "resolution"), str(mode), version,
+        _name(data, "reason"), _name(data, "resolution"), str(mode), version, _overrides(data),
     )  # fmt: skip
+
+
+def _overrides(data: Mapping[str, Any]) -> dict[str, str] | None:
+    """An override's refused scan, checked field by field (None when the row is no override)."""
+    value = data.get("overrides")
+    if value is None:
+        return None
+    if not isinstance(value, Mapping) or sorted(value) != sorted(OVERRIDE_FIELDS):
+        raise EvidenceError("overrides", 'must be null or an object of "scan", "outcome" and "reason"')
+    try:
+        canonical = isinstance(value["scan"], str) and str(uuidlib.UUID(value["scan"])) == value["scan"]
+    except ValueError:
+        canonical = False
+    if not canonical:
+        raise EvidenceError("overrides.scan", "must be a UUID in its canonical form")
+    try:
+        return {
+            "scan": str(value["scan"]),
+            "outcome": _name(value, "outcome"),
+            "reason": _name(value, "reason"),
+        }
+    except EvidenceError as exc:
+        raise EvidenceError(f"overrides.{exc.field}", exc.detail) from None
 
 
 def _whole(data: Mapping[str, Any], name: str, high: int) -> int:

@@ -128,6 +128,10 @@ class Header:
     revoked_holders: frozenset[str] = frozenset()
     #: Steps either side of the gate's own that a rotating code may be from.
     rotating_tolerance: int = DEFAULT_TOLERANCE
+    #: Keys that sign staff badges (``gate_daemon.core.badges``); older manifests have none.
+    staff_keys: tuple[PublicKey, ...] = ()
+    #: Operator ids whose badges are refused.
+    revoked_staff: frozenset[str] = frozenset()
 
 
 # ---------------------------------------------------------------- container
@@ -324,6 +328,8 @@ def _header(doc: dict[str, Any]) -> Header:
         ),
         revoked_holders=frozenset(str(c) for c in doc.get("revoked_holders", ())),
         rotating_tolerance=_tolerance(doc.get("rotating_tolerance", DEFAULT_TOLERANCE)),
+        staff_keys=tuple(PublicKey.parse(t) for t in doc.get("staff_keys", ())),
+        revoked_staff=frozenset(str(r) for r in doc.get("revoked_staff", ())),
     )
 
 

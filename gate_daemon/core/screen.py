@@ -16,7 +16,7 @@ from typing import NotRequired, TypedDict
 
 from gate_daemon.core.decision import Decision, Outcome, Reason
 from gate_daemon.core.manifest import Manifest
-from gate_daemon.core.snapshot import GateSnapshot, LaneStatus
+from gate_daemon.core.snapshot import GateSnapshot, LaneStatus, StaffStatus
 from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.core.times import format_instant
 
@@ -25,6 +25,7 @@ COLOURS = {
     Outcome.DENY: "red",
     Outcome.ALREADY_USED: "yellow",
     Outcome.TOO_EARLY: "yellow",
+    Outcome.STAFF: "purple",
 }
 
 HEADLINES = {
@@ -32,6 +33,7 @@ HEADLINES = {
     Outcome.DENY: "No entry",
     Outcome.ALREADY_USED: "Already used",
     Outcome.TOO_EARLY: "Too early",
+    Outcome.STAFF: "Staff badge",
 }
 
 #: The reason in plain words, where the decision's own message is not already plain
@@ -152,6 +154,8 @@ def scan_view(
         view["text"] = decision.message  # "Entry allowed (2 more entries left)", "Exit recorded"
     if reason is Reason.LANE_CLOSED:
         view["headline"] = "Lane closed"
+    if outcome is Outcome.STAFF or reason is Reason.OVERRIDDEN:
+        view["text"] = decision.message  # "Signed in: Anna K", "Admitted by supervisor Sam (was revoked)"
     if pending:
         view["colour"], view["headline"], view["advice"] = PENDING_COLOUR, "Confirm entry", PENDING_ADVICE
         view["text"] = "Valid ticket, not yet let in"
@@ -200,6 +204,8 @@ class StatusView(TypedDict):
     clock_warning: str | None
     scans_hour: int
     lane: LaneView
+    #: Who is signed in by staff badge ("Anna K (steward)"), or None.
+    staff: NotRequired[str | None]
 
 
 class LaneView(TypedDict):
@@ -241,7 +247,12 @@ def status_view(snapshot: GateSnapshot, scans_hour: int) -> StatusView:
         "clock_warning": snapshot["clock"]["warning"],
         "scans_hour": scans_hour,
         "lane": lane_view(lane),
+        "staff": _staff(snapshot.get("staff")),
     }
+
+
+def _staff(staff: StaffStatus | None) -> str | None:
+    return None if staff is None else f"{staff['name']} ({staff['role']})"
 
 
 def lane_view(lane: LaneStatus) -> LaneView:

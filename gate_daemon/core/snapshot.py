@@ -221,6 +221,19 @@ class LaneStatus(TypedDict):
     unverified: NotRequired[dict[str, int]]
 
 
+class StaffStatus(TypedDict):
+    """The operator a staff badge signed in at this gate."""
+
+    operator: str
+    name: str
+    #: "steward" or "supervisor".
+    role: str
+    #: When they signed in (unix seconds, the gate's clock).
+    since: float
+    #: Seconds left before they are signed out for idleness.
+    idle_left_s: int
+
+
 class GateSnapshot(TypedDict):
     """The whole status of a running gate."""
 
@@ -248,3 +261,5 @@ class GateSnapshot(TypedDict):
     online: OnlineStatus | None
     clock: ClockStatus
     lane: LaneStatus
+    #: Who is signed in by staff badge (``gate_daemon.gate.staff``), or None.
+    staff: NotRequired[StaffStatus | None]

@@ -48,6 +48,7 @@ from gate_daemon.gate.counts import count_softly
 from gate_daemon.gate.lane import Lane
 from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.gate.scan import Gate
+from gate_daemon.gate.staff import Shift
 from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.factory import make_button, make_input, make_signals, make_turnstile_pins
 from gate_daemon.hardware.ports import Contact, ScanInput, Signals
@@ -149,7 +150,6 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
         turnstile = _turnstile(config, ledger, pin_factory, clock)
         if turnstile is not None:
             stack.push_async_callback(_quietly, "the turnstile", turnstile.aclose)
-        lane = await _lane(config, stack, ledger, manifests, clock)
         gate = Gate(
             gate_id=config.gate.id,
             event_id=config.gate.event,
@@ -161,7 +161,8 @@ async def start(config: GateConfig, *, stdin: BinaryIO | None = None, pin_factor
             repeat_window=config.gate.repeat_window_ms / 1000,
             turnstile=turnstile,
             clock=clock.now,
-            lane=lane,
+            lane=await _lane(config, stack, ledger, manifests, clock),
+            shift=Shift(idle_s=config.gate.operator_idle_s, window_s=config.gate.override_window_s),
         )
         unreadable = counters.UNREADABLE_IMAGES
         source = make_input(config, stdin, on_unreadable=lambda: count_softly(ledger, unreadable))

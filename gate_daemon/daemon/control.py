@@ -9,6 +9,7 @@ protocol is one JSON object per line each way:
     {"op": "conflicts"}
     {"op": "search", "query": "A-1042", "limit": 20}
     {"op": "confirm"}
+    {"op": "scan", "payload": "...", "force": true, "badge": "GDS1:..."}
 
 Answers are ``{"ok": true, ...}`` or ``{"ok": false, "error": NAME, "message": ...}`` with
 ``error`` one of ``not_json``, ``too_large``, ``bad_request``, ``unknown_op``, ``busy``
@@ -18,9 +19,13 @@ without a central) or ``upstream`` (the central did not answer a search). A scan
 path as a camera scan (recorded, then signalled); ``scan_id`` makes a retried request
 idempotent (the gate records it under ``record_id``, an id of its own made from it, so
 the same id used at another gate makes another record there). Without ``operator`` the
-scan is recorded under the name of the user on the other end of the socket. ``confirm``
+scan is recorded under the operator a staff badge signed in at the gate, else the name of
+the user on the other end of the socket. ``confirm``
 releases the oldest allow a supervised lane holds (``gatectl confirm``): it answers
 ``{"ok": true, "confirmed": true|false, "lane": LANE}``, false when none was waiting.
+A scan with ``force`` (``gatectl scan --force``) needs ``badge``, a supervisor's staff badge:
+a refusal of the ticket is put to the badge at once (``Gate.force``, docs/BADGES.md); the
+answer is the override's decision, or the ticket's when it was not refused.
 """
 
 from __future__ import annotations
@@ -40,6 +45,7 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from gate_daemon.core.badges import is_badge
 from gate_daemon.core.decision import ScanKind
 from gate_daemon.core.snapshot import GateSnapshot
 from gate_daemon.errors import GateError, WireError
@@ -212,7 +218,7 @@ class ControlServer:
             raise BadRequest("upstream", f"the central did not answer the search: {exc}") from None
 
     async def _scan(self, request: dict[str, Any], user: str | None) -> dict[str, Any]:
-        unknown = set(request) - {"op", "payload", "operator", "kind", "scan_id"}
+        unknown = set(request) - {"op", "payload", "operator", "kind", "scan_id", "force", "badge"}
         if unknown:
             raise BadRequest("bad_request", f"unknown fields: {', '.join(sorted(unknown))}")
         payload = request.get("payload")
@@ -232,15 +238,43 @@ class ControlServer:
                 scan_id = str(uuid.UUID(str(scan_id)))
             except ValueError:
                 raise BadRequest("bad_request", "scan_id must be a UUID") from None
+        badge = _forcing(request)
+        if "operator" not in request:  # the operator a staff badge signed in, before the socket's user
+            operator = self.gate.shift.operator() or operator
         # The device names who is on the other end of the socket, whatever operator they give.
         device = f"control:{user}" if user else "control"
         try:
-            result = await self.gate.scan(
-                payload, device=device, operator=operator, kind=kind, scan_id=scan_id
-            )
+            if badge is not None:
+                result = await self.gate.force(
+                    payload, badge, device=device, operator=operator, scan_id=scan_id
+                )
+            else:
+                result = await self.gate.scan(
+                    payload, device=device, operator=operator, kind=kind, scan_id=scan_id
+                )
         except ScanIdReused as exc:
             raise BadRequest("bad_request", str(exc)) from None
         return {"ok": True, "decision": result.as_dict(client_id=scan_id)}
+
+
+def _forcing(request: dict[str, Any]) -> str | None:
+    """A forced scan's badge (None for a plain scan); no force without a badge, no badge without force."""
+    force, badge = request.get("force", False), request.get("badge")
+    if not isinstance(force, bool):
+        raise BadRequest("bad_request", "force must be true or false")
+    if badge is not None and (not isinstance(badge, str) or not badge or len(badge) > MAX_PAYLOAD):
+        raise BadRequest("bad_request", f"badge must be a string of 1 to {MAX_PAYLOAD} characters")
+    if badge is not None and not is_badge(badge):
+        raise BadRequest("bad_request", "badge is not a staff badge (GDS1:...)")
+    if force and badge is None:
+        raise BadRequest("bad_request", "force needs a supervisor's staff badge (badge)")
+    if badge is not None and not force:
+        raise BadRequest(
+            "bad_request", "badge is given only with force (a badge alone is scanned as a payload)"
+        )
+    if force and request.get("kind") == "exit":
+        raise BadRequest("bad_request", "force admits an entry; it cannot be an exit")
+    return badge
 
 
 def _printable(value: object, limit: int) -> bool:

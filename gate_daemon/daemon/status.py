@@ -82,6 +82,7 @@ class GateStatus:
             "online": None if self.online is None else self.online.status(),
             "clock": self.clock.status(),
             "lane": self.gate.lane.status(),
+            "staff": self.gate.shift.status(),
         }
 
     def _manifest(self, now: float) -> ManifestStatus:

@@ -30,6 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
+from gate_daemon.core.badges import is_badge
 from gate_daemon.core.decision import (
     Checkpoint,
     Decision,
@@ -46,6 +47,7 @@ from gate_daemon.core.tokens import payload_fingerprint
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.gate.feed import ResultFeed, Subscription
 from gate_daemon.gate.lane import Held, Lane
+from gate_daemon.gate.staff import BadgeVerdict, Shift
 from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.ports import Signals
 from gate_daemon.store.ledger import Ledger
@@ -138,6 +140,7 @@ class Gate:
         monotonic: Callable[[], float] = time.monotonic,
         online: RemoteDecider | None = None,
         lane: Lane | None = None,
+        shift: Shift | None = None,
     ) -> None:
         self.gate_id = gate_id
         self.online = online
@@ -160,6 +163,8 @@ class Gate:
         self.lane = lane or Lane(ledger, manifests, gate_id=gate_id, event_id=event_id, clock=clock)
         #: Every result shown, for its subscribers (the gate screen); a held allow too, as pending.
         self.results: ResultFeed[ScanResult] = ResultFeed(monotonic=monotonic)
+        #: Who is signed in by badge, and the refusal a supervisor may override (``gate.staff``).
+        self.shift = shift or Shift(idle_s=1800, window_s=60, monotonic=monotonic)
 
     def subscribe(self) -> Subscription[ScanResult]:
         """Every result this gate shows from now on, as it is shown (``gate_daemon.gate.feed``)."""
@@ -210,6 +215,7 @@ class Gate:
         self._show(decision)
         if self.turnstile is not None and decision.reason is Reason.MANUAL_RELEASE:
             self.turnstile.release(None)
+        self.shift.scanned(scan.uuid, decision, self.kind, recorded=True)  # no override after it
         result = ScanResult(scan.uuid, decision)
         self.results.publish(result)
         return result
@@ -277,6 +283,9 @@ class Gate:
             if prior is not None:
                 return prior
         scan_id = scan_id or new_scan_id()
+        if is_badge(payload):
+            return await self._badge(payload, fingerprint, device, scan_id)
+        operator = operator or self.shift.operator()
         intended = self.lane.supervised
         if intended:
             try:  # before the scan commits: a crash while it is held leaves a trace to void at start
@@ -289,6 +298,7 @@ class Gate:
             self.online.settled(result.scan_id, admitted)
         if not result.duplicate:
             decision = result.decision
+            self.shift.scanned(result.scan_id, decision, kind or self.kind, recorded=result.recorded)
             admits = decision.reason is Reason.OK and decision.ticket_id is not None
             if admits and result.recorded and self.lane.supervised and intended:
                 self.lane.hold(result.scan_id, decision)  # shown and released once confirmed
@@ -301,6 +311,64 @@ class Gate:
             self.results.publish(result)
         if intended:
             await self.lane.forget(scan_id)
+        return result
+
+    async def force(
+        self,
+        payload: str,
+        badge: str,
+        *,
+        device: str,
+        operator: str | None = None,
+        scan_id: str | None = None,
+    ) -> ScanResult:
+        """``gatectl scan --force``: the ticket is scanned, and a refusal is put to the badge at once.
+
+        Nothing is admitted by force without a supervisor's badge: ``badge`` is scanned as
+        any badge is (verified against the manifest's staff keys), so a steward's is refused.
+        The ticket's own result when it was not refused (or not a ticket's refusal). With
+        ``scan_id`` (a retried request) the badge's scan has an id made from it, so a retry
+        is answered with the override already recorded.
+        """
+        if not is_badge(badge):
+            refused = Decision(Reason.BADGE_INVALID, "Badge refused: not a staff badge")
+            return ScanResult(new_scan_id(), refused, recorded=False)
+        badge_id = None if scan_id is None else str(uuid.uuid5(_SCAN_IDS, f"force\n{scan_id}"))
+        if badge_id is not None:
+            fingerprint = payload_fingerprint(self.event_id, badge)
+            done = await self._prior(gate_scan_id(self.gate_id, badge_id), fingerprint)
+            if done is not None:
+                return done
+        first = await self.scan(payload, device=device, operator=operator, scan_id=scan_id)
+        pending = self.shift.pending
+        if pending is None or pending.scan_id != first.scan_id:
+            return first
+        return await self.scan(badge, device=device, scan_id=badge_id)
+
+    async def _badge(self, payload: str, fingerprint: str, device: str, scan_id: str) -> ScanResult:
+        """A staff badge's scan: decided by the shift, recorded as a staff scan (or a forced entry)."""
+        manifest = self.manifests.current
+        scan = self._scan_of(
+            scan_id, fingerprint, device, None, self.kind, route="offline", manifest=manifest
+        )
+        verdict: BadgeVerdict = self.shift.judge(payload, manifest, scan.wall, closed=self.lane.closed)
+        decision = verdict.decision
+        forced = decision.reason is Reason.OVERRIDDEN
+        scan = replace(scan, operator=decision.staff, kind=ScanKind.ENTRY if forced else self.kind)
+        try:
+            recorded = await self.ledger.record_scan(
+                scan, decision.ticket_id if forced else None, lambda _facts: decision
+            )
+        except (sqlite3.Error, ValueError, PolicyConflict) as exc:
+            return self._unrecorded(scan_id, f"ledger error: {exc}")
+        if isinstance(recorded, RecordedScan):
+            return _duplicate(scan_id, fingerprint, recorded)
+        self.shift.settle(verdict, scan.wall)
+        self._show(decision)
+        if forced and self.turnstile is not None:
+            self.turnstile.release(scan_id)
+        result = ScanResult(scan_id, decision)
+        self.results.publish(result)
         return result
 
     async def _prior(self, scan_id: str, fingerprint: str) -> ScanResult | None:

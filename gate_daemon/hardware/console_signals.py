@@ -13,12 +13,14 @@ _COLOUR = {
     Outcome.DENY: "\x1b[1;31m",  # red
     Outcome.ALREADY_USED: "\x1b[1;33m",  # yellow
     Outcome.TOO_EARLY: "\x1b[1;33m",  # yellow
+    Outcome.STAFF: "\x1b[1;36m",  # cyan: a staff badge, no ticket's colour
 }
 _LABEL = {
     Outcome.ALLOW: "ALLOW",
     Outcome.DENY: "DENY",
     Outcome.ALREADY_USED: "USED",
     Outcome.TOO_EARLY: "EARLY",
+    Outcome.STAFF: "STAFF",
 }
 _RESET = "\x1b[0m"
 

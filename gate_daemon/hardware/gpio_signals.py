@@ -12,6 +12,8 @@ allow              green                       one short beep 0.1 s    rising ch
 deny               red                         one long tone 0.6 s     low A3, 0.6 s
 already_used       yellow                      two short beeps         two E5 notes
 too_early          yellow                      one beep 0.25 s         one E5, 0.25 s
+staff (a badge)    green and yellow blinking   three quick beeps       falling G5-E5-C5
+                   together, three times
 out of service     red and yellow blinking     silent                  silent
                    together, 1 s on, 1 s off
 =================  ==========================  ======================  =====================
@@ -39,6 +41,7 @@ BEEPS = {
     Outcome.DENY: (0.6, 0.1, 1),
     Outcome.ALREADY_USED: (0.1, 0.1, 2),
     Outcome.TOO_EARLY: (0.25, 0.1, 1),
+    Outcome.STAFF: (0.05, 0.05, 3),
 }
 #: (note or None for a rest, seconds) per outcome, for a tonal buzzer (range A3 to A5).
 TONES: dict[Outcome, tuple[tuple[str | None, float], ...]] = {
@@ -46,9 +49,12 @@ TONES: dict[Outcome, tuple[tuple[str | None, float], ...]] = {
     Outcome.DENY: (("A3", 0.6),),
     Outcome.ALREADY_USED: (("E5", 0.1), (None, 0.1), ("E5", 0.1)),
     Outcome.TOO_EARLY: (("E5", 0.25),),
+    Outcome.STAFF: (("G5", 0.06), ("E5", 0.06), ("C5", 0.06)),
 }
 #: Out of service: red and yellow blink together, this long on and off.
 OUT_OF_SERVICE_BLINK = 1.0
+#: A staff badge: green and yellow blink together this many times, this long on and off.
+STAFF_BLINKS, STAFF_BLINK = 3, 0.15
 
 
 class GpioSignals:
@@ -86,6 +92,7 @@ class GpioSignals:
             Outcome.DENY: self.red,
             Outcome.ALREADY_USED: self.yellow,
             Outcome.TOO_EARLY: self.yellow,
+            Outcome.STAFF: self.green,
         }
         self._showing_until = 0.0
         self._out_of_service = False
@@ -103,7 +110,11 @@ class GpioSignals:
         for other in (self.green, self.red, self.yellow):
             if other is not light:
                 other.off()
-        light.blink(on_time=self.hold, off_time=0, n=1, background=True)
+        if decision.outcome is Outcome.STAFF:  # no ticket's colour: a pattern of its own
+            for lit in (self.green, self.yellow):
+                lit.blink(on_time=STAFF_BLINK, off_time=STAFF_BLINK, n=STAFF_BLINKS, background=True)
+        else:
+            light.blink(on_time=self.hold, off_time=0, n=1, background=True)
         self._showing_until = self._monotonic() + self.hold
         if self.buzzer is None:
             return

@@ -87,6 +87,7 @@ _PLAIN = {
     ),
     names.MANUAL_RELEASES: ("gate_manual_releases", "Turnstile releases by the steward's button."),
     names.CONFLICTS: ("gate_conflicts_found", "Double entries found as records from other gates arrived."),
+    names.OVERRIDES: ("gate_overrides", "Refused entries a supervisor's badge admitted (forced entries)."),
 }
 
 

@@ -86,6 +86,7 @@ def build_manifest(
         "ticket_keys": [k.text() for k in event.ticket_keys],
         "gates": [_roster_gate(g) for g in event.gates],
         **_supervisors(event),
+        **_staff(event),
         "revoked": sorted(set(event.revoked)),
         "legacy_codes": event.legacy_codes,
         "by_status": _by_status(tickets),
@@ -112,6 +113,16 @@ def _supervisors(event: EventSpec) -> dict[str, Any]:
     if not event.supervisors:
         return {}
     return {"supervisors": [{"id": s.id, "pub": s.key.text()} for s in event.supervisors]}
+
+
+def _staff(event: EventSpec) -> dict[str, Any]:
+    """Staff keys and revoked operators; left out when there are none, so such a manifest reads as before."""
+    out: dict[str, Any] = {}
+    if event.staff_keys:
+        out["staff_keys"] = [k.text() for k in event.staff_keys]
+    if event.revoked_staff:
+        out["revoked_staff"] = sorted(set(event.revoked_staff))
+    return out
 
 
 def _by_status(tickets: Sequence[TicketEntry]) -> dict[str, int]:

@@ -7,6 +7,8 @@ ticket_keys = ["issuer.pub"]     # keys whose signed tickets this event accepts
                                  # (paths relative to this file, or "ed25519:...")
 revoked_holders = []             # rotating tickets' certificate ids (16 hex digits)
                                  # issued again to a new phone (docs/ROTATING.md)
+staff_keys = ["staff.pub"]       # keys that sign staff badges (never also a ticket key)
+revoked_staff = ["op-7"]         # operator ids whose badges are refused
 
 [event]
 id = "demo-2026"                 # letters, digits, . _ - (at most 64)
@@ -44,6 +46,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from gate_daemon.config.toml import Checker, KeyPath, load
+from gate_daemon.core.badges import MAX_OPERATOR
 from gate_daemon.core.enrollment import parse_addr
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import MAX_ADDR, RosterGate, RosterSupervisor, Session, Zone
@@ -57,6 +60,7 @@ IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 TOP_KEYS = {"event", "sessions", "zones", "revoked", "ticket_keys", "gates", "supervisors", "revoked_holders"}
 EVENT_KEYS = {"id", "name", "legacy_codes", "rotating_tolerance"}
 CERTIFICATE_ID = re.compile(r"[0-9a-f]{16}")
+TOP_KEYS |= {"staff_keys", "revoked_staff"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +78,8 @@ class EventSpec:
     supervisors: tuple[RosterSupervisor, ...] = ()
     revoked_holders: tuple[str, ...] = ()
     rotating_tolerance: int = DEFAULT_TOLERANCE
+    staff_keys: tuple[PublicKey, ...] = ()
+    revoked_staff: tuple[str, ...] = ()
 
 
 def load_event(path: Path) -> EventSpec:
@@ -141,6 +147,7 @@ def load_event(path: Path) -> EventSpec:
     _unique(check, "gates", [g.id for g in gates])
     supervisors = _supervisors(check, doc, base)
     holders, tolerance = _rotating(check, doc, event)
+    staff_keys, revoked_staff = _staff(check, doc, base, ticket_keys)
 
     check.finish()
     return EventSpec(
@@ -155,6 +162,8 @@ def load_event(path: Path) -> EventSpec:
         supervisors,
         holders,
         tolerance,
+        staff_keys,
+        revoked_staff,
     )
 
 
@@ -225,3 +234,21 @@ def _rotating(
         event, ("event",), "rotating_tolerance", low=0, high=MAX_TOLERANCE, default=DEFAULT_TOLERANCE
     )
     return tuple(found), tolerance
+def _staff(
+    check: Checker, doc: dict[str, object], base: Path, ticket_keys: list[PublicKey]
+) -> tuple[tuple[PublicKey, ...], tuple[str, ...]]:
+    """``staff_keys`` (keys that sign staff badges, never also ticket keys) and ``revoked_staff``."""
+    keys: list[PublicKey] = []
+    tickets = {k.raw for k in ticket_keys}
+    for i, ref in enumerate(check.strings(doc, (), "staff_keys")):
+        key = _key(check, ("staff_keys", i), ref, base)
+        if key is not None and key.raw in tickets:
+            check.problem(("staff_keys", i), "is also a ticket key; a staff key must be a key of its own")
+        elif key is not None:
+            keys.append(key)
+    _unique(check, "staff_keys", [k.kid for k in keys], what="key id")
+    revoked = check.strings(doc, (), "revoked_staff")
+    for i, operator in enumerate(revoked):
+        if not 0 < len(operator.encode()) <= MAX_OPERATOR:
+            check.problem(("revoked_staff", i), f"operator id must be 1 to {MAX_OPERATOR} bytes")
+    return tuple(keys), tuple(revoked)

@@ -15,6 +15,7 @@ entry not passed is voided): the void is a record, and reaches the central as on
 
 from __future__ import annotations
 
+import json
 import urllib.parse
 from typing import Any
 
@@ -25,11 +26,16 @@ from gate_daemon.store.ledger import Ledger
 _KEY = "upstream_evidence_hlc"
 _ROWS = (
     "SELECT uuid, hlc, wall, device, operator, ticket_id, kind, outcome, reason, resolution, mode,"
-    " manifest_version FROM scans WHERE hlc > ? ORDER BY hlc LIMIT ?"
+    " manifest_version,"
+    # A forced entry's refused scan, kept in the decision as shown (gate.staff): the upload's ``overrides``.
+    " CASE WHEN resolution = 'overridden' THEN json_object('scan', json_extract(decision, '$.overrides'),"
+    " 'outcome', json_extract(decision, '$.overridden_outcome'),"
+    " 'reason', json_extract(decision, '$.overridden_reason')) END"
+    " FROM scans WHERE hlc > ? ORDER BY hlc LIMIT ?"
 )
 _NAMES = (
     "uuid", "hlc", "wall", "device", "operator", "ticket_id", "kind", "outcome", "reason", "resolution",
-    "mode", "manifest_version",
+    "mode", "manifest_version", "overrides",
 )  # fmt: skip
 
 
@@ -64,7 +70,10 @@ class EvidenceCursor:
             if not found or int(found[0]) <= after:
                 return []
             rows = await reader.execute_fetchall(_ROWS, (after, limit))
-        return [dict(zip(_NAMES, row, strict=True)) for row in rows]
+        out = [dict(zip(_NAMES, row, strict=True)) for row in rows]
+        for row in out:
+            row["overrides"] = None if row["overrides"] is None else json.loads(row["overrides"])
+        return out
 
     async def advance(self, hlc: int) -> None:
         """The central answered for every row up to stamp ``hlc``: remember it (only forwards)."""

@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from gate_daemon.core.overrides import Override, override_of
 from gate_daemon.store.conflicts import SELECT_CONFLICTS, Conflict, conflict
 from gate_daemon.store.ledger import LedgerError
 
@@ -139,3 +140,17 @@ def read_commands(path: Path, limit: int = 100) -> list[CommandRow]:
             (limit,),
         ).fetchall()
     return [CommandRow(*row) for row in rows]
+
+
+#: A ledger's forced entries, with the refused scan each one names (its decision as shown).
+_OVERRIDES = (
+    "SELECT uuid, gate, wall, operator, ticket_id, json_extract(decision, '$.overrides'),"
+    " json_extract(decision, '$.overridden_outcome'), json_extract(decision, '$.overridden_reason')"
+    " FROM scans WHERE resolution = 'overridden' ORDER BY hlc"
+)
+
+
+def read_overrides(path: Path) -> list[Override]:
+    """The forced entries a supervisor's badge made at this gate, oldest first (``core.overrides``)."""
+    with reading(path) as db:
+        return [override_of(row) for row in db.execute(_OVERRIDES).fetchall()]

@@ -82,12 +82,23 @@ class RecordedScan:
 
 
 def resolution(decision: Decision, kind: ScanKind) -> str:
-    """What a scan did: ``admitted``, ``exited`` (both redeem), ``released`` (the button) or ``refused``."""
+    """What a scan did: ``admitted``, ``exited``, ``overridden`` (all three redeem), ``released``
+    (the button), ``signed_in`` or ``signed_out`` (a staff badge) or ``refused``."""
     if decision.reason is Reason.MANUAL_RELEASE:
         return "released"
+    if decision.reason in _RESOLUTIONS:
+        return _RESOLUTIONS[decision.reason]
     if decision.outcome is Outcome.ALLOW and decision.ticket_id is not None:
         return "admitted" if kind is ScanKind.ENTRY else "exited"
     return "refused"
+
+
+#: Resolutions named by the reason alone (staff badges, and a supervisor's forced entry).
+_RESOLUTIONS = {
+    Reason.OVERRIDDEN: "overridden",
+    Reason.STAFF_SIGNED_IN: "signed_in",
+    Reason.STAFF_SIGNED_OUT: "signed_out",
+}
 
 
 def redemption_of(
@@ -98,12 +109,16 @@ def redemption_of(
     It takes the ticket's next slot after ``facts``, the facts the scan was decided on
     (voided entries keep their slots); its time, operator and route are the scan's.
     """
-    if evidence.resolution not in ("admitted", "exited"):
+    if evidence.resolution not in ("admitted", "exited", "overridden"):
         return None
     scan, decision = evidence.scan, evidence.decision
     if decision.ticket_id is None or decision.ticket_id != ticket_id:
         raise ValueError("a scan can only redeem the ticket whose facts it was decided on")
-    if scan.kind is ScanKind.ENTRY:
+    forced = evidence.resolution == "overridden"
+    taken: int | None
+    if forced:
+        taken = None  # a forced entry takes no slot: it is no entry the ticket's policy allowed
+    elif scan.kind is ScanKind.ENTRY:
         taken = max(facts.entries, facts.entry_slots)
     else:
         taken = max(facts.exits, facts.exit_slots)
@@ -111,7 +126,7 @@ def redemption_of(
         uuid=scan.uuid,
         ticket_id=decision.ticket_id,
         kind=scan.kind.value,
-        slot=taken + 1,
+        slot=None if taken is None else taken + 1,
         origin=evidence.gate,
         epoch=epoch,
         seq=seq,
@@ -119,6 +134,7 @@ def redemption_of(
         wall=scan.wall,
         operator=scan.operator,
         mode=scan.route,
+        forced=forced,
     )
 
 
@@ -135,9 +151,13 @@ def scan_counters(evidence: ScanEvidence) -> tuple[str, ...]:
     """The counters a committed scan adds one to (docs/LEDGER.md, "Counters")."""
     if evidence.resolution == "released":
         return (counters.MANUAL_RELEASES,)
+    extra = (counters.OVERRIDES,) if evidence.resolution == "overridden" else ()
     scan, decision = evidence.scan, evidence.decision
-    return counters.scan_counters(
-        scan.route, decision.outcome.value, decision.reason.value, scan.kind.value, evidence.resolution
+    return (
+        counters.scan_counters(
+            scan.route, decision.outcome.value, decision.reason.value, scan.kind.value, evidence.resolution
+        )
+        + extra
     )
 
 

@@ -176,6 +176,7 @@
     );
     set("s-clock", next.clock_warning ? "Clock: " + next.clock_warning : "");
     set("s-scans", next.scans_hour + (next.scans_hour === 1 ? " scan" : " scans") + " this hour");
+    set("s-staff", next.staff ? "Signed in: " + next.staff : "Nobody signed in");
     idle();
   }
 

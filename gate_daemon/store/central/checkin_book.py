@@ -330,11 +330,12 @@ class CentralStore:
             fresh = {s.uuid: s for s in scans if s.uuid not in held}
             await db.executemany(
                 "INSERT INTO evidence (uuid, gate, hlc, wall, device, operator, ticket_id, kind, outcome,"
-                " reason, resolution, mode, manifest_version, received_at)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+                " reason, resolution, mode, manifest_version, received_at, overrides)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                 [
                     (s.uuid, gate, s.hlc, s.wall, s.device, s.operator, s.ticket_id, s.kind, s.outcome,
-                     s.reason, s.resolution, s.mode, s.manifest_version, now)
+                     s.reason, s.resolution, s.mode, s.manifest_version, now,
+                     None if s.overrides is None else json.dumps(s.overrides))
                     for s in fresh.values()
                 ],
             )  # fmt: skip

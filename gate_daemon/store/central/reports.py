@@ -10,6 +10,7 @@ from __future__ import annotations
 from pathlib import Path
 
 from gate_daemon.core.incident import Beat, Collision, IncidentData, Receipt, ScanMark
+from gate_daemon.core.overrides import Override, override_of
 from gate_daemon.store.central.checkin_book import reading
 from gate_daemon.store.ticket_history import TicketFacts, record_fact, scan_fact
 
@@ -87,3 +88,14 @@ def read_incident(path: Path, start: float, end: float) -> IncidentData:
         ],
         gates=[str(g) for (g,) in heard],
     )
+
+
+def read_overrides(path: Path) -> list[Override]:
+    """The forced entries in the gates' uploaded evidence, oldest first (``core.overrides``)."""
+    with reading(path) as db:
+        rows = db.execute(
+            "SELECT uuid, gate, wall, operator, ticket_id, json_extract(overrides, '$.scan'),"
+            " json_extract(overrides, '$.outcome'), json_extract(overrides, '$.reason')"
+            " FROM evidence WHERE resolution = 'overridden' ORDER BY wall, gate, uuid"
+        ).fetchall()
+    return [override_of(row) for row in rows]

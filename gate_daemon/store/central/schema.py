@@ -167,6 +167,10 @@ CREATE TABLE enrolled_gates (
     token_key   TEXT NOT NULL
 );
 """,
+    # 5: a supervisor's forced entry names the scan it overrode: {"scan", "outcome", "reason"} as JSON.
+    """
+ALTER TABLE evidence ADD COLUMN overrides TEXT;
+""",
 )
 #: The schema version this code writes and reads (``PRAGMA user_version``).
 SCHEMA_VERSION = len(MIGRATIONS)
