@@ -234,6 +234,8 @@ def _rotating(
         event, ("event",), "rotating_tolerance", low=0, high=MAX_TOLERANCE, default=DEFAULT_TOLERANCE
     )
     return tuple(found), tolerance
+
+
 def _staff(
     check: Checker, doc: dict[str, object], base: Path, ticket_keys: list[PublicKey]
 ) -> tuple[tuple[PublicKey, ...], tuple[str, ...]]:
