@@ -308,8 +308,9 @@ def test_decision_table(shared_world: World, name: str) -> None:
 def test_the_table_covers_every_reason() -> None:
     # ledger_unavailable is the gate's own answer when it cannot commit (tests/test_gate_service.py);
     # manual_release, the steward button's (tests/test_turnstile.py); lane_closed, a closed
-    # lane's (tests/test_lane.py). None comes from a payload.
-    gate_only = {Reason.LEDGER_UNAVAILABLE, Reason.MANUAL_RELEASE, Reason.LANE_CLOSED}
+    # lane's (tests/test_lane.py); venue_full, the capacity check's (tests/test_capacity.py).
+    # None comes from a payload.
+    gate_only = {Reason.LEDGER_UNAVAILABLE, Reason.MANUAL_RELEASE, Reason.LANE_CLOSED, Reason.VENUE_FULL}
     assert {case.reason for case in CASES.values()} == set(Reason) - gate_only
 
 
@@ -317,6 +318,7 @@ def test_reason_outcomes() -> None:
     special = {Reason.OK: Outcome.ALLOW, Reason.ALREADY_USED: Outcome.ALREADY_USED}
     special[Reason.TOO_EARLY] = Outcome.TOO_EARLY
     special[Reason.MANUAL_RELEASE] = Outcome.ALLOW
+    special[Reason.VENUE_FULL] = Outcome.TOO_EARLY  # yellow: "not now" (docs/CAPACITY.md)
     for reason in Reason:
         assert reason.outcome is special.get(reason, Outcome.DENY), reason
 

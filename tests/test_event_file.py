@@ -258,4 +258,6 @@ def test_event_spec_field_order() -> None:
         "ticket_keys",
         "gates",
         "supervisors",
+        "capacity",
+        "capacity_mode",
     ]

@@ -262,6 +262,8 @@ def spec_of(manifest: Manifest) -> EventSpec:
         ticket_keys=h.ticket_keys,
         gates=h.gates,
         supervisors=h.supervisors,
+        capacity=h.capacity,
+        capacity_mode=h.capacity_mode,
     )
 
 

@@ -71,6 +71,8 @@ class Zone:
 
     id: str
     name: str
+    #: How many people the zone holds at most (``gate_daemon.core.capacity``); None: no limit.
+    capacity: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -119,6 +121,10 @@ class Header:
     changes_size: int | None
     #: Who may sign supervisor commands (``gate_daemon.core.commands``); older manifests have none.
     supervisors: tuple[RosterSupervisor, ...] = ()
+    #: How many people the venue holds at most (``gate_daemon.core.capacity``); None: no limit.
+    capacity: int | None = None
+    #: How capacity is kept: ``strict`` (shares held by the gates) or ``count`` (best effort).
+    capacity_mode: str = "count"
 
 
 # ---------------------------------------------------------------- container
@@ -292,7 +298,7 @@ def _header(doc: dict[str, Any]) -> Header:
             )
             for s in doc["sessions"]
         ),
-        zones=tuple(Zone(str(z["id"]), str(z["name"])) for z in doc["zones"]),
+        zones=tuple(Zone(str(z["id"]), str(z["name"]), _capacity(z)) for z in doc["zones"]),
         ticket_keys=ticket_keys,
         gates=tuple(RosterGate(str(g["id"]), PublicKey.parse(g["pub"])) for g in doc["gates"]),
         revoked=frozenset(str(r) for r in doc["revoked"]),
@@ -311,7 +317,22 @@ def _header(doc: dict[str, Any]) -> Header:
         supervisors=tuple(
             RosterSupervisor(str(s["id"]), PublicKey.parse(s["pub"])) for s in doc.get("supervisors", ())
         ),
+        capacity=_capacity(doc["event"]),
+        capacity_mode=_capacity_mode(doc["event"]),
     )
+
+
+def _capacity(table: dict[str, Any]) -> int | None:
+    """A zone's or the event's optional ``capacity``: older manifests have none."""
+    value = table.get("capacity")
+    return None if value is None else _int(value)
+
+
+def _capacity_mode(event: dict[str, Any]) -> str:
+    mode = event.get("capacity_mode", "count")
+    if mode not in ("strict", "count"):
+        raise ValueError(f"capacity_mode must be strict or count, got {mode!r}")
+    return str(mode)
 
 
 def _bool(value: object) -> bool:

@@ -221,6 +221,18 @@ class LaneStatus(TypedDict):
     unverified: NotRequired[dict[str, int]]
 
 
+class CapacityStatus(TypedDict):
+    """One capacity: the venue's (scope ``*``) or a zone's, as this gate counts it."""
+
+    scope: str
+    capacity: int
+    mode: str
+    #: People inside (entries minus exits) from every record this gate holds.
+    inside: int
+    #: This gate's share of the free places (strict mode); None in count mode.
+    share: int | None
+
+
 class GateSnapshot(TypedDict):
     """The whole status of a running gate."""
 
@@ -248,3 +260,5 @@ class GateSnapshot(TypedDict):
     online: OnlineStatus | None
     clock: ClockStatus
     lane: LaneStatus
+    #: Each capacity the manifest sets (docs/CAPACITY.md); absent from older gates.
+    capacity: NotRequired[list[CapacityStatus]]

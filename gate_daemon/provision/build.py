@@ -8,7 +8,7 @@ from typing import Any
 
 from gate_daemon.core.delta import changes_member, encode_changes, plan_delta
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import DELTA, FORMAT, FULL, Manifest, seal
+from gate_daemon.core.manifest import DELTA, FORMAT, FULL, Manifest, Zone, seal
 from gate_daemon.core.ticket_record import Status, TicketEntry
 from gate_daemon.core.ticket_table import encode_body
 from gate_daemon.errors import GateError
@@ -66,7 +66,7 @@ def build_manifest(
     )
     header: dict[str, Any] = {
         "format": FORMAT,
-        "event": {"id": event.event_id, "name": event.name},
+        "event": {"id": event.event_id, "name": event.name, **_capacity(event)},
         "version": version,
         "issued_at": issued_at,
         "expires_at": expires,
@@ -81,7 +81,7 @@ def build_manifest(
             }
             for s in event.sessions
         ],
-        "zones": [{"id": z.id, "name": z.name} for z in event.zones],
+        "zones": [_zone(z) for z in event.zones],
         "ticket_keys": [k.text() for k in event.ticket_keys],
         "gates": [{"id": g.id, "pub": g.key.text()} for g in event.gates],
         **_supervisors(event),
@@ -102,6 +102,24 @@ def _supervisors(event: EventSpec) -> dict[str, Any]:
     if not event.supervisors:
         return {}
     return {"supervisors": [{"id": s.id, "pub": s.key.text()} for s in event.supervisors]}
+
+
+def _zone(zone: Zone) -> dict[str, Any]:
+    """A zone in the header; ``capacity`` only when it has one, so such a manifest reads as before."""
+    out: dict[str, Any] = {"id": zone.id, "name": zone.name}
+    if zone.capacity is not None:
+        out["capacity"] = zone.capacity
+    return out
+
+
+def _capacity(event: EventSpec) -> dict[str, Any]:
+    """The venue's capacity and its mode, when any capacity is set (docs/CAPACITY.md)."""
+    out: dict[str, Any] = {}
+    if event.capacity is not None:
+        out["capacity"] = event.capacity
+    if event.capacity is not None or any(z.capacity is not None for z in event.zones):
+        out["capacity_mode"] = event.capacity_mode
+    return out
 
 
 def _by_status(tickets: Sequence[TicketEntry]) -> dict[str, int]:

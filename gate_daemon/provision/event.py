@@ -10,6 +10,8 @@ ticket_keys = ["issuer.pub"]     # keys whose signed tickets this event accepts
 id = "demo-2026"                 # letters, digits, . _ - (at most 64)
 name = "Demo Night"
 legacy_codes = true              # ORDER-SEAT payloads open the gate (default true)
+capacity = 5000                  # optional: people inside the venue at most (docs/CAPACITY.md)
+capacity_mode = "strict"         # "count" (default: refuse on the gate's own count) or "strict"
 
 [[sessions]]                     # optional; without sessions the event is always open
 id = "sat"                       # at most 16 bytes (it travels inside signed tickets)
@@ -21,6 +23,7 @@ entry_opens_minutes = 60         # default 60, at most 10080 (a week)
 [[zones]]
 id = "floor"
 name = "Floor"
+capacity = 1200                  # optional: people inside this zone at most
 
 [[gates]]                        # the roster peers authenticate against
 id = "north-1"
@@ -62,6 +65,15 @@ class EventSpec:
     ticket_keys: tuple[PublicKey, ...]
     gates: tuple[RosterGate, ...]
     supervisors: tuple[RosterSupervisor, ...] = ()
+    #: People inside the venue at most (docs/CAPACITY.md); None: no limit.
+    capacity: int | None = None
+    #: ``count`` or ``strict`` (docs/CAPACITY.md).
+    capacity_mode: str = "count"
+
+
+#: The largest capacity a venue or zone may declare.
+MAX_CAPACITY = 10_000_000
+CAPACITY_MODES = ("count", "strict")
 
 
 def load_event(path: Path) -> EventSpec:
@@ -69,7 +81,12 @@ def load_event(path: Path) -> EventSpec:
     doc, text = load(path)
     check = Checker(path, text, TOP_KEYS)
     check.table(doc, (), TOP_KEYS, {"event"})
-    event = check.table(doc.get("event", {}), ("event",), {"id", "name", "legacy_codes"}, {"id", "name"})
+    event = check.table(
+        doc.get("event", {}),
+        ("event",),
+        {"id", "name", "legacy_codes", "capacity", "capacity_mode"},
+        {"id", "name"},
+    )
     event_id = check.string(event, ("event",), "id", pattern=IDENT, max_bytes=64)
     name = check.string(event, ("event",), "name")
     legacy_codes = check.boolean(event, ("event",), "legacy_codes", default=True)
@@ -92,18 +109,7 @@ def load_event(path: Path) -> EventSpec:
         sessions.append(Session(sid, check.string(tbl, where, "name"), starts or 0, ends or 0, opens))
     _unique(check, "sessions", [s.id for s in sessions])
 
-    zones: list[Zone] = []
-    for i, raw in enumerate(check.tables(check.raw(doc, "zones"), ("zones",))):
-        where = ("zones", i)
-        tbl = check.table(raw, where, {"id", "name"}, {"id"})
-        zones.append(
-            Zone(
-                check.string(tbl, where, "id", pattern=IDENT, max_bytes=MAX_LABEL),
-                check.string(tbl, where, "name"),
-            )
-        )
-    _unique(check, "zones", [z.id for z in zones])
-
+    zones = _zones(check, doc)
     revoked = check.strings(doc, (), "revoked")
     for i, tid in enumerate(revoked):
         if not 0 < len(tid.encode()) <= MAX_TICKET_ID:
@@ -127,19 +133,52 @@ def load_event(path: Path) -> EventSpec:
             gates.append(RosterGate(gid, key))
     _unique(check, "gates", [g.id for g in gates])
     supervisors = _supervisors(check, doc, base)
+    capacity = _capacity(check, event, ("event",)), _capacity_mode(check, event)
 
     check.finish()
     return EventSpec(
         event_id,
         name,
         tuple(sessions),
-        tuple(zones),
+        zones,
         tuple(revoked),
         legacy_codes,
         tuple(ticket_keys),
         tuple(gates),
         supervisors,
+        *capacity,
     )
+
+
+def _zones(check: Checker, doc: dict[str, object]) -> tuple[Zone, ...]:
+    """``[[zones]]``: ids, names and optional capacities."""
+    zones: list[Zone] = []
+    for i, raw in enumerate(check.tables(check.raw(doc, "zones"), ("zones",))):
+        where = ("zones", i)
+        tbl = check.table(raw, where, {"id", "name", "capacity"}, {"id"})
+        zones.append(
+            Zone(
+                check.string(tbl, where, "id", pattern=IDENT, max_bytes=MAX_LABEL),
+                check.string(tbl, where, "name"),
+                _capacity(check, tbl, where),
+            )
+        )
+    _unique(check, "zones", [z.id for z in zones])
+    return tuple(zones)
+
+
+def _capacity(check: Checker, tbl: dict[str, object], where: KeyPath) -> int | None:
+    """An optional ``capacity``: 1 to ``MAX_CAPACITY`` people."""
+    if "capacity" not in tbl:
+        return None
+    return check.integer(tbl, where, "capacity", low=1, high=MAX_CAPACITY, default=1)
+
+
+def _capacity_mode(check: Checker, event: dict[str, object]) -> str:
+    mode = check.string(event, ("event",), "capacity_mode", default="count")
+    if mode not in CAPACITY_MODES:
+        check.problem(("event", "capacity_mode"), f"{mode!r} must be one of: {', '.join(CAPACITY_MODES)}")
+    return mode
 
 
 def _supervisors(check: Checker, doc: dict[str, object], base: Path) -> tuple[RosterSupervisor, ...]:

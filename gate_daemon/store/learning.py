@@ -24,6 +24,7 @@ from gate_daemon.core.hlc import MAX_AHEAD_MS, HybridClock, Stamp
 from gate_daemon.core.records import Redemption
 from gate_daemon.store.conflicts import EntriesAllowed, chunks, judge_again
 from gate_daemon.store.logs import LogId, OriginLogs
+from gate_daemon.store.occupancy import Occupancy
 from gate_daemon.store.redeemed import RedeemedFilter
 from gate_daemon.store.redemptions import INSERT_LEARNED, row
 from gate_daemon.store.transactions import Transaction, scalar
@@ -73,6 +74,8 @@ class Learner:
         self._entries_allowed = entries_allowed
         #: Held from a call's first batch to its last: one learner at a time.
         self._learning = asyncio.Lock()
+        #: Counts who is inside from what is learned (the ledger sets its own).
+        self.occupancy = Occupancy("", {})
 
     async def learn(self, records: Sequence[tuple[Redemption, str]], *, now: float) -> Learned:
         """Store records already verified against their origin's key, batch by batch."""
@@ -133,6 +136,9 @@ class Learner:
             ] * len(refused)
             counts += [CONFLICTS] * found + [labelled(Family.PEER, "clock_ahead")] * ahead
             await tx.count(counts)
+            await self.occupancy.learned(self._db, applied)
+            tallies = await self.occupancy.recount(tx.execute)
+        self.occupancy.keep(tallies)  # no await since the commit: no scan saw the old counts
         # Only now: had the transaction failed, ``known`` would claim records never stored,
         # and no peer would send them again.
         own = self._logs.own
