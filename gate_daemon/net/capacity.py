@@ -25,6 +25,7 @@ import asyncio
 import contextlib
 import json
 import logging
+import time
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -45,6 +46,8 @@ log = logging.getLogger(__name__)
 PATH = "/v1/capacity/grant"
 #: Seconds between rounds when nothing asks for one sooner.
 INTERVAL = 2.0
+#: Seconds a peer's share, as its last answer told it, is believed when choosing whom to ask.
+KNOWN_FOR = 30.0
 #: Refusals after which an ask is given up: the peer made no grant for it, and never will.
 FINAL = frozenset({"bad_request", "no_capacity", "grant_taken", "unknown_gate", "no_roster"})
 
@@ -60,8 +63,8 @@ class CapacityDesk:
         self.ledger = replication.ledger
         self.gate_id = replication.gate_id
         self._manifests = manifests
-        #: Each peer's share of each scope, as its last answer told it.
-        self.known: dict[tuple[str, str], int] = {}
+        #: Each peer's share of each scope, as its last answer told it, and when (monotonic).
+        self.known: dict[tuple[str, str], tuple[int, float]] = {}
         self.granted = 0
         self.received = 0
 
@@ -127,6 +130,8 @@ class CapacityDesk:
                 share = self.share(limit, limits)
                 if share >= low:
                     break
+                if not urgent and self._known(peer, limit.scope) - share < 2:
+                    continue  # it would give none (half the difference): not worth a grant's round trip
                 want = max(1, limits.initial(limit, self.gate_id) - share)
                 ask = Ask(str(uuidlib.uuid4()), limit.scope, peer.state.gate_id or "", want, urgent)
                 if not ask.peer:
@@ -135,11 +140,14 @@ class CapacityDesk:
                 came += await self._send(peer, ask, manifest)
         return came
 
+    def _known(self, peer: Peer, scope: str) -> int:
+        """The peer's share of ``scope`` as last told, if recently; ``MAX_PLACES`` when unknown."""
+        share, at = self.known.get((peer.state.gate_id or "", scope), (MAX_PLACES, 0.0))
+        return share if time.monotonic() - at <= KNOWN_FOR else MAX_PLACES
+
     def _order(self, peers: Sequence[Peer], scope: str) -> list[Peer]:
         """Peers to ask: reachable first, then those last known to hold the most (unknown first)."""
-        return sorted(
-            peers, key=lambda p: (not p.state.up, -self.known.get((p.state.gate_id or "", scope), MAX_PLACES))
-        )
+        return sorted(peers, key=lambda p: (not p.state.up, -self._known(p, scope)))
 
     async def _send(self, peer: Peer, ask: Ask, manifest: Manifest) -> int:
         """Send one ask; the places its grant brought (0 when none, or when it stays open)."""
@@ -168,7 +176,7 @@ class CapacityDesk:
         await take(self.ledger, grant, signature)
         share = answer.get("share")
         if type(share) is int:
-            self.known[(ask.peer, ask.scope)] = share
+            self.known[(ask.peer, ask.scope)] = (share, time.monotonic())
         self.received += grant.places
         return grant.places
 

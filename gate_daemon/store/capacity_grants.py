@@ -49,9 +49,9 @@ async def give(
 ) -> tuple[Grant, str]:
     """The grant for ask ``uuid``: the one made before (an ask sent again), or a new one, written.
 
-    ``amount`` decides the places on the counts as they stand inside the transaction;
-    the grant (even of none) is durable before this returns, and the giver's share is
-    lower by its places from then on.
+    ``amount`` decides the places on the counts as they stand inside the transaction. A
+    grant of places is durable before this returns, and the giver's share is lower by them
+    from then on; a grant of none is answered without being written.
     """
     async with ledger.transaction() as tx:
         cursor = await tx.execute(
@@ -64,6 +64,8 @@ async def give(
             return Grant(uuid, event, str(found[0]), str(found[1]), receiver, int(found[3])), str(found[4])
         grant = Grant(uuid, event, scope, ledger.gate_id, receiver, amount(ledger.occupancy.tallies))
         signature = sign(grant)
+        if not grant.places:
+            return grant, signature  # nothing given: nothing to answer the same way again
         await tx.execute(
             "INSERT INTO capacity_grants (uuid, scope, giver, receiver, places, made_ms, sig)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
@@ -77,19 +79,20 @@ async def give(
 async def take(ledger: Ledger, grant: Grant, signature: str) -> None:
     """Hold a grant made to this gate (verified by the caller) and close its ask, in one transaction."""
     async with ledger.transaction() as tx:
-        await tx.execute(
-            "INSERT OR IGNORE INTO capacity_grants (uuid, scope, giver, receiver, places, made_ms, sig)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (
-                grant.uuid,
-                grant.scope,
-                grant.giver,
-                grant.receiver,
-                grant.places,
-                int(time.time() * 1000),
-                signature,
-            ),
-        )
+        if grant.places:
+            await tx.execute(
+                "INSERT OR IGNORE INTO capacity_grants (uuid, scope, giver, receiver, places, made_ms, sig)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?)",
+                (
+                    grant.uuid,
+                    grant.scope,
+                    grant.giver,
+                    grant.receiver,
+                    grant.places,
+                    int(time.time() * 1000),
+                    signature,
+                ),
+            )
         await tx.execute(
             "UPDATE capacity_asks SET answered_ms = ? WHERE uuid = ?", (int(time.time() * 1000), grant.uuid)
         )
