@@ -9,15 +9,18 @@ manifest watch. Strict mode across gates on real sockets is in
 from __future__ import annotations
 
 import json
+import sqlite3
 from pathlib import Path
 
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from gate_daemon.cli.gatectl import main
 from gate_daemon.core.capacity import VENUE, Grant, Limit, Limits, Tally, bounded, to_give
 from gate_daemon.core.decision import Decision, Outcome, Reason, ScanKind
 from gate_daemon.core.manifest import open_manifest
+from gate_daemon.core.screen import scan_view
 from gate_daemon.errors import SourceError
 from gate_daemon.provision.event import load_event
 from gate_daemon.store.capacity_grants import Ask, GrantTaken, give, open_ask, open_asks, take
@@ -290,3 +293,26 @@ async def test_a_grant_is_written_once_and_answered_again_for_the_same_ask(tmp_p
     finally:
         await giver.close()
         await receiver.close()
+
+
+# ------------------------------------------------------------------ the bench
+
+
+def test_bench_gate_with_capacity_weighs_every_admission_and_fills_the_venue_exactly(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    assert main(["bench", "gate", "--rounds", "40", "--capacity", "--workdir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "# gatectl bench gate --rounds 40 --capacity" in out
+    with sqlite3.connect(tmp_path / "ledger.sqlite") as db:
+        # Every admission counted; the venue (40 places, strict, one gate) is exactly full.
+        assert db.execute("SELECT entries, exits FROM occupancy WHERE scope = '*'").fetchall() == [(40, 0)]
+        assert db.execute("SELECT COUNT(*) FROM scans WHERE reason = 'venue_full'").fetchone() == (0,)
+
+
+def test_the_gate_screen_says_full_with_the_count() -> None:
+    full = bounded(ok(), ScanKind.ENTRY, limits(3, mode="count"), {"floor": Tally(inside=3)}, "a")
+    view = scan_view(full, None, None, 0.0, names=False)
+    assert (view["colour"], view["headline"]) == ("yellow", "Full")
+    assert view["text"] == "Zone Floor full: 3 of 3 inside"
+    assert view["advice"] == "Ask them to wait: someone must leave first"

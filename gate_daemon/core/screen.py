@@ -79,6 +79,7 @@ ADVICE = {
     Reason.NOT_INSIDE: "Scan the entry first, or call a supervisor",
     Reason.LEDGER_UNAVAILABLE: "Call the tech",
     Reason.LANE_CLOSED: "Send people to another lane",
+    Reason.VENUE_FULL: "Ask them to wait: someone must leave first",
 }
 
 #: A supervised lane's allow waiting for the steward: not yet an entry, so blue, not green.
@@ -150,6 +151,8 @@ def scan_view(
         view["text"] = decision.message  # "Entry allowed (2 more entries left)", "Exit recorded"
     if reason is Reason.LANE_CLOSED:
         view["headline"] = "Lane closed"
+    if reason is Reason.VENUE_FULL:
+        view["headline"] = "Full"  # the text says how many are inside (docs/CAPACITY.md)
     if pending:
         view["colour"], view["headline"], view["advice"] = PENDING_COLOUR, "Confirm entry", PENDING_ADVICE
         view["text"] = "Valid ticket, not yet let in"
