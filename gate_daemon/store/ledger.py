@@ -114,9 +114,9 @@ class Ledger:
         #: Who is inside, per scope, and places granted (docs/CAPACITY.md).
         self.occupancy = occupancy
         self._learner = Learner(
-            db, self.transaction, logs=logs, redeemed=redeemed, clock=clock, entries_allowed=entries_allowed
-        )
-        self._learner.occupancy = occupancy
+            db, self.transaction, logs=logs, redeemed=redeemed, clock=clock, entries_allowed=entries_allowed,
+            occupancy=occupancy,
+        )  # fmt: skip
 
     @classmethod
     async def open(
