@@ -25,6 +25,7 @@ from gate_daemon.errors import SourceError
 from gate_daemon.provision.event import load_event
 from gate_daemon.store.capacity_grants import Ask, GrantTaken, give, open_ask, open_asks, take
 from gate_daemon.store.ledger import Ledger
+from gate_daemon.store.schema import MIGRATIONS
 from tests.capacity_fixtures import capacity_event, capacity_gate
 from tests.gate_fixtures import RecordingSignals
 from tests.live import EVENT_ID, make_live_world, payload, tickets_csv
@@ -316,3 +317,31 @@ def test_the_gate_screen_says_full_with_the_count() -> None:
     assert (view["colour"], view["headline"]) == ("yellow", "Full")
     assert view["text"] == "Zone Floor full: 3 of 3 inside"
     assert view["advice"] == "Ask them to wait: someone must leave first"
+
+
+async def test_a_ledger_from_before_capacity_is_counted_once_when_it_migrates(tmp_path: Path) -> None:
+    world = make_live_world(tmp_path / "world", gates=("g1",))
+    event = capacity_event(world, floor=5, mode="count")
+    async with capacity_gate(world, event, tmp_path / "g1", "g1", tickets=tickets_csv(4)) as node:
+        for n in (1, 2, 3):
+            assert (await node.gate.scan(payload(n), device="t")).decision.reason is Reason.OK
+        assert (await node.gate.scan(payload(1), device="t", kind=ScanKind.EXIT)).decision.reason is Reason.OK
+        counted = dict(node.ledger.occupancy.tallies)
+    db = tmp_path / "g1" / "ledger.sqlite"
+    # The capacity migration's number (others may come after it: they are idempotent).
+    version = next(n for n, sql in enumerate(MIGRATIONS, 1) if "EXISTS occupancy (" in sql)
+    with sqlite3.connect(db) as conn:
+        # As the file was before the capacity migration: no counts at all.
+        conn.executescript(
+            "DROP TRIGGER occupancy_scan; DROP TRIGGER occupancy_void; DROP TABLE occupancy;"
+            f" PRAGMA user_version = {version - 1};"
+        )
+    for _ in range(2):  # migrated, then run again from the version before: counted once
+        reopened = await Ledger.open(db, "g1")
+        try:
+            assert reopened.occupancy.tallies == counted
+            assert counted["floor"] == Tally(inside=2, own_entries=3, own_exits=1)
+        finally:
+            await reopened.close()
+        with sqlite3.connect(db) as conn:
+            conn.execute(f"PRAGMA user_version = {version - 1}")

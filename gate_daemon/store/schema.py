@@ -373,10 +373,11 @@ MIGRATIONS: tuple[str, ...] = (
     # capacity (docs/CAPACITY.md): who is inside per scope and origin, kept by this gate's
     # scans (triggers on ``scans``: the scan's own statement, and a void's update) and by
     # the learner; seeded from what the file holds (learned records count for the venue
-    # only: their zones are the manifest's, which SQL cannot read). Places granted between
-    # gates in strict mode, and this gate's asks not yet answered.
+    # only: their zones are the manifest's, which SQL cannot read), once: run again, it
+    # keeps the counts it finds. Places granted between gates in strict mode, and this
+    # gate's asks not yet answered.
     """
-    CREATE TABLE occupancy (
+    CREATE TABLE IF NOT EXISTS occupancy (
         scope   TEXT NOT NULL,
         origin  TEXT NOT NULL,
         entries INTEGER NOT NULL,
@@ -384,18 +385,18 @@ MIGRATIONS: tuple[str, ...] = (
         PRIMARY KEY (scope, origin)
     ) WITHOUT ROWID;
     INSERT INTO occupancy (scope, origin, entries, exits)
-        SELECT scope, gate, SUM(kind = 'entry'), SUM(kind = 'exit') FROM (
-            SELECT '*' AS scope, gate, kind FROM scans WHERE resolution IN ('admitted', 'exited')
+        SELECT scope, origin, SUM(kind = 'entry'), SUM(kind = 'exit') FROM (
+            SELECT '*' AS scope, gate AS origin, kind FROM scans WHERE resolution IN ('admitted', 'exited')
             UNION ALL
             SELECT json_extract(decision, '$.zone'), gate, kind FROM scans
              WHERE resolution IN ('admitted', 'exited') AND json_extract(decision, '$.zone') IS NOT NULL
-        ) GROUP BY scope, gate;
-    INSERT INTO occupancy (scope, origin, entries, exits)
-        SELECT '*', origin, SUM(kind = 'entry'), SUM(kind = 'exit') FROM redemptions AS r
-         WHERE origin NOT IN (SELECT value FROM meta WHERE key = 'gate_id') AND kind != 'void'
-           AND NOT EXISTS (SELECT 1 FROM redemptions WHERE voids = r.uuid AND origin = r.origin)
-         GROUP BY origin;
-    CREATE TRIGGER occupancy_scan AFTER INSERT ON scans WHEN NEW.resolution IN ('admitted', 'exited')
+            UNION ALL
+            SELECT '*', origin, kind FROM redemptions AS r
+             WHERE origin NOT IN (SELECT value FROM meta WHERE key = 'gate_id') AND kind != 'void'
+               AND NOT EXISTS (SELECT 1 FROM redemptions WHERE voids = r.uuid AND origin = r.origin)
+        ) WHERE NOT EXISTS (SELECT 1 FROM occupancy) GROUP BY scope, origin;
+    CREATE TRIGGER IF NOT EXISTS occupancy_scan AFTER INSERT ON scans
+        WHEN NEW.resolution IN ('admitted', 'exited')
     BEGIN
         INSERT INTO occupancy (scope, origin, entries, exits)
             SELECT scope, NEW.gate, NEW.kind = 'entry', NEW.kind = 'exit'
@@ -404,13 +405,13 @@ MIGRATIONS: tuple[str, ...] = (
             ON CONFLICT (scope, origin) DO UPDATE
             SET entries = entries + excluded.entries, exits = exits + excluded.exits;
     END;
-    CREATE TRIGGER occupancy_void AFTER UPDATE OF resolution ON scans
+    CREATE TRIGGER IF NOT EXISTS occupancy_void AFTER UPDATE OF resolution ON scans
         WHEN OLD.resolution IN ('admitted', 'exited') AND NEW.resolution NOT IN ('admitted', 'exited')
     BEGIN
         UPDATE occupancy SET entries = entries - (OLD.kind = 'entry'), exits = exits - (OLD.kind = 'exit')
          WHERE origin = OLD.gate AND (scope = '*' OR scope = json_extract(OLD.decision, '$.zone'));
     END;
-    CREATE TABLE capacity_grants (
+    CREATE TABLE IF NOT EXISTS capacity_grants (
         uuid     TEXT PRIMARY KEY,
         scope    TEXT NOT NULL,
         giver    TEXT NOT NULL,
@@ -419,7 +420,7 @@ MIGRATIONS: tuple[str, ...] = (
         made_ms  INTEGER NOT NULL,
         sig      TEXT NOT NULL
     ) WITHOUT ROWID;
-    CREATE TABLE capacity_asks (
+    CREATE TABLE IF NOT EXISTS capacity_asks (
         uuid        TEXT PRIMARY KEY,
         scope       TEXT NOT NULL,
         peer        TEXT NOT NULL,
