@@ -327,6 +327,9 @@ def test_the_table_covers_every_reason() -> None:
     gate_only = {Reason.LEDGER_UNAVAILABLE, Reason.MANUAL_RELEASE, Reason.LANE_CLOSED}
     # Staff badges' reasons are the gate's too (tests/test_badges.py, tests/test_override.py).
     gate_only |= {r for r in Reason if r.outcome is Outcome.STAFF} | {Reason.OVERRIDDEN}
+    # lane's (tests/test_lane.py); venue_full, the capacity check's (tests/test_capacity.py).
+    # None comes from a payload.
+    gate_only = {Reason.LEDGER_UNAVAILABLE, Reason.MANUAL_RELEASE, Reason.LANE_CLOSED, Reason.VENUE_FULL}
     assert {case.reason for case in CASES.values()} == set(Reason) - gate_only
 
 
@@ -336,6 +339,7 @@ def test_reason_outcomes() -> None:
     special[Reason.MANUAL_RELEASE] = Outcome.ALLOW
     special[Reason.OVERRIDDEN] = Outcome.ALLOW
     special |= {r: Outcome.STAFF for r in Reason if r.value.startswith(("staff_", "badge_", "override_"))}
+    special[Reason.VENUE_FULL] = Outcome.TOO_EARLY  # yellow: "not now" (docs/CAPACITY.md)
     for reason in Reason:
         assert reason.outcome is special.get(reason, Outcome.DENY), reason
 

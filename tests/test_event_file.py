@@ -264,4 +264,6 @@ def test_event_spec_field_order() -> None:
         "rotating_tolerance",
         "staff_keys",
         "revoked_staff",
+        "capacity",
+        "capacity_mode",
     ]

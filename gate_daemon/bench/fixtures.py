@@ -35,14 +35,15 @@ def legacy(i: int) -> str:
     return f"O{i // 4:07d}-S{i % 4}"
 
 
-def write_event(path: Path, issuer: SecretKey, now: int) -> None:
-    """An event.toml with three sessions, the middle one open at ``now``."""
+def write_event(path: Path, issuer: SecretKey, now: int, capacity: int | None = None) -> None:
+    """An event.toml with three sessions, the middle one open at ``now``; ``capacity``: strict, venue-wide."""
     lines = [
         f'ticket_keys = ["{issuer.public.text()}"]',
         "",
         "[event]",
         f'id = "{EVENT_ID}"',
         'name = "Benchmark Festival"',
+        *([f"capacity = {capacity}", 'capacity_mode = "strict"'] if capacity is not None else []),
         "",
     ]
     for n, sid in enumerate(SESSIONS):

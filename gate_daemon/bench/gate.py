@@ -54,21 +54,24 @@ def run(args: argparse.Namespace) -> int:
             args.workdir.mkdir(parents=True, exist_ok=True)
         except OSError as exc:
             raise GateError(f"--workdir {args.workdir}: {exc.strerror}") from None
-        return _guarded(args.workdir, args.rounds or 2000)
+        return _guarded(args.workdir, args.rounds or 2000, args.capacity)
     with tempfile.TemporaryDirectory(prefix="gate-bench-", dir=Path.cwd()) as tmp:
-        return _guarded(Path(tmp), args.rounds or 2000)
+        return _guarded(Path(tmp), args.rounds or 2000, args.capacity)
 
 
-def _guarded(work: Path, rounds: int) -> int:
+def _guarded(work: Path, rounds: int, capacity: bool = False) -> int:
     try:
-        return asyncio.run(_run(work, rounds))
+        return asyncio.run(_run(work, rounds, capacity))
     except (OSError, sqlite3.Error) as exc:
         raise GateError(f"benchmark cannot use {work}: {exc}") from None
 
 
-async def _run(work: Path, rounds: int) -> int:
-    """Time ``rounds`` admissions and their repeats beside bare commits; print the table."""
-    issuer, manifest = _event(work)
+async def _run(work: Path, rounds: int, capacity: bool = False) -> int:
+    """Time ``rounds`` admissions and their repeats beside bare commits; print the table.
+
+    With ``capacity``, the venue holds exactly ``rounds`` (strict): every admission weighs it.
+    """
+    issuer, manifest = _event(work, rounds if capacity else None)
     ledger = await Ledger.open(fresh_database(work / "ledger.sqlite"), "bench-1")
     bare = _BareCommit(fresh_database(work / "bare.sqlite"))
     try:
@@ -84,15 +87,15 @@ async def _run(work: Path, rounds: int) -> int:
         raise GateError(
             f"benchmark expected {rounds} admissions and {len(timings.again)} repeats, got {timings.outcomes}"
         )
-    _print_table(work, rounds, timings)
+    _print_table(work, rounds, timings, capacity)
     return 0
 
 
-def _event(work: Path) -> tuple[SecretKey, Manifest]:
+def _event(work: Path, capacity: int | None = None) -> tuple[SecretKey, Manifest]:
     """The event, its tickets and its signed manifest, written to ``work``; the ticket issuer's key."""
     signer, issuer = SecretKey.generate(), SecretKey.generate()
     now = int(time.time())
-    fixtures.write_event(work / "event.toml", issuer, now)
+    fixtures.write_event(work / "event.toml", issuer, now, capacity)
     fixtures.write_tickets(work / "tickets.csv", TICKETS)
     event = load_event(work / "event.toml")
     tickets = load_tickets(work / "tickets.csv", event)
@@ -164,10 +167,10 @@ async def _interleaved(gate: Gate, bare: _BareCommit, payloads: list[str]) -> _T
     return timings
 
 
-def _print_table(work: Path, rounds: int, timings: _Timings) -> None:
+def _print_table(work: Path, rounds: int, timings: _Timings, capacity: bool = False) -> None:
     """The figures against their budgets, as docs/PERFORMANCE.md quotes them."""
     g, a, b = summary_us(timings.first), summary_us(timings.again), summary_us(timings.bare)
-    print(f"# gatectl bench gate --rounds {rounds}")
+    print(f"# gatectl bench gate --rounds {rounds}" + (" --capacity" if capacity else ""))
     print(f"# {platform.machine()}, Python {sys.version.split()[0]}, work dir {work} ({_fs(work)})")
     print()
     print("| measure | result | budget |")

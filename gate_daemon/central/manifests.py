@@ -277,6 +277,8 @@ def spec_of(manifest: Manifest) -> EventSpec:
         rotating_tolerance=h.rotating_tolerance,
         staff_keys=h.staff_keys,
         revoked_staff=tuple(sorted(h.revoked_staff)),
+        capacity=h.capacity,
+        capacity_mode=h.capacity_mode,
     )
 
 

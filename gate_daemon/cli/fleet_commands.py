@@ -30,7 +30,7 @@ _ADDRESS = re.compile(r"(?:https?://)?(?:\[[0-9A-Fa-f:.]+\]|[A-Za-z0-9.-]+):[0-9
 MAX_GATES = 1000
 COLUMNS = (
     "gate", "reachable", "lane", "mode", "manifest", "scans", "offline", "pending", "peer lag", "conflicts",
-    "clock", "last heard",
+    "clock", "last heard", "capacity",
 )  # fmt: skip
 
 
@@ -134,6 +134,7 @@ def _cells(view: GateView) -> list[str]:
         some(view.conflicts),
         some(view.clock_offset_s, lambda s: f"{round(s, 1) + 0.0:+.1f} s"),  # + 0.0: no "-0.0"
         some(view.last_heard_s, lambda s: f"{span(s)} ago"),
+        some(view.capacity),
     ]
 
 

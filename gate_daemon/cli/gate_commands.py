@@ -21,6 +21,7 @@ from gate_daemon.core import counters
 from gate_daemon.core.counters import Family, by_label, labelled
 from gate_daemon.core.decision import Outcome
 from gate_daemon.core.snapshot import (
+    CapacityStatus,
     ClockStatus,
     GateSnapshot,
     OnlineStatus,
@@ -101,10 +102,19 @@ def cmd_status(args: argparse.Namespace) -> int:
             format_span(staff["idle_left_s"]),
         )
         print(f"staff     {who} signed in; idle sign-out in {left}")
+    _print_capacity(status.get("capacity", []))
     _print_counters(status["counters"])
     _print_replication(status["replication"])
     _print_upstream(status["upstream"], status["online"], status["clock"])
     return 0
+
+
+def _print_capacity(scopes: list[CapacityStatus]) -> None:
+    """The capacity lines of ``gatectl status``: inside per scope, and this gate's share in strict mode."""
+    for scope in scopes:
+        name = "venue" if scope["scope"] == "*" else f"zone {scope['scope']}"
+        share = "" if scope["share"] is None else f", {scope['share']} places held here"
+        print(f"capacity  {name}: {scope['inside']} of {scope['capacity']} inside ({scope['mode']}{share})")
 
 
 def _print_counters(counted: dict[str, int]) -> None:

@@ -103,6 +103,12 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
         help="decode, peers, upstream, commands, reports: print the figures as JSON",
     )
     p.add_argument(
+        "--capacity",
+        action="store_true",
+        help="gate: give the venue a strict capacity of --rounds places, so every admission weighs it "
+        "(docs/CAPACITY.md)",
+    )
+    p.add_argument(
         "--process",
         action="store_true",
         help="peers: the measured gate as a gate-daemon process of its own, its scans timed while it "

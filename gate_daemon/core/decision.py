@@ -21,6 +21,7 @@ Checks run in this order, and the first that fails names the reason:
  9. session            wrong_session
 10. time window        too_early, too_late
 11. entry policy       already_used
+12. capacity           venue_full                        (``gate_daemon.core.capacity``, after the rest)
 
 An exit scan (an exit-mode gate, an exit button) runs steps 1-5 and then only asks
 whether the ticket is inside: ``not_inside`` when no entry is open to close. Leaving is
@@ -98,6 +99,8 @@ class Reason(StrEnum):
     OVERRIDDEN = "overridden"
     OVERRIDE_NOT_SUPERVISOR = "override_not_supervisor"
     OVERRIDE_WINDOW_PASSED = "override_window_passed"
+    #: The venue or the ticket's zone holds all it may (``gate_daemon.core.capacity``).
+    VENUE_FULL = "venue_full"
 
     @property
     def outcome(self) -> Outcome:
@@ -108,7 +111,8 @@ class Reason(StrEnum):
             return Outcome.STAFF
         if self is Reason.ALREADY_USED:
             return Outcome.ALREADY_USED
-        if self is Reason.TOO_EARLY:
+        if self in (Reason.TOO_EARLY, Reason.VENUE_FULL):
+            # Full is "not now": yellow, like too early; a supervisor's override does not apply.
             return Outcome.TOO_EARLY
         return Outcome.DENY
 

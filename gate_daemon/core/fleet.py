@@ -88,6 +88,8 @@ class GateView:
     central_up: bool | None = None
     #: Why it is unreachable (the connection's error), when it is.
     error: str | None = None
+    #: People inside per capacity, as the gate counts them ("floor 42/100, 8 held"; docs/CAPACITY.md).
+    capacity: str | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -203,7 +205,24 @@ def observe(
         in_service=in_service,
         problem=problem,
         central_up=_bool(_at(status, "upstream", "up")),
+        capacity=_capacity(status.get("capacity")),
     )
+
+
+def _capacity(scopes: object) -> str | None:
+    """Each capacity in a few words: "venue 420/500, floor 42/100 (8 held)"; None without any."""
+    if not isinstance(scopes, list):
+        return None
+    parts = []
+    for scope in scopes:
+        name, limit = _str(_at(scope, "scope")), _int(_at(scope, "capacity"))
+        if name is None or limit is None:
+            continue
+        inside, share = _int(_at(scope, "inside")), _int(_at(scope, "share"))
+        held = "" if share is None else f" ({share} held)"
+        count = "?" if inside is None else inside
+        parts.append(f"{'venue' if name == '*' else name} {count}/{limit}{held}")
+    return ", ".join(parts) or None
 
 
 def from_heartbeat(
@@ -256,6 +275,7 @@ def heartbeat_status(snapshot: GateSnapshot) -> dict[str, Any]:
         "in_service": snapshot["in_service"],
         "problem": snapshot["problem"],
         "lane": snapshot["lane"],
+        "capacity": snapshot.get("capacity", []),
         "upstream": None if upstream is None else {"up": upstream["up"], "pending": upstream["pending"]},
         "online": None if online is None else {"mode": online["mode"]},
         "replication": None

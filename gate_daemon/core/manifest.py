@@ -74,6 +74,8 @@ class Zone:
 
     id: str
     name: str
+    #: How many people the zone holds at most (``gate_daemon.core.capacity``); None: no limit.
+    capacity: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -132,6 +134,10 @@ class Header:
     staff_keys: tuple[PublicKey, ...] = ()
     #: Operator ids whose badges are refused.
     revoked_staff: frozenset[str] = frozenset()
+    #: How many people the venue holds at most (``gate_daemon.core.capacity``); None: no limit.
+    capacity: int | None = None
+    #: How capacity is kept: ``strict`` (shares held by the gates) or ``count`` (best effort).
+    capacity_mode: str = "count"
 
 
 # ---------------------------------------------------------------- container
@@ -305,7 +311,7 @@ def _header(doc: dict[str, Any]) -> Header:
             )
             for s in doc["sessions"]
         ),
-        zones=tuple(Zone(str(z["id"]), str(z["name"])) for z in doc["zones"]),
+        zones=tuple(Zone(str(z["id"]), str(z["name"]), _capacity(z)) for z in doc["zones"]),
         ticket_keys=ticket_keys,
         gates=tuple(
             RosterGate(str(g["id"]), PublicKey.parse(g["pub"]), _addr(g.get("addr"))) for g in doc["gates"]
@@ -330,6 +336,8 @@ def _header(doc: dict[str, Any]) -> Header:
         rotating_tolerance=_tolerance(doc.get("rotating_tolerance", DEFAULT_TOLERANCE)),
         staff_keys=tuple(PublicKey.parse(t) for t in doc.get("staff_keys", ())),
         revoked_staff=frozenset(str(r) for r in doc.get("revoked_staff", ())),
+        capacity=_capacity(doc["event"]),
+        capacity_mode=_capacity_mode(doc["event"]),
     )
 
 
@@ -347,6 +355,19 @@ def _tolerance(value: object) -> int:
     if steps > MAX_TOLERANCE:
         raise ValueError(f"rotating_tolerance {steps} is more than {MAX_TOLERANCE} steps")
     return steps
+
+
+def _capacity(table: dict[str, Any]) -> int | None:
+    """A zone's or the event's optional ``capacity``: older manifests have none."""
+    value = table.get("capacity")
+    return None if value is None else _int(value)
+
+
+def _capacity_mode(event: dict[str, Any]) -> str:
+    mode = event.get("capacity_mode", "count")
+    if mode not in ("strict", "count"):
+        raise ValueError(f"capacity_mode must be strict or count, got {mode!r}")
+    return str(mode)
 
 
 def _bool(value: object) -> bool:

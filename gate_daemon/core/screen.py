@@ -83,6 +83,7 @@ ADVICE = {
     Reason.LEDGER_UNAVAILABLE: "Call the tech",
     Reason.LANE_CLOSED: "Send people to another lane",
     Reason.EXPIRED_CODE: "Ask for the live ticket page; compare its clock with this gate's",
+    Reason.VENUE_FULL: "Ask them to wait: someone must leave first",
 }
 
 #: A supervised lane's allow waiting for the steward: not yet an entry, so blue, not green.
@@ -156,6 +157,8 @@ def scan_view(
         view["headline"] = "Lane closed"
     if outcome is Outcome.STAFF or reason is Reason.OVERRIDDEN:
         view["text"] = decision.message  # "Signed in: Anna K", "Admitted by supervisor Sam (was revoked)"
+    if reason is Reason.VENUE_FULL:
+        view["headline"] = "Full"  # the text says how many are inside (docs/CAPACITY.md)
     if pending:
         view["colour"], view["headline"], view["advice"] = PENDING_COLOUR, "Confirm entry", PENDING_ADVICE
         view["text"] = "Valid ticket, not yet let in"

@@ -234,6 +234,18 @@ class StaffStatus(TypedDict):
     idle_left_s: int
 
 
+class CapacityStatus(TypedDict):
+    """One capacity: the venue's (scope ``*``) or a zone's, as this gate counts it."""
+
+    scope: str
+    capacity: int
+    mode: str
+    #: People inside (entries minus exits) from every record this gate holds.
+    inside: int
+    #: This gate's share of the free places (strict mode); None in count mode.
+    share: int | None
+
+
 class GateSnapshot(TypedDict):
     """The whole status of a running gate."""
 
@@ -263,3 +275,5 @@ class GateSnapshot(TypedDict):
     lane: LaneStatus
     #: Who is signed in by staff badge (``gate_daemon.gate.staff``), or None.
     staff: NotRequired[StaffStatus | None]
+    #: Each capacity the manifest sets (docs/CAPACITY.md); absent from older gates.
+    capacity: NotRequired[list[CapacityStatus]]

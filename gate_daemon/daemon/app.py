@@ -409,6 +409,7 @@ async def serve(running: RunningGate, notifier: Notifier, stop: asyncio.Event) -
                 running.button.listen(lambda: _button_pressed(running))
             if running.replicator is not None:
                 group.create_task(running.replicator.run(), name="peers")
+                _ask_for_places(running, running.replicator, group)
             if running.sync is not None:
                 group.create_task(running.sync.run(), name="upstream")
             if running.online is not None:
@@ -463,3 +464,10 @@ async def run(config: GateConfig, notifier: Notifier | None = None) -> int:
     finally:
         for signum in stops:
             loop.remove_signal_handler(signum)
+
+
+def _ask_for_places(running: RunningGate, replicator: Replicator, group: asyncio.TaskGroup) -> None:
+    """Strict capacity: ask the peers for places when this gate runs low (docs/CAPACITY.md)."""
+    desk = running.status.capacity_desk
+    if desk is not None:
+        group.create_task(desk.run(lambda: replicator.peers), name="capacity")

@@ -70,7 +70,15 @@ async def serve_lan(
         )
         status.ledger.subscribe(replicator.committed)
     status.replication, status.replicator = shared, replicator
-    app = create_app(status.snapshot, rate=config.lan.rate, replication=shared, lane=status.gate.lane)
+    desk = None
+    if shared is not None:
+        from gate_daemon.net.capacity import CapacityDesk
+
+        desk = CapacityDesk(shared, status.gate.capacity, lambda: status.manifests.current)
+        status.capacity_desk = desk
+    app = create_app(
+        status.snapshot, rate=config.lan.rate, replication=shared, lane=status.gate.lane, capacity=desk
+    )
     listening = LanServer(app)
     await listening.start(config.lan.host, config.lan.port)
     stack.push_async_callback(listening.aclose)  # once it listens: a failed start cleans up itself

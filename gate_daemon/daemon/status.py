@@ -29,6 +29,7 @@ from gate_daemon.hardware.ports import ScanInput
 from gate_daemon.store.ledger import Ledger
 
 if TYPE_CHECKING:
+    from gate_daemon.net.capacity import CapacityDesk
     from gate_daemon.net.online import OnlineDecider
     from gate_daemon.net.peers import Replicator
     from gate_daemon.net.replication import Replication
@@ -54,6 +55,8 @@ class GateStatus:
     online: OnlineDecider | None = None
     #: The port the gate screen listens on (``[screen]``), once it does.
     screen_port: int | None = None
+    #: Strict capacity's places between gates (``gate_daemon.net.capacity``), with peers.
+    capacity_desk: CapacityDesk | None = None
 
     async def snapshot(self) -> GateSnapshot:
         """The full status, JSON-ready."""
@@ -83,6 +86,7 @@ class GateStatus:
             "clock": self.clock.status(),
             "lane": self.gate.lane.status(),
             "staff": self.gate.shift.status(),
+            "capacity": self.gate.capacity.status(self.manifests.current),
         }
 
     def _manifest(self, now: float) -> ManifestStatus:

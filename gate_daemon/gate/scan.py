@@ -45,6 +45,7 @@ from gate_daemon.core.decision import (
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.tokens import payload_fingerprint
 from gate_daemon.errors import GateError, ManifestRefused
+from gate_daemon.gate.capacity import Capacity
 from gate_daemon.gate.feed import ResultFeed, Subscription
 from gate_daemon.gate.lane import Held, Lane
 from gate_daemon.gate.staff import BadgeVerdict, Shift
@@ -165,6 +166,8 @@ class Gate:
         self.results: ResultFeed[ScanResult] = ResultFeed(monotonic=monotonic)
         #: Who is signed in by badge, and the refusal a supervisor may override (``gate.staff``).
         self.shift = shift or Shift(idle_s=1800, window_s=60, monotonic=monotonic)
+        #: The venue's and zones' capacities, weighed on every admission (docs/CAPACITY.md).
+        self.capacity = Capacity(ledger, gate_id, lambda: self.manifests.current)
 
     def subscribe(self) -> Subscription[ScanResult]:
         """Every result this gate shows from now on, as it is shown (``gate_daemon.gate.feed``)."""
@@ -399,6 +402,7 @@ class Gate:
             else:
                 assert manifest is not None  # identify() answers manifest_missing without one
                 local = decide(found, manifest, self.checkpoint, facts, scan.wall, kind)
+                local = self.capacity.bound(local, manifest, kind)
             return local if remote is None else _both_allow(local, remote, scan_id)
 
         ticket_id = found.ticket_id if isinstance(found, Ticket) else None

@@ -6,6 +6,8 @@
   challenge for the next signed request, ``POST /v1/redemptions`` takes a push of
   records and ``POST /v1/redemptions/pull`` serves records after what the caller holds
   (``gate_daemon.net.replication``). Both are signed requests (``gate_daemon.net.peer_auth``).
+- ``POST /v1/capacity/grant``: a peer's signed ask for places (strict capacity,
+  ``gate_daemon.net.capacity``, docs/CAPACITY.md).
 - ``POST /v1/command``: a supervisor's signed command (``gate_daemon.gate.lane``,
   docs/COMMANDS.md); not behind peer auth: the command's own signature is its auth. It
   answers ``{"applied": true|false, "state": LANE}`` or the command's refusal by name
@@ -40,6 +42,8 @@ from aiohttp import web
 from gate_daemon.core.snapshot import GateSnapshot
 from gate_daemon.errors import GateError, WireError
 from gate_daemon.gate.lane import Lane
+from gate_daemon.net.capacity import CapacityDesk
+from gate_daemon.net.capacity import add_routes as add_capacity_routes
 from gate_daemon.net.http_edge import Listener, MalformedRequestLog, refusal
 from gate_daemon.net.metrics import render
 from gate_daemon.net.peer_auth import HEADER_CHALLENGE
@@ -59,7 +63,7 @@ STATUS: web.AppKey[StatusSource] = web.AppKey("status")
 REPLICATION = web.AppKey("replication", Replication)
 LANE = web.AppKey("lane", Lane)
 #: Routes that take signed requests only: not limited per address (see above).
-_SIGNED = frozenset({"/v1/redemptions", "/v1/redemptions/pull"})
+_SIGNED = frozenset({"/v1/redemptions", "/v1/redemptions/pull", "/v1/capacity/grant"})
 
 
 class RateLimiter:
@@ -189,6 +193,7 @@ def create_app(
     rate: int = 20,
     replication: Replication | None = None,
     lane: Lane | None = None,
+    capacity: CapacityDesk | None = None,
 ) -> web.Application:
     """The LAN application serving ``status`` (``/v1/status`` and ``/metrics``), when given.
 
@@ -212,6 +217,8 @@ def create_app(
     if lane is not None:
         app[LANE] = lane
         app.router.add_post("/v1/command", _command)
+    if capacity is not None:  # strict capacity's places between gates (docs/CAPACITY.md)
+        add_capacity_routes(app, capacity)
     return app
 
 

@@ -18,6 +18,7 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, InfoM
 from gate_daemon.core import counters as names
 from gate_daemon.core.counters import Family
 from gate_daemon.core.snapshot import (
+    CapacityStatus,
     ClockStatus,
     GateSnapshot,
     LaneStatus,
@@ -154,6 +155,7 @@ class _Snapshot:
         yield from _upstream(status["upstream"], status["online"])
         yield from _clock(status["clock"])
         yield from _lane(status["lane"])
+        yield from _capacity(status.get("capacity", []))
         source = status["input_state"]
         stats = None if source is None else source.get("stats")
         if stats:
@@ -341,6 +343,33 @@ def _lane(lane: LaneStatus) -> Iterator[Metric]:
     for name in ("bad_command", "bad_signature", "unknown_supervisor"):
         unverified.add_metric([name], lane.get("unverified", {}).get(name, 0))
     yield unverified
+
+
+def _capacity(scopes: list[CapacityStatus]) -> Iterator[Metric]:
+    """Each capacity (scope ``*``: the venue): people inside as this gate counts them, and its share."""
+    if not scopes:
+        return
+    capacity = GaugeMetricFamily(
+        "gate_capacity", "The capacity the manifest sets, by scope.", labels=["scope"]
+    )
+    inside = GaugeMetricFamily(
+        "gate_capacity_inside",
+        "People inside (entries minus exits) as this gate counts them.",
+        labels=["scope"],
+    )
+    share = GaugeMetricFamily(
+        "gate_capacity_share",
+        "Strict mode: the places this gate may still admit on its own.",
+        labels=["scope"],
+    )
+    for scope in scopes:
+        capacity.add_metric([scope["scope"]], scope["capacity"])
+        inside.add_metric([scope["scope"]], scope["inside"])
+        if scope["share"] is not None:
+            share.add_metric([scope["scope"]], scope["share"])
+    yield capacity
+    yield inside
+    yield share
 
 
 def render(status: GateSnapshot) -> bytes:

@@ -198,6 +198,10 @@ class Peer:
                 raise PeerError("bad_reply", "the peer says it has more but sent nothing that moves us on")
         return new  # the rest at the next round: no peer keeps a link busy for ever
 
+    async def signed_post(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
+        """One signed POST to this peer beside replication (capacity's asks); ``PeerError`` on failure."""
+        return await self._call(path, body)
+
     async def _call(self, path: str, body: dict[str, Any]) -> dict[str, Any]:
         """One signed POST within the link's timeout; the peer's answer, a JSON object."""
         data = json.dumps(body, separators=(",", ":")).encode()

@@ -8,7 +8,7 @@ from typing import Any
 
 from gate_daemon.core.delta import changes_member, encode_changes, plan_delta
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import DELTA, FORMAT, FULL, Manifest, RosterGate, seal
+from gate_daemon.core.manifest import DELTA, FORMAT, FULL, Manifest, RosterGate, Zone, seal
 from gate_daemon.core.rotating import DEFAULT_TOLERANCE
 from gate_daemon.core.ticket_record import Status, TicketEntry
 from gate_daemon.core.ticket_table import encode_body
@@ -67,7 +67,7 @@ def build_manifest(
     )
     header: dict[str, Any] = {
         "format": FORMAT,
-        "event": {"id": event.event_id, "name": event.name},
+        "event": {"id": event.event_id, "name": event.name, **_capacity(event)},
         "version": version,
         "issued_at": issued_at,
         "expires_at": expires,
@@ -82,7 +82,7 @@ def build_manifest(
             }
             for s in event.sessions
         ],
-        "zones": [{"id": z.id, "name": z.name} for z in event.zones],
+        "zones": [_zone(z) for z in event.zones],
         "ticket_keys": [k.text() for k in event.ticket_keys],
         "gates": [_roster_gate(g) for g in event.gates],
         **_supervisors(event),
@@ -122,6 +122,24 @@ def _staff(event: EventSpec) -> dict[str, Any]:
         out["staff_keys"] = [k.text() for k in event.staff_keys]
     if event.revoked_staff:
         out["revoked_staff"] = sorted(set(event.revoked_staff))
+    return out
+
+
+def _zone(zone: Zone) -> dict[str, Any]:
+    """A zone in the header; ``capacity`` only when it has one, so such a manifest reads as before."""
+    out: dict[str, Any] = {"id": zone.id, "name": zone.name}
+    if zone.capacity is not None:
+        out["capacity"] = zone.capacity
+    return out
+
+
+def _capacity(event: EventSpec) -> dict[str, Any]:
+    """The venue's capacity and its mode, when any capacity is set (docs/CAPACITY.md)."""
+    out: dict[str, Any] = {}
+    if event.capacity is not None:
+        out["capacity"] = event.capacity
+    if event.capacity is not None or any(z.capacity is not None for z in event.zones):
+        out["capacity_mode"] = event.capacity_mode
     return out
 
 

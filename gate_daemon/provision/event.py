@@ -16,6 +16,8 @@ name = "Demo Night"
 legacy_codes = true              # ORDER-SEAT payloads open the gate (default true)
 rotating_tolerance = 1           # steps either side of the gate's clock a rotating
                                  # code may be from (default 1, at most 20)
+capacity = 5000                  # optional: people inside the venue at most (docs/CAPACITY.md)
+capacity_mode = "strict"         # "count" (default: refuse on the gate's own count) or "strict"
 
 [[sessions]]                     # optional; without sessions the event is always open
 id = "sat"                       # at most 16 bytes (it travels inside signed tickets)
@@ -27,6 +29,7 @@ entry_opens_minutes = 60         # default 60, at most 10080 (a week)
 [[zones]]
 id = "floor"
 name = "Floor"
+capacity = 1200                  # optional: people inside this zone at most
 
 [[gates]]                        # the roster peers authenticate against
 id = "north-1"
@@ -58,9 +61,9 @@ from gate_daemon.provision.keyfiles import public_key_ref
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]*")
 TOP_KEYS = {"event", "sessions", "zones", "revoked", "ticket_keys", "gates", "supervisors", "revoked_holders"}
-EVENT_KEYS = {"id", "name", "legacy_codes", "rotating_tolerance"}
-CERTIFICATE_ID = re.compile(r"[0-9a-f]{16}")
 TOP_KEYS |= {"staff_keys", "revoked_staff"}
+EVENT_KEYS = {"id", "name", "legacy_codes", "rotating_tolerance", "capacity", "capacity_mode"}
+CERTIFICATE_ID = re.compile(r"[0-9a-f]{16}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -80,6 +83,15 @@ class EventSpec:
     rotating_tolerance: int = DEFAULT_TOLERANCE
     staff_keys: tuple[PublicKey, ...] = ()
     revoked_staff: tuple[str, ...] = ()
+    #: People inside the venue at most (docs/CAPACITY.md); None: no limit.
+    capacity: int | None = None
+    #: ``count`` or ``strict`` (docs/CAPACITY.md).
+    capacity_mode: str = "count"
+
+
+#: The largest capacity a venue or zone may declare.
+MAX_CAPACITY = 10_000_000
+CAPACITY_MODES = ("count", "strict")
 
 
 def load_event(path: Path) -> EventSpec:
@@ -110,18 +122,7 @@ def load_event(path: Path) -> EventSpec:
         sessions.append(Session(sid, check.string(tbl, where, "name"), starts or 0, ends or 0, opens))
     _unique(check, "sessions", [s.id for s in sessions])
 
-    zones: list[Zone] = []
-    for i, raw in enumerate(check.tables(check.raw(doc, "zones"), ("zones",))):
-        where = ("zones", i)
-        tbl = check.table(raw, where, {"id", "name"}, {"id"})
-        zones.append(
-            Zone(
-                check.string(tbl, where, "id", pattern=IDENT, max_bytes=MAX_LABEL),
-                check.string(tbl, where, "name"),
-            )
-        )
-    _unique(check, "zones", [z.id for z in zones])
-
+    zones = _zones(check, doc)
     revoked = check.strings(doc, (), "revoked")
     for i, tid in enumerate(revoked):
         if not 0 < len(tid.encode()) <= MAX_TICKET_ID:
@@ -148,13 +149,14 @@ def load_event(path: Path) -> EventSpec:
     supervisors = _supervisors(check, doc, base)
     holders, tolerance = _rotating(check, doc, event)
     staff_keys, revoked_staff = _staff(check, doc, base, ticket_keys)
+    capacity = _capacity(check, event, ("event",)), _capacity_mode(check, event)
 
     check.finish()
     return EventSpec(
         event_id,
         name,
         tuple(sessions),
-        tuple(zones),
+        zones,
         tuple(revoked),
         legacy_codes,
         tuple(ticket_keys),
@@ -164,7 +166,39 @@ def load_event(path: Path) -> EventSpec:
         tolerance,
         staff_keys,
         revoked_staff,
+        *capacity,
     )
+
+
+def _zones(check: Checker, doc: dict[str, object]) -> tuple[Zone, ...]:
+    """``[[zones]]``: ids, names and optional capacities."""
+    zones: list[Zone] = []
+    for i, raw in enumerate(check.tables(check.raw(doc, "zones"), ("zones",))):
+        where = ("zones", i)
+        tbl = check.table(raw, where, {"id", "name", "capacity"}, {"id"})
+        zones.append(
+            Zone(
+                check.string(tbl, where, "id", pattern=IDENT, max_bytes=MAX_LABEL),
+                check.string(tbl, where, "name"),
+                _capacity(check, tbl, where),
+            )
+        )
+    _unique(check, "zones", [z.id for z in zones])
+    return tuple(zones)
+
+
+def _capacity(check: Checker, tbl: dict[str, object], where: KeyPath) -> int | None:
+    """An optional ``capacity``: 1 to ``MAX_CAPACITY`` people."""
+    if "capacity" not in tbl:
+        return None
+    return check.integer(tbl, where, "capacity", low=1, high=MAX_CAPACITY, default=1)
+
+
+def _capacity_mode(check: Checker, event: dict[str, object]) -> str:
+    mode = check.string(event, ("event",), "capacity_mode", default="count")
+    if mode not in CAPACITY_MODES:
+        check.problem(("event", "capacity_mode"), f"{mode!r} must be one of: {', '.join(CAPACITY_MODES)}")
+    return mode
 
 
 def _supervisors(check: Checker, doc: dict[str, object], base: Path) -> tuple[RosterSupervisor, ...]:

@@ -24,6 +24,7 @@ from gate_daemon.core.hlc import MAX_AHEAD_MS, HybridClock, Stamp
 from gate_daemon.core.records import Redemption
 from gate_daemon.store.conflicts import EntriesAllowed, chunks, judge_again
 from gate_daemon.store.logs import LogId, OriginLogs
+from gate_daemon.store.occupancy import Occupancy
 from gate_daemon.store.redeemed import RedeemedFilter
 from gate_daemon.store.redemptions import INSERT_LEARNED, row
 from gate_daemon.store.transactions import Transaction, scalar
@@ -52,7 +53,8 @@ class Learner:
 
     Wiring: the ledger makes one, with its connection, its write transaction (which holds
     the ledger's lock), and the parts of its state learning moves: the origin logs, the
-    filter of redeemed tickets, the hybrid clock, and the entry rule conflicts are judged by.
+    filter of redeemed tickets, the hybrid clock, the entry rule conflicts are judged by,
+    and the counts of who is inside.
     """
 
     def __init__(
@@ -64,6 +66,7 @@ class Learner:
         redeemed: RedeemedFilter,
         clock: HybridClock,
         entries_allowed: EntriesAllowed,
+        occupancy: Occupancy,
     ) -> None:
         self._db = db
         self._transaction = transaction
@@ -73,6 +76,8 @@ class Learner:
         self._entries_allowed = entries_allowed
         #: Held from a call's first batch to its last: one learner at a time.
         self._learning = asyncio.Lock()
+        #: The ledger's counts of who is inside, kept as records are learned.
+        self._occupancy = occupancy
 
     async def learn(self, records: Sequence[tuple[Redemption, str]], *, now: float) -> Learned:
         """Store records already verified against their origin's key, batch by batch."""
@@ -133,6 +138,9 @@ class Learner:
             ] * len(refused)
             counts += [CONFLICTS] * found + [labelled(Family.PEER, "clock_ahead")] * ahead
             await tx.count(counts)
+            await self._occupancy.learned(self._db, applied)
+            tallies = await self._occupancy.recount(tx.execute)
+        self._occupancy.keep(tallies)  # no await since the commit: no scan saw the old counts
         # Only now: had the transaction failed, ``known`` would claim records never stored,
         # and no peer would send them again.
         own = self._logs.own

@@ -51,6 +51,7 @@ from gate_daemon.store.log_reader import LogReader
 from gate_daemon.store.logs import LogId, OriginLogs, last_seq
 from gate_daemon.store.manifest_state import ManifestState, manifest_meta, read_manifest_state
 from gate_daemon.store.migrations import NotWal, SchemaTooNew, durable, migrate
+from gate_daemon.store.occupancy import Occupancy
 from gate_daemon.store.redeemed import RedeemedFilter
 from gate_daemon.store.redemptions import INSERT_OWN, row
 from gate_daemon.store.scans import (
@@ -94,6 +95,7 @@ class Ledger:
         logs: OriginLogs,
         redeemed: RedeemedFilter,
         entries_allowed: EntriesAllowed,
+        occupancy: Occupancy,
     ) -> None:
         self._db = db
         self.path = path
@@ -109,9 +111,12 @@ class Ledger:
         self._listeners: list[Callable[[Redemption], None]] = []
         #: Serves peers and the drain from committed data, without the lock.
         self._log_reader = LogReader(path)
+        #: Who is inside, per scope, and places granted (docs/CAPACITY.md).
+        self.occupancy = occupancy
         self._learner = Learner(
-            db, self.transaction, logs=logs, redeemed=redeemed, clock=clock, entries_allowed=entries_allowed
-        )
+            db, self.transaction, logs=logs, redeemed=redeemed, clock=clock, entries_allowed=entries_allowed,
+            occupancy=occupancy,
+        )  # fmt: skip
 
     @classmethod
     async def open(
@@ -170,6 +175,7 @@ class Ledger:
             logs=logs,
             redeemed=redeemed,
             entries_allowed=entries_allowed,
+            occupancy=await Occupancy.load(db, gate_id),
         )
 
     async def close(self) -> None:
@@ -242,6 +248,7 @@ class Ledger:
             if taken is None:
                 raise
             raise PolicyConflict(str(exc)) from None
+        self.occupancy.took(evidence)
         if record is not None:
             self._redeemed.add(record.ticket_id)
             self._own(record)
@@ -338,6 +345,8 @@ class Ledger:
             tickets = {record.ticket_id}
             judged = await judge_again(self._db, "redemptions", tickets, self._entries_allowed, wall)
             await tx.count([CONFLICTS] * judged.found)
+            tallies = await self.occupancy.recount(tx.execute)
+        self.occupancy.keep(tallies)  # no await since the commit: no scan saw the old counts
         self._own(record)
         return record
 

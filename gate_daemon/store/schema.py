@@ -57,6 +57,11 @@ Tables:
 - ``lane`` (migration 7): the last supervisor command applied of each kind (``lane``,
   ``mode``, ``message``): the lane's state survives a restart, and a command older than
   the one applied is refused (``gate_daemon.store.lane``).
+- ``occupancy``, ``capacity_grants``, ``capacity_asks`` (the capacity migration): people in
+  and out per scope (``*`` the venue, or a zone id) and origin gate, kept by triggers on
+  ``scans`` in the scan's own statement for this gate's scans and by the learner for
+  records from elsewhere; places granted between gates in strict mode, and this gate's
+  asks still unanswered (``gate_daemon.store.occupancy``, docs/CAPACITY.md).
 - ``commands`` (migration 7): the evidence log of supervisor commands, applied and refused:
   who (the supervisor the command names), what, when it was issued and received, by which
   path, and the outcome. A nonce is applied at most once (a partial unique index).
@@ -363,6 +368,66 @@ MIGRATIONS: tuple[str, ...] = (
         outcome TEXT CHECK (outcome IS NULL OR outcome IN ('confirmed', 'not_confirmed')),
         device  TEXT,
         done_ms INTEGER
+    ) WITHOUT ROWID;
+    """,
+    # capacity (docs/CAPACITY.md): who is inside per scope and origin, kept by this gate's
+    # scans (triggers on ``scans``: the scan's own statement, and a void's update) and by
+    # the learner; seeded from what the file holds (learned records count for the venue
+    # only: their zones are the manifest's, which SQL cannot read), once: run again, it
+    # keeps the counts it finds. Places granted between gates in strict mode, and this
+    # gate's asks not yet answered. A supervisor's forced entry (``overridden``) counts as an entry.
+    """
+    CREATE TABLE IF NOT EXISTS occupancy (
+        scope   TEXT NOT NULL,
+        origin  TEXT NOT NULL,
+        entries INTEGER NOT NULL,
+        exits   INTEGER NOT NULL,
+        PRIMARY KEY (scope, origin)
+    ) WITHOUT ROWID;
+    INSERT INTO occupancy (scope, origin, entries, exits)
+        SELECT scope, origin, SUM(kind = 'entry'), SUM(kind = 'exit') FROM (
+            SELECT '*' AS scope, gate AS origin, kind FROM scans WHERE resolution IN ('admitted', 'exited', 'overridden')
+            UNION ALL
+            SELECT json_extract(decision, '$.zone'), gate, kind FROM scans
+             WHERE resolution IN ('admitted', 'exited', 'overridden') AND json_extract(decision, '$.zone') IS NOT NULL
+            UNION ALL
+            SELECT '*', origin, kind FROM redemptions AS r
+             WHERE origin NOT IN (SELECT value FROM meta WHERE key = 'gate_id') AND kind != 'void'
+               AND NOT EXISTS (SELECT 1 FROM redemptions WHERE voids = r.uuid AND origin = r.origin)
+        ) WHERE NOT EXISTS (SELECT 1 FROM occupancy) GROUP BY scope, origin;
+    CREATE TRIGGER IF NOT EXISTS occupancy_scan AFTER INSERT ON scans
+        WHEN NEW.resolution IN ('admitted', 'exited', 'overridden')
+    BEGIN
+        INSERT INTO occupancy (scope, origin, entries, exits)
+            SELECT scope, NEW.gate, NEW.kind = 'entry', NEW.kind = 'exit'
+              FROM (SELECT '*' AS scope UNION ALL SELECT json_extract(NEW.decision, '$.zone'))
+             WHERE scope IS NOT NULL
+            ON CONFLICT (scope, origin) DO UPDATE
+            SET entries = entries + excluded.entries, exits = exits + excluded.exits;
+    END;
+    CREATE TRIGGER IF NOT EXISTS occupancy_void AFTER UPDATE OF resolution ON scans
+        WHEN OLD.resolution IN ('admitted', 'exited', 'overridden') AND NEW.resolution NOT IN ('admitted', 'exited', 'overridden')
+    BEGIN
+        UPDATE occupancy SET entries = entries - (OLD.kind = 'entry'), exits = exits - (OLD.kind = 'exit')
+         WHERE origin = OLD.gate AND (scope = '*' OR scope = json_extract(OLD.decision, '$.zone'));
+    END;
+    CREATE TABLE IF NOT EXISTS capacity_grants (
+        uuid     TEXT PRIMARY KEY,
+        scope    TEXT NOT NULL,
+        giver    TEXT NOT NULL,
+        receiver TEXT NOT NULL,
+        places   INTEGER NOT NULL CHECK (places >= 0),
+        made_ms  INTEGER NOT NULL,
+        sig      TEXT NOT NULL
+    ) WITHOUT ROWID;
+    CREATE TABLE IF NOT EXISTS capacity_asks (
+        uuid        TEXT PRIMARY KEY,
+        scope       TEXT NOT NULL,
+        peer        TEXT NOT NULL,
+        want        INTEGER NOT NULL,
+        urgent      INTEGER NOT NULL,
+        asked_ms    INTEGER NOT NULL,
+        answered_ms INTEGER
     ) WITHOUT ROWID;
     """,
 )

@@ -72,6 +72,7 @@ function row(gate, beat) {
     [orDash(gate.conflicts, (n) => n), "num"],
     [orDash(gate.clock_offset_s, offset), "num"],
     [orDash(gate.last_heard_s, (s) => `${span(s)} ago`)],
+    [orDash(gate.capacity, (c) => c)],
   ];
   for (const cell of cells) {
     tr.append(cell === null ? laneCell(gate, beat) : el("td", cell[0], cell[1]));

@@ -1,0 +1,211 @@
+"""Capacity: how many people a venue or a zone holds, and whether one more may enter.
+
+Pure: the limits come from the signed manifest's header (``capacity`` under the event
+and on each zone, ``capacity_mode``), the counts from the ledger (``Tally``, one per
+scope: the venue, ``VENUE``, and each zone id), and ``bounded`` turns an entry that
+would overfill into ``venue_full``. docs/CAPACITY.md tells the whole design.
+
+- ``count`` mode: refuse when the people inside, as this gate counts them from every
+  record it holds (its own and those learned from peers and the central), reach the
+  capacity. Best effort: gates cut off from each other each admit up to the limit.
+- ``strict`` mode: the places are split into shares held by the gates of the manifest's
+  roster (``capacity // n`` each, the remainder one each to the first ids in sorted
+  order). A gate admits only from its own share: its share is its initial share, plus
+  the exits it recorded, minus the entries it recorded, plus the places granted to it,
+  minus the places it granted. A grant is persisted at the giver before it answers, and
+  counts at the receiver only once the receiver holds it, so the shares of all gates
+  never add up to more than the capacity minus the people inside, whatever the partition.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from gate_daemon.core.decision import Decision, Reason, ScanKind
+from gate_daemon.core.manifest import Header
+
+#: The scope of the venue's own capacity (a zone id can never be "*": ids match ``IDENT``).
+VENUE = "*"
+STRICT, COUNT = "strict", "count"
+#: What a grant is signed under.
+GRANT_DOMAIN = b"gate-daemon/capacity-grant/v1\x00"
+#: The largest number of places a grant may carry (a capacity's bound).
+MAX_PLACES = 10_000_000
+
+
+@dataclass(frozen=True, slots=True)
+class Limit:
+    """One capacity: of the venue (``scope`` is ``VENUE``) or of a zone."""
+
+    scope: str
+    name: str
+    capacity: int
+
+    @property
+    def label(self) -> str:
+        """How a refusal names it: "Venue" or "Zone Floor"."""
+        return "Venue" if self.scope == VENUE else f"Zone {self.name}"
+
+
+@dataclass(frozen=True, slots=True)
+class Tally:
+    """What a gate's ledger holds of one scope: people inside, its own moves, places granted."""
+
+    #: Entries minus exits, of every origin held.
+    inside: int = 0
+    own_entries: int = 0
+    own_exits: int = 0
+    granted_in: int = 0
+    granted_out: int = 0
+
+
+@dataclass(frozen=True, slots=True)
+class Limits:
+    """The capacities a manifest sets, how they are kept, and the gates that hold shares."""
+
+    mode: str
+    limits: tuple[Limit, ...]
+    #: The roster's gate ids, sorted: the holders of shares in strict mode.
+    gates: tuple[str, ...]
+
+    @classmethod
+    def of(cls, header: Header) -> Limits | None:
+        """The manifest's capacities; None when it sets none."""
+        found = [Limit(VENUE, header.event_name, header.capacity)] if header.capacity is not None else []
+        found += [Limit(z.id, z.name, z.capacity) for z in header.zones if z.capacity is not None]
+        if not found:
+            return None
+        return cls(header.capacity_mode, tuple(found), tuple(sorted(g.id for g in header.gates)))
+
+    @property
+    def strict(self) -> bool:
+        """Whether the gates keep the limit under any partition (shares), not only count."""
+        return self.mode == STRICT
+
+    def find(self, scope: str) -> Limit | None:
+        """The limit of ``scope``, if the manifest sets one."""
+        return next((limit for limit in self.limits if limit.scope == scope), None)
+
+    def applying(self, zone: str | None) -> tuple[Limit, ...]:
+        """The limits an entry to ``zone`` counts against: the venue's and the zone's."""
+        return tuple(limit for limit in self.limits if limit.scope in (VENUE, zone))
+
+    def initial(self, limit: Limit, gate_id: str) -> int:
+        """``gate_id``'s share of ``limit`` before any move: an even split over the roster.
+
+        A gate outside the roster holds none; without a roster the one gate holds all
+        (strict mode then needs every gate in the roster: docs/CAPACITY.md).
+        """
+        if not self.gates:
+            return limit.capacity
+        if gate_id not in self.gates:
+            return 0
+        count = len(self.gates)
+        extra = 1 if self.gates.index(gate_id) < limit.capacity % count else 0
+        return limit.capacity // count + extra
+
+    def share(self, limit: Limit, gate_id: str, tally: Tally) -> int:
+        """The places ``gate_id`` may still admit to ``limit``'s scope on its own (strict mode)."""
+        own = tally.own_exits - tally.own_entries + tally.granted_in - tally.granted_out
+        return self.initial(limit, gate_id) + own
+
+    def room(self, limit: Limit, gate_id: str, tally: Tally) -> int:
+        """How many more may enter here: the gate's share (strict) or the capacity left (count)."""
+        if self.strict:
+            return self.share(limit, gate_id, tally)
+        return limit.capacity - tally.inside
+
+    def low_water(self, limit: Limit) -> int:
+        """Below this share a strict gate asks its peers for places: a quarter of an even share."""
+        return max(1, limit.capacity // max(1, len(self.gates)) // 4)
+
+
+def bounded(
+    decision: Decision, kind: ScanKind, limits: Limits | None, tallies: Mapping[str, Tally], gate_id: str
+) -> Decision:
+    """``decision``, or ``venue_full`` when it admits someone the venue or their zone has no room for.
+
+    Only an admission (``ok`` on an entry) is weighed; exits and refusals pass unchanged.
+    """
+    if limits is None or kind is not ScanKind.ENTRY or decision.reason is not Reason.OK:
+        return decision
+    for limit in limits.applying(decision.zone):
+        tally = tallies.get(limit.scope, Tally())
+        if limits.room(limit, gate_id, tally) <= 0:
+            return _full(decision, limit, tally, strict=limits.strict)
+    return decision
+
+
+def _full(decision: Decision, limit: Limit, tally: Tally, *, strict: bool) -> Decision:
+    inside = max(0, tally.inside)
+    message = f"{limit.label} full: {inside} of {limit.capacity} inside"
+    if strict and inside < limit.capacity:
+        message += " (this gate's places are taken; wait)"
+    return Decision(
+        Reason.VENUE_FULL,
+        message,
+        ticket_id=decision.ticket_id,
+        format=decision.format,
+        session=decision.session,
+        zone=decision.zone,
+        entries_used=decision.entries_used,
+        entries_allowed=decision.entries_allowed,
+    )
+
+
+def to_give(own: int, theirs: int, want: int, *, urgent: bool) -> int:
+    """Places a gate holding ``own`` grants a peer holding ``theirs`` that asks for ``want``.
+
+    Half the difference (shares even out and never swing back), or, when the peer has
+    someone waiting (``urgent``), at least one while the giver has one.
+    """
+    amount = max((own - theirs) // 2, 1 if urgent else 0)
+    return max(0, min(amount, want, own))
+
+
+@dataclass(frozen=True, slots=True)
+class Grant:
+    """Places of one scope moved from ``giver`` to ``receiver``, named by the ask's uuid."""
+
+    uuid: str
+    event: str
+    scope: str
+    giver: str
+    receiver: str
+    places: int
+
+    def signed_bytes(self) -> bytes:
+        """The bytes the giver signs (under ``GRANT_DOMAIN``)."""
+        return json.dumps(self.wire_body(), sort_keys=True, separators=(",", ":")).encode()
+
+    def wire_body(self) -> dict[str, Any]:
+        """The grant as JSON."""
+        return {
+            "uuid": self.uuid,
+            "event": self.event,
+            "scope": self.scope,
+            "giver": self.giver,
+            "receiver": self.receiver,
+            "places": self.places,
+        }
+
+    @classmethod
+    def parse(cls, data: object) -> Grant:
+        """A grant from JSON; ``ValueError`` names the field that is wrong."""
+        if not isinstance(data, dict):
+            raise ValueError("grant: expected an object")
+        fields: dict[str, Any] = {}
+        for name in ("uuid", "event", "scope", "giver", "receiver"):
+            value = data.get(name)
+            if not isinstance(value, str) or not 0 < len(value) <= 128:
+                raise ValueError(f"grant.{name}: expected a string of 1 to 128 characters")
+            fields[name] = value
+        places = data.get("places")
+        if type(places) is not int or not 0 <= places <= MAX_PLACES:
+            raise ValueError(f"grant.places: expected an integer 0..{MAX_PLACES}")
+        if set(data) != {*fields, "places"}:
+            raise ValueError("grant: unexpected fields")
+        return cls(places=places, **fields)
