@@ -386,10 +386,12 @@ MIGRATIONS: tuple[str, ...] = (
     ) WITHOUT ROWID;
     INSERT INTO occupancy (scope, origin, entries, exits)
         SELECT scope, origin, SUM(kind = 'entry'), SUM(kind = 'exit') FROM (
-            SELECT '*' AS scope, gate AS origin, kind FROM scans WHERE resolution IN ('admitted', 'exited', 'overridden')
+            SELECT '*' AS scope, gate AS origin, kind FROM scans
+             WHERE resolution IN ('admitted', 'exited', 'overridden')
             UNION ALL
             SELECT json_extract(decision, '$.zone'), gate, kind FROM scans
-             WHERE resolution IN ('admitted', 'exited', 'overridden') AND json_extract(decision, '$.zone') IS NOT NULL
+             WHERE resolution IN ('admitted', 'exited', 'overridden')
+               AND json_extract(decision, '$.zone') IS NOT NULL
             UNION ALL
             SELECT '*', origin, kind FROM redemptions AS r
              WHERE origin NOT IN (SELECT value FROM meta WHERE key = 'gate_id') AND kind != 'void'
@@ -406,7 +408,8 @@ MIGRATIONS: tuple[str, ...] = (
             SET entries = entries + excluded.entries, exits = exits + excluded.exits;
     END;
     CREATE TRIGGER IF NOT EXISTS occupancy_void AFTER UPDATE OF resolution ON scans
-        WHEN OLD.resolution IN ('admitted', 'exited', 'overridden') AND NEW.resolution NOT IN ('admitted', 'exited', 'overridden')
+        WHEN OLD.resolution IN ('admitted', 'exited', 'overridden')
+         AND NEW.resolution NOT IN ('admitted', 'exited', 'overridden')
     BEGIN
         UPDATE occupancy SET entries = entries - (OLD.kind = 'entry'), exits = exits - (OLD.kind = 'exit')
          WHERE origin = OLD.gate AND (scope = '*' OR scope = json_extract(OLD.decision, '$.zone'));
