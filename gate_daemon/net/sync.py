@@ -17,7 +17,8 @@ scan path (a scan commits to the ledger and is done; these read what was committ
   which the central answers ``duplicate``.
 - **pull**: the check-ins the central holds after its cursor, verified against the
   origin gates' keys and learned through the ledger like a peer's, so a ticket used at a
-  gate outside this LAN is ``already_used`` here.
+  gate outside this LAN is ``already_used`` here. The cursor moves past a page only once
+  it was judged under the newest roster the gate can know (none without a manifest).
 - **heartbeat**: the gate's counters and a short status, every ``heartbeat_interval``.
   The answer carries supervisors' commands for this gate (``gate.lane.Lane.deliver``:
   verified and applied like those from the LAN); the next heartbeat acknowledges them.
@@ -50,7 +51,7 @@ from gate_daemon.errors import ManifestRefused
 from gate_daemon.gate.clock import GateClock
 from gate_daemon.gate.lane import Lane
 from gate_daemon.gate.manifest_watch import ManifestWatch
-from gate_daemon.net.replication import Replication
+from gate_daemon.net.replication import Replication, Roster
 from gate_daemon.net.upstream import MAX_BATCH, ManifestFetch, PushAnswer, UpstreamClient, UpstreamError
 from gate_daemon.store.evidence_upload import EvidenceCursor
 from gate_daemon.store.manifest_file import MAX_MANIFEST, write_delta_result
@@ -291,47 +292,76 @@ class UpstreamSync:
         await self.marks.acknowledge(positions, rejections, counters, time.time())
 
     async def pull(self) -> int:
-        """Learn the check-ins the central holds after its cursor; how many were new here."""
+        """Learn the check-ins the central holds after its cursor; how many were new here.
+
+        The cursor moves past a page only once its records were judged under the newest
+        roster this gate can have. Without an active manifest nothing can be judged: a
+        manifest is asked for first, and without one the cursor stays where it is.
+        """
+        if self.manifests.current is None:
+            # Every record would be refused as unknown_origin and the cursor moved past
+            # them: check-ins this gate would never learn, tickets it would admit again.
+            await self.refresh_manifest()  # the central's refusal, or its manifest's, is the loop's error
+            if self.manifests.current is None:
+                return 0
         learned = 0
         for _page in range(MAX_PAGES):
             page = await self.client.pull(self.marks.after, self.settings.batch)
             if page.records:
-                received = await self.replication.receive(list(page.records))
-                learned += len(received.learned.applied)
-                if any(r.error in ROSTER_REFUSALS for r in received.refused) and await self._roster_renewed():
-                    # The central's roster lists a gate (or key) this gate's manifest did not
-                    # yet: judged again under the newer one, before the cursor moves past them.
-                    received = await self.replication.receive(list(page.records))
-                    learned += len(received.learned.applied)
-                self.totals.pulled += len(page.records)
-                if received.refused:
-                    first = received.refused[0]
-                    log.warning(
-                        "%d records from the central were refused (first: %s %s)",
-                        len(received.refused),
-                        first.error,
-                        first.detail[:200],
-                    )
-                    refusals = (labelled(Family.UPSTREAM_REFUSED, r.error) for r in received.refused)
-                    await self.ledger.bump(refusals)
+                learned += await self._learn(list(page.records))
             await self.marks.reached(page.cursor)
             if not page.more:
                 break
-        self.totals.learned += learned
         return learned
 
-    async def _roster_renewed(self) -> bool:
-        """Whether a newer manifest from the central was activated just now.
+    async def _learn(self, records: list[object]) -> int:
+        """Verify and learn one pulled page; how many records were new here.
 
-        A central that cannot be asked raises (``UpstreamError``): the pull cursor stays,
-        and the page is judged again at the next round. A manifest refused here leaves the
-        roster as it is.
+        Raises, leaving the cursor where it is, when records refused under this gate's
+        roster could not be judged under the central's newer one (``_roster_renewed``).
+        """
+        roster = self.replication.roster()
+        received = await self.replication.receive(records)
+        learned = len(received.learned.applied)
+        self.totals.pulled += len(records)
+        self.totals.learned += learned
+        if any(r.error in ROSTER_REFUSALS for r in received.refused) and await self._roster_renewed(roster):
+            # The roster now lists a gate (or key) it did not when the page was judged:
+            # judged again under the newer one, before the cursor moves past them.
+            received = await self.replication.receive(records)
+            learned += len(received.learned.applied)
+            self.totals.learned += len(received.learned.applied)
+        if received.refused:
+            first = received.refused[0]
+            log.warning(
+                "%d records from the central were refused (first: %s %s)",
+                len(received.refused),
+                first.error,
+                first.detail[:200],
+            )
+            refusals = (labelled(Family.UPSTREAM_REFUSED, r.error) for r in received.refused)
+            await self.ledger.bump(refusals)
+        return learned
+
+    async def _roster_renewed(self, judged: Roster | None) -> bool:
+        """Whether the roster changed since ``judged``: the central's newer manifest, or any.
+
+        The central is asked for a newer manifest; one activated meanwhile by another way
+        (the manifest loop, a tech's file) counts too. False only when this gate holds the
+        newest roster it can know: the central has nothing newer, or this gate is ahead of
+        it. Then the refusals are final (a forged record, a gate removed) and the cursor
+        moves on. Otherwise this raises and the cursor stays, to judge the page again at the
+        next round: a central that cannot be asked (``UpstreamError``), or a central whose
+        manifest this gate refuses (``ManifestRefused``: the pull loop's error in status
+        until the manifest is fixed, by the central or in the drop folder).
         """
         try:
-            return await self.refresh_manifest()
-        except ManifestRefused as exc:
-            log.warning("records pulled from gates not in the roster; the central's manifest: %s", exc)
-            return False
+            renewed = await self.refresh_manifest()
+        except UpstreamError as exc:
+            if exc.name != "gate_ahead":
+                raise
+            renewed = False  # this gate's manifest is newer than any the central has
+        return renewed or self.replication.roster() is not judged
 
     async def refresh_manifest(self) -> bool:
         """Fetch, verify and activate a newer manifest; whether one was activated."""
