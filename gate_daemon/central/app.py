@@ -266,9 +266,10 @@ def create_app(
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         opened = central is None
         app[CENTRAL] = central if central is not None else await Central.open(config, clock=clock)
-        poller = _poll(app[CENTRAL], config.poll_ms / 1000)
         bridge = app[CENTRAL].bridge
-        if bridge is not None:  # [source] kind = "pretix": pretix's changes, not the files, make versions
+        if bridge is None:
+            poller = _poll(app[CENTRAL], config.poll_ms / 1000)
+        else:  # [source] kind = "pretix": pretix's changes, not the files, make versions
             poller = keep_synced(bridge, app[CENTRAL].book)
         try:
             async with _running(poller):

@@ -229,6 +229,8 @@ async def open_bridge(
     is served meanwhile); a list the bridge will not serve, a device it cannot be, or a
     venue file in error stops the start when there is no manifest to serve at all.
     """
+    # httpx logs every request at INFO: one a second or more here, and the bridge names its failures.
+    logging.getLogger("httpx").setLevel(logging.WARNING)
     http = httpx.AsyncClient(follow_redirects=False)
     bridge = PretixBridge(source, venue, state_dir, store, key, http)
     try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import platform
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -57,7 +58,7 @@ async def device(client: PretixClient, state_dir: Path, init_token: Path) -> Dev
         "hardware_brand": "gate-daemon",
         "hardware_model": "gate-central",
         "os_name": "Linux",
-        "os_version": "",
+        "os_version": platform.release() or "unknown",
         "software_brand": "gate-daemon",
         "software_version": __version__,
     }
@@ -66,8 +67,8 @@ async def device(client: PretixClient, state_dir: Path, init_token: Path) -> Dev
     except PretixError as exc:
         if exc.name in ("refused", "denied"):
             raise DeviceError(
-                f"pretix refused the initialization token in {init_token} ({exc.detail}): a token works once;"
-                " make a new device in pretix and put its token in the file"
+                f"pretix refused to initialize with the token in {init_token} ({exc.detail}); a token"
+                " works once: make a new device in pretix and put its token in the file"
             ) from None
         raise
     if not isinstance(answer, dict) or not isinstance(answer.get("api_token"), str):
