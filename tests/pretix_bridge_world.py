@@ -49,7 +49,15 @@ class BridgeWorld:
         """pretix answers again."""
         self.loop.run(self.link.heal())
 
-    def gate(self, launch: Launcher, gate_id: str, *, zone: str = "main", **options: Any) -> GateProcess:
+    def gate(
+        self,
+        launch: Launcher,
+        gate_id: str,
+        *,
+        zone: str = "main",
+        upstream: dict[str, Any] | None = None,
+        **options: Any,
+    ) -> GateProcess:
         """A gate of zone ``zone`` syncing with the central (``decision`` etc. as ``write_gate_config``)."""
         folder = self.root / gate_id
         folder.mkdir(parents=True, exist_ok=True)
@@ -58,7 +66,7 @@ class BridgeWorld:
             f'key = "{self.live.gate_keys[gate_id]}"',
             "[upstream]",
             f'url = "{self.central.url}"',
-            *(f"{key} = {json.dumps(value)}" for key, value in SYNC.items()),
+            *(f"{key} = {json.dumps(value)}" for key, value in {**SYNC, **(upstream or {})}.items()),
         ]
         config = write_gate_config(
             folder / "gate.toml",
@@ -69,6 +77,20 @@ class BridgeWorld:
             **options,
         )
         return launch(config, name=gate_id)
+
+    def restart_central(self) -> None:
+        """Stop the central and start it again on the same state (its device, cursors and records)."""
+        self.central.close()
+        self.central = CentralProcess(
+            self.central.config, self.root, name=f"{self.central.name}-again"
+        ).start(60)
+
+    def forget_uploads(self) -> None:
+        """Make the bridge forget what it sent (as a crash before it kept pretix's answers would)."""
+        with contextlib.closing(sqlite3.connect(self.central.database, timeout=10)) as db:
+            db.execute("DELETE FROM pretix_uploads")
+            db.execute("UPDATE pretix_meta SET value = '0' WHERE key = 'upload_cursor'")
+            db.commit()
 
     def uploads(self) -> dict[str, tuple[str, str | None]]:
         """The bridge's upload answers by record uuid: (status, reason)."""
@@ -117,6 +139,7 @@ event = "{pretix.event}"
 init_token = "pretix-init-token"
 interval_s = {interval_s}
 timeout_s = 5
+online_timeout_ms = 4000
 
 [source.lists]
 main = {pretix.lists["main"]}
@@ -137,13 +160,13 @@ def bridge_world(root: Path, pretix: PretixServer, *, start: bool = True) -> Ite
         link = loop.run(Link((host, int(port)), name="pretix").start())
         config = root / "central.toml"
         config.write_text(central_toml(pretix, f"http://{link.address}"))
-        central = CentralProcess(config, root)
+        world = BridgeWorld(root, live, pretix, link, loop, CentralProcess(config, root))
         try:
             if start:
-                central.start(timeout=60)
-            yield BridgeWorld(root, live, pretix, link, loop, central)
+                world.central.start(timeout=60)
+            yield world
         finally:
-            central.close()
+            world.central.close()
             loop.run(link.aclose())
 
 

@@ -88,7 +88,9 @@ def test_an_order_canceled_in_pretix_is_refused_at_the_gate_after_the_next_sync(
     # The buyer's secret no longer names the order's position (pretix re-keyed it) but a revoked code.
     ticket_id = f"{doomed.order}-1"
     wait_until(
-        lambda: gate.scan(doomed.secret, kind="exit").get("ticket_id") != ticket_id, CONVERGE, "the cancellation"
+        lambda: gate.scan(doomed.secret, kind="exit").get("ticket_id") != ticket_id,
+        CONVERGE,
+        "the cancellation",
     )
     decision = gate.scan(doomed.secret)
     assert (decision["outcome"], decision["reason"]) == ("deny", "revoked"), decision
@@ -130,3 +132,73 @@ def test_the_device_token_is_kept_0600_and_never_in_the_log(world: BridgeWorld) 
     assert init not in world.central.stderr()
     with sqlite3.connect(world.central.database) as db:
         assert db.execute("SELECT COUNT(*) FROM pretix_positions").fetchone()[0] >= 8
+
+
+def test_a_resend_after_a_crash_is_not_a_second_checkin_in_pretix(
+    world: BridgeWorld, pretix: PretixServer, launch: Launcher
+) -> None:
+    fresh = [pretix.make_order(name=f"Resend {n}") for n in range(2)]
+    gate = world.gate(launch, "north-1")
+    wait_until(lambda: knows(gate, fresh[-1].secret), CONVERGE, "the orders")
+    uuids = {str(gate.scan(p.secret)["record_id"]) for p in fresh}
+    wait_until(lambda: uuids <= world.uploads().keys(), CONVERGE, "the uploads")
+    world.central.close()
+    world.forget_uploads()
+    world.restart_central()
+    wait_until(lambda: uuids <= world.uploads().keys(), CONVERGE, "the uploads sent again")
+    assert [len(pretix.checkins_of(p.position_id)) for p in fresh] == [1, 1]
+
+
+def test_a_double_entry_at_two_gates_cut_off_from_each_other_is_a_conflict_and_pretix_stores_both(
+    world: BridgeWorld, pretix: PretixServer, launch: Launcher
+) -> None:
+    shared = pretix.make_order(name="Two Gates")
+    north, south = world.gate(launch, "north-1"), world.gate(launch, "south-1")
+    wait_until(lambda: knows(north, shared.secret) and knows(south, shared.secret), CONVERGE, "the order")
+    world.central.pause()
+    try:
+        first = north.scan(shared.secret)
+        second = south.scan(shared.secret)
+    finally:
+        world.central.resume()
+    assert first["outcome"] == second["outcome"] == "allow"
+    uuids = {str(first["record_id"]), str(second["record_id"])}
+    wait_until(lambda: uuids <= world.uploads().keys(), CONVERGE, "both uploads")
+    assert sorted(s for s, _ in (world.uploads()[u] for u in uuids)) == ["applied", "conflict"]
+    assert len(pretix.checkins_of(shared.position_id)) == 2
+    assert [c["ticket_id"] for c in world.central.report()["conflicts"]] == [f"{shared.order}-1"]
+
+
+def test_an_exit_and_a_reentry_reach_pretix_in_order(
+    world: BridgeWorld, pretix: PretixServer, launch: Launcher
+) -> None:
+    fresh = pretix.make_order(name="In Out In")
+    gate = world.gate(launch, "north-1")
+    wait_until(lambda: knows(gate, fresh.secret), CONVERGE, "the order")
+    outcomes = [gate.scan(fresh.secret, kind=k)["outcome"] for k in ("entry", "exit", "entry")]
+    assert outcomes == ["allow", "allow", "allow"]
+    assert gate.scan(fresh.secret)["outcome"] == "already_used"
+    wait_until(lambda: len(pretix.checkins_of(fresh.position_id)) == 3, CONVERGE, "three check-ins in pretix")
+    held = sorted(pretix.checkins_of(fresh.position_id), key=lambda c: c["datetime"])
+    assert [c["type"] for c in held] == ["entry", "exit", "entry"]
+
+
+def test_online_first_asks_pretix_with_the_records_nonce(
+    world: BridgeWorld, pretix: PretixServer, launch: Launcher
+) -> None:
+    fresh = pretix.make_order(name="Online First")
+    online = {"validate_timeout_ms": 6000, "breaker_latency_ms": 5000}
+    gate = world.gate(launch, "north-1", decision="online-first", upstream=online)
+    wait_until(lambda: gate.status()["manifest"].get("version") is not None, CONVERGE, "the manifest")
+    wait_until(lambda: gate.status()["online"]["mode"] == "online", CONVERGE, "online mode")
+    decision = gate.scan(fresh.secret)
+    assert decision["outcome"] == "allow", decision
+    # pretix has it at once: the central asked pretix's redeem before the gate answered.
+    (checkin,) = pretix.checkins_of(fresh.position_id)
+    assert checkin["type"] == "entry"
+    status, answer = pretix.checkin_as_other_device(fresh.secret)
+    assert (status, answer["reason"]) == (400, "already_redeemed")
+    uuid = str(decision["record_id"])
+    wait_until(lambda: uuid in world.uploads(), CONVERGE, "the gate's record at the bridge")
+    assert world.uploads()[uuid][0] in ("applied", "duplicate")
+    assert len(pretix.checkins_of(fresh.position_id)) == 1

@@ -192,7 +192,9 @@ def _hosts(check: Checker, tbl: dict[str, Any], at: KeyPath) -> tuple[str, ...]:
     return tuple(names)
 
 
-SOURCE_KEYS = {"kind", "url", "organizer", "event", "init_token", "interval_s", "timeout_s", "lists"}
+SOURCE_KEYS = {
+    "kind", "url", "organizer", "event", "init_token", "interval_s", "timeout_s", "online_timeout_ms", "lists",
+}  # fmt: skip
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,49}")
 _URL = re.compile(r"https?://[^\s/?#]+(?:/[^\s?#]*)?")
 
@@ -212,6 +214,8 @@ class PretixSource:
     interval_s: float = 10.0
     #: How long one request to pretix may take.
     timeout_s: float = 10.0
+    #: How long an online-first validation waits for pretix's redeem (under the gates' own deadline).
+    online_timeout_ms: int = 400
 
 
 def _source(check: Checker, value: object, path: Path, env: Mapping[str, str]) -> PretixSource | None:
@@ -252,6 +256,7 @@ def _source(check: Checker, value: object, path: Path, env: Mapping[str, str]) -
         lists=_lists(check, tbl.get("lists", {})),
         interval_s=check.number(tbl, at, "interval_s", low=0.1, high=3600, default=10.0),
         timeout_s=check.number(tbl, at, "timeout_s", low=0.5, high=300, default=10.0),
+        online_timeout_ms=check.integer(tbl, at, "online_timeout_ms", low=50, high=60_000, default=400),
     )
 
 

@@ -159,7 +159,13 @@ class PretixBridge:
         found = self.lists.get(zone or "") or self.lists.get(await self.state.gate_zone(gate) or "")
         chosen = found if found is not None else next(iter(self.lists.values()))
         decision = await online.redeem(
-            self.client, payload, chosen.id, kind, uuid, self._by_secret.get(payload)
+            self.client,
+            payload,
+            chosen.id,
+            kind,
+            uuid,
+            self._by_secret.get(payload),
+            timeout=self.source.online_timeout_ms / 1000,
         )
         if decision.reason is Reason.OK:
             await self.state.mark_sent(uuid, "applied", time.time())

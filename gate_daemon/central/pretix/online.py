@@ -2,8 +2,9 @@
 
 The payload is sent as the secret, with ``nonce`` = the scan's uuid (the same the gate's
 record will carry, so its upload later is a nonce pretix knows: ``duplicate``), on the
-check-in list of the gate's zone, without ``force`` and within ``ONLINE_TIMEOUT`` (under
-the gate's own deadline, ``[upstream] validate_timeout_ms``, 500 ms by default). pretix's
+check-in list of the gate's zone, without ``force`` and within ``[source] online_timeout_ms``
+(400 ms by default: under the gate's own deadline, ``[upstream] validate_timeout_ms``, 500 ms
+by default). pretix's
 answer becomes the decision (``PRETIX_REASONS``); a pretix that does not answer in time,
 or answers garbage, makes the central answer 503, and the gate decides locally, as it
 does whenever the central is away.
@@ -16,9 +17,6 @@ from typing import Any
 from gate_daemon.core.decision import Decision, Reason
 
 from .client import PretixClient, PretixError
-
-#: How long the central waits for pretix on a gate's behalf (the gate waits 500 ms by default).
-ONLINE_TIMEOUT = 0.4
 
 #: pretix's ``reason`` -> ours.
 PRETIX_REASONS = {
@@ -34,7 +32,14 @@ PRETIX_REASONS = {
 
 
 async def redeem(
-    client: PretixClient, secret: str, list_id: int, kind: str, nonce: str, ticket_id: str | None
+    client: PretixClient,
+    secret: str,
+    list_id: int,
+    kind: str,
+    nonce: str,
+    ticket_id: str | None,
+    *,
+    timeout: float,
 ) -> Decision:
     """pretix's decision on one scan; ``PretixError`` when it gives none in time."""
     body: dict[str, Any] = {
@@ -48,7 +53,7 @@ async def redeem(
         "questions_supported": False,
     }
     status, answer = await client.post(
-        "checkinrpc/redeem/", body, answers=(200, 201, 400, 404), timeout=ONLINE_TIMEOUT
+        "checkinrpc/redeem/", body, answers=(200, 201, 400, 404), timeout=timeout
     )
     if not isinstance(answer, dict) or answer.get("status") not in ("ok", "error"):
         raise PretixError("garbage", f"POST checkinrpc/redeem/: {status} without a status")
