@@ -50,7 +50,7 @@ from .upload import Uploader
 log = logging.getLogger(__name__)
 
 #: The longest wait between runs while pretix keeps failing.
-MAX_BACKOFF = 300.0
+MAX_BACKOFF = 60.0
 
 
 class NoDataYet(GateError):

@@ -80,13 +80,20 @@ async def orders(client: PretixClient, event: str, since: str | None) -> OrdersP
     async for page, headers in client.pages(f"events/{event}/orders/", params):
         if cursor is None:
             cursor = headers.get(GENERATED)
-        for order in page:
-            try:
-                _order(order, positions, checkins)
-            except (KeyError, TypeError, ValueError, MappingError) as exc:
-                code = order.get("code") if isinstance(order, dict) else None
-                raise PretixError("garbage", f"order {code!r}: {type(exc).__name__}: {exc}") from None
+        read_page(page, positions, checkins)
     return OrdersPage(positions, checkins, cursor)
+
+
+def read_page(page: list[Any], positions: list[PositionRow], checkins: list[PretixCheckin]) -> None:
+    """The positions and check-ins of a page of orders; ``PretixError("garbage")`` naming the order."""
+    for order in page:
+        try:
+            if not isinstance(order, dict):
+                raise TypeError("an order is not an object")
+            _order(order, positions, checkins)
+        except (KeyError, TypeError, ValueError, AttributeError, MappingError) as exc:
+            code = order.get("code") if isinstance(order, dict) else None
+            raise PretixError("garbage", f"order {str(code)[:20]!r}: {type(exc).__name__}: {exc}") from None
 
 
 def _order(order: Mapping[str, Any], positions: list[PositionRow], checkins: list[PretixCheckin]) -> None:
