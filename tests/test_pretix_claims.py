@@ -3,17 +3,29 @@
 from __future__ import annotations
 
 import base64
+import json
 import time
 from collections.abc import Iterator
 
 import pytest
+from hypothesis import given
+from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from gate_daemon.core.decision import Checkpoint, LedgerFacts, Reason, evaluate
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import Manifest, Session, Zone, open_manifest
+from gate_daemon.core.manifest import (
+    Manifest,
+    Session,
+    Zone,
+    canonical_json,
+    open_manifest,
+    parse_header,
+    peek_header,
+)
 from gate_daemon.core.pretix_sig import parse_pretix_header, ticket_id_for
 from gate_daemon.core.ticket_record import Status
+from gate_daemon.errors import ManifestRefused
 from gate_daemon.provision.build import build_manifest
 from gate_daemon.provision.event import EventSpec
 from gate_daemon.provision.pretix_manifest import (
@@ -78,6 +90,16 @@ def manifest(revoked_secret: str) -> Iterator[Manifest]:
     opened.release()
 
 
+def _base_header() -> dict[str, object]:
+    key = SecretKey.generate()
+    event = EventSpec(EVENT, "Claims", (), (Zone("main", "Main"),), (), False, (), ())
+    data = build_manifest(event, [], key, version=1, issued_at=NOW - 60, extra_header=_header())
+    return dict(peek_header(data)[1].raw)
+
+
+_BASE_HEADER = _base_header()
+
+
 def _reason(manifest: Manifest, secret: str, zone: str = "main", facts: LedgerFacts | None = None) -> Reason:
     return evaluate(secret, manifest, Checkpoint(zone=zone), NOW, facts or LedgerFacts()).reason
 
@@ -137,3 +159,19 @@ def test_list_policies_and_refusals_of_the_builder() -> None:
         pretix_header(EVENT, [_pem(PRETIX_KEY)], {"main": {"id": 1, "rules": {"and": []}}}, [], {}, [], [])
     with pytest.raises(PretixMappingError, match="valid_keys"):
         pretix_header(EVENT, ["bm90IGEga2V5"], LISTS, [], {}, [], [])
+
+
+_JSON = st.recursive(
+    st.none() | st.booleans() | st.integers(-5, 2**40) | st.text(max_size=12),
+    lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.text(max_size=6), inner, max_size=3),
+    max_leaves=8,
+)
+
+
+@given(st.sampled_from(sorted(_header())), _JSON)
+def test_any_pretix_header_value_is_read_or_refused_by_name(key: str, value: object) -> None:
+    raw = json.loads(canonical_json({**_BASE_HEADER, key: value}))
+    try:
+        parse_header(canonical_json(raw))
+    except ManifestRefused as exc:
+        assert exc.reason == "malformed"
