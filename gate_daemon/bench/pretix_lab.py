@@ -47,25 +47,15 @@ from gate_daemon.bench.pretix_install import (
     template_of,
     write_config,
 )
+from gate_daemon.bench.pretix_seed import SeededPosition, seed_event
 from gate_daemon.errors import GateError
+
+__all__ = ["PretixServer", "SeededPosition", "running_pretix"]
 
 ORGANIZER = "gateorg"
 EVENT = "gate2026"
 #: Starting and migrating a cold pretix is slow on a loaded machine; this only bounds a failure.
 START_DEADLINE_S = 180.0
-
-
-@dataclass(frozen=True, slots=True)
-class SeededPosition:
-    """One order position the seed made, with what the tests need of it."""
-
-    name: str
-    order: str
-    position_id: int
-    item: str
-    secret: str
-    state: str
-    current_secret: str = ""
 
 
 @dataclass
@@ -263,10 +253,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_pretix(workdir: Path, cache: Path | None = None, *, seed: bool = True) -> Iterator[PretixServer]:
+def running_pretix(workdir: Path, cache: Path | None = None) -> Iterator[PretixServer]:
     """A pretix started in ``workdir`` from the cache's template, seeded; stopped on exit."""
-    from gate_daemon.bench.pretix_seed import seed_event
-
     where = cache or cache_dir()
     if not is_ready(where):
         raise GateError(f"no pretix cache in {where}: run scripts/pretix-cache")
@@ -287,8 +275,7 @@ def running_pretix(workdir: Path, cache: Path | None = None, *, seed: bool = Tru
         )
     try:
         _wait_answering(server.url, proc, log)
-        if seed:
-            seed_event(server)
+        seed_event(server)
         yield server
     finally:
         _stop(proc)
