@@ -26,10 +26,12 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Protocol
 
 from gate_daemon.core.delta import plan_delta
 from gate_daemon.core.keys import PublicKey, SecretKey
 from gate_daemon.core.manifest import Manifest, peek_header
+from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.files import read_regular, write_atomic
 from gate_daemon.net.central_time import signed_time
@@ -67,6 +69,33 @@ class Fingerprint:
     stats: tuple[tuple[int, int, int] | None, ...]
 
 
+class Inputs(Protocol):
+    """What manifests are built from: the files (``FileInputs``) or the pretix bridge's copy."""
+
+    def fingerprint(self) -> object:
+        """Something that changes whenever ``load`` may answer differently."""
+
+    def load(self) -> tuple[EventSpec, list[TicketEntry]]:
+        """The event and its tickets now (runs in a thread); a ``GateError`` naming what is wrong."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileInputs:
+    """event.toml + tickets.csv (``[central] event``, ``tickets``)."""
+
+    event: Path
+    tickets: Path
+
+    def fingerprint(self) -> object:
+        """The files' mtime, size and inode."""
+        return Fingerprint(tuple(_stat(p) for p in (self.event, self.tickets)))
+
+    def load(self) -> tuple[EventSpec, list[TicketEntry]]:
+        """Both files read and checked."""
+        event = load_event(self.event)
+        return event, load_tickets(self.tickets, event)
+
+
 class ManifestBook:
     """The versions built, the latest as a verified ``Manifest``, and how to serve any gate."""
 
@@ -79,18 +108,18 @@ class ManifestBook:
         tickets_path: Path,
         *,
         clock: Callable[[], float] = time.time,
+        inputs: Inputs | None = None,
     ) -> None:
         self._store = store
         self._dir = directory
         self._key = key
-        self._event_path = event_path
-        self._tickets_path = tickets_path
+        self._inputs: Inputs = inputs if inputs is not None else FileInputs(event_path, tickets_path)
         self._clock = clock
         self._rows: dict[int, ManifestRow] = {}
         self._highest = 0
         self.latest: Manifest | None = None
         self._roster: Mapping[str, PublicKey] | None = None
-        self._seen: Fingerprint | None = None
+        self._seen: object = None
         self._lock = asyncio.Lock()
         self._deltas: dict[tuple[int, int], asyncio.Lock] = {}
 
@@ -147,7 +176,7 @@ class ManifestBook:
     async def refresh(self, *, force: bool = False) -> bool:
         """Read the inputs when they changed (or with ``force``); whether a new version was built."""
         async with self._lock:
-            seen = Fingerprint(tuple(_stat(p) for p in (self._event_path, self._tickets_path)))
+            seen = self._inputs.fingerprint()
             if not force and seen == self._seen:
                 return False
             self._seen = seen
@@ -168,8 +197,7 @@ class ManifestBook:
 
     def _build_if_changed(self) -> tuple[ManifestRow, Manifest] | None:
         """A new version when the inputs say something the latest does not (runs in a thread)."""
-        event = load_event(self._event_path)
-        tickets = load_tickets(self._tickets_path, event)
+        event, tickets = self._inputs.load()
         latest = self.latest
         now = int(self._clock())
         if latest is not None and latest.event_id == event.event_id:

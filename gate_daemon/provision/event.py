@@ -64,12 +64,19 @@ class EventSpec:
     supervisors: tuple[RosterSupervisor, ...] = ()
 
 
-def load_event(path: Path) -> EventSpec:
-    """Read and check an event.toml; every problem is reported with its key and line."""
+def load_event(path: Path, *, venue: bool = False) -> EventSpec:
+    """Read and check an event.toml; every problem is reported with its key and line.
+
+    With ``venue``, a venue.toml (``gate-central`` with a pretix source): the same file
+    without sessions, whose ``[event] name`` is optional (pretix knows both).
+    """
     doc, text = load(path)
     check = Checker(path, text, TOP_KEYS)
     check.table(doc, (), TOP_KEYS, {"event"})
-    event = check.table(doc.get("event", {}), ("event",), {"id", "name", "legacy_codes"}, {"id", "name"})
+    if venue and "sessions" in doc:
+        check.problem(("sessions",), "a venue file has no sessions: they come from pretix")
+    required = {"id"} if venue else {"id", "name"}
+    event = check.table(doc.get("event", {}), ("event",), {"id", "name", "legacy_codes"}, required)
     event_id = check.string(event, ("event",), "id", pattern=IDENT, max_bytes=64)
     name = check.string(event, ("event",), "name")
     legacy_codes = check.boolean(event, ("event",), "legacy_codes", default=True)

@@ -30,6 +30,11 @@ Tables:
 - ``beats`` (migration 3): every heartbeat, not only the last: when (central time), the
   gate's decision route then (``online`` or ``offline``) and a few of its counters, for the
   incident report's offline periods and mode switches.
+- ``pretix_*`` (one migration): the pretix bridge's copy of its event
+  (``gate_daemon.store.central.pretix``): positions by pretix id with their secret, order
+  status and item; revoked and blocked secrets; the bridge's cursors (``X-Page-Generated``
+  of pretix, the upload's check-in cursor); each record's upload answer by uuid; and the
+  check-ins other pretix devices made, learned as records (by pretix check-in id).
 """
 
 from __future__ import annotations
@@ -141,6 +146,36 @@ CREATE TABLE beats (
     pending  INTEGER
 );
 CREATE INDEX beats_at ON beats (at);
+""",
+    # The pretix bridge (docs/PRETIX.md).
+    """
+CREATE TABLE pretix_positions (
+    position_id INTEGER PRIMARY KEY,
+    ticket_id   TEXT NOT NULL UNIQUE,
+    secret      TEXT NOT NULL,
+    order_code  TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    item        INTEGER NOT NULL,
+    subevent    INTEGER,
+    name        TEXT NOT NULL
+);
+CREATE INDEX pretix_positions_secret ON pretix_positions (secret);
+CREATE TABLE pretix_secrets (
+    secret TEXT PRIMARY KEY,
+    state  TEXT NOT NULL CHECK (state IN ('revoked', 'blocked')),
+    ref    TEXT NOT NULL
+);
+CREATE TABLE pretix_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE pretix_uploads (
+    uuid    TEXT PRIMARY KEY,
+    status  TEXT NOT NULL,
+    reason  TEXT,
+    sent_at REAL NOT NULL
+);
+CREATE TABLE pretix_learned (
+    checkin_id INTEGER PRIMARY KEY,
+    uuid       TEXT NOT NULL UNIQUE
+);
 """,
 )
 #: The schema version this code writes and reads (``PRAGMA user_version``).

@@ -1,0 +1,138 @@
+"""The central as a bridge to a real pretix: gates admit its tickets offline, pretix gets each check-in once.
+
+Real processes throughout: the session's pretix (``tests.pretix_server``), a
+``gate-central`` bridging it through a link the test cuts (pretix down) and heals, and
+``gate-daemon`` gates syncing with that central. Every wait polls a condition with a
+deadline; nothing here measures time.
+"""
+
+from __future__ import annotations
+
+import sqlite3
+from pathlib import Path
+
+import pytest
+
+from tests.central_process import CONVERGE
+from tests.gate_process import GateProcess, Launcher, query, wait_until
+from tests.pretix_bridge_world import BridgeWorld, bridge_world, pretix_time
+from tests.pretix_server import PretixServer
+
+pytestmark = [pytest.mark.pretix, pytest.mark.slow]
+
+
+@pytest.fixture
+def world(tmp_path: Path, pretix: PretixServer) -> BridgeWorld:
+    with bridge_world(tmp_path / "bridge", pretix) as made:
+        yield made  # type: ignore[misc]
+
+
+def knows(gate: GateProcess, secret: str) -> bool:
+    """Whether the gate's manifest has the ticket of ``secret`` (asked by an exit scan, which records nothing
+    for a ticket that is not inside)."""
+    return gate.scan(secret, kind="exit")["reason"] not in ("unknown_ticket", "manifest_missing")
+
+
+def test_gates_admit_offline_while_pretix_is_down_and_pretix_ends_with_each_checkin_once_at_scan_time(
+    world: BridgeWorld, pretix: PretixServer, launch: Launcher
+) -> None:
+    fresh = [pretix.make_order(name=f"Offline {n}") for n in range(3)]
+    vip = pretix.make_order("vip", name="Offline vip")
+    gate = world.gate(launch, "north-1")
+    lounge = world.gate(launch, "south-1", zone="vip")
+
+    wait_until(lambda: knows(gate, fresh[-1].secret), CONVERGE, "the new orders at the gate")
+    wait_until(lambda: knows(lounge, vip.secret), CONVERGE, "the new orders at the vip gate")
+    world.cut()
+    scans = {}
+    for position in fresh:
+        decision = gate.scan(position.secret)
+        assert decision["outcome"] == "allow", decision
+        scans[position.position_id] = decision
+    decision = lounge.scan(vip.secret)
+    assert decision["outcome"] == "allow", decision
+    scans[vip.position_id] = decision
+    assert lounge.scan(fresh[0].secret)["reason"] == "wrong_zone"
+    assert all(pretix.checkins_of(p.position_id) == [] for p in fresh)
+
+    world.heal()
+    wait_until(
+        lambda: all(pretix.checkins_of(p.position_id) for p in (*fresh, vip)),
+        CONVERGE,
+        "the check-ins in pretix",
+    )
+    walls = {
+        str(u): float(w)
+        for ledger in (gate.ledger_path, lounge.ledger_path)
+        for u, w in query(ledger, "SELECT uuid, wall FROM redemptions")
+    }
+    for position in (*fresh, vip):
+        held = pretix.checkins_of(position.position_id)
+        assert len(held) == 1, held
+        assert held[0]["type"] == "entry"
+        wall = walls[str(scans[position.position_id]["record_id"])]
+        assert abs(pretix_time(held[0]["datetime"]) - wall) < 1.0, (held, wall)
+    assert held[0]["list"] == pretix.lists["vip"]
+    assert pretix.checkins_of(fresh[0].position_id)[0]["list"] == pretix.lists["main"]
+    uploads = world.uploads()
+    assert {uploads[str(d["record_id"])][0] for d in scans.values()} == {"applied"}
+
+
+def test_an_order_canceled_in_pretix_is_refused_at_the_gate_after_the_next_sync(
+    world: BridgeWorld, pretix: PretixServer, launch: Launcher
+) -> None:
+    doomed = pretix.make_order(name="Cancel Later")
+    gate = world.gate(launch, "north-1")
+    wait_until(lambda: knows(gate, doomed.secret), CONVERGE, "the order")
+    pretix.cancel_order(doomed.order)
+    refused = ("revoked", "canceled")
+    try:
+        wait_until(
+            lambda: gate.scan(doomed.secret, kind="exit")["reason"] in refused, CONVERGE, "the cancellation"
+        )
+    except AssertionError:
+        print(
+            world.central.stderr()[-3000:], gate.scan(doomed.secret, kind="exit"), gate.status()["upstream"]
+        )
+        print(pretix.event_api("GET", f"orders/{doomed.order}/"))
+        raise
+    decision = gate.scan(doomed.secret)
+    assert (decision["outcome"], decision["reason"]) == ("deny", "revoked"), decision
+
+
+def test_a_checkin_by_another_pretix_device_is_already_used_at_a_gate(
+    world: BridgeWorld, pretix: PretixServer, launch: Launcher
+) -> None:
+    fresh = pretix.make_order(name="Box Office")
+    status, answer = pretix.checkin_as_other_device(fresh.secret)
+    assert status == 201, answer
+    gate = world.gate(launch, "north-1")
+    wait_until(lambda: gate.scan(fresh.secret)["outcome"] == "already_used", CONVERGE, "the phone's check-in")
+    decision = gate.scan(fresh.secret)
+    assert decision["last_entry_gate"] == "pretix", decision
+    assert len(pretix.checkins_of(fresh.position_id)) == 1
+
+
+def test_seeded_states_are_refused_at_the_gate_by_name(
+    world: BridgeWorld, pretix: PretixServer, launch: Launcher
+) -> None:
+    gate = world.gate(launch, "north-1")
+    paid = pretix.positions["paid3"]
+    wait_until(lambda: knows(gate, paid.secret), CONVERGE, "the manifest")
+    reasons = {name: gate.scan(pretix.positions[name].secret)["reason"] for name in ("pending", "blocked")}
+    assert reasons == {"pending": "unpaid", "blocked": "blocked"}
+    assert gate.scan(pretix.positions["revoked"].secret)["reason"] == "revoked"
+    assert gate.scan(pretix.positions["canceled"].secret)["reason"] == "revoked"
+    assert gate.scan("not-a-pretix-secret-at-all")["reason"] == "unknown_ticket"
+
+
+def test_the_device_token_is_kept_0600_and_never_in_the_log(world: BridgeWorld) -> None:
+    kept = world.root / "state" / "pretix-device.json"
+    wait_until(kept.exists, CONVERGE, "the device file")
+    assert kept.stat().st_mode & 0o777 == 0o600
+    token = __import__("json").loads(kept.read_text())["api_token"]
+    assert token not in world.central.stderr()
+    init = (world.root / "pretix-init-token").read_text().strip()
+    assert init not in world.central.stderr()
+    with sqlite3.connect(world.central.database) as db:
+        assert db.execute("SELECT COUNT(*) FROM pretix_positions").fetchone()[0] >= 8
