@@ -17,6 +17,7 @@ yields, a ``PretixServer``, is the contract the tests code against:
   re-keyed: ``secret`` is the revoked old one, ``current_secret`` the new one);
 * helpers: ``api(method, path, json=None)`` (team token; path relative to ``/api/v1/``),
   ``event_api(...)`` (relative to the event), ``make_order(item="ticket", status="paid")``,
+  ``make_positions(count)`` (one paid order of ``count`` positions: their secrets),
   ``cancel_order(code)``, ``block(position)``, ``new_device_token()``,
   ``checkin_as_other_device(secret, list_name="main", kind="entry", nonce=None,
   when=None, force=False)`` (a second device, initialized once, calls ``checkinrpc/redeem``
@@ -30,6 +31,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -131,6 +133,26 @@ class PretixServer:
         )
         pos = order["positions"][0]
         return SeededPosition(name, order["code"], pos["id"], item, pos["secret"], status, pos["secret"])
+
+    def make_positions(self, count: int, item: str = "ticket", name: str = "Ada Gate") -> list[str]:
+        """One paid order of ``count`` positions (one API call); their secrets."""
+        order = self.event_api(
+            "POST",
+            "orders/",
+            {
+                "email": "buyer@example.org",
+                "locale": "en",
+                "sales_channel": "web",
+                "status": "p",
+                "payment_provider": "manual",
+                "send_email": False,
+                "positions": [
+                    {"item": self.items[item], "price": "10.00", "attendee_name": f"{name} {n}"}
+                    for n in range(count)
+                ],
+            },
+        )
+        return [str(p["secret"]) for p in order["positions"]]
 
     def cancel_order(self, code: str) -> None:
         """Cancel an order (pretix re-keys its positions and revokes the old secrets)."""
@@ -262,6 +284,10 @@ def running_pretix(workdir: Path, cache: Path | None = None) -> Iterator[PretixS
     datadir = workdir / "pretix-data"
     config = write_config(datadir, port)
     shutil.copyfile(template_of(where), datadir / "db.sqlite3")
+    # Readers must not block writers: in SQLite's default journal, a bridge polling pretix
+    # while another request checks in gets pretix's 500 "database is locked".
+    with contextlib.closing(sqlite3.connect(datadir / "db.sqlite3")) as db:
+        db.execute("PRAGMA journal_mode=WAL")
     log = datadir / "server.log"
     server = PretixServer(f"http://127.0.0.1:{port}", datadir, python_of(where), config)
     with log.open("wb") as out:
