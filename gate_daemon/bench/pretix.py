@@ -13,6 +13,9 @@ ticket, interleaved so a noisy neighbour hurts both alike:
   claims, the ledger's unit of work, committed.
 
 The ratio of the medians (and of the p99s) is the figure to compare across machines.
+Then the bridge (``bench.pretix_sync``): a ``gate-central`` bridging that pretix and a
+gate syncing with it, for the sync lag both ways and the upload of ``--records``
+(default 2,000) entries made offline.
 """
 
 from __future__ import annotations
@@ -32,6 +35,7 @@ from gate_daemon.bench import fixtures
 from gate_daemon.bench.pretix_install import PRETIX_VERSION, build
 from gate_daemon.bench.pretix_lab import PretixServer, running_pretix
 from gate_daemon.bench.pretix_manifest import gate_manifest
+from gate_daemon.bench.pretix_sync import backlog_upload, bridge_venue, cancel_lag, checkin_lag
 from gate_daemon.bench.stats import summary_ms, workdir
 from gate_daemon.core.decision import Checkpoint, ScanKind
 from gate_daemon.core.keys import SecretKey
@@ -44,11 +48,16 @@ from gate_daemon.store.ledger import Ledger
 GATE = "bench-pretix-1"
 
 
+#: The bridge's sync interval in this bench (``[source] interval_s``; the lags follow it).
+BRIDGE_INTERVAL_S = 1.0
+
+
 def run(args: argparse.Namespace) -> int:
     """Run the suite and print its figures."""
     rounds = args.rounds or 200
+    records = args.records or 2000
     with workdir(args.workdir) as work:
-        figures = _measure(work, rounds)
+        figures = _measure(work, rounds, records)
     if args.json:
         print(json.dumps(figures, indent=2))
         return 0
@@ -60,15 +69,35 @@ def run(args: argparse.Namespace) -> int:
             f"  {name:<14} p50 {f['p50_ms']:>8.2f} ms  p99 {f['p99_ms']:>8.2f} ms  max {f['max_ms']:>8.2f} ms"
         )
     print(f"  ratio pretix/gate: p50 {figures['ratio_p50']}x  p99 {figures['ratio_p99']}x")
+    bridge = figures["bridge"]
+    print(
+        f"  bridge (interval {bridge['interval_s']} s): cancel in pretix -> refused at the gate "
+        f"{bridge['cancel_lag_s']} s; entry at the gate -> in pretix {bridge['checkin_lag_s']} s"
+    )
+    up = bridge["backlog"]
+    print(f"  backlog of {up['count']} offline entries into pretix: {up['seconds']} s ({up['per_s']}/s)")
     return 0
 
 
-def _measure(work: Path, rounds: int) -> dict[str, Any]:
+def _measure(work: Path, rounds: int, records: int) -> dict[str, Any]:
     build()
     started = time.monotonic()
     with running_pretix(work) as server:
         start_s = round(time.monotonic() - started, 1)
-        return {"start_s": start_s, **measure_against(server, work, rounds)}
+        figures = measure_against(server, work, rounds)
+        return {"start_s": start_s, **figures, "bridge": measure_bridge(server, work / "venue", records)}
+
+
+def measure_bridge(server: PretixServer, work: Path, records: int) -> dict[str, Any]:
+    """The bridge's figures: both sync lags and the upload of ``records`` offline entries."""
+    work.mkdir(parents=True, exist_ok=True)
+    with bridge_venue(work, server, BRIDGE_INTERVAL_S) as venue:
+        return {
+            "interval_s": BRIDGE_INTERVAL_S,
+            "cancel_lag_s": round(cancel_lag(server, venue), 2),
+            "checkin_lag_s": round(checkin_lag(server, venue), 2),
+            "backlog": backlog_upload(server, venue, records),
+        }
 
 
 def measure_against(server: PretixServer, work: Path, rounds: int) -> dict[str, Any]:
