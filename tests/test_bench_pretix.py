@@ -28,3 +28,10 @@ def test_the_bench_times_pretix_redeem_and_the_gate_scan_for_each_ticket(
 def test_gatectl_offers_the_pretix_suite() -> None:
     args = parser().parse_args(["bench", "pretix", "--rounds", "3", "--json"])
     assert isinstance(args, argparse.Namespace) and args.suite == "pretix" and args.rounds == 3
+
+
+@pytest.mark.slow
+def test_the_bench_measures_the_bridge_both_ways_and_a_backlog(pretix: PretixServer, tmp_path: Path) -> None:
+    figures = bench_pretix.measure_bridge(pretix, tmp_path / "venue", 5)
+    assert figures["cancel_lag_s"] > 0 and figures["checkin_lag_s"] > 0
+    assert figures["backlog"]["count"] == 5 and figures["backlog"]["per_s"] > 0
