@@ -63,14 +63,26 @@ def write_config(datadir: Path, port: int) -> Path:
         "[mail]\nfrom=gate@localhost\nhost=127.0.0.1\nport=1\n",
         encoding="utf-8",
     )
+    (datadir / f"{_SETTINGS}.py").write_text(_SETTINGS_TEXT, encoding="utf-8")
     return path
 
 
+#: pretix's settings, with SQLite taking its write lock when a transaction begins and
+#: waiting for it: else two check-ins at once (a bridge's uploads beside another device)
+#: fail with pretix's 500 "database is locked". pretix offers no config key for it.
+_SETTINGS = "gate_pretix_settings"
+_SETTINGS_TEXT = """from pretix.settings import *  # noqa: F403
+
+DATABASES["default"]["OPTIONS"] = {"transaction_mode": "IMMEDIATE", "timeout": 60}  # noqa: F405
+"""
+
+
 def pretix_env(config: Path) -> dict[str, str]:
-    """The environment a pretix command runs in."""
+    """The environment a pretix command runs in (its config, and the settings beside it)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(("VIRTUAL_ENV", "PYTHON"))}
     env["PRETIX_CONFIG_FILE"] = str(config)
-    env["DJANGO_SETTINGS_MODULE"] = "pretix.settings"
+    env["PYTHONPATH"] = str(config.parent)
+    env["DJANGO_SETTINGS_MODULE"] = _SETTINGS
     return env
 
 

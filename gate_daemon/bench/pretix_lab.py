@@ -17,6 +17,7 @@ yields, a ``PretixServer``, is the contract the tests code against:
   re-keyed: ``secret`` is the revoked old one, ``current_secret`` the new one);
 * helpers: ``api(method, path, json=None)`` (team token; path relative to ``/api/v1/``),
   ``event_api(...)`` (relative to the event), ``make_order(item="ticket", status="paid")``,
+  ``make_positions(count)`` (one paid order of ``count`` positions: their secrets),
   ``cancel_order(code)``, ``block(position)``, ``new_device_token()``,
   ``checkin_as_other_device(secret, list_name="main", kind="entry", nonce=None,
   when=None, force=False)`` (a second device, initialized once, calls ``checkinrpc/redeem``
@@ -30,6 +31,7 @@ import os
 import shutil
 import signal
 import socket
+import sqlite3
 import subprocess
 import time
 from collections.abc import Iterator
@@ -47,25 +49,15 @@ from gate_daemon.bench.pretix_install import (
     template_of,
     write_config,
 )
+from gate_daemon.bench.pretix_seed import SeededPosition, seed_event
 from gate_daemon.errors import GateError
+
+__all__ = ["PretixServer", "SeededPosition", "running_pretix"]
 
 ORGANIZER = "gateorg"
 EVENT = "gate2026"
 #: Starting and migrating a cold pretix is slow on a loaded machine; this only bounds a failure.
 START_DEADLINE_S = 180.0
-
-
-@dataclass(frozen=True, slots=True)
-class SeededPosition:
-    """One order position the seed made, with what the tests need of it."""
-
-    name: str
-    order: str
-    position_id: int
-    item: str
-    secret: str
-    state: str
-    current_secret: str = ""
 
 
 @dataclass
@@ -141,6 +133,26 @@ class PretixServer:
         )
         pos = order["positions"][0]
         return SeededPosition(name, order["code"], pos["id"], item, pos["secret"], status, pos["secret"])
+
+    def make_positions(self, count: int, item: str = "ticket", name: str = "Ada Gate") -> list[str]:
+        """One paid order of ``count`` positions (one API call); their secrets."""
+        order = self.event_api(
+            "POST",
+            "orders/",
+            {
+                "email": "buyer@example.org",
+                "locale": "en",
+                "sales_channel": "web",
+                "status": "p",
+                "payment_provider": "manual",
+                "send_email": False,
+                "positions": [
+                    {"item": self.items[item], "price": "10.00", "attendee_name": f"{name} {n}"}
+                    for n in range(count)
+                ],
+            },
+        )
+        return [str(p["secret"]) for p in order["positions"]]
 
     def cancel_order(self, code: str) -> None:
         """Cancel an order (pretix re-keys its positions and revokes the old secrets)."""
@@ -263,10 +275,8 @@ def _stop(proc: subprocess.Popen[bytes]) -> None:
 
 
 @contextlib.contextmanager
-def running_pretix(workdir: Path, cache: Path | None = None, *, seed: bool = True) -> Iterator[PretixServer]:
+def running_pretix(workdir: Path, cache: Path | None = None) -> Iterator[PretixServer]:
     """A pretix started in ``workdir`` from the cache's template, seeded; stopped on exit."""
-    from gate_daemon.bench.pretix_seed import seed_event
-
     where = cache or cache_dir()
     if not is_ready(where):
         raise GateError(f"no pretix cache in {where}: run scripts/pretix-cache")
@@ -274,6 +284,10 @@ def running_pretix(workdir: Path, cache: Path | None = None, *, seed: bool = Tru
     datadir = workdir / "pretix-data"
     config = write_config(datadir, port)
     shutil.copyfile(template_of(where), datadir / "db.sqlite3")
+    # Readers must not block writers: in SQLite's default journal, a bridge polling pretix
+    # while another request checks in gets pretix's 500 "database is locked".
+    with contextlib.closing(sqlite3.connect(datadir / "db.sqlite3")) as db:
+        db.execute("PRAGMA journal_mode=WAL")
     log = datadir / "server.log"
     server = PretixServer(f"http://127.0.0.1:{port}", datadir, python_of(where), config)
     with log.open("wb") as out:
@@ -287,8 +301,7 @@ def running_pretix(workdir: Path, cache: Path | None = None, *, seed: bool = Tru
         )
     try:
         _wait_answering(server.url, proc, log)
-        if seed:
-            seed_event(server)
+        seed_event(server)
         yield server
     finally:
         _stop(proc)

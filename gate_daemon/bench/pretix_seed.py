@@ -9,12 +9,27 @@ from __future__ import annotations
 
 import datetime as dt
 import re
+from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 from gate_daemon.errors import GateError
 
 if TYPE_CHECKING:
-    from gate_daemon.bench.pretix_lab import PretixServer, SeededPosition
+    from gate_daemon.bench.pretix_lab import PretixServer
+
+
+@dataclass(frozen=True, slots=True)
+class SeededPosition:
+    """One order position the seed made, with what the tests need of it."""
+
+    name: str
+    order: str
+    position_id: int
+    item: str
+    secret: str
+    state: str
+    current_secret: str = ""
+
 
 _TEAM = """
 from pretix.base.models import Organizer, Team
@@ -88,8 +103,6 @@ def _make_lists(server: PretixServer) -> None:
 
 
 def _make_positions(server: PretixServer) -> dict[str, SeededPosition]:
-    from gate_daemon.bench.pretix_lab import SeededPosition
-
     made = {name: server.make_order(name=f"Holder {name}") for name in ("paid", "paid2", "paid3")}
     made["vip"] = server.make_order("vip", name="Holder vip")
     made["pending"] = server.make_order(status="pending", name="Holder pending")

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gate_daemon.core.keys import SIGNATURE_SIZE, PublicKey, SecretKey
+from gate_daemon.core.pretix_sig import PretixEvent, parse_pretix_header
 from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.core.ticket_table import TicketTable
 from gate_daemon.core.times import MAX_INSTANT, format_instant
@@ -119,6 +120,8 @@ class Header:
     changes_size: int | None
     #: Who may sign supervisor commands (``gate_daemon.core.commands``); older manifests have none.
     supervisors: tuple[RosterSupervisor, ...] = ()
+    #: A pretix event's signing keys and check-in rules (``core.pretix_sig``); older manifests have none.
+    pretix: PretixEvent | None = None
 
 
 # ---------------------------------------------------------------- container
@@ -311,6 +314,7 @@ def _header(doc: dict[str, Any]) -> Header:
         supervisors=tuple(
             RosterSupervisor(str(s["id"]), PublicKey.parse(s["pub"])) for s in doc.get("supervisors", ())
         ),
+        pretix=parse_pretix_header(doc),
     )
 
 

@@ -55,6 +55,8 @@ class PayloadFormat(StrEnum):
     SIGNED = "signed"
     REFERENCE = "reference"
     LEGACY = "legacy"
+    #: pretix's signed secret (``pretix_sig1``, ``core.pretix_sig``).
+    PRETIX = "pretix"
 
 
 def parse_entries(text: str) -> int | None:
