@@ -120,6 +120,22 @@ def test_seeded_states_are_refused_at_the_gate_by_name(
     assert gate.scan(pretix.positions["revoked"].secret)["reason"] == "revoked"
     assert gate.scan(pretix.positions["canceled"].secret)["reason"] == "revoked"
     assert gate.scan("not-a-pretix-secret-at-all")["reason"] == "unknown_ticket"
+    # The refusals reach pretix as failed check-ins (its own reports see them), with pretix's reason.
+    blocked = pretix.positions["blocked"].secret
+    wait_until(
+        lambda: "REASONS=blocked" in failed_checkins(pretix, blocked), CONVERGE * 2, "the failed check-in"
+    )
+
+
+def failed_checkins(pretix: PretixServer, secret: str) -> str:
+    """The reasons of the failed check-ins of ``secret`` that a bridge reported (read in pretix's shell)."""
+    script = (
+        "from pretix.base.models import Checkin\n"
+        f"found = Checkin.all.filter(successful=False, raw_barcode={secret!r})\n"
+        "found = found.filter(device__name__startswith='gate-central')\n"
+        "print('REASONS=' + ','.join(c.error_reason for c in found))"
+    )
+    return pretix.shell(script)
 
 
 def test_the_device_token_is_kept_0600_and_never_in_the_log(world: BridgeWorld) -> None:

@@ -193,7 +193,8 @@ def _hosts(check: Checker, tbl: dict[str, Any], at: KeyPath) -> tuple[str, ...]:
 
 
 SOURCE_KEYS = {
-    "kind", "url", "organizer", "event", "init_token", "interval_s", "timeout_s", "online_timeout_ms", "lists",
+    "kind", "url", "organizer", "event", "init_token", "interval_s", "timeout_s", "online_timeout_ms",
+    "lists",
 }  # fmt: skip
 _SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,49}")
 _URL = re.compile(r"https?://[^\s/?#]+(?:/[^\s?#]*)?")

@@ -44,7 +44,8 @@ from gate_daemon.store.conflicts import EntriesAllowed
 from . import download, learned, online
 from .client import PretixClient, PretixError
 from .device import Device, device
-from .mapping import CheckinList, build_inputs, served_lists
+from .failed import report_refusals
+from .mapping import CheckinList, build_inputs, revoked_ticket, served_lists
 from .upload import Uploader
 
 log = logging.getLogger(__name__)
@@ -89,6 +90,7 @@ class BridgeStatus:
     failures: int = 0
     learned: int = 0
     uploaded: int = 0
+    refusals: int = 0
     tickets: int = 0
     cursors: dict[str, str] = field(default_factory=dict)
 
@@ -101,6 +103,7 @@ class BridgeStatus:
             "failures": self.failures,
             "learned": self.learned,
             "uploaded": self.uploaded,
+            "refusals": self.refusals,
             "tickets": self.tickets,
         }
 
@@ -130,6 +133,8 @@ class PretixBridge:
         self.lists: dict[str, CheckinList] = {}
         self.positions: dict[str, PositionRow] = {}
         self._by_secret: dict[str, str] = {}
+        #: Ticket id -> its secret: positions, and revoked secrets' tickets (``revoked-<id>``).
+        self._secrets: dict[str, str] = {}
         self.uploader = Uploader(
             self.client, self.state, lists=lambda: self.lists, positions=lambda: self.positions
         )
@@ -148,6 +153,9 @@ class PretixBridge:
             if self.device is None:
                 return
             self.status.uploaded += await self.uploader.run()
+            self.status.refusals += await report_refusals(
+                self.client, self.source.event, self.state, self.lists, self._secrets.get
+            )
             self.status.synced_at = time.time()
             self.status.error = None
             self.status.failures = 0
@@ -187,6 +195,8 @@ class PretixBridge:
         self.positions = {p.ticket_id: p for p in rows}
         self._by_secret = {p.secret: p.ticket_id for p in rows}
         secrets = await self.state.secrets()
+        self._secrets = {p.ticket_id: p.secret for p in rows}
+        self._secrets |= {revoked_ticket(ref): s for s, (kind, ref) in secrets.items() if kind == "revoked"}
         made = build_inputs(venue, self._key.public, facts.event, facts.subevents, lists, rows, secrets)
         self.inputs.set(made)
         self.status.tickets = len(made[1])

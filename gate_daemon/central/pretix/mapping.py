@@ -226,7 +226,7 @@ def build_inputs(
             revoked.add(entry.ticket_id)
     for secret, (kind, ref) in sorted(secrets.items()):
         if kind == "revoked" and secret not in held:
-            tid = f"revoked-{ref}"[:MAX_TICKET_ID]
+            tid = revoked_ticket(ref)
             tickets.append(TicketEntry(tid, Status.CANCELED, code_hash=code_hash(venue.event_id, secret)))
             revoked.add(tid)
     spec = EventSpec(
@@ -241,6 +241,11 @@ def build_inputs(
         supervisors=venue.supervisors,
     )
     return spec, tickets
+
+
+def revoked_ticket(ref: str) -> str:
+    """The manifest's ticket id for a revoked secret no position holds (pretix's id of the revocation)."""
+    return f"revoked-{ref}"[:MAX_TICKET_ID]
 
 
 def _short(name: str) -> str:

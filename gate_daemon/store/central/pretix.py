@@ -150,6 +150,19 @@ class PretixState:
             )
             await _put(db, {"upload_cursor": str(cursor)})
 
+    async def refusals(self, after: int, limit: int) -> list[tuple[int, str, str, str, str, float]]:
+        """Scans the gates refused (evidence rows of a known ticket) after row ``after``:
+        (row, gate, ticket_id, kind, reason, wall)."""
+        async with self._store.transaction() as db:
+            rows = await db.execute_fetchall(
+                "SELECT rowid, gate, ticket_id, kind, reason, wall FROM evidence"
+                " WHERE rowid > ? AND outcome != 'allow' AND ticket_id IS NOT NULL"
+                " AND kind IN ('entry', 'exit')"
+                " ORDER BY rowid LIMIT ?",
+                (after, limit),
+            )
+        return [(int(r), str(g), str(t), str(k), str(why), float(w)) for r, g, t, k, why, w in rows]
+
     async def mark_sent(self, uuid: str, status: str, now: float) -> None:
         """Keep a record's answer from pretix before its upload (an online validation pretix made)."""
         async with self._store.transaction() as db:
