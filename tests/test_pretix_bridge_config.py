@@ -10,6 +10,7 @@ import pytest
 from gate_daemon.central.config import load_central_config
 from gate_daemon.central.pretix.mapping import (
     BRIDGE_GATE,
+    EventFacts,
     ListRefused,
     MappingError,
     build_inputs,
@@ -18,6 +19,7 @@ from gate_daemon.central.pretix.mapping import (
     session_of,
 )
 from gate_daemon.core.keys import SecretKey
+from gate_daemon.core.pretix_sig import ticket_id_for
 from gate_daemon.core.ticket_record import Status
 from gate_daemon.core.tokens import REENTRY, code_hash
 from gate_daemon.errors import SourceError
@@ -62,6 +64,7 @@ LISTS = [
     {"id": 2, "all_products": False, "limit_products": [11], "subevent": None, "include_pending": True,
      "allow_multiple_entries": True, "allow_entry_after_exit": True, "rules": None},
 ]  # fmt: skip
+ITEMS = [{"id": 10, "name": {"en": "Day"}}, {"id": 11, "name": {"en": "VIP"}}, {"id": 12, "name": "Parking"}]
 EVENT = {
     "name": {"en": "Gate 2026"},
     "date_from": "2026-12-08T19:00:00Z",
@@ -176,7 +179,9 @@ def test_positions_become_tickets_by_list_policy_status_and_secret(tmp_path: Pat
         "blocked-secret-xxxxxxxx": ("blocked", "1"),
         "old-secret-of-7-xxxxx": ("revoked", "9"),
     }
-    spec, tickets = build_inputs(venue, key.public, EVENT, [], lists, rows, secrets)
+    spec, tickets, header = build_inputs(
+        venue, key.public, EventFacts(EVENT, [], LISTS, ITEMS), lists, rows, secrets
+    )
     by_id = {t.ticket_id: t for t in tickets}
     assert by_id["ORD1-1"].zone == "main" and by_id["ORD1-1"].entries == REENTRY
     assert by_id["ORD2-1"].zone == "" and by_id["ORD2-1"].status is Status.COMPLETED
@@ -185,8 +190,12 @@ def test_positions_become_tickets_by_list_policy_status_and_secret(tmp_path: Pat
     assert "ORD5-1" not in by_id  # on no served list
     assert by_id["ORD6-1"].status is Status.BLOCKED
     assert by_id["ORD7-1"].status is Status.CANCELED
-    assert by_id["revoked-9"].code_hash == code_hash("gate2026", "old-secret-of-7-xxxxx")
-    assert "revoked-9" in spec.revoked
+    revoked = ticket_id_for("gate2026", "old-secret-of-7-xxxxx")
+    assert by_id[revoked].code_hash == code_hash("gate2026", "old-secret-of-7-xxxxx")
+    assert revoked in spec.revoked
+    assert header["pretix_revoked"] == [code_hash("gate2026", "old-secret-of-7-xxxxx").hex()]
+    assert header["pretix_blocked"] == [code_hash("gate2026", "blocked-secret-xxxxxxxx").hex()]
+    assert set(header["pretix_lists"]) == {"main", "vip"}
     assert by_id["ORD1-1"].code_hash == code_hash("gate2026", "secret-1-xxxxxxxxxxxx")
     assert not spec.legacy_codes
     assert [g.id for g in spec.gates] == [BRIDGE_GATE] and spec.gates[0].key == key.public
@@ -206,5 +215,7 @@ def test_subevents_are_sessions(tmp_path: Path) -> None:
     event = {**EVENT, "has_subevents": True}
     rows = [PositionRow(1, "A-1", "secret-aaaaaaaaaaaa", "A", "completed", 10, 5, "")]
     lists = served_lists(LISTS, (("main", 1),))
-    spec, tickets = build_inputs(venue, SecretKey.generate().public, event, subs, lists, rows, {})
+    facts = EventFacts(event, subs, LISTS, ITEMS)
+    spec, tickets, header = build_inputs(venue, SecretKey.generate().public, facts, lists, rows, {})
+    assert header["pretix_subevents"] == {"5": "s5"}
     assert [s.id for s in spec.sessions] == ["s5"] and tickets[0].session == "s5"

@@ -104,7 +104,7 @@ async def test_each_fault_of_pretix_is_a_named_error(mode: str, name: str) -> No
     async with faulty() as (server, client):
         server.mode = mode
         with pytest.raises(PretixError) as caught:
-            await download.orders(client, "gate2026", None)
+            await download.orders(client, "gate2026", None, "gate2026")
         assert caught.value.name == name
         assert "Device" not in str(caught.value)
 
@@ -137,7 +137,7 @@ async def test_the_device_token_goes_in_the_authorization_header_only() -> None:
     client = PretixClient(httpx.AsyncClient(), f"http://127.0.0.1:{port}", "gateorg")
     client.use_token("tok-123")
     try:
-        page = await download.orders(client, "gate2026", None)
+        page = await download.orders(client, "gate2026", None, "gate2026")
     finally:
         await client.aclose()
         await runner.cleanup()
@@ -159,7 +159,7 @@ _ORDERISH = st.fixed_dictionaries(
 def test_orders_of_any_shape_are_read_or_named_garbage(page: list[Any]) -> None:
     positions: list[Any] = []
     try:
-        download.read_page(page, positions, [])
+        download.read_page(page, positions, [], "gate2026")
     except PretixError as exc:
         assert exc.name == "garbage"
         assert exc.detail.startswith("order ")

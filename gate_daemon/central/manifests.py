@@ -26,7 +26,7 @@ import time
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Protocol
+from typing import Any, Protocol
 
 from gate_daemon.core.delta import plan_delta
 from gate_daemon.core.keys import PublicKey, SecretKey
@@ -75,8 +75,8 @@ class Inputs(Protocol):
     def fingerprint(self) -> object:
         """Something that changes whenever ``load`` may answer differently."""
 
-    def load(self) -> tuple[EventSpec, list[TicketEntry]]:
-        """The event and its tickets now (runs in a thread); a ``GateError`` naming what is wrong."""
+    def load(self) -> tuple[EventSpec, list[TicketEntry], dict[str, Any]]:
+        """The event, its tickets and extra header keys now (runs in a thread); a ``GateError`` if not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,10 +90,10 @@ class FileInputs:
         """The files' mtime, size and inode."""
         return Fingerprint(tuple(_stat(p) for p in (self.event, self.tickets)))
 
-    def load(self) -> tuple[EventSpec, list[TicketEntry]]:
-        """Both files read and checked."""
+    def load(self) -> tuple[EventSpec, list[TicketEntry], dict[str, Any]]:
+        """Both files read and checked (no extra header keys)."""
         event = load_event(self.event)
-        return event, load_tickets(self.tickets, event)
+        return event, load_tickets(self.tickets, event), {}
 
 
 class ManifestBook:
@@ -197,7 +197,7 @@ class ManifestBook:
 
     def _build_if_changed(self) -> tuple[ManifestRow, Manifest] | None:
         """A new version when the inputs say something the latest does not (runs in a thread)."""
-        event, tickets = self._inputs.load()
+        event, tickets, extra = self._inputs.load()
         latest = self.latest
         now = int(self._clock())
         if latest is not None and latest.event_id == event.event_id:
@@ -205,14 +205,20 @@ class ManifestBook:
             tickets = plan_delta(event.event_id, latest.entries(), tickets, sessions, zones).entries
             h = latest.header
             same = build_manifest(
-                event, tickets, self._key, version=h.version, issued_at=h.issued_at, expires_at=h.expires_at
+                event,
+                tickets,
+                self._key,
+                version=h.version,
+                issued_at=h.issued_at,
+                expires_at=h.expires_at,
+                extra_header=extra,
             )
             if peek_header(same)[1].raw == h.raw and not _due(h.issued_at, h.expires_at, event, now):
                 return None
         version = self._highest + 1
         if version > MAX_VERSION:
             raise GateError("manifest versions are exhausted")
-        data = build_manifest(event, tickets, self._key, version=version, issued_at=now)
+        data = build_manifest(event, tickets, self._key, version=version, issued_at=now, extra_header=extra)
         path = self._file(version)
         write_atomic(path, data)
         manifest = read_manifest(path, self.trusted)
@@ -270,6 +276,7 @@ class ManifestBook:
                 issued_at=h.issued_at,
                 expires_at=h.expires_at,
                 base=base,
+                extra_header=extra_of(latest),
             )
         finally:
             base.release()
@@ -291,6 +298,11 @@ def spec_of(manifest: Manifest) -> EventSpec:
         gates=h.gates,
         supervisors=h.supervisors,
     )
+
+
+def extra_of(manifest: Manifest) -> dict[str, Any]:
+    """The optional header keys a manifest was built with beyond its event's (a pretix event's)."""
+    return {k: v for k, v in manifest.header.raw.items() if k.startswith("pretix_")}
 
 
 def _due(issued_at: int, expires_at: int, event: EventSpec, now: int) -> bool:

@@ -34,6 +34,7 @@ from gate_daemon.central.config import PretixSource
 from gate_daemon.central.manifests import ManifestBook
 from gate_daemon.core.decision import Decision, Reason
 from gate_daemon.core.keys import SecretKey
+from gate_daemon.core.pretix_sig import ticket_id_for
 from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.errors import GateError, WireError
 from gate_daemon.provision.event import EventSpec, load_event
@@ -45,13 +46,17 @@ from . import download, learned, online
 from .client import PretixClient, PretixError
 from .device import Device, device
 from .failed import report_refusals
-from .mapping import CheckinList, build_inputs, revoked_ticket, served_lists
+from .mapping import CheckinList, build_inputs, served_lists
 from .upload import Uploader
 
 log = logging.getLogger(__name__)
 
 #: The longest wait between runs while pretix keeps failing.
 MAX_BACKOFF = 60.0
+
+
+#: What a manifest is built from: the event, its tickets, the pretix header keys.
+Made = tuple[EventSpec, list[TicketEntry], dict[str, Any]]
 
 
 class NoDataYet(GateError):
@@ -63,9 +68,9 @@ class PretixInputs:
 
     def __init__(self) -> None:
         self.generation = 0
-        self._made: tuple[EventSpec, list[TicketEntry]] | None = None
+        self._made: Made | None = None
 
-    def set(self, made: tuple[EventSpec, list[TicketEntry]]) -> None:
+    def set(self, made: Made) -> None:
         """New inputs: the next refresh builds from them."""
         self._made = made
         self.generation += 1
@@ -74,7 +79,7 @@ class PretixInputs:
         """Changes with every ``set``."""
         return self.generation
 
-    def load(self) -> tuple[EventSpec, list[TicketEntry]]:
+    def load(self) -> Made:
         """The latest inputs; ``NoDataYet`` before the first sync."""
         if self._made is None:
             raise NoDataYet("no data from pretix yet")
@@ -136,7 +141,11 @@ class PretixBridge:
         #: Ticket id -> its secret: positions, and revoked secrets' tickets (``revoked-<id>``).
         self._secrets: dict[str, str] = {}
         self.uploader = Uploader(
-            self.client, self.state, lists=lambda: self.lists, positions=lambda: self.positions
+            self.client,
+            self.state,
+            lists=lambda: self.lists,
+            positions=lambda: self.positions,
+            secret_of=lambda ticket_id: self._secrets.get(ticket_id),
         )
         self._run_lock = asyncio.Lock()
 
@@ -185,7 +194,7 @@ class PretixBridge:
         facts = await download.event_facts(self.client, event)
         lists = served_lists(facts.lists, self.source.lists)
         meta = await self.state.meta()
-        page = await download.orders(self.client, event, meta.get("orders_since"))
+        page = await download.orders(self.client, event, meta.get("orders_since"), venue.event_id)
         changed, cursors = await download.secrets(self.client, event, meta)
         if page.cursor:
             cursors["orders_since"] = page.cursor
@@ -196,8 +205,10 @@ class PretixBridge:
         self._by_secret = {p.secret: p.ticket_id for p in rows}
         secrets = await self.state.secrets()
         self._secrets = {p.ticket_id: p.secret for p in rows}
-        self._secrets |= {revoked_ticket(ref): s for s, (kind, ref) in secrets.items() if kind == "revoked"}
-        made = build_inputs(venue, self._key.public, facts.event, facts.subevents, lists, rows, secrets)
+        self._secrets |= {
+            ticket_id_for(venue.event_id, s): s for s, (kind, _) in secrets.items() if kind == "revoked"
+        }
+        made = build_inputs(venue, self._key.public, facts, lists, rows, secrets)
         self.inputs.set(made)
         self.status.tickets = len(made[1])
         assert self.device is not None

@@ -14,11 +14,12 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from gate_daemon.core.pretix_sig import ticket_id_for
 from gate_daemon.core.ticket_record import Status
 from gate_daemon.store.central.pretix import PositionRow
 
 from .client import PretixClient, PretixError
-from .mapping import ORDER_STATUS, MappingError, instant
+from .mapping import ORDER_STATUS, EventFacts, MappingError, instant
 
 #: The header pretix stamps every listing with: the time the answer was made, pretix's clock.
 GENERATED = "X-Page-Generated"
@@ -45,15 +46,6 @@ class OrdersPage:
     cursor: str | None
 
 
-@dataclass(frozen=True, slots=True)
-class EventFacts:
-    """The event detail, its subevents and its check-in lists, as pretix sent them."""
-
-    event: dict[str, Any]
-    subevents: list[dict[str, Any]]
-    lists: list[dict[str, Any]]
-
-
 async def event_facts(client: PretixClient, event: str) -> EventFacts:
     """The event (detail view: it has the keys), its subevents and its check-in lists."""
     detail, _ = await client.get(f"events/{event}/")
@@ -66,11 +58,17 @@ async def event_facts(client: PretixClient, event: str) -> EventFacts:
     lists: list[dict[str, Any]] = []
     async for page, _ in client.pages(f"events/{event}/checkinlists/"):
         lists.extend(page)
-    return EventFacts(detail, subevents, lists)
+    items: list[dict[str, Any]] = []
+    async for page, _ in client.pages(f"events/{event}/items/"):
+        items.extend(page)
+    return EventFacts(detail, subevents, lists, items)
 
 
-async def orders(client: PretixClient, event: str, since: str | None) -> OrdersPage:
-    """Every order (``since`` None) or those modified since the cursor ``since``."""
+async def orders(client: PretixClient, event: str, since: str | None, event_id: str) -> OrdersPage:
+    """Every order (``since`` None) or those modified since the cursor ``since``.
+
+    A position's ticket id is ``core.pretix_sig.ticket_id_for(event_id, secret)``, as the gates name it.
+    """
     params: dict[str, Any] = {"include_canceled_positions": "true"}
     if since is not None:
         params["modified_since"] = since
@@ -80,38 +78,42 @@ async def orders(client: PretixClient, event: str, since: str | None) -> OrdersP
     async for page, headers in client.pages(f"events/{event}/orders/", params):
         if cursor is None:
             cursor = headers.get(GENERATED)
-        read_page(page, positions, checkins)
+        read_page(page, positions, checkins, event_id)
     return OrdersPage(positions, checkins, cursor)
 
 
-def read_page(page: list[Any], positions: list[PositionRow], checkins: list[PretixCheckin]) -> None:
+def read_page(
+    page: list[Any], positions: list[PositionRow], checkins: list[PretixCheckin], event_id: str
+) -> None:
     """The positions and check-ins of a page of orders; ``PretixError("garbage")`` naming the order."""
     for order in page:
         try:
             if not isinstance(order, dict):
                 raise TypeError("an order is not an object")
-            _order(order, positions, checkins)
+            _order(order, positions, checkins, event_id)
         except (KeyError, TypeError, ValueError, AttributeError, MappingError) as exc:
             code = order.get("code") if isinstance(order, dict) else None
             raise PretixError("garbage", f"order {str(code)[:20]!r}: {type(exc).__name__}: {exc}") from None
 
 
-def _order(order: Mapping[str, Any], positions: list[PositionRow], checkins: list[PretixCheckin]) -> None:
+def _order(
+    order: Mapping[str, Any], positions: list[PositionRow], checkins: list[PretixCheckin], event_id: str
+) -> None:
     code = str(order["code"])
     status = ORDER_STATUS.get(str(order["status"]))
     if status is None:
         raise ValueError(f"status {order['status']!r} is not n, p, e or c")
     for raw in order["positions"]:
-        ticket_id = f"{code}-{int(raw['positionid'])}"
+        secret = raw["secret"]
+        if not isinstance(secret, str) or not secret:
+            raise ValueError("a position has no secret")
+        ticket_id = ticket_id_for(event_id, secret)
         mine = status
         if raw.get("canceled"):
             mine = Status.CANCELED
         elif raw.get("blocked"):
             mine = Status.BLOCKED
         subevent = raw.get("subevent")
-        secret = raw["secret"]
-        if not isinstance(secret, str) or not secret:
-            raise ValueError("a position has no secret")
         positions.append(
             PositionRow(
                 position_id=int(raw["id"]),

@@ -5,12 +5,14 @@
   at ``date_admission`` (a week before the start, the most a manifest can say, when
   pretix has none: pretix's own scanners check no time).
 - Zones: the venue file's zones; each serves the check-in list ``[source.lists]`` names.
-- A position is a ticket on the zones whose lists take its item (``all_products`` or
-  ``limit_products``) and subevent: on every served list, any zone (``""``); on one,
-  that zone; on some, the first of them in ``[source.lists]`` order (a gate of its other
-  zones refuses it ``wrong_zone``: docs/PRETIX.md). A position on no served list is not
-  in the manifest (``unknown_ticket``, as pretix answers ``product``).
-- Entry policy from the ticket's list: ``allow_multiple_entries`` is 255 entries,
+- Header: the pretix keys the gates verify signed secrets with and the lists, dates,
+  items, revoked and blocked secrets (as hashes) they decide them by
+  (``provision.pretix_manifest.pretix_header``, ``core.pretix_sig``).
+- A position is a ticket named ``core.pretix_sig.ticket_id_for(event, secret)`` (as a gate
+  names a signed secret with no position), on the zones whose lists take its item and
+  subevent: on one, that zone; on several, any zone (``""``). A position on no served
+  list is not in the manifest (``unknown_ticket``, as pretix answers ``product``).
+- Entry policy from the ticket's first list: ``allow_multiple_entries`` is 255 entries,
   else ``allow_entry_after_exit`` re-entry after an exit, else one entry.
 - Status: the order's (paid completed, pending or expired pending, canceled canceled), a
   canceled position canceled, a blocked secret blocked; pending counts as completed on a
@@ -32,10 +34,12 @@ from typing import Any
 
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest import RosterGate, Session
+from gate_daemon.core.pretix_sig import PretixEvent, parse_pretix_header, ticket_id_for
 from gate_daemon.core.ticket_record import Status, TicketEntry
-from gate_daemon.core.tokens import MAX_TICKET_ID, REENTRY, code_hash
+from gate_daemon.core.tokens import REENTRY, code_hash
 from gate_daemon.errors import GateError
 from gate_daemon.provision.event import EventSpec
+from gate_daemon.provision.pretix_manifest import pretix_header
 from gate_daemon.store.central.pretix import PositionRow
 
 #: The roster gate whose key signs the records the bridge learns from other pretix devices.
@@ -44,6 +48,16 @@ MAX_OPENS_MINUTES = 10080
 DAY = 86400
 MULTIPLE_ENTRIES = 255
 ORDER_STATUS = {"p": Status.COMPLETED, "n": Status.PENDING, "e": Status.PENDING, "c": Status.CANCELED}
+
+
+@dataclass(frozen=True, slots=True)
+class EventFacts:
+    """The event detail, its subevents, check-in lists and items, as pretix sent them."""
+
+    event: dict[str, Any]
+    subevents: list[dict[str, Any]]
+    lists: list[dict[str, Any]]
+    items: list[dict[str, Any]]
 
 
 class ListRefused(GateError):
@@ -170,23 +184,28 @@ def session_id(event: Mapping[str, Any], subevent: int | None) -> str:
 
 
 def ticket(
-    position: PositionRow, lists: Mapping[str, CheckinList], event_id: str, sessions_id: str, *, blocked: bool
+    position: PositionRow,
+    rules: PretixEvent,
+    lists: Mapping[str, CheckinList],
+    event_id: str,
+    session: str,
+    *,
+    blocked: bool,
 ) -> TicketEntry | None:
-    """The manifest's ticket for a position; None when no served list takes it."""
-    zones = [zone for zone, found in lists.items() if found.takes(position.item, position.subevent)]
+    """The manifest's ticket of a position (as ``provision.pretix_manifest`` makes it); None off all lists."""
+    zones = rules.zones_for(position.item, position.subevent or 0)
     if not zones:
         return None
-    policy = lists[zones[0]]
     status = Status.BLOCKED if blocked else Status(position.status)
-    if status is Status.PENDING and policy.include_pending:
+    if status is Status.PENDING and lists[zones[0]].include_pending:
         status = Status.COMPLETED
     return TicketEntry(
         ticket_id=position.ticket_id,
         status=status,
         order_id=position.order_code,
-        session=sessions_id,
-        zone="" if len(zones) == len(lists) else zones[0],
-        entries=policy.entries,
+        session=session,
+        zone=zones[0] if len(zones) == 1 else "",
+        entries=rules.entries_for(zones),
         code_hash=code_hash(event_id, position.secret),
         name=_short(position.name),
     )
@@ -195,13 +214,12 @@ def ticket(
 def build_inputs(
     venue: EventSpec,
     bridge_key: PublicKey,
-    event: Mapping[str, Any],
-    subevents: Sequence[Mapping[str, Any]],
+    facts: EventFacts,
     lists: Mapping[str, CheckinList],
     positions: Sequence[PositionRow],
     secrets: Mapping[str, tuple[str, str]],
-) -> tuple[EventSpec, list[TicketEntry]]:
-    """The event and tickets a manifest is built from, for the venue file and pretix's data."""
+) -> tuple[EventSpec, list[TicketEntry], dict[str, Any]]:
+    """The event, tickets and pretix header keys a manifest is built from, for the venue file and pretix."""
     if any(g.id == BRIDGE_GATE for g in venue.gates):
         raise MappingError(
             f"the venue file's [[gates]] may not use the id {BRIDGE_GATE!r}: the bridge signs as it"
@@ -210,29 +228,33 @@ def build_inputs(
     unknown = [zone for zone in lists if zone not in known]
     if unknown:
         raise ListRefused(f"[source.lists] names zones the venue file does not have: {', '.join(unknown)}")
-    found_sessions = sessions(event, subevents)
+    event = facts.event
+    header = _header(venue.event_id, facts, lists, secrets)
+    rules = parse_pretix_header(header)
+    assert rules is not None  # pretix_header always writes pretix_keys
     tickets: list[TicketEntry] = []
     held = set()
     revoked = set(venue.revoked)
     for position in positions:
         state = secrets.get(position.secret)
         blocked = state is not None and state[0] == "blocked"
-        entry = ticket(position, lists, venue.event_id, session_id(event, position.subevent), blocked=blocked)
+        session = session_id(event, position.subevent)
+        entry = ticket(position, rules, lists, venue.event_id, session, blocked=blocked)
         if entry is None:
             continue
         tickets.append(entry)
         held.add(position.secret)
         if state is not None and state[0] == "revoked":
             revoked.add(entry.ticket_id)
-    for secret, (kind, ref) in sorted(secrets.items()):
+    for secret, (kind, _) in sorted(secrets.items()):
         if kind == "revoked" and secret not in held:
-            tid = revoked_ticket(ref)
+            tid = ticket_id_for(venue.event_id, secret)
             tickets.append(TicketEntry(tid, Status.CANCELED, code_hash=code_hash(venue.event_id, secret)))
             revoked.add(tid)
     spec = EventSpec(
         event_id=venue.event_id,
         name=venue.name or text(event.get("name")) or venue.event_id,
-        sessions=found_sessions,
+        sessions=sessions(event, facts.subevents),
         zones=venue.zones,
         revoked=tuple(sorted(revoked)),
         legacy_codes=False,
@@ -240,12 +262,33 @@ def build_inputs(
         gates=(*venue.gates, RosterGate(BRIDGE_GATE, bridge_key)),
         supervisors=venue.supervisors,
     )
-    return spec, tickets
+    return spec, tickets, header
 
 
-def revoked_ticket(ref: str) -> str:
-    """The manifest's ticket id for a revoked secret no position holds (pretix's id of the revocation)."""
-    return f"revoked-{ref}"[:MAX_TICKET_ID]
+def _header(
+    event_id: str, facts: EventFacts, lists: Mapping[str, CheckinList], secrets: Mapping[str, tuple[str, str]]
+) -> dict[str, Any]:
+    """The pretix header keys (``provision.pretix_manifest.pretix_header``): keys, lists, dates, items."""
+    keys = facts.event.get("valid_keys")
+    valid = keys.get("pretix_sig1") if isinstance(keys, Mapping) else None
+    by_id = {raw.get("id"): raw for raw in facts.lists}
+    subevents = {}
+    if facts.event.get("has_subevents"):
+        subevents = {int(s["id"]): session_id(facts.event, int(s["id"])) for s in facts.subevents}
+    try:
+        return pretix_header(
+            event_id,
+            [str(k) for k in valid] if isinstance(valid, list) else [],
+            {zone: by_id[found.id] for zone, found in lists.items()},
+            facts.items,
+            subevents,
+            [s for s, (kind, _) in secrets.items() if kind == "revoked"],
+            [s for s, (kind, _) in secrets.items() if kind == "blocked"],
+        )
+    except (KeyError, TypeError, ValueError) as exc:
+        raise MappingError(
+            f"pretix's event cannot be made a manifest header ({type(exc).__name__}: {exc})"
+        ) from None
 
 
 def _short(name: str) -> str:

@@ -65,11 +65,13 @@ class Uploader:
         *,
         lists: Callable[[], Mapping[str, CheckinList]],
         positions: Callable[[], Mapping[str, PositionRow]],
+        secret_of: Callable[[str], str | None],
     ) -> None:
         self._client = client
         self._state = state
         self._lists = lists
         self._positions = positions
+        self._secret_of = secret_of
 
     async def run(self) -> int:
         """Send every record not sent yet; how many were answered. ``PretixError`` stops it."""
@@ -106,11 +108,11 @@ class Uploader:
             return Answer(record.uuid, "rejected", "no_list")
         if record.kind == "void":
             return await self._annul(record, list_id)
-        position = self._positions().get(record.ticket_id)
-        if position is None:
+        secret = self._secret_of(record.ticket_id)
+        if secret is None:
             return Answer(record.uuid, "rejected", "unknown_ticket")
         body: dict[str, Any] = {
-            "secret": position.secret,
+            "secret": secret,
             "lists": [list_id],
             "type": record.kind,
             "nonce": record.uuid,

@@ -81,8 +81,8 @@ class PretixState:
             await db.executemany(
                 "INSERT INTO pretix_positions (position_id, ticket_id, secret, order_code, status, item,"
                 " subevent, name) VALUES (?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (position_id) DO UPDATE SET"
-                " secret = excluded.secret, status = excluded.status, item = excluded.item,"
-                " subevent = excluded.subevent, name = excluded.name",
+                " ticket_id = excluded.ticket_id, secret = excluded.secret, status = excluded.status,"
+                " item = excluded.item, subevent = excluded.subevent, name = excluded.name",
                 [
                     (p.position_id, p.ticket_id, p.secret, p.order_code, p.status, p.item, p.subevent, p.name)
                     for p in positions
