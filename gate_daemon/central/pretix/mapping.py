@@ -14,9 +14,9 @@
   list is not in the manifest (``unknown_ticket``, as pretix answers ``product``).
 - Entry policy from the ticket's first list: ``allow_multiple_entries`` is 255 entries,
   else ``allow_entry_after_exit`` re-entry after an exit, else one entry.
-- Status: the order's (paid completed, pending or expired pending, canceled canceled), a
-  canceled position canceled, a blocked secret blocked; pending counts as completed on a
-  list with ``include_pending``.
+- Status: the order's (paid completed; pending pending, or completed when pretix marks
+  it valid if pending; expired or canceled canceled), a canceled position canceled, a
+  blocked position or secret blocked.
 - The secret is the ticket's reference code (only its hash enters the manifest); a
   revoked secret that no position holds any more becomes a canceled ticket of its own,
   listed in the header's ``revoked``, so it is refused ``revoked`` by name.
@@ -47,7 +47,7 @@ BRIDGE_GATE = "pretix"
 MAX_OPENS_MINUTES = 10080
 DAY = 86400
 MULTIPLE_ENTRIES = 255
-ORDER_STATUS = {"p": Status.COMPLETED, "n": Status.PENDING, "e": Status.PENDING, "c": Status.CANCELED}
+ORDER_STATUS = {"p": Status.COMPLETED, "n": Status.PENDING, "e": Status.CANCELED, "c": Status.CANCELED}
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,7 +76,6 @@ class CheckinList:
     all_products: bool
     products: frozenset[int]
     subevent: int | None
-    include_pending: bool
     multiple: bool
     after_exit: bool
 
@@ -109,7 +108,6 @@ def checkin_list(raw: Mapping[str, Any]) -> CheckinList:
             all_products=bool(raw.get("all_products", True)),
             products=frozenset(int(p) for p in raw.get("limit_products") or ()),
             subevent=None if subevent is None else int(subevent),
-            include_pending=bool(raw.get("include_pending", False)),
             multiple=bool(raw.get("allow_multiple_entries", False)),
             after_exit=bool(raw.get("allow_entry_after_exit", True)),
         )
@@ -186,7 +184,6 @@ def session_id(event: Mapping[str, Any], subevent: int | None) -> str:
 def ticket(
     position: PositionRow,
     rules: PretixEvent,
-    lists: Mapping[str, CheckinList],
     event_id: str,
     session: str,
     *,
@@ -196,12 +193,9 @@ def ticket(
     zones = rules.zones_for(position.item, position.subevent or 0)
     if not zones:
         return None
-    status = Status.BLOCKED if blocked else Status(position.status)
-    if status is Status.PENDING and lists[zones[0]].include_pending:
-        status = Status.COMPLETED
     return TicketEntry(
         ticket_id=position.ticket_id,
-        status=status,
+        status=Status.BLOCKED if blocked else Status(position.status),
         order_id=position.order_code,
         session=session,
         zone=zones[0] if len(zones) == 1 else "",
@@ -239,7 +233,7 @@ def build_inputs(
         state = secrets.get(position.secret)
         blocked = state is not None and state[0] == "blocked"
         session = session_id(event, position.subevent)
-        entry = ticket(position, rules, lists, venue.event_id, session, blocked=blocked)
+        entry = ticket(position, rules, venue.event_id, session, blocked=blocked)
         if entry is None:
             continue
         tickets.append(entry)
