@@ -219,3 +219,21 @@ def test_subevents_are_sessions(tmp_path: Path) -> None:
     spec, tickets, header = build_inputs(venue, SecretKey.generate().public, facts, lists, rows, {})
     assert header["pretix_subevents"] == {"5": "s5"}
     assert [s.id for s in spec.sessions] == ["s5"] and tickets[0].session == "s5"
+
+
+def test_the_shipped_pretix_examples_check(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    import shutil
+
+    from gate_daemon.central.cli import main
+    from gate_daemon.provision.keyfiles import write_keypair
+
+    root = Path(__file__).resolve().parent.parent / "config"
+    for name in ("central-pretix.example.toml", "venue.example.toml"):
+        shutil.copy(root / name, tmp_path / name)
+    for name in ("signer", "north-1", "sam"):
+        write_keypair(tmp_path / name)
+    (tmp_path / "pretix-init-token").write_text("token\n")
+    assert main(["check-config", str(tmp_path / "central-pretix.example.toml")]) == 0
+    said = capsys.readouterr().out
+    assert "event gate2026 from pretix https://pretix.example.org gateorg/gate2026" in said
+    assert "main = list 1, vip = list 2" in said
