@@ -229,3 +229,21 @@ def test_online_first_asks_pretix_with_the_records_nonce(
     wait_until(lambda: uuid in world.uploads(), CONVERGE, "the gate's record at the bridge")
     assert world.uploads()[uuid][0] in ("applied", "duplicate")
     assert len(pretix.checkins_of(fresh.position_id)) == 1
+
+
+def test_participant_search_goes_through_pretix(
+    world: BridgeWorld, pretix: PretixServer, launch: Launcher
+) -> None:
+    fresh = pretix.make_order(name="Searchable Person")
+    gate = world.gate(launch, "north-1")
+    ticket_id = ticket_id_for(EVENT_ID, fresh.secret)
+
+    def found() -> list[dict[str, object]]:
+        results: list[dict[str, object]] = gate.request({"op": "search", "query": "Searchable Person"})[
+            "results"
+        ]
+        return results
+
+    wait_until(lambda: any(r["ticket_id"] == ticket_id for r in found()), CONVERGE, "pretix's search result")
+    (hit,) = [r for r in found() if r["ticket_id"] == ticket_id]
+    assert hit["match"] == "pretix" and hit["order_id"] == fresh.order

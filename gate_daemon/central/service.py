@@ -200,7 +200,15 @@ class Central:
     async def participants(self, q: str, limit: int) -> dict[str, Any]:
         """Tickets matching ``q``, each with its latest check-ins."""
         manifest = self._manifest()
-        found = await asyncio.to_thread(search.search, manifest.entries(), q, limit)
+        found = None
+        if self.bridge is not None:
+            try:
+                named = await self.bridge.search(q, limit)
+                found = await asyncio.to_thread(search.listed, manifest.entries(), named, "pretix")
+            except PretixError as exc:
+                log.info("pretix search failed (%s): searching the manifest", exc.name)
+        if found is None:
+            found = await asyncio.to_thread(search.search, manifest.entries(), q, limit)
         results = []
         for hit in found:
             shown = hit.as_dict()

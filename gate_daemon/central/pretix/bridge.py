@@ -136,6 +136,8 @@ class PretixBridge:
         self.status = BridgeStatus()
         self.device: Device | None = None
         self.lists: dict[str, CheckinList] = {}
+        #: The venue file's event id (what ticket ids are made under), once read.
+        self.event_id = ""
         self.positions: dict[str, PositionRow] = {}
         self._by_secret: dict[str, str] = {}
         #: Ticket id -> its secret: positions, and revoked secrets' tickets (``revoked-<id>``).
@@ -200,6 +202,7 @@ class PretixBridge:
             cursors["orders_since"] = page.cursor
         await self.state.save(page.positions, changed, cursors)
         self.lists = lists
+        self.event_id = venue.event_id
         rows = await self.state.positions()
         self.positions = {p.ticket_id: p for p in rows}
         self._by_secret = {p.secret: p.ticket_id for p in rows}
@@ -223,6 +226,25 @@ class PretixBridge:
             entries_allowed=entries_allowed,
             seq=int(meta.get("learned_seq", "0")),
         )
+
+    async def search(self, query: str, limit: int) -> list[str]:
+        """The ticket ids pretix's ``checkinrpc/search`` finds on the served lists, at most ``limit``.
+
+        ``PretixError`` when pretix does not answer (the caller searches the manifest instead).
+        """
+        if self.device is None or not self.lists:
+            raise PretixError("unreachable", "the bridge has not reached pretix yet")
+        found: list[str] = []
+        for checkin_list in self.lists.values():
+            params = {"list": checkin_list.id, "search": query}
+            async for page, _ in self.client.pages("checkinrpc/search/", params):
+                for position in page:
+                    secret = position.get("secret")
+                    if isinstance(secret, str) and secret:
+                        found.append(ticket_id_for(self.event_id, secret))
+                if len(found) >= limit:
+                    break
+        return list(dict.fromkeys(found))[:limit]
 
     def failed(self, exc: Exception) -> float:
         """Keep a run's failure by name; the wait before the next run."""
