@@ -25,7 +25,7 @@ grows):
   every secret is a pretix_sig1 signed secret;
 * ``api(method, path, json=None, token=None)``, ``event_api(method, path, json=None)``,
   ``shell(script)``, ``make_order(item="ticket", status="paid", name=...)``,
-  ``make_positions(count, item="ticket", name=...)`` (one paid order: its secrets),
+  ``make_positions(count, item="ticket", name=...)`` (paid, 500 to an order: their secrets),
   ``cancel_order(code)``, ``block(position_id)``, ``regenerate_secret(position_id)``,
   ``position(position_id)``, ``checkins_of(position_id)``, ``new_device_token(name)``,
   ``initialize_device(token)``, ``checkin_as_other_device(secret, list_name="main",

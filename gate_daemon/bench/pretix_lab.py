@@ -17,7 +17,7 @@ yields, a ``PretixServer``, is the contract the tests code against:
   re-keyed: ``secret`` is the revoked old one, ``current_secret`` the new one);
 * helpers: ``api(method, path, json=None)`` (team token; path relative to ``/api/v1/``),
   ``event_api(...)`` (relative to the event), ``make_order(item="ticket", status="paid")``,
-  ``make_positions(count)`` (one paid order of ``count`` positions: their secrets),
+  ``make_positions(count)`` (``count`` paid positions, 500 to an order: their secrets),
   ``cancel_order(code)``, ``block(position)``, ``new_device_token()``,
   ``checkin_as_other_device(secret, list_name="main", kind="entry", nonce=None,
   when=None, force=False)`` (a second device, initialized once, calls ``checkinrpc/redeem``
@@ -56,6 +56,8 @@ __all__ = ["PretixServer", "SeededPosition", "running_pretix"]
 
 ORGANIZER = "gateorg"
 EVENT = "gate2026"
+#: The most positions pretix takes in one order.
+MAX_ORDER_POSITIONS = 500
 #: Starting and migrating a cold pretix is slow on a loaded machine; this only bounds a failure.
 START_DEADLINE_S = 180.0
 
@@ -135,24 +137,32 @@ class PretixServer:
         return SeededPosition(name, order["code"], pos["id"], item, pos["secret"], status, pos["secret"])
 
     def make_positions(self, count: int, item: str = "ticket", name: str = "Ada Gate") -> list[str]:
-        """One paid order of ``count`` positions (one API call); their secrets."""
-        order = self.event_api(
-            "POST",
-            "orders/",
-            {
-                "email": "buyer@example.org",
-                "locale": "en",
-                "sales_channel": "web",
-                "status": "p",
-                "payment_provider": "manual",
-                "send_email": False,
-                "positions": [
-                    {"item": self.items[item], "price": "10.00", "attendee_name": f"{name} {n}"}
-                    for n in range(count)
-                ],
-            },
-        )
-        return [str(p["secret"]) for p in order["positions"]]
+        """``count`` paid positions in as few orders as pretix allows (500 each); their secrets."""
+        secrets: list[str] = []
+        while len(secrets) < count:
+            size = min(MAX_ORDER_POSITIONS, count - len(secrets))
+            order = self.event_api(
+                "POST",
+                "orders/",
+                {
+                    "email": "buyer@example.org",
+                    "locale": "en",
+                    "sales_channel": "web",
+                    "status": "p",
+                    "payment_provider": "manual",
+                    "send_email": False,
+                    "positions": [
+                        {
+                            "item": self.items[item],
+                            "price": "10.00",
+                            "attendee_name": f"{name} {len(secrets) + n}",
+                        }
+                        for n in range(size)
+                    ],
+                },
+            )
+            secrets += [str(p["secret"]) for p in order["positions"]]
+        return secrets
 
     def cancel_order(self, code: str) -> None:
         """Cancel an order (pretix re-keys its positions and revokes the old secrets)."""
