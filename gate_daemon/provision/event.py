@@ -36,6 +36,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gate_daemon.config.toml import Checker, KeyPath, load
 from gate_daemon.core.keys import PublicKey
@@ -65,18 +66,11 @@ class EventSpec:
 
 
 def load_event(path: Path, *, venue: bool = False) -> EventSpec:
-    """Read and check an event.toml; every problem is reported with its key and line.
-
-    With ``venue``, a venue.toml (``gate-central`` with a pretix source): the same file
-    without sessions, whose ``[event] name`` is optional (pretix knows both).
-    """
+    """Read and check an event.toml (``venue``: a venue.toml); every problem is named with key and line."""
     doc, text = load(path)
     check = Checker(path, text, TOP_KEYS)
     check.table(doc, (), TOP_KEYS, {"event"})
-    if venue and "sessions" in doc:
-        check.problem(("sessions",), "a venue file has no sessions: they come from pretix")
-    required = {"id"} if venue else {"id", "name"}
-    event = check.table(doc.get("event", {}), ("event",), {"id", "name", "legacy_codes"}, required)
+    event = _event_table(check, doc, venue)
     event_id = check.string(event, ("event",), "id", pattern=IDENT, max_bytes=64)
     name = check.string(event, ("event",), "name")
     legacy_codes = check.boolean(event, ("event",), "legacy_codes", default=True)
@@ -147,6 +141,15 @@ def load_event(path: Path, *, venue: bool = False) -> EventSpec:
         tuple(gates),
         supervisors,
     )
+
+
+def _event_table(check: Checker, doc: dict[str, Any], venue: bool) -> dict[str, Any]:
+    """``[event]``; of a venue.toml (``gate-central`` with a pretix source), whose sessions come
+    from pretix, ``name`` is optional and ``[[sessions]]`` refused."""
+    if venue and "sessions" in doc:
+        check.problem(("sessions",), "a venue file has no sessions: they come from pretix")
+    required = {"id"} if venue else {"id", "name"}
+    return check.table(doc.get("event", {}), ("event",), {"id", "name", "legacy_codes"}, required)
 
 
 def _supervisors(check: Checker, doc: dict[str, object], base: Path) -> tuple[RosterSupervisor, ...]:

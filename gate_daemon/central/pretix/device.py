@@ -13,9 +13,9 @@ import json
 import logging
 import platform
 from dataclasses import dataclass
+from importlib import metadata
 from pathlib import Path
 
-from gate_daemon import __version__
 from gate_daemon.errors import GateError
 from gate_daemon.files import read_regular, write_atomic
 
@@ -60,7 +60,7 @@ async def device(client: PretixClient, state_dir: Path, init_token: Path) -> Dev
         "os_name": "Linux",
         "os_version": platform.release() or "unknown",
         "software_brand": "gate-daemon",
-        "software_version": __version__,
+        "software_version": _version(),
     }
     try:
         _, answer = await client.post("/api/v1/device/initialize", body, answers=(200,))
@@ -99,3 +99,11 @@ def _read(path: Path, client: PretixClient) -> Device | None:
             " remove it to initialize against the new pretix"
         )
     return Device(int(raw.get("device_id") or 0), str(raw.get("name") or ""), raw["api_token"])
+
+
+def _version() -> str:
+    """This package's version, as pretix shows the device's software."""
+    try:
+        return metadata.version("gate-daemon")
+    except metadata.PackageNotFoundError:
+        return "unknown"
