@@ -16,6 +16,7 @@ from tests.fleet_fixtures import venue  # noqa: F401  (fixture: a central and ga
 from tests.gate_process import Launcher, launcher
 from tests.live import LiveWorld, make_live_world
 from tests.loop_thread import LoopThread
+from tests.pretix_server import pretix  # noqa: F401  (fixture: a real pretix, seeded)
 from tests.support import World, make_world
 
 # Property tests: 300 examples each keeps the suite fast; HYPOTHESIS_PROFILE=deep for a long hunt.

@@ -286,7 +286,7 @@ def test_parse_entries(text: str, value: int | None) -> None:
 
 
 def test_payload_format_is_a_str_enum() -> None:
-    assert [f.value for f in PayloadFormat] == ["signed", "reference", "legacy", "rotating"]
+    assert [f.value for f in PayloadFormat] == ["signed", "reference", "legacy", "rotating", "pretix"]
     assert isinstance(PayloadFormat.SIGNED, str)
     assert PayloadFormat("legacy") is PayloadFormat.LEGACY
     assert f"{PayloadFormat.REFERENCE}" == "reference"

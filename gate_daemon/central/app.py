@@ -42,6 +42,7 @@ from .config import CentralConfig
 from .enroll import add_enroll_routes
 from .fleet import add_fleet_routes, guard
 from .manifests import GateAhead
+from .pretix.bridge import keep_synced
 from .service import Central
 from .wire import (
     MAX_BODY,
@@ -267,7 +268,11 @@ def create_app(
     async def lifecycle(app: web.Application) -> AsyncIterator[None]:
         opened = central is None
         app[CENTRAL] = central if central is not None else await Central.open(config, clock=clock)
-        poller = _poll(app[CENTRAL], config.poll_ms / 1000)
+        bridge = app[CENTRAL].bridge
+        if bridge is None:
+            poller = _poll(app[CENTRAL], config.poll_ms / 1000)
+        else:  # [source] kind = "pretix": pretix's changes, not the files, make versions
+            poller = keep_synced(bridge, app[CENTRAL].book)
         try:
             async with _running(poller):
                 yield

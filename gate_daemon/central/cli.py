@@ -85,6 +85,19 @@ def cmd_check_config(args: argparse.Namespace) -> int:
     """Validate a config file and the inputs it names, without starting anything."""
     config = load_central_config(args.file)
     read_secret(config.key)
+    if config.source is not None:
+        venue = load_event(config.event, venue=True)
+        source = config.source
+        kept = (config.state_dir / "pretix-device.json").is_file()
+        if not kept and not source.init_token.is_file():
+            raise GateError(f"{source.init_token}: no initialization token file ([source] init_token)")
+        zones = ", ".join(f"{zone} = list {list_id}" for zone, list_id in source.lists)
+        print(
+            f"ok: {args.file}: central {config.id} on {config.host}:{config.port},"
+            f" event {venue.event_id} from pretix {source.url} {source.organizer}/{source.event} ({zones}),"
+            f" {len(venue.gates)} gates in the roster"
+        )
+        return 0
     event = load_event(config.event)
     tickets = load_tickets(config.tickets, event)
     print(

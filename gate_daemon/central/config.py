@@ -22,7 +22,7 @@ from gate_daemon.core.fleet import Thresholds
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>[0-9]{1,5})")
-TOP_KEYS = {"central", "fleet"}
+TOP_KEYS = {"central", "fleet", "source"}
 CENTRAL_KEYS = {
     "id",
     "listen",
@@ -41,7 +41,7 @@ Network = ipaddress.IPv4Network | ipaddress.IPv6Network
 DEFAULT_THRESHOLDS = Thresholds()
 #: Who may read the fleet (``/fleet``, ``/v1/fleet``) unless ``fleet_allow`` says otherwise: this machine.
 LOOPBACK: tuple[Network, ...] = (ipaddress.ip_network("127.0.0.0/8"), ipaddress.ip_network("::1/128"))
-_REQUIRED = {"state_dir", "event", "tickets", "key"}
+_REQUIRED = {"state_dir", "event", "key"}
 #: The directories systemd/gate-central.service gives the central (it has no runtime directory).
 SYSTEMD_DIRS = ("CREDENTIALS_DIRECTORY", "STATE_DIRECTORY")
 
@@ -70,6 +70,8 @@ class CentralConfig:
     fleet_hosts: tuple[str, ...] = ()
     #: When a gate needs attention (``[fleet]``).
     thresholds: Thresholds = DEFAULT_THRESHOLDS
+    #: Where sessions and tickets come from (``[source]``): None for the files (event.toml + tickets.csv).
+    source: PretixSource | None = None
 
     @property
     def database(self) -> Path:
@@ -112,13 +114,18 @@ def load_central_config(path: Path, environ: Mapping[str, str] | None = None) ->
 
     host, port = _listen(check, tbl, at)
     sop = path_value("sop") if "sop" in tbl else None
+    source = _source(check, doc.get("source", {}), path, env)
+    if source is None and "tickets" not in tbl:
+        check.problem((*at, "tickets"), "missing (required unless [source] kind is pretix)")
+    elif source is not None and "tickets" in tbl:
+        check.problem((*at, "tickets"), 'not used with [source] kind = "pretix": tickets come from pretix')
     config = CentralConfig(
         id=check.string(tbl, at, "id", default="central", pattern=IDENT, max_bytes=64),
         host=host,
         port=port,
         state_dir=path_value("state_dir"),
         event=path_value("event"),
-        tickets=path_value("tickets"),
+        tickets=path_value("tickets") if "tickets" in tbl else Path(),
         key=path_value("key"),
         poll_ms=check.integer(tbl, at, "poll_ms", low=100, high=3_600_000, default=2000),
         rate=check.integer(tbl, at, "rate", low=1, high=10_000, default=20),
@@ -126,6 +133,7 @@ def load_central_config(path: Path, environ: Mapping[str, str] | None = None) ->
         fleet_allow=_networks(check, tbl, at),
         fleet_hosts=_hosts(check, tbl, at),
         thresholds=_thresholds(check, doc.get("fleet", {})),
+        source=source,
     )
     check.finish()
     return config
@@ -182,3 +190,93 @@ def _hosts(check: Checker, tbl: dict[str, Any], at: KeyPath) -> tuple[str, ...]:
         else:
             names.append(name)
     return tuple(names)
+
+
+SOURCE_KEYS = {
+    "kind", "url", "organizer", "event", "init_token", "interval_s", "timeout_s", "online_timeout_ms",
+    "lists",
+}  # fmt: skip
+_SLUG = re.compile(r"[A-Za-z0-9][A-Za-z0-9.-]{0,49}")
+_URL = re.compile(r"https?://[^\s/?#]+(?:/[^\s?#]*)?")
+
+
+@dataclass(frozen=True, slots=True)
+class PretixSource:
+    """``[source] kind = "pretix"``: the pretix event the central bridges (docs/PRETIX.md)."""
+
+    url: str
+    organizer: str
+    event: str
+    #: A file holding a device initialization token (used once; the device token is kept in ``state_dir``).
+    init_token: Path
+    #: Zone id -> the pretix check-in list that zone serves, in the order written.
+    lists: tuple[tuple[str, int], ...]
+    #: How often pretix is asked for changes, and the check-ins sent.
+    interval_s: float = 10.0
+    #: How long one request to pretix may take.
+    timeout_s: float = 10.0
+    #: How long an online-first validation waits for pretix's redeem (under the gates' own deadline).
+    online_timeout_ms: int = 400
+
+
+def _source(check: Checker, value: object, path: Path, env: Mapping[str, str]) -> PretixSource | None:
+    """``[source]``: None for the file source (the default), the pretix event otherwise."""
+    at: KeyPath = ("source",)
+    tbl = check.table(value, at, SOURCE_KEYS)
+    kind = check.string(tbl, at, "kind", default="file", max_bytes=16)
+    if kind == "file":
+        extra = sorted(set(tbl) - {"kind"})
+        if extra:
+            check.problem((*at, extra[0]), 'only [source] kind = "pretix" takes this key')
+        return None
+    if kind != "pretix":
+        check.problem((*at, "kind"), f'{kind!r} must be "file" or "pretix"')
+        return None
+    for key in ("url", "organizer", "event", "init_token", "lists"):
+        if key not in tbl:
+            check.problem((*at, key), 'missing (required with kind = "pretix")')
+    url = check.string(tbl, at, "url", default="", max_bytes=1024).rstrip("/")
+    if "url" in tbl and _URL.fullmatch(url) is None:
+        check.problem((*at, "url"), f"{url!r} must be an http(s) URL (https://pretix.example.org)")
+    organizer = check.string(tbl, at, "organizer", default="x", pattern=_SLUG, max_bytes=50)
+    event = check.string(tbl, at, "event", default="x", pattern=_SLUG, max_bytes=50)
+    token = Path()
+    raw = tbl.get("init_token")
+    if isinstance(raw, str) and raw and "\0" not in raw:
+        try:
+            token = path.parent / expand_dirs(raw, env, SYSTEMD_DIRS)
+        except ValueError as exc:
+            check.problem((*at, "init_token"), f"{raw!r}: {exc}")
+    elif raw is not None:
+        check.problem((*at, "init_token"), "must be the path of a file holding the initialization token")
+    return PretixSource(
+        url=url,
+        organizer=organizer,
+        event=event,
+        init_token=token,
+        lists=_lists(check, tbl.get("lists", {})),
+        interval_s=check.number(tbl, at, "interval_s", low=0.1, high=3600, default=10.0),
+        timeout_s=check.number(tbl, at, "timeout_s", low=0.5, high=300, default=10.0),
+        online_timeout_ms=check.integer(tbl, at, "online_timeout_ms", low=50, high=60_000, default=400),
+    )
+
+
+def _lists(check: Checker, value: object) -> tuple[tuple[str, int], ...]:
+    """``[source.lists]``: zone id = check-in list id, at least one, each list once."""
+    at: KeyPath = ("source", "lists")
+    if not isinstance(value, dict):
+        check.problem(at, "must be a table of zone id = check-in list id")
+        return ()
+    found: list[tuple[str, int]] = []
+    for zone, list_id in value.items():
+        if IDENT.fullmatch(zone) is None or len(zone.encode()) > 16:
+            check.problem((*at, zone), "a zone id is 1 to 16 letters, digits, . _ -")
+        elif isinstance(list_id, bool) or not isinstance(list_id, int) or not 1 <= list_id < 2**53:
+            check.problem((*at, zone), f"{list_id!r} must be a check-in list id (a whole number)")
+        elif any(list_id == other for _, other in found):
+            check.problem((*at, zone), f"check-in list {list_id} serves another zone already")
+        else:
+            found.append((zone, list_id))
+    if not found and not value:
+        check.problem(at, "name at least one zone = check-in list")
+    return tuple(found)

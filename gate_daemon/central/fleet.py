@@ -29,6 +29,7 @@ from aiohttp import web
 from gate_daemon.core.fleet import Thresholds, assemble
 
 from .config import CentralConfig, Network
+from .pretix.mapping import BRIDGE_GATE
 from .service import Central
 from .sop import SopCards
 from .wire import ApiError
@@ -98,7 +99,9 @@ def _asset(name: str) -> bytes:
 async def fleet_state(central: Central, cards: SopCards, limits: Thresholds, now: float) -> dict[str, Any]:
     """What ``GET /v1/fleet`` answers: the judged gates, the facts they were judged from, the cards."""
     heard = await central.store.heard()
-    roster = sorted(central.roster() or {})
+    bridge = central.bridge
+    # The pretix bridge's roster entry signs the check-ins of pretix's devices: not a gate that beats.
+    roster = sorted(g for g in central.roster() or {} if bridge is None or g != BRIDGE_GATE)
     ranked = assemble(roster, heard, now, limits)
     shown = {str(c) for item in ranked for c in item.conditions} | {"central_down"}
     latest = central.book.latest
@@ -113,6 +116,7 @@ async def fleet_state(central: Central, cards: SopCards, limits: Thresholds, now
         "gates": [item.as_dict() for item in ranked],
         "attention": sum(1 for item in ranked if item.needed),
         "sop": {name: cards.card(name) for name in sorted(shown)},
+        "source": {"source": "file"} if bridge is None else dict(bridge.summary()),
     }
 
 

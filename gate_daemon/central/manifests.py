@@ -27,10 +27,12 @@ import time
 from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Protocol
 
 from gate_daemon.core.delta import plan_delta
 from gate_daemon.core.keys import PublicKey, SecretKey
 from gate_daemon.core.manifest import Manifest, RosterGate, peek_header
+from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.files import read_regular, write_atomic
 from gate_daemon.net.central_time import signed_time
@@ -66,8 +68,33 @@ class Fingerprint:
     """How the input files looked when last read (a change makes the central read them again)."""
 
     stats: tuple[tuple[int, int, int] | None, ...]
-    #: The gates enrolled by token (docs/ENROLL.md), as the central's database holds them.
-    enrolled: tuple[RosterGate, ...] = ()
+
+
+class Inputs(Protocol):
+    """What manifests are built from: the files (``FileInputs``) or the pretix bridge's copy."""
+
+    def fingerprint(self) -> object:
+        """Something that changes whenever ``load`` may answer differently."""
+
+    def load(self) -> tuple[EventSpec, list[TicketEntry], dict[str, Any]]:
+        """The event, its tickets and extra header keys now (runs in a thread); a ``GateError`` if not."""
+
+
+@dataclass(frozen=True, slots=True)
+class FileInputs:
+    """event.toml + tickets.csv (``[central] event``, ``tickets``)."""
+
+    event: Path
+    tickets: Path
+
+    def fingerprint(self) -> object:
+        """The files' mtime, size and inode."""
+        return Fingerprint(tuple(_stat(p) for p in (self.event, self.tickets)))
+
+    def load(self) -> tuple[EventSpec, list[TicketEntry], dict[str, Any]]:
+        """Both files read and checked (no extra header keys)."""
+        event = load_event(self.event)
+        return event, load_tickets(self.tickets, event), {}
 
 
 class ManifestBook:
@@ -82,20 +109,20 @@ class ManifestBook:
         tickets_path: Path,
         *,
         clock: Callable[[], float] = time.time,
+        inputs: Inputs | None = None,
         enrolled: Callable[[], Awaitable[tuple[RosterGate, ...]]] | None = None,
     ) -> None:
         self._store = store
         self._enrolled = enrolled
         self._dir = directory
         self._key = key
-        self._event_path = event_path
-        self._tickets_path = tickets_path
+        self._inputs: Inputs = inputs if inputs is not None else FileInputs(event_path, tickets_path)
         self._clock = clock
         self._rows: dict[int, ManifestRow] = {}
         self._highest = 0
         self.latest: Manifest | None = None
         self._roster: Mapping[str, PublicKey] | None = None
-        self._seen: Fingerprint | None = None
+        self._seen: object = None
         self._lock = asyncio.Lock()
         self._deltas: dict[tuple[int, int], asyncio.Lock] = {}
 
@@ -158,7 +185,7 @@ class ManifestBook:
         """Read the inputs when they changed (or with ``force``); whether a new version was built."""
         async with self._lock:
             enrolled = await self._enrolled() if self._enrolled is not None else ()
-            seen = Fingerprint(tuple(_stat(p) for p in (self._event_path, self._tickets_path)), enrolled)
+            seen = (self._inputs.fingerprint(), enrolled)
             if not force and seen == self._seen:
                 return False
             self._seen = seen
@@ -179,8 +206,8 @@ class ManifestBook:
 
     def _build_if_changed(self, enrolled: tuple[RosterGate, ...] = ()) -> tuple[ManifestRow, Manifest] | None:
         """A new version when the inputs say something the latest does not (runs in a thread)."""
-        event = with_enrolled(load_event(self._event_path), enrolled)
-        tickets = load_tickets(self._tickets_path, event)
+        event, tickets, extra = self._inputs.load()
+        event = with_enrolled(event, enrolled)
         latest = self.latest
         now = int(self._clock())
         if latest is not None and latest.event_id == event.event_id:
@@ -188,14 +215,20 @@ class ManifestBook:
             tickets = plan_delta(event.event_id, latest.entries(), tickets, sessions, zones).entries
             h = latest.header
             same = build_manifest(
-                event, tickets, self._key, version=h.version, issued_at=h.issued_at, expires_at=h.expires_at
+                event,
+                tickets,
+                self._key,
+                version=h.version,
+                issued_at=h.issued_at,
+                expires_at=h.expires_at,
+                extra_header=extra,
             )
             if peek_header(same)[1].raw == h.raw and not _due(h.issued_at, h.expires_at, event, now):
                 return None
         version = self._highest + 1
         if version > MAX_VERSION:
             raise GateError("manifest versions are exhausted")
-        data = build_manifest(event, tickets, self._key, version=version, issued_at=now)
+        data = build_manifest(event, tickets, self._key, version=version, issued_at=now, extra_header=extra)
         path = self._file(version)
         write_atomic(path, data)
         manifest = read_manifest(path, self.trusted)
@@ -253,6 +286,7 @@ class ManifestBook:
                 issued_at=h.issued_at,
                 expires_at=h.expires_at,
                 base=base,
+                extra_header=extra_of(latest),
             )
         finally:
             base.release()
@@ -294,6 +328,11 @@ def with_enrolled(event: EventSpec, enrolled: tuple[RosterGate, ...]) -> EventSp
         if gate.id in listed:
             log.warning("gate %s is in event.toml's [[gates]] and enrolled: the file's entry stands", gate.id)
     return dataclasses.replace(event, gates=event.gates + extra) if extra else event
+
+
+def extra_of(manifest: Manifest) -> dict[str, Any]:
+    """The optional header keys a manifest was built with beyond its event's (a pretix event's)."""
+    return {k: v for k, v in manifest.header.raw.items() if k.startswith("pretix_")}
 
 
 def _due(issued_at: int, expires_at: int, event: EventSpec, now: int) -> bool:

@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.core.tokens import REENTRY
 
-MATCHES = ("exact", "prefix", "contains", "close")
+MATCHES = ("exact", "prefix", "contains", "close", "pretix")
 #: How alike a ticket or order id must be to the query to be a ``close`` match.
 CLOSE = 0.75
 
@@ -76,3 +76,10 @@ def search(entries: Iterable[TicketEntry], query: str, limit: int) -> list[Found
             found.append(Found(entry, *how))
     found.sort(key=lambda f: (MATCHES.index(f.match), -f.score, f.entry.ticket_id))
     return found[:limit]
+
+
+def listed(entries: Iterable[TicketEntry], ticket_ids: list[str], match: str) -> list[Found]:
+    """The tickets named by ``ticket_ids`` (a pretix bridge's search), in that order."""
+    wanted = {tid: i for i, tid in enumerate(ticket_ids)}
+    found = [Found(e, match) for e in entries if e.ticket_id in wanted]
+    return sorted(found, key=lambda f: wanted[f.entry.ticket_id])

@@ -29,6 +29,8 @@ from gate_daemon.store.central.enrollments import Enrollments
 from . import search
 from .config import CentralConfig
 from .manifests import ManifestBook, Served
+from .pretix.bridge import PretixBridge, open_bridge
+from .pretix.client import PretixError
 from .wire import ApiError, Heartbeat, ValidateRequest, bad
 
 log = logging.getLogger(__name__)
@@ -50,8 +52,11 @@ class Central:
         *,
         clock: Callable[[], float] = time.time,
         challenges: Challenges | None = None,
+        bridge: PretixBridge | None = None,
     ) -> None:
         self.id = central_id
+        #: The pretix bridge, with ``[source] kind = "pretix"``.
+        self.bridge = bridge
         self.store = store
         self.book = book
         self.challenges = challenges or Challenges()
@@ -65,24 +70,47 @@ class Central:
         key = read_secret(config.key)
         config.state_dir.mkdir(parents=True, exist_ok=True)
         store = await CentralStore.open(config.database)
+        bridge = None
         try:
-            book = ManifestBook(
-                store,
-                config.manifests_dir,
-                key,
-                config.event,
-                config.tickets,
-                clock=clock,
-                enrolled=Enrollments(store).roster,
-            )
-            await book.open()
+            enrolled = Enrollments(store).roster
+            if config.source is None:
+                book = ManifestBook(
+                    store,
+                    config.manifests_dir,
+                    key,
+                    config.event,
+                    config.tickets,
+                    clock=clock,
+                    enrolled=enrolled,
+                )
+                await book.open()
+            else:
+                bridge, book = await open_bridge(
+                    config.source,
+                    config.event,
+                    config.state_dir,
+                    store,
+                    key,
+                    lambda inputs: ManifestBook(
+                        store,
+                        config.manifests_dir,
+                        key,
+                        config.event,
+                        config.tickets,
+                        clock=clock,
+                        inputs=inputs,
+                        enrolled=enrolled,
+                    ),
+                )
         except BaseException:
             await store.aclose()
             raise
-        return cls(config.id, store, book, clock=clock)
+        return cls(config.id, store, book, clock=clock, bridge=bridge)
 
     async def aclose(self) -> None:
-        """Close the database."""
+        """Close the database (and the bridge's client)."""
+        if self.bridge is not None:
+            await self.bridge.aclose()
         await self.store.aclose()
 
     def roster(self) -> Mapping[str, PublicKey] | None:
@@ -149,7 +177,15 @@ class Central:
         now = self._clock()
         found = identify(request.payload, manifest, now)
         judge: Decision | Callable[[LedgerFacts], Decision]
-        if isinstance(found, Decision):
+        if self.bridge is not None:
+            try:
+                judge = await self.bridge.validate(
+                    gate, request.zone, request.uuid, request.payload, request.kind.value
+                )
+            except PretixError as exc:
+                raise ApiError("unavailable", f"pretix did not decide: {exc.name}", 503) from None
+            ticket_id = judge.ticket_id
+        elif isinstance(found, Decision):
             judge, ticket_id = found, None
         else:
             ticket = found
@@ -174,7 +210,15 @@ class Central:
     async def participants(self, q: str, limit: int) -> dict[str, Any]:
         """Tickets matching ``q``, each with its latest check-ins."""
         manifest = self._manifest()
-        found = await asyncio.to_thread(search.search, manifest.entries(), q, limit)
+        found = None
+        if self.bridge is not None:
+            try:
+                named = await self.bridge.search(q, limit)
+                found = await asyncio.to_thread(search.listed, manifest.entries(), named, "pretix")
+            except PretixError as exc:
+                log.info("pretix search failed (%s): searching the manifest", exc.name)
+        if found is None:
+            found = await asyncio.to_thread(search.search, manifest.entries(), q, limit)
         results = []
         for hit in found:
             shown = hit.as_dict()

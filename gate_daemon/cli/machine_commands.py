@@ -42,6 +42,10 @@ def cmd_bench(args: argparse.Namespace) -> int:
         from gate_daemon.bench import fleet
 
         return fleet.run(args)
+    if args.suite == "pretix":
+        from gate_daemon.bench import pretix
+
+        return pretix.run(args)
     from gate_daemon.bench import core
 
     return core.run(args)
@@ -67,19 +71,21 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p = sub.add_parser("bench", help="measure the gate's budgets")
     p.add_argument(
         "suite",
-        choices=["core", "gate", "decode", "peers", "upstream", "commands", "reports", "fleet"],
+        choices=["core", "gate", "decode", "peers", "upstream", "commands", "reports", "fleet", "pretix"],
         help="core: decision and manifests; gate: committed scans; decode: QR decoders on camera frames; "
         "peers: gates sharing redemptions on loopback; upstream: the reference central (drain, "
         "online-first); commands: supervisors' commands verified and applied; "
         "reports: the evidence upload's reads, a ticket's report, an incident report; "
-        "fleet: heartbeats and /v1/fleet at the central",
+        "fleet: heartbeats and /v1/fleet at the central; "
+        "pretix: a real pretix's online redeem beside the gate's own decision",
     )
     p.add_argument("--sizes", default="100000,1000000", help="core: manifest sizes (comma separated)")
     p.add_argument(
         "--rounds",
         type=positive,
         help="decisions, lookups or propagations to time (default: core 20000, gate 2000, peers 1000, "
-        "upstream 500, commands 500; peers --process: idle scans in each of its three idle phases, 200; "
+        "upstream 500, commands 500, pretix 200 tickets; "
+        "peers --process: idle scans in each of its three idle phases, 200; "
         "fleet: /v1/fleet reads, 200)",
     )
     p.add_argument("--workdir", type=Path, help="keep generated files here (default: a temp dir)")
@@ -100,7 +106,7 @@ def add_commands(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> No
     p.add_argument(
         "--json",
         action="store_true",
-        help="decode, peers, upstream, commands, reports: print the figures as JSON",
+        help="decode, peers, upstream, commands, reports, pretix: print the figures as JSON",
     )
     p.add_argument(
         "--capacity",

@@ -35,6 +35,7 @@ from enum import StrEnum
 from typing import Any
 
 from gate_daemon.core.manifest import Manifest, Session
+from gate_daemon.core.pretix_sig import PretixRead, read_pretix
 from gate_daemon.core.rotating import RotatingCode, check_code
 from gate_daemon.core.ticket_record import Status, TicketEntry
 from gate_daemon.core.times import format_instant, format_span, parse_instant
@@ -196,6 +197,12 @@ class Ticket:
     entries: int
     valid_from: int | None = None
     valid_until: int | None = None
+    #: The zones whose check-in lists admit a pretix ticket's product (None: as ``zone`` says).
+    zones: tuple[str, ...] | None = None
+    #: A pretix secret on the event's revocation list.
+    revoked: bool = False
+    #: The pretix product's name, for a refusal at the wrong entrance.
+    product: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -276,6 +283,11 @@ def identify(payload: str, manifest: Manifest | None, now: float) -> Ticket | De
     if now > manifest.header.expires_at:
         when = format_instant(manifest.header.expires_at)
         return _answer(Reason.MANIFEST_EXPIRED, f"Out of service: the ticket list expired at {when}")
+    pretix = manifest.header.pretix
+    if isinstance(token, OpaqueCode) and pretix is not None:
+        read = read_pretix(token.text, pretix, manifest.event_id, manifest.find_ticket)
+        if read is not None:
+            return _from_pretix(read)
     if isinstance(token, OpaqueCode):
         found = manifest.find_code(token.text)
         if found is None:
@@ -345,6 +357,18 @@ def _claimed(claims: TicketClaims, manifest: Manifest, fmt: PayloadFormat) -> Ti
     )
 
 
+def _from_pretix(read: PretixRead) -> Ticket | Decision:
+    if read.refusal:
+        return _answer(
+            Reason(read.refusal), read.message, format=PayloadFormat.PRETIX, ticket_id=read.ticket_id or None
+        )
+    zone = read.zones[0] if len(read.zones) == 1 else ""
+    return Ticket(
+        read.ticket_id, PayloadFormat.PRETIX, read.status, read.session, zone, read.entries,
+        read.valid_from, read.valid_until, read.zones, read.revoked, read.product,
+    )  # fmt: skip
+
+
 def _from_entry(entry: TicketEntry, fmt: PayloadFormat) -> Ticket:
     return Ticket(
         ticket_id=entry.ticket_id,
@@ -367,11 +391,15 @@ def decide(
     """Steps 6-11: weigh an identified ticket against the gate, the clock and the ledger."""
     if kind is ScanKind.EXIT:
         return _exit(ticket, facts)
-    if ticket.ticket_id in manifest.header.revoked:
+    if ticket.revoked or ticket.ticket_id in manifest.header.revoked:
         return _answer(Reason.REVOKED, "Ticket has been revoked", ticket)
     status_reason = _STATUS_REASON.get(ticket.status)
     if status_reason is not None:
         return _answer(status_reason, _STATUS_MESSAGE[status_reason], ticket)
+    if where.zone and ticket.zones is not None and where.zone not in ticket.zones:
+        return _answer(
+            Reason.WRONG_ZONE, f"{ticket.product or 'Ticket'} is not valid at this entrance", ticket
+        )
     if where.zone and ticket.zone and ticket.zone != where.zone:
         zone = manifest.zones.get(ticket.zone)
         name = zone.name if zone else ticket.zone

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from gate_daemon.core.keys import SIGNATURE_SIZE, PublicKey, SecretKey
+from gate_daemon.core.pretix_sig import PretixEvent, parse_pretix_header
 from gate_daemon.core.rotating import DEFAULT_TOLERANCE, MAX_TOLERANCE
 from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.core.ticket_table import TicketTable
@@ -138,6 +139,8 @@ class Header:
     capacity: int | None = None
     #: How capacity is kept: ``strict`` (shares held by the gates) or ``count`` (best effort).
     capacity_mode: str = "count"
+    #: A pretix event's signing keys and check-in rules (``core.pretix_sig``); older manifests have none.
+    pretix: PretixEvent | None = None
 
 
 # ---------------------------------------------------------------- container
@@ -338,6 +341,7 @@ def _header(doc: dict[str, Any]) -> Header:
         revoked_staff=frozenset(str(r) for r in doc.get("revoked_staff", ())),
         capacity=_capacity(doc["event"]),
         capacity_mode=_capacity_mode(doc["event"]),
+        pretix=parse_pretix_header(doc),
     )
 
 

@@ -114,6 +114,14 @@ def decode_record(
     return entry, pos
 
 
+def record_end(buf: memoryview | bytes, pos: int) -> int:
+    """Where the record at ``pos`` ends: past its ticket id, order id, seat and (if it has one) name."""
+    end = texts_at(buf, pos)
+    for _ in range(4 if buf[pos + 2] & _HAS_NAME else 3):
+        end += 1 + buf[end]
+    return end
+
+
 def texts_at(buf: memoryview | bytes, pos: int) -> int:
     """Where the texts of the record at ``pos`` start (its ticket id first), past its head."""
     return pos + _RECORD.size + (16 if buf[pos + 2] & _HAS_CODE else 0)

@@ -25,7 +25,7 @@ from collections.abc import Callable, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from gate_daemon.core.ticket_record import TicketEntry, decode_record, encode_record, texts_at
+from gate_daemon.core.ticket_record import TicketEntry, decode_record, encode_record, record_end, texts_at
 from gate_daemon.core.tokens import MAX_TICKET_ID, PayloadFormat, code_hash
 from gate_daemon.errors import ManifestRefused
 
@@ -248,11 +248,8 @@ class TicketTable:
         return bytes(self._blob[pos + 1 : pos + 1 + self._blob[pos]])
 
     def _end(self, number: int) -> int:
-        """Where record ``number`` ends in the blob."""
-        pos = texts_at(self._blob, self._offsets[number])
-        for _ in range(3):
-            pos += 1 + self._blob[pos]
-        return pos
+        """Where record ``number`` ends in the blob (its holder's name included)."""
+        return record_end(self._blob, self._offsets[number])
 
     def _lower_bound(self, tid: bytes) -> int:
         """The first record whose ticket id is not below ``tid`` (records are sorted)."""

@@ -62,6 +62,8 @@ class PayloadFormat(StrEnum):
     REFERENCE = "reference"
     LEGACY = "legacy"
     ROTATING = "rotating"
+    #: pretix's signed secret (``pretix_sig1``, ``core.pretix_sig``).
+    PRETIX = "pretix"
 
 
 def parse_entries(text: str) -> int | None:

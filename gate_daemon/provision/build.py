@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections import Counter
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from gate_daemon.core.delta import changes_member, encode_changes, plan_delta
@@ -43,10 +43,13 @@ def build_manifest(
     issued_at: int,
     expires_at: int | None = None,
     base: Manifest | None = None,
+    extra_header: Mapping[str, Any] | None = None,
 ) -> bytes:
     """A signed manifest file: full, or with ``base`` a delta from it.
 
     With a base, tickets it has that ``tickets`` lacks stay in, canceled (see core.delta).
+    ``extra_header`` adds optional header keys, such as a pretix event's
+    (``provision.pretix_manifest.pretix_header``).
     """
     expires = expires_at if expires_at is not None else default_expiry(event, issued_at)
     if not 1 <= version <= MAX_VERSION:
@@ -92,6 +95,7 @@ def build_manifest(
         "by_status": _by_status(tickets),
         "body": body.layout(),
         **_rotating(event),
+        **(extra_header or {}),
     }
     if base is None or plan is None:
         return seal(header, FULL, body.data, key)

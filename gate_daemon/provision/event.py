@@ -47,6 +47,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from gate_daemon.config.toml import Checker, KeyPath, load
 from gate_daemon.core.badges import MAX_OPERATOR
@@ -94,12 +95,12 @@ MAX_CAPACITY = 10_000_000
 CAPACITY_MODES = ("count", "strict")
 
 
-def load_event(path: Path) -> EventSpec:
-    """Read and check an event.toml; every problem is reported with its key and line."""
+def load_event(path: Path, *, venue: bool = False) -> EventSpec:
+    """Read and check an event.toml (``venue``: a venue.toml); every problem is named with key and line."""
     doc, text = load(path)
     check = Checker(path, text, TOP_KEYS)
     check.table(doc, (), TOP_KEYS, {"event"})
-    event = check.table(doc.get("event", {}), ("event",), EVENT_KEYS, {"id", "name"})
+    event = _event_table(check, doc, venue)
     event_id = check.string(event, ("event",), "id", pattern=IDENT, max_bytes=64)
     name = check.string(event, ("event",), "name")
     legacy_codes = check.boolean(event, ("event",), "legacy_codes", default=True)
@@ -199,6 +200,15 @@ def _capacity_mode(check: Checker, event: dict[str, object]) -> str:
     if mode not in CAPACITY_MODES:
         check.problem(("event", "capacity_mode"), f"{mode!r} must be one of: {', '.join(CAPACITY_MODES)}")
     return mode
+
+
+def _event_table(check: Checker, doc: dict[str, Any], venue: bool) -> dict[str, Any]:
+    """``[event]``; of a venue.toml (``gate-central`` with a pretix source), whose sessions come
+    from pretix, ``name`` is optional and ``[[sessions]]`` refused."""
+    if venue and "sessions" in doc:
+        check.problem(("sessions",), "a venue file has no sessions: they come from pretix")
+    required = {"id"} if venue else {"id", "name"}
+    return check.table(doc.get("event", {}), ("event",), EVENT_KEYS, required)
 
 
 def _supervisors(check: Checker, doc: dict[str, object], base: Path) -> tuple[RosterSupervisor, ...]:

@@ -35,6 +35,11 @@ Tables:
   used or revoked. ``enrolled_gates``: the gates tokens enrolled, with their key, LAN
   address and zone; the manifest's roster is event.toml's ``[[gates]]`` and these
   (docs/ENROLL.md).
+- ``pretix_*`` (one migration): the pretix bridge's copy of its event
+  (``gate_daemon.store.central.pretix``): positions by pretix id with their secret, order
+  status and item; revoked and blocked secrets; the bridge's cursors (``X-Page-Generated``
+  of pretix, the upload's check-in cursor); each record's upload answer by uuid; and the
+  check-ins other pretix devices made, learned as records (by pretix check-in id).
 """
 
 from __future__ import annotations
@@ -170,6 +175,36 @@ CREATE TABLE enrolled_gates (
     # 5: a supervisor's forced entry names the scan it overrode: {"scan", "outcome", "reason"} as JSON.
     """
 ALTER TABLE evidence ADD COLUMN overrides TEXT;
+""",
+    # The pretix bridge (docs/PRETIX.md).
+    """
+CREATE TABLE pretix_positions (
+    position_id INTEGER PRIMARY KEY,
+    ticket_id   TEXT NOT NULL UNIQUE,
+    secret      TEXT NOT NULL,
+    order_code  TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    item        INTEGER NOT NULL,
+    subevent    INTEGER,
+    name        TEXT NOT NULL
+);
+CREATE INDEX pretix_positions_secret ON pretix_positions (secret);
+CREATE TABLE pretix_secrets (
+    secret TEXT PRIMARY KEY,
+    state  TEXT NOT NULL CHECK (state IN ('revoked', 'blocked')),
+    ref    TEXT NOT NULL
+);
+CREATE TABLE pretix_meta (key TEXT PRIMARY KEY, value TEXT NOT NULL);
+CREATE TABLE pretix_uploads (
+    uuid    TEXT PRIMARY KEY,
+    status  TEXT NOT NULL,
+    reason  TEXT,
+    sent_at REAL NOT NULL
+);
+CREATE TABLE pretix_learned (
+    checkin_id INTEGER PRIMARY KEY,
+    uuid       TEXT NOT NULL UNIQUE
+);
 """,
 )
 #: The schema version this code writes and reads (``PRAGMA user_version``).

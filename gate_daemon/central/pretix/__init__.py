@@ -1,0 +1,1 @@
+"""The central as a pretix device: ``[source] kind = "pretix"`` (docs/PRETIX.md, "The bridge")."""
