@@ -11,9 +11,10 @@ import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
-from gate_daemon.core.decision import Decision, Reason, ScanKind
+from gate_daemon.core.decision import Decision, ScanKind
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest
+from gate_daemon.core.reasons import Reason
 from gate_daemon.core.records import Redemption
 from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.core.times import parse_instant

@@ -21,8 +21,9 @@ from gate_daemon.core.badges import (
     check_badge,
     parse_badge,
 )
-from gate_daemon.core.decision import Decision, Outcome, Reason
+from gate_daemon.core.decision import Decision
 from gate_daemon.core.keys import SecretKey
+from gate_daemon.core.reasons import Outcome, Reason
 from gate_daemon.core.times import parse_instant
 from gate_daemon.core.tokens import SIGNED_PREFIX, event_tag
 from gate_daemon.hardware.gpio_signals import STAFF_BLINKS, GpioSignals

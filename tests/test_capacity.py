@@ -18,8 +18,9 @@ from hypothesis import strategies as st
 
 from gate_daemon.cli.gatectl import main
 from gate_daemon.core.capacity import VENUE, Grant, Limit, Limits, Tally, bounded, to_give
-from gate_daemon.core.decision import Decision, Outcome, Reason, ScanKind
+from gate_daemon.core.decision import Decision, ScanKind
 from gate_daemon.core.manifest import open_manifest
+from gate_daemon.core.reasons import Outcome, Reason
 from gate_daemon.core.screen import scan_view
 from gate_daemon.errors import SourceError
 from gate_daemon.provision.event import load_event

@@ -38,7 +38,8 @@ from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
 from gate_daemon.core.capacity import Tally
-from gate_daemon.core.decision import Reason, ScanKind
+from gate_daemon.core.decision import ScanKind
+from gate_daemon.core.reasons import Reason
 from gate_daemon.net import peers
 from gate_daemon.net.peers import Replicator
 from gate_daemon.provision.event import EventSpec

@@ -16,7 +16,7 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from gate_daemon.core.capacity import Tally
-from gate_daemon.core.decision import Reason
+from gate_daemon.core.reasons import Reason
 from gate_daemon.net.capacity import PATH
 from gate_daemon.net.peers import Peer, PeerError
 from gate_daemon.provision.keyfiles import write_keypair

@@ -11,9 +11,10 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon.core.decision import Decision, Reason
+from gate_daemon.core.decision import Decision
 from gate_daemon.core.hlc import Stamp
 from gate_daemon.core.keys import SecretKey
+from gate_daemon.core.reasons import Reason
 from gate_daemon.core.records import Redemption
 from gate_daemon.gate.clock import GateClock, vouched_time
 from gate_daemon.store.ledger import Ledger

@@ -13,7 +13,7 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from gate_daemon.config.load import load_config
-from gate_daemon.core.decision import Outcome
+from gate_daemon.core.reasons import Outcome
 from gate_daemon.daemon import app
 from tests.gate_fixtures import serving_config
 from tests.live import LiveWorld, write_gate_config

@@ -32,7 +32,7 @@ from gate_daemon.core.commands import (
     verify,
 )
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import RosterSupervisor
+from gate_daemon.core.manifest_header import RosterSupervisor
 
 SAM = SecretKey(bytes(range(32)))
 KIM = SecretKey(bytes(range(1, 33)))

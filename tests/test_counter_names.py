@@ -12,7 +12,8 @@ from gate_daemon.core.counters import (
     scan_counters,
     split,
 )
-from gate_daemon.core.decision import Outcome, Reason, ScanKind
+from gate_daemon.core.decision import ScanKind
+from gate_daemon.core.reasons import Outcome, Reason
 
 
 def test_a_scan_counts_its_route_outcome_reason_kind_and_resolution() -> None:

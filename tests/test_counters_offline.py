@@ -9,7 +9,8 @@ from pathlib import Path
 import pytest
 
 from gate_daemon.cli.gatectl import main
-from gate_daemon.core.decision import Decision, Reason
+from gate_daemon.core.decision import Decision
+from gate_daemon.core.reasons import Reason
 from gate_daemon.store.ledger import Ledger
 from tests.support import hand_scan
 

@@ -17,8 +17,6 @@ from gate_daemon.core.decision import (
     Checkpoint,
     Decision,
     LedgerFacts,
-    Outcome,
-    Reason,
     ScanKind,
     Ticket,
     decide,
@@ -27,6 +25,7 @@ from gate_daemon.core.decision import (
 )
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import open_manifest
+from gate_daemon.core.reasons import Outcome, Reason
 from gate_daemon.core.rotating import DEFAULT_PERIOD, encode_code, issue_certificate, step_of
 from gate_daemon.core.ticket_record import Status, TicketEntry
 from gate_daemon.core.tokens import PayloadFormat, TicketClaims, event_tag

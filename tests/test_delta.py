@@ -12,9 +12,10 @@ import struct
 
 import pytest
 
-from gate_daemon.core.decision import Checkpoint, Reason, evaluate
+from gate_daemon.core.decision import Checkpoint, evaluate
 from gate_daemon.core.delta import DeltaPlan, apply_delta, changes_member, encode_changes, plan_delta
 from gate_daemon.core.manifest import DELTA, Manifest, open_envelope, open_manifest, peek_header, seal
+from gate_daemon.core.reasons import Reason
 from gate_daemon.core.ticket_record import Status, TicketEntry, decode_record
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.provision.event import load_event

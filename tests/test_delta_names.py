@@ -9,7 +9,8 @@ from hypothesis import strategies as st
 
 from gate_daemon.core.delta import apply_delta, plan_delta
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import Session, Zone, open_manifest
+from gate_daemon.core.manifest import open_manifest
+from gate_daemon.core.manifest_header import Session, Zone
 from gate_daemon.core.ticket_record import Status, TicketEntry
 from gate_daemon.core.tokens import code_hash
 from gate_daemon.provision.build import build_manifest

@@ -12,8 +12,9 @@ import pytest
 
 from gate_daemon.cli.command_line import EXIT_CODES
 from gate_daemon.cli.gatectl import main as gatectl
-from gate_daemon.core.decision import Checkpoint, Outcome, Reason, evaluate
+from gate_daemon.core.decision import Checkpoint, evaluate
 from gate_daemon.core.manifest import open_manifest
+from gate_daemon.core.reasons import Outcome, Reason
 from gate_daemon.core.times import parse_instant
 from gate_daemon.provision.build import build_manifest
 from gate_daemon.provision.event import load_event

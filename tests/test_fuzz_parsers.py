@@ -13,10 +13,11 @@ import pytest
 from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
-from gate_daemon.core.decision import Checkpoint, Decision, LedgerFacts, Reason, evaluate
+from gate_daemon.core.decision import Checkpoint, Decision, LedgerFacts, evaluate
 from gate_daemon.core.delta import apply_delta
 from gate_daemon.core.keys import KeyFormatError, PublicKey, SecretKey
 from gate_daemon.core.manifest import Manifest, open_manifest, peek_header
+from gate_daemon.core.reasons import Reason
 from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.core.times import TimeFormatError, parse_instant
 from gate_daemon.core.tokens import OpaqueCode, PayloadError, SignedTicket, parse_payload

@@ -19,7 +19,7 @@ from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from gate_daemon.cli import gatectl
 from gate_daemon.config.load import load_config
-from gate_daemon.core.decision import Outcome, Reason
+from gate_daemon.core.reasons import Outcome, Reason
 from gate_daemon.daemon import app
 from gate_daemon.daemon.systemd import Notifier
 from gate_daemon.errors import GateError

@@ -14,7 +14,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from gate_daemon.core.decision import Decision, Outcome, Reason, ScanKind
+from gate_daemon.core.decision import Decision, ScanKind
+from gate_daemon.core.reasons import Outcome, Reason
 from gate_daemon.gate.scan import ScanIdReused, gate_scan_id
 from gate_daemon.store.scans import new_scan_id
 from tests.gate_fixtures import GATE_ID, RecordingSignals, Rig, gate_rig, query

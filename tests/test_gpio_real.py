@@ -17,7 +17,8 @@ from pathlib import Path
 import pytest
 
 from gate_daemon.config.sections import DEFAULT_PINS, BuzzerKind
-from gate_daemon.core.decision import Decision, Reason
+from gate_daemon.core.decision import Decision
+from gate_daemon.core.reasons import Reason
 
 try:
     import lgpio  # noqa: F401

@@ -23,7 +23,7 @@ from pathlib import Path
 import pytest
 from evdev import InputEvent, ecodes
 
-from gate_daemon.core.decision import Reason
+from gate_daemon.core.reasons import Reason
 from gate_daemon.hardware.hid_scanner import HidScannerInput, open_evdev
 from tests.gate_fixtures import gate_rig
 from tests.support import World

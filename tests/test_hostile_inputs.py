@@ -11,9 +11,10 @@ from pathlib import Path
 import pytest
 
 from gate_daemon.cli.gatectl import main
-from gate_daemon.core.decision import Checkpoint, Reason, evaluate
+from gate_daemon.core.decision import Checkpoint, evaluate
 from gate_daemon.core.delta import apply_delta, plan_delta
 from gate_daemon.core.manifest import MAGIC, open_manifest, peek_header
+from gate_daemon.core.reasons import Reason
 from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.core.tokens import code_hash
 from gate_daemon.errors import GateError, KeyFileError, ManifestRefused, SourceError

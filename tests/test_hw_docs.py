@@ -18,7 +18,7 @@ from gpiozero.pins.pi import PiBoardInfo
 
 from gate_daemon.config.load import load_config
 from gate_daemon.config.sections import DEFAULT_PINS
-from gate_daemon.core.decision import Outcome
+from gate_daemon.core.reasons import Outcome
 from gate_daemon.hardware.gpio_signals import BEEPS, OUT_OF_SERVICE_BLINK, TONES
 
 ROOT = Path(__file__).resolve().parents[1]

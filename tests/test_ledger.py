@@ -12,8 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon.core.decision import Decision, LedgerFacts, Reason, ScanKind
+from gate_daemon.core.decision import Decision, LedgerFacts, ScanKind
 from gate_daemon.core.hlc import Stamp
+from gate_daemon.core.reasons import Reason
 from gate_daemon.core.records import Redemption
 from gate_daemon.core.tokens import payload_fingerprint
 from gate_daemon.store.ledger import SCAN_ATTEMPTS, Ledger, LedgerError

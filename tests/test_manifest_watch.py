@@ -12,9 +12,9 @@ from pathlib import Path
 
 import pytest
 
-from gate_daemon.core.decision import Reason
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import peek_header
+from gate_daemon.core.reasons import Reason
 from gate_daemon.core.ticket_record import Status
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.gate.manifest_watch import ManifestWatch

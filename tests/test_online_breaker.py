@@ -14,8 +14,9 @@ import httpx
 import pytest
 from aiohttp import web
 
-from gate_daemon.core.decision import Checkpoint, Decision, Reason, ScanKind
+from gate_daemon.core.decision import Checkpoint, Decision, ScanKind
 from gate_daemon.core.keys import SecretKey
+from gate_daemon.core.reasons import Reason
 from gate_daemon.net.online import BreakerSettings, OnlineDecider, Switch
 from gate_daemon.net.upstream import UpstreamClient
 from gate_daemon.store.offline_reads import read_counters

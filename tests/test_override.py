@@ -10,8 +10,8 @@ from gpiozero.pins.mock import MockFactory
 
 from gate_daemon.core.badges import Role
 from gate_daemon.core.conflicts import Move, losers
-from gate_daemon.core.decision import Outcome, Reason
 from gate_daemon.core.evidence import EvidenceError, parse_scan
+from gate_daemon.core.reasons import Outcome, Reason
 from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.turnstile_pins import GpioRelay
 from tests.gate_fixtures import gate_rig

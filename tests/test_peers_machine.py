@@ -38,7 +38,8 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
-from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
+from gate_daemon.core.decision import Checkpoint, ScanKind
+from gate_daemon.core.reasons import Outcome
 from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.gate.scan import Gate
 from gate_daemon.hardware.factory import NullSignals

@@ -17,7 +17,7 @@ import pytest
 from PIL import Image, ImageFilter
 
 from gate_daemon.config.sections import CameraSettings
-from gate_daemon.core.decision import Reason
+from gate_daemon.core.reasons import Reason
 from gate_daemon.errors import GateError
 from gate_daemon.gate.scan import Gate
 from gate_daemon.hardware.decoders import ZbarDecoder, ZxingDecoder

@@ -12,18 +12,12 @@ from hypothesis import given
 from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
-from gate_daemon.core.decision import Checkpoint, LedgerFacts, Reason, evaluate
+from gate_daemon.core.decision import Checkpoint, LedgerFacts, evaluate
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import (
-    Manifest,
-    Session,
-    Zone,
-    canonical_json,
-    open_manifest,
-    parse_header,
-    peek_header,
-)
+from gate_daemon.core.manifest import Manifest, canonical_json, open_manifest, peek_header
+from gate_daemon.core.manifest_header import Session, Zone, parse_header
 from gate_daemon.core.pretix_sig import parse_pretix_header, ticket_id_for
+from gate_daemon.core.reasons import Reason
 from gate_daemon.core.ticket_record import Status
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.provision.build import build_manifest

@@ -12,10 +12,11 @@ from hypothesis import strategies as st
 from nacl.signing import SigningKey
 
 from gate_daemon.bench.pretix_manifest import gate_manifest
-from gate_daemon.core.decision import Checkpoint, LedgerFacts, Reason, ScanKind, evaluate
+from gate_daemon.core.decision import Checkpoint, LedgerFacts, ScanKind, evaluate
 from gate_daemon.core.keys import PublicKey, SecretKey
 from gate_daemon.core.manifest import FULL, Manifest, open_manifest, seal
 from gate_daemon.core.pretix_sig import key_from_pem, parse_sig1, ticket_id_for
+from gate_daemon.core.reasons import Reason
 from gate_daemon.core.tokens import PayloadError, PayloadFormat
 from tests.pretix_server import PretixServer
 

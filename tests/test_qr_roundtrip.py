@@ -14,7 +14,8 @@ from PIL import Image
 from pyzbar import pyzbar
 
 from gate_daemon.cli.gatectl import main as gatectl
-from gate_daemon.core.decision import Checkpoint, Reason, evaluate
+from gate_daemon.core.decision import Checkpoint, evaluate
+from gate_daemon.core.reasons import Reason
 from gate_daemon.core.tokens import PayloadFormat, SignedTicket, parse_payload
 from gate_daemon.errors import GateError
 from gate_daemon.provision.qrimage import write_qr

@@ -20,9 +20,10 @@ from hypothesis import strategies as st
 
 from gate_daemon.cli.gatectl import main
 from gate_daemon.core import base32
-from gate_daemon.core.decision import Checkpoint, LedgerFacts, Reason, evaluate
+from gate_daemon.core.decision import Checkpoint, LedgerFacts, evaluate
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest, open_manifest
+from gate_daemon.core.reasons import Reason
 from gate_daemon.core.rotating import (
     DEFAULT_PERIOD,
     RotatingCode,

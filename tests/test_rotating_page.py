@@ -16,7 +16,8 @@ import pytest
 from PIL import Image
 from playwright.sync_api import Page
 
-from gate_daemon.core.decision import Checkpoint, Reason, evaluate
+from gate_daemon.core.decision import Checkpoint, evaluate
+from gate_daemon.core.reasons import Reason
 from gate_daemon.core.rotating import RotatingCode, step_of
 from gate_daemon.core.tokens import TicketClaims, event_tag, parse_payload
 from gate_daemon.hardware.decoders import ZxingDecoder, frame_from_image

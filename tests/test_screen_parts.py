@@ -11,8 +11,9 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from gate_daemon.config.load import load_config
-from gate_daemon.core.decision import Decision, Outcome, Reason
+from gate_daemon.core.decision import Decision
 from gate_daemon.core.delta import plan_delta
+from gate_daemon.core.reasons import Outcome, Reason
 from gate_daemon.core.screen import COLOURS, scan_view
 from gate_daemon.core.ticket_record import TicketEntry, decode_record, encode_record
 from gate_daemon.errors import SourceError

@@ -19,7 +19,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from gate_daemon.core.decision import Reason
+from gate_daemon.core.reasons import Reason
 from gate_daemon.hardware.keymap import UNREADABLE
 from gate_daemon.hardware.serial_scanner import LineCutter, SerialScannerInput
 from gate_daemon.hardware.stdin_input import MAX_LINE

@@ -18,7 +18,8 @@ from PIL import Image
 
 from gate_daemon.config.load import load_config
 from gate_daemon.config.sections import GpioPins
-from gate_daemon.core.decision import Decision, Reason
+from gate_daemon.core.decision import Decision
+from gate_daemon.core.reasons import Reason
 from gate_daemon.errors import GateError
 from gate_daemon.hardware.console_signals import ConsoleSignals
 from gate_daemon.hardware.decoders import ZxingDecoder

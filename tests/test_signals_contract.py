@@ -16,7 +16,8 @@ import pytest
 from gpiozero.pins.mock import MockFactory, MockPWMPin
 
 from gate_daemon.config.sections import BuzzerKind, GpioPins
-from gate_daemon.core.decision import Decision, Reason
+from gate_daemon.core.decision import Decision
+from gate_daemon.core.reasons import Reason
 from gate_daemon.hardware.console_signals import ConsoleSignals
 from gate_daemon.hardware.factory import NullSignals
 from gate_daemon.hardware.gpio_signals import TONES, GpioSignals

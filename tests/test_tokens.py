@@ -6,8 +6,9 @@ import base64
 
 import pytest
 
-from gate_daemon.core.decision import Checkpoint, Reason, evaluate
+from gate_daemon.core.decision import Checkpoint, evaluate
 from gate_daemon.core.keys import SecretKey
+from gate_daemon.core.reasons import Reason
 from gate_daemon.core.tokens import (
     REENTRY,
     SIGNED_PREFIX,

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from gpiozero.pins.mock import MockFactory
 
-from gate_daemon.core.decision import Outcome, Reason, ScanKind
+from gate_daemon.core.decision import ScanKind
+from gate_daemon.core.reasons import Outcome, Reason
 from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.turnstile_pins import GpioContact, GpioRelay
 from tests.gate_fixtures import Rig, gate_rig

@@ -19,8 +19,9 @@ from aiohttp import web
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from gate_daemon.core.decision import Decision, Reason
+from gate_daemon.core.decision import Decision
 from gate_daemon.core.keys import SecretKey
+from gate_daemon.core.reasons import Reason
 from gate_daemon.net.peer_auth import Challenges
 from gate_daemon.net.upstream import MAX_REPLY, ItemResult, UpstreamClient, UpstreamError
 from tests.fake_central import FakeCentral

@@ -21,8 +21,9 @@ import httpx
 import pytest
 from aiohttp import web
 
-from gate_daemon.core.decision import Decision, Reason
+from gate_daemon.core.decision import Decision
 from gate_daemon.core.keys import SecretKey
+from gate_daemon.core.reasons import Reason
 from gate_daemon.net.upstream import MAX_REPLY, UpstreamClient, UpstreamError
 from tests.central_fixtures import CentralWorld
 from tests.central_process import (

@@ -17,7 +17,8 @@ from pathlib import Path
 import httpx
 import pytest
 
-from gate_daemon.core.decision import Checkpoint, Reason, Ticket, decide, identify
+from gate_daemon.core.decision import Checkpoint, Ticket, decide, identify
+from gate_daemon.core.reasons import Reason
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.gate.clock import GateClock
 from gate_daemon.gate.manifest_watch import ManifestWatch

@@ -29,7 +29,8 @@ from gate_daemon.bench import fixtures
 from gate_daemon.bench.stats import summary_us, workdir
 from gate_daemon.core.commands import SignedCommand, parse_command, parse_envelope, sign, verify
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import Manifest, RosterSupervisor, open_manifest
+from gate_daemon.core.manifest import Manifest, open_manifest
+from gate_daemon.core.manifest_header import RosterSupervisor
 from gate_daemon.errors import GateError
 from gate_daemon.gate.lane import Lane
 from gate_daemon.provision.build import build_manifest

@@ -20,9 +20,10 @@ from typing import Any
 
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.stats import summary_us
-from gate_daemon.core.decision import Checkpoint, Outcome, evaluate
+from gate_daemon.core.decision import Checkpoint, evaluate
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import open_manifest
+from gate_daemon.core.reasons import Outcome
 from gate_daemon.core.rotating import DEFAULT_PERIOD, encode_code, issue_certificate, step_of
 from gate_daemon.core.ticket_record import Status
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag

@@ -23,9 +23,10 @@ from typing import TYPE_CHECKING
 
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.stats import summary_us
-from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
+from gate_daemon.core.decision import Checkpoint, ScanKind
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest
+from gate_daemon.core.reasons import Outcome
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.errors import GateError
 from gate_daemon.gate.scan import Gate

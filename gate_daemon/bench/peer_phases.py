@@ -17,9 +17,10 @@ from typing import Any
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.peer_traffic import RouteCount, Traffic, messages
 from gate_daemon.bench.stats import percentile, summary_ms
-from gate_daemon.core.decision import Checkpoint, Outcome, ScanKind
+from gate_daemon.core.decision import Checkpoint, ScanKind
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest
+from gate_daemon.core.reasons import Outcome
 from gate_daemon.core.records import Redemption, parse_record
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.errors import GateError

@@ -12,7 +12,8 @@ from typing import Any
 
 from gate_daemon.bench.pretix_lab import PretixServer
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import Manifest, Session, Zone, open_manifest
+from gate_daemon.core.manifest import Manifest, open_manifest
+from gate_daemon.core.manifest_header import Session, Zone
 from gate_daemon.core.pretix_sig import parse_pretix_header
 from gate_daemon.provision.build import build_manifest
 from gate_daemon.provision.event import EventSpec

@@ -28,8 +28,9 @@ from typing import Any
 
 from gate_daemon.bench.pretix_lab import PretixServer
 from gate_daemon.bench.solo_venue import Daemon
-from gate_daemon.core.decision import Checkpoint, LedgerFacts, Reason, evaluate
+from gate_daemon.core.decision import Checkpoint, LedgerFacts, evaluate
 from gate_daemon.core.keys import PublicKey
+from gate_daemon.core.reasons import Reason
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.provision.keyfiles import write_keypair
 from gate_daemon.store.manifest_file import read_manifest

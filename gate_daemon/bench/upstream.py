@@ -41,10 +41,11 @@ import httpx
 from gate_daemon.bench import fixtures
 from gate_daemon.bench.gate import benched_gate, fresh_database, signed_tickets, time_scans
 from gate_daemon.bench.stats import percentile, workdir
-from gate_daemon.core.decision import Checkpoint, Outcome
+from gate_daemon.core.decision import Checkpoint
 from gate_daemon.core.hlc import Stamp
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import Manifest
+from gate_daemon.core.reasons import Outcome
 from gate_daemon.errors import GateError
 from gate_daemon.gate.clock import GateClock
 from gate_daemon.gate.manifest_watch import ManifestWatch

@@ -31,7 +31,8 @@ from typing import Any, Protocol
 
 from gate_daemon.core.delta import plan_delta
 from gate_daemon.core.keys import PublicKey, SecretKey
-from gate_daemon.core.manifest import Manifest, RosterGate, peek_header
+from gate_daemon.core.manifest import Manifest, peek_header
+from gate_daemon.core.manifest_header import RosterGate
 from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.files import read_regular, write_atomic

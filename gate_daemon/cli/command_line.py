@@ -9,7 +9,7 @@ from __future__ import annotations
 import argparse
 import sys
 
-from gate_daemon.core.decision import Outcome
+from gate_daemon.core.reasons import Outcome
 from gate_daemon.core.times import TimeFormatError, parse_instant
 from gate_daemon.core.tokens import parse_entries
 from gate_daemon.errors import GateError

@@ -19,7 +19,7 @@ from gate_daemon.cli.supervisor_commands import print_lane
 from gate_daemon.cli.ticket_report import report_ticket
 from gate_daemon.core import counters
 from gate_daemon.core.counters import Family, by_label, labelled
-from gate_daemon.core.decision import Outcome
+from gate_daemon.core.reasons import Outcome
 from gate_daemon.core.snapshot import (
     CapacityStatus,
     ClockStatus,

@@ -20,7 +20,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from gate_daemon.config.sections import GateConfig, InputKind, SignalsKind
-from gate_daemon.core.decision import Decision, Reason
+from gate_daemon.core.decision import Decision
+from gate_daemon.core.reasons import Reason
 from gate_daemon.hardware.ports import Frame
 
 #: Every step, in the order they run.

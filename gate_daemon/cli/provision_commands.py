@@ -28,13 +28,13 @@ from gate_daemon.core.keys import PublicKey, SecretKey
 from gate_daemon.core.manifest import (
     DELTA,
     MAX_HEAD,
-    Header,
     Manifest,
     check_fresh,
     check_successor,
     open_manifest,
     peek_header,
 )
+from gate_daemon.core.manifest_header import Header
 from gate_daemon.core.rotating import DEFAULT_PERIOD
 from gate_daemon.core.times import format_instant
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag

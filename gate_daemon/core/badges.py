@@ -56,7 +56,7 @@ _CODE_ROLES = {code: role for role, code in _ROLE_CODES.items()}
 
 
 class BadgeRefusal(StrEnum):
-    """Why a badge is refused; each is a reason of its own (``core.decision.Reason``)."""
+    """Why a badge is refused; each is a reason of its own (``core.reasons.Reason``)."""
 
     INVALID = "badge_invalid"
     UNKNOWN_KEY = "badge_unknown_key"

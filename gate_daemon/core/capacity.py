@@ -24,8 +24,9 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from gate_daemon.core.decision import Decision, Reason, ScanKind
-from gate_daemon.core.manifest import Header
+from gate_daemon.core.decision import Decision, ScanKind
+from gate_daemon.core.manifest_header import Header
+from gate_daemon.core.reasons import Reason
 
 #: The scope of the venue's own capacity (a zone id can never be "*": ids match ``IDENT``).
 VENUE = "*"

@@ -48,7 +48,7 @@ from dataclasses import dataclass, replace
 from typing import Any, Literal
 
 from gate_daemon.core.keys import SIGNATURE_SIZE, SecretKey
-from gate_daemon.core.manifest import RosterSupervisor
+from gate_daemon.core.manifest_header import RosterSupervisor
 from gate_daemon.errors import WireError
 
 DOMAIN = b"gate-daemon/command/v1\x00"

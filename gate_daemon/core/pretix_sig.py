@@ -261,7 +261,7 @@ def _count(value: object) -> int:
 class PretixRead:
     """What the manifest makes of a pretix signed secret: a refusal by name, or the ticket's facts.
 
-    ``refusal`` is a ``core.decision.Reason`` value (``unknown_key``, ``bad_signature``,
+    ``refusal`` is a ``core.reasons.Reason`` value (``unknown_key``, ``bad_signature``,
     ``wrong_session``), empty when the secret is a ticket. ``entry`` is the position the
     manifest lists for it, None for a signed secret with no position behind it.
     """

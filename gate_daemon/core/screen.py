@@ -14,8 +14,9 @@ from __future__ import annotations
 
 from typing import NotRequired, TypedDict
 
-from gate_daemon.core.decision import Decision, Outcome, Reason
+from gate_daemon.core.decision import Decision
 from gate_daemon.core.manifest import Manifest
+from gate_daemon.core.reasons import Outcome, Reason
 from gate_daemon.core.snapshot import GateSnapshot, LaneStatus, StaffStatus
 from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.core.times import format_instant

@@ -13,8 +13,9 @@ import asyncio
 from collections.abc import Callable
 
 from gate_daemon.core.capacity import Limits, Tally, bounded
-from gate_daemon.core.decision import Decision, Reason, ScanKind
+from gate_daemon.core.decision import Decision, ScanKind
 from gate_daemon.core.manifest import Manifest
+from gate_daemon.core.reasons import Reason
 from gate_daemon.core.snapshot import CapacityStatus
 from gate_daemon.store.ledger import Ledger
 from gate_daemon.store.occupancy import zone_of

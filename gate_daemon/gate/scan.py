@@ -31,18 +31,9 @@ from dataclasses import dataclass, replace
 from typing import Any, Protocol
 
 from gate_daemon.core.badges import is_badge
-from gate_daemon.core.decision import (
-    Checkpoint,
-    Decision,
-    LedgerFacts,
-    Outcome,
-    Reason,
-    ScanKind,
-    Ticket,
-    decide,
-    identify,
-)
+from gate_daemon.core.decision import Checkpoint, Decision, LedgerFacts, ScanKind, Ticket, decide, identify
 from gate_daemon.core.manifest import Manifest
+from gate_daemon.core.reasons import Outcome, Reason
 from gate_daemon.core.tokens import payload_fingerprint
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.gate.capacity import Capacity

@@ -22,8 +22,9 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from gate_daemon.core.badges import BadgeClaims, BadgeError, Role, check_badge
-from gate_daemon.core.decision import Decision, Outcome, Reason, ScanKind
+from gate_daemon.core.decision import Decision, ScanKind
 from gate_daemon.core.manifest import Manifest
+from gate_daemon.core.reasons import Outcome, Reason
 from gate_daemon.core.snapshot import StaffStatus
 
 

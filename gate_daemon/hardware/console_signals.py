@@ -6,7 +6,8 @@ import sys
 import time
 from typing import TextIO
 
-from gate_daemon.core.decision import Decision, Outcome
+from gate_daemon.core.decision import Decision
+from gate_daemon.core.reasons import Outcome
 
 _COLOUR = {
     Outcome.ALLOW: "\x1b[1;32m",  # green

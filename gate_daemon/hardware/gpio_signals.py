@@ -33,7 +33,8 @@ import time
 from typing import Any
 
 from gate_daemon.config.sections import BuzzerKind, GpioPins
-from gate_daemon.core.decision import Decision, Outcome
+from gate_daemon.core.decision import Decision
+from gate_daemon.core.reasons import Outcome
 
 #: (on, off, count) per outcome, in seconds, for a plain buzzer.
 BEEPS = {

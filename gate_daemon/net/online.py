@@ -32,7 +32,8 @@ from collections import OrderedDict, deque
 from collections.abc import Callable
 from dataclasses import dataclass
 
-from gate_daemon.core.decision import Checkpoint, Decision, Outcome, ScanKind
+from gate_daemon.core.decision import Checkpoint, Decision, ScanKind
+from gate_daemon.core.reasons import Outcome
 from gate_daemon.core.snapshot import OnlineStatus
 from gate_daemon.net.upstream import UpstreamClient, UpstreamError
 from gate_daemon.store.scans import Route

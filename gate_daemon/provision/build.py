@@ -8,7 +8,8 @@ from typing import Any
 
 from gate_daemon.core.delta import changes_member, encode_changes, plan_delta
 from gate_daemon.core.keys import SecretKey
-from gate_daemon.core.manifest import DELTA, FORMAT, FULL, Manifest, RosterGate, Zone, seal
+from gate_daemon.core.manifest import DELTA, FULL, Manifest, seal
+from gate_daemon.core.manifest_header import FORMAT, RosterGate, Zone
 from gate_daemon.core.rotating import DEFAULT_TOLERANCE
 from gate_daemon.core.ticket_record import Status, TicketEntry
 from gate_daemon.core.ticket_table import encode_body

@@ -53,7 +53,7 @@ from gate_daemon.config.toml import Checker, KeyPath, load
 from gate_daemon.core.badges import MAX_OPERATOR
 from gate_daemon.core.enrollment import parse_addr
 from gate_daemon.core.keys import PublicKey
-from gate_daemon.core.manifest import MAX_ADDR, RosterGate, RosterSupervisor, Session, Zone
+from gate_daemon.core.manifest_header import MAX_ADDR, RosterGate, RosterSupervisor, Session, Zone
 from gate_daemon.core.rotating import DEFAULT_TOLERANCE, MAX_TOLERANCE
 from gate_daemon.core.times import TimeFormatError, parse_instant
 from gate_daemon.core.tokens import MAX_LABEL, MAX_TICKET_ID

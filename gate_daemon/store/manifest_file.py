@@ -12,15 +12,8 @@ from typing import BinaryIO
 
 from gate_daemon.core.delta import apply_delta, rebuild
 from gate_daemon.core.keys import PublicKey
-from gate_daemon.core.manifest import (
-    MAX_HEAD,
-    Head,
-    Header,
-    Manifest,
-    accept_manifest,
-    open_head,
-    open_manifest,
-)
+from gate_daemon.core.manifest import MAX_HEAD, Head, Manifest, accept_manifest, open_head, open_manifest
+from gate_daemon.core.manifest_header import Header
 from gate_daemon.errors import ManifestRefused
 from gate_daemon.files import open_regular, write_atomic
 

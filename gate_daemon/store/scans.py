@@ -20,7 +20,8 @@ from typing import Any, Literal
 import aiosqlite
 
 from gate_daemon.core import counters
-from gate_daemon.core.decision import Decision, LedgerFacts, Outcome, Reason, ScanKind
+from gate_daemon.core.decision import Decision, LedgerFacts, ScanKind
+from gate_daemon.core.reasons import Outcome, Reason
 from gate_daemon.core.records import Redemption
 from gate_daemon.store.transactions import finish
 

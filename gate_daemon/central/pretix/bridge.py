@@ -32,9 +32,10 @@ import httpx
 
 from gate_daemon.central.config import PretixSource
 from gate_daemon.central.manifests import ManifestBook
-from gate_daemon.core.decision import Decision, Reason
+from gate_daemon.core.decision import Decision
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.pretix_sig import ticket_id_for
+from gate_daemon.core.reasons import Reason
 from gate_daemon.core.ticket_record import TicketEntry
 from gate_daemon.errors import GateError, WireError
 from gate_daemon.provision.event import EventSpec, load_event

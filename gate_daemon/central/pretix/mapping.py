@@ -33,7 +33,7 @@ from datetime import datetime
 from typing import Any
 
 from gate_daemon.core.keys import PublicKey
-from gate_daemon.core.manifest import RosterGate, Session
+from gate_daemon.core.manifest_header import RosterGate, Session
 from gate_daemon.core.pretix_sig import PretixEvent, parse_pretix_header, ticket_id_for
 from gate_daemon.core.ticket_record import Status, TicketEntry
 from gate_daemon.core.tokens import REENTRY, code_hash

@@ -14,7 +14,8 @@ from __future__ import annotations
 
 from typing import Any
 
-from gate_daemon.core.decision import Decision, Reason
+from gate_daemon.core.decision import Decision
+from gate_daemon.core.reasons import Reason
 
 from .client import PretixClient, PretixError
 

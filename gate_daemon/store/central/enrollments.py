@@ -12,7 +12,7 @@ from dataclasses import dataclass
 
 from gate_daemon.core.enrollment import EnrollRefused, Request
 from gate_daemon.core.keys import PublicKey
-from gate_daemon.core.manifest import RosterGate
+from gate_daemon.core.manifest_header import RosterGate
 from gate_daemon.store.central.checkin_book import CentralStore
 
 
