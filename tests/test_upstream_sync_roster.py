@@ -17,6 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
+from gate_daemon.central.manifests import ManifestBook
 from gate_daemon.core.decision import Checkpoint, Ticket, decide, identify
 from gate_daemon.core.reasons import Reason
 from gate_daemon.errors import ManifestRefused
@@ -33,6 +34,19 @@ from gate_daemon.store.manifest_file import read_manifest
 from gate_daemon.store.upstream_marks import UpstreamMarks
 from tests.central_fixtures import GATES, CentralWorld, GateClient, Running, make_central_world, serving
 from tests.live import EVENT_ID, event_toml, tickets_csv
+
+
+async def rebuilt(book: ManifestBook, before: int) -> None:
+    """Make the central build a version from its changed files now. Its own poll may have built it
+    first, so what counts is a version newer than ``before`` (the latest before the change)."""
+    await book.refresh(force=True)
+    assert book.latest is not None and book.latest.version > before
+
+
+def latest(book: ManifestBook) -> int:
+    """The central's latest version."""
+    assert book.latest is not None
+    return book.latest.version
 
 
 class ManifestRoundMidPull(UpstreamClient):
@@ -103,8 +117,9 @@ async def test_a_gate_added_after_this_gates_manifest_is_learned_not_skipped(tmp
         assert first is not None
         # The organiser adds a gate; the central builds the next version with it in the roster.
         east_key = write_keypair(world.live.dir / "east-1")[2]
+        before = latest(running.central.book)
         (world.live.dir / "event.toml").write_text(event_toml(world.live.now, (*GATES, "east-1")))
-        assert await running.central.book.refresh(force=True)
+        await rebuilt(running.central.book, before)
         east = GateClient(running.http, "east-1", east_key)
         record = east.record("L-0001")
         pushed = await east.push(record)
@@ -189,8 +204,9 @@ async def test_a_manifest_activated_while_the_page_was_judged_is_used_for_it(tmp
         first = sync.manifests.current
         assert first is not None
         east_key = write_keypair(world.live.dir / "east-1")[2]
+        before = latest(running.central.book)
         (world.live.dir / "event.toml").write_text(event_toml(world.live.now, (*GATES, "east-1")))
-        assert await running.central.book.refresh(force=True)
+        await rebuilt(running.central.book, before)
         east = GateClient(running.http, "east-1", east_key)
         assert (await east.push(east.record("L-0001"))).json()["results"][0]["status"] == "applied"
         client = sync.client
@@ -228,8 +244,10 @@ async def test_records_from_a_gate_the_central_no_longer_lists_do_not_stop_the_p
         gone = south.record("L-0002")
         assert (await south.push(gone)).json()["results"][0]["status"] == "applied"
         # South leaves the roster; north holds the central's latest manifest, without it.
+        before = latest(running.central.book)
         (world.live.dir / "event.toml").write_text(event_toml(world.live.now, ("north-1",)))
-        assert await running.central.book.refresh(force=True)
+        await rebuilt(running.central.book, before)
+        assert "south-1" not in (running.central.book.roster() or {})
         assert await sync.refresh_manifest()
         north = running.gates["north-1"]
         kept = north.record("L-0009")
@@ -280,8 +298,9 @@ async def test_a_delta_too_large_to_apply_is_replaced_by_the_full_file(
         assert await sync.refresh_manifest()
         first = sync.manifests.current
         assert first is not None
+        before = latest(running.central.book)
         world.tickets_path.write_text(tickets_csv(12))  # the next version: a delta from the first
-        assert await running.central.book.refresh(force=True)
+        await rebuilt(running.central.book, before)
         monkeypatch.setattr(sync_module, "MAX_DELTA_APPLIED", 1)  # every delta is "too large"
         assert await sync.refresh_manifest()
         current = sync.manifests.current
