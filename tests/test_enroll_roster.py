@@ -23,11 +23,14 @@ from gate_daemon.store.central.enrollments import Enrollments
 from tests.central_process import CentralProcess
 from tests.enroll_fixtures import (
     central_cli,
+    enroll,
+    enrolled_rows,
     gate_central,
+    new_token,
     refused,
     running_central,
 )
-from tests.gate_process import query
+from tests.gate_process import query, wait_until
 from tests.live import make_live_world
 from tests.pretix_bridge_world import venue_toml
 
@@ -77,6 +80,34 @@ def test_an_enrollment_as_the_bridge_gate_is_refused_by_name(central: CentralPro
     asyncio.run(keep())
     refused(central, token.text(), tmp_path / "gate", "gate_id_reserved")
     assert _tokens(central, "pretix") == [(None, None)], "the refused token is not spent"
+
+
+# ---------------------------------------------------------------- removing a gate
+
+
+def test_removing_a_gate_revokes_the_tokens_it_could_rejoin_with(
+    central: CentralProcess, tmp_path: Path
+) -> None:
+    assert enroll(new_token(central, "east-1"), tmp_path / "east-1").returncode == 0
+    leftover = new_token(central, "east-1")  # made for a replaced Pi, never used
+    wait_until(lambda: [row[0] for row in enrolled_rows(central)] == ["east-1"], CONVERGE, "east-1 enrolled")
+    before = _version(central)
+    removed = central_cli(central, "gates", "--remove", "east-1")
+    assert removed.returncode == 0, removed.stderr
+    wait_until(lambda: _version(central) > before, CONVERGE, "a manifest without east-1")
+    refused(central, leftover, tmp_path / "again", "token_revoked")
+    assert enrolled_rows(central) == [] and "revoked 1 open token(s)" in removed.stdout
+
+
+def test_removing_a_gate_never_enrolled_revokes_its_open_tokens(
+    central: CentralProcess, tmp_path: Path
+) -> None:
+    token = new_token(central, "west-2")
+    removed = central_cli(central, "gates", "--remove", "west-2")
+    assert removed.returncode == 0 and "was not enrolled; revoked 1 open token(s)" in removed.stdout
+    refused(central, token, tmp_path / "gate", "token_revoked")
+    again = central_cli(central, "gates", "--remove", "west-2")
+    assert again.returncode == 1 and "not enrolled and has no open token" in again.stderr, again.stderr
 
 
 # ---------------------------------------------------------------- a central bridging pretix

@@ -132,9 +132,14 @@ def cmd_gates(args: argparse.Namespace) -> int:
     if args.remove is not None:
         if args.remove in listed:
             raise GateError(f"gate {args.remove} is listed in {config.event}'s [[gates]]: remove it there")
-        if not _with_enrollments(config, lambda book: book.remove(args.remove)):
-            raise GateError(f"gate {args.remove} is not enrolled")
-        print(f"removed gate {args.remove}: the central's next manifest leaves it out")
+        removed, revoked = _with_enrollments(config, lambda book: book.remove(args.remove, time.time()))
+        tokens = f"revoked {revoked} open token(s) of it"
+        if not removed:
+            if not revoked:
+                raise GateError(f"gate {args.remove} is not enrolled and has no open token")
+            print(f"gate {args.remove} was not enrolled; {tokens}")
+            return 0
+        print(f"removed gate {args.remove}: the central's next manifest leaves it out; {tokens}")
         return 0
     enrolled = _with_enrollments(config, lambda book: book.gates())
     rows: list[tuple[str, ...]] = [(g.id, g.addr or "-", "-", "joined: file") for g in event.gates]
