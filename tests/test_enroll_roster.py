@@ -10,14 +10,19 @@ from __future__ import annotations
 
 import asyncio
 import os
+import shutil
+import subprocess
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
+from gate_daemon.config.load import load_config
+from gate_daemon.config.sections import InputKind
 from gate_daemon.core.enrollment import SECRET_SIZE, Token, fingerprint
 from gate_daemon.core.keys import SecretKey
+from gate_daemon.provision.gate_files import Placement
 from gate_daemon.store.central.checkin_book import CentralStore
 from gate_daemon.store.central.enrollments import Enrollments
 from tests.central_process import CentralProcess
@@ -30,7 +35,7 @@ from tests.enroll_fixtures import (
     refused,
     running_central,
 )
-from tests.gate_process import query, wait_until
+from tests.gate_process import GATE_DAEMON, SYSTEMD_VARIABLES, query, wait_until
 from tests.live import make_live_world
 from tests.pretix_bridge_world import venue_toml
 
@@ -132,3 +137,45 @@ def test_a_pretix_central_makes_tokens_and_lists_its_roster_from_its_venue_file(
     assert listed.returncode == 0 and "north-1" in listed.stdout, listed.stderr
     reserved = gate_central(config, "token", "--gate", "pretix", "--url", "http://127.0.0.1:8700")
     assert reserved.returncode == 1 and "EnrollRefused: gate_id_reserved:" in reserved.stderr
+
+
+# ---------------------------------------------------------------- installer + enroll
+
+
+def test_enrolling_beside_the_installers_example_gives_the_example_lane(
+    central: CentralProcess, tmp_path: Path
+) -> None:
+    folder = tmp_path / "gate"
+    (folder / "etc").mkdir(parents=True)
+    shutil.copyfile(EXAMPLE, folder / "etc" / "gate.example.toml")  # as scripts/install-pi puts it
+    done = enroll(new_token(central, "east-1"), folder)
+    assert done.returncode == 0, done.stderr
+    placement = Placement(folder / "etc", folder / "state")
+    assert done.stdout.strip() == str(placement.config)
+    config = load_config(placement.config, placement.environ())
+    example = load_config(EXAMPLE, placement.environ())
+    assert config.input.kind is InputKind.PICAMERA and config.input == example.input
+    assert config.signals == example.signals and config.turnstile == example.turnstile
+    assert config.gate.id == "east-1" and config.upstream.url == central.url
+    assert not (folder / "etc" / "gate.toml.bak").exists()
+    assert (folder / "etc" / "gate.example.toml").read_bytes() == EXAMPLE.read_bytes()
+    checked = _check_config(placement, tmp_path / "site")
+    assert checked.returncode == 0, checked.stderr
+    assert "input picamera, signals gpio" in checked.stdout, checked.stdout
+
+
+def _check_config(placement: Placement, site: Path) -> subprocess.CompletedProcess[str]:
+    """The real ``gate-daemon check-config``, with systemd's directories as the unit gives them and
+    picamera2 (which only a Pi has) stood in by the tests' camera."""
+    site.mkdir()
+    (site / "picamera2.py").write_text("from tests.fake_picamera2 import FakePicamera2 as Picamera2\n")
+    env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARIABLES}
+    env |= placement.environ() | {"PYTHONPATH": os.pathsep.join([str(site), str(ROOT)])}
+    return subprocess.run(
+        [str(GATE_DAEMON), "check-config", str(placement.config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        env=env,
+        check=False,
+    )
