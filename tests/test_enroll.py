@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import os
-import subprocess
 import time
 from collections.abc import Iterator
 from dataclasses import replace
@@ -39,18 +38,16 @@ from gate_daemon.provision.build import build_manifest
 from gate_daemon.provision.event import load_event
 from gate_daemon.provision.gate_files import Enrolled, Placement, config_text, kept_tables
 from gate_daemon.store.manifest_file import read_manifest
-from tests.central_process import GATE_CENTRAL, CentralProcess
+from tests.central_process import CentralProcess
+from tests.enroll_fixtures import central_cli, enroll, enrolled_rows, new_token, refused, running_central
 from tests.gate_process import (
-    SYSTEMD_VARIABLES,
     GateProcess,
     Launcher,
     free_port,
-    gatectl,
-    query,
     redemptions,
     wait_until,
 )
-from tests.live import make_live_world, payload, tickets_csv
+from tests.live import make_live_world, payload
 
 CONVERGE = 30.0
 
@@ -58,48 +55,8 @@ CONVERGE = 30.0
 @pytest.fixture
 def central(tmp_path: Path) -> Iterator[CentralProcess]:
     """A running central whose event.toml lists no gates at all."""
-    root = tmp_path / "central"
-    make_live_world(root)
-    (root / "tickets.csv").write_text(tickets_csv(20))
-    config = root / "central.toml"
-    config.write_text(
-        '[central]\nid = "venue-central"\nlisten = "127.0.0.1:0"\nstate_dir = "state"\n'
-        'event = "event.toml"\ntickets = "tickets.csv"\nkey = "signer.key"\npoll_ms = 100\n'
-    )
-    with CentralProcess(config, tmp_path) as process:
-        yield process.start()
-
-
-def central_cli(central: CentralProcess, *args: str) -> subprocess.CompletedProcess[str]:
-    """Run the real ``gate-central`` command on the central's config."""
-    env = {k: v for k, v in os.environ.items() if k not in SYSTEMD_VARIABLES}
-    return subprocess.run(
-        [str(GATE_CENTRAL), *args, "--config", str(central.config)],
-        capture_output=True,
-        text=True,
-        timeout=30,
-        env=env,
-        check=False,
-    )
-
-
-def new_token(central: CentralProcess, gate: str, *extra: str) -> str:
-    """``gate-central token --gate GATE``: the token it prints."""
-    done = central_cli(central, "token", "--gate", gate, "--url", central.url, *extra)
-    assert done.returncode == 0, done.stderr
-    assert "GDE1:" not in done.stderr  # the token goes to stdout only
-    return done.stdout.strip()
-
-
-def enroll(token: str, folder: Path, addr: str | None = None) -> subprocess.CompletedProcess[str]:
-    """``gatectl enroll TOKEN --etc folder/etc --state folder/state``."""
-    addr = addr or f"127.0.0.1:{free_port()}"
-    return gatectl("enroll", token, "--etc", folder / "etc", "--state", folder / "state", "--addr", addr)
-
-
-def enrolled_rows(central: CentralProcess) -> list[tuple[object, ...]]:
-    """The central's enrolled roster, as its database holds it."""
-    return query(central.database, "SELECT id, pub, addr FROM enrolled_gates ORDER BY id")
+    with running_central(tmp_path) as process:
+        yield process
 
 
 def latest_manifest(central: CentralProcess) -> Manifest:
@@ -181,40 +138,30 @@ def _held(gate: GateProcess, n: int) -> bool:
 # ---------------------------------------------------------------- refusals change nothing
 
 
-def _refused(central: CentralProcess, token: str, folder: Path, name: str) -> None:
-    before = (enrolled_rows(central), central.report()["manifest"]["version"])
-    done = enroll(token, folder)
-    assert done.returncode == 1, done.stdout
-    assert f"EnrollRefused: {name}:" in done.stderr, done.stderr
-    assert "Traceback" not in done.stderr
-    assert not folder.exists(), "nothing is written on a refusal"
-    assert (enrolled_rows(central), central.report()["manifest"]["version"]) == before
-
-
 def test_a_token_works_once(central: CentralProcess, tmp_path: Path) -> None:
     token = new_token(central, "east-1")
     assert enroll(token, tmp_path / "first").returncode == 0
-    _refused(central, token, tmp_path / "again", "token_used")
+    refused(central, token, tmp_path / "again", "token_used")
 
 
-def test_an_expired_token_is_refused(central: CentralProcess, tmp_path: Path) -> None:
+def test_an_expired_token_isrefused(central: CentralProcess, tmp_path: Path) -> None:
     token = new_token(central, "east-1", "--valid", "1s")
     expires = parse_token(token).expires_at
     wait_until(lambda: time.time() > expires + 1, 10, "the token to expire")
-    _refused(central, token, tmp_path / "gate", "token_expired")
+    refused(central, token, tmp_path / "gate", "token_expired")
 
 
-def test_a_revoked_token_is_refused(central: CentralProcess, tmp_path: Path) -> None:
+def test_a_revoked_token_isrefused(central: CentralProcess, tmp_path: Path) -> None:
     token = new_token(central, "east-1")
     done = central_cli(central, "token", "--revoke", "east-1")
     assert done.returncode == 0 and "revoked 1 open token" in done.stdout, done.stdout + done.stderr
-    _refused(central, token, tmp_path / "gate", "token_revoked")
+    refused(central, token, tmp_path / "gate", "token_revoked")
 
 
-def test_a_forged_token_is_refused(central: CentralProcess, tmp_path: Path) -> None:
+def test_a_forged_token_isrefused(central: CentralProcess, tmp_path: Path) -> None:
     real = parse_token(new_token(central, "east-1"))
     forged = replace(real, secret=os.urandom(16))  # the central's address and key, a secret of its own
-    _refused(central, forged.text(), tmp_path / "gate", "token_unknown")
+    refused(central, forged.text(), tmp_path / "gate", "token_unknown")
     assert enroll(real.text(), tmp_path / "real").returncode == 0, "the real token was not spent"
 
 
@@ -223,7 +170,7 @@ def test_a_wrong_signer_fingerprint_is_refused_before_the_token_is_spent(
 ) -> None:
     real = parse_token(new_token(central, "east-1"))
     pinned_elsewhere = replace(real, fingerprint=bytes(16))
-    _refused(central, pinned_elsewhere.text(), tmp_path / "gate", "signer_mismatch")
+    refused(central, pinned_elsewhere.text(), tmp_path / "gate", "signer_mismatch")
     assert enroll(real.text(), tmp_path / "real").returncode == 0, "the token was not spent"
 
 

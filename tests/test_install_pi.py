@@ -385,7 +385,7 @@ def test_something_else_where_a_file_or_folder_goes_is_named_and_left(staged: Pa
 
 
 @pytest.mark.skipif(shutil.which("dpkg-query") is None, reason="not a Debian machine")
-def testmissing_packages_are_the_ones_dpkg_does_not_hold() -> None:
+def test_missing_packages_are_the_ones_dpkg_does_not_hold() -> None:
     assert missing_packages(["dpkg", "gate-daemon-no-such-package"], live=True) == (
         "gate-daemon-no-such-package",
     )

@@ -19,6 +19,7 @@ from typing import Any
 
 from gate_daemon.config.toml import Checker, KeyPath, expand_dirs, load
 from gate_daemon.core.fleet import Thresholds
+from gate_daemon.provision.event import EventSpec, load_event
 
 IDENT = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,63}")
 _LISTEN = re.compile(r"(?:\[(?P<v6>[0-9A-Fa-f:.]+)\]|(?P<host>[A-Za-z0-9.-]+)):(?P<port>[0-9]{1,5})")
@@ -77,6 +78,11 @@ class CentralConfig:
     def database(self) -> Path:
         """The SQLite file."""
         return self.state_dir / "central.sqlite"
+
+    def read_event(self) -> EventSpec:
+        """The event file ``event`` names, read as this central reads it: a venue file with a pretix
+        source (``[event] name`` optional, no sessions: they come from pretix), an event.toml otherwise."""
+        return load_event(self.event, venue=self.source is not None)
 
     @property
     def manifests_dir(self) -> Path:

@@ -22,9 +22,9 @@ from aiohttp import web
 from gate_daemon.core.enrollment import Answer, EnrollRefused, Request, make_answer, parse_request
 from gate_daemon.errors import GateError
 from gate_daemon.net.lan import RateLimiter
-from gate_daemon.provision.event import load_event
 
 from .config import CentralConfig
+from .pretix.mapping import BRIDGE_GATE
 from .service import Central
 from .wire import ApiError
 
@@ -35,7 +35,20 @@ MAX_ENROLL = 4096
 ENROLL_LIMITER = web.AppKey("enroll_limiter", RateLimiter)
 #: HTTP statuses of the refusals a token can meet.
 _STATUS = {"token_unknown": 403, "bad_signature": 403, "token_used": 409, "token_revoked": 410}
-_STATUS |= {"token_expired": 410, "gate_in_event_file": 409}
+_STATUS |= {"token_expired": 410, "gate_in_event_file": 409, "gate_id_reserved": 409}
+#: Gate ids no token enrolls: the pretix bridge signs pretix's other devices' check-ins as
+#: roster gate ``pretix``, and the roster cannot hold two gates of one id.
+RESERVED_GATES = frozenset({BRIDGE_GATE})
+
+
+def refuse_reserved(gate_id: str) -> None:
+    """``EnrollRefused`` (``gate_id_reserved``) for an id the central keeps for itself."""
+    if gate_id in RESERVED_GATES:
+        raise EnrollRefused(
+            "gate_id_reserved",
+            f"gate id {gate_id!r} is the pretix bridge's roster gate (it signs what pretix's other "
+            "devices check in): give the gate another id",
+        )
 
 
 def add_enroll_routes(app: web.Application, config: CentralConfig, central: Callable[[], Central]) -> None:
@@ -86,11 +99,12 @@ async def admit(
     """Spend the request's token, enter its gate, build the manifest that lists it; the signed answer."""
     if not request.verify():
         raise EnrollRefused("bad_signature", "the request's signatures do not verify (a forged token?)")
+    refuse_reserved(request.gate_id)
     book = central.book
     latest = book.latest
     if latest is None:
         raise EnrollRefused("no_manifest", "the central has no manifest yet: fix its event inputs first")
-    event = await asyncio.to_thread(load_event, config.event)
+    event = await asyncio.to_thread(config.read_event)
     if request.gate_id in {gate.id for gate in event.gates}:
         raise EnrollRefused(
             "gate_in_event_file",

@@ -30,12 +30,12 @@ from gate_daemon.core.enrollment import (
 )
 from gate_daemon.core.times import format_instant
 from gate_daemon.errors import GateError
-from gate_daemon.provision.event import load_event
 from gate_daemon.provision.keyfiles import read_secret
 from gate_daemon.store.central.checkin_book import CentralStore
 from gate_daemon.store.central.enrollments import Enrollments
 
 from .config import CentralConfig, load_central_config
+from .enroll import refuse_reserved
 
 T = TypeVar("T")
 _DURATION = re.compile(r"([1-9][0-9]{0,6})([smhd])")
@@ -97,7 +97,8 @@ def cmd_token(args: argparse.Namespace) -> int:
         gate = check_gate_id(args.gate)
     except ValueError as exc:
         raise GateError(f"--gate: {exc}") from None
-    event = load_event(config.event)
+    refuse_reserved(gate)
+    event = config.read_event()
     if gate in {g.id for g in event.gates}:
         raise GateError(
             f"gate {gate} is listed in {config.event}'s [[gates]]: remove it there to enroll it by token"
@@ -126,14 +127,19 @@ def cmd_token(args: argparse.Namespace) -> int:
 def cmd_gates(args: argparse.Namespace) -> int:
     """List the roster with how each gate joined, or remove an enrolled gate."""
     config = load_central_config(args.config)
-    event = load_event(config.event)
+    event = config.read_event()
     listed = {g.id for g in event.gates}
     if args.remove is not None:
         if args.remove in listed:
             raise GateError(f"gate {args.remove} is listed in {config.event}'s [[gates]]: remove it there")
-        if not _with_enrollments(config, lambda book: book.remove(args.remove)):
-            raise GateError(f"gate {args.remove} is not enrolled")
-        print(f"removed gate {args.remove}: the central's next manifest leaves it out")
+        removed, revoked = _with_enrollments(config, lambda book: book.remove(args.remove, time.time()))
+        tokens = f"revoked {revoked} open token(s) of it"
+        if not removed:
+            if not revoked:
+                raise GateError(f"gate {args.remove} is not enrolled and has no open token")
+            print(f"gate {args.remove} was not enrolled; {tokens}")
+            return 0
+        print(f"removed gate {args.remove}: the central's next manifest leaves it out; {tokens}")
         return 0
     enrolled = _with_enrollments(config, lambda book: book.gates())
     rows: list[tuple[str, ...]] = [(g.id, g.addr or "-", "-", "joined: file") for g in event.gates]

@@ -25,6 +25,7 @@ from gate_daemon.provision.gate_files import (
     DEFAULT_STATE,
     Enrolled,
     Placement,
+    base_config,
     check_config,
     config_text,
     write_gate_files,
@@ -35,7 +36,7 @@ def cmd_enroll(args: argparse.Namespace) -> int:
     """Enroll the gate; print the config's path."""
     token = parse_token(args.token)
     placement = Placement(args.etc.absolute(), args.state.absolute())
-    existing = _existing(placement.config)
+    existing = base_config(placement)
     addr = _addr(args.addr, token.url)
     client = EnrollClient(token, timeout=args.timeout)
     try:
@@ -62,15 +63,6 @@ def cmd_enroll(args: argparse.Namespace) -> int:
         file=sys.stderr,
     )
     return 0
-
-
-def _existing(config: Path) -> str | None:
-    try:
-        return config.read_text()
-    except FileNotFoundError:
-        return None
-    except (OSError, UnicodeDecodeError) as exc:
-        raise GateError(f"cannot read {config}: {exc}") from None
 
 
 def _addr(given: str | None, url: str) -> str:

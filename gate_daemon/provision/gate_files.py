@@ -5,9 +5,11 @@
 ``[manifest]``, ``[lan]`` and ``[upstream]`` are the enrollment's; every other table of a
 config already there (``[input]``, ``[signals]``, ``[turnstile]`` ... as the installer
 wrote them from the example) is kept as it was, comments and all, and the old file is kept
-as ``gate.toml.bak``. At the defaults (``/etc/gate-daemon``, ``/var/lib/gate-daemon``) paths
-are written as systemd gives them to the service (``${CREDENTIALS_DIRECTORY}``,
-``${STATE_DIRECTORY}``); elsewhere they are absolute.
+as ``gate.toml.bak``. Without a config, those tables come from ``ETC/gate.example.toml``,
+the example the installer puts there (the lane's camera, lights and relay); without either,
+the gate gets manual scans and console signals. At the defaults (``/etc/gate-daemon``,
+``/var/lib/gate-daemon``) paths are written as systemd gives them to the service
+(``${CREDENTIALS_DIRECTORY}``, ``${STATE_DIRECTORY}``); elsewhere they are absolute.
 """
 
 from __future__ import annotations
@@ -41,6 +43,11 @@ class Placement:
     def config(self) -> Path:
         """The config file."""
         return self.etc / "gate.toml"
+
+    @property
+    def example(self) -> Path:
+        """The example config the installer puts beside it (``scripts/install-pi``)."""
+        return self.etc / "gate.example.toml"
 
     @property
     def keys(self) -> Path:
@@ -80,6 +87,19 @@ class Enrolled:
     zone: str | None
     addr: str
     url: str
+
+
+def base_config(placement: Placement) -> str | None:
+    """The text whose tables other than the enrollment's the new config keeps: the config
+    already there, else the installer's example beside it, else None."""
+    for path in (placement.config, placement.example):
+        try:
+            return path.read_text()
+        except FileNotFoundError:
+            continue
+        except (OSError, UnicodeDecodeError) as exc:
+            raise GateError(f"cannot read {path}: {exc}") from None
+    return None
 
 
 def kept_tables(text: str) -> str:

@@ -10,6 +10,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import aiosqlite
+
 from gate_daemon.core.enrollment import EnrollRefused, Request
 from gate_daemon.core.keys import PublicKey
 from gate_daemon.core.manifest_header import RosterGate
@@ -74,12 +76,7 @@ class Enrollments:
     async def revoke(self, gate: str, now: float) -> int:
         """Revoke every token of ``gate`` that is neither used nor revoked; how many."""
         async with self.store.transaction() as db:
-            cursor = await db.execute(
-                "UPDATE enroll_tokens SET revoked_at = ?"
-                " WHERE gate = ? AND used_at IS NULL AND revoked_at IS NULL",
-                (now, gate),
-            )
-            return cursor.rowcount
+            return await _revoke(db, gate, now)
 
     async def redeem(self, request: Request, now: float) -> TokenRow:
         """Spend the request's token and enter its gate; ``EnrollRefused`` naming why not (no change)."""
@@ -119,17 +116,28 @@ class Enrollments:
         """The enrolled gates as the manifest's roster holds them."""
         return tuple(gate.roster_gate() for gate in await self.gates())
 
-    async def remove(self, gate: str) -> bool:
-        """Take ``gate`` out of the enrolled roster; whether it was in it."""
+    async def remove(self, gate: str, now: float) -> tuple[bool, int]:
+        """Take ``gate`` out of the enrolled roster and revoke its open tokens, in one transaction:
+        whether it was in the roster, and how many tokens were revoked (a token left over would
+        enroll the removed gate again)."""
         async with self.store.transaction() as db:
             cursor = await db.execute("DELETE FROM enrolled_gates WHERE id = ?", (gate,))
-            return cursor.rowcount > 0
+            removed = cursor.rowcount > 0
+            return removed, await _revoke(db, gate, now)
 
     async def tokens(self) -> Sequence[TokenRow]:
         """Every token, newest first."""
         async with self.store.transaction() as db:
             rows = await db.execute_fetchall(f"{_SELECT_ROWS} ORDER BY created_at DESC")
         return [TokenRow(*row) for row in rows]
+
+
+async def _revoke(db: aiosqlite.Connection, gate: str, now: float) -> int:
+    cursor = await db.execute(
+        "UPDATE enroll_tokens SET revoked_at = ? WHERE gate = ? AND used_at IS NULL AND revoked_at IS NULL",
+        (now, gate),
+    )
+    return int(cursor.rowcount)
 
 
 _REFUSED = {
