@@ -28,7 +28,7 @@ from gate_daemon.store.central.enrollments import Enrollments
 
 from . import search
 from .config import CentralConfig
-from .manifests import ManifestBook, Served
+from .manifests import Inputs, ManifestBook, Served
 from .pretix.bridge import PretixBridge, open_bridge
 from .pretix.client import PretixError
 from .wire import ApiError, Heartbeat, ValidateRequest, bad
@@ -73,34 +73,25 @@ class Central:
         bridge = None
         try:
             enrolled = Enrollments(store).roster
-            if config.source is None:
-                book = ManifestBook(
+
+            def book_of(inputs: Inputs | None) -> ManifestBook:
+                return ManifestBook(
                     store,
                     config.manifests_dir,
                     key,
                     config.event,
                     config.tickets,
                     clock=clock,
+                    inputs=inputs,
                     enrolled=enrolled,
                 )
+
+            if config.source is None:
+                book = book_of(None)
                 await book.open()
             else:
                 bridge, book = await open_bridge(
-                    config.source,
-                    config.event,
-                    config.state_dir,
-                    store,
-                    key,
-                    lambda inputs: ManifestBook(
-                        store,
-                        config.manifests_dir,
-                        key,
-                        config.event,
-                        config.tickets,
-                        clock=clock,
-                        inputs=inputs,
-                        enrolled=enrolled,
-                    ),
+                    config.source, config.event, config.state_dir, store, key, book_of
                 )
         except BaseException:
             await store.aclose()
