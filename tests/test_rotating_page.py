@@ -10,12 +10,14 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 from playwright.sync_api import Page
 
+from gate_daemon.cli.gatectl import main as gatectl
 from gate_daemon.core.decision import Checkpoint, evaluate
 from gate_daemon.core.reasons import Reason
 from gate_daemon.core.rotating import RotatingCode, step_of
@@ -140,3 +142,36 @@ def test_the_code_is_the_holders_key_over_the_certificate_in_the_page(page: Page
     ticket = page_ticket(ticket_page)
     assert code.certificate == base64.b64decode(str(ticket["certificate"]))
     assert code.step == step_of(FIRST, PERIOD)
+
+
+def test_a_page_issued_from_the_event_file_states_its_tolerance_and_clock(
+    page: Page, shared_world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = shared_world.event_path.read_text()
+    event = tmp_path / "event.toml"
+    event.write_text(text.replace('name = "Demo Night"', 'name = "Demo Night"\nrotating_tolerance = 2'))
+    for pub in shared_world.dir.glob("*.pub"):
+        (tmp_path / pub.name).write_bytes(pub.read_bytes())
+    html = tmp_path / "ticket.html"
+    args = ["ticket", "issue", "--key", str(shared_world.issuer_key), "--event", EVENT_ID]
+    args += ["--ticket-id", "T-ROT-11", "--zone", "floor", "--rotating", "--html", str(html)]
+    assert gatectl([*args, "--event-file", str(event)]) == 0, capsys.readouterr().err
+    ticket = page_ticket(html)
+    assert (ticket["tolerance"], ticket["event"]) == (2, "Demo Night")
+    # The options cannot contradict the file the gates' manifest is built from, nor its event.
+    assert gatectl([*args, "--event-file", str(event), "--tolerance", "3"]) == 1
+    assert "differs from rotating_tolerance = 2" in capsys.readouterr().err
+    assert gatectl([*args, "--event", "other-2026", "--event-file", str(event)]) == 1
+    assert "not --event 'other-2026'" in capsys.readouterr().err
+    assert gatectl([*args, "--tolerance", "0"]) == 0 and page_ticket(html)["tolerance"] == 0
+    assert gatectl(args) == 0 and page_ticket(html)["tolerance"] == 1
+    assert "assumes the default tolerance" in capsys.readouterr().err
+    gatectl([*args, "--event-file", str(event)])
+    open_page(page, html, FIRST)
+    show_at(page, FIRST)
+    # The phone's UTC clock, to the second, large: what a steward compares with the gate screen's.
+    assert page.inner_text("#utc") == "19:00:02 UTC"
+    accepts = page.inner_text("#accepts")
+    assert "within 30 s of the gate's clock" in accepts  # 2 steps of 15 s
+    issued = time.strftime("%Y-%m-%d %H:%M", time.gmtime(int(str(ticket["issued_at"]))))
+    assert f"Ticket issued {issued} UTC" in accepts

@@ -83,11 +83,27 @@ function pad(n) {
   return String(n).padStart(2, "0");
 }
 
+function utcText(now) {
+  const d = new Date(now);
+  return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} UTC`;
+}
+
 function clockText(now) {
   const d = new Date(now);
   const local = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-  const utc = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} UTC`;
-  return `This phone's clock: ${local} (${utc})`;
+  const date = `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}`;
+  return `This phone's clock, above in UTC (${date}); local time ${local}`;
+}
+
+function acceptsText() {
+  // The gate takes a code of its own step or of `tolerance` steps either side: a clock within
+  // tolerance × period seconds of the gate's is always accepted (docs/ROTATING.md).
+  const issued = new Date(ticket.issued_at * 1000).toISOString().slice(0, 16).replace("T", " ");
+  const within = ticket.tolerance * ticket.period;
+  const rule = within > 0
+    ? `The gate accepts this code while this clock is within ${within} s of the gate's clock.`
+    : `The gate accepts this code only while this clock and the gate's are in the same ${ticket.period}-second step.`;
+  return `${rule} Ticket issued ${issued} UTC: this clock cannot be earlier than that.`;
 }
 
 function clockWarning(seconds) {
@@ -112,6 +128,7 @@ async function tick() {
   const left = ticket.period - (seconds - step * ticket.period);
   $("bar-fill").style.width = `${(100 * left) / ticket.period}%`;
   $("countdown").textContent = `New code in ${Math.ceil(left)} s`;
+  $("utc").textContent = utcText(now);
   $("clock").textContent = clockText(now);
   const warning = clockWarning(seconds);
   $("warning").textContent = warning;
@@ -130,6 +147,7 @@ async function tick() {
 async function start() {
   $("event").textContent = ticket.event;
   $("seat").textContent = [ticket.seat, ticket.session, ticket.zone].filter(Boolean).join(" · ");
+  $("accepts").textContent = acceptsText();
   try {
     const der = concat(new Uint8Array(PKCS8_PREFIX), fromBase64(ticket.holder_seed));
     key = await crypto.subtle.importKey("pkcs8", der, { name: "Ed25519" }, false, ["sign"]);
