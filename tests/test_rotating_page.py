@@ -19,8 +19,9 @@ from playwright.sync_api import Page
 
 from gate_daemon.cli.gatectl import main as gatectl
 from gate_daemon.core.decision import Checkpoint, evaluate
+from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.reasons import Reason
-from gate_daemon.core.rotating import RotatingCode, step_of
+from gate_daemon.core.rotating import RotatingCode, encode_code, step_of
 from gate_daemon.core.tokens import TicketClaims, event_tag, parse_payload
 from gate_daemon.hardware.decoders import ZxingDecoder, frame_from_image
 from gate_daemon.provision.holder import HolderPage, issue_rotating
@@ -175,3 +176,45 @@ def test_a_page_issued_from_the_event_file_states_its_tolerance_and_clock(
     assert "within 30 s of the gate's clock" in accepts  # 2 steps of 15 s
     issued = time.strftime("%Y-%m-%d %H:%M", time.gmtime(int(str(ticket["issued_at"]))))
     assert f"Ticket issued {issued} UTC" in accepts
+
+
+#: A browser without Ed25519 in WebCrypto (before Chrome 137, Safari 17, Firefox 129): importing
+#: an Ed25519 key is refused as such a browser refuses it.
+NO_WEBCRYPTO_ED25519 = """
+(() => {
+  const subtle = crypto.subtle;
+  const importKey = subtle.importKey.bind(subtle);
+  subtle.importKey = (format, data, algorithm, ...rest) => {
+    const name = typeof algorithm === "string" ? algorithm : algorithm && algorithm.name;
+    if (String(name).toLowerCase() === "ed25519") {
+      return Promise.reject(new DOMException("Unrecognized algorithm name", "NotSupportedError"));
+    }
+    return importKey(format, data, algorithm, ...rest);
+  };
+})();
+"""
+
+
+def test_without_ed25519_in_webcrypto_the_bundled_library_signs_the_same_code(
+    page: Page, ticket_page: Path, shared_world: World
+) -> None:
+    page.add_init_script(NO_WEBCRYPTO_ED25519)
+    requests = open_page(page, ticket_page, FIRST)
+    payload = show_at(page, FIRST)
+    assert page.get_attribute("body", "data-signer") == "noble"
+    assert page.is_hidden("#problem")
+    decision = evaluate(payload, shared_world.manifest, FLOOR, FIRST)
+    assert decision.reason is Reason.OK, decision
+    # Ed25519 is deterministic: the library's code is the one WebCrypto (and the gate's own
+    # encoder) makes from the same key, certificate and step.
+    ticket = page_ticket(ticket_page)
+    holder = SecretKey(base64.b64decode(str(ticket["holder_seed"])))
+    certificate = base64.b64decode(str(ticket["certificate"]))
+    assert payload == encode_code(certificate, step_of(FIRST, PERIOD), holder)
+    assert requests == []
+
+
+def test_with_ed25519_in_webcrypto_the_page_signs_with_it(page: Page, ticket_page: Path) -> None:
+    open_page(page, ticket_page, FIRST)
+    show_at(page, FIRST)
+    assert page.get_attribute("body", "data-signer") == "webcrypto"
