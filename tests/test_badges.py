@@ -15,6 +15,9 @@ from gate_daemon.core import base32
 from gate_daemon.core.badges import (
     BADGE_PREFIX,
     MAX_BADGE,
+    MAX_NAME,
+    MAX_OPERATOR,
+    Badge,
     BadgeError,
     BadgeRefusal,
     Role,
@@ -120,24 +123,73 @@ def test_staff_keys_and_revoked_staff_reach_the_signed_manifest(world: World) ->
     assert world.manifest.header.staff_keys == ()  # a manifest without them still opens
 
 
+def assert_sane(badge: Badge) -> None:
+    """What parses is a badge a gate can show and record: printable names in bounds, a known role."""
+    claims = badge.claims
+    assert claims.operator.isprintable() and 0 < len(claims.operator.encode()) <= MAX_OPERATOR
+    assert claims.name.isprintable() and 0 < len(claims.name.encode()) <= MAX_NAME
+    assert claims.role in (Role.STEWARD, Role.SUPERVISOR)
+    assert len(badge.kid) == 4 and len(claims.event_tag) == 4
+    for moment in (claims.valid_from, claims.valid_until):
+        assert moment is None or 0 <= moment < 2**32
+
+
+@st.composite
+def badge_bodies(draw: st.DrawFn) -> bytes:
+    """Bytes shaped like a badge, each part drawn near its bounds (so many parse, and many do not)."""
+    flags = draw(st.sampled_from([0, 1, 2, 3] * 3 + [4, 0x83]))
+    role = draw(st.sampled_from([1, 2] * 4 + [0, 3]))
+    head = bytes([flags]) + draw(st.binary(min_size=8, max_size=8)) + bytes([role])
+    moments = draw(st.binary(min_size=4, max_size=4)) * bin(flags & 3).count("1")
+    moments = moments[: draw(st.sampled_from([len(moments)] * 4 + [len(moments) - 1, 0]))]
+    labels = b""
+    for _ in range(draw(st.sampled_from([2, 2, 2, 2, 1, 3]))):
+        printable = st.text(st.characters(codec="utf-8", exclude_categories=["C"]), max_size=30)
+        chunk = draw(
+            printable.map(str.encode) | st.text(max_size=70).map(str.encode) | st.binary(max_size=70)
+        )
+        size = draw(st.sampled_from([len(chunk)] * 6 + [len(chunk) + 1, 0, 33, 65]))
+        labels += bytes([size % 256]) + chunk
+    return head + moments + labels + draw(st.binary(min_size=64, max_size=64))
+
+
 @settings(max_examples=300, deadline=None)
-@given(st.binary(max_size=200))
+@given(st.binary(max_size=200) | badge_bodies())
 def test_the_badge_parser_names_any_garbage(raw: bytes) -> None:
     for text in (BADGE_PREFIX + base32.encode(raw), BADGE_PREFIX + raw.decode("latin-1")):
         try:
-            parse_badge(text)
+            badge = parse_badge(text)
         except BadgeError as exc:
             assert exc.refusal is BadgeRefusal.INVALID
             assert exc.detail.startswith("Badge refused: ")
+        else:
+            assert_sane(badge)
+
+
+@settings(max_examples=300, deadline=None)
+@given(badge_bodies())
+def test_badge_shaped_bytes_parse_sane_or_are_named(raw: bytes) -> None:
+    text = BADGE_PREFIX + base32.encode(raw)
+    if len(text) > MAX_BADGE:
+        return
+    try:
+        badge = parse_badge(text)
+    except BadgeError as exc:
+        assert exc.refusal is BadgeRefusal.INVALID
+        return
+    assert_sane(badge)
+    assert badge.signed + badge.signature == raw  # nothing dropped or added
 
 
 @settings(max_examples=100, deadline=None)
 @given(st.text(max_size=300))
 def test_the_gate_never_takes_garbage_for_a_badge(text: str) -> None:
     try:
-        parse_badge(text)
+        badge = parse_badge(text)
     except BadgeError as exc:
         assert exc.refusal is BadgeRefusal.INVALID
+    else:
+        assert_sane(badge)
 
 
 # ---------------------------------------------------------------- at the gate

@@ -12,6 +12,7 @@ from gate_daemon.core.badges import Role
 from gate_daemon.core.conflicts import Move, losers
 from gate_daemon.core.evidence import EvidenceError, parse_scan
 from gate_daemon.core.reasons import Outcome, Reason
+from gate_daemon.gate.staff import OVERRIDE_GRACE_S
 from gate_daemon.gate.turnstile import Turnstile
 from gate_daemon.hardware.turnstile_pins import GpioRelay
 from tests.gate_fixtures import gate_rig
@@ -108,6 +109,28 @@ async def test_an_override_window_that_has_passed_is_named(world: World, tmp_pat
         late = await rig.gate.scan(staff.badge("sam", Role.SUPERVISOR), device="cam")
         assert late.decision.reason is Reason.OVERRIDE_WINDOW_PASSED
         assert rig.rows("SELECT COUNT(*) FROM redemptions") == [(1,)]
+
+
+async def test_a_refusal_long_past_does_not_swallow_the_next_sign_in(world: World, tmp_path: Path) -> None:
+    staff = staff_world(world)
+    async with gate_rig(world, tmp_path / "gate", manifest=staff.manifest) as rig:
+        shift = rig.gate.shift
+        await rig.gate.scan(REF_T0001, device="cam")
+        await rig.gate.scan(REF_T0001, device="cam")  # already_used: pending for an override
+        # Just inside the grace after the window: a supervisor who came for it is still told why not.
+        rig.mono.now += shift.window_s + OVERRIDE_GRACE_S - 1
+        assert shift.pending is not None
+        rig.mono.now += 2  # past the grace: the refusal is forgotten
+        assert shift.pending is None
+        await rig.gate.scan(REF_T0001, device="cam")  # refused again: pending again
+        rig.mono.now += 14400  # the shift changes four hours on
+        anna = await rig.gate.scan(staff.badge("anna", name="Anna K"), device="cam")
+        assert anna.decision.reason is Reason.STAFF_SIGNED_IN, anna.decision
+        assert shift.on_duty is not None and shift.on_duty.operator == "anna"
+        assert rig.rows("SELECT reason, operator FROM scans WHERE uuid = ?", (anna.scan_id,)) == [
+            ("staff_signed_in", "anna")
+        ]
+        assert rig.rows("SELECT COUNT(*) FROM redemptions WHERE forced = 1") == [(0,)]
 
 
 async def test_only_the_last_scan_can_be_overridden(world: World, tmp_path: Path) -> None:

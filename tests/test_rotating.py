@@ -303,7 +303,8 @@ def test_gatectl_issues_a_page_and_prints_only_the_certificate_id(
     # The page needs nothing from the network: no src= or href= to anywhere.
     html = page.read_text()
     assert not re.search(r"\b(src|href)\s*=", html)
-    assert "Kazuhiko Arase" in html  # the bundled library keeps its licence header
+    assert "Kazuhiko Arase" in html  # the bundled libraries keep their licence headers
+    assert "noble-ed25519 - MIT License (c) 2019 Paul Miller" in html
 
     assert main([*args, "--rotating"]) == 1
     assert "--html" in capsys.readouterr().err

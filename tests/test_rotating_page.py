@@ -10,15 +10,18 @@ from __future__ import annotations
 
 import base64
 import io
+import time
 from pathlib import Path
 
 import pytest
 from PIL import Image
 from playwright.sync_api import Page
 
+from gate_daemon.cli.gatectl import main as gatectl
 from gate_daemon.core.decision import Checkpoint, evaluate
+from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.reasons import Reason
-from gate_daemon.core.rotating import RotatingCode, step_of
+from gate_daemon.core.rotating import RotatingCode, encode_code, step_of
 from gate_daemon.core.tokens import TicketClaims, event_tag, parse_payload
 from gate_daemon.hardware.decoders import ZxingDecoder, frame_from_image
 from gate_daemon.provision.holder import HolderPage, issue_rotating
@@ -140,3 +143,78 @@ def test_the_code_is_the_holders_key_over_the_certificate_in_the_page(page: Page
     ticket = page_ticket(ticket_page)
     assert code.certificate == base64.b64decode(str(ticket["certificate"]))
     assert code.step == step_of(FIRST, PERIOD)
+
+
+def test_a_page_issued_from_the_event_file_states_its_tolerance_and_clock(
+    page: Page, shared_world: World, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    text = shared_world.event_path.read_text()
+    event = tmp_path / "event.toml"
+    event.write_text(text.replace('name = "Demo Night"', 'name = "Demo Night"\nrotating_tolerance = 2'))
+    for pub in shared_world.dir.glob("*.pub"):
+        (tmp_path / pub.name).write_bytes(pub.read_bytes())
+    html = tmp_path / "ticket.html"
+    args = ["ticket", "issue", "--key", str(shared_world.issuer_key), "--event", EVENT_ID]
+    args += ["--ticket-id", "T-ROT-11", "--zone", "floor", "--rotating", "--html", str(html)]
+    assert gatectl([*args, "--event-file", str(event)]) == 0, capsys.readouterr().err
+    ticket = page_ticket(html)
+    assert (ticket["tolerance"], ticket["event"]) == (2, "Demo Night")
+    # The options cannot contradict the file the gates' manifest is built from, nor its event.
+    assert gatectl([*args, "--event-file", str(event), "--tolerance", "3"]) == 1
+    assert "differs from rotating_tolerance = 2" in capsys.readouterr().err
+    assert gatectl([*args, "--event", "other-2026", "--event-file", str(event)]) == 1
+    assert "not --event 'other-2026'" in capsys.readouterr().err
+    assert gatectl([*args, "--tolerance", "0"]) == 0 and page_ticket(html)["tolerance"] == 0
+    assert gatectl(args) == 0 and page_ticket(html)["tolerance"] == 1
+    assert "assumes the default tolerance" in capsys.readouterr().err
+    gatectl([*args, "--event-file", str(event)])
+    open_page(page, html, FIRST)
+    show_at(page, FIRST)
+    # The phone's UTC clock, to the second, large: what a steward compares with the gate screen's.
+    assert page.inner_text("#utc") == "19:00:02 UTC"
+    accepts = page.inner_text("#accepts")
+    assert "within 30 s of the gate's clock" in accepts  # 2 steps of 15 s
+    issued = time.strftime("%Y-%m-%d %H:%M", time.gmtime(int(str(ticket["issued_at"]))))
+    assert f"Ticket issued {issued} UTC" in accepts
+
+
+#: A browser without Ed25519 in WebCrypto (before Chrome 137, Safari 17, Firefox 129): importing
+#: an Ed25519 key is refused as such a browser refuses it.
+NO_WEBCRYPTO_ED25519 = """
+(() => {
+  const subtle = crypto.subtle;
+  const importKey = subtle.importKey.bind(subtle);
+  subtle.importKey = (format, data, algorithm, ...rest) => {
+    const name = typeof algorithm === "string" ? algorithm : algorithm && algorithm.name;
+    if (String(name).toLowerCase() === "ed25519") {
+      return Promise.reject(new DOMException("Unrecognized algorithm name", "NotSupportedError"));
+    }
+    return importKey(format, data, algorithm, ...rest);
+  };
+})();
+"""
+
+
+def test_without_ed25519_in_webcrypto_the_bundled_library_signs_the_same_code(
+    page: Page, ticket_page: Path, shared_world: World
+) -> None:
+    page.add_init_script(NO_WEBCRYPTO_ED25519)
+    requests = open_page(page, ticket_page, FIRST)
+    payload = show_at(page, FIRST)
+    assert page.get_attribute("body", "data-signer") == "noble"
+    assert page.is_hidden("#problem")
+    decision = evaluate(payload, shared_world.manifest, FLOOR, FIRST)
+    assert decision.reason is Reason.OK, decision
+    # Ed25519 is deterministic: the library's code is the one WebCrypto (and the gate's own
+    # encoder) makes from the same key, certificate and step.
+    ticket = page_ticket(ticket_page)
+    holder = SecretKey(base64.b64decode(str(ticket["holder_seed"])))
+    certificate = base64.b64decode(str(ticket["certificate"]))
+    assert payload == encode_code(certificate, step_of(FIRST, PERIOD), holder)
+    assert requests == []
+
+
+def test_with_ed25519_in_webcrypto_the_page_signs_with_it(page: Page, ticket_page: Path) -> None:
+    open_page(page, ticket_page, FIRST)
+    show_at(page, FIRST)
+    assert page.get_attribute("body", "data-signer") == "webcrypto"

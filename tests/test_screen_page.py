@@ -16,7 +16,11 @@ from pathlib import Path
 
 from playwright.sync_api import Page, expect
 
+from gate_daemon.core.keys import SecretKey
+from gate_daemon.core.rotating import DEFAULT_PERIOD, encode_code, issue_certificate, step_of
+from gate_daemon.core.tokens import TicketClaims, event_tag
 from tests.gate_process import GateProcess, Launcher, free_port, query, wait_until
+from tests.live import EVENT_ID as LIVE_EVENT
 from tests.live import LiveWorld, make_live_world, write_gate_config
 
 #: The live event's tickets, with holders' names.
@@ -106,6 +110,32 @@ def test_each_outcome_shows_in_its_colour_with_its_words(
     expect(page.locator("#text")).to_have_text("Order not paid")
     expect(page.locator("#advice")).to_have_text("Send to the box office")
     expect(page.locator("#s-scans")).to_have_text("3 scans this hour")
+
+
+def test_an_old_rotating_code_says_by_how_much_and_shows_the_gates_clock(
+    tmp_path: Path, live: LiveWorld, launch: Launcher, page: Page
+) -> None:
+    gate, url = screen_gate(tmp_path, live, launch)
+    ready(page, url)
+    claims = TicketClaims("L-0009", event_tag(LIVE_EVENT), session="now", zone="floor")
+    holder = SecretKey.generate()
+    cert = issue_certificate(claims, holder.public, live.issuer, DEFAULT_PERIOD)
+    screenshot = encode_code(cert, step_of(time.time() - 60, DEFAULT_PERIOD), holder)
+    assert gate.scan(screenshot)["reason"] == "expired_code"
+    wait_colour(page, RED)
+    text = page.locator("#text")
+    expect(text).to_contain_text(re.compile(r"Code expired \d+ s ago"))
+    expect(text).to_contain_text(re.compile(r"This gate's clock: \d\d:\d\d:\d\d UTC"))
+    shown = re.search(r"(\d\d):(\d\d):(\d\d) UTC", text.text_content() or "")
+    assert shown is not None
+    now = time.gmtime()
+    gap = (now.tm_hour * 3600 + now.tm_min * 60 + now.tm_sec) - (
+        int(shown[1]) * 3600 + int(shown[2]) * 60 + int(shown[3])
+    )
+    assert 0 <= gap % 86400 < 120  # the gate's clock at the scan, not some other time
+    expect(page.locator("#advice")).to_have_text(
+        "Ask for the live ticket page; compare its clock with this gate's"
+    )
 
 
 def test_too_early_counts_down_to_the_opening(

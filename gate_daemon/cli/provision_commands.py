@@ -35,7 +35,7 @@ from gate_daemon.core.manifest import (
     peek_header,
 )
 from gate_daemon.core.manifest_header import Header
-from gate_daemon.core.rotating import DEFAULT_PERIOD
+from gate_daemon.core.rotating import DEFAULT_PERIOD, DEFAULT_TOLERANCE, MAX_TOLERANCE
 from gate_daemon.core.times import format_instant
 from gate_daemon.core.tokens import TicketClaims, encode_signed, event_tag
 from gate_daemon.errors import GateError, ManifestRefused
@@ -241,12 +241,14 @@ def _issue_rotating(args: argparse.Namespace, claims: TicketClaims, key: SecretK
         raise GateError("a rotating ticket needs both --rotating and --html PAGE (the holder's page)")
     if args.png is not None or args.svg is not None:
         raise GateError("a rotating ticket has no fixed image: its page draws the code (--html)")
+    name, tolerance = _page_event(args)
     page = HolderPage(
-        event_name=args.event_name or args.event,
+        event_name=name,
         seat=args.seat or "",
         session=args.session or "",
         zone=args.zone or "",
         issued_at=int(time.time()),
+        tolerance=tolerance,
     )
     issued = issue_rotating(claims, key, args.period, page, args.html)
     print(
@@ -254,6 +256,33 @@ def _issue_rotating(args: argparse.Namespace, claims: TicketClaims, key: SecretK
     )
     print(f"certificate {issued.certificate_id}")
     return 0
+
+
+def _page_event(args: argparse.Namespace) -> tuple[str, int]:
+    """The page's event name and the event's ``rotating_tolerance``: the options, else event.toml.
+
+    The page tells its holder how close their clock must be to the gate's, and warns by it;
+    the gates take the tolerance from the signed manifest, built from the same event.toml.
+    """
+    name, tolerance = args.event_name, args.tolerance
+    if args.event_file is not None:
+        spec = load_event(args.event_file)
+        if spec.event_id != args.event:
+            raise GateError(f"{args.event_file} is event {spec.event_id!r}, not --event {args.event!r}")
+        if tolerance is not None and tolerance != spec.rotating_tolerance:
+            raise GateError(
+                f"--tolerance {tolerance} differs from rotating_tolerance = {spec.rotating_tolerance} "
+                f"in {args.event_file}: the gates use the file's"
+            )
+        name, tolerance = name or spec.name, spec.rotating_tolerance
+    if tolerance is None:
+        print(
+            f"note: the page assumes the default tolerance ({DEFAULT_TOLERANCE} step); "
+            "give --event-file event.toml (or --tolerance) if the event sets rotating_tolerance",
+            file=sys.stderr,
+        )
+        tolerance = DEFAULT_TOLERANCE
+    return name or args.event, tolerance
 
 
 def cmd_decide(args: argparse.Namespace) -> int:
@@ -389,6 +418,13 @@ def period(text: str) -> int:
     return value
 
 
+def tolerance(text: str) -> int:
+    """Steps either side of the gate's a rotating code is accepted in: 0..20."""
+    if not text.isascii() or not text.isdigit() or int(text) > MAX_TOLERANCE:
+        raise argparse.ArgumentTypeError(f"{text!r} must be a whole number from 0 to {MAX_TOLERANCE}")
+    return int(text)
+
+
 def _rotating_options(p: argparse.ArgumentParser) -> None:
     """``ticket issue --rotating``: a holder-bound code that changes every period (docs/ROTATING.md)."""
     p.add_argument(
@@ -397,6 +433,17 @@ def _rotating_options(p: argparse.ArgumentParser) -> None:
     p.add_argument("--html", type=Path, metavar="PAGE", help="with --rotating: write the holder's page here")
     p.add_argument(
         "--period", type=period, default=DEFAULT_PERIOD, help="seconds a rotating code lasts (default 15)"
+    )
+    p.add_argument(
+        "--event-file",
+        type=Path,
+        metavar="EVENT_TOML",
+        help="with --rotating: the event.toml the manifest is built from (its rotating_tolerance and name)",
+    )
+    p.add_argument(
+        "--tolerance",
+        type=tolerance,
+        help="with --rotating and no --event-file: the event's rotating_tolerance (steps either side, 0..20)",
     )
     p.add_argument("--event-name", help="the event's name on the holder's page (default: --event)")
     p.add_argument("--seat", help="the seat shown on the holder's page")

@@ -93,6 +93,23 @@ def certificate_id(certificate: bytes) -> str:
     return hashlib.sha256(certificate).digest()[:8].hex()
 
 
+def repeat_key(payload: str, fingerprint: str) -> str:
+    """What an input's repeat window compares: the page a rotating code came from, else the payload.
+
+    A camera sees one code in many frames and drops a sighting that repeats the last within
+    the window. A rotating code changes every step, so a phone held across a step boundary
+    would show a new payload: its certificate id, the same in every step's code, is what
+    repeats. Any other payload (and a rotating code that does not parse) is its ``fingerprint``.
+    """
+    if not payload.upper().startswith(ROTATING_PREFIX):
+        return fingerprint
+    try:
+        code = parse_rotating(payload[len(ROTATING_PREFIX) :])
+    except PayloadError:
+        return fingerprint
+    return "holder:" + code.certificate_id
+
+
 def step_of(now: float, period: int) -> int:
     """The time step a moment falls in."""
     return int(now // period)

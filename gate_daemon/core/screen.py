@@ -12,6 +12,7 @@ whose clock is off still counts right).
 
 from __future__ import annotations
 
+import time
 from typing import NotRequired, TypedDict
 
 from gate_daemon.core.decision import Decision
@@ -158,6 +159,11 @@ def scan_view(
         view["headline"] = "Lane closed"
     if outcome is Outcome.STAFF or reason is Reason.OVERRIDDEN:
         view["text"] = decision.message  # "Signed in: Anna K", "Admitted by supervisor Sam (was revoked)"
+    if reason is Reason.EXPIRED_CODE:
+        # By how much and which way ("expired 45 s ago", "30 s in the future"), and the gate's
+        # own clock to the second, for the steward to compare with the holder's page (docs/ROTATING.md).
+        clock = time.strftime("%H:%M:%S", time.gmtime(now))
+        view["text"] = f"{decision.message}. This gate's clock: {clock} UTC"
     if reason is Reason.VENUE_FULL:
         view["headline"] = "Full"  # the text says how many are inside (docs/CAPACITY.md)
     if pending:

@@ -9,7 +9,8 @@ shows a decision that a power cut could take back.
 
 Inputs call ``Gate.sighted`` instead: a camera sees one QR code in many frames, so the
 same payload again within ``repeat_window`` of its last sighting is the same scan and is
-dropped (counted in memory as a repeat).
+dropped (counted in memory as a repeat); for a rotating code, the same page (its
+certificate), whatever step its code is for.
 
 With a turnstile, an ``allow`` pulses its relay once committed and shown; a steward's
 button can release it by hand (``Gate.release``, recorded like a scan) or make the next
@@ -34,6 +35,7 @@ from gate_daemon.core.badges import is_badge
 from gate_daemon.core.decision import Checkpoint, Decision, LedgerFacts, ScanKind, Ticket, decide, identify
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.reasons import Outcome, Reason
+from gate_daemon.core.rotating import repeat_key
 from gate_daemon.core.tokens import payload_fingerprint
 from gate_daemon.errors import GateError, ManifestRefused
 from gate_daemon.gate.capacity import Capacity
@@ -168,8 +170,9 @@ class Gate:
         """A payload an input decoded; None when it repeats one seen within the window."""
         now = self._monotonic()
         fingerprint = payload_fingerprint(self.event_id, payload)
-        last = self._seen.get(fingerprint)
-        self._seen[fingerprint] = now
+        key = repeat_key(payload, fingerprint)  # a rotating code's page, not its step's payload
+        last = self._seen.get(key)
+        self._seen[key] = now
         if last is not None and now - last < self.repeat_window:
             self.volatile["repeats"] += 1
             return None

@@ -13,6 +13,8 @@ ticket's: ``Shift.judge`` decides it, the gate records it in the evidence log (o
   outcome and reason. A steward's badge then is refused (``override_not_supervisor``), a
   supervisor's after the window too (``override_window_passed``); either way nobody is
   admitted and the refusal is no longer pending, so the next scan of a badge signs in.
+  ``override_window_passed`` is the answer only for ``OVERRIDE_GRACE_S`` after the window:
+  later the refusal is forgotten and a badge is a sign-in (a shift change hours on).
 """
 
 from __future__ import annotations
@@ -55,6 +57,10 @@ class BadgeVerdict:
     decision: Decision
     claims: BadgeClaims | None
 
+
+#: After the window, how long a badge is still told ``override_window_passed`` (a supervisor
+#: who came for that refusal, a little late) before the refusal is forgotten and a badge signs in.
+OVERRIDE_GRACE_S = 120.0
 
 _OVERRIDABLE = (Outcome.DENY, Outcome.ALREADY_USED)
 #: Refusals that are the gate's, not the ticket's: no supervisor's badge admits through them.
@@ -123,8 +129,15 @@ class Shift:
 
     @property
     def pending(self) -> Refusal | None:
-        """The refusal a supervisor's badge would override now, if any (in the window or not)."""
-        return self._refusal
+        """The refusal a badge scanned now answers, if any: in the window, or in the grace after it.
+
+        Once the window and ``OVERRIDE_GRACE_S`` have passed the refusal is forgotten: nobody
+        came for it, and the next badge is a sign-in, not a late override.
+        """
+        refusal = self._refusal
+        if refusal is not None and self._monotonic() - refusal.at > self.window_s + OVERRIDE_GRACE_S:
+            self._refusal = refusal = None
+        return refusal
 
     def judge(
         self, payload: str, manifest: Manifest | None, wall: float, *, closed: bool = False
@@ -148,7 +161,7 @@ class Shift:
             )
         except BadgeError as exc:
             return BadgeVerdict(Decision(Reason(exc.refusal.value), exc.detail), None)
-        refusal = self._refusal
+        refusal = self.pending
         if refusal is not None:
             return BadgeVerdict(self._override(refusal, claims, closed), claims)
         on_duty = self.on_duty

@@ -1,7 +1,8 @@
 """Rotating tickets issued: a fresh holder key, the issuer's certificate, the holder's page.
 
 The page is one self-contained HTML file (``holder_page/``: the template, its style and
-script, and the bundled ``qrcode-generator`` library) with the certificate and the holder
+script, the bundled ``qrcode-generator`` library and ``@noble/ed25519``, the signer for
+browsers without Ed25519 in WebCrypto) with the certificate and the holder
 key inside. It works offline and is the only place the holder key is ever written: the
 issuer keeps the certificate id (to revoke it when the ticket is issued again), never
 the key.
@@ -22,7 +23,12 @@ from gate_daemon.errors import GateError
 from gate_daemon.files import write_atomic
 
 #: The parts inlined into the page, by the marker in holder.html that each replaces.
-_PARTS = {"@@STYLE@@": "holder.css", "@@QRCODE@@": "qrcode.js", "@@PAGE@@": "holder.js"}
+_PARTS = {
+    "@@STYLE@@": "holder.css",
+    "@@QRCODE@@": "qrcode.js",
+    "@@ED25519@@": "ed25519.js",
+    "@@PAGE@@": "holder.js",
+}
 
 
 @dataclass(frozen=True, slots=True)

@@ -1,7 +1,9 @@
 // The holder's page of a rotating ticket (docs/ROTATING.md): every `period` seconds it signs the
 // certificate and the current time step with the holder key, and draws the code as a QR.
-// Offline: the key, the certificate and the QR library are all inside this file. The key is
-// imported as non-extractable and never leaves the page.
+// Offline: the key, the certificate and the libraries are all inside this file. The key is
+// imported into WebCrypto as non-extractable and never leaves the page; a browser without
+// Ed25519 in WebCrypto signs with the bundled @noble/ed25519 instead (the same signatures:
+// Ed25519 is deterministic).
 "use strict";
 
 const PREFIX = "GDR1:";
@@ -12,7 +14,7 @@ const ALPHABET = "ABCDEFGHIJKLMNOPQRSTUVWXYZ234567";
 
 const ticket = JSON.parse(document.getElementById("ticket").textContent);
 const $ = (id) => document.getElementById(id);
-let key = null;
+let sign = null; // bytes -> Promise<Uint8Array>: the holder key's Ed25519 signature
 let shownStep = null;
 let drawing = false;
 
@@ -54,7 +56,7 @@ function concat(...parts) {
 async function codeFor(step) {
   const certificate = fromBase64(ticket.certificate);
   const stamped = concat(certificate, u32(step));
-  const signature = new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, key, concat(DOMAIN, stamped)));
+  const signature = await sign(concat(DOMAIN, stamped));
   return PREFIX + base32(concat(stamped, signature));
 }
 
@@ -83,11 +85,27 @@ function pad(n) {
   return String(n).padStart(2, "0");
 }
 
+function utcText(now) {
+  const d = new Date(now);
+  return `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} UTC`;
+}
+
 function clockText(now) {
   const d = new Date(now);
   const local = `${pad(d.getHours())}:${pad(d.getMinutes())}:${pad(d.getSeconds())}`;
-  const utc = `${pad(d.getUTCHours())}:${pad(d.getUTCMinutes())}:${pad(d.getUTCSeconds())} UTC`;
-  return `This phone's clock: ${local} (${utc})`;
+  const date = `${d.getUTCFullYear()}-${pad(d.getUTCMonth() + 1)}-${pad(d.getUTCDate())}`;
+  return `This phone's clock, above in UTC (${date}); local time ${local}`;
+}
+
+function acceptsText() {
+  // The gate takes a code of its own step or of `tolerance` steps either side: a clock within
+  // tolerance × period seconds of the gate's is always accepted (docs/ROTATING.md).
+  const issued = new Date(ticket.issued_at * 1000).toISOString().slice(0, 16).replace("T", " ");
+  const within = ticket.tolerance * ticket.period;
+  const rule = within > 0
+    ? `The gate accepts this code while this clock is within ${within} s of the gate's clock.`
+    : `The gate accepts this code only while this clock and the gate's are in the same ${ticket.period}-second step.`;
+  return `${rule} Ticket issued ${issued} UTC: this clock cannot be earlier than that.`;
 }
 
 function clockWarning(seconds) {
@@ -112,11 +130,12 @@ async function tick() {
   const left = ticket.period - (seconds - step * ticket.period);
   $("bar-fill").style.width = `${(100 * left) / ticket.period}%`;
   $("countdown").textContent = `New code in ${Math.ceil(left)} s`;
+  $("utc").textContent = utcText(now);
   $("clock").textContent = clockText(now);
   const warning = clockWarning(seconds);
   $("warning").textContent = warning;
   $("warning").hidden = !warning;
-  if (step === shownStep || drawing || key === null) return;
+  if (step === shownStep || drawing || sign === null) return;
   drawing = true;
   try {
     draw(await codeFor(step));
@@ -127,17 +146,46 @@ async function tick() {
   }
 }
 
+async function webCryptoSigner() {
+  // Chrome and Edge 137+, Safari 17+, Firefox 129+. Tried once here, so a browser that imports
+  // the key but cannot sign with it falls back too.
+  const der = concat(new Uint8Array(PKCS8_PREFIX), fromBase64(ticket.holder_seed));
+  const key = await crypto.subtle.importKey("pkcs8", der, { name: "Ed25519" }, false, ["sign"]);
+  const signer = async (bytes) => new Uint8Array(await crypto.subtle.sign({ name: "Ed25519" }, key, bytes));
+  await signer(new Uint8Array(1));
+  return signer;
+}
+
+async function nobleSigner() {
+  // The bundled @noble/ed25519 is a module script: it has run by DOMContentLoaded.
+  if (document.readyState === "loading") {
+    await new Promise((resolve) => document.addEventListener("DOMContentLoaded", resolve, { once: true }));
+  }
+  const lib = globalThis.holderEd25519;
+  if (!lib) throw new Error("the bundled Ed25519 library did not load");
+  const seed = fromBase64(ticket.holder_seed);
+  const signer = (bytes) => lib.signAsync(bytes, seed);
+  await signer(new Uint8Array(1));
+  return signer;
+}
+
 async function start() {
   $("event").textContent = ticket.event;
   $("seat").textContent = [ticket.seat, ticket.session, ticket.zone].filter(Boolean).join(" · ");
+  $("accepts").textContent = acceptsText();
   try {
-    const der = concat(new Uint8Array(PKCS8_PREFIX), fromBase64(ticket.holder_seed));
-    key = await crypto.subtle.importKey("pkcs8", der, { name: "Ed25519" }, false, ["sign"]);
+    sign = await webCryptoSigner();
+    document.body.dataset.signer = "webcrypto";
   } catch (err) {
-    $("problem").textContent = "This browser cannot sign the ticket code (it needs Ed25519 in WebCrypto: " +
-      "a current Chrome, Safari or Firefox). Ask the box office for a printed ticket.";
-    $("problem").hidden = false;
-    return;
+    try {
+      sign = await nobleSigner();
+      document.body.dataset.signer = "noble";
+    } catch (err2) {
+      $("problem").textContent = "This browser cannot sign the ticket code (it needs Ed25519, or " +
+        "BigInt and SHA-512 in WebCrypto). Ask the box office for a printed ticket.";
+      $("problem").hidden = false;
+      return;
+    }
   }
   await tick();
   setInterval(tick, 250);
