@@ -145,7 +145,7 @@ def bridge_venue(work: Path, server: PretixServer, interval_s: float) -> Iterato
     venue = BridgeVenue(work, central, gate, signer)
     try:
         central.start()
-        url = _wait_line(central, "serving ").split()[0]
+        url = central.wait_line("serving ", DEADLINE_S).split()[0]
         gate_config.write_text(gate_config.read_text().replace("CENTRAL_URL", url))
         gate.start()
         _until(lambda: venue.socket.exists() and _answers(venue), "the bench gate's start", venue)
@@ -153,18 +153,6 @@ def bridge_venue(work: Path, server: PretixServer, interval_s: float) -> Iterato
     finally:
         gate.stop()
         central.stop()
-
-
-def _wait_line(daemon: Daemon, marker: str) -> str:
-    deadline = time.monotonic() + DEADLINE_S
-    path = daemon.work / f"{daemon.name}.stdout"
-    while time.monotonic() < deadline:
-        daemon.alive()
-        for line in path.read_text(errors="replace").splitlines():
-            if marker in line:
-                return line.split(marker, 1)[1]
-        time.sleep(0.05)
-    raise GateError(f"bench process {daemon.name} did not start within {DEADLINE_S:.0f} s")
 
 
 def _answers(venue: BridgeVenue) -> bool:

@@ -76,6 +76,18 @@ class Daemon:
             tail = (self.work / f"{self.name}.stderr").read_text(errors="replace")[-600:]
             raise GateError(f"bench process {self.name} ended ({self.proc.returncode}): {tail.strip()}")
 
+    def wait_line(self, marker: str, limit: float = START_LIMIT) -> str:
+        """The rest of the first stdout line holding ``marker``; ``GateError`` if none in ``limit`` s."""
+        deadline = time.monotonic() + limit
+        path = self.work / f"{self.name}.stdout"
+        while time.monotonic() < deadline:
+            self.alive()
+            for line in path.read_text(errors="replace").splitlines():
+                if marker in line:
+                    return line.split(marker, 1)[1]
+            time.sleep(0.05)
+        raise GateError(f"bench process {self.name} did not start within {limit:g} s")
+
     def stop(self) -> None:
         """Continue, terminate, wait (kill after 20 s), close its files."""
         if self.proc is not None:
@@ -227,7 +239,7 @@ def start(venue: SoloVenue) -> None:
     mine, others = venue.cpus = cpu_split()
     os.sched_setaffinity(0, others)
     venue.central.start()
-    venue.central_url = _wait_line(venue.central, "serving ").split()[0]
+    venue.central_url = venue.central.wait_line("serving ").split()[0]
     with (venue.work / MEASURED / "gate.toml").open("a") as config:
         config.write(
             f'[upstream]\nurl = "{venue.central_url}"\ntimeout_ms = 2000\nmanifest_interval_s = 3600\n'
@@ -242,19 +254,6 @@ def start(venue: SoloVenue) -> None:
     os.sched_setaffinity(0, mine)
     venue.gate.start()
     _wait_answering(venue.gate, venue.socket)
-
-
-def _wait_line(daemon: Daemon, marker: str) -> str:
-    """The rest of the first stdout line of ``daemon`` holding ``marker``."""
-    deadline = time.monotonic() + START_LIMIT
-    path = daemon.work / f"{daemon.name}.stdout"
-    while time.monotonic() < deadline:
-        daemon.alive()
-        for line in path.read_text(errors="replace").splitlines():
-            if marker in line:
-                return line.split(marker, 1)[1]
-        time.sleep(0.05)
-    raise GateError(f"bench process {daemon.name} did not start within {START_LIMIT:g} s")
 
 
 def _wait_answering(daemon: Daemon, path: Path) -> None:

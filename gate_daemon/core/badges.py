@@ -26,9 +26,19 @@ import struct
 from collections.abc import Collection, Iterable
 from dataclasses import dataclass
 from enum import StrEnum
+from typing import ClassVar
 
 from gate_daemon.core import base32
 from gate_daemon.core.keys import SIGNATURE_SIZE, PublicKey, SecretKey
+from gate_daemon.core.tokens import (
+    F_FROM,
+    F_UNTIL,
+    PayloadError,
+    SignedBody,
+    decode_body,
+    pack_moments,
+    read_fields,
+)
 
 BADGE_PREFIX = "GDS1:"
 STAFF_DOMAIN = b"gate-daemon/staff/v1\x00"
@@ -39,9 +49,7 @@ MAX_BADGE = len(BADGE_PREFIX) + -(
     -(1 + 4 + 4 + 1 + 8 + 1 + MAX_OPERATOR + 1 + MAX_NAME + SIGNATURE_SIZE) * 8 // 5
 )
 
-_F_FROM, _F_UNTIL = 1, 2
 _HEAD = struct.Struct("<B4s4sB")
-_U32 = struct.Struct("<I")
 
 
 class Role(StrEnum):
@@ -89,17 +97,10 @@ class BadgeClaims:
 
 
 @dataclass(frozen=True, slots=True)
-class Badge:
+class Badge(SignedBody[BadgeClaims]):
     """A parsed (not yet verified) badge."""
 
-    claims: BadgeClaims
-    kid: bytes
-    signed: bytes
-    signature: bytes
-
-    def verify(self, key: PublicKey) -> bool:
-        """Whether the signature is good under ``key``."""
-        return key.verify(STAFF_DOMAIN, self.signed, self.signature)
+    domain: ClassVar[bytes] = STAFF_DOMAIN
 
 
 def is_badge(text: str) -> bool:
@@ -116,16 +117,7 @@ def _field(value: str, what: str, limit: int) -> bytes:
 
 def encode_badge(claims: BadgeClaims, key: SecretKey) -> str:
     """Sign ``claims`` with the staff key and return the QR payload text."""
-    flags, tail = 0, b""
-    for flag, moment, name in (
-        (_F_FROM, claims.valid_from, "valid_from"),
-        (_F_UNTIL, claims.valid_until, "valid_until"),
-    ):
-        if moment is not None:
-            if not 0 <= moment < 2**32:
-                raise ValueError(f"{name} is outside 1970..2106")
-            flags |= flag
-            tail += _U32.pack(moment)
+    flags, tail = pack_moments(claims.valid_from, claims.valid_until)
     if (
         claims.valid_from is not None
         and claims.valid_until is not None
@@ -149,45 +141,25 @@ def parse_badge(text: str) -> Badge:
     if len(text) > MAX_BADGE:
         raise _invalid(f"badge is {len(text)} characters, more than {MAX_BADGE}")
     try:
-        raw = base32.decode(text[len(BADGE_PREFIX) :])
-    except base32.Base32Error as exc:
-        raise _invalid(f"badge is not canonical base32: {exc}") from None
-    if len(raw) < _HEAD.size + 4 + SIGNATURE_SIZE:
-        raise _invalid("badge is too short")
+        return _read_badge(text[len(BADGE_PREFIX) :])
+    except PayloadError as exc:
+        raise _invalid(exc.detail) from None
+
+
+def _read_badge(body32: str) -> Badge:
+    raw = decode_body(body32, _HEAD.size + 4 + SIGNATURE_SIZE, "badge")
     signed, signature = raw[:-SIGNATURE_SIZE], raw[-SIGNATURE_SIZE:]
     flags, kid, tag, role_code = _HEAD.unpack_from(signed)
-    if flags & ~(_F_FROM | _F_UNTIL):
-        raise _invalid(f"badge has unknown flags 0x{flags:02x}")
+    if flags & ~(F_FROM | F_UNTIL):
+        raise PayloadError(f"badge has unknown flags 0x{flags:02x}")
     role = _CODE_ROLES.get(role_code)
     if role is None:
-        raise _invalid(f"badge has unknown role {role_code}")
-    pos = _HEAD.size
-    moments: list[int | None] = []
-    for flag in (_F_FROM, _F_UNTIL):
-        if flags & flag:
-            if pos + 4 > len(signed):
-                raise _invalid("badge is truncated")
-            moments.append(_U32.unpack_from(signed, pos)[0])
-            pos += 4
-        else:
-            moments.append(None)
-    labels: list[str] = []
-    for limit in (MAX_OPERATOR, MAX_NAME):
-        size = signed[pos] if pos < len(signed) else 0
-        chunk = signed[pos + 1 : pos + 1 + size]
-        if not 0 < size <= limit or len(chunk) != size:
-            raise _invalid("badge has a malformed field")
-        try:
-            label = chunk.decode()
-        except UnicodeDecodeError:
-            raise _invalid("badge has a field that is not UTF-8") from None
-        if not label.isprintable():
-            raise _invalid("badge has a field with control characters")
-        labels.append(label)
-        pos += 1 + size
-    if pos != len(signed):
-        raise _invalid("badge has trailing bytes")
-    claims = BadgeClaims(labels[0], labels[1], role, tag, moments[0], moments[1])
+        raise PayloadError(f"badge has unknown role {role_code}")
+    fields = read_fields(signed, _HEAD.size, flags, ((True, MAX_OPERATOR), (True, MAX_NAME)), "badge")
+    operator, name = fields.labels
+    if not (operator.isprintable() and name.isprintable()):
+        raise PayloadError("badge has a field with control characters")
+    claims = BadgeClaims(operator, name, role, tag, fields.valid_from, fields.valid_until)
     return Badge(claims, kid, signed, signature)
 
 

@@ -38,7 +38,17 @@ from dataclasses import dataclass
 
 from gate_daemon.core import base32
 from gate_daemon.core.keys import SIGNATURE_SIZE, PublicKey, SecretKey
-from gate_daemon.core.tokens import MAX_LABEL, MAX_TICKET_ID, ROTATING_PREFIX, PayloadError, TicketClaims
+from gate_daemon.core.tokens import (
+    ROTATING_PREFIX,
+    TICKET_FLAGS,
+    PayloadError,
+    TicketClaims,
+    decode_body,
+    pack_ticket_tail,
+    read_fields,
+    ticket_claims,
+    ticket_labels,
+)
 
 CERT_DOMAIN = b"gate-daemon/holder-cert/v1\x00"
 CODE_DOMAIN = b"gate-daemon/rotating/v1\x00"
@@ -48,8 +58,6 @@ DEFAULT_TOLERANCE = 1
 MAX_TOLERANCE = 20
 HOLDER_KEY_SIZE = 32
 
-_F_FROM, _F_UNTIL, _F_SESSION, _F_ZONE = 1, 2, 4, 8
-_KNOWN_FLAGS = _F_FROM | _F_UNTIL | _F_SESSION | _F_ZONE
 _HEAD = struct.Struct("<B4s4sBB32s")
 _U32 = struct.Struct("<I")
 _TAIL = _U32.size + SIGNATURE_SIZE
@@ -115,37 +123,11 @@ def step_of(now: float, period: int) -> int:
     return int(now // period)
 
 
-def _label(value: str, what: str, limit: int) -> bytes:
-    raw = value.encode()
-    if not 0 < len(raw) <= limit:
-        raise ValueError(f"{what} must be 1 to {limit} bytes of UTF-8, got {len(raw)}")
-    return raw
-
-
 def issue_certificate(claims: TicketClaims, holder: PublicKey, key: SecretKey, period: int) -> bytes:
     """The issuer's certificate binding ``claims`` to the holder's key; ``ValueError`` if it cannot be."""
-    if not 0 <= claims.entries <= 255:
-        raise ValueError(f"entries must be 0 (re-entry) to 255, got {claims.entries}")
     if not 1 <= period <= 255:
         raise ValueError(f"period must be 1 to 255 seconds, got {period}")
-    flags = 0
-    tail = b""
-    for flag, moment, name in (
-        (_F_FROM, claims.valid_from, "valid_from"),
-        (_F_UNTIL, claims.valid_until, "valid_until"),
-    ):
-        if moment is not None:
-            if not 0 <= moment < 2**32:
-                raise ValueError(f"{name} is outside 1970..2106")
-            flags |= flag
-            tail += _U32.pack(moment)
-    tid = _label(claims.ticket_id, "ticket id", MAX_TICKET_ID)
-    tail += bytes([len(tid)]) + tid
-    for flag, label, name in ((_F_SESSION, claims.session, "session"), (_F_ZONE, claims.zone, "zone")):
-        if label:
-            raw = _label(label, name, MAX_LABEL)
-            flags |= flag
-            tail += bytes([len(raw)]) + raw
+    flags, tail = pack_ticket_tail(claims)
     head = _HEAD.pack(flags, key.public.kid_bytes, claims.event_tag, claims.entries, period, holder.raw)
     body = head + tail
     return body + key.sign(CERT_DOMAIN, body)
@@ -161,50 +143,17 @@ def encode_code(certificate: bytes, step: int, holder: SecretKey) -> str:
 
 def parse_rotating(body32: str) -> RotatingCode:
     """Read the base32 after ``GDR1:``, or raise ``PayloadError`` saying what is wrong."""
-    try:
-        raw = base32.decode(body32)
-    except base32.Base32Error as exc:
-        raise PayloadError(f"rotating code is not canonical base32: {exc}") from None
-    if len(raw) < _HEAD.size + 2 + SIGNATURE_SIZE + _TAIL:
-        raise PayloadError("rotating code is too short")
+    raw = decode_body(body32, _HEAD.size + 2 + SIGNATURE_SIZE + _TAIL, "rotating code")
     certificate, stamp = raw[:-_TAIL], raw[-_TAIL:]
     body, issuer_signature = certificate[:-SIGNATURE_SIZE], certificate[-SIGNATURE_SIZE:]
     flags, kid, tag, entries, period, holder = _HEAD.unpack_from(body)
-    if flags & ~_KNOWN_FLAGS:
+    if flags & ~TICKET_FLAGS:
         raise PayloadError(f"rotating code has unknown flags 0x{flags:02x}")
     if period == 0:
         raise PayloadError("rotating code has a period of 0 seconds")
-    pos = _HEAD.size
-    moments: list[int | None] = []
-    for flag in (_F_FROM, _F_UNTIL):
-        if flags & flag:
-            if pos + 4 > len(body):
-                raise PayloadError("rotating code is truncated")
-            moments.append(_U32.unpack_from(body, pos)[0])
-            pos += 4
-        else:
-            moments.append(None)
-    labels: list[str] = []
-    for flag, limit in ((-1, MAX_TICKET_ID), (_F_SESSION, MAX_LABEL), (_F_ZONE, MAX_LABEL)):
-        if flag != -1 and not flags & flag:
-            labels.append("")
-            continue
-        if pos >= len(body):
-            raise PayloadError("rotating code is truncated")
-        size = body[pos]
-        chunk = body[pos + 1 : pos + 1 + size]
-        if not 0 < size <= limit or len(chunk) != size:
-            raise PayloadError("rotating code has a malformed field")
-        try:
-            labels.append(chunk.decode())
-        except UnicodeDecodeError:
-            raise PayloadError("rotating code has a field that is not UTF-8") from None
-        pos += 1 + size
-    if pos != len(body):
-        raise PayloadError("rotating code has trailing bytes in its certificate")
-    claims = TicketClaims(labels[0], tag, entries, labels[1], labels[2], moments[0], moments[1])
+    fields = read_fields(body, _HEAD.size, flags, ticket_labels(flags), "rotating code")
     return RotatingCode(
-        claims=claims,
+        claims=ticket_claims(fields, tag, entries),
         kid=kid,
         period=period,
         holder=holder,

@@ -21,6 +21,11 @@ Binary body of a v1 signed ticket (integers little-endian)::
     u8 n, n bytes      ticket id (UTF-8, 1..64 bytes)
     [u8 n, n bytes session]  [u8 n, n bytes zone]  (present when flagged)
     64    Ed25519 signature over "gate-daemon/ticket/v1\\0" + everything above
+
+Rotating certificates (``GDR1``, ``core.rotating``) and staff badges (``GDS1``,
+``core.badges``) lay out the rest of their bodies the same way: the flagged u32 moments,
+then length-prefixed UTF-8 labels. They write it with ``pack_moments``, read it with
+``decode_body`` and ``read_fields``, and their parsed forms share ``SignedBody``'s shape.
 """
 
 from __future__ import annotations
@@ -30,12 +35,14 @@ import hashlib
 import struct
 from dataclasses import dataclass
 from enum import StrEnum
-from typing import TYPE_CHECKING, TypeAlias
+from typing import TYPE_CHECKING, ClassVar, Generic, TypeAlias, TypeVar
 
 from gate_daemon.core import base32
 from gate_daemon.core.keys import SIGNATURE_SIZE, PublicKey, SecretKey
 
 if TYPE_CHECKING:
+    from collections.abc import Sequence
+
     from gate_daemon.core.rotating import RotatingCode
 
 SIGNED_PREFIX = "GD1:"
@@ -49,8 +56,11 @@ MAX_TICKET_ID = 64
 MAX_LABEL = 16
 REENTRY = 0
 
-_F_FROM, _F_UNTIL, _F_SESSION, _F_ZONE = 1, 2, 4, 8
-_KNOWN_FLAGS = _F_FROM | _F_UNTIL | _F_SESSION | _F_ZONE
+#: The flag bits of the optional moments, the same in every signed format (GD1, GDR1, GDS1).
+F_FROM, F_UNTIL = 1, 2
+_F_SESSION, _F_ZONE = 4, 8
+#: The flag bits a ticket's body (GD1, and GDR1's certificate) may carry.
+TICKET_FLAGS = F_FROM | F_UNTIL | _F_SESSION | _F_ZONE
 _HEAD = struct.Struct("<B4s4sB")
 _U32 = struct.Struct("<I")
 
@@ -140,18 +150,30 @@ class TicketClaims:
     valid_until: int | None = None
 
 
-@dataclass(frozen=True, slots=True)
-class SignedTicket:
-    """A parsed (not yet verified) signed ticket."""
+ClaimsT = TypeVar("ClaimsT")
 
-    claims: TicketClaims
+
+@dataclass(frozen=True, slots=True)
+class SignedBody(Generic[ClaimsT]):
+    """A parsed (not yet verified) signed body: its claims, key id, bytes and signature."""
+
+    claims: ClaimsT
     kid: bytes
     signed: bytes
     signature: bytes
+    #: The signature's domain: each format has its own, so no key's signature is read as another's.
+    domain: ClassVar[bytes]
 
     def verify(self, key: PublicKey) -> bool:
         """Whether the signature is good under ``key``."""
-        return key.verify(TICKET_DOMAIN, self.signed, self.signature)
+        return key.verify(self.domain, self.signed, self.signature)
+
+
+@dataclass(frozen=True, slots=True)
+class SignedTicket(SignedBody[TicketClaims]):
+    """A parsed (not yet verified) signed ticket."""
+
+    domain: ClassVar[bytes] = TICKET_DOMAIN
 
 
 @dataclass(frozen=True, slots=True)
@@ -171,21 +193,26 @@ def _label(value: str, what: str, limit: int) -> bytes:
     return raw
 
 
-def encode_signed(claims: TicketClaims, key: SecretKey) -> str:
-    """Sign ``claims`` and return the QR payload text."""
-    if not 0 <= claims.entries <= 255:
-        raise ValueError(f"entries must be 0 (re-entry) to 255, got {claims.entries}")
-    flags = 0
-    tail = b""
-    for flag, moment, name in (
-        (_F_FROM, claims.valid_from, "valid_from"),
-        (_F_UNTIL, claims.valid_until, "valid_until"),
-    ):
+def pack_moments(valid_from: int | None, valid_until: int | None) -> tuple[int, bytes]:
+    """The flag bits and u32 fields of the moments given; ``ValueError`` outside 1970..2106."""
+    flags, packed = 0, b""
+    for flag, moment, name in ((F_FROM, valid_from, "valid_from"), (F_UNTIL, valid_until, "valid_until")):
         if moment is not None:
             if not 0 <= moment < 2**32:
                 raise ValueError(f"{name} is outside 1970..2106")
             flags |= flag
-            tail += _U32.pack(moment)
+            packed += _U32.pack(moment)
+    return flags, packed
+
+
+def pack_ticket_tail(claims: TicketClaims) -> tuple[int, bytes]:
+    """A ticket's flag bits and the fields after its head (GD1 and GDR1 write them alike).
+
+    ``ValueError`` if a claim does not fit.
+    """
+    if not 0 <= claims.entries <= 255:
+        raise ValueError(f"entries must be 0 (re-entry) to 255, got {claims.entries}")
+    flags, tail = pack_moments(claims.valid_from, claims.valid_until)
     tid = _label(claims.ticket_id, "ticket id", MAX_TICKET_ID)
     tail += bytes([len(tid)]) + tid
     for flag, label, name in ((_F_SESSION, claims.session, "session"), (_F_ZONE, claims.zone, "zone")):
@@ -193,6 +220,74 @@ def encode_signed(claims: TicketClaims, key: SecretKey) -> str:
             raw = _label(label, name, MAX_LABEL)
             flags |= flag
             tail += bytes([len(raw)]) + raw
+    return flags, tail
+
+
+def ticket_labels(flags: int) -> tuple[tuple[bool, int], ...]:
+    """Which of a ticket's labels (ticket id, session, zone) ``flags`` says are present, and their limits."""
+    return ((True, MAX_TICKET_ID), (bool(flags & _F_SESSION), MAX_LABEL), (bool(flags & _F_ZONE), MAX_LABEL))
+
+
+def decode_body(body32: str, min_size: int, what: str) -> bytes:
+    """The bytes of a signed format's base32 text; ``PayloadError`` if not canonical or too short."""
+    try:
+        raw = base32.decode(body32)
+    except base32.Base32Error as exc:
+        raise PayloadError(f"{what} is not canonical base32: {exc}") from None
+    if len(raw) < min_size:
+        raise PayloadError(f"{what} is too short")
+    return raw
+
+
+@dataclass(frozen=True, slots=True)
+class Fields:
+    """The fields after a signed body's head: its moments and its labels ("" where absent)."""
+
+    valid_from: int | None
+    valid_until: int | None
+    labels: tuple[str, ...]
+
+
+def read_fields(body: bytes, pos: int, flags: int, labels: Sequence[tuple[bool, int]], what: str) -> Fields:
+    """Read ``body`` from ``pos`` to its end: the u32 moments ``flags`` names, then the labels.
+
+    ``labels`` gives each label's presence and its longest length in bytes, in order. A
+    ``PayloadError`` names the format (``what``: "signed ticket", "rotating code",
+    "badge") and what is wrong: truncated, a malformed field, one not UTF-8, trailing bytes.
+    """
+    moments: list[int | None] = []
+    for flag in (F_FROM, F_UNTIL):
+        if not flags & flag:
+            moments.append(None)
+            continue
+        if pos + _U32.size > len(body):
+            raise PayloadError(f"{what} is truncated")
+        moments.append(_U32.unpack_from(body, pos)[0])
+        pos += _U32.size
+    texts: list[str] = []
+    for present, limit in labels:
+        if not present:
+            texts.append("")
+            continue
+        if pos >= len(body):
+            raise PayloadError(f"{what} is truncated")
+        size = body[pos]
+        chunk = body[pos + 1 : pos + 1 + size]
+        if not 0 < size <= limit or len(chunk) != size:
+            raise PayloadError(f"{what} has a malformed field")
+        try:
+            texts.append(chunk.decode())
+        except UnicodeDecodeError:
+            raise PayloadError(f"{what} has a field that is not UTF-8") from None
+        pos += 1 + size
+    if pos != len(body):
+        raise PayloadError(f"{what} has trailing bytes")
+    return Fields(moments[0], moments[1], tuple(texts))
+
+
+def encode_signed(claims: TicketClaims, key: SecretKey) -> str:
+    """Sign ``claims`` and return the QR payload text."""
+    flags, tail = pack_ticket_tail(claims)
     body = _HEAD.pack(flags, key.public.kid_bytes, claims.event_tag, claims.entries) + tail
     signature = key.sign(TICKET_DOMAIN, body)
     return SIGNED_PREFIX + base32.encode(body + signature)
@@ -219,51 +314,16 @@ def parse_payload(text: str) -> Payload:
 
 
 def _parse_signed(body32: str) -> SignedTicket:
-    try:
-        raw = base32.decode(body32)
-    except base32.Base32Error as exc:
-        raise PayloadError(f"signed ticket is not canonical base32: {exc}") from None
-    if len(raw) < _HEAD.size + 1 + SIGNATURE_SIZE:
-        raise PayloadError("signed ticket is too short")
+    raw = decode_body(body32, _HEAD.size + 1 + SIGNATURE_SIZE, "signed ticket")
     signed, signature = raw[:-SIGNATURE_SIZE], raw[-SIGNATURE_SIZE:]
     flags, kid, tag, entries = _HEAD.unpack_from(signed)
-    if flags & ~_KNOWN_FLAGS:
+    if flags & ~TICKET_FLAGS:
         raise PayloadError(f"signed ticket has unknown flags 0x{flags:02x}")
-    pos = _HEAD.size
-    moments: list[int | None] = []
-    for flag in (_F_FROM, _F_UNTIL):
-        if flags & flag:
-            if pos + 4 > len(signed):
-                raise PayloadError("signed ticket is truncated")
-            moments.append(_U32.unpack_from(signed, pos)[0])
-            pos += 4
-        else:
-            moments.append(None)
-    labels: list[str] = []
-    for flag, limit in ((-1, MAX_TICKET_ID), (_F_SESSION, MAX_LABEL), (_F_ZONE, MAX_LABEL)):
-        if flag != -1 and not flags & flag:
-            labels.append("")
-            continue
-        if pos >= len(signed):
-            raise PayloadError("signed ticket is truncated")
-        size = signed[pos]
-        chunk = signed[pos + 1 : pos + 1 + size]
-        if not 0 < size <= limit or len(chunk) != size:
-            raise PayloadError("signed ticket has a malformed field")
-        try:
-            labels.append(chunk.decode())
-        except UnicodeDecodeError:
-            raise PayloadError("signed ticket has a field that is not UTF-8") from None
-        pos += 1 + size
-    if pos != len(signed):
-        raise PayloadError("signed ticket has trailing bytes")
-    claims = TicketClaims(
-        ticket_id=labels[0],
-        event_tag=tag,
-        entries=entries,
-        session=labels[1],
-        zone=labels[2],
-        valid_from=moments[0],
-        valid_until=moments[1],
-    )
-    return SignedTicket(claims=claims, kid=kid, signed=signed, signature=signature)
+    fields = read_fields(signed, _HEAD.size, flags, ticket_labels(flags), "signed ticket")
+    return SignedTicket(ticket_claims(fields, tag, entries), kid, signed, signature)
+
+
+def ticket_claims(fields: Fields, tag: bytes, entries: int) -> TicketClaims:
+    """A ticket's claims from its head's event tag and entries and the fields ``read_fields`` read."""
+    ticket_id, session, zone = fields.labels
+    return TicketClaims(ticket_id, tag, entries, session, zone, fields.valid_from, fields.valid_until)
