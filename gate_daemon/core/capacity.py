@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import json
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from gate_daemon.core.decision import Decision, ScanKind
@@ -124,14 +124,35 @@ class Limits:
         return max(1, limit.capacity // max(1, len(self.gates)) // 4)
 
 
+#: The reasons that let someone in: an admission, and a supervisor's forced entry.
+ADMITTING = (Reason.OK, Reason.OVERRIDDEN)
+
+
+def passing(decision: Decision, gate_zone: str | None) -> Decision:
+    """``decision`` with the zone the person walks into: the gate's own, when it has one.
+
+    A gate with a zone admits (and lets out) through that zone's door, whatever zone the
+    ticket names: a zoneless ticket, or a pretix product valid on several lists, admitted
+    at the lounge's gate is one more in the lounge. The recorded decision's ``zone`` is
+    what the counts read (``gate_daemon.store.occupancy``). A gate without a zone keeps
+    the ticket's zone. Refusals pass unchanged.
+    """
+    moves = decision.ticket_id is not None and decision.reason in ADMITTING
+    if not gate_zone or not moves or decision.zone == gate_zone:
+        return decision
+    return replace(decision, zone=gate_zone)
+
+
 def bounded(
     decision: Decision, kind: ScanKind, limits: Limits | None, tallies: Mapping[str, Tally], gate_id: str
 ) -> Decision:
     """``decision``, or ``venue_full`` when it admits someone the venue or their zone has no room for.
 
-    Only an admission (``ok`` on an entry) is weighed; exits and refusals pass unchanged.
+    An admission (``ok`` on an entry) and a supervisor's forced entry (``overridden``) are
+    weighed alike: capacity is the crowd's safety, so a badge does not overfill either.
+    Exits and refusals pass unchanged.
     """
-    if limits is None or kind is not ScanKind.ENTRY or decision.reason is not Reason.OK:
+    if limits is None or kind is not ScanKind.ENTRY or decision.reason not in ADMITTING:
         return decision
     for limit in limits.applying(decision.zone):
         tally = tallies.get(limit.scope, Tally())
@@ -145,6 +166,8 @@ def _full(decision: Decision, limit: Limit, tally: Tally, *, strict: bool) -> De
     message = f"{limit.label} full: {inside} of {limit.capacity} inside"
     if strict and inside < limit.capacity:
         message += " (this gate's places are taken; wait)"
+    if decision.reason is Reason.OVERRIDDEN:
+        message = f"Override refused: {message}"
     return Decision(
         Reason.VENUE_FULL,
         message,
@@ -154,6 +177,9 @@ def _full(decision: Decision, limit: Limit, tally: Tally, *, strict: bool) -> De
         zone=decision.zone,
         entries_used=decision.entries_used,
         entries_allowed=decision.entries_allowed,
+        staff=decision.staff,
+        staff_name=decision.staff_name,
+        overrides=decision.overrides,
     )
 
 
