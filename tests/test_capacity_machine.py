@@ -151,6 +151,8 @@ class Venue:
         await self.heal()
         await self.until(lambda: all(n.ledger.occupancy.tallies.get("floor", Tally()).inside == inside
                                      for n in self.nodes))  # fmt: skip
+        # An ask waits while its peer is known down: every link up again first.
+        await self.until(lambda: all(p.state.up for r in self.replicators for p in r.peers))
         for at in range(len(self.nodes)):
             while await open_asks(self.nodes[at].ledger):
                 await self.rebalance(at)
