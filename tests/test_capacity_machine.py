@@ -8,13 +8,18 @@ asks for places are run by the rules (``CapacityDesk.rebalance``), not by a time
 each example is the same whatever the machine's speed.
 
 The people are modelled here: one person per re-entry ticket, who enters only while
-outside and leaves only while inside, and moves only when the gate says ``ok``.
+outside and leaves only while inside, and moves only when the gate says ``ok``. A
+supervisor may force someone in (the ticket of someone inside, refused ``already_used``
+at the gate they entered by, then a supervisor's badge): ``overridden`` puts one more
+person inside, who never leaves; ``venue_full`` puts nobody in.
 
 What must hold:
 
-- after every step: the people inside never exceed the capacity, and the shares every
-  gate holds, added to the people inside, never exceed it either (a grant counts at its
-  giver from the moment it is written, at its receiver only once held);
+- after every step: the people inside never exceed the capacity, no share is below
+  zero, and the shares every gate holds, added to the people inside, never exceed the
+  capacity either (a grant counts at its giver from the moment it is written, at its
+  receiver only once held); no gate has more than one ask open per peer, however many
+  rounds it asks while cut off;
 - once every link is healed and the asks left open are sent again: the shares and the
   people inside add up to the capacity exactly (no place lost), and entries at one gate,
   asking the peers whenever it is full, admit exactly the capacity minus those inside.
@@ -27,6 +32,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import dataclasses
 import itertools
 import time
 from collections.abc import Callable, Iterator
@@ -37,17 +43,20 @@ from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
 
+from gate_daemon.core.badges import Role
 from gate_daemon.core.capacity import Tally
 from gate_daemon.core.decision import ScanKind
 from gate_daemon.core.reasons import Reason
 from gate_daemon.net import peers
 from gate_daemon.net.peers import Replicator
 from gate_daemon.provision.event import EventSpec
+from gate_daemon.provision.keyfiles import write_keypair
 from gate_daemon.store.capacity_grants import open_asks
 from tests.capacity_fixtures import CapacityNode, capacity_event, capacity_gate
 from tests.link_proxy import Link
-from tests.live import LiveWorld, make_live_world
+from tests.live import EVENT_ID, LiveWorld, make_live_world
 from tests.loop_thread import LoopThread
+from tests.staff_fixtures import Staff
 
 GATE_IDS = ("gate-1", "gate-2", "gate-3", "gate-4", "gate-5")
 CAPACITY = 7
@@ -151,6 +160,8 @@ class Venue:
         await self.heal()
         await self.until(lambda: all(n.ledger.occupancy.tallies.get("floor", Tally()).inside == inside
                                      for n in self.nodes))  # fmt: skip
+        # An ask waits while its peer is known down: every link up again first.
+        await self.until(lambda: all(p.state.up for r in self.replicators for p in r.peers))
         for at in range(len(self.nodes)):
             while await open_asks(self.nodes[at].ledger):
                 await self.rebalance(at)
@@ -178,13 +189,20 @@ class Venue:
 class Crowd(RuleBasedStateMachine):
     """People entering and leaving through 3 to 5 gates while links come and go."""
 
-    def __init__(self, loop: LoopThread, worlds: dict[int, tuple[LiveWorld, EventSpec]], root: Path) -> None:
+    def __init__(
+        self, loop: LoopThread, worlds: dict[int, tuple[LiveWorld, EventSpec]], root: Path, badge: str
+    ) -> None:
         super().__init__()
         self.loop = loop
         self.worlds = worlds
         self.root = root
+        self.badge = badge
         self.venue: Venue | None = None
         self.inside: set[int] = set()
+        #: The gate each person inside entered by.
+        self.entered_at: dict[int, int] = {}
+        #: People a supervisor forced in: inside for good.
+        self.forced = 0
 
     @initialize(count=st.integers(3, 5))
     def start_gates(self, count: int) -> None:
@@ -207,6 +225,7 @@ class Crowd(RuleBasedStateMachine):
             return
         if self.loop.run(self._venue.scan(self._gate(at), who, ScanKind.ENTRY)) is Reason.OK:
             self.inside.add(who)
+            self.entered_at[who] = self._gate(at)
 
     @rule(at=st.integers(0, 4), pick=st.integers(0, PEOPLE - 1))
     def leave(self, at: int, pick: int) -> None:
@@ -219,6 +238,26 @@ class Crowd(RuleBasedStateMachine):
     @rule(at=st.integers(0, 4), urgent=st.booleans())
     def ask_for_places(self, at: int, urgent: bool) -> None:
         self.loop.run(self._venue.rebalance(self._gate(at), urgent=urgent))
+
+    @rule(pick=st.integers(0, PEOPLE - 1))
+    def force_in(self, pick: int) -> None:
+        """Someone inside shows their ticket again where they entered; a supervisor forces it."""
+        if not self.inside:
+            return
+        who = sorted(self.inside)[pick % len(self.inside)]
+        at = self.entered_at[who]
+        assert self.loop.run(self._venue.scan(at, who, ScanKind.ENTRY)) is Reason.ALREADY_USED
+        forced = self.loop.run(self._venue.nodes[at].gate.scan(self.badge, device="machine")).decision
+        assert forced.reason in (Reason.OVERRIDDEN, Reason.VENUE_FULL), forced
+        self.forced += forced.reason is Reason.OVERRIDDEN
+
+    @rule(at=st.integers(0, 4), rounds=st.integers(5, 25))
+    def ask_while_cut_off(self, at: int, rounds: int) -> None:
+        """A gate cut off from every peer asks for places, urgently, round after round."""
+        gate = self._gate(at)
+        self.loop.run(self._venue.cut({gate}))
+        for _ in range(rounds):
+            self.loop.run(self._venue.rebalance(gate, urgent=True))
 
     @rule(src=st.integers(0, 4), dst=st.integers(0, 4))
     def cut_link(self, src: int, dst: int) -> None:
@@ -246,10 +285,19 @@ class Crowd(RuleBasedStateMachine):
     def never_more_than_the_capacity(self) -> None:
         if self.venue is None:
             return
-        assert len(self.inside) <= CAPACITY
+        inside = len(self.inside) + self.forced
+        assert inside <= CAPACITY
         shares = self._shares()
         assert all(share >= 0 for share in shares), shares
-        assert sum(shares) + len(self.inside) <= CAPACITY, (shares, sorted(self.inside))
+        assert sum(shares) + inside <= CAPACITY, (shares, sorted(self.inside), self.forced)
+
+    @invariant()
+    def one_open_ask_per_peer_at_most(self) -> None:
+        if self.venue is None:
+            return
+        for node in self.venue.nodes:
+            asks = self.loop.run(open_asks(node.ledger))
+            assert len(asks) <= len(self.venue.nodes) - 1, asks  # one scope: one ask per peer
 
     def _shares(self) -> list[int]:
         async def read() -> list[int]:
@@ -259,11 +307,12 @@ class Crowd(RuleBasedStateMachine):
 
     def check_healed(self) -> None:
         """Healed and settled, every place is held by some gate, and all of them can be used at one."""
-        self.loop.run(self._venue.settle(len(self.inside)))
-        assert sum(self._shares()) + len(self.inside) == CAPACITY, (self._shares(), sorted(self.inside))
+        inside = len(self.inside) + self.forced
+        self.loop.run(self._venue.settle(inside))
+        assert sum(self._shares()) + inside == CAPACITY, (self._shares(), sorted(self.inside), self.forced)
         outside = [n for n in range(PEOPLE) if n not in self.inside]
         admitted = self.loop.run(self._venue.fill([0], outside))
-        assert len(admitted) == CAPACITY - len(self.inside), (admitted, sorted(self.inside))
+        assert len(admitted) == CAPACITY - inside, (admitted, sorted(self.inside), self.forced)
         for who in admitted:  # and they leave again, through the same gate
             assert self.loop.run(self._venue.scan(0, who, ScanKind.EXIT)) is Reason.OK
 
@@ -292,13 +341,16 @@ def test_strict_capacity_holds_under_any_partition_and_every_place_comes_back(
     tmp_path: Path, loop: LoopThread, fast_retries: None
 ) -> None:
     worlds = {}
+    key_path, pub_path, key = write_keypair(tmp_path / "staff")
     for count in (3, 4, 5):
         world = make_live_world(tmp_path / f"world-{count}", gates=GATE_IDS[:count])
-        worlds[count] = (world, capacity_event(world, floor=CAPACITY, mode="strict"))
+        event = capacity_event(world, floor=CAPACITY, mode="strict")
+        worlds[count] = (world, dataclasses.replace(event, staff_keys=(key.public,)))
+    badge = Staff(key, key_path, pub_path, b"").badge("boss", Role.SUPERVISOR, event=EVENT_ID)
     examples = itertools.count()
 
     def machine() -> Crowd:
-        return Crowd(loop, worlds, tmp_path / f"example-{next(examples)}")
+        return Crowd(loop, worlds, tmp_path / f"example-{next(examples)}", badge)
 
     run_state_machine_as_test(
         machine,  # type: ignore[arg-type]  # a factory is documented use: the machine needs the loop

@@ -266,4 +266,5 @@ def test_event_spec_field_order() -> None:
         "revoked_staff",
         "capacity",
         "capacity_mode",
+        "capacity_shares",
     ]

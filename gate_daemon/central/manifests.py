@@ -212,6 +212,9 @@ class ManifestBook:
         latest = self.latest
         now = int(self._clock())
         if latest is not None and latest.event_id == event.event_id:
+            # Strict capacity's initial split is carried forward, never made again: a
+            # roster change (a gate enrolled) must not move places under the gates' feet.
+            event = dataclasses.replace(event, capacity_shares=latest.header.capacity_shares)
             sessions, zones = {s.id for s in event.sessions}, {z.id for z in event.zones}
             tickets = plan_delta(event.event_id, latest.entries(), tickets, sessions, zones).entries
             h = latest.header
@@ -314,6 +317,7 @@ def spec_of(manifest: Manifest) -> EventSpec:
         revoked_staff=tuple(sorted(h.revoked_staff)),
         capacity=h.capacity,
         capacity_mode=h.capacity_mode,
+        capacity_shares=h.capacity_shares,
     )
 
 

@@ -8,20 +8,24 @@ would overfill into ``venue_full``. docs/CAPACITY.md tells the whole design.
 - ``count`` mode: refuse when the people inside, as this gate counts them from every
   record it holds (its own and those learned from peers and the central), reach the
   capacity. Best effort: gates cut off from each other each admit up to the limit.
-- ``strict`` mode: the places are split into shares held by the gates of the manifest's
-  roster (``capacity // n`` each, the remainder one each to the first ids in sorted
-  order). A gate admits only from its own share: its share is its initial share, plus
-  the exits it recorded, minus the entries it recorded, plus the places granted to it,
-  minus the places it granted. A grant is persisted at the giver before it answers, and
-  counts at the receiver only once the receiver holds it, so the shares of all gates
-  never add up to more than the capacity minus the people inside, whatever the partition.
+- ``strict`` mode: the places are split into shares held by the gates. The initial split
+  is signed in the manifest (``capacity_shares``: per scope, gate id to places), made
+  once when the capacity is first set (``split``: ``capacity // n`` over the roster gates
+  that admit, the remainder one each to the first ids in sorted order) and carried
+  forward unchanged by later versions (``carried``), so a roster change never moves it;
+  a gate it does not name starts at 0. A gate admits only from its own share: its share
+  is its initial share, plus the exits it recorded, minus the entries it recorded, plus
+  the places granted to it, minus the places it granted. A grant is persisted at the
+  giver before it answers, and counts at the receiver only once the receiver holds it, so
+  the shares of all gates never add up to more than the capacity minus the people
+  inside, whatever the partition.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Mapping
-from dataclasses import dataclass
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 from gate_daemon.core.decision import Decision, ScanKind
@@ -35,6 +39,11 @@ STRICT, COUNT = "strict", "count"
 GRANT_DOMAIN = b"gate-daemon/capacity-grant/v1\x00"
 #: The largest number of places a grant may carry (a capacity's bound).
 MAX_PLACES = 10_000_000
+#: Roster gates that never admit and so hold no share: the pretix bridge's (it signs the
+#: check-ins it learns from pretix as this gate; ``central.pretix.mapping.BRIDGE_GATE``).
+NO_SHARES = frozenset({"pretix"})
+#: A manifest's initial split: per scope (``VENUE`` or a zone id), each holder's places.
+Shares = Mapping[str, Mapping[str, int]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -69,8 +78,11 @@ class Limits:
 
     mode: str
     limits: tuple[Limit, ...]
-    #: The roster's gate ids, sorted: the holders of shares in strict mode.
+    #: The roster's gate ids that admit (not ``NO_SHARES``), sorted: who splits a capacity
+    #: the manifest signs no split for (a manifest from before ``capacity_shares``).
     gates: tuple[str, ...]
+    #: The initial split the manifest signs (``capacity_shares``), per scope.
+    shares: Shares = field(default_factory=dict)
 
     @classmethod
     def of(cls, header: Header) -> Limits | None:
@@ -79,7 +91,9 @@ class Limits:
         found += [Limit(z.id, z.name, z.capacity) for z in header.zones if z.capacity is not None]
         if not found:
             return None
-        return cls(header.capacity_mode, tuple(found), tuple(sorted(g.id for g in header.gates)))
+        return cls(
+            header.capacity_mode, tuple(found), holders(g.id for g in header.gates), header.capacity_shares
+        )
 
     @property
     def strict(self) -> bool:
@@ -95,18 +109,19 @@ class Limits:
         return tuple(limit for limit in self.limits if limit.scope in (VENUE, zone))
 
     def initial(self, limit: Limit, gate_id: str) -> int:
-        """``gate_id``'s share of ``limit`` before any move: an even split over the roster.
+        """``gate_id``'s share of ``limit`` before any move: as the manifest's split signs it.
 
-        A gate outside the roster holds none; without a roster the one gate holds all
-        (strict mode then needs every gate in the roster: docs/CAPACITY.md).
+        A gate the split does not name holds none (a gate enrolled later: it gets places
+        by grants). A manifest without a split for the scope (older ones): an even split
+        over the roster gates that admit; without a roster the one gate holds all (strict
+        mode then needs every gate in the roster: docs/CAPACITY.md).
         """
+        signed = self.shares.get(limit.scope)
+        if signed is not None:
+            return signed.get(gate_id, 0)
         if not self.gates:
             return limit.capacity
-        if gate_id not in self.gates:
-            return 0
-        count = len(self.gates)
-        extra = 1 if self.gates.index(gate_id) < limit.capacity % count else 0
-        return limit.capacity // count + extra
+        return split(limit.capacity, self.gates).get(gate_id, 0)
 
     def share(self, limit: Limit, gate_id: str, tally: Tally) -> int:
         """The places ``gate_id`` may still admit to ``limit``'s scope on its own (strict mode)."""
@@ -121,7 +136,64 @@ class Limits:
 
     def low_water(self, limit: Limit) -> int:
         """Below this share a strict gate asks its peers for places: a quarter of an even share."""
-        return max(1, limit.capacity // max(1, len(self.gates)) // 4)
+        signed = self.shares.get(limit.scope)
+        count = len(signed) if signed is not None else len(self.gates)
+        return max(1, limit.capacity // max(1, count) // 4)
+
+
+def holders(gate_ids: Iterable[str]) -> tuple[str, ...]:
+    """The roster gates that hold shares, sorted: all but those that never admit (``NO_SHARES``)."""
+    return tuple(sorted(g for g in gate_ids if g not in NO_SHARES))
+
+
+def split(capacity: int, gates: Sequence[str]) -> dict[str, int]:
+    """``capacity`` split evenly over ``gates``: ``capacity // n`` each, one more each to the first ids."""
+    ordered = sorted(gates)
+    if not ordered:
+        return {}
+    each, extra = divmod(capacity, len(ordered))
+    return {gate: each + (1 if n < extra else 0) for n, gate in enumerate(ordered)}
+
+
+def carried(prior: Mapping[str, int] | None, capacity: int, gates: Sequence[str]) -> dict[str, int]:
+    """The initial split of one scope in a new manifest version (docs/CAPACITY.md).
+
+    - First set (no ``prior``): ``split`` over ``gates``, the roster gates that admit.
+    - The capacity unchanged: ``prior`` exactly, whatever the roster now says (a gate
+      enrolled since starts at 0; a gate removed keeps its entry, so the sum stays).
+    - The capacity changed by ``d``: ``d`` spread over ``prior``'s holders as ``split``
+      spreads places (each gets its part, all of one sign), so gates on either version
+      hold no more, together, than the larger capacity.
+    """
+    if not prior:
+        return split(capacity, gates)
+    change = capacity - sum(prior.values())
+    parts = _spread(change, sorted(prior))
+    return {gate: places + parts[gate] for gate, places in sorted(prior.items())}
+
+
+def _spread(change: int, gates: Sequence[str]) -> dict[str, int]:
+    each, extra = divmod(change, len(gates))  # extra >= 0: every part has the sign of ``change``
+    return {gate: each + (1 if n < extra else 0) for n, gate in enumerate(gates)}
+
+
+#: The reasons that let someone in: an admission, and a supervisor's forced entry.
+ADMITTING = (Reason.OK, Reason.OVERRIDDEN)
+
+
+def passing(decision: Decision, gate_zone: str | None) -> Decision:
+    """``decision`` with the zone the person walks into: the gate's own, when it has one.
+
+    A gate with a zone admits (and lets out) through that zone's door, whatever zone the
+    ticket names: a zoneless ticket, or a pretix product valid on several lists, admitted
+    at the lounge's gate is one more in the lounge. The recorded decision's ``zone`` is
+    what the counts read (``gate_daemon.store.occupancy``). A gate without a zone keeps
+    the ticket's zone. Refusals pass unchanged.
+    """
+    moves = decision.ticket_id is not None and decision.reason in ADMITTING
+    if not gate_zone or not moves or decision.zone == gate_zone:
+        return decision
+    return replace(decision, zone=gate_zone)
 
 
 def bounded(
@@ -129,9 +201,11 @@ def bounded(
 ) -> Decision:
     """``decision``, or ``venue_full`` when it admits someone the venue or their zone has no room for.
 
-    Only an admission (``ok`` on an entry) is weighed; exits and refusals pass unchanged.
+    An admission (``ok`` on an entry) and a supervisor's forced entry (``overridden``) are
+    weighed alike: capacity is the crowd's safety, so a badge does not overfill either.
+    Exits and refusals pass unchanged.
     """
-    if limits is None or kind is not ScanKind.ENTRY or decision.reason is not Reason.OK:
+    if limits is None or kind is not ScanKind.ENTRY or decision.reason not in ADMITTING:
         return decision
     for limit in limits.applying(decision.zone):
         tally = tallies.get(limit.scope, Tally())
@@ -145,6 +219,8 @@ def _full(decision: Decision, limit: Limit, tally: Tally, *, strict: bool) -> De
     message = f"{limit.label} full: {inside} of {limit.capacity} inside"
     if strict and inside < limit.capacity:
         message += " (this gate's places are taken; wait)"
+    if decision.reason is Reason.OVERRIDDEN:
+        message = f"Override refused: {message}"
     return Decision(
         Reason.VENUE_FULL,
         message,
@@ -154,6 +230,9 @@ def _full(decision: Decision, limit: Limit, tally: Tally, *, strict: bool) -> De
         zone=decision.zone,
         entries_used=decision.entries_used,
         entries_allowed=decision.entries_allowed,
+        staff=decision.staff,
+        staff_name=decision.staff_name,
+        overrides=decision.overrides,
     )
 
 

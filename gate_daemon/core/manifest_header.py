@@ -9,7 +9,7 @@ cannot read is ``ManifestRefused("malformed", ...)``. The container around the h
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 from gate_daemon.core.keys import PublicKey
@@ -115,6 +115,8 @@ class Header:
     capacity_mode: str = "count"
     #: A pretix event's signing keys and check-in rules (``core.pretix_sig``); older manifests have none.
     pretix: PretixEvent | None = None
+    #: Strict capacity's initial split, per scope: gate id to places (``core.capacity``).
+    capacity_shares: dict[str, dict[str, int]] = field(default_factory=dict)
 
 
 def parse_header(raw: bytes) -> Header:
@@ -190,6 +192,7 @@ def _header(doc: dict[str, Any]) -> Header:
         capacity=_capacity(doc["event"]),
         capacity_mode=_capacity_mode(doc["event"]),
         pretix=parse_pretix_header(doc),
+        capacity_shares=_shares(doc.get("capacity_shares", {})),
     )
 
 
@@ -213,6 +216,21 @@ def _capacity(table: dict[str, Any]) -> int | None:
     """A zone's or the event's optional ``capacity``: older manifests have none."""
     value = table.get("capacity")
     return None if value is None else _int(value)
+
+
+def _shares(value: object) -> dict[str, dict[str, int]]:
+    """The optional ``capacity_shares``: per scope, gate id to places (negative after a capacity lowered)."""
+    if not isinstance(value, dict):
+        raise ValueError("capacity_shares must be an object")
+    out: dict[str, dict[str, int]] = {}
+    for scope, split in value.items():
+        if not isinstance(split, dict):
+            raise ValueError(f"capacity_shares.{scope} must be an object")
+        for gate, places in split.items():
+            if type(places) is not int or abs(places) > 10_000_000:
+                raise ValueError(f"capacity_shares.{scope}.{gate}: expected an integer, got {places!r}")
+        out[str(scope)] = {str(gate): places for gate, places in split.items()}
+    return out
 
 
 def _capacity_mode(event: dict[str, Any]) -> str:

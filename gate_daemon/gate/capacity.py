@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 
-from gate_daemon.core.capacity import Limits, Tally, bounded
+from gate_daemon.core.capacity import ADMITTING, Limits, Tally, bounded, passing
 from gate_daemon.core.decision import Decision, ScanKind
 from gate_daemon.core.manifest import Manifest
 from gate_daemon.core.reasons import Reason
@@ -24,8 +24,12 @@ from gate_daemon.store.occupancy import zone_of
 class Capacity:
     """Weighs a gate's admissions against the venue's and the zones' capacities."""
 
-    def __init__(self, ledger: Ledger, gate_id: str, current: Callable[[], Manifest | None]) -> None:
+    def __init__(
+        self, ledger: Ledger, gate_id: str, current: Callable[[], Manifest | None], zone: str | None = None
+    ) -> None:
         self._ledger = ledger
+        #: The gate's own zone (``Checkpoint.zone``): who passes here counts against it.
+        self.zone = zone
         # Records learned from elsewhere count for their ticket's zone in the active manifest.
         ledger.occupancy.zone_of = lambda ticket_id: zone_of(current(), ticket_id)
         self.gate_id = gate_id
@@ -44,15 +48,19 @@ class Capacity:
         return limits
 
     def bound(self, decision: Decision, manifest: Manifest | None, kind: ScanKind) -> Decision:
-        """``decision``, or ``venue_full`` when the scope it admits to has no room (here)."""
+        """``decision``, or ``venue_full`` when the scope it admits to has no room (here).
+
+        An admission or a supervisor's forced entry is weighed; either, and an exit, is
+        counted in this gate's zone when it has one (``core.capacity.passing``).
+        """
         limits = self.limits(manifest)
         tallies = self._ledger.occupancy.tallies
-        out = bounded(decision, kind, limits, tallies, self.gate_id)
+        out = bounded(passing(decision, self.zone), kind, limits, tallies, self.gate_id)
         if limits is not None and limits.strict and kind is ScanKind.ENTRY:
             if out.reason is Reason.VENUE_FULL:
                 self.urgent = True
                 self.wanted.set()
-            elif out.reason is Reason.OK:
+            elif out.reason in ADMITTING:
                 for limit in limits.applying(out.zone):
                     left = limits.share(limit, self.gate_id, tallies.get(limit.scope, Tally())) - 1
                     if left < limits.low_water(limit):

@@ -160,7 +160,7 @@ class Gate:
         #: Who is signed in by badge, and the refusal a supervisor may override (``gate.staff``).
         self.shift = shift or Shift(idle_s=1800, window_s=60, monotonic=monotonic)
         #: The venue's and zones' capacities, weighed on every admission (docs/CAPACITY.md).
-        self.capacity = Capacity(ledger, gate_id, lambda: self.manifests.current)
+        self.capacity = Capacity(ledger, gate_id, lambda: self.manifests.current, checkpoint.zone)
 
     def subscribe(self) -> Subscription[ScanResult]:
         """Every result this gate shows from now on, as it is shown (``gate_daemon.gate.feed``)."""
@@ -349,18 +349,27 @@ class Gate:
             scan_id, fingerprint, device, None, self.kind, route="offline", manifest=manifest
         )
         verdict: BadgeVerdict = self.shift.judge(payload, manifest, scan.wall, closed=self.lane.closed)
-        decision = verdict.decision
-        forced = decision.reason is Reason.OVERRIDDEN
-        scan = replace(scan, operator=decision.staff, kind=ScanKind.ENTRY if forced else self.kind)
+        forced = verdict.decision.reason is Reason.OVERRIDDEN
+        scan = replace(scan, operator=verdict.decision.staff, kind=ScanKind.ENTRY if forced else self.kind)
+
+        def weighed(_facts: LedgerFacts) -> Decision:
+            # A forced entry is weighed like any entry, under the ledger's lock: at a full
+            # venue or zone it is refused (venue_full) and admits nobody (docs/CAPACITY.md).
+            if not forced:
+                return verdict.decision
+            return self.capacity.bound(verdict.decision, manifest, ScanKind.ENTRY)
+
         try:
             recorded = await self.ledger.record_scan(
-                scan, decision.ticket_id if forced else None, lambda _facts: decision
+                scan, verdict.decision.ticket_id if forced else None, weighed
             )
         except (sqlite3.Error, ValueError, PolicyConflict) as exc:
             return self._unrecorded(scan_id, f"ledger error: {exc}")
         if isinstance(recorded, RecordedScan):
             return _duplicate(scan_id, fingerprint, recorded)
-        self.shift.settle(verdict, scan.wall)
+        decision = recorded.evidence.decision
+        forced = decision.reason is Reason.OVERRIDDEN
+        self.shift.settle(replace(verdict, decision=decision), scan.wall)
         self._show(decision)
         if forced and self.turnstile is not None:
             self.turnstile.release(scan_id)

@@ -12,8 +12,13 @@
   first (to the same peer, with the same uuid); then, for each scope whose share is
   below the low-water mark (or where someone was refused for want of a place), the
   peers are asked in turn, those last known to hold the most first, until the share is
-  back. An answer counts only once its grant verifies under the giver's key from the
-  signed manifest and names this gate, the scope and the ask.
+  back. At most one ask is open per peer and scope: a peer with one still open is not
+  asked again (its ask is what is sent again), and a peer known to be down (its link
+  failed) is neither asked nor sent its open ask until the link is up. An open ask is
+  never dropped: the giver may have written its grant, whose places reach this gate only
+  as the answer to that ask sent again. An answer counts only once its grant verifies
+  under the giver's key from the signed manifest and names this gate, the scope and the
+  ask; an answered ask is deleted.
 - ``CapacityDesk.run``: a round at start, whenever the scan side raises ``wanted``, and
   every ``interval`` seconds (asks left unanswered by a partition reach their peer once
   it heals).
@@ -28,6 +33,7 @@ import logging
 import time
 import uuid as uuidlib
 from collections.abc import Callable, Sequence
+from dataclasses import replace
 from typing import Any
 
 from aiohttp import web
@@ -122,14 +128,18 @@ class CapacityDesk:
         came = 0
         for ask in await open_asks(self.ledger):
             peer = by_id.get(ask.peer)
-            if peer is not None:
-                came += await self._send(peer, ask, manifest)
+            if peer is not None and not _down(peer):
+                came += await self._send(peer, replace(ask, urgent=ask.urgent or urgent), manifest)
+        # One open ask per peer and scope: a peer that has not answered is not asked again.
+        waiting = {(ask.peer, ask.scope) for ask in await open_asks(self.ledger)}
         for limit in limits.limits:
             low = limits.low_water(limit)
             for peer in self._order(peers, limit.scope):
                 share = self.share(limit, limits)
                 if share >= low:
                     break
+                if _down(peer) or (peer.state.gate_id, limit.scope) in waiting:
+                    continue
                 if not urgent and self._known(peer, limit.scope) - share < 2:
                     continue  # it would give none (half the difference): not worth a grant's round trip
                 want = max(1, limits.initial(limit, self.gate_id) - share)
@@ -213,6 +223,11 @@ class CapacityDesk:
             with contextlib.suppress(TimeoutError):
                 async with asyncio.timeout(interval):
                     await self.capacity.wanted.wait()
+
+
+def _down(peer: Peer) -> bool:
+    """Whether ``peer``'s link is known to be down (it failed, and has not been up since)."""
+    return not peer.state.up and peer.state.last_error is not None
 
 
 def _ask_body(body: dict[str, Any]) -> tuple[str, str, int, int, bool]:

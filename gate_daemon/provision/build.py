@@ -6,6 +6,7 @@ from collections import Counter
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from gate_daemon.core.capacity import STRICT, VENUE, carried, holders
 from gate_daemon.core.delta import changes_member, encode_changes, plan_delta
 from gate_daemon.core.keys import SecretKey
 from gate_daemon.core.manifest import DELTA, FULL, Manifest, seal
@@ -89,6 +90,7 @@ def build_manifest(
         "zones": [_zone(z) for z in event.zones],
         "ticket_keys": [k.text() for k in event.ticket_keys],
         "gates": [_roster_gate(g) for g in event.gates],
+        **_shares(event, base),
         **_supervisors(event),
         **_staff(event),
         "revoked": sorted(set(event.revoked)),
@@ -146,6 +148,25 @@ def _capacity(event: EventSpec) -> dict[str, Any]:
     if event.capacity is not None or any(z.capacity is not None for z in event.zones):
         out["capacity_mode"] = event.capacity_mode
     return out
+
+
+def _shares(event: EventSpec, base: Manifest | None) -> dict[str, Any]:
+    """Strict mode's initial split (docs/CAPACITY.md): made once, then carried forward.
+
+    The split a version before signed comes from ``event.capacity_shares`` (the central
+    sets it from its latest version) or else the delta's ``base``; per scope, it is kept
+    as it was while the capacity is unchanged (``core.capacity.carried``). Left out in
+    count mode and without a roster gate that admits, so such a manifest reads as before.
+    """
+    gates = holders(g.id for g in event.gates)
+    if event.capacity_mode != STRICT or not gates:
+        return {}
+    prior = event.capacity_shares
+    if prior is None:
+        prior = base.header.capacity_shares if base is not None else {}
+    scopes = [(VENUE, event.capacity)] + [(z.id, z.capacity) for z in event.zones]
+    out = {scope: carried(prior.get(scope), n, gates) for scope, n in scopes if n is not None}
+    return {"capacity_shares": out} if out else {}
 
 
 def _by_status(tickets: Sequence[TicketEntry]) -> dict[str, int]:

@@ -45,6 +45,7 @@ pub = "sam.pub"
 from __future__ import annotations
 
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -88,6 +89,9 @@ class EventSpec:
     capacity: int | None = None
     #: ``count`` or ``strict`` (docs/CAPACITY.md).
     capacity_mode: str = "count"
+    #: Strict mode's initial split as a version before signed it, to carry forward
+    #: (``core.capacity.carried``); None: none known (a first version splits afresh).
+    capacity_shares: Mapping[str, Mapping[str, int]] | None = None
 
 
 #: The largest capacity a venue or zone may declare.

@@ -6,7 +6,10 @@ weighs capacity in between), and each keeps the ledger's counts in memory curren
 (docs/CAPACITY.md): a giver writes its grant before it answers, so its share drops
 first; a receiver's share rises only when it writes the grant it holds, signed by the
 giver. An ask is written before it is sent, and sent again with the same uuid until it
-is answered: a grant whose answer was lost is answered again, never made twice.
+is answered: a grant whose answer was lost is answered again, never made twice. An ask
+answered (or refused for good) is deleted; one unanswered is never dropped, since only
+it can bring the places of a grant whose answer was lost (at most one is open per peer
+and scope: ``gate_daemon.net.capacity``).
 """
 
 from __future__ import annotations
@@ -93,9 +96,7 @@ async def take(ledger: Ledger, grant: Grant, signature: str) -> None:
                     signature,
                 ),
             )
-        await tx.execute(
-            "UPDATE capacity_asks SET answered_ms = ? WHERE uuid = ?", (int(time.time() * 1000), grant.uuid)
-        )
+        await tx.execute("DELETE FROM capacity_asks WHERE uuid = ?", (grant.uuid,))  # answered: done
         tallies = await ledger.occupancy.recount(tx.execute)
     ledger.occupancy.keep(tallies)  # no await since the commit: no scan saw the old counts
 
@@ -111,11 +112,9 @@ async def open_ask(ledger: Ledger, ask: Ask) -> None:
 
 
 async def close_ask(ledger: Ledger, uuid: str) -> None:
-    """Give up an ask the peer refused for good (it made no grant for it)."""
+    """Give up an ask the peer refused for good (it made no grant for it, and never will)."""
     async with ledger.transaction() as tx:
-        await tx.execute(
-            "UPDATE capacity_asks SET answered_ms = ? WHERE uuid = ?", (int(time.time() * 1000), uuid)
-        )
+        await tx.execute("DELETE FROM capacity_asks WHERE uuid = ?", (uuid,))
 
 
 async def open_asks(ledger: Ledger) -> list[Ask]:
