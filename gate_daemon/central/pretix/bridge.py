@@ -182,8 +182,12 @@ class PretixBridge:
         """pretix's decision on a gate's scan (online-first); ``PretixError`` when it has none in time."""
         if self.device is None or not self.lists:
             raise PretixError("unreachable", "the bridge has not reached pretix yet")
-        found = self.lists.get(zone or "") or self.lists.get(await self.state.gate_zone(gate) or "")
-        chosen = found if found is not None else next(iter(self.lists.values()))
+        served = zone or await self.state.gate_zone(gate) or ""
+        chosen = self.lists.get(served)
+        if chosen is None:
+            # Never another zone's list: pretix would check the ticket in where the gate is not.
+            missing = f"zone {served or '(none)'!r} has no check-in list in [source.lists]"
+            raise PretixError("no_list", missing)
         decision = await online.redeem(
             self.client,
             payload,
@@ -191,6 +195,7 @@ class PretixBridge:
             kind,
             uuid,
             self._by_secret.get(payload),
+            event_id=self.event_id,
             timeout=self.source.online_timeout_ms / 1000,
         )
         if decision.reason is Reason.OK:
