@@ -159,3 +159,21 @@ def decides(world: BridgeWorld, gate: GateProcess, secret: str) -> Reason:
         return evaluate(secret, manifest, Checkpoint(zone="main"), time.time(), LedgerFacts()).reason
     finally:
         manifest.release()
+
+
+def test_online_first_at_a_zone_without_a_list_never_checks_in_on_another_zones_list(
+    world: BridgeWorld, pretix: PretixServer, launch: Launcher
+) -> None:
+    venue = world.root / "venue.toml"
+    venue.write_text(
+        venue_toml(GATES).replace("[[gates]]", '[[zones]]\nid = "floor"\nname = "Floor"\n\n[[gates]]', 1)
+    )
+    fresh = pretix.make_order(name="Floor Walker")
+    online = {"validate_timeout_ms": 6000, "breaker_latency_ms": 5000}
+    gate = world.gate(launch, "north-1", zone="floor", decision="online-first", upstream=online)
+    wait_until(lambda: knows(gate, fresh.secret), CONVERGE, "the order and the floor zone at the gate")
+    wait_until(lambda: gate.status()["online"]["mode"] == "online", CONVERGE, "online mode")
+    decision = gate.scan(fresh.secret)
+    # The central answers 503 (no_list): the gate decides locally, and pretix was never asked.
+    assert decision["reason"] == "wrong_zone", decision
+    assert pretix.checkins_of(fresh.position_id) == []
