@@ -10,11 +10,14 @@ from __future__ import annotations
 
 import asyncio
 import time
+import uuid as uuidlib
 from pathlib import Path
 
 import httpx
 import pytest
 
+from gate_daemon.central.pretix import online
+from gate_daemon.central.pretix.client import PretixClient
 from gate_daemon.config.load import load_config
 from gate_daemon.core.decision import Checkpoint, LedgerFacts, evaluate
 from gate_daemon.core.pretix_sig import ticket_id_for
@@ -177,3 +180,18 @@ def test_online_first_at_a_zone_without_a_list_never_checks_in_on_another_zones_
     # The central answers 503 (no_list): the gate decides locally, and pretix was never asked.
     assert decision["reason"] == "wrong_zone", decision
     assert pretix.checkins_of(fresh.position_id) == []
+
+
+async def test_online_first_names_a_position_the_bridge_has_not_downloaded_as_the_gates_do(
+    pretix: PretixServer,
+) -> None:
+    fresh = pretix.make_order(name="Sold A Second Ago")
+    async with httpx.AsyncClient() as http:
+        client = PretixClient(http, pretix.url, pretix.organizer, timeout=30)
+        client.use_token(pretix.other_device_token())
+        nonce = str(uuidlib.uuid4())
+        decision = await online.redeem(
+            client, fresh.secret, pretix.lists["main"], "entry", nonce, None, event_id=EVENT_ID, timeout=30
+        )
+    assert decision.reason is Reason.OK, decision
+    assert decision.ticket_id == ticket_id_for(EVENT_ID, fresh.secret)
