@@ -168,11 +168,15 @@ class PretixBridge:
         async with self._run_lock:
             if self.device is None:
                 return False
+            started = time.monotonic()
             sent, more = await self.uploader.run(self.source.interval_s)
             self.status.uploaded += sent
-            self.status.refusals += await report_refusals(
-                self.client, self.source.event, self.state, self.lists, self._secrets.get
-            )
+            if not more:  # check-ins first; refusals with what is left of the round
+                left = max(0.0, self.source.interval_s - (time.monotonic() - started))
+                reported, more = await report_refusals(
+                    self.client, self.source.event, self.state, self.lists, self._secrets.get, left
+                )
+                self.status.refusals += reported
             self.status.synced_at = time.time()
             self.status.error = None
             self.status.failures = 0
