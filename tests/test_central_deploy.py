@@ -89,6 +89,25 @@ def test_systemd_accepts_the_unit(tmp_path: Path) -> None:
     assert "gate-central.service" not in done.stderr, done.stderr
 
 
+@pytest.mark.skipif(shutil.which("systemd-analyze") is None, reason="systemd-analyze is not installed")
+def test_the_pretix_drop_in_docs_pretix_shows_loads_the_init_token(tmp_path: Path) -> None:
+    text = (ROOT / "docs" / "PRETIX.md").read_text()
+    found = re.search(r"```ini\n# (/etc/systemd/system/gate-central\.service\.d/\S+)\n(.*?)```", text, re.S)
+    assert found is not None, "docs/PRETIX.md shows no drop-in"
+    local = tmp_path / "gate-central.service"
+    local.write_text(UNIT.read_text().replace(INSTALLED, str(GATE_CENTRAL)))
+    drop_in = tmp_path / "gate-central.service.d" / Path(found[1]).name
+    drop_in.parent.mkdir()
+    drop_in.write_text(found[2])
+    assert "LoadCredential=pretix-init-token:" in found[2]
+    assert "pretix-init-token" not in UNIT.read_text().split("[Service]")[1].split("# Hardening")[0]
+    done = subprocess.run(
+        ["systemd-analyze", "verify", str(local)], capture_output=True, text=True, timeout=60, check=False
+    )
+    assert done.returncode == 0, done.stderr
+    assert "gate-central.service" not in done.stderr, done.stderr
+
+
 def test_the_unit_is_a_plain_hardened_service_without_devices(unit: dict[str, list[str]]) -> None:
     assert unit["Type"] == ["exec"]
     assert unit["Restart"] == ["on-failure"]

@@ -237,3 +237,28 @@ def test_the_shipped_pretix_examples_check(tmp_path: Path, capsys: pytest.Captur
     said = capsys.readouterr().out
     assert "event gate2026 from pretix https://pretix.example.org gateorg/gate2026" in said
     assert "main = list 1, vip = list 2" in said
+
+
+def test_the_venue_files_staff_badges_capacity_and_rotating_keys_reach_the_manifest(tmp_path: Path) -> None:
+    from gate_daemon.central.manifests import spec_of
+    from gate_daemon.core.manifest import open_manifest
+    from gate_daemon.provision.build import build_manifest
+    from gate_daemon.provision.keyfiles import write_keypair
+
+    staff = write_keypair(tmp_path / "staff")[2]
+    top = 'staff_keys = ["staff.pub"]\nrevoked_staff = ["op-7"]\nrevoked_holders = ["00112233aabbccdd"]\n'
+    event = 'capacity = 300\ncapacity_mode = "strict"\nrotating_tolerance = 3\n'
+    text = top + VENUE.replace('id = "gate2026"\n', 'id = "gate2026"\n' + event, 1)
+    (tmp_path / "venue.toml").write_text(text.replace('name = "VIP"\n', 'name = "VIP"\ncapacity = 40\n'))
+    venue = load_event(tmp_path / "venue.toml", venue=True)
+    key = SecretKey.generate()
+    lists = served_lists(LISTS, (("main", 1), ("vip", 2)))
+    spec, tickets, header = build_inputs(
+        venue, key.public, EventFacts(EVENT, [], LISTS, ITEMS), lists, [position(1, 10)], {}
+    )
+    data = build_manifest(spec, tickets, key, version=1, issued_at=1_700_000_000, extra_header=header)
+    made = spec_of(open_manifest(data, [key.public]))
+    assert made.staff_keys == (staff.public,) and made.revoked_staff == ("op-7",)
+    assert (made.capacity, made.capacity_mode) == (300, "strict")
+    assert made.revoked_holders == ("00112233aabbccdd",) and made.rotating_tolerance == 3
+    assert [z.capacity for z in made.zones] == [None, 40]

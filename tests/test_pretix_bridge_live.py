@@ -115,7 +115,21 @@ def test_a_checkin_by_another_pretix_device_is_already_used_at_a_gate(
     wait_until(learned, CONVERGE, "the phone's check-in, learned from the central")
     decision = gate.scan(fresh.secret)
     assert (decision["outcome"], decision["last_entry_gate"]) == ("already_used", "pretix"), decision
-    assert len(pretix.checkins_of(fresh.position_id)) == 1
+    (held,) = pretix.checkins_of(fresh.position_id)
+    # The phone is named: its record at the gate carries pretix's device, as the gate's report shows it.
+    operators = query(gate.ledger_path, "SELECT operator FROM redemptions WHERE ticket_id = ?", ticket_id)
+    assert operators == [(f"pretix device {held['device']}",)], (operators, held)
+    # ... and so does a ticket search at the gate (gatectl search): who checked it in.
+    (hit,) = [
+        r
+        for r in gate.request({"op": "search", "query": "Box Office"})["results"]
+        if r["ticket_id"] == ticket_id
+    ]
+    assert hit["checkins"][0] == {
+        **hit["checkins"][0],
+        "gate": "pretix",
+        "operator": f"pretix device {held['device']}",
+    }
 
 
 def test_seeded_states_are_refused_at_the_gate_by_name(

@@ -86,8 +86,21 @@ def pretix_env(config: Path) -> dict[str, str]:
     return env
 
 
-def _run(argv: list[str], what: str, env: dict[str, str] | None = None) -> None:
-    done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False)
+#: The longest each step of the build may take (seconds): generous, for a slow mirror or a Pi.
+PIP_TIMEOUT = 900.0
+MIGRATE_TIMEOUT = 600.0
+VENV_TIMEOUT = 300.0
+
+
+class PretixBuildTimeout(GateError):
+    """A step of the pretix cache build did not finish in its time (a hung mirror, a stuck migration)."""
+
+
+def _run(argv: list[str], what: str, env: dict[str, str] | None = None, *, timeout: float) -> None:
+    try:
+        done = subprocess.run(argv, env=env, capture_output=True, text=True, check=False, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise PretixBuildTimeout(f"pretix cache: {what} did not finish in {timeout:.0f} s") from None
     if done.returncode != 0:
         tail = (done.stderr or done.stdout).strip().splitlines()[-15:]
         raise GateError(f"pretix cache: {what} failed ({done.returncode}):\n" + "\n".join(tail))
@@ -102,14 +115,15 @@ def build(where: Path | None = None) -> Path:
     venv = where / "venv"
     if venv.exists():
         shutil.rmtree(venv)
-    _run([sys.executable, "-m", "venv", str(venv)], "python -m venv")
+    _run([sys.executable, "-m", "venv", str(venv)], "python -m venv", timeout=VENV_TIMEOUT)
     pip = [str(python_of(where)), "-m", "pip", "install", "--quiet", "--disable-pip-version-check"]
-    _run([*pip, "--upgrade", "pip", "wheel"], "pip upgrade")
-    _run([*pip, f"pretix=={PRETIX_VERSION}"], f"pip install pretix=={PRETIX_VERSION}")
+    _run([*pip, "--upgrade", "pip", "wheel"], "pip upgrade", timeout=PIP_TIMEOUT)
+    _run([*pip, f"pretix=={PRETIX_VERSION}"], f"pip install pretix=={PRETIX_VERSION}", timeout=PIP_TIMEOUT)
     with tempfile.TemporaryDirectory(prefix="pretix-migrate-") as tmp:
         datadir = Path(tmp)
         config = write_config(datadir, 8000)
-        _run([str(python_of(where)), "-m", "pretix", "migrate", "--noinput"], "migrate", pretix_env(config))
+        migrate = [str(python_of(where)), "-m", "pretix", "migrate", "--noinput"]
+        _run(migrate, "migrate", pretix_env(config), timeout=MIGRATE_TIMEOUT)
         shutil.copyfile(datadir / "db.sqlite3", template_of(where))
     (where / _MARKER).write_text(f"pretix {PRETIX_VERSION}\n", encoding="utf-8")
     return where

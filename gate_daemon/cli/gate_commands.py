@@ -178,6 +178,8 @@ def cmd_search(args: argparse.Namespace) -> int:
     for item in results:
         checkins = item.get("checkins") or []
         last = f"{checkins[0].get('kind')} at {checkins[0].get('gate')}" if checkins else "none"
+        if checkins and checkins[0].get("operator"):
+            last += f" ({checkins[0]['operator']})"
         cells = [str(item.get(key) or "") for key in ("ticket_id", "order_id", "seat", "status", "match")]
         print(f"{cells[0]:<20} {cells[1]:<16} {cells[2]:<10} {cells[3]:<10} {cells[4]:<8} {last}")
     return 0

@@ -5,11 +5,15 @@ Every ``interval_s`` (``[source]``), one run:
 1. the device token (initialized once, ``device.py``);
 2. the event, its subevents and check-in lists; the orders (whole the first time, then
    changes since pretix's last ``X-Page-Generated``), revoked and blocked secrets; all
-   stored with their cursors in one transaction (``download.py``);
-3. check-ins other pretix devices made become records of gate ``pretix`` (``learned.py``);
-4. a new manifest version when the tickets say something new (``mapping.py`` ->
+   stored with the secrets' cursors in one transaction (``download.py``);
+3. a new manifest version when the tickets say something new (``mapping.py`` ->
    ``ManifestBook``);
-5. the gates' records not sent yet go to pretix (``upload.py``).
+4. check-ins other pretix devices made on a served list become records of gate ``pretix``
+   (``learned.py``); only then the orders cursor moves past them (a run that stops
+   earlier reads them again);
+5. the gates' records not sent yet go to pretix (``upload.py``), for one ``interval_s`` at
+   most: the rest of a backlog goes in the next rounds, each after a sync, so a
+   cancellation in pretix never waits for a backlog to be sent.
 
 When pretix fails (unreachable, slow, 5xx, garbage, a list it will not serve), the run
 stops where it is, the error is kept by name for ``status()`` and the log, the gates keep
@@ -159,25 +163,35 @@ class PretixBridge:
                 self.device = await device(self.client, self._state_dir, self.source.init_token)
             await self._sync(entries_allowed)
 
-    async def upload(self) -> None:
-        """Send the records not sent yet; the run is done (``status``)."""
+    async def upload(self) -> bool:
+        """Send the records not sent yet, for about ``interval_s`` at most; whether some are left."""
         async with self._run_lock:
             if self.device is None:
-                return
-            self.status.uploaded += await self.uploader.run()
-            self.status.refusals += await report_refusals(
-                self.client, self.source.event, self.state, self.lists, self._secrets.get
-            )
+                return False
+            started = time.monotonic()
+            sent, more = await self.uploader.run(self.source.interval_s)
+            self.status.uploaded += sent
+            if not more:  # check-ins first; refusals with what is left of the round
+                left = max(0.0, self.source.interval_s - (time.monotonic() - started))
+                reported, more = await report_refusals(
+                    self.client, self.source.event, self.state, self.lists, self._secrets.get, left
+                )
+                self.status.refusals += reported
             self.status.synced_at = time.time()
             self.status.error = None
             self.status.failures = 0
+            return more
 
     async def validate(self, gate: str, zone: str | None, uuid: str, payload: str, kind: str) -> Decision:
         """pretix's decision on a gate's scan (online-first); ``PretixError`` when it has none in time."""
         if self.device is None or not self.lists:
             raise PretixError("unreachable", "the bridge has not reached pretix yet")
-        found = self.lists.get(zone or "") or self.lists.get(await self.state.gate_zone(gate) or "")
-        chosen = found if found is not None else next(iter(self.lists.values()))
+        served = zone or await self.state.gate_zone(gate) or ""
+        chosen = self.lists.get(served)
+        if chosen is None:
+            # Never another zone's list: pretix would check the ticket in where the gate is not.
+            missing = f"zone {served or '(none)'!r} has no check-in list in [source.lists]"
+            raise PretixError("no_list", missing)
         decision = await online.redeem(
             self.client,
             payload,
@@ -185,6 +199,7 @@ class PretixBridge:
             kind,
             uuid,
             self._by_secret.get(payload),
+            event_id=self.event_id,
             timeout=self.source.online_timeout_ms / 1000,
         )
         if decision.reason is Reason.OK:
@@ -199,8 +214,8 @@ class PretixBridge:
         meta = await self.state.meta()
         page = await download.orders(self.client, event, meta.get("orders_since"), venue.event_id)
         changed, cursors = await download.secrets(self.client, event, meta)
-        if page.cursor:
-            cursors["orders_since"] = page.cursor
+        # The orders cursor moves only once this page's check-ins are learned (below): a run
+        # that stops before then reads the page again, and learning it twice stores it once.
         await self.state.save(page.positions, changed, cursors)
         self.lists = lists
         self.event_id = venue.event_id
@@ -224,9 +239,12 @@ class PretixBridge:
             our_device=self.device.device_id,
             where=(self.source.url, self.source.organizer, event),
             held=set(self.positions),
+            served={found.id for found in lists.values()},
             entries_allowed=entries_allowed,
             seq=int(meta.get("learned_seq", "0")),
         )
+        if page.cursor:
+            await self.state.put_meta({"orders_since": page.cursor})
 
     async def search(self, query: str, limit: int) -> list[str]:
         """The ticket ids pretix's ``checkinrpc/search`` finds on the served lists, at most ``limit``.
@@ -311,7 +329,9 @@ async def keep_synced(bridge: PretixBridge, book: ManifestBook) -> None:
         try:
             await bridge.sync(book.entries_allowed)
             await book.refresh()
-            await bridge.upload()
-            wait = bridge.source.interval_s
+            # A backlog goes in rounds of one interval each, a sync between: pretix's changes
+            # (a cancellation) reach the gates while it is sent.
+            more = await bridge.upload()
+            wait = 0.0 if more else bridge.source.interval_s
         except (WireError, GateError, OSError, sqlite3.Error) as exc:
             wait = bridge.failed(exc)

@@ -7,12 +7,14 @@ secret) goes to ``checkinlists/{list}/failed_checkins/`` with the secret as
 (``ERROR_REASONS``). A scan of a code the manifest does not know has no ticket and no
 secret the central could send: it stays in the central's evidence only. The evidence's
 row number is the cursor; an answer of 400 is logged and passed over (pretix would refuse
-it again), a transport failure stops the run.
+it again), a transport failure stops the run. Like uploads, a run has a time budget and
+leaves the rest for the next round.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Callable, Mapping
 
 from gate_daemon.store.central.pretix import PretixState
@@ -45,16 +47,25 @@ async def report_refusals(
     state: PretixState,
     lists: Mapping[str, CheckinList],
     secret_of: Callable[[str], str | None],
-) -> int:
-    """Send the refusals not sent yet; how many pretix took. ``PretixError`` (transport, 5xx) stops it."""
+    budget_s: float | None = None,
+) -> tuple[int, bool]:
+    """Send the refusals not sent yet; (how many pretix took, whether more are left).
+
+    With ``budget_s`` it stops at the first row after that many seconds (one row at least),
+    as an upload run does. ``PretixError`` (transport, 5xx) stops it.
+    """
     cursor = int((await state.meta()).get("failed_cursor", "0"))
+    ends = None if budget_s is None else time.monotonic() + budget_s
     sent = 0
+    moved = False
     while True:
         rows = await state.refusals(cursor, BATCH)
         if not rows:
-            return sent
+            return sent, False
         try:
             for row, gate, ticket_id, kind, reason, wall in rows:
+                if moved and ends is not None and time.monotonic() >= ends:
+                    return sent, True
                 secret = secret_of(ticket_id)
                 list_id = await _list(state, lists, gate)
                 if secret is not None and list_id is not None:
@@ -72,6 +83,7 @@ async def report_refusals(
                             raise
                         log.warning("pretix refused a failed check-in of ticket %s: %s", ticket_id, exc.name)
                 cursor = row
+                moved = True
         finally:
             await state.put_meta({"failed_cursor": str(cursor)})
 

@@ -1,12 +1,13 @@
 """Check-ins other pretix devices made, as records the gates learn like any gate's.
 
 A check-in in pretix that the bridge did not upload (another device's: a phone at the box
-office, pretix's web check-in) becomes a record of the roster gate ``pretix``, signed with
-the central's key (which the manifest lists for that gate): its uuid is made from the
-pretix check-in id, so learning it twice stores it once; ``operator`` names the pretix
-device; ``wall`` is the check-in's time in pretix; the slot is the next of that ticket's
-``pretix`` records. The gates pull it from the central as any record, so the ticket is
-``already_used`` there, at gate ``pretix``.
+office, pretix's web check-in) on a check-in list a zone serves (``[source.lists]``: a
+check-in on any other list, a parking lot's, says nothing about entry here) becomes a
+record of the roster gate ``pretix``, signed with the central's key (which the manifest
+lists for that gate): its uuid is made from the pretix check-in id, so learning it twice
+stores it once; ``operator`` names the pretix device; ``wall`` is the check-in's time in
+pretix; the slot is the next of that ticket's ``pretix`` records. The gates pull it from
+the central as any record, so the ticket is ``already_used`` there, at gate ``pretix``.
 """
 
 from __future__ import annotations
@@ -43,11 +44,13 @@ async def learn(
     our_device: int,
     where: tuple[str, str, str],
     held: set[str],
+    served: set[int],
     entries_allowed: EntriesAllowed,
     seq: int,
 ) -> int:
-    """Store the check-ins of other devices (of tickets in ``held``) not learned yet; how many were new."""
-    others = [c for c in checkins if c.device != our_device and c.ticket_id in held]
+    """Store the check-ins of other devices (of tickets in ``held``, on lists in ``served``) not
+    learned yet; how many were new."""
+    others = [c for c in checkins if c.device != our_device and c.ticket_id in held and c.list_id in served]
     if not others:
         return 0
     known = await state.learned_ids([c.checkin_id for c in others])

@@ -20,12 +20,15 @@
 - The secret is the ticket's reference code (only its hash enters the manifest); a
   revoked secret that no position holds any more becomes a canceled ticket of its own,
   listed in the header's ``revoked``, so it is refused ``revoked`` by name.
+- The venue file's other keys (staff badges, capacity, rotating codes' holders and
+  tolerance, supervisors, ticket keys) carry into the event as they are.
 - Check-in list rules (JSON logic) are not evaluated offline: a served list with rules
   is refused (``ListRefused``), never ignored.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -245,16 +248,15 @@ def build_inputs(
             tid = ticket_id_for(venue.event_id, secret)
             tickets.append(TicketEntry(tid, Status.CANCELED, code_hash=code_hash(venue.event_id, secret)))
             revoked.add(tid)
-    spec = EventSpec(
-        event_id=venue.event_id,
+    # Everything else the venue file says (staff badges, capacity, rotating codes, later
+    # rosters) carries as it is: only what pretix knows is replaced.
+    spec = dataclasses.replace(
+        venue,
         name=venue.name or text(event.get("name")) or venue.event_id,
         sessions=sessions(event, facts.subevents),
-        zones=venue.zones,
         revoked=tuple(sorted(revoked)),
         legacy_codes=False,
-        ticket_keys=venue.ticket_keys,
         gates=(*venue.gates, RosterGate(BRIDGE_GATE, bridge_key)),
-        supervisors=venue.supervisors,
     )
     return spec, tickets, header
 

@@ -15,6 +15,7 @@ from __future__ import annotations
 from typing import Any
 
 from gate_daemon.core.decision import Decision
+from gate_daemon.core.pretix_sig import ticket_id_for
 from gate_daemon.core.reasons import Reason
 
 from .client import PretixClient, PretixError
@@ -40,6 +41,7 @@ async def redeem(
     nonce: str,
     ticket_id: str | None,
     *,
+    event_id: str,
     timeout: float,
 ) -> Decision:
     """pretix's decision on one scan; ``PretixError`` when it gives none in time."""
@@ -59,8 +61,9 @@ async def redeem(
     if not isinstance(answer, dict) or answer.get("status") not in ("ok", "error"):
         raise PretixError("garbage", f"POST checkinrpc/redeem/: {status} without a status")
     position = answer.get("position")
-    if ticket_id is None and isinstance(position, dict) and "order" in position and "positionid" in position:
-        ticket_id = f"{position['order']}-{position['positionid']}"
+    if ticket_id is None and isinstance(position, dict) and isinstance(position.get("secret"), str):
+        # A position the bridge has not downloaded yet: named as the manifest and the gates name it.
+        ticket_id = ticket_id_for(event_id, position["secret"])
     if answer["status"] == "ok":
         return Decision(Reason.OK, "pretix: valid", ticket_id=ticket_id)
     said = str(answer.get("reason") or "error")

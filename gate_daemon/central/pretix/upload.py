@@ -6,7 +6,8 @@ record's uuid, so a resend (after a crash, a timeout) stores nothing new in pret
 ``datetime`` is the scan's wall time at its gate; ``type`` entry or exit; ``force`` for
 what a gate decided offline (pretix then stores it whatever it would say now, as it
 does for its own offline scanners). A void is ``checkinrpc/annul`` of the record it
-takes back. Each answer is kept by uuid:
+takes back, sent only after the answers to every record before it (its entry's among
+them) are stored, never beside its redeem. Each answer is kept by uuid:
 
 - ``applied``: pretix stored it (``ok``);
 - ``duplicate``: pretix had it already (the online validation asked pretix with this nonce);
@@ -15,7 +16,9 @@ takes back. Each answer is kept by uuid:
 - ``rejected``: pretix refused it by name (``invalid``, ``product``, an annulment too late...).
 
 A transport failure or a 5xx stops the run where it is; the next run resumes by the
-cursor (and a record sent before a crash is a nonce pretix knows).
+cursor (and a record sent before a crash is a nonce pretix knows). A run has a time
+budget (the bridge's ``interval_s``): a backlog is sent over several rounds, with a sync
+of pretix's changes between them.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -55,6 +58,28 @@ def iso(wall: float) -> str:
     return datetime.fromtimestamp(wall, UTC).isoformat()
 
 
+def groups(batch: Sequence[tuple[int, Redemption]]) -> Iterator[list[tuple[int, Redemption]]]:
+    """A batch in the groups sent at once: up to ``PARALLEL`` records, a void always alone.
+
+    A void starts a group of its own, so it is sent only once every record before it (its
+    entry among them) has pretix's answer stored: an annulment never overtakes its redeem.
+    """
+    part: list[tuple[int, Redemption]] = []
+    for row in batch:
+        if row[1].kind == "void":
+            if part:
+                yield part
+                part = []
+            yield [row]
+            continue
+        part.append(row)
+        if len(part) == PARALLEL:
+            yield part
+            part = []
+    if part:
+        yield part
+
+
 class Uploader:
     """Sends the stored records to pretix, in cursor order."""
 
@@ -73,31 +98,29 @@ class Uploader:
         self._positions = positions
         self._secret_of = secret_of
 
-    async def run(self) -> int:
-        """Send every record not sent yet; how many were answered. ``PretixError`` stops it."""
+    async def run(self, budget_s: float | None = None) -> tuple[int, bool]:
+        """Send the records not sent yet, in cursor order; (how many were answered, whether more are left).
+
+        With ``budget_s`` the run stops at the first group that would start after that many
+        seconds (one group at least), so a backlog never holds up the next sync. Each group's
+        answers are stored before the next group is sent. ``PretixError`` stops it.
+        """
         meta = await self._state.meta()
         cursor = int(meta.get("upload_cursor", "0"))
+        ends = None if budget_s is None else time.monotonic() + budget_s
         done = 0
         while True:
             batch = await self._state.to_upload(cursor, BRIDGE_GATE, BATCH)
             if not batch:
-                return done
+                return done, False
             losers = await self._state.losers([r.uuid for _, r in batch if r.kind == "entry"])
-            answers: list[Answer] = []
-            reached = cursor
-            try:
-                for start in range(0, len(batch), PARALLEL):
-                    part = batch[start : start + PARALLEL]
-                    sent = await asyncio.gather(*(self._send(r, r.uuid in losers) for _, r in part))
-                    answers.extend(sent)
-                    reached = part[-1][0]
-            finally:
-                if answers:
-                    await self._state.uploaded(
-                        [(a.uuid, a.status, a.reason) for a in answers], time.time(), reached
-                    )
-            done += len(answers)
-            cursor = reached
+            for part in groups(batch):
+                if done and ends is not None and time.monotonic() >= ends:
+                    return done, True
+                sent = await asyncio.gather(*(self._send(r, r.uuid in losers) for _, r in part))
+                cursor = part[-1][0]
+                await self._state.uploaded([(a.uuid, a.status, a.reason) for a in sent], time.time(), cursor)
+                done += len(sent)
 
     async def _send(self, record: Redemption, loser: bool) -> Answer:
         held = await self._state.upload_of(record.uuid)

@@ -215,11 +215,15 @@ class CentralStore:
         """A ticket's stored check-ins, newest first (by hybrid clock)."""
         async with self._lock:  # committed state only: see ``pull``
             rows = await self._db.execute_fetchall(
-                "SELECT kind, origin, wall FROM checkins WHERE ticket_id = ?"
+                "SELECT kind, origin, wall, operator FROM checkins WHERE ticket_id = ?"
                 " ORDER BY hlc DESC, uuid DESC LIMIT ?",
                 (ticket_id, limit),
             )
-        return [{"kind": str(k), "gate": str(o), "at": float(w)} for k, o, w in rows]
+        # ``operator`` when the record names one (a pretix device, for what the bridge learned).
+        return [
+            {"kind": str(k), "gate": str(o), "at": float(w), **({"operator": str(op)} if op else {})}
+            for k, o, w, op in rows
+        ]
 
     # ------------------------------------------------------------------ validations
 
