@@ -9,6 +9,7 @@ from pathlib import Path
 import pytest
 from hypothesis import settings
 
+from gate_daemon.net import peers
 from tests.browser import chromium, page  # noqa: F401  (fixtures: pages in Debian's Chromium)
 from tests.central_fixtures import CentralWorld
 from tests.central_process import CentralProcess, numbered_central_world
@@ -69,3 +70,10 @@ def gate_central(central_world: CentralWorld, tmp_path: Path) -> Iterator[Centra
     """``gate-central`` serving ``central_world`` on 127.0.0.1; stopped (resumed first) at the end."""
     with CentralProcess(central_world.config_path, tmp_path).start() as central:
         yield central
+
+
+@pytest.fixture
+def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Retry a failing peer link within a third of a second rather than five: a state machine's
+    example heals many links."""
+    monkeypatch.setattr(peers, "MAX_BACKOFF", 0.3)

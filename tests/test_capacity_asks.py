@@ -9,12 +9,8 @@ places come back").
 from __future__ import annotations
 
 import sqlite3
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
-
-from gate_daemon.net import peers
 from gate_daemon.store.capacity_grants import open_asks
 from tests.capacity_fixtures import capacity_event
 from tests.live import make_live_world
@@ -22,18 +18,6 @@ from tests.loop_thread import LoopThread
 from tests.test_capacity_machine import GATE_IDS, Venue
 
 ROUNDS = 30
-
-
-@pytest.fixture
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retry a failing link within a third of a second rather than five."""
-    monkeypatch.setattr(peers, "MAX_BACKOFF", 0.3)
-
-
-@pytest.fixture
-def loop() -> Iterator[LoopThread]:
-    with LoopThread("gates") as thread:
-        yield thread
 
 
 def rows(path: Path) -> int:

@@ -35,10 +35,9 @@ import contextlib
 import dataclasses
 import itertools
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from pathlib import Path
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
@@ -47,7 +46,6 @@ from gate_daemon.core.badges import Role
 from gate_daemon.core.capacity import Tally
 from gate_daemon.core.decision import ScanKind
 from gate_daemon.core.reasons import Reason
-from gate_daemon.net import peers
 from gate_daemon.net.peers import Replicator
 from gate_daemon.provision.event import EventSpec
 from gate_daemon.provision.keyfiles import write_keypair
@@ -323,18 +321,6 @@ class Crowd(RuleBasedStateMachine):
             self.check_healed()
         finally:
             self.loop.run(self.venue.close(), timeout=60)
-
-
-@pytest.fixture
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retry a failing link within a third of a second rather than five: each example heals many."""
-    monkeypatch.setattr(peers, "MAX_BACKOFF", 0.3)
-
-
-@pytest.fixture
-def loop() -> Iterator[LoopThread]:
-    with LoopThread("gates") as thread:
-        yield thread
 
 
 def test_strict_capacity_holds_under_any_partition_and_every_place_comes_back(

@@ -28,12 +28,10 @@ import itertools
 import sqlite3
 import time
 import urllib.parse
-from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import pytest
 from hypothesis import HealthCheck, settings
 from hypothesis import strategies as st
 from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, rule, run_state_machine_as_test
@@ -43,7 +41,6 @@ from gate_daemon.core.reasons import Outcome
 from gate_daemon.gate.manifest_watch import ManifestWatch
 from gate_daemon.gate.scan import Gate
 from gate_daemon.hardware.factory import NullSignals
-from gate_daemon.net import peers
 from gate_daemon.net.lan import LanServer, create_app
 from gate_daemon.net.peers import Replicator
 from gate_daemon.net.replication import Replication
@@ -383,18 +380,6 @@ class Replicas(RuleBasedStateMachine):
             if allowed == 1 and len(entries) > 1:
                 winner = entries[0][1]
                 assert {(ticket_id, uuid, winner) for _, uuid in entries[1:]} <= first.conflicts
-
-
-@pytest.fixture
-def fast_retries(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Retry a failing link within a third of a second rather than five: each example heals many."""
-    monkeypatch.setattr(peers, "MAX_BACKOFF", 0.3)
-
-
-@pytest.fixture
-def loop() -> Iterator[LoopThread]:
-    with LoopThread("gates") as thread:
-        yield thread
 
 
 def test_gates_converge_on_the_same_records_and_verdicts_whatever_the_partitions(
